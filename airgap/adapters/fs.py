@@ -1,0 +1,68 @@
+"""Filesystem writes that never leave a half-written file behind.
+
+Everything airgap writes goes to a temporary file in the destination directory, is flushed to
+disk, then renamed into place: a pulled USB stick or a killed shell leaves either the old file or
+the new one, never a torn one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import BinaryIO
+
+from airgap.errors import EnvironmentFailure
+
+
+def _fail(path: Path, exc: OSError, what: str = "write") -> EnvironmentFailure:
+    reason = exc.strerror or str(exc)
+    return EnvironmentFailure(
+        f"cannot {what} {path}: {reason}",
+        hint="choose a writable location or free some space",
+    )
+
+
+@contextlib.contextmanager
+def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """Yields a binary file that becomes ``path`` only if the block completes without error."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    except OSError as exc:
+        raise _fail(path, exc) from None
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise _fail(path, exc) from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    with atomic_writer(path, mode) as fh:
+        fh.write(data)
+
+
+def read_bytes(path: Path, what: str = "file") -> bytes:
+    """Reads a user-named file, turning OS errors into one clear line."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        from airgap.errors import InvalidInputError
+
+        raise InvalidInputError(f"{what} {path} does not exist", hint="check the path") from None
+    except OSError as exc:
+        raise _fail(Path(path), exc, "read") from None

@@ -1,0 +1,73 @@
+"""The error tree. Every failure a user can meet is one of these, and each maps to one exit code.
+
+Adapters turn foreign exceptions (OSError, docker.errors, subprocess failures) into these once,
+at their boundary, so that the CLI can print one line — what failed, why, what to do — and exit
+with the documented code without a traceback.
+"""
+
+from __future__ import annotations
+
+
+class AirgapError(Exception):
+    """Base of every expected failure. ``hint`` says what the user can do about it."""
+
+    exit_code = 5
+    kind = "error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def one_line(self) -> str:
+        """The single line a user sees: never more, so that logs and pipelines stay readable."""
+        text = " ".join(self.message.split())
+        if self.hint:
+            text += f" — {' '.join(self.hint.split())}"
+        return text
+
+
+class AnswerIsNo(AirgapError):
+    """The tool worked and the answer is no (policy findings, smoke-test mismatch)."""
+
+    exit_code = 1
+    kind = "failed"
+
+
+class UsageError(AirgapError):
+    """The command line itself is wrong."""
+
+    exit_code = 2
+    kind = "usage"
+
+
+class IntegrityError(AirgapError):
+    """Bad hash, bad or untrusted signature, rollback, expiry. Never retry these."""
+
+    exit_code = 3
+    kind = "integrity"
+
+
+class InvalidInputError(AirgapError):
+    """A file the user gave us is malformed: airgap.yaml, a profile, something that is not a bundle."""
+
+    exit_code = 4
+    kind = "invalid input"
+
+
+class EnvironmentFailure(AirgapError):
+    """The world did not cooperate: no engine, registry down, disk full, unwritable path."""
+
+    exit_code = 5
+    kind = "environment"
+
+
+EXIT_CODES = {
+    0: "success",
+    1: "the tool worked and the answer is no",
+    2: "usage error",
+    3: "integrity or trust failure (never retry)",
+    4: "invalid input",
+    5: "environment failure",
+    70: "internal error (a bug in airgap: please report it with --verbose output)",
+}

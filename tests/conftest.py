@@ -1,0 +1,100 @@
+"""Shared fixtures. Tests run the real CLI in a subprocess and real engines; nothing is mocked."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+BASE_IMAGE = os.environ.get("AIRGAP_TEST_BASE_IMAGE", "127.0.0.1:5000/airgap/python-base:bookworm")
+PYENV = Path("/root/.pyenv/versions")
+
+
+def run_airgap(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Runs the real command line, as a user would, and captures what they would see."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "airgap", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
+    """The contract for every failure: the documented exit code, one line, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    return lines[0]
+
+
+def find_python(version: str) -> str | None:
+    """A specific CPython on this machine (pyenv builds, or the system's), if present."""
+    for candidate in sorted(PYENV.glob(f"{version}.*/bin/python{version}")):
+        return str(candidate)
+    for name in (f"/usr/bin/python{version}", f"/usr/local/bin/python{version}"):
+        if os.access(name, os.X_OK):
+            return name
+    return None
+
+
+def packaging_dir() -> str:
+    import packaging
+
+    return str(Path(packaging.__file__).resolve().parent.parent)
+
+
+ORACLE = (
+    "import sys, json; sys.path.insert(0, sys.argv[1]); "
+    "import packaging.tags as t; print(json.dumps([str(x) for x in t.sys_tags()]))"
+)
+
+
+def sys_tags_of(interpreter: Sequence[str], pkg_dir: str | None = None) -> list[str]:
+    """The oracle: packaging's own sys_tags() run *inside* the interpreter under test."""
+    out = subprocess.run(
+        [*interpreter, "-c", ORACLE, pkg_dir or packaging_dir()],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return list(json.loads(out))
+
+
+@pytest.fixture(scope="session")
+def docker_client():  # type: ignore[no-untyped-def]
+    """The real Docker Engine. Absent engine is a failure with the fix named, never a skip."""
+    import docker
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except Exception as exc:
+        pytest.fail(f"Docker Engine not reachable ({exc}); run scripts/setup-env.sh first")
+    return client
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_client) -> str:  # type: ignore[no-untyped-def]
+    try:
+        docker_client.images.get(BASE_IMAGE)
+    except Exception:
+        try:
+            docker_client.images.pull(BASE_IMAGE)
+        except Exception as exc:
+            pytest.fail(f"base image {BASE_IMAGE} unavailable ({exc}); run scripts/setup-env.sh first")
+    return BASE_IMAGE
