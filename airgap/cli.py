@@ -325,6 +325,102 @@ def _fact(value: object) -> str:
     return str(value)
 
 
+# ----------------------------------------------------------------------------- bundle
+@app.command(epilog=EPILOG)
+def bundle(
+    project_dir: Annotated[
+        Path, typer.Argument(help="The project directory, holding airgap.yaml.", show_default=True)
+    ] = Path("."),
+    profile: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--profile", help="The far-side target profile from `airgap probe` (overrides target.profile)."
+        ),
+    ] = None,
+    host_wheelhouse: Annotated[
+        bool,
+        typer.Option(
+            "--host-wheelhouse",
+            help="Also resolve a wheelhouse for the profiled host's own Python (for `install --to venv`).",
+        ),
+    ] = False,
+    host_python: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--python", metavar="X.Y|PATH", help="Which of the host's interpreters to target."),
+    ] = None,
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="Where staging directories go (default: PROJECT/build)."),
+    ] = None,
+    index_url: Annotated[
+        str, typer.Option("--index-url", help="The package index (a mirror behind a proxy works too).")
+    ] = "https://pypi.org/simple",
+    ca_bundle: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--ca-bundle",
+            help="CA certificates for the index (TLS-inspecting proxies); default from PIP_CERT, "
+            "REQUESTS_CA_BUNDLE, SSL_CERT_FILE or the system bundle.",
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--cache-dir", help="Wheel store and lock cache (default ~/.cache/airgap or AIRGAP_CACHE_DIR)."
+        ),
+    ] = None,
+) -> None:
+    """Build everything the far side needs, on a connected workstation with a Docker Engine.
+
+    Resolves a hash-locked wheelhouse inside the base image (pinned by digest), builds the model
+    image from it with the network disabled, runs the golden inputs inside that image to record
+    the outputs the far side will be held to, and writes PROJECT/build/NAME-VERSION/.
+
+    Proxy variables (HTTPS_PROXY, NO_PROXY) are passed to the resolver; SOURCE_DATE_EPOCH fixes
+    the timestamps.
+
+    Example: airgap bundle examples/tabular --profile site-a.json --host-wheelhouse
+    """
+    from airgap.adapters.docker_engine import DockerEngine
+    from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
+    from airgap.services import bundle as svc
+    from airgap.services.wheelhouse import default_cache_dir
+
+    options = svc.BundleOptions(
+        project_dir=project_dir,
+        output_dir=output,
+        target_profile=profile,
+        host_wheelhouse=host_wheelhouse,
+        host_python=host_python,
+        settings=ResolverSettings(index_url=index_url, ca_bundle=ca_bundle or default_ca_bundle()),
+        cache_dir=cache_dir or default_cache_dir(),
+    )
+    with _progress() as progress:
+        result = svc.bundle(options, DockerEngine(), RichObserver(progress))
+    rec = result.record
+    if STATE.json:
+        _emit_json({"staging": str(result.staging), "record": rec})
+        return
+    table = Table(title=f"bundle {rec['name']} {rec['version']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("base image", rec["base_image"]["resolved"])
+    table.add_row(
+        "model image", f"{rec['image']['tag']} ({rec['image']['id'][:19]}) user {rec['image']['user']}"
+    )
+    for kind, wh in rec["wheelhouses"].items():
+        built = f", built offline: {', '.join(wh['built_from_sdist'])}" if wh["built_from_sdist"] else ""
+        table.add_row(
+            f"{kind} wheelhouse",
+            f"{len(wh['pins'])} pins, {wh['downloaded']} downloaded{built} · "
+            f"lock sha256 {wh['lock_sha256'][:16]}…",
+        )
+    table.add_row("model", f"{rec['model']['file']} (onnxruntime {rec['model']['onnxruntime']})")
+    table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in rec["phases"].items()))
+    out_console.print(table)
+    out_console.print(f"staging directory: {result.staging}")
+
+
 # ----------------------------------------------------------------------------- entry point
 def _report(exc: AirgapError) -> int:
     if STATE.json:

@@ -11,8 +11,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.airgap-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[dev]"
+  log=.venv/pip-install.log
+  if ! { .venv/bin/python -m pip install --upgrade pip && .venv/bin/python -m pip install -e ".[dev]"; } >"$log" 2>&1; then
+    tail -n 30 "$log" >&2
+    echo "dev-install: pip install failed; full log in $log" >&2
+    exit 1
+  fi
   touch "$stamp"
   echo "dev-install: installed airgap $(.venv/bin/airgap --version | cut -d' ' -f2) and its dev tools into .venv"
 else

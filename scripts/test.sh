@@ -9,7 +9,7 @@ bash scripts/dev-install.sh
 export PATH="$PWD/.venv/bin:$PATH"
 
 echo "== ruff"
-ruff check airgap tests
+ruff check airgap tests benchmarks
 echo "== mypy"
 mypy
 echo "== pytest"

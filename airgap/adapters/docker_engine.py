@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import docker
@@ -19,6 +21,51 @@ from airgap.adapters.interfaces import ImageRunner
 from airgap.errors import EnvironmentFailure, InvalidInputError
 
 LABEL_ROLE = "io.airgap.role"
+
+
+@dataclass(frozen=True)
+class Mount:
+    source: Path
+    target: str
+    read_only: bool = True
+
+
+@dataclass(frozen=True)
+class RunResult:
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One short-lived container: what to run and with how little privilege."""
+
+    image: str
+    argv: Sequence[str]
+    network: str = "none"  # "none" or "host": this engine runs without a bridge
+    mounts: Sequence[Mount] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    user: str | None = None
+    read_only: bool = True
+    timeout: float = 600.0
+    workdir: str | None = None
+
+
+def registry_of(ref: str) -> str:
+    """The registry a reference points at (Docker Hub when the first part is not a host)."""
+    first = ref.split("/", 1)[0]
+    if "/" in ref and ("." in first or ":" in first or first == "localhost"):
+        return first
+    return "docker.io"
+
+
+def repository_of(ref: str) -> str:
+    name = ref.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    if ":" in last:
+        name = name[: -(len(last) - last.index(":"))]
+    return name
 
 
 @contextlib.contextmanager
@@ -59,50 +106,147 @@ class DockerEngine(ImageRunner):
         try:
             return self.client.images.pull(ref)
         except (docker.errors.ImageNotFound, docker.errors.NotFound, docker.errors.APIError) as exc:
-            where = (
-                ref.split("/", 1)[0]
-                if "/" in ref and ("." in ref.split("/")[0] or ":" in ref.split("/")[0])
-                else "docker.io"
-            )
             raise InvalidInputError(
-                f"image {ref} is not in the local engine and could not be pulled from {where}: "
-                f"{getattr(exc, 'explanation', None) or exc}",
+                f"image {ref} is not in the local engine ({self.client.api.base_url}) and could not be "
+                f"pulled from {registry_of(ref)}: {getattr(exc, 'explanation', None) or exc}",
                 hint="check the reference, load the image first, or push it to a reachable registry",
             ) from None
 
     def run_isolated(self, ref: str, argv: Sequence[str], timeout: float) -> bytes:
-        name = f"airgap-probe-{uuid.uuid4().hex[:12]}"
-        with _engine_errors(f"running {argv[0]} in {ref}"):
+        res = self.run(RunSpec(image=ref, argv=argv, timeout=timeout))
+        if res.exit_code != 0:
+            last = (res.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+            raise EnvironmentFailure(
+                f"{argv[0]} exited {res.exit_code} in {ref}: {last[:300]}",
+                hint="the image needs a python3 (3.6 or newer) on its PATH",
+            )
+        return res.stdout
+
+    def resolve_digest(self, ref: str) -> str:
+        """``repo@sha256:...`` for ``ref``: a tag is resolved once and the digest used from then on."""
+        with _engine_errors(f"resolving {ref}"):
+            if "@sha256:" in ref:
+                try:
+                    image = self.client.images.get(ref)
+                except docker.errors.ImageNotFound:
+                    image = self._pull(ref)
+                return ref
+            try:
+                image = self.client.images.get(ref)
+            except docker.errors.ImageNotFound:
+                image = self._pull(ref)
+            repo = repository_of(ref)
+            digests = [d for d in image.attrs.get("RepoDigests") or [] if d.split("@", 1)[0] == repo]
+            if not digests:
+                raise InvalidInputError(
+                    f"image {ref} has no registry digest in the local engine ({self.client.api.base_url}) "
+                    f"and {registry_of(ref)} did not give one",
+                    hint="push it to a registry, or name it by digest (repo@sha256:...)",
+                )
+            return str(digests[0])
+
+    def image_id(self, ref: str) -> str:
+        with _engine_errors(f"inspecting {ref}"):
+            return str(self.client.images.get(ref).id)
+
+    def inspect_image(self, ref: str) -> dict[str, Any]:
+        with _engine_errors(f"inspecting {ref}"):
+            return dict(self.client.images.get(ref).attrs)
+
+    def run(self, spec: RunSpec) -> RunResult:
+        """Runs one container to completion and removes it, whatever happens."""
+        volumes = {
+            str(m.source): {"bind": m.target, "mode": "ro" if m.read_only else "rw"} for m in spec.mounts
+        }
+        with _engine_errors(f"running {spec.argv[0]} in {spec.image}"):
             container = self.client.containers.create(
-                ref,
-                command=list(argv),
-                name=name,
-                network_mode="none",
-                read_only=True,
-                tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
+                spec.image,
+                command=list(spec.argv),
+                name=f"airgap-run-{uuid.uuid4().hex[:12]}",
+                network_mode=spec.network,
+                read_only=spec.read_only,
+                tmpfs={"/tmp": "rw,exec,nosuid,nodev,size=2g"},
+                volumes=volumes,
+                environment=dict(spec.env),
+                user=spec.user,
+                working_dir=spec.workdir,
                 cap_drop=["ALL"],
                 security_opt=["no-new-privileges"],
-                labels={LABEL_ROLE: "probe"},
+                labels={LABEL_ROLE: "build-step"},
                 detach=True,
             )
             try:
                 container.start()
                 try:
-                    status = container.wait(timeout=timeout)
+                    status = container.wait(timeout=spec.timeout)
                 except requests.exceptions.RequestException:
                     raise EnvironmentFailure(
-                        f"running {argv[0]} in {ref} did not finish within {timeout:.0f}s",
-                        hint="check that the image starts; try `docker run --rm IMAGE python3 -V`",
+                        f"{spec.argv[0]} in {spec.image} did not finish within {spec.timeout:.0f}s"
                     ) from None
-                out = container.logs(stdout=True, stderr=False)
-                if status.get("StatusCode", 1) != 0:
-                    err = container.logs(stdout=False, stderr=True).decode("utf-8", "replace")
-                    last = (err.strip().splitlines() or ["no output"])[-1]
-                    raise EnvironmentFailure(
-                        f"{argv[0]} exited {status.get('StatusCode')} in {ref}: {last[:300]}",
-                        hint="the image needs a python3 (3.6 or newer) on its PATH",
-                    )
-                return bytes(out)
+                return RunResult(
+                    int(status.get("StatusCode", 1)),
+                    bytes(container.logs(stdout=True, stderr=False)),
+                    bytes(container.logs(stdout=False, stderr=True)),
+                )
             finally:
                 with contextlib.suppress(docker.errors.DockerException):
                     container.remove(force=True)
+
+    def build(
+        self,
+        context: Path,
+        tag: str,
+        labels: Mapping[str, str],
+        on_line: Callable[[str], None] | None = None,
+    ) -> str:
+        """Builds ``context`` with the network disabled and returns the image id.
+
+        No network is the point: a build that needed the internet fails here, on the
+        workstation, instead of on the far side.
+        """
+        log: list[str] = []
+        image_id: str | None = None
+        with _engine_errors(f"building {tag}"):
+            stream = self.client.api.build(
+                path=str(context),
+                tag=tag,
+                labels=dict(labels),
+                network_mode="none",
+                pull=False,
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+                    tail = " | ".join(line.strip() for line in log[-3:] if line.strip())
+                    raise EnvironmentFailure(
+                        f"building {tag} failed: {str(detail).strip()}"
+                        + (f" (last output: {tail[:400]})" if tail else "")
+                    )
+                text = chunk.get("stream") or ""
+                if text:
+                    log.append(text)
+                    if on_line is not None:
+                        on_line(text.rstrip())
+                aux = chunk.get("aux")
+                if isinstance(aux, dict) and "ID" in aux:
+                    image_id = str(aux["ID"])
+            if image_id is None:
+                image_id = str(self.client.images.get(tag).id)
+        return image_id
+
+    def save(self, ref: str, dest: Path, on_bytes: Callable[[int], None] | None = None) -> None:
+        """Streams ``docker save`` of ``ref`` into ``dest`` (constant memory)."""
+        from airgap.adapters.fs import atomic_writer
+
+        with _engine_errors(f"saving {ref}"), atomic_writer(dest) as fh:
+            for chunk in self.client.images.get(ref).save(chunk_size=1 << 20, named=True):
+                fh.write(chunk)
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+
+    def remove_image(self, ref: str) -> None:
+        with _engine_errors(f"removing {ref}"), contextlib.suppress(docker.errors.ImageNotFound):
+            self.client.images.remove(ref, force=True)

@@ -134,7 +134,10 @@ def profile_warnings(profile: Profile) -> list[ProfileWarning]:
 
     lsm = profile.section("security_modules") or {}
     if lsm.get("selinux") == "enforcing":
-        add("selinux-enforcing", "SELinux is enforcing: volume mounts need :Z labels (airgap adds them)")
+        add(
+            "selinux-enforcing",
+            "SELinux is enforcing: host directories mounted into containers need :Z relabelling",
+        )
     if is_unknown(profile.section("host")):
         add("host-unknown", "host facts could not be read")
     return out

@@ -1,0 +1,443 @@
+"""`airgap bundle`: from a project and a target profile to a complete staging directory.
+
+The phases run in order and each is timed: project → base image (tag resolved to a digest, then
+probed) → image wheelhouse (resolved inside the base image) → optional host wheelhouse → model
+image (built with the network disabled) → model contract (golden outputs recorded inside the
+built image, by the locked onnxruntime) → saved image → record. Everything is written into a
+hidden ``.partial`` directory that is renamed into place only when every phase succeeded, so an
+interrupted or failed bundle never leaves a staging directory that looks complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from airgap import __version__
+from airgap.adapters.docker_engine import DockerEngine, RunSpec
+from airgap.adapters.fs import atomic_write_bytes, read_bytes
+from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
+from airgap.core.profile import Profile
+from airgap.core.project import Project, parse_project, parse_requirements_in
+from airgap.errors import IntegrityError, InvalidInputError
+from airgap.resources import templates_dir
+from airgap.services.observer import NullObserver, Observer
+from airgap.services.probe import probe_image
+from airgap.services.wheelhouse import WheelhouseResult, host_wheelhouse, image_wheelhouse
+
+IMAGE_UID = 10001
+RECORD_FORMAT = "airgap.build-record/v1"
+
+
+@dataclass(frozen=True)
+class BundleOptions:
+    project_dir: Path
+    output_dir: Path | None = None
+    target_profile: Path | None = None
+    host_wheelhouse: bool = False
+    host_python: str | None = None
+    settings: ResolverSettings = field(default_factory=ResolverSettings)
+    cache_dir: Path | None = None
+    keep_image: bool = True
+
+
+@dataclass(frozen=True)
+class BundleResult:
+    staging: Path
+    record: dict[str, Any]
+
+
+class _Phases:
+    """Times each phase for the build record (and the benchmark that reads it)."""
+
+    def __init__(self, observer: Observer) -> None:
+        self.observer = observer
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        self.observer.begin(name, None)
+        try:
+            yield
+        finally:
+            self.observer.end(name)
+            self.seconds[name] = round(time.monotonic() - started, 3)
+
+
+def load_project(project_dir: Path) -> tuple[Project, tuple[str, ...]]:
+    """The validated project and its requirements; every referenced file must exist inside it."""
+    path = project_dir / "airgap.yaml"
+    text = read_bytes(path, "project file").decode("utf-8", "replace")
+    project = parse_project(text, str(path))
+    if project.requirements_file:
+        req_path = project_dir / project.requirements_file
+        reqs = parse_requirements_in(read_bytes(req_path, "requirements file").decode(), str(req_path))
+    else:
+        reqs = project.requirements
+    for what, rel in (("model", project.model.path), ("golden inputs", project.model.golden)):
+        if not (project_dir / rel).is_file():
+            raise InvalidInputError(f"{path}: the {what} file {rel} does not exist in {project_dir}")
+    return project, reqs
+
+
+def check_model_file(model: Path) -> None:
+    """Refuses early — before any download — a model file onnxruntime cannot even parse."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(
+            f"{model} is not an ONNX model onnxruntime can load: {first[:300]}",
+            hint="export the model to ONNX (e.g. torch.onnx.export) and point model.path at it",
+        ) from None
+
+
+def load_golden(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(read_bytes(path, "golden inputs"))
+    except ValueError as exc:
+        raise InvalidInputError(f"{path} is not JSON: {exc}") from None
+    cases = data.get("cases") if isinstance(data, dict) else None
+    if (
+        not isinstance(cases, list)
+        or not cases
+        or not all(isinstance(c, dict) and "inputs" in c for c in cases)
+    ):
+        raise InvalidInputError(
+            f'{path} must be {{"cases": [{{"name": ..., "inputs": {{...}}}}]}} with at least one case'
+        )
+    return dict(data)
+
+
+def render_dockerfile(project: Project, project_dir: Path, base_ref: str, model_file: str) -> str:
+    if project.image.dockerfile_template:
+        loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(project_dir))
+        name = project.image.dockerfile_template
+    else:
+        loader = jinja2.FileSystemLoader(str(templates_dir()))
+        name = "Dockerfile.j2"
+    env = jinja2.Environment(
+        loader=loader, undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
+    )
+    try:
+        template = env.get_template(name)
+        return template.render(
+            base_image=base_ref,
+            model_file=model_file,
+            name=project.name,
+            version=project.version,
+            port=project.serving.port,
+            threads=project.serving.threads,
+            max_batch=project.serving.max_batch,
+            max_request_bytes=project.serving.max_request_bytes,
+            uid=IMAGE_UID,
+        )
+    except jinja2.TemplateError as exc:
+        raise InvalidInputError(f"Dockerfile template {name}: {exc}") from None
+
+
+def source_date_epoch() -> int:
+    """SOURCE_DATE_EPOCH if set (reproducible builds), else now."""
+    value = os.environ.get("SOURCE_DATE_EPOCH")
+    if value is None:
+        return int(time.time())
+    if not value.isdigit():
+        raise InvalidInputError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds")
+    return int(value)
+
+
+def _rfc3339(epoch: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _lock_pin(result: WheelhouseResult, name: str) -> str | None:
+    pin = result.lock.by_name().get(name)
+    return pin.version if pin else None
+
+
+def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | None = None) -> BundleResult:
+    obs = observer or NullObserver()
+    phase = _Phases(obs)
+    project_dir = options.project_dir.resolve()
+    epoch = source_date_epoch()
+    settings = ResolverSettings(options.settings.index_url, options.settings.ca_bundle, epoch)
+    cache = options.cache_dir or Path.home() / ".cache" / "airgap"
+
+    with phase("project"):
+        project, requirements = load_project(project_dir)
+        model_src = project_dir / project.model.path
+        check_model_file(model_src)
+        golden = load_golden(project_dir / project.model.golden)
+        profile: Profile | None = None
+        profile_path = options.target_profile or (
+            project_dir / project.target_profile if project.target_profile else None
+        )
+        if profile_path is not None:
+            profile = Profile.from_json(read_bytes(profile_path, "target profile"), str(profile_path))
+        if options.host_wheelhouse and profile is None:
+            raise InvalidInputError(
+                "--host-wheelhouse needs the far-side host's profile",
+                hint="pass --profile FILE (from `airgap probe` on that host) or set target.profile",
+            )
+
+    out_dir = (options.output_dir or project_dir / "build").resolve()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / project.slug
+    staging = out_dir / f".{project.slug}.partial-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    try:
+        record = _build(
+            project,
+            project_dir,
+            requirements,
+            golden,
+            profile,
+            options,
+            settings,
+            cache,
+            engine,
+            obs,
+            phase,
+            staging,
+            epoch,
+        )
+        atomic_write_bytes(
+            staging / "build.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+        )
+        if final.exists():
+            old = out_dir / f".{project.slug}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+            shutil.rmtree(old, ignore_errors=True)
+        os.replace(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return BundleResult(final, record)
+
+
+def _build(
+    project: Project,
+    project_dir: Path,
+    requirements: tuple[str, ...],
+    golden: dict[str, Any],
+    profile: Profile | None,
+    options: BundleOptions,
+    settings: ResolverSettings,
+    cache: Path,
+    engine: DockerEngine,
+    obs: Observer,
+    phase: _Phases,
+    staging: Path,
+    epoch: int,
+) -> dict[str, Any]:
+    store = WheelStore(cache / "store")
+    with phase("base image"):
+        base_ref = engine.resolve_digest(project.base_image)
+        base_profile = probe_image(engine, base_ref)
+        base_py = base_profile.profile.primary_python()
+
+    with phase("image wheelhouse"):
+        image_wh = image_wheelhouse(
+            ImageResolver(engine, base_ref, settings, cache),
+            base_ref,
+            base_py,
+            requirements,
+            staging,
+            store,
+            cache / "locks",
+            obs,
+        )
+
+    host_wh: WheelhouseResult | None = None
+    if options.host_wheelhouse and profile is not None:
+        with phase("host wheelhouse"):
+            host_py = profile.python(options.host_python)
+            host_wh = host_wheelhouse(
+                ForeignResolver(settings),
+                host_py,
+                f"{profile.hostname} ({profile.digest[:12]})",
+                requirements,
+                staging / "host",
+                store,
+                cache / "locks",
+                obs,
+            )
+
+    model_dir = staging / "model"
+    model_dir.mkdir()
+    model_name = Path(project.model.path).name
+    shutil.copyfile(project_dir / project.model.path, model_dir / model_name)
+    atomic_write_bytes(
+        model_dir / "golden.json", (json.dumps(golden, indent=2, sort_keys=True) + "\n").encode()
+    )
+
+    lock_sha = sha256_file(staging / "requirements.lock")
+    labels = {
+        "org.opencontainers.image.title": project.name,
+        "org.opencontainers.image.version": project.version,
+        "org.opencontainers.image.created": _rfc3339(epoch),
+        "org.opencontainers.image.base.name": project.base_image,
+        "org.opencontainers.image.base.digest": base_ref.split("@", 1)[1],
+        "io.airgap.lock.sha256": lock_sha,
+        "io.airgap.tool.version": __version__,
+    }
+    tag = f"airgap/{project.name}:{project.version}"
+    with phase("model image"):
+        if project.image.prebuilt:
+            image_ref = engine.resolve_digest(project.image.prebuilt)
+            image_id = engine.image_id(image_ref)
+            dockerfile = None
+        else:
+            dockerfile = render_dockerfile(project, project_dir, base_ref, model_name)
+            image_id = _build_image(engine, staging, dockerfile, tag, labels, obs)
+            image_ref = tag
+
+    with phase("model contract"):
+        contract = _record_contract(engine, image_ref, project, model_name, golden, image_wh)
+        atomic_write_bytes(
+            model_dir / "contract.json", (json.dumps(contract, indent=2, sort_keys=True) + "\n").encode()
+        )
+
+    with phase("save image"):
+        (staging / "image").mkdir()
+        engine.save(image_ref, staging / "image" / "model-image.tar")
+        inspect = engine.inspect_image(image_ref)
+
+    return {
+        "format": RECORD_FORMAT,
+        "name": project.name,
+        "version": project.version,
+        "tool": f"airgap {__version__}",
+        "source_date_epoch": epoch,
+        "base_image": {"requested": project.base_image, "resolved": base_ref, "python": base_py.version_str},
+        "image": {
+            "tag": tag,
+            "id": image_id,
+            "prebuilt": project.image.prebuilt,
+            "user": inspect.get("Config", {}).get("User"),
+            "labels": inspect.get("Config", {}).get("Labels") or {},
+            "archive": "image/model-image.tar",
+            "dockerfile": dockerfile,
+        },
+        "wheelhouses": {
+            "image": _wh_record(image_wh, staging),
+            **({"host": _wh_record(host_wh, staging)} if host_wh else {}),
+        },
+        "target_profile": (
+            {"hostname": profile.hostname, "sha256": profile.digest, "arch": profile.arch}
+            if profile
+            else None
+        ),
+        "model": {
+            "file": f"model/{model_name}",
+            "sha256": sha256_file(model_dir / model_name),
+            "onnxruntime": contract["onnxruntime"],
+        },
+        "phases": phase.seconds,
+    }
+
+
+def _wh_record(wh: WheelhouseResult, staging: Path) -> dict[str, Any]:
+    rel = wh.directory.relative_to(staging)
+    return {
+        "lock": str(rel / "requirements.lock"),
+        "lock_sha256": sha256_file(wh.directory / "requirements.lock"),
+        "pins": {p.name: p.version for p in wh.lock.pins},
+        "files": list(wh.files),
+        "best_tags": dict(wh.report.best_tags),
+        "downloaded": wh.downloaded,
+        "built_from_sdist": list(wh.built),
+        "lock_from_cache": wh.from_cache,
+    }
+
+
+def _build_image(
+    engine: DockerEngine, staging: Path, dockerfile: str, tag: str, labels: dict[str, str], obs: Observer
+) -> str:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="airgap-context-") as tmp:
+        ctx = Path(tmp)
+        (ctx / "Dockerfile").write_text(dockerfile)
+        shutil.copytree(staging / "wheels", ctx / "wheels")
+        shutil.copyfile(staging / "requirements.lock", ctx / "requirements.lock")
+        (ctx / "server").mkdir()
+        shutil.copyfile(templates_dir() / "server" / "airgap_server.py", ctx / "server" / "airgap_server.py")
+        shutil.copytree(staging / "model", ctx / "model")
+        obs.begin("docker build", None)
+        try:
+            return engine.build(
+                ctx, tag, labels, on_line=lambda line: obs.advance("docker build", 0, line[:60])
+            )
+        finally:
+            obs.end("docker build")
+
+
+def _record_contract(
+    engine: DockerEngine,
+    image_ref: str,
+    project: Project,
+    model_name: str,
+    golden: dict[str, Any],
+    wheelhouse: WheelhouseResult,
+) -> dict[str, Any]:
+    """Runs the golden inputs inside the built image (network off, read-only) and records the outputs.
+
+    The outputs come from the exact onnxruntime the far side will run; they are the contract
+    `airgap install` and `airgap smoke` hold the installed model to.
+    """
+    res = engine.run(
+        RunSpec(
+            image=image_ref,
+            argv=[
+                "check",
+                "--model",
+                f"/opt/airgap/model/{model_name}",
+                "--golden",
+                "/opt/airgap/model/golden.json",
+            ],
+            network="none",
+            mounts=[],
+            timeout=300,
+        )
+    )
+    if res.exit_code != 0:
+        line = (res.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+        raise InvalidInputError(
+            f"the locked onnxruntime in {image_ref} cannot run the model: {line[:300]}",
+            hint="export the model with an opset that onnxruntime version supports, or raise onnxruntime",
+        )
+    doc = json.loads(res.stdout)
+    locked = _lock_pin(wheelhouse, "onnxruntime")
+    if locked is not None and doc.get("onnxruntime") != locked:
+        raise IntegrityError(
+            f"the image runs onnxruntime {doc.get('onnxruntime')} but the lock pins {locked}: "
+            "the image is not built from the wheelhouse"
+        )
+    cases = []
+    for case, outputs in zip(golden["cases"], doc["cases"]):
+        cases.append({"name": outputs["name"], "inputs": case["inputs"], "outputs": outputs["outputs"]})
+    return {
+        "format": "airgap.model-contract/v1",
+        "model": model_name,
+        "onnxruntime": doc["onnxruntime"],
+        "opset": doc["opset"],
+        "ir_version": doc["ir_version"],
+        "inputs": doc["inputs"],
+        "outputs": doc["outputs"],
+        "tolerance": {"rtol": project.model.rtol, "atol": project.model.atol},
+        "cases": cases,
+    }

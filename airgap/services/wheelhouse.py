@@ -1,0 +1,257 @@
+"""Hash-locked wheelhouses for an exact target: the base image's interpreter, or a probed far-side host.
+
+Resolution happens once per (requirements, target, index); the final lock — exactly one file per pin,
+with that file's SHA-256 — is cached, and files live in a content-addressed store, so a second bundle
+with the same lock downloads nothing. Every wheelhouse is verified (one file per pin, hashes, tags,
+marker closure) before it is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.requirements import Requirement
+from packaging.tags import Tag
+from packaging.utils import canonicalize_name, parse_wheel_filename
+
+from airgap.adapters.fs import atomic_write_bytes
+from airgap.adapters.wheels import (
+    ForeignResolver,
+    ImageResolver,
+    ResolvedFile,
+    ResolverSettings,
+    WheelStore,
+    describe_files,
+    project_of,
+)
+from airgap.core.profile import PythonFacts, canonical_json
+from airgap.core.tags import compute_tags, marker_environment
+from airgap.core.wheelhouse import Lock, Pin, WheelhouseReport, parse_lock, verify_wheelhouse
+from airgap.errors import IntegrityError, InvalidInputError
+from airgap.services.observer import NullObserver, Observer
+
+LOCK_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class WheelhouseResult:
+    lock: Lock
+    directory: Path
+    report: WheelhouseReport
+    downloaded: int
+    built: tuple[str, ...] = ()
+    from_cache: bool = False
+    files: tuple[str, ...] = field(default=())
+
+
+def _cache_key(
+    kind: str, target: str, requirements: Sequence[str], py: PythonFacts, settings: ResolverSettings
+) -> str:
+    doc = {
+        "format": LOCK_FORMAT,
+        "kind": kind,
+        "target": target,
+        "requirements": sorted(requirements),
+        "index": settings.index_url,
+        "markers": marker_environment(py),
+        "tags": [str(t) for t in compute_tags(py)[:3]],
+    }
+    return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+def _rank(tags: Sequence[Tag]) -> dict[Tag, int]:
+    return {t: i for i, t in enumerate(tags)}
+
+
+def _best_cached(store: WheelStore, pin: Pin, rank: dict[Tag, int]) -> tuple[str, Path] | None:
+    best: tuple[int, str, Path] | None = None
+    for sha in pin.hashes:
+        path = store.find(sha)
+        if path is None or not path.name.endswith(".whl"):
+            continue
+        matches = [rank[t] for t in parse_wheel_filename(path.name)[3] if t in rank]
+        if matches and (best is None or min(matches) < best[0]):
+            best = (min(matches), sha, path)
+    return (best[1], best[2]) if best else None
+
+
+def _roots(requirements: Sequence[str]) -> list[str]:
+    return [str(canonicalize_name(Requirement(r).name)) for r in requirements]
+
+
+def _materialize(
+    chosen: dict[str, tuple[str, Path]], pins: dict[str, Pin], notes: dict[str, str], dest: Path, header: str
+) -> Lock:
+    dest.mkdir(parents=True, exist_ok=True)
+    final: list[Pin] = []
+    for name in sorted(chosen):
+        sha, path = chosen[name]
+        shutil.copyfile(path, dest / path.name)
+        final.append(Pin(name, pins[name].version, frozenset({sha}), notes.get(name, "")))
+    return Lock(tuple(final), header=header)
+
+
+def image_wheelhouse(
+    resolver: ImageResolver,
+    image_digest_ref: str,
+    py: PythonFacts,
+    requirements: Sequence[str],
+    dest: Path,
+    store: WheelStore,
+    lock_cache: Path,
+    observer: Observer | None = None,
+) -> WheelhouseResult:
+    """The wheelhouse for the base image's own interpreter, resolved inside that image."""
+    obs = observer or NullObserver()
+    tags = compute_tags(py)
+    rank = _rank(tags)
+    key = _cache_key("image", image_digest_ref, requirements, py, resolver.settings)
+    cached = lock_cache / f"{key}.lock"
+    from_cache = cached.is_file()
+    obs.begin("resolve", 1)
+    if from_cache:
+        lock = parse_lock(cached.read_text(), str(cached))
+    else:
+        lock = parse_lock(resolver.compile(requirements), "pip-compile output")
+    obs.advance("resolve", 1, f"{len(lock.pins)} pins")
+    obs.end("resolve")
+    pins = lock.by_name()
+    chosen: dict[str, tuple[str, Path]] = {}
+    missing: list[Pin] = []
+    for pin in lock.pins:
+        hit = _best_cached(store, pin, rank)
+        if hit:
+            chosen[pin.name] = hit
+        else:
+            missing.append(pin)
+    downloaded = 0
+    built: list[str] = []
+    notes: dict[str, str] = {}
+    if missing:
+        obs.begin("download", len(missing))
+        with tempfile.TemporaryDirectory(prefix="airgap-dl-") as tmp:
+            files = resolver.download(Lock(tuple(missing)).render(), Path(tmp))
+            downloaded += len(files)
+            sdists: list[Path] = []
+            for f in files:
+                name = str(canonicalize_name(project_of(f.name)))
+                if name not in pins:
+                    raise IntegrityError(f"pip downloaded {f.name}, which the lock does not pin")
+                sha, stored = store.put(f)
+                if sha not in pins[name].hashes:
+                    raise IntegrityError(
+                        f"{f.name} has sha256 {sha}, which the lock does not list for {name}"
+                    )
+                if f.name.endswith(".whl"):
+                    chosen[name] = (sha, stored)
+                else:
+                    sdists.append(stored)
+                    notes[name] = f"built offline in the base image from {f.name} sha256:{sha}"
+                obs.advance("download", 1, f.name)
+            obs.end("download")
+            if sdists:
+                obs.begin("build sdists", len(sdists))
+                out = Path(tmp) / "built"
+                out.mkdir()
+                for wheel in resolver.build_sdists(sdists, out):
+                    name = str(canonicalize_name(project_of(wheel.name)))
+                    sha, stored = store.put(wheel)
+                    chosen[name] = (sha, stored)
+                    built.append(wheel.name)
+                    obs.advance("build sdists", 1, wheel.name)
+                obs.end("build sdists")
+    unbuilt = sorted(set(pins) - set(chosen))
+    if unbuilt:
+        raise InvalidInputError(
+            f"no wheel for {', '.join(unbuilt)} could be obtained for the base image (best tag {tags[0]})",
+            hint="pick versions that publish wheels for it, or a base image that can build them",
+        )
+    header = (
+        f"# airgap requirements.lock: one file per pin, for {image_digest_ref}\n"
+        f"# target python {py.version_str}, best tag {tags[0]}"
+    )
+    final = _materialize(chosen, pins, notes, dest / "wheels", header)
+    if not from_cache:
+        lock_cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cached, final.render().encode())
+    return _verify(final, dest, py, tags, requirements, downloaded, built, from_cache)
+
+
+def host_wheelhouse(
+    resolver: ForeignResolver,
+    py: PythonFacts,
+    target_label: str,
+    requirements: Sequence[str],
+    dest: Path,
+    store: WheelStore,
+    lock_cache: Path,
+    observer: Observer | None = None,
+) -> WheelhouseResult:
+    """The wheelhouse for a probed far-side interpreter that this workstation does not have."""
+    obs = observer or NullObserver()
+    tags = compute_tags(py)
+    key = _cache_key("host", target_label, requirements, py, resolver.settings)
+    cached = lock_cache / f"{key}.json"
+    from_cache = cached.is_file()
+    obs.begin("resolve host", 1)
+    if from_cache:
+        resolved = [ResolvedFile(**item) for item in json.loads(cached.read_text())]
+    else:
+        resolved = resolver.resolve(requirements, py)
+    obs.end("resolve host")
+    downloaded = 0
+    chosen: dict[str, tuple[str, Path]] = {}
+    pins: dict[str, Pin] = {}
+    obs.begin("download host wheels", len(resolved))
+    for item in resolved:
+        before = store.find(item.sha256)
+        path = store.fetch_url(item.url, item.filename, item.sha256, resolver.settings.ca_bundle)
+        downloaded += before is None
+        chosen[item.name] = (item.sha256, path)
+        pins[item.name] = Pin(item.name, item.version, frozenset({item.sha256}))
+        obs.advance("download host wheels", 1, item.filename)
+    obs.end("download host wheels")
+    if not from_cache:
+        lock_cache.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(cached, json.dumps([r.__dict__ for r in resolved], indent=1).encode())
+    header = f"# airgap requirements.lock for {target_label}: python {py.version_str}, best tag {tags[0]}"
+    final = _materialize(chosen, pins, {}, dest / "wheels", header)
+    return _verify(final, dest, py, tags, requirements, downloaded, (), from_cache)
+
+
+def _verify(
+    lock: Lock,
+    dest: Path,
+    py: PythonFacts,
+    tags: Sequence[Tag],
+    requirements: Sequence[str],
+    downloaded: int,
+    built: Sequence[str],
+    from_cache: bool,
+) -> WheelhouseResult:
+    atomic_write_bytes(dest / "requirements.lock", lock.render().encode())
+    files = sorted((dest / "wheels").iterdir())
+    report = verify_wheelhouse(lock, describe_files(files), tags, py, roots=_roots(requirements))
+    return WheelhouseResult(
+        lock=lock,
+        directory=dest,
+        report=report,
+        downloaded=downloaded,
+        built=tuple(built),
+        from_cache=from_cache,
+        files=tuple(f.name for f in files),
+    )
+
+
+def default_cache_dir() -> Path:
+    base = os.environ.get("AIRGAP_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airgap"
+    )
+    return Path(base)

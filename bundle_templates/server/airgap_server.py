@@ -1,0 +1,1092 @@
+"""The model server airgap puts in every bundle: one file, stdlib + numpy + onnxruntime, Python 3.9+.
+
+It runs inside a minimal image with a read-only root filesystem, on a network where nothing can be
+fetched, so it depends on nothing else and writes no file at all: logs go to stderr, and onnxruntime's
+telemetry (a database under ~/.cache in recent wheels) is switched off with ORT_DISABLE_TELEMETRY=1.
+
+Commands
+    python airgap_server.py [serve]                         serve HTTP until SIGTERM or SIGINT
+    python airgap_server.py check --model M [--golden G]    print the model's contract and the golden
+                                                            cases' outputs as one JSON document
+
+Environment (both commands)
+    AIRGAP_MODEL_PATH          the .onnx file                     default /opt/airgap/model/model.onnx
+    AIRGAP_MODEL_NAME          name reported in answers/metrics   default the model file's stem
+    AIRGAP_MODEL_VERSION       version reported likewise          default "unversioned"
+    AIRGAP_GOLDEN_PATH         golden.json; its first case is the warm-up inference. Unset: the warm-up
+                               runs on zeros (dynamic dimensions 1)
+    AIRGAP_HOST                address to listen on               default 0.0.0.0 (":" in it: IPv6)
+    AIRGAP_PORT                port; 0 picks a free one (logged)  default 8080
+    AIRGAP_THREADS             onnxruntime intra-op threads, and the most inferences run at once
+                                                                  default 2
+    AIRGAP_MAX_BATCH           largest first (batch) dimension a request may have, for inputs whose
+                               first dimension is dynamic         default 64
+    AIRGAP_MAX_REQUEST_BYTES   largest request body               default 1048576 (1 MiB)
+
+HTTP (one request per connection; every answer is JSON except /metrics)
+    POST /v1/predict   {"inputs": {"<input>": nested lists}}
+                       → 200 {"model": name, "model_version": v, "outputs": {"<output>": nested lists}}
+    GET  /healthz      → 200 {"status": "ok"} as soon as the process listens
+    GET  /readyz       → 503 until the warm-up inference succeeded, then
+                         200 {"status": "ready", "model_version": v}
+    GET  /metrics      → Prometheus text 0.0.4: airgap_requests_total{path,code},
+                         airgap_request_errors_total, airgap_inference_seconds (histogram),
+                         airgap_model_info{name,version,onnxruntime}, airgap_ready,
+                         airgap_requests_in_flight
+
+    A request must name exactly the model's inputs; values are JSON numbers (whole numbers for integer
+    inputs, true/false for bool, strings for string inputs; NaN/Infinity refused), with the model's
+    rank and fixed dimensions, no empty or ragged lists, and a first dimension <= AIRGAP_MAX_BATCH.
+
+    Errors: {"error": {"code": C, "message": one sentence saying what to fix}} where C is
+    bad_json, bad_shape, bad_dtype, unknown_input, missing_input, batch_too_large (400),
+    bad_request (400, malformed HTTP), length_required (411, no Content-Length), too_large (413,
+    Content-Length above AIRGAP_MAX_REQUEST_BYTES, refused before reading), not_found (404),
+    method_not_allowed (405), not_ready (503), internal (500).
+
+check output
+    {"onnxruntime": "1.32.0", "opset": {"ai.onnx": 13}, "ir_version": 8,
+     "inputs":  [{"name": "features", "shape": ["batch", 4], "dtype": "float32"}],
+     "outputs": [{"name": "label", "shape": ["batch"], "dtype": "int64"}, ...],
+     "cases":   [{"name": "single_row", "outputs": {"label": [2], ...}}, ...]}
+    shape: an int per fixed dimension, a string per named dynamic one, null for an unnamed one. dtype:
+    numpy's name (float32, int64, bool, str), or onnxruntime's type for a non-tensor output. opset: the
+    default domain "" is reported as "ai.onnx". Outputs are what /v1/predict answers for those inputs.
+
+Logs: one JSON object per line on stderr: an "event" per request (method, path, status, error code,
+sizes, duration; never a body) and per lifecycle step (listening, ready, stopping, stopped, fatal).
+
+SIGTERM/SIGINT: stop accepting, close idle connections, let in-flight requests finish (at most
+DRAIN_SECONDS), exit 0.
+
+Exit codes: 0 clean stop or check done; 1 cannot listen; 2 the configuration, model or golden file is
+unusable (check: one line on stderr, "not an ONNX model ..." or onnxruntime's own message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import socketserver
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, BinaryIO, Callable, Union
+from urllib.parse import urlsplit
+
+# Before onnxruntime loads: its recent Linux wheels (1.32 does; 1.16 did not) otherwise keep a telemetry
+# database under ~/.cache/Microsoft and queue events for upload. Nothing may leave the site, or be written.
+os.environ["ORT_DISABLE_TELEMETRY"] = "1"
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtInvalidArgument
+
+ort.set_default_logger_severity(4)  # see Model: onnxruntime must not write its own lines to stderr
+
+DEFAULT_MODEL_PATH = "/opt/airgap/model/model.onnx"
+DRAIN_SECONDS = 10.0  # in-flight requests get this long after SIGTERM; Kubernetes grants 30 s by default
+REQUEST_TIMEOUT_SECONDS = 30.0  # a client that stalls mid-request cannot hold a thread for longer
+INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+Dim = Union[int, str, None]  # fixed size, symbolic name, or dynamic without a name
+
+# onnxruntime's tensor type names → numpy dtype names. Anything else (sequences, maps) is not a tensor.
+ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(double)": "float64",
+    "tensor(float16)": "float16",
+    "tensor(int8)": "int8",
+    "tensor(int16)": "int16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(uint8)": "uint8",
+    "tensor(uint16)": "uint16",
+    "tensor(uint32)": "uint32",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+    "tensor(string)": "str",
+}
+
+
+class ApiError(Exception):
+    """A request the server refuses: HTTP status, stable code, and a sentence that says what to fix."""
+
+    def __init__(self, status: int, code: str, message: str, headers: tuple[tuple[str, str], ...] = ()):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class FatalError(Exception):
+    """The configuration, model or golden file is unusable: one line, exit 2."""
+
+
+def one_line(text: object) -> str:
+    return " ".join(str(text).split())
+
+
+_log_lock = threading.Lock()
+
+
+def log(event: str, **fields: Any) -> None:
+    """One JSON object per line on stderr, written whole so that concurrent requests never interleave."""
+    stamp = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    line = json.dumps({"ts": stamp, "event": event, **fields}, separators=(",", ":"), default=str)
+    with _log_lock:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configuration
+
+
+@dataclass(frozen=True)
+class Config:
+    model_path: str
+    model_name: str
+    model_version: str
+    golden_path: str | None
+    host: str
+    port: int
+    threads: int
+    max_batch: int
+    max_request_bytes: int
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> Config:
+        env = dict(os.environ if environ is None else environ)
+        model_path = env.get("AIRGAP_MODEL_PATH") or DEFAULT_MODEL_PATH
+        return cls(
+            model_path=model_path,
+            model_name=env.get("AIRGAP_MODEL_NAME") or Path(model_path).stem,
+            model_version=env.get("AIRGAP_MODEL_VERSION") or "unversioned",
+            golden_path=env.get("AIRGAP_GOLDEN_PATH") or None,
+            host=env.get("AIRGAP_HOST") or "0.0.0.0",
+            port=_int_env(env, "AIRGAP_PORT", 8080, 0, 65535),
+            threads=_int_env(env, "AIRGAP_THREADS", 2, 1, 1024),
+            max_batch=_int_env(env, "AIRGAP_MAX_BATCH", 64, 1, 2**31 - 1),
+            max_request_bytes=_int_env(env, "AIRGAP_MAX_REQUEST_BYTES", 1 << 20, 1, 2**40),
+        )
+
+
+def _int_env(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = low - 1
+    if not low <= value <= high:
+        raise FatalError(f"{name} must be an integer from {low} to {high}, not {raw!r}; fix the environment")
+    return value
+
+
+# ---------------------------------------------------------------------------------------------------
+# The ONNX header, read without the onnx package (it would be one more dependency in every image)
+
+
+def _read_varint(f: BinaryIO) -> int:
+    result = shift = 0
+    for _ in range(10):
+        byte = f.read(1)
+        if not byte:
+            raise ValueError("truncated varint")
+        result |= (byte[0] & 0x7F) << shift
+        if byte[0] < 0x80:
+            return result
+        shift += 7
+    raise ValueError("varint longer than 10 bytes")
+
+
+def _fields(f: BinaryIO, end: int) -> Iterator[tuple[int, int, int]]:
+    """Protobuf (field, wire type, value) up to offset ``end``; for wire type 2 the value is the length,
+    and the caller may read the payload from ``f``: the next field starts after it either way."""
+    while f.tell() < end:
+        key = _read_varint(f)
+        field, wire = key >> 3, key & 7
+        if field == 0:
+            raise ValueError("field number 0")
+        if wire == 0:
+            yield field, wire, _read_varint(f)
+        elif wire in (1, 5):
+            f.seek(8 if wire == 1 else 4, os.SEEK_CUR)
+        elif wire == 2:
+            length = _read_varint(f)
+            start = f.tell()
+            if start + length > end:
+                raise ValueError("length-delimited field runs past the end")
+            yield field, wire, length
+            f.seek(start + length)
+        else:
+            raise ValueError(f"wire type {wire}")
+    if f.tell() != end:
+        raise ValueError("last field runs past the end")
+
+
+def read_onnx_header(path: str) -> tuple[int, dict[str, int]]:
+    """ModelProto.ir_version (field 1) and opset_import (field 8: domain 1, version 2), streamed so that
+    the graph (field 7) is skipped, not read. Raises FatalError("not an ONNX model ...")."""
+    opsets: dict[str, int] = {}
+    ir_version, has_graph = 0, False
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            for field, wire, value in _fields(f, size):
+                if field == 1 and wire == 0:
+                    ir_version = value
+                elif field == 7 and wire == 2:
+                    has_graph = True
+                elif field == 8 and wire == 2:
+                    domain, version, end = "", 0, f.tell() + value
+                    for sub, sub_wire, sub_value in _fields(f, end):
+                        if sub == 1 and sub_wire == 2:
+                            domain = f.read(sub_value).decode("utf-8")
+                        elif sub == 2 and sub_wire == 0:
+                            version = sub_value
+                    opsets[domain or "ai.onnx"] = version  # "" and "ai.onnx" are the same domain
+                elif field in (1, 7, 8):
+                    raise ValueError(f"field {field} has wire type {wire}")
+    except OSError as exc:
+        raise FatalError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise FatalError(f"not an ONNX model: {path} is not a valid ModelProto ({exc})") from None
+    if not (1 <= ir_version <= 1000 and has_graph):
+        raise FatalError(f"not an ONNX model: {path} has no ir_version or no graph")
+    return ir_version, opsets
+
+
+# ---------------------------------------------------------------------------------------------------
+# The model: its contract, request validation, inference
+
+
+def _accepts_number(x: object) -> bool:
+    return type(x) is float or type(x) is int  # not bool, although bool is an int subclass
+
+
+def _accepts_integer(x: object) -> bool:
+    return type(x) is int
+
+
+def _accepts_bool(x: object) -> bool:
+    return type(x) is bool
+
+
+def _accepts_str(x: object) -> bool:
+    return type(x) is str
+
+
+def _describe(x: object) -> str:
+    if x is None:
+        return "null"
+    if isinstance(x, bool):
+        return f"the boolean {json.dumps(x)}"
+    if isinstance(x, str):
+        return f"the string {json.dumps(x)[:40]}"
+    if isinstance(x, float):
+        return f"the fraction {x!r}"
+    if isinstance(x, dict):
+        return "an object"
+    if isinstance(x, list):
+        return "a list"
+    return repr(x)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[Dim, ...]
+    dtype: str  # numpy dtype name, or onnxruntime's type string for non-tensors
+
+    @classmethod
+    def from_node(cls, node: Any) -> TensorSpec:
+        shape = tuple(
+            d if isinstance(d, str) or (isinstance(d, int) and d >= 0) else None for d in node.shape
+        )
+        return cls(node.name, shape, ORT_DTYPES.get(node.type, node.type))
+
+    def shape_text(self) -> str:
+        return "[" + ", ".join("?" if d is None else str(d) for d in self.shape) + "]"
+
+    def contract(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+    def to_array(self, value: object, max_batch: int) -> np.ndarray:
+        """Checks one input's JSON value against this spec, cheapest checks first, and converts it."""
+        name, want = self.name, self.shape
+        shape: list[int] = []
+        node = value
+        while isinstance(node, list):  # the shape the request claims, read along the first elements
+            if not node:
+                raise ApiError(
+                    400, "bad_shape", f"input '{name}' contains an empty list; send at least one row"
+                )
+            shape.append(len(node))
+            node = node[0]
+        if len(shape) != len(want):
+            raise ApiError(
+                400,
+                "bad_shape",
+                f"input '{name}' must have {len(want)} dimension(s), shape {self.shape_text()}, "
+                f"but the request has {len(shape)}; nest the lists to match",
+            )
+        if want and not isinstance(want[0], int) and shape[0] > max_batch:
+            raise ApiError(
+                400,
+                "batch_too_large",
+                f"input '{name}' has a batch of {shape[0]} but this server takes at most {max_batch} "
+                "(AIRGAP_MAX_BATCH); split the request",
+            )
+        for axis, (got, expected) in enumerate(zip(shape, want)):
+            if isinstance(expected, int) and got != expected:
+                raise ApiError(
+                    400,
+                    "bad_shape",
+                    f"input '{name}' dimension {axis} must be {expected}, shape {self.shape_text()}, "
+                    f"but {_path(name, (0,) * axis)} has {got} elements",
+                )
+        flat = self._flatten(value, tuple(shape))
+        return self._convert(flat, tuple(shape))
+
+    def _flatten(self, value: object, shape: tuple[int, ...]) -> list[Any]:
+        accept = self._accepts()
+        flat: list[Any] = []
+
+        def walk(node: list[Any], index: tuple[int, ...]) -> None:
+            depth = len(index)
+            if len(node) != shape[depth]:
+                raise ApiError(
+                    400,
+                    "bad_shape",
+                    f"input '{self.name}' is ragged: {_path(self.name, index)} has {len(node)} elements "
+                    f"but {_path(self.name, (0,) * depth)} has {shape[depth]}; make every list at one depth "
+                    "the same length",
+                )
+            if depth == len(shape) - 1:  # the innermost lists hold the values
+                if not all(map(accept, node)):
+                    i, item = next((i, item) for i, item in enumerate(node) if not accept(item))
+                    raise self._bad_leaf((*index, i), item)
+                flat.extend(node)
+                return
+            for i, child in enumerate(node):
+                if not isinstance(child, list):
+                    raise ApiError(
+                        400,
+                        "bad_shape",
+                        f"input '{self.name}' is ragged: {_path(self.name, (*index, i))} is "
+                        f"{_describe(child)} where a list of {shape[depth + 1]} was expected",
+                    )
+                walk(child, (*index, i))
+
+        if shape:
+            walk(value, ())  # type: ignore[arg-type]
+        elif accept(value):
+            flat.append(value)
+        else:
+            raise self._bad_leaf((), value)
+        return flat
+
+    def _accepts(self) -> Callable[[object], bool]:
+        if self.dtype == "bool":
+            return _accepts_bool
+        if self.dtype == "str":
+            return _accepts_str
+        if self.dtype.startswith(("int", "uint")):
+            return _accepts_integer
+        return _accepts_number
+
+    def _bad_leaf(self, index: tuple[int, ...], item: object) -> ApiError:
+        where = _path(self.name, index)
+        if isinstance(item, list):
+            return ApiError(
+                400,
+                "bad_shape",
+                f"input '{self.name}' must have shape {self.shape_text()}, but {where} is a list; "
+                "remove the extra nesting",
+            )
+        wanted = {"bool": "true or false", "str": "strings"}.get(self.dtype, "numbers")
+        if self.dtype.startswith(("int", "uint")):
+            wanted = "whole numbers without a decimal point"
+        return ApiError(
+            400,
+            "bad_dtype",
+            f"input '{self.name}' holds {self.dtype} values, but {where} is {_describe(item)}; send {wanted}",
+        )
+
+    def _convert(self, flat: list[Any], shape: tuple[int, ...]) -> np.ndarray:
+        if self.dtype == "str":
+            return np.array(flat, dtype=object).reshape(shape)
+        dtype = np.dtype(self.dtype)
+        if dtype.kind in "iu":
+            info = np.iinfo(dtype)
+            for bound in (min(flat), max(flat)):
+                if not info.min <= bound <= info.max:
+                    raise ApiError(
+                        400,
+                        "bad_dtype",
+                        f"input '{self.name}' holds {self.dtype} values, but {bound} is outside "
+                        f"[{info.min}, {info.max}]; send smaller numbers",
+                    )
+        try:
+            return np.array(flat, dtype=dtype).reshape(shape)
+        except OverflowError:
+            raise ApiError(
+                400,
+                "bad_dtype",
+                f"input '{self.name}' has a number too large for {self.dtype}; send smaller numbers",
+            ) from None
+
+    def zeros(self) -> np.ndarray:
+        """A warm-up value when there is no golden file: dynamic dimensions set to 1."""
+        shape = tuple(d if isinstance(d, int) else 1 for d in self.shape)
+        return np.zeros(shape, dtype=object if self.dtype == "str" else self.dtype)
+
+
+def _path(name: str, index: tuple[int, ...]) -> str:
+    return name + "".join(f"[{i}]" for i in index)
+
+
+def _jsonable(value: Any) -> Any:
+    """onnxruntime's outputs as JSON values: arrays → nested lists, and sequences/maps (ZipMap) walked."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+class Model:
+    """An onnxruntime session and the contract read from it; ``session.run`` is thread-safe."""
+
+    def __init__(self, path: str, threads: int) -> None:
+        if not os.path.isfile(path):
+            raise FatalError(f"model file {path} does not exist; set AIRGAP_MODEL_PATH (check: --model)")
+        self.ir_version, self.opsets = read_onnx_header(path)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.log_severity_level = 4  # fatal only: its errors reach us as exceptions, and its log
+        # lines on stderr would break check's one-line contract and serve's one JSON object per line
+        try:
+            self.session = ort.InferenceSession(
+                path, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own exception types; its message is the answer
+            raise FatalError(one_line(exc)) from None
+        self.inputs = [TensorSpec.from_node(node) for node in self.session.get_inputs()]
+        self.outputs = [TensorSpec.from_node(node) for node in self.session.get_outputs()]
+        for spec in self.inputs:
+            if spec.dtype not in ORT_DTYPES.values():
+                raise FatalError(
+                    f"input '{spec.name}' has type {spec.dtype}; the server takes tensor inputs only"
+                )
+
+    def prepare(self, inputs: object, max_batch: int) -> dict[str, np.ndarray]:
+        """The feeds for onnxruntime from a request's ``inputs`` object, or the ApiError that says why not."""
+        names = [spec.name for spec in self.inputs]
+        expected = ", ".join(f"'{n}'" for n in names)
+        if not isinstance(inputs, dict):
+            raise ApiError(400, "bad_json", f'"inputs" must be an object with the keys {expected}')
+        unknown = [key for key in inputs if key not in names]
+        if unknown:
+            raise ApiError(
+                400,
+                "unknown_input",
+                f"the model has no input {', '.join(repr(k) for k in unknown)}; its inputs are {expected}",
+            )
+        missing = [name for name in names if name not in inputs]
+        if missing:
+            raise ApiError(
+                400,
+                "missing_input",
+                f"input {', '.join(repr(m) for m in missing)} is missing; send every input: {expected}",
+            )
+        feeds = {spec.name: spec.to_array(inputs[spec.name], max_batch) for spec in self.inputs}
+        seen: dict[str, tuple[str, int]] = {}  # a named dynamic dimension must agree across inputs
+        for spec in self.inputs:
+            for dim, size in zip(spec.shape, feeds[spec.name].shape):
+                if isinstance(dim, str):
+                    first = seen.setdefault(dim, (spec.name, size))
+                    if first[1] != size:
+                        raise ApiError(
+                            400,
+                            "bad_shape",
+                            f"inputs '{first[0]}' and '{spec.name}' share dimension '{dim}' but have "
+                            f"{first[1]} and {size}; make them equal",
+                        )
+        return feeds
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[Any]:
+        return list(self.session.run(None, feeds))
+
+    def outputs_json(self, results: list[Any]) -> dict[str, Any]:
+        return {spec.name: _jsonable(value) for spec, value in zip(self.outputs, results)}
+
+
+def load_golden(path: str) -> list[tuple[str, object]]:
+    """(name, inputs) of every case in golden.json: {"cases": [{"name": ..., "inputs": {...}}, ...]}."""
+    try:
+        document = json.loads(Path(path).read_bytes())
+    except OSError as exc:
+        raise FatalError(f"cannot read golden file {path}: {exc.strerror or exc}") from None
+    except (ValueError, RecursionError) as exc:
+        raise FatalError(f"golden file {path} is not valid JSON: {one_line(exc)}") from None
+    cases = document.get("cases") if isinstance(document, dict) else None
+    if not isinstance(cases, list) or not cases:
+        raise FatalError(
+            f'golden file {path} has no cases; expected {{"cases": [{{"name": ..., "inputs": ...}}]}}'
+        )
+    result = []
+    for i, case in enumerate(cases):
+        if not (
+            isinstance(case, dict)
+            and isinstance(case.get("name"), str)
+            and isinstance(case.get("inputs"), dict)
+        ):
+            raise FatalError(f'golden file {path}: case {i} needs a string "name" and an object "inputs"')
+        result.append((case["name"], case["inputs"]))
+    return result
+
+
+def fit_case(model: Model, name: str, inputs: object, max_batch: int) -> dict[str, np.ndarray]:
+    try:
+        return model.prepare(inputs, max_batch)
+    except ApiError as exc:
+        raise FatalError(f"golden case '{name}' does not fit the model: {exc.message}") from None
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+class Metrics:
+    """Counters and the inference histogram, behind one lock: handlers run on many threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._requests: dict[tuple[str, int], int] = {}
+        self._errors = 0
+        self._buckets = [0] * len(INFERENCE_BUCKETS)
+        self._sum = 0.0
+        self._count = 0
+
+    def count_request(self, path: str, status: int) -> None:
+        with self._lock:
+            self._requests[(path, status)] = self._requests.get((path, status), 0) + 1
+            if status >= 400:
+                self._errors += 1
+
+    def observe_inference(self, seconds: float) -> None:
+        with self._lock:
+            self._sum += seconds
+            self._count += 1
+            for i, bound in enumerate(INFERENCE_BUCKETS):
+                if seconds <= bound:
+                    self._buckets[i] += 1
+
+    def render(self, info: dict[str, str], ready: bool, in_flight: int) -> str:
+        with self._lock:
+            requests, errors = sorted(self._requests.items()), self._errors
+            buckets, total, count = list(self._buckets), self._sum, self._count
+        lines = [
+            "# HELP airgap_requests_total HTTP requests answered, by path and status code.",
+            "# TYPE airgap_requests_total counter",
+            *(f'airgap_requests_total{{path="{_label(p)}",code="{c}"}} {n}' for (p, c), n in requests),
+            "# HELP airgap_request_errors_total HTTP requests answered with a 4xx or 5xx status.",
+            "# TYPE airgap_request_errors_total counter",
+            f"airgap_request_errors_total {errors}",
+            "# HELP airgap_inference_seconds Time in onnxruntime per predict request (queueing excluded).",
+            "# TYPE airgap_inference_seconds histogram",
+            *(
+                f'airgap_inference_seconds_bucket{{le="{b:g}"}} {n}'
+                for b, n in zip(INFERENCE_BUCKETS, buckets)
+            ),
+            f'airgap_inference_seconds_bucket{{le="+Inf"}} {count}',
+            f"airgap_inference_seconds_sum {total:.9f}",
+            f"airgap_inference_seconds_count {count}",
+            "# HELP airgap_model_info The model served, and the onnxruntime serving it.",
+            "# TYPE airgap_model_info gauge",
+            "airgap_model_info{" + ",".join(f'{k}="{_label(v)}"' for k, v in info.items()) + "} 1",
+            "# HELP airgap_ready 1 once the warm-up inference succeeded.",
+            "# TYPE airgap_ready gauge",
+            f"airgap_ready {int(ready)}",
+            "# HELP airgap_requests_in_flight Requests being handled, this scrape included.",
+            "# TYPE airgap_requests_in_flight gauge",
+            f"airgap_requests_in_flight {in_flight}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP
+
+
+class StopSignal:
+    """Wakes the main thread on SIGTERM/SIGINT or when another thread gives up, through a pipe.
+
+    Not threading.Event: the kernel may deliver a signal to any thread (onnxruntime's included), and then
+    the main thread's blocking wait is never interrupted; Python's wakeup fd writes to the pipe whichever
+    thread receives it. And a handler that took a lock the interrupted main thread held would deadlock.
+    """
+
+    def __init__(self) -> None:
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        self.exit_code: int | None = None
+        self.reason = ""
+
+    def install(self, *signals: signal.Signals) -> None:
+        """Call from the main thread: Python runs signal handlers there, and only there."""
+        for sig in signals:
+            signal.signal(sig, lambda signum, _frame: self.trigger(0, signal.Signals(signum).name))
+        signal.set_wakeup_fd(self._write)
+
+    def trigger(self, exit_code: int, reason: str) -> None:
+        if self.exit_code is None:
+            self.exit_code, self.reason = exit_code, reason
+        with contextlib.suppress(BlockingIOError):  # the pipe is full: the main thread is waking anyway
+            os.write(self._write, b"x")
+
+    def wait(self) -> int:
+        while self.exit_code is None:  # a byte from the wakeup fd comes before the Python handler has run
+            os.read(self._read, 64)
+        return self.exit_code
+
+
+class App:
+    """What the handlers share: configuration, the model once loaded, readiness, metrics."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.model: Model | None = None
+        self.ready = threading.Event()
+        self.metrics = Metrics()
+        self.stop = StopSignal()
+        self._slots = threading.BoundedSemaphore(config.threads)
+
+    def info(self) -> dict[str, str]:
+        return {
+            "name": self.config.model_name,
+            "version": self.config.model_version,
+            "onnxruntime": ort.__version__,
+        }
+
+    def infer(self, model: Model, feeds: dict[str, np.ndarray]) -> list[Any]:
+        with self._slots:
+            start = time.perf_counter()
+            try:
+                results = model.run(feeds)
+            except OrtInvalidArgument as exc:  # e.g. two inputs that disagree on a shared dimension
+                raise ApiError(400, "bad_shape", f"the model refused these inputs: {one_line(exc)}") from None
+            self.metrics.observe_inference(time.perf_counter() - start)
+        return results
+
+    def load_and_warm_up(self) -> None:
+        """Runs on its own thread so that /healthz answers while a large model loads."""
+        cfg = self.config
+        try:
+            start = time.perf_counter()
+            model = Model(cfg.model_path, cfg.threads)
+            if cfg.golden_path:
+                name, inputs = load_golden(cfg.golden_path)[0]
+                feeds = fit_case(model, name, inputs, cfg.max_batch)
+            else:
+                name, feeds = "zeros", {spec.name: spec.zeros() for spec in model.inputs}
+            with self._slots:
+                model.run(feeds)
+            self.model = model
+            log("ready", warm_up_case=name, seconds=round(time.perf_counter() - start, 3))
+            self.ready.set()
+        except FatalError as exc:
+            log("fatal", message=str(exc))
+            self.stop.trigger(2, "model unusable")
+        except Exception as exc:  # onnxruntime failed the warm-up run: stop rather than serve half-ready
+            log("fatal", message=f"warm-up inference failed: {one_line(exc)}")
+            self.stop.trigger(2, "warm-up failed")
+
+
+class ConnectionTracker:
+    """Open connections and whether each is inside a request, so that shutdown can close the idle ones
+    and wait for the busy ones."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._busy: dict[socket.socket, bool] = {}
+
+    def opened(self, sock: socket.socket) -> None:
+        with self._cond:
+            self._busy[sock] = False
+
+    def started(self, sock: socket.socket) -> None:
+        with self._cond:
+            if sock in self._busy:
+                self._busy[sock] = True
+
+    def closed(self, sock: socket.socket) -> None:
+        with self._cond:
+            self._busy.pop(sock, None)
+            self._cond.notify_all()
+
+    def in_flight(self) -> int:
+        with self._cond:
+            return sum(self._busy.values())
+
+    def drain(self, timeout: float) -> int:
+        """Closes idle connections for reading and waits for the rest; returns how many were abandoned."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            for sock, busy in self._busy.items():
+                if not busy:
+                    with contextlib.suppress(OSError):  # already closed by the client
+                        sock.shutdown(socket.SHUT_RD)  # the handler's read returns EOF, and it ends
+            while self._busy and time.monotonic() < deadline:
+                self._cond.wait(deadline - time.monotonic())
+            return len(self._busy)
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = True  # idle connections must not keep the process alive after the drain
+
+    def __init__(self, config: Config, app: App) -> None:
+        self.app = app
+        self.tracker = ConnectionTracker()
+        self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+        super().__init__((config.host, config.port), Handler)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup that can hang for a long time on
+        # a network without DNS; the name is only used for SERVER_NAME, which nothing here reads.
+        socketserver.TCPServer.server_bind(self)
+        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.tracker.opened(request)  # before the thread starts, so that a drain cannot miss it
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        try:
+            super().shutdown_request(request)
+        finally:
+            self.tracker.closed(request)
+
+
+ROUTES = {"/v1/predict": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}
+
+
+def _metrics_path(handler: BaseHTTPRequestHandler) -> str:
+    """The path label: a route, or "other" (request paths are client-chosen: unbounded label values)."""
+    path = urlsplit(getattr(handler, "path", "") or "").path
+    return path if path in ROUTES else "other"
+
+
+class Handler(BaseHTTPRequestHandler):
+    server: Server
+    server_version = "airgap-server/1"
+    timeout = REQUEST_TIMEOUT_SECONDS
+
+    def parse_request(self) -> bool:
+        self._started = time.perf_counter()
+        self._bytes_in = 0
+        self._responded = False
+        self._body_read = False
+        self.server.tracker.started(self.connection)
+        return super().parse_request()
+
+    def _dispatch(self) -> None:
+        path = urlsplit(self.path).path
+        try:
+            method = ROUTES.get(path)
+            if method is None:
+                raise ApiError(
+                    404,
+                    "not_found",
+                    f"there is no {path}; use POST /v1/predict, GET /healthz, GET /readyz or GET /metrics",
+                )
+            if self.command != method:
+                raise ApiError(
+                    405,
+                    "method_not_allowed",
+                    f"{path} takes {method}, not {self.command}",
+                    (("Allow", method),),
+                )
+            {
+                "/v1/predict": self._predict,
+                "/healthz": self._healthz,
+                "/readyz": self._readyz,
+                "/metrics": self._metrics,
+            }[path]()
+        except ApiError as exc:
+            self._send_error(exc)
+        except (ConnectionError, TimeoutError, socket.timeout):  # the client left; no one to answer
+            self.close_connection = True
+            if not self._responded:  # else _send has logged the request already
+                self._log_request(None, 0, "client_disconnected")
+        except Exception as exc:  # a bug: answer 500, log it on one line, keep serving
+            log("internal_error", path=path, error=one_line(exc), traceback=traceback.format_exc())
+            if not self._responded:
+                self._send_error(ApiError(500, "internal", "the server failed on this request; see its log"))
+
+    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+
+    # ---- endpoints
+
+    def _healthz(self) -> None:
+        self._send_json(200, {"status": "ok"})
+
+    def _readyz(self) -> None:
+        app = self.server.app
+        if not app.ready.is_set():
+            raise ApiError(503, "not_ready", "the model is loading or warming up; retry shortly")
+        self._send_json(200, {"status": "ready", "model_version": app.config.model_version})
+
+    def _metrics(self) -> None:
+        app = self.server.app
+        text = app.metrics.render(app.info(), app.ready.is_set(), self.server.tracker.in_flight())
+        self._send(200, text.encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _predict(self) -> None:
+        app = self.server.app
+        body = self._read_body(app.config.max_request_bytes)
+        model = app.model
+        if model is None or not app.ready.is_set():
+            raise ApiError(
+                503, "not_ready", "the model is loading or warming up; retry when GET /readyz answers 200"
+            )
+        try:
+            document = json.loads(body, parse_constant=_reject_constant)
+        except (ValueError, RecursionError) as exc:
+            raise ApiError(
+                400, "bad_json", f'the body is not valid JSON ({one_line(exc)}); send {{"inputs": {{...}}}}'
+            ) from None
+        if not isinstance(document, dict) or "inputs" not in document or len(document) != 1:
+            raise ApiError(400, "bad_json", 'the body must be a JSON object with exactly one key, "inputs"')
+        feeds = model.prepare(document["inputs"], app.config.max_batch)
+        results = app.infer(model, feeds)
+        self._send_json(
+            200,
+            {
+                "model": app.config.model_name,
+                "model_version": app.config.model_version,
+                "outputs": model.outputs_json(results),
+            },
+        )
+
+    # ---- plumbing
+
+    def _read_body(self, limit: int) -> bytes:
+        raw = self.headers.get("Content-Length")
+        if raw is None or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            raise ApiError(411, "length_required", "send the body with a Content-Length header, not chunked")
+        try:
+            length = int(raw)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise ApiError(400, "bad_request", f"Content-Length {raw!r} is not a byte count") from None
+        if length > limit:
+            raise ApiError(
+                413,
+                "too_large",
+                f"the body has {length} bytes but this server takes at most {limit} "
+                "(AIRGAP_MAX_REQUEST_BYTES); send fewer rows per request",
+            )
+        body = self.rfile.read(length)
+        self._bytes_in = len(body)
+        self._body_read = True
+        if len(body) != length:
+            raise ConnectionError("client closed the connection before sending the whole body")
+        return body
+
+    def _send_json(
+        self, status: int, document: object, error_code: str | None = None, headers: Any = ()
+    ) -> None:
+        payload = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        self._send(status, payload, "application/json", error_code, headers)
+
+    def _send_error(self, exc: ApiError) -> None:
+        self._send_json(
+            exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.code, exc.headers
+        )
+        headers = getattr(self, "headers", None)  # absent when the request line itself was refused
+        announced = headers is not None and (
+            headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers
+        )
+        if announced and not getattr(self, "_body_read", False):
+            self._discard_unread_body()
+
+    def _send(
+        self, status: int, payload: bytes, content_type: str, error_code: str | None = None, headers: Any = ()
+    ) -> None:
+        self._responded = True
+        # Counted before the answer leaves: a client that scrapes /metrics next must see this request.
+        self.server.app.metrics.count_request(_metrics_path(self), status)
+        sent = 0
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(payload)))
+            self.send_header("Cache-Control", "no-store")
+            for key, value in headers:
+                self.send_header(key, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+                sent = len(payload)
+        finally:
+            self._log_request(status, sent, error_code)
+
+    def _discard_unread_body(self) -> None:
+        """After refusing a request without reading its body, drop what the client still sends, briefly:
+        closing a socket with unread data makes the kernel reset the connection, and the client could
+        lose the answer it has not read yet."""
+        try:
+            self.connection.shutdown(socket.SHUT_WR)
+            self.connection.settimeout(0.5)
+            deadline = time.monotonic() + 2.0
+            while time.monotonic() < deadline and self.connection.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def _log_request(self, status: int | None, bytes_out: int, error_code: str | None) -> None:
+        log(
+            "request",
+            method=getattr(self, "command", None),
+            path=urlsplit(getattr(self, "path", "") or "").path[:200],
+            status=status,
+            error=error_code,
+            bytes_in=getattr(self, "_bytes_in", 0),
+            bytes_out=bytes_out,
+            ms=round((time.perf_counter() - getattr(self, "_started", time.perf_counter())) * 1000, 3),
+            client=self.client_address[0],
+        )
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The stdlib's own refusals (malformed request line, unknown method, headers too long), as JSON."""
+        self.close_connection = True
+        if code == 501:  # a method no handler exists for
+            error = ApiError(405, "method_not_allowed", f"{self.command} is not supported; use GET or POST")
+        else:
+            text = one_line(message or self.responses.get(code, ("error",))[0])
+            error = ApiError(code, "bad_request", f"{text}; send a well-formed HTTP/1.1 request")
+        self._send_error(error)
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def log_request(self, code: Any = "-", size: Any = "-") -> None:
+        pass  # _send logs every request, as JSON
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log("http", message=one_line(format % args), client=self.client_address[0])
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Commands
+
+
+def serve(config: Config) -> int:
+    app = App(config)
+    try:
+        server = Server(config, app)
+    except OSError as exc:
+        log("fatal", message=f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
+        return 1
+
+    app.stop.install(signal.SIGTERM, signal.SIGINT)
+    threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+    ).start()
+    host, port = server.server_address[:2]
+    log("listening", host=host, port=port, model_path=config.model_path, **app.info())
+    threading.Thread(target=app.load_and_warm_up, name="warm-up", daemon=True).start()
+
+    exit_code = app.stop.wait()
+    log("stopping", reason=app.stop.reason, in_flight=server.tracker.in_flight())
+    server.shutdown()  # the accept loop ends...
+    server.server_close()  # ...and the listening socket closes: new connections are refused
+    abandoned = server.tracker.drain(DRAIN_SECONDS)
+    log("stopped", exit_code=exit_code, abandoned_requests=abandoned)
+    return exit_code
+
+
+def check(config: Config, model_path: str, golden_path: str | None) -> int:
+    """The model's contract and the golden cases' outputs, as the bundler records them inside the image."""
+    model = Model(model_path, config.threads)
+    cases = []
+    for name, inputs in load_golden(golden_path) if golden_path else []:
+        feeds = fit_case(model, name, inputs, config.max_batch)
+        try:
+            results = model.run(feeds)
+        except Exception as exc:  # onnxruntime's own exception types
+            raise FatalError(f"golden case '{name}' failed in onnxruntime: {one_line(exc)}") from None
+        cases.append({"name": name, "outputs": model.outputs_json(results)})
+    document = {
+        "onnxruntime": ort.__version__,
+        "opset": model.opsets,
+        "ir_version": model.ir_version,
+        "inputs": [spec.contract() for spec in model.inputs],
+        "outputs": [spec.contract() for spec in model.outputs],
+        "cases": cases,
+    }
+    print(json.dumps(document, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="airgap_server.py", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("serve", help="serve HTTP (the default)")
+    check_parser = commands.add_parser("check", help="print the model's contract and the golden outputs")
+    check_parser.add_argument("--model", help="the .onnx file (default: AIRGAP_MODEL_PATH)")
+    check_parser.add_argument("--golden", help="golden.json (default: AIRGAP_GOLDEN_PATH; none: no cases)")
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        try:
+            config = Config.from_env()
+            return check(config, args.model or config.model_path, args.golden or config.golden_path)
+        except FatalError as exc:
+            print(one_line(exc), file=sys.stderr)
+            return 2
+    try:
+        config = Config.from_env()
+    except FatalError as exc:
+        log("fatal", message=str(exc))
+        return 2
+    code = serve(config)
+    # Leave without interpreter teardown: daemon threads may still be inside onnxruntime's C++ code.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

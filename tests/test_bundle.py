@@ -1,0 +1,374 @@
+"""`airgap bundle` on the example, end to end against the real engine, registry and index.
+
+One bundle is built per session (cold cache) and reused; the second-bundle test rebuilds with the
+same cache and proves nothing is downloaded again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from packaging.utils import parse_wheel_filename
+
+from airgap.core.profile import Profile
+from airgap.core.tags import compute_tags
+from tests.conftest import ROOT, run_airgap
+
+pytestmark = [pytest.mark.docker, pytest.mark.network]
+EPOCH = "1700000000"
+FOREIGN = ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json"
+
+
+def bundle(project: Path, cache: Path, *extra: str) -> dict[str, Any]:
+    proc = run_airgap(
+        "--json",
+        "bundle",
+        str(project),
+        "--cache-dir",
+        str(cache),
+        *extra,
+        env={"SOURCE_DATE_EPOCH": EPOCH},
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("project") / "tabular"
+    shutil.copytree(ROOT / "examples" / "tabular", dest, ignore=shutil.ignore_patterns("build"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def built(project: Path, cache: Path, docker_client) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    return bundle(project, cache, "--profile", str(FOREIGN), "--host-wheelhouse")
+
+
+def staging(built: dict[str, Any]) -> Path:
+    return Path(built["staging"])
+
+
+def test_bundle_writes_a_complete_staging_directory(built: dict[str, Any]) -> None:
+    root = staging(built)
+    rec = built["record"]
+    for rel in (
+        "requirements.lock",
+        "wheels",
+        "host/requirements.lock",
+        "host/wheels",
+        "image/model-image.tar",
+        "model/classifier.onnx",
+        "model/golden.json",
+        "model/contract.json",
+        "build.json",
+    ):
+        assert (root / rel).exists(), rel
+    assert json.loads((root / "build.json").read_text()) == rec
+    assert set(rec["phases"]) >= {
+        "base image",
+        "image wheelhouse",
+        "host wheelhouse",
+        "model image",
+        "save image",
+    }
+    assert rec["base_image"]["resolved"].startswith("127.0.0.1:5000/airgap/python-base@sha256:")
+    assert not [p for p in root.parent.iterdir() if p.name.startswith(".")], "a partial directory was left"
+
+
+def test_second_bundle_with_the_same_lock_downloads_nothing(
+    built: dict[str, Any], project: Path, cache: Path
+) -> None:
+    lock_before = (staging(built) / "requirements.lock").read_bytes()
+    again = bundle(project, cache, "--profile", str(FOREIGN), "--host-wheelhouse")
+    for kind, wh in again["record"]["wheelhouses"].items():
+        assert wh["downloaded"] == 0, kind
+        assert wh["lock_from_cache"] is True, kind
+    assert (Path(again["staging"]) / "requirements.lock").read_bytes() == lock_before
+
+
+def test_lock_has_exactly_one_hashed_file_per_pin(built: dict[str, Any]) -> None:
+    root = staging(built)
+    lock = (root / "requirements.lock").read_text()
+    wheels = sorted(p.name for p in (root / "wheels").iterdir())
+    pins = [ln for ln in lock.splitlines() if "==" in ln]
+    assert len(pins) == len(wheels) == lock.count("--hash=sha256:")
+    for wheel in wheels:
+        digest = subprocess.run(
+            ["sha256sum", str(root / "wheels" / wheel)], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+        assert f"--hash=sha256:{digest}" in lock, wheel
+
+
+def test_image_wheelhouse_installs_offline_in_a_fresh_base_container(
+    built: dict[str, Any], base_image: str
+) -> None:
+    root = staging(built)
+    script = (
+        "set -e; python3 -m venv /tmp/v; "
+        "/tmp/v/bin/pip install -q --no-index --require-hashes --find-links /wh/wheels "
+        "-r /wh/requirements.lock; /tmp/v/bin/pip check; "
+        "/tmp/v/bin/python -c 'import onnxruntime, numpy; print(onnxruntime.__version__)'"
+    )
+    proc = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp:exec",
+            "-v",
+            f"{root}:/wh:ro",
+            base_image,
+            "sh",
+            "-c",
+            script,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "No broken requirements found" in proc.stdout
+    assert (
+        proc.stdout.strip().splitlines()[-1] == built["record"]["wheelhouses"]["image"]["pins"]["onnxruntime"]
+    )
+
+
+def test_host_wheelhouse_holds_only_wheels_for_the_foreign_target(built: dict[str, Any]) -> None:
+    prof = Profile.from_json(FOREIGN.read_bytes())
+    target = set(compute_tags(prof.primary_python()))
+    files = list((staging(built) / "host" / "wheels").iterdir())
+    assert files
+    for f in files:
+        assert parse_wheel_filename(f.name)[3] & target, f.name
+    assert any("aarch64" in f.name and "cp310" in f.name for f in files)
+    assert not any("x86_64" in f.name for f in files)
+
+
+def test_host_wheelhouse_pins_equal_an_independent_resolver(built: dict[str, Any], project: Path) -> None:
+    import sys
+
+    uv = shutil.which("uv", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    assert uv, "uv (a dev dependency) is the independent resolver for this test"
+    proc = subprocess.run(
+        [
+            uv,
+            "pip",
+            "compile",
+            "--python-platform",
+            "aarch64-manylinux_2_28",
+            "--python-version",
+            "3.10",
+            "--no-header",
+            "--no-annotate",
+            "--no-config",
+            str(project / "requirements.in"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ, UV_PYTHON_DOWNLOADS="never", SSL_CERT_FILE="/etc/ssl/certs/ca-certificates.crt"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    theirs = dict(line.split("==") for line in proc.stdout.split() if "==" in line)
+    ours = built["record"]["wheelhouses"]["host"]["pins"]
+    assert ours == theirs
+
+
+def _exec_json(
+    container: str, method: str, path: str, body: object | None = None, strict: bool = True
+) -> tuple[int, Any]:
+    code = (
+        "import json,sys,urllib.request as u\n"
+        "data=sys.stdin.read().encode() or None\n"
+        f"r=u.Request('http://127.0.0.1:8080{path}',data=data,method='{method}',"
+        "headers={'Content-Type':'application/json'})\n"
+        "try:\n resp=u.urlopen(r,timeout=10); print(resp.status); print(resp.read().decode())\n"
+        "except u.HTTPError as e:\n print(e.code); print(e.read().decode())\n"
+    )
+    proc = subprocess.run(
+        ["docker", "exec", "-i", container, "python", "-c", code],
+        input=json.dumps(body) if body is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    status, _, text = proc.stdout.partition("\n")
+    if not status.strip().isdigit():
+        assert not strict, proc.stderr
+        return 0, None
+    try:
+        return int(status), json.loads(text)
+    except ValueError:
+        return int(status), text
+
+
+@pytest.fixture
+def running(built: dict[str, Any]):  # type: ignore[no-untyped-def]
+    tag = built["record"]["image"]["tag"]
+    cid = subprocess.run(
+        [
+            "docker",
+            "run",
+            "-d",
+            "--network",
+            "none",
+            "--read-only",
+            "--tmpfs",
+            "/tmp",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            tag,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            status, _ = _exec_json(cid, "GET", "/readyz", strict=False) if _alive(cid) else (0, None)
+            if status == 200:
+                break
+            time.sleep(0.5)
+        else:
+            logs = subprocess.run(["docker", "logs", cid], capture_output=True, text=True).stderr
+            pytest.fail(f"model image never became ready: {logs[-2000:]}")
+        yield cid
+    finally:
+        subprocess.run(["docker", "rm", "-f", cid], capture_output=True)
+
+
+def _alive(cid: str) -> bool:
+    out = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Running}}", cid], capture_output=True, text=True
+    )
+    return out.stdout.strip() == "true"
+
+
+def test_model_image_with_network_none_answers_the_golden_outputs(
+    built: dict[str, Any], running: str
+) -> None:
+    import numpy as np
+
+    contract = json.loads((staging(built) / "model" / "contract.json").read_text())
+    tol = contract["tolerance"]
+    for case in contract["cases"]:
+        status, body = _exec_json(running, "POST", "/v1/predict", {"inputs": case["inputs"]})
+        assert status == 200, body
+        for name, expected in case["outputs"].items():
+            np.testing.assert_allclose(body["outputs"][name], expected, rtol=tol["rtol"], atol=tol["atol"])
+    status, body = _exec_json(running, "POST", "/v1/predict", {"inputs": {"features": [[1.0, 2.0]]}})
+    assert status == 400 and body["error"]["code"] == "bad_shape"
+    status, body = _exec_json(running, "POST", "/v1/predict", {"inputs": {"nope": [[1, 2, 3, 4]]}})
+    assert status == 400 and body["error"]["code"] in ("unknown_input", "missing_input")
+    status, text = _exec_json(running, "GET", "/metrics")
+    assert status == 200 and "airgap_requests_total" in text and 'version="1.0.0"' in text
+
+
+def test_model_image_stops_cleanly_on_sigterm(running: str) -> None:
+    subprocess.run(["docker", "stop", "-t", "10", running], check=True, capture_output=True)
+    code = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.ExitCode}}", running], capture_output=True, text=True
+    ).stdout.strip()
+    assert code == "0"
+
+
+def test_model_image_is_non_root_labelled_and_carries_no_pip_wheels_or_compilers(
+    built: dict[str, Any],
+) -> None:
+    import docker
+
+    rec = built["record"]
+    image = docker.from_env().images.get(rec["image"]["tag"])
+    cfg = image.attrs["Config"]
+    user = cfg["User"].split(":")[0]
+    assert user.isdigit() and int(user) != 0
+    labels = cfg["Labels"]
+    assert labels["org.opencontainers.image.created"] == "2023-11-14T22:13:20Z"
+    assert labels["org.opencontainers.image.version"] == "1.0.0"
+    assert labels["org.opencontainers.image.base.digest"] == rec["base_image"]["resolved"].split("@")[1]
+    assert labels["io.airgap.lock.sha256"] == rec["wheelhouses"]["image"]["lock_sha256"]
+    probe = (
+        "import glob, shutil, os; "
+        "print(sorted(p for d in ('/opt', '/tmp', '/root', '/home', '/srv') "
+        "for p in glob.glob(d + '/**/*.whl', recursive=True))); "
+        "print([c for c in ('gcc', 'cc', 'g++', 'make', 'pip', 'pip3') if shutil.which(c)]); "
+        "print(os.path.isdir('/opt/airgap/venv/lib/python3.11/site-packages/pip'))"
+    )
+    out = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            "--entrypoint",
+            "/opt/airgap/venv/bin/python",
+            rec["image"]["tag"],
+            "-c",
+            probe,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.splitlines()
+    assert out == ["[]", "[]", "False"]
+
+
+def test_contract_was_recorded_by_the_locked_onnxruntime(built: dict[str, Any]) -> None:
+    contract = json.loads((staging(built) / "model" / "contract.json").read_text())
+    assert contract["onnxruntime"] == built["record"]["wheelhouses"]["image"]["pins"]["onnxruntime"]
+    assert [i["name"] for i in contract["inputs"]] == ["features"]
+    assert len(contract["cases"]) == 3 and all(c["outputs"] for c in contract["cases"])
+
+
+def test_sdist_only_requirement_becomes_a_locked_wheel_built_offline(tmp_path: Path, base_image: str) -> None:
+    from airgap.adapters.docker_engine import DockerEngine
+    from airgap.adapters.wheels import (
+        ImageResolver,
+        ResolverSettings,
+        WheelStore,
+        default_ca_bundle,
+        sha256_file,
+    )
+    from airgap.services.probe import probe_image
+    from airgap.services.wheelhouse import image_wheelhouse
+
+    engine = DockerEngine()
+    ref = engine.resolve_digest(base_image)
+    py = probe_image(engine, ref).profile.primary_python()
+    resolver = ImageResolver(engine, ref, ResolverSettings(ca_bundle=default_ca_bundle()), tmp_path / "cache")
+    result = image_wheelhouse(
+        resolver,
+        ref,
+        py,
+        ["docopt==0.6.2"],
+        tmp_path / "wh",
+        WheelStore(tmp_path / "store"),
+        tmp_path / "locks",
+    )
+    assert result.built == ("docopt-0.6.2-py2.py3-none-any.whl",)
+    wheel = tmp_path / "wh" / "wheels" / result.built[0]
+    lock = (tmp_path / "wh" / "requirements.lock").read_text()
+    assert f"--hash=sha256:{sha256_file(wheel)}" in lock
+    assert "built offline in the base image from docopt-0.6.2.tar.gz" in lock
