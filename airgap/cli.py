@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeEl
 from rich.table import Table
 
 from airgap import __version__
+from airgap.adapters.keys import PASSPHRASE_ENV
 from airgap.errors import EXIT_CODES, AirgapError
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -48,7 +49,7 @@ class State:
 
 STATE = State()
 err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -369,6 +370,28 @@ def bundle(
             "--cache-dir", help="Wheel store and lock cache (default ~/.cache/airgap or AIRGAP_CACHE_DIR)."
         ),
     ] = None,
+    key: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--key",
+            help="Sign and pack the bundle with this private key (from `airgap keys generate`); its "
+            "passphrase comes from AIRGAP_KEY_PASSPHRASE or a prompt. Without it, only staging is written.",
+        ),
+    ] = None,
+    part_size: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--part-size",
+            metavar="SIZE",
+            help="Split for media: 4G (FAT32), 4.7G (DVD), 25G (BD); decimal units.",
+        ),
+    ] = None,
+    expires: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--expires", metavar="90d|DATE", help="The far side refuses the bundle after this (e.g. 90d)."
+        ),
+    ] = None,
 ) -> None:
     """Build everything the far side needs, on a connected workstation with a Docker Engine.
 
@@ -395,11 +418,32 @@ def bundle(
         settings=ResolverSettings(index_url=index_url, ca_bundle=ca_bundle or default_ca_bundle()),
         cache_dir=cache_dir or default_cache_dir(),
     )
+    from airgap.core.bundle_format import parse_size
+
+    size = parse_size(part_size) if part_size else None
+    private = _load_signing_key(key) if key else None
     with _progress() as progress:
         result = svc.bundle(options, DockerEngine(), RichObserver(progress))
+        packed = None
+        if private is not None:
+            packed = svc.pack_staging(
+                result.staging,
+                result.staging.parent,
+                private,
+                part_size=size,
+                expires=expires,
+                observer=RichObserver(progress),
+            )
     rec = result.record
     if STATE.json:
-        _emit_json({"staging": str(result.staging), "record": rec})
+        _emit_json(
+            {
+                "staging": str(result.staging),
+                "record": rec,
+                "bundle": [str(p) for p in packed.files] if packed else None,
+                "manifest_sha256": packed.manifest_sha256 if packed else None,
+            }
+        )
         return
     table = Table(title=f"bundle {rec['name']} {rec['version']}", show_header=False, title_justify="left")
     table.add_column(style="bold")
@@ -419,6 +463,325 @@ def bundle(
     table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in rec["phases"].items()))
     out_console.print(table)
     out_console.print(f"staging directory: {result.staging}")
+    if packed is None:
+        out_console.print("not signed: pass --key to write the signed bundle that crosses the gap")
+    else:
+        for path in packed.files:
+            out_console.print(f"bundle: {path}")
+        out_console.print(
+            f"signed by key {packed.manifest.key_id[:16]}…, manifest sha256 {packed.manifest_sha256[:16]}…, "
+            f"{packed.total_size / 1e6:.1f} MB in {len(packed.parts)} file(s)"
+        )
+
+
+def _passphrase(confirm: bool) -> bytes:
+    import os
+
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value.encode()
+    if not sys.stdin.isatty():
+        from airgap.errors import UsageError
+
+        raise UsageError(f"no key passphrase: set {PASSPHRASE_ENV} or run in a terminal")
+    return str(typer.prompt("key passphrase", hide_input=True, confirmation_prompt=confirm)).encode()
+
+
+def _load_signing_key(path: Path) -> Any:
+    from airgap.adapters import keys
+
+    return keys.load_private(path, _passphrase(confirm=False))
+
+
+@app.command(epilog=EPILOG)
+def pack(
+    staging: Annotated[
+        Path, typer.Argument(help="A staging directory written by `airgap bundle` (build/NAME-VERSION).")
+    ],
+    key: Annotated[
+        Path, typer.Option("--key", help="The private signing key (passphrase: AIRGAP_KEY_PASSPHRASE).")
+    ],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--output", "-o", help="Where the bundle goes (default: beside the staging directory)."),
+    ] = None,
+    part_size: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--part-size", metavar="SIZE", help="Split for media: 4G (FAT32), 4.7G (DVD); decimal units."
+        ),
+    ] = None,
+    expires: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--expires", metavar="90d|DATE", help="The far side refuses the bundle after this."),
+    ] = None,
+) -> None:
+    """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step)."""
+    from airgap.core.bundle_format import parse_size
+    from airgap.services import bundle as svc
+
+    size = parse_size(part_size) if part_size else None
+    private = _load_signing_key(key)
+    with _progress() as progress:
+        packed = svc.pack_staging(
+            staging,
+            output or staging.parent,
+            private,
+            part_size=size,
+            expires=expires,
+            observer=RichObserver(progress),
+        )
+    if STATE.json:
+        _emit_json({"bundle": [str(p) for p in packed.files], "manifest_sha256": packed.manifest_sha256})
+        return
+    for path in packed.files:
+        out_console.print(f"bundle: {path}")
+
+
+# ----------------------------------------------------------------------------- keys
+keys_app = typer.Typer(
+    help="Signing keys (workstation) and the trust store (far side). ECDSA P-384 / SHA-384.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(keys_app, name="keys")
+
+StateDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--state-dir",
+        help="Far-side state: trust store, audit log, installed versions "
+        "(default /var/lib/airgap as root, else ~/.local/share/airgap; or AIRGAP_STATE_DIR).",
+    ),
+]
+
+
+def _state(state_dir: Path | None) -> Any:
+    from airgap.services.state import State, default_state_dir
+
+    return State(state_dir or default_state_dir())
+
+
+@keys_app.command("generate", epilog=EPILOG)
+def keys_generate(
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Writes OUT.key (encrypted, 0600) and OUT.pub.")
+    ] = Path("airgap-signing"),
+) -> None:
+    """Create a signing key pair. Keep OUT.key on the workstation; carry OUT.pub to the far side.
+
+    The private key is PKCS#8, encrypted with a passphrase from AIRGAP_KEY_PASSPHRASE or a prompt.
+    The key id (printed) is the SHA-256 of the public key's DER encoding; confirm it out of band.
+    """
+    from airgap.adapters import keys
+
+    kid = keys.generate(out.with_suffix(".key"), out.with_suffix(".pub"), _passphrase(confirm=True))
+    if STATE.json:
+        _emit_json(
+            {"key_id": kid, "private": str(out.with_suffix(".key")), "public": str(out.with_suffix(".pub"))}
+        )
+    else:
+        out_console.print(
+            f"key id {kid}\nwrote {out.with_suffix('.key')} (private, 0600) and {out.with_suffix('.pub')}"
+        )
+
+
+@keys_app.command("trust", epilog=EPILOG)
+def keys_trust(
+    public_key: Annotated[
+        Path, typer.Argument(help="A public key (PEM) whose id you have confirmed out of band.")
+    ],
+    state_dir: StateDirOption = None,
+) -> None:
+    """Trust a publisher's key on the far side: bundles signed by it will verify."""
+    from airgap.adapters.fs import read_bytes
+
+    state = _state(state_dir)
+    kid = state.trust.trust(read_bytes(public_key, "public key"), str(public_key))
+    state.audit({"action": "keys trust", "key_id": kid, "result": "accepted"})
+    if STATE.json:
+        _emit_json({"key_id": kid, "trust_store": str(state.trust.directory)})
+    else:
+        out_console.print(f"trusted key {kid} in {state.trust.directory}")
+
+
+@keys_app.command("list", epilog=EPILOG)
+def keys_list(state_dir: StateDirOption = None) -> None:
+    """List the keys this far side trusts."""
+    state = _state(state_dir)
+    found = state.trust.keys()
+    if STATE.json:
+        _emit_json([{"key_id": k.key_id, "file": str(k.path)} for k in found])
+        return
+    if not found:
+        out_console.print(f"no trusted keys in {state.trust.directory}")
+    for k in found:
+        out_console.print(k.key_id)
+
+
+@keys_app.command("remove", epilog=EPILOG)
+def keys_remove(
+    key_id: Annotated[str, typer.Argument(help="The key id, or enough of its beginning to be unique.")],
+    state_dir: StateDirOption = None,
+) -> None:
+    """Stop trusting a key."""
+    state = _state(state_dir)
+    kid = state.trust.remove(key_id)
+    state.audit({"action": "keys remove", "key_id": kid, "result": "accepted"})
+    if STATE.json:
+        _emit_json({"removed": kid})
+    else:
+        out_console.print(f"removed key {kid}")
+
+
+# ----------------------------------------------------------------------------- verify / inspect / join
+def _trusted(state: Any, key: Path | None, trust_dir: Path | None) -> tuple[Any, ...]:
+    from airgap.adapters import keys
+    from airgap.adapters.fs import read_bytes
+
+    if key is not None:
+        public = keys.load_public(read_bytes(key, "public key"), str(key))
+        return (keys.TrustedKey(keys.key_id(public), key, public),)
+    store = keys.TrustStore(trust_dir) if trust_dir else state.trust
+    return tuple(store.keys())
+
+
+@app.command(epilog=EPILOG)
+def verify(
+    bundle_path: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="NAME-VERSION.airgap.tar, or its .parts.sha256 index.")
+    ],
+    key: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--key", help="Trust exactly this public key instead of the trust store."),
+    ] = None,
+    trust_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option("--trust-dir", help="A directory of trusted public keys (KEYID.pem)."),
+    ] = None,
+    state_dir: StateDirOption = None,
+    allow_downgrade: Annotated[
+        bool, typer.Option("--allow-downgrade", help="UNSAFE: accept a version older than the one installed.")
+    ] = False,
+    allow_expired: Annotated[
+        bool, typer.Option("--allow-expired", help="UNSAFE: accept an expired bundle.")
+    ] = False,
+) -> None:
+    """Prove a bundle is whole, unmodified and signed by a trusted key — without unpacking it.
+
+    Streams the archive once: signature over the manifest first, then every file's size and
+    SHA-256, nothing unlisted, every member a plain file with a safe name, no decompression bomb,
+    not expired, not older than what is installed. For split bundles, the signed parts index is
+    checked first and a damaged part is named. The outcome is appended to the audit log.
+    Exit 3 on any integrity or trust failure, 4 if it is not a bundle at all.
+    """
+    import warnings as _warnings
+
+    from airgap.services.verify import VerifyOptions, verify_and_audit
+
+    state = _state(state_dir)
+    options = VerifyOptions(
+        trusted=_trusted(state, key, trust_dir),
+        allow_downgrade=allow_downgrade,
+        allow_expired=allow_expired,
+        installed_versions=state.installed_versions(),
+    )
+    with _progress() as progress, _warnings.catch_warnings():
+        _warnings.simplefilter("ignore")
+        result = verify_and_audit(bundle_path, state, options, RichObserver(progress))
+    m = result.manifest
+    if STATE.json:
+        _emit_json(
+            {
+                "ok": True,
+                "name": m.name,
+                "version": m.version,
+                "created": m.created,
+                "expires": m.expires,
+                "key_id": result.key_id,
+                "manifest_sha256": result.manifest_sha256,
+                "files": len(m.files),
+                "bytes": m.total_size,
+                "warnings": list(result.warnings),
+            }
+        )
+        return
+    for note in result.warnings:
+        err_console.print(f"[bold yellow]{note}[/]")
+    out_console.print(
+        f"[green]verified[/] {m.name} {m.version}: {len(m.files)} files, {m.total_size / 1e6:.1f} MB, "
+        f"signed by {result.key_id[:16]}…, manifest sha256 {result.manifest_sha256[:16]}…"
+    )
+
+
+@app.command(epilog=EPILOG)
+def inspect(
+    bundle_path: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="NAME-VERSION.airgap.tar, or its .parts.sha256 index.")
+    ],
+) -> None:
+    """Show what is inside a bundle — images, wheels, model, checklist, signer, parts — without extracting.
+
+    Reads only the control files at the front of the archive. It proves nothing: run
+    `airgap verify` for that.
+    """
+    from airgap.services.inspect import inspect_bundle
+
+    info = inspect_bundle(bundle_path)
+    if STATE.json:
+        _emit_json(info)
+        return
+    table = Table(
+        title=f"{info['name']} {info['version']} (unverified: run airgap verify)",
+        show_header=False,
+        title_justify="left",
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("created", f"{info['created']} · expires {info['expires'] or 'never'}")
+    table.add_row("signer", f"key {info['key_id']}")
+    table.add_row("tool", info["tool"])
+    for img in info["images"]:
+        table.add_row(
+            "image", f"{img.get('name')} {img.get('manifest_digest')} ({len(img.get('layers', []))} layers)"
+        )
+    wheels = info["wheels"]
+    table.add_row("wheels", f"{len(wheels)}: " + ", ".join(wheels[:8]) + (" …" if len(wheels) > 8 else ""))
+    table.add_row("model", ", ".join(info["model"]))
+    table.add_row(
+        "checklist", json.dumps(info["policy"].get("summary", {})) if info["policy"] else "not evaluated"
+    )
+    table.add_row("size", f"{info['bytes'] / 1e6:.1f} MB in {len(info['files'])} files")
+    for part in info["parts"]:
+        table.add_row("part", f"{part['name']} {part['sha256'][:16]}…")
+    out_console.print(table)
+
+
+@app.command(epilog=EPILOG)
+def join(
+    index: Annotated[Path, typer.Argument(help="The bundle's .parts.sha256 index (its parts beside it).")],
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--output", "-o", help="The joined bundle (default: the index name without .parts.sha256)."
+        ),
+    ] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,  # noqa: UP045
+    state_dir: StateDirOption = None,
+) -> None:
+    """Reassemble a split bundle into one file, after every part is checked against the signed index.
+
+    A damaged or missing part is named: copy that one part again from the media, then re-run.
+    """
+    from airgap.services.inspect import join_bundle
+
+    state = _state(state_dir)
+    with _progress() as progress:
+        dest = join_bundle(index, output, _trusted(state, key, None), RichObserver(progress))
+    if STATE.json:
+        _emit_json({"joined": str(dest)})
+    else:
+        out_console.print(f"joined {dest}; now run: airgap verify {dest}")
 
 
 # ----------------------------------------------------------------------------- entry point

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE_IMAGE = os.environ.get("AIRGAP_TEST_BASE_IMAGE", "127.0.0.1:5000/airgap/python-base:bookworm")
 PYENV = Path("/root/.pyenv/versions")
+EPOCH = "1700000000"
+PASSPHRASE = "correct horse battery staple"
+FOREIGN = ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json"
 
 
 def run_airgap(
@@ -98,3 +104,56 @@ def base_image(docker_client) -> str:  # type: ignore[no-untyped-def]
         except Exception as exc:
             pytest.fail(f"base image {BASE_IMAGE} unavailable ({exc}); run scripts/setup-env.sh first")
     return BASE_IMAGE
+
+
+def bundle(project: Path, cache: Path, *extra: str) -> dict[str, Any]:
+    proc = run_airgap(
+        "--json",
+        "bundle",
+        str(project),
+        "--cache-dir",
+        str(cache),
+        *extra,
+        env={"SOURCE_DATE_EPOCH": EPOCH, "AIRGAP_KEY_PASSPHRASE": PASSPHRASE},
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+@pytest.fixture(scope="session")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    dest = tmp_path_factory.mktemp("project") / "tabular"
+    shutil.copytree(ROOT / "examples" / "tabular", dest, ignore=shutil.ignore_patterns("build"))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="session")
+def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A real P-384 key pair: ``KEY.key`` (encrypted) and ``KEY.pub``; returns the prefix path."""
+    prefix = tmp_path_factory.mktemp("keys") / "publisher"
+    proc = run_airgap("keys", "generate", "-o", str(prefix), env={"AIRGAP_KEY_PASSPHRASE": PASSPHRASE})
+    assert proc.returncode == 0, proc.stderr
+    return prefix
+
+
+@pytest.fixture(scope="session")
+def built(project: Path, cache: Path, signing_key: Path, docker_client) -> dict[str, Any]:  # type: ignore[no-untyped-def]
+    """The example bundled once per session from a cold cache, signed: staging + bundle."""
+    result = bundle(
+        project,
+        cache,
+        "--profile",
+        str(FOREIGN),
+        "--host-wheelhouse",
+        "--key",
+        str(signing_key.with_suffix(".key")),
+    )
+    bundle_file = Path(result["bundle"][0])
+    result["bundle_sha256"] = hashlib.sha256(bundle_file.read_bytes()).hexdigest()
+    return result

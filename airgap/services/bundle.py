@@ -26,12 +26,15 @@ import jinja2
 from airgap import __version__
 from airgap.adapters.docker_engine import DockerEngine, RunSpec
 from airgap.adapters.fs import atomic_write_bytes, read_bytes
+from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
 from airgap.core.profile import Profile
 from airgap.core.project import Project, parse_project, parse_requirements_in
 from airgap.errors import IntegrityError, InvalidInputError
 from airgap.resources import templates_dir
+from airgap.services.manifests import render_manifests, target_kubernetes_version, validate_manifests
 from airgap.services.observer import NullObserver, Observer
+from airgap.services.pack import PackResult, pack
 from airgap.services.probe import probe_image
 from airgap.services.wheelhouse import WheelhouseResult, host_wheelhouse, image_wheelhouse
 
@@ -186,7 +189,8 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
             project_dir / project.target_profile if project.target_profile else None
         )
         if profile_path is not None:
-            profile = Profile.from_json(read_bytes(profile_path, "target profile"), str(profile_path))
+            profile_bytes = read_bytes(profile_path, "target profile")
+            profile = Profile.from_json(profile_bytes, str(profile_path))
         if options.host_wheelhouse and profile is None:
             raise InvalidInputError(
                 "--host-wheelhouse needs the far-side host's profile",
@@ -214,9 +218,13 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
             staging,
             epoch,
         )
+        durable, run = split_record(record)
         atomic_write_bytes(
-            staging / "build.json", (json.dumps(record, indent=2, sort_keys=True) + "\n").encode()
+            staging / "build.json", (json.dumps(durable, indent=2, sort_keys=True) + "\n").encode()
         )
+        # How this particular run went (timings, cache hits) is kept beside, not in, what ships:
+        # the bundle must be the same bytes whatever the cache held.
+        atomic_write_bytes(staging / ".run.json", (json.dumps(run, indent=2, sort_keys=True) + "\n").encode())
         if final.exists():
             old = out_dir / f".{project.slug}.old-{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
@@ -276,6 +284,11 @@ def _build(
                 obs,
             )
 
+    if profile is not None:
+        atomic_write_bytes(
+            staging / "target-profile.json",
+            (json.dumps(dict(profile.raw), indent=2, sort_keys=True) + "\n").encode(),
+        )
     model_dir = staging / "model"
     model_dir.mkdir()
     model_name = Path(project.model.path).name
@@ -302,7 +315,7 @@ def _build(
             dockerfile = None
         else:
             dockerfile = render_dockerfile(project, project_dir, base_ref, model_name)
-            image_id = _build_image(engine, staging, dockerfile, tag, labels, obs)
+            image_id = _build_image(engine, staging, dockerfile, tag, labels, obs, epoch)
             image_ref = tag
 
     with phase("model contract"):
@@ -315,6 +328,23 @@ def _build(
         (staging / "image").mkdir()
         engine.save(image_ref, staging / "image" / "model-image.tar")
         inspect = engine.inspect_image(image_ref)
+
+    with phase("oci image"):
+        oci = docker_archive_to_oci(
+            staging / "image" / "model-image.tar",
+            staging / "image" / "oci",
+            f"{project.name}:{project.version}",
+            epoch,
+        )
+
+    with phase("manifests"):
+        k8s_version, k8s_source = target_kubernetes_version(project, profile)
+        manifest_image = f"airgap/{project.name}@{oci.manifest_digest}"
+        rendered = render_manifests(project, project_dir, manifest_image)
+        validated = validate_manifests(rendered, k8s_version)
+        (staging / "manifests").mkdir()
+        for f in rendered:
+            atomic_write_bytes(staging / "manifests" / f.name, f.text.encode())
 
     return {
         "format": RECORD_FORMAT,
@@ -331,6 +361,17 @@ def _build(
             "labels": inspect.get("Config", {}).get("Labels") or {},
             "archive": "image/model-image.tar",
             "dockerfile": dockerfile,
+            "oci_layout": "image/oci",
+            "digest": oci.manifest_digest,
+            "config_digest": oci.config_digest,
+            "layers": [{"digest": d, "size": s} for d, s in oci.layers],
+        },
+        "manifests": {
+            "image": manifest_image,
+            "files": [f.name for f in rendered],
+            "objects": validated,
+            "kubernetes_version": k8s_version,
+            "kubernetes_version_source": k8s_source,
         },
         "wheelhouses": {
             "image": _wh_record(image_wh, staging),
@@ -350,6 +391,17 @@ def _build(
     }
 
 
+def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The reproducible build record, and the facts of this run (timings, cache use, engine ids)."""
+    durable = json.loads(json.dumps(record))
+    run: dict[str, Any] = {"phases": durable.pop("phases", {}), "image_id": durable["image"].pop("id", None)}
+    run["wheelhouses"] = {
+        kind: {"downloaded": wh.pop("downloaded", None), "lock_from_cache": wh.pop("lock_from_cache", None)}
+        for kind, wh in durable.get("wheelhouses", {}).items()
+    }
+    return durable, run
+
+
 def _wh_record(wh: WheelhouseResult, staging: Path) -> dict[str, Any]:
     rel = wh.directory.relative_to(staging)
     return {
@@ -365,7 +417,13 @@ def _wh_record(wh: WheelhouseResult, staging: Path) -> dict[str, Any]:
 
 
 def _build_image(
-    engine: DockerEngine, staging: Path, dockerfile: str, tag: str, labels: dict[str, str], obs: Observer
+    engine: DockerEngine,
+    staging: Path,
+    dockerfile: str,
+    tag: str,
+    labels: dict[str, str],
+    obs: Observer,
+    epoch: int,
 ) -> str:
     import tempfile
 
@@ -377,6 +435,9 @@ def _build_image(
         (ctx / "server").mkdir()
         shutil.copyfile(templates_dir() / "server" / "airgap_server.py", ctx / "server" / "airgap_server.py")
         shutil.copytree(staging / "model", ctx / "model")
+        # COPY keeps source mtimes: pin them so the same inputs give the same layers.
+        for path in [ctx, *ctx.rglob("*")]:
+            os.utime(path, (epoch, epoch), follow_symlinks=False)
         obs.begin("docker build", None)
         try:
             return engine.build(
@@ -441,3 +502,49 @@ def _record_contract(
         "tolerance": {"rtol": project.model.rtol, "atol": project.model.atol},
         "cases": cases,
     }
+
+
+def pack_staging(
+    staging: Path,
+    out_dir: Path,
+    private_key: Any,
+    *,
+    part_size: int | None = None,
+    expires: str | None = None,
+    observer: Observer | None = None,
+) -> PackResult:
+    """Signs and packs a finished staging directory into the bundle that crosses the gap."""
+    record = json.loads(read_bytes(staging / "build.json", "build record"))
+    image = record.get("image", {})
+    compliance = staging / "compliance" / "results.json"
+    policy: dict[str, Any] = {}
+    if compliance.is_file():
+        results = json.loads(compliance.read_bytes())
+        policy = {k: results[k] for k in ("summary", "fail_on", "passed") if k in results}
+    metadata = {
+        "target_profile_sha256": (record.get("target_profile") or {}).get("sha256"),
+        "images": [
+            {
+                "name": f"{record['name']}:{record['version']}",
+                "layout": "image/oci",
+                "manifest_digest": image.get("digest"),
+                "config_digest": image.get("config_digest"),
+                "layers": image.get("layers", []),
+                "user": image.get("user"),
+            }
+        ],
+        "locks": {kind: wh["lock_sha256"] for kind, wh in record.get("wheelhouses", {}).items()},
+        "policy": policy,
+    }
+    return pack(
+        staging,
+        out_dir,
+        private_key,
+        int(record["source_date_epoch"]),
+        name=record["name"],
+        version=record["version"],
+        part_size=part_size,
+        expires=expires,
+        metadata=metadata,
+        observer=observer,
+    )

@@ -1,0 +1,296 @@
+"""Images as content-addressed OCI layouts: converted from ``docker save``, stored once by digest.
+
+The conversion makes an image reproducible: every layer is re-written with its timestamps clamped
+to SOURCE_DATE_EPOCH and compressed deterministically (gzip with no name and mtime 0), and the
+config's creation times and builder-container fields are normalized. The same image content then
+gives the same layer, config and manifest digests — and so the same bundle bytes.
+
+Everything streams: a layer is read once, rewritten, hashed twice (diff id and blob digest) and
+compressed in one pass, with memory bounded by the tar block size.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+from airgap.errors import IntegrityError, InvalidInputError
+
+MANIFEST_MT = "application/vnd.oci.image.manifest.v1+json"
+INDEX_MT = "application/vnd.oci.image.index.v1+json"
+CONFIG_MT = "application/vnd.oci.image.config.v1+json"
+LAYER_MT = "application/vnd.oci.image.layer.v1.tar+gzip"
+CHUNK = 1 << 20
+GZIP_LEVEL = 6
+
+
+def canonical(value: object) -> bytes:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+class _HashingWriter:
+    """A write-only stream that hashes and counts what passes through it."""
+
+    def __init__(self, sink: IO[bytes]) -> None:
+        self.sink = sink
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.hash.update(data)
+        self.size += len(data)
+        self.sink.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.sink.flush()
+
+
+class _GzipSink:
+    """Deterministic gzip (no file name, mtime 0) into a hashing writer: the blob digest."""
+
+    def __init__(self, out: _HashingWriter) -> None:
+        self.out = out
+        self.gz = gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0, compresslevel=GZIP_LEVEL)
+
+    def write(self, data: bytes) -> int:
+        self.gz.write(data)
+        return len(data)
+
+    def close(self) -> None:
+        self.gz.close()
+
+
+@dataclass(frozen=True)
+class OciImage:
+    """Where an OCI layout holds one image, and the digests that name it."""
+
+    layout: Path
+    manifest_digest: str
+    config_digest: str
+    layers: tuple[tuple[str, int], ...]  # (blob digest, size)
+    ref_name: str
+
+    @property
+    def blobs(self) -> list[str]:
+        return [self.manifest_digest, self.config_digest, *(d for d, _ in self.layers)]
+
+
+def _clamp(ti: tarfile.TarInfo, epoch: int) -> tarfile.TarInfo:
+    ti.mtime = min(int(ti.mtime), epoch)
+    ti.pax_headers = {k: v for k, v in ti.pax_headers.items() if k not in ("atime", "ctime", "mtime")}
+    return ti
+
+
+def _rewrite_layer(src: IO[bytes], dest_dir: Path, epoch: int) -> tuple[str, str, int]:
+    """Rewrites one layer tar (clamped times, PAX) into a gzip blob; returns diff id, digest, size."""
+    fd, tmp_name = tempfile.mkstemp(dir=dest_dir, prefix=".layer-", suffix=".tmp")
+    diff = hashlib.sha256()
+    try:
+        with os.fdopen(fd, "wb") as raw:
+            blob = _HashingWriter(raw)
+            gz = _GzipSink(blob)
+
+            class _DiffTee:
+                def write(self, data: bytes) -> int:
+                    diff.update(data)
+                    return gz.write(data)
+
+            sink = cast(IO[bytes], _DiffTee())
+            with (
+                tarfile.open(fileobj=src, mode="r|") as tin,
+                tarfile.open(fileobj=sink, mode="w|", format=tarfile.PAX_FORMAT) as tout,
+            ):
+                for member in tin:
+                    data = tin.extractfile(member) if member.isreg() else None
+                    tout.addfile(_clamp(member, epoch), data)
+            gz.close()
+        digest = "sha256:" + blob.hash.hexdigest()
+        final = dest_dir / blob.hash.hexdigest()
+        if final.exists():
+            os.unlink(tmp_name)
+        else:
+            os.replace(tmp_name, final)
+        return "sha256:" + diff.hexdigest(), digest, blob.size
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+
+
+def _write_blob(blobs: Path, data: bytes) -> tuple[str, int]:
+    hexd = hashlib.sha256(data).hexdigest()
+    path = blobs / hexd
+    if not path.exists():
+        tmp = blobs / f".{hexd}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return "sha256:" + hexd, len(data)
+
+
+def _normalize_config(config: dict[str, Any], diff_ids: list[str], epoch: int) -> dict[str, Any]:
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+    out = {k: v for k, v in config.items() if k not in ("container", "container_config", "id", "parent")}
+    out["created"] = created
+    out["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
+    history = []
+    for entry in config.get("history") or []:
+        entry = dict(entry)
+        entry["created"] = created
+        history.append(entry)
+    out["history"] = history
+    return out
+
+
+def docker_archive_to_oci(archive: Path, layout: Path, ref_name: str, epoch: int) -> OciImage:
+    """Converts a ``docker save`` archive of one image into (or into an existing) OCI layout."""
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True, exist_ok=True)
+    try:
+        with tarfile.open(archive, mode="r:") as tf:
+            entries = {m.name: m for m in tf.getmembers()}
+            manifest_member = entries.get("manifest.json")
+            if manifest_member is None:
+                raise InvalidInputError(f"{archive} is not a docker save archive (no manifest.json)")
+            saved = json.loads(_read_member(tf, manifest_member))
+            if not isinstance(saved, list) or len(saved) != 1:
+                raise InvalidInputError(f"{archive} must hold exactly one image")
+            entry = saved[0]
+            config = json.loads(_read_member(tf, entries[entry["Config"]]))
+            diff_ids: list[str] = []
+            layers: list[tuple[str, int]] = []
+            for layer_name in entry["Layers"]:
+                member = entries.get(layer_name)
+                if member is None or not member.isfile():
+                    raise InvalidInputError(f"{archive}: layer {layer_name} is missing")
+                fh = tf.extractfile(member)
+                assert fh is not None
+                diff_id, digest, size = _rewrite_layer(fh, blobs, epoch)
+                diff_ids.append(diff_id)
+                layers.append((digest, size))
+    except (tarfile.TarError, KeyError, ValueError) as exc:
+        raise InvalidInputError(f"{archive} is not a valid docker save archive: {exc}") from None
+    cfg_digest, cfg_size = _write_blob(blobs, canonical(_normalize_config(config, diff_ids, epoch)))
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST_MT,
+        "config": {"mediaType": CONFIG_MT, "digest": cfg_digest, "size": cfg_size},
+        "layers": [{"mediaType": LAYER_MT, "digest": d, "size": s} for d, s in layers],
+    }
+    man_bytes = canonical(manifest)
+    man_digest, man_size = _write_blob(blobs, man_bytes)
+    (layout / "oci-layout").write_bytes(canonical({"imageLayoutVersion": "1.0.0"}))
+    index = {
+        "schemaVersion": 2,
+        "mediaType": INDEX_MT,
+        "manifests": [
+            {
+                "mediaType": MANIFEST_MT,
+                "digest": man_digest,
+                "size": man_size,
+                "annotations": {"org.opencontainers.image.ref.name": ref_name},
+            }
+        ],
+    }
+    (layout / "index.json").write_bytes(canonical(index))
+    return OciImage(layout, man_digest, cfg_digest, tuple(layers), ref_name)
+
+
+def _read_member(tf: tarfile.TarFile, member: tarfile.TarInfo, limit: int = 16 << 20) -> bytes:
+    if member.size > limit:
+        raise InvalidInputError(f"{member.name} is larger than {limit} bytes")
+    fh = tf.extractfile(member)
+    if fh is None:
+        raise InvalidInputError(f"{member.name} is not a regular file")
+    return fh.read()
+
+
+def read_layout(layout: Path) -> OciImage:
+    """The single image of an OCI layout written by ``docker_archive_to_oci``."""
+    try:
+        index = json.loads((layout / "index.json").read_bytes())
+        desc = index["manifests"][0]
+        man_digest = desc["digest"]
+        manifest = json.loads(blob_path(layout, man_digest).read_bytes())
+        return OciImage(
+            layout,
+            man_digest,
+            manifest["config"]["digest"],
+            tuple((layer["digest"], layer["size"]) for layer in manifest["layers"]),
+            desc.get("annotations", {}).get("org.opencontainers.image.ref.name", ""),
+        )
+    except (OSError, KeyError, IndexError, ValueError) as exc:
+        raise InvalidInputError(f"{layout} is not an airgap OCI layout: {exc}") from None
+
+
+def blob_path(layout: Path, digest: str) -> Path:
+    algo, _, hexd = digest.partition(":")
+    if algo != "sha256" or len(hexd) != 64 or not all(c in "0123456789abcdef" for c in hexd):
+        raise IntegrityError(f"{digest!r} is not a sha256 digest")
+    return layout / "blobs" / "sha256" / hexd
+
+
+def _tar_header(name: str, size: int) -> bytes:
+    ti = tarfile.TarInfo(name)
+    ti.size = size
+    ti.mtime = 0
+    ti.mode = 0o644
+    return ti.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def _padding(size: int) -> bytes:
+    return b"\0" * ((512 - size % 512) % 512)
+
+
+def docker_archive_stream(image: OciImage, repo_tag: str) -> Iterator[bytes]:
+    """A ``docker load``-able archive, generated on the fly from the layout (layers decompressed).
+
+    Docker Engines before 25 cannot load an OCI layout; this yields the classic docker-archive
+    format chunk by chunk (tar headers written by hand), so loading needs neither a temporary copy
+    of the image nor memory that grows with it. Each layer is checked against its diff id first.
+    """
+    cfg_hex = image.config_digest.split(":", 1)[1]
+    config_bytes = blob_path(image.layout, image.config_digest).read_bytes()
+    diff_ids = json.loads(config_bytes)["rootfs"]["diff_ids"]
+    layer_names = [f"{d.split(':', 1)[1]}/layer.tar" for d, _ in image.layers]
+    yield _tar_header(f"{cfg_hex}.json", len(config_bytes)) + config_bytes + _padding(len(config_bytes))
+    for (digest, _), name, diff_id in zip(image.layers, layer_names, diff_ids):
+        path = blob_path(image.layout, digest)
+        size, check = _gunzipped_size_and_digest(path)
+        if check != diff_id:
+            raise IntegrityError(f"layer {digest} does not decompress to its diff id {diff_id}")
+        yield _tar_header(name, size)
+        with gzip.open(path, "rb") as layer:
+            yield from iter(lambda: layer.read(CHUNK), b"")
+        yield _padding(size)
+    manifest = json.dumps(
+        [{"Config": f"{cfg_hex}.json", "RepoTags": [repo_tag], "Layers": layer_names}]
+    ).encode()
+    yield _tar_header("manifest.json", len(manifest)) + manifest + _padding(len(manifest))
+    yield b"\0" * 1024
+
+
+def _gunzipped_size_and_digest(path: Path) -> tuple[int, str]:
+    h = hashlib.sha256()
+    size = 0
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            out = d.decompress(block)
+            h.update(out)
+            size += len(out)
+        out = d.flush()
+        h.update(out)
+        size += len(out)
+    return size, "sha256:" + h.hexdigest()

@@ -1,0 +1,255 @@
+"""Packing a staging directory into a signed, reproducible, media-ready bundle (format v1).
+
+Two passes over the content: the first hashes every file (compressing with zstd the large ones
+that are not already compressed) so that the manifest — which comes first in the archive, so the
+verifier can check the signature before reading anything else — lists every file; the second
+streams the members into the archive, cut into parts when asked. See docs/bundle-format.md.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import tempfile
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, cast
+
+import zstandard
+
+from airgap import __version__
+from airgap.adapters import keys
+from airgap.adapters.archive import PartInfo, PartSink, TarWriter
+from airgap.adapters.fs import atomic_write_bytes
+from airgap.core.bundle_format import (
+    CONTROL,
+    MAX_RATIO,
+    PARTS_INDEX_SUFFIX,
+    ROOT,
+    FileEntry,
+    Manifest,
+    check_member_path,
+    render_sums,
+)
+from airgap.errors import InvalidInputError
+from airgap.services.observer import NullObserver, Observer
+
+CHUNK = 1 << 20
+COMPRESS_MIN = 256 << 10
+ZSTD_LEVEL = 3
+# Already-compressed formats: recompressing them costs time and saves nothing.
+_COMPRESSED_MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ", b"BZh")
+# What of a staging directory ships: everything but the docker-save copy of the image.
+_EXCLUDE = re.compile(r"^(image/model-image\.tar)$")
+
+
+@dataclass(frozen=True)
+class PackResult:
+    files: tuple[Path, ...]  # the bundle file, or its parts and the signed parts index
+    manifest: Manifest
+    manifest_sha256: str
+    parts: tuple[PartInfo, ...]
+    total_size: int
+
+
+def _content_files(staging: Path) -> list[tuple[str, Path]]:
+    out = []
+    for path in sorted(staging.rglob("*")):
+        if path.is_symlink():
+            raise InvalidInputError(f"{path} is a symbolic link; a bundle holds regular files only")
+        if not path.is_file():
+            continue
+        rel = path.relative_to(staging).as_posix()
+        if _EXCLUDE.match(rel) or rel.startswith(".") or "/." in rel:
+            continue
+        out.append((check_member_path(rel), path))
+    return out
+
+
+def _should_compress(path: Path, size: int) -> bool:
+    if size < COMPRESS_MIN:
+        return False
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    return not head.startswith(_COMPRESSED_MAGIC)
+
+
+def _hash_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _compress(src: Path, dest: Path) -> tuple[int, str, int, str]:
+    """zstd (multi-threaded, deterministic for a given level) with the content size in the header."""
+    content = hashlib.sha256()
+    stored = hashlib.sha256()
+    size = src.stat().st_size
+    cctx = zstandard.ZstdCompressor(
+        level=ZSTD_LEVEL, threads=-1, write_content_size=True, write_checksum=True
+    )
+
+    class _Out:
+        def __init__(self, fh: Any) -> None:
+            self.fh = fh
+            self.n = 0
+
+        def write(self, data: bytes) -> int:
+            stored.update(data)
+            self.n += len(data)
+            return int(self.fh.write(data))
+
+    with open(src, "rb") as fin, open(dest, "wb") as fout:
+        out = _Out(fout)
+        with cctx.stream_writer(cast(IO[bytes], out), size=size, closefd=False) as writer:
+            for block in iter(lambda: fin.read(CHUNK), b""):
+                content.update(block)
+                writer.write(block)
+    return out.n, stored.hexdigest(), size, content.hexdigest()
+
+
+def _expiry(created: dt.datetime, expires: str | None) -> str | None:
+    if not expires:
+        return None
+    m = re.match(r"^(\d+)d$", expires)
+    if m:
+        when = created + dt.timedelta(days=int(m.group(1)))
+    else:
+        try:
+            when = dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
+        except ValueError:
+            raise InvalidInputError(
+                f"--expires {expires!r} must be like 90d or 2027-01-31T00:00:00Z"
+            ) from None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=dt.timezone.utc)
+    if when <= created:
+        raise InvalidInputError(f"--expires {expires!r} is not after the bundle's creation time")
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pack(
+    staging: Path,
+    out_dir: Path,
+    private_key: Any,
+    epoch: int,
+    *,
+    name: str,
+    version: str,
+    part_size: int | None = None,
+    expires: str | None = None,
+    metadata: dict[str, Any] | None = None,
+    observer: Observer | None = None,
+) -> PackResult:
+    """Writes ``NAME-VERSION.airgap.tar`` (or its parts + signed index) into ``out_dir``."""
+    obs = observer or NullObserver()
+    meta = metadata or {}
+    created = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    base_name = f"{name}-{version}.airgap.tar"
+    files = _content_files(staging)
+    total_in = sum(p.stat().st_size for _, p in files)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".airgap-pack-", dir=out_dir) as tmp:
+        work = Path(tmp)
+        entries: list[FileEntry] = []
+        sources: dict[str, tuple[Path, int]] = {}
+        obs.begin("hash", total_in)
+        for rel, path in files:
+            size = path.stat().st_size
+            entry = None
+            if _should_compress(path, size):
+                dest = work / hashlib.sha256(rel.encode()).hexdigest()
+                stored_size, stored_sha, csize, csha = _compress(path, dest)
+                # Beyond the ratio the verifier accepts, a file is stored as it is.
+                if csize <= max(stored_size, 1) * MAX_RATIO:
+                    entry = FileEntry(rel + ".zst", stored_size, stored_sha, "zstd", csize, csha)
+                    sources[entry.path] = (dest, stored_size)
+            if entry is None:
+                entry = FileEntry(rel, size, _hash_file(path))
+                sources[entry.path] = (path, size)
+            entries.append(entry)
+            obs.advance("hash", size, rel)
+        obs.end("hash")
+        public = private_key.public_key()
+        manifest = Manifest(
+            name=name,
+            version=version,
+            created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            expires=_expiry(created, expires),
+            tool=f"airgap {__version__}",
+            key_id=keys.key_id(public),
+            files=tuple(entries),
+            target_profile_sha256=meta.get("target_profile_sha256"),
+            images=tuple(meta.get("images", ())),
+            locks=meta.get("locks", {}),
+            policy=meta.get("policy", {}),
+        )
+        manifest_bytes = manifest.to_bytes()
+        manifest_sig = keys.sign(private_key, manifest_bytes)
+        sums = render_sums(
+            [(e.path, e.sha256) for e in entries]
+            + [
+                ("manifest.json", hashlib.sha256(manifest_bytes).hexdigest()),
+                ("manifest.json.sig", hashlib.sha256(manifest_sig).hexdigest()),
+            ]
+        )
+        sums_sig = keys.sign(private_key, sums)
+
+        sink = PartSink(out_dir, base_name, part_size)
+        try:
+            writer = TarWriter(sink, epoch, ROOT)
+            control = dict(zip(CONTROL, (manifest_bytes, manifest_sig, sums, sums_sig)))
+            for member, data in control.items():
+                writer.add_bytes(member.split("/", 1)[1], data)
+            obs.begin("pack", manifest.total_size)
+            for entry in sorted(entries, key=lambda e: e.path):
+                src, size = sources[entry.path]
+                writer.add_file(entry.path, src, size)
+                obs.advance("pack", size, entry.path)
+            obs.end("pack")
+            writer.close()
+            parts = sink.commit()
+        except BaseException:
+            sink.abort()
+            raise
+    written = [out_dir / p.name for p in parts]
+    if part_size is not None:
+        index = render_parts_index(parts)
+        atomic_write_bytes(out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}", index)
+        atomic_write_bytes(out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}.sig", keys.sign(private_key, index))
+        written += [
+            out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}",
+            out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}.sig",
+        ]
+    return PackResult(
+        tuple(written),
+        manifest,
+        hashlib.sha256(manifest_bytes).hexdigest(),
+        tuple(parts),
+        sum(p.size for p in parts),
+    )
+
+
+def render_parts_index(parts: Iterable[PartInfo]) -> bytes:
+    """``sha256sum -c`` format, one line per part, in order — and so each part's size is implied."""
+    return "".join(f"{p.sha256}  {p.name}\n" for p in parts).encode()
+
+
+def join_parts(parts: list[Path], dest: Path, on_bytes: Callable[[int], None] | None = None) -> None:
+    """Concatenates verified parts into one bundle file, atomically."""
+    from airgap.adapters.fs import atomic_writer
+
+    with atomic_writer(dest) as out:
+        for part in parts:
+            with open(part, "rb") as fh:
+                while True:
+                    block = fh.read(CHUNK)
+                    if not block:
+                        break
+                    out.write(block)
+                    if on_bytes is not None:
+                        on_bytes(len(block))

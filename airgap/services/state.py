@@ -1,0 +1,79 @@
+"""The far side's state directory: trust store, audit log, installed versions.
+
+One directory (``--state-dir``; default ``/var/lib/airgap`` for root, ``~/.local/share/airgap``
+otherwise) so that a site can back it up, audit it and reason about it as a unit.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import getpass
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from airgap.adapters.keys import TrustStore
+from airgap.errors import EnvironmentFailure
+
+
+def default_state_dir() -> Path:
+    if os.environ.get("AIRGAP_STATE_DIR"):
+        return Path(os.environ["AIRGAP_STATE_DIR"])
+    if os.getuid() == 0:
+        return Path("/var/lib/airgap")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "airgap"
+
+
+class State:
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    @property
+    def trust(self) -> TrustStore:
+        return TrustStore(self.directory / "trust")
+
+    @property
+    def audit_log(self) -> Path:
+        return self.directory / "audit.log"
+
+    def audit(self, record: dict[str, Any]) -> None:
+        """Appends one JSON line; O_APPEND writes of one line are atomic, and the log only grows."""
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = str(os.getuid())
+        entry = {
+            "when": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "who": {"user": user, "uid": os.getuid(), "host": socket.gethostname()},
+            **record,
+        }
+        line = (json.dumps(entry, sort_keys=True) + "\n").encode()
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.audit_log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                os.write(fd, line)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise EnvironmentFailure(
+                f"cannot append to the audit log {self.audit_log}: {exc.strerror}",
+                hint="choose a writable --state-dir",
+            ) from None
+
+    def installed_versions(self) -> dict[str, str]:
+        """The newest version ever installed under each name: what rollback protection compares to."""
+        path = self.directory / "installed.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise EnvironmentFailure(f"the state file {path} is unreadable: {exc}") from None
+        return {
+            k: str(v.get("highest_version")) for k, v in data.get("names", {}).items() if isinstance(v, dict)
+        }

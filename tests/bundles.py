@@ -1,0 +1,149 @@
+"""Real signed bundles for tests: packed by airgap from a small synthetic staging directory, and
+hand-crafted archives that carry an attack, signed with real keys."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from airgap.adapters import keys
+from airgap.core.bundle_format import SIGNATURE_ALGORITHM, canonical_json, render_sums
+from airgap.services.pack import PackResult, pack
+
+PASS = b"correct horse battery staple"
+EPOCH = 1700000000
+
+
+def make_key(directory: Path, name: str) -> tuple[Any, Path, str]:
+    kid = keys.generate(directory / f"{name}.key", directory / f"{name}.pub", PASS)
+    return keys.load_private(directory / f"{name}.key", PASS), directory / f"{name}.pub", kid
+
+
+def synthetic_staging(root: Path, version: str = "1.0.0") -> Path:
+    """Every kind of file a staging directory holds, small, with one large compressible file."""
+    st = root / f"demo-{version}"
+    (st / "wheels").mkdir(parents=True)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for name, text in (("demo/__init__.py", "x = 1\n"), ("demo-1.0.dist-info/METADATA", "Name: demo\n")):
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2023, 11, 14, 22, 13, 20)), text)
+    (st / "wheels" / "demo-1.0-py3-none-any.whl").write_bytes(buf.getvalue())
+    (st / "requirements.lock").write_text("demo==1.0 \\\n    --hash=sha256:" + "0" * 64 + "\n")
+    (st / "model").mkdir()
+    (st / "model" / "model.onnx").write_bytes(bytes(range(256)) * 64)
+    (st / "model" / "contract.json").write_text(json.dumps({"cases": []}))
+    # large and compressible: packed as .zst
+    import random
+
+    rng = random.Random(7)
+    (st / "model" / "weights.bin").write_bytes(bytes(rng.choice(b"0123456789abcdef") for _ in range(640000)))
+    (st / "model" / "tensors.bin").write_bytes(rng.randbytes(2_600_000))  # incompressible: stored raw
+    blobs = st / "image" / "oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    layer = gzip.compress(b"layer" * 1000, mtime=0)
+    (blobs / hashlib.sha256(layer).hexdigest()).write_bytes(layer)
+    (st / "image" / "oci" / "index.json").write_text("{}")
+    (st / "manifests").mkdir()
+    (st / "manifests" / "20-deployment.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\n")
+    (st / "build.json").write_text(json.dumps({"name": "demo", "version": version}))
+    for p in [st, *st.rglob("*")]:
+        os.utime(p, (EPOCH, EPOCH))
+    return st
+
+
+def pack_demo(root: Path, key: Any, version: str = "1.0.0", **kw: Any) -> PackResult:
+    st = (
+        synthetic_staging(root / "staging", version)
+        if not (root / "staging" / f"demo-{version}").exists()
+        else (root / "staging" / f"demo-{version}")
+    )
+    return pack(st, root / "out", key, EPOCH, name="demo", version=version, **kw)
+
+
+def members(bundle: Path) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(bundle) as tf:
+        return {m.name: m for m in tf.getmembers()}
+
+
+def flip_byte_in(bundle: Path, member: str, offset: int = 0) -> None:
+    info = members(bundle)[member]
+    with open(bundle, "r+b") as fh:
+        fh.seek(info.offset_data + offset)
+        b = fh.read(1)
+        fh.seek(info.offset_data + offset)
+        fh.write(bytes([b[0] ^ 0x01]))
+
+
+def rewrite(bundle: Path, edit: Any) -> None:
+    """Rebuilds the archive member by member through ``edit(name, data) -> [(name, data, info)]``."""
+    with tarfile.open(bundle) as tf:
+        items = [(m, tf.extractfile(m).read() if m.isfile() else b"") for m in tf.getmembers()]  # type: ignore[union-attr]
+    out = io.BytesIO()
+    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tw:
+        for m, data in items:
+            for info, payload in edit(m, data):
+                tw.addfile(info, io.BytesIO(payload) if payload is not None else None)
+    bundle.write_bytes(out.getvalue())
+
+
+def signed_archive(
+    path: Path,
+    key: Any,
+    files: dict[str, bytes],
+    manifest_files: list[dict[str, Any]] | None = None,
+    extra_members: list[tarfile.TarInfo] | None = None,
+    **manifest_fields: Any,
+) -> None:
+    """A bundle whose manifest (signed by ``key``) says whatever the attack needs."""
+    listed = (
+        manifest_files
+        if manifest_files is not None
+        else [
+            {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
+            for p, d in sorted(files.items())
+        ]
+    )
+    doc = {
+        "format": "airgap.bundle/v1",
+        "name": "demo",
+        "version": "1.0.0",
+        "created": "2023-11-14T22:13:20Z",
+        "expires": None,
+        "tool": "airgap test",
+        "target_profile_sha256": None,
+        "images": [],
+        "locks": {},
+        "policy": {},
+        "files": listed,
+        "signer": {"key_id": keys.key_id(key.public_key()), "algorithm": SIGNATURE_ALGORITHM},
+        **manifest_fields,
+    }
+    manifest = canonical_json(doc)
+    msig = keys.sign(key, manifest)
+    sums = render_sums(
+        [(f["path"], f["sha256"]) for f in listed]
+        + [
+            ("manifest.json", hashlib.sha256(manifest).hexdigest()),
+            ("manifest.json.sig", hashlib.sha256(msig).hexdigest()),
+        ]
+    )
+    control = [
+        ("manifest.json", manifest),
+        ("manifest.json.sig", msig),
+        ("SHA256SUMS", sums),
+        ("SHA256SUMS.sig", keys.sign(key, sums)),
+    ]
+    with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tw:
+        for name, data in [*control, *sorted(files.items())]:
+            ti = tarfile.TarInfo(f"bundle/{name}")
+            ti.size = len(data)
+            tw.addfile(ti, io.BytesIO(data))
+        for ti in extra_members or []:
+            tw.addfile(ti, io.BytesIO(b"x" * ti.size) if ti.isfile() else None)

@@ -1,0 +1,157 @@
+"""Kubernetes manifests: strict schema validation for the target version, overrides, and a real run."""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from airgap.adapters.oci import read_layout
+from airgap.adapters.registry import Registry
+from airgap.errors import InvalidInputError
+from airgap.services.bundle import load_project
+from airgap.services.manifests import (
+    RenderedFile,
+    for_podman,
+    render_manifests,
+    rewrite_images,
+    target_kubernetes_version,
+    validate_manifests,
+)
+from tests.conftest import ROOT
+
+EXAMPLE = ROOT / "examples" / "tabular"
+IMAGE = "airgap/tabular-classifier@sha256:" + "ab" * 32
+
+
+def rendered(project_dir: Path = EXAMPLE) -> list[RenderedFile]:
+    project, _ = load_project(project_dir)
+    return render_manifests(project, project_dir, IMAGE)
+
+
+def objects(files: list[RenderedFile]) -> dict[str, dict[str, Any]]:
+    return {f"{o['kind']}/{o['metadata']['name']}": o for f in files for o in f.objects}
+
+
+@pytest.mark.parametrize("version", ["1.25.0", "1.30.0", "1.37.0"])
+def test_example_manifests_pass_strict_schema_validation(version: str) -> None:
+    files = rendered()
+    assert validate_manifests(files, version) == 7
+
+
+def test_example_manifests_carry_the_restricted_profile_and_the_image_by_digest() -> None:
+    objs = objects(rendered())
+    ns = objs["Namespace/tabular"]["metadata"]["labels"]
+    assert ns["pod-security.kubernetes.io/enforce"] == "restricted"
+    assert objs["ServiceAccount/tabular-classifier"]["automountServiceAccountToken"] is False
+    pod = objs["Deployment/tabular-classifier"]["spec"]["template"]["spec"]
+    c = pod["containers"][0]
+    assert c["image"] == IMAGE
+    assert c["securityContext"]["readOnlyRootFilesystem"] is True
+    assert c["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert {"requests", "limits"} <= set(c["resources"])
+    assert {"startupProbe", "livenessProbe", "readinessProbe"} <= set(c)
+    assert "env" not in c
+    deny = objs["NetworkPolicy/default-deny-all"]["spec"]
+    assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
+
+
+def test_an_unknown_field_fails_strict_validation_naming_it() -> None:
+    files = rendered()
+    bad = copy.deepcopy(list(files))
+    dep = next(f for f in bad if f.name == "20-deployment.yaml")
+    obj = dict(dep.objects[0])
+    obj["spec"] = {**obj["spec"], "replicaz": 3}
+    bad[bad.index(dep)] = RenderedFile(dep.name, dep.text, (obj,))
+    with pytest.raises(
+        InvalidInputError, match=r"20-deployment.yaml: Deployment/tabular-classifier .*replicaz"
+    ):
+        validate_manifests(bad, "1.30.0")
+
+
+def test_user_templates_override_and_extend_the_shipped_ones(tmp_path: Path) -> None:
+    project = tmp_path / "p"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build"))
+    (project / "k8s").mkdir()
+    (project / "k8s" / "30-service.yaml.j2").write_text(
+        "apiVersion: v1\nkind: Service\nmetadata: {name: custom, namespace: {{ namespace }}}\n"
+        "spec: {selector: {app.kubernetes.io/name: {{ name }}},\n"
+        "       ports: [{port: 80, targetPort: {{ port }}}]}\n"
+    )
+    (project / "k8s" / "70-configmap.yaml.j2").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: extra, namespace: {{ namespace }}}\ndata: {k: v}\n"
+    )
+    text = (project / "airgap.yaml").read_text().replace("  replicas: 2", "  replicas: 2\n  templates: k8s")
+    (project / "airgap.yaml").write_text(text)
+    objs = objects(rendered(project))
+    assert "Service/custom" in objs and "Service/tabular-classifier" not in objs
+    assert "ConfigMap/extra" in objs
+
+
+def test_target_version_comes_from_the_profile_then_the_project_then_the_default() -> None:
+    project, _ = load_project(EXAMPLE)
+    assert target_kubernetes_version(project, None) == ("1.30.0", "airgap's default")
+
+
+@pytest.mark.docker
+@pytest.mark.podman
+def test_podman_kube_play_runs_the_manifests_and_answers_predict(built: dict[str, Any]) -> None:
+    root = Path(built["staging"])
+    image = read_layout(root / "image" / "oci")
+    ref = Registry("127.0.0.1:5000", insecure=True).push_image(image, "airgap/tabular-classifier", "1.0.0")
+    assert ref.endswith(image.manifest_digest)
+    files = [
+        RenderedFile(p.name, p.read_text(), tuple(o for o in yaml.safe_load_all(p.read_text()) if o))
+        for p in sorted((root / "manifests").iterdir())
+    ]
+    files = rewrite_images(files, built["record"]["manifests"]["image"], ref)
+    play = root.parent / "kube-play.yaml"
+    play.write_text(for_podman(files, "none"))
+    subprocess.run(["podman", "kube", "down", str(play)], capture_output=True)
+    proc = subprocess.run(
+        ["podman", "kube", "play", "--network", "none", str(play)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    try:
+        names = subprocess.run(
+            ["podman", "ps", "--format", "{{.Names}}"], capture_output=True, text=True
+        ).stdout
+        container = next(n for n in names.split() if n.endswith("-model"))
+        code = (
+            "import json, urllib.request as u\n"
+            "r = u.Request('http://127.0.0.1:8080/v1/predict',\n"
+            "              headers={'Content-Type': 'application/json'},\n"
+            "              data=json.dumps({'inputs': {'features': [[0.64, -1.0, 1.97, -0.71]]}}).encode())\n"
+            "print(u.urlopen(r, timeout=5).read().decode())\n"
+        )
+        deadline = time.monotonic() + 90
+        while True:
+            out = subprocess.run(
+                ["podman", "exec", container, "python", "-c", code], capture_output=True, text=True
+            )
+            if out.returncode == 0 or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert out.returncode == 0, out.stderr
+        answer = json.loads(out.stdout)
+        contract = json.loads((root / "model" / "contract.json").read_text())
+        assert answer["outputs"]["label"] == contract["cases"][0]["outputs"]["label"]
+        inspect = subprocess.run(
+            ["podman", "inspect", container, "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}"],
+            capture_output=True,
+            text=True,
+        ).stdout.split()
+        assert inspect == ["10001:10001", "true"]
+    finally:
+        subprocess.run(["podman", "kube", "down", str(play)], capture_output=True)
