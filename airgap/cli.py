@@ -21,7 +21,7 @@ from rich.table import Table
 
 from airgap import __version__
 from airgap.adapters.keys import PASSPHRASE_ENV
-from airgap.errors import EXIT_CODES, AirgapError
+from airgap.errors import EXIT_CODES, AirgapError, AnswerIsNo
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -405,10 +405,14 @@ def bundle(
     Example: airgap bundle examples/tabular --profile site-a.json --host-wheelhouse
     """
     from airgap.adapters.docker_engine import DockerEngine
+    from airgap.adapters.keys import key_id
     from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
+    from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
     from airgap.services.wheelhouse import default_cache_dir
 
+    size = parse_size(part_size) if part_size else None
+    private = _load_signing_key(key) if key else None
     options = svc.BundleOptions(
         project_dir=project_dir,
         output_dir=output,
@@ -417,14 +421,19 @@ def bundle(
         host_python=host_python,
         settings=ResolverSettings(index_url=index_url, ca_bundle=ca_bundle or default_ca_bundle()),
         cache_dir=cache_dir or default_cache_dir(),
+        signer_key_id=key_id(private.public_key()) if private is not None else None,
     )
-    from airgap.core.bundle_format import parse_size
-
-    size = parse_size(part_size) if part_size else None
-    private = _load_signing_key(key) if key else None
     with _progress() as progress:
         result = svc.bundle(options, DockerEngine(), RichObserver(progress))
         packed = None
+        if result.compliance.failed:
+            _print_blocking(result.compliance)
+            raise AnswerIsNo(
+                f"{len(result.compliance.blocking)} open policy finding(s) at or above "
+                f"{result.compliance.fail_on}: the bundle was not signed",
+                hint=f"see {result.staging / 'compliance' / 'checklist.md'}; fix them, or waive each in "
+                "airgap.yaml with a written justification",
+            )
         if private is not None:
             packed = svc.pack_staging(
                 result.staging,
@@ -460,6 +469,7 @@ def bundle(
             f"lock sha256 {wh['lock_sha256'][:16]}…",
         )
     table.add_row("model", f"{rec['model']['file']} (onnxruntime {rec['model']['onnxruntime']})")
+    table.add_row("checklist", _summary_line(result.compliance))
     table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in rec["phases"].items()))
     out_console.print(table)
     out_console.print(f"staging directory: {result.staging}")
@@ -536,6 +546,126 @@ def pack(
         return
     for path in packed.files:
         out_console.print(f"bundle: {path}")
+
+
+def _summary_line(outcome: Any) -> str:
+    counts: dict[str, int] = {}
+    for r in outcome.evaluation.results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    verdict = "FAIL" if outcome.failed else "PASS"
+    return f"{verdict} at --fail-on {outcome.fail_on}: " + ", ".join(
+        f"{v} {k}" for k, v in sorted(counts.items())
+    )
+
+
+def _print_blocking(outcome: Any) -> None:
+    table = Table(title="open findings", title_justify="left")
+    for col in ("rule", "severity", "object", "field", "fix"):
+        table.add_column(col)
+    for r in outcome.blocking:
+        for f in r.findings or (None,):
+            table.add_row(
+                r.rule.id,
+                r.rule.severity,
+                f.object.describe() if f else "",
+                getattr(f, "field", "") if f else "",
+                r.rule.fix.splitlines()[0] if r.rule.fix else "",
+            )
+    err_console.print(table)
+
+
+@app.command(epilog=EPILOG)
+def check(
+    target: Annotated[
+        Path,
+        typer.Argument(metavar="STAGING|BUNDLE", help="A staging directory, or a bundle (verified first)."),
+    ],
+    fail_on: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--fail-on", metavar="high|medium|low", help="Exit 1 when open findings at or above remain."
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--output", "-o", help="Where compliance/ files go (default: STAGING/compliance, ./compliance)."
+        ),
+    ] = None,
+    project_dir: Annotated[
+        Optional[Path],  # noqa: UP045
+        typer.Option(
+            "--project", help="Take waivers and extra policy directories from this project's airgap.yaml."
+        ),
+    ] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,  # noqa: UP045
+    state_dir: StateDirOption = None,
+) -> None:
+    """Evaluate the STIG / Pod Security / FIPS / supply-chain policies on a staging directory or bundle.
+
+    Writes results.json, checklist.md and checklist.cklb (STIG Viewer 3). A rule no tool can
+    decide is `not_reviewed`, with the reason. Waivers (with their written justification) come
+    from the bundle's build record, or from --project; they appear in the checklist as overrides.
+    """
+    import datetime as dt
+
+    from airgap.core.project import Waiver
+    from airgap.services import check as svc
+    from airgap.services.bundle import load_project
+
+    reader: Any
+    if target.is_dir():
+        reader = svc.DirectoryReader(target)
+        default_out = target / "compliance"
+    else:
+        from airgap.services.verify import VerifiedReader, VerifyOptions, verify_and_audit
+
+        state = _state(state_dir)
+        options = VerifyOptions(trusted=_trusted(state, key, None), keep=VerifiedReader.keep)
+        with _progress() as progress:
+            verified = verify_and_audit(target, state, options, RichObserver(progress), action="check")
+        reader = VerifiedReader(verified)
+        default_out = Path("compliance")
+    record = json.loads(reader.read("build.json")) if "build.json" in reader.list() else {}
+    policy = record.get("policy") or {}
+    waivers = tuple(Waiver(w["rule"], w["justification"]) for w in policy.get("waivers", []))
+    dirs = None
+    if project_dir is not None:
+        project, _ = load_project(project_dir)
+        waivers = project.policies.waivers
+        dirs = svc.policy_directories(project_dir, project.policies)
+        policy = {"fail_on": project.policies.fail_on}
+    epoch = int(record.get("source_date_epoch") or 0)
+    outcome = svc.check_bundle(
+        reader,
+        evaluated_at=dt.datetime.fromtimestamp(epoch, dt.timezone.utc),
+        waivers=waivers,
+        fail_on=fail_on or policy.get("fail_on") or "high",
+        policy_dirs=dirs,
+    )
+    written = svc.write_compliance(outcome, output or default_out)
+    if STATE.json:
+        _emit_json(json.loads(outcome.files["results.json"]) | {"written": [str(p) for p in written]})
+    else:
+        table = Table(title=f"policy results ({_summary_line(outcome)})", title_justify="left")
+        for col in ("rule", "severity", "status", "references", "detail"):
+            table.add_column(col)
+        for r in outcome.evaluation.results:
+            if r.status != "open" and not r.waived:
+                continue
+            refs = ", ".join(b.group_id for b in r.rule.references.benchmarks if b.group_id)
+            detail = f"{r.findings[0].object.describe()}: {r.findings[0].message}" if r.findings else r.reason
+            status = r.status + (" (waived)" if r.waived else "")
+            table.add_row(r.rule.id, r.rule.severity, status, refs, detail)
+        if table.row_count:
+            out_console.print(table)
+        out_console.print(_summary_line(outcome))
+        out_console.print(f"wrote {', '.join(str(p) for p in written)}")
+    if outcome.failed:
+        raise AnswerIsNo(
+            f"{len(outcome.blocking)} open finding(s) at or above {outcome.fail_on}",
+            hint=f"see {(output or default_out) / 'checklist.md'}",
+        )
 
 
 # ----------------------------------------------------------------------------- keys

@@ -155,3 +155,73 @@ def test_podman_kube_play_runs_the_manifests_and_answers_predict(built: dict[str
         assert inspect == ["10001:10001", "true"]
     finally:
         subprocess.run(["podman", "kube", "down", str(play)], capture_output=True)
+
+
+def _trust(tmp_path: Path, signing_key: Path) -> Path:
+    from tests.conftest import run_airgap
+
+    state = tmp_path / "state"
+    assert (
+        run_airgap(
+            "keys", "trust", str(signing_key.with_suffix(".pub")), "--state-dir", str(state)
+        ).returncode
+        == 0
+    )
+    return state
+
+
+@pytest.mark.docker
+def test_the_example_bundle_passes_every_policy_and_ships_its_checklist(built: dict[str, Any]) -> None:
+    root = Path(built["staging"])
+    results = json.loads((root / "compliance" / "results.json").read_text())
+    statuses = {r["id"]: r["status"] for r in results["rules"]}
+    assert "open" not in statuses.values(), [k for k, v in statuses.items() if v == "open"]
+    restricted = [k for k in statuses if k.startswith("AG-PSS-")]
+    assert restricted and all(statuses[k] == "not_a_finding" for k in restricted)
+    assert (root / "sbom.cdx.json").is_file() and (root / "compliance" / "checklist.cklb").is_file()
+    import jsonschema
+
+    schema = json.loads((ROOT / "tests" / "data" / "SV3_CKLB_1_0_JSON_SCHEMA.json").read_text())
+    jsonschema.validate(json.loads((root / "compliance" / "checklist.cklb").read_text()), schema)
+
+
+@pytest.mark.docker
+def test_check_gives_the_same_results_on_the_staging_directory_and_the_bundle(
+    built: dict[str, Any], signing_key: Path, tmp_path: Path
+) -> None:
+    from tests.conftest import run_airgap
+
+    state = _trust(tmp_path, signing_key)
+    on_staging = run_airgap("--json", "check", built["staging"], "-o", str(tmp_path / "a"))
+    on_bundle = run_airgap(
+        "--json", "check", built["bundle"][0], "-o", str(tmp_path / "b"), "--state-dir", str(state)
+    )
+    assert on_staging.returncode == on_bundle.returncode == 0, on_bundle.stderr
+    for name in ("results.json", "checklist.md", "checklist.cklb"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+@pytest.mark.docker
+def test_check_fails_on_an_injected_privileged_container(built: dict[str, Any], tmp_path: Path) -> None:
+    from tests.conftest import run_airgap
+
+    staging = tmp_path / "staging"
+    shutil.copytree(built["staging"], staging, ignore=shutil.ignore_patterns("model-image.tar"))
+    dep = staging / "manifests" / "20-deployment.yaml"
+    dep.write_text(dep.read_text().replace("privileged: false", "privileged: true"))
+    proc = run_airgap("check", str(staging), "--fail-on", "high")
+    assert proc.returncode == 1
+    results = json.loads((staging / "compliance" / "results.json").read_text())
+    opened = {r["id"] for r in results["rules"] if r["status"] == "open"}
+    assert any("PRIVILEGED" in rule for rule in opened), opened
+
+
+@pytest.mark.docker
+def test_a_written_waiver_appears_as_an_override_in_the_checklist(built: dict[str, Any]) -> None:
+    root = Path(built["staging"])
+    results = json.loads((root / "compliance" / "results.json").read_text())
+    arch = next(r for r in results["rules"] if r["id"] == "AG-TGT-ARCH")
+    assert arch["automated_status"] == "open" and arch["status"] == "not_a_finding"
+    assert "aarch64 edge host" in arch["waiver"]["justification"]
+    assert "aarch64 edge host" in (root / "compliance" / "checklist.md").read_text()
+    assert "aarch64 edge host" in (root / "compliance" / "checklist.cklb").read_text()

@@ -66,3 +66,10 @@ def read_bytes(path: Path, what: str = "file") -> bytes:
         raise InvalidInputError(f"{what} {path} does not exist", hint="check the path") from None
     except OSError as exc:
         raise _fail(Path(path), exc, "read") from None
+
+
+def write_json(path: Path, value: object) -> None:
+    """Pretty, sorted, newline-terminated JSON, written atomically: stable bytes for stable input."""
+    import json
+
+    atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())

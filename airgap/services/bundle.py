@@ -11,6 +11,7 @@ interrupted or failed bundle never leaves a staging directory that looks complet
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import os
 import shutil
@@ -25,13 +26,21 @@ import jinja2
 
 from airgap import __version__
 from airgap.adapters.docker_engine import DockerEngine, RunSpec
-from airgap.adapters.fs import atomic_write_bytes, read_bytes
+from airgap.adapters.fs import atomic_write_bytes, read_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
+from airgap.adapters.sbom import write_staging_sbom
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
 from airgap.core.profile import Profile
 from airgap.core.project import Project, parse_project, parse_requirements_in
 from airgap.errors import IntegrityError, InvalidInputError
 from airgap.resources import templates_dir
+from airgap.services.check import (
+    CheckOutcome,
+    DirectoryReader,
+    check_bundle,
+    policy_directories,
+    write_compliance,
+)
 from airgap.services.manifests import render_manifests, target_kubernetes_version, validate_manifests
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.pack import PackResult, pack
@@ -52,12 +61,14 @@ class BundleOptions:
     settings: ResolverSettings = field(default_factory=ResolverSettings)
     cache_dir: Path | None = None
     keep_image: bool = True
+    signer_key_id: str | None = None  # the key the bundle will be signed with, for the checklist
 
 
 @dataclass(frozen=True)
 class BundleResult:
     staging: Path
     record: dict[str, Any]
+    compliance: CheckOutcome
 
 
 class _Phases:
@@ -219,12 +230,24 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
             epoch,
         )
         durable, run = split_record(record)
-        atomic_write_bytes(
-            staging / "build.json", (json.dumps(durable, indent=2, sort_keys=True) + "\n").encode()
-        )
+        write_json(staging / "build.json", durable)
+        with phase("sbom"):
+            write_staging_sbom(
+                staging, timestamp=dt.datetime.fromtimestamp(epoch, dt.timezone.utc), engine=engine
+            )
+        with phase("compliance"):
+            outcome = check_bundle(
+                DirectoryReader(staging),
+                evaluated_at=dt.datetime.fromtimestamp(epoch, dt.timezone.utc),
+                waivers=project.policies.waivers,
+                fail_on=project.policies.fail_on,
+                policy_dirs=policy_directories(project_dir, project.policies),
+            )
+            write_compliance(outcome, staging / "compliance")
+        run["phases"] = record["phases"] = phase.seconds
         # How this particular run went (timings, cache hits) is kept beside, not in, what ships:
         # the bundle must be the same bytes whatever the cache held.
-        atomic_write_bytes(staging / ".run.json", (json.dumps(run, indent=2, sort_keys=True) + "\n").encode())
+        write_json(staging / ".run.json", run)
         if final.exists():
             old = out_dir / f".{project.slug}.old-{uuid.uuid4().hex[:8]}"
             os.replace(final, old)
@@ -233,7 +256,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return BundleResult(final, record)
+    return BundleResult(final, record, outcome)
 
 
 def _build(
@@ -293,9 +316,7 @@ def _build(
     model_dir.mkdir()
     model_name = Path(project.model.path).name
     shutil.copyfile(project_dir / project.model.path, model_dir / model_name)
-    atomic_write_bytes(
-        model_dir / "golden.json", (json.dumps(golden, indent=2, sort_keys=True) + "\n").encode()
-    )
+    write_json(model_dir / "golden.json", golden)
 
     lock_sha = sha256_file(staging / "requirements.lock")
     labels = {
@@ -320,9 +341,7 @@ def _build(
 
     with phase("model contract"):
         contract = _record_contract(engine, image_ref, project, model_name, golden, image_wh)
-        atomic_write_bytes(
-            model_dir / "contract.json", (json.dumps(contract, indent=2, sort_keys=True) + "\n").encode()
-        )
+        write_json(model_dir / "contract.json", contract)
 
     with phase("save image"):
         (staging / "image").mkdir()
@@ -346,6 +365,16 @@ def _build(
         for f in rendered:
             atomic_write_bytes(staging / "manifests" / f.name, f.text.encode())
 
+    if options.signer_key_id:
+        signature = {
+            "algorithm": "ecdsa-p384-sha384",
+            "curve": "secp384r1",
+            "key_bits": 384,
+            "hash": "sha384",
+            "key_id": options.signer_key_id,
+        }
+        write_json(staging / "signature.json", signature)
+
     return {
         "format": RECORD_FORMAT,
         "name": project.name,
@@ -365,6 +394,10 @@ def _build(
             "digest": oci.manifest_digest,
             "config_digest": oci.config_digest,
             "layers": [{"digest": d, "size": s} for d, s in oci.layers],
+        },
+        "policy": {
+            "fail_on": project.policies.fail_on,
+            "waivers": [{"rule": w.rule, "justification": w.justification} for w in project.policies.waivers],
         },
         "manifests": {
             "image": manifest_image,
@@ -520,7 +553,7 @@ def pack_staging(
     policy: dict[str, Any] = {}
     if compliance.is_file():
         results = json.loads(compliance.read_bytes())
-        policy = {k: results[k] for k in ("summary", "fail_on", "passed") if k in results}
+        policy = {k: results[k] for k in ("summary", "fail_on", "failed") if k in results}
     metadata = {
         "target_profile_sha256": (record.get("target_profile") or {}).get("sha256"),
         "images": [

@@ -212,6 +212,10 @@ def pack(
                 obs.advance("pack", size, entry.path)
             obs.end("pack")
             writer.close()
+            # A previous pack of the same name and version (whole or split) would be ambiguous.
+            for stale in out_dir.glob(f"{base_name}*"):
+                if stale.is_file() and not stale.name.startswith("."):
+                    stale.unlink()
             parts = sink.commit()
         except BaseException:
             sink.abort()

@@ -51,7 +51,7 @@ class VerifyOptions:
     allow_downgrade: bool = False
     allow_expired: bool = False
     installed_versions: dict[str, str] = field(default_factory=dict)
-    keep: Callable[[str], bool] = field(default=lambda path: False)  # small members to hand back
+    keep: Callable[[str, int], bool] = field(default=lambda path, size: False)  # members to hand back
     keep_limit: int = 32 << 20
     now: dt.datetime | None = None
 
@@ -81,7 +81,10 @@ class Sources:
 def bundle_sources(path: Path) -> Sources:
     """The files to read: one bundle file, or the parts named by a signed parts index."""
     path = Path(path)
-    if path.name.endswith(PARTS_INDEX_SUFFIX) or (path.parent / f"{path.name}{PARTS_INDEX_SUFFIX}").exists():
+    # The name given decides: an index means parts; an existing file means that one file.
+    if path.name.endswith(PARTS_INDEX_SUFFIX) or (
+        not path.exists() and (path.parent / f"{path.name}{PARTS_INDEX_SUFFIX}").exists()
+    ):
         index_path = (
             path
             if path.name.endswith(PARTS_INDEX_SUFFIX)
@@ -221,7 +224,8 @@ def _verify_stream(
         seen.add(member.name)
         if member.size != entry.size:
             raise IntegrityError(f"{member.name} is {member.size} bytes; the manifest says {entry.size}")
-        keep = options.keep(entry.content_path) and entry.size <= options.keep_limit and not entry.compression
+        size = entry.content_size if entry.content_size is not None else entry.size
+        keep = options.keep(entry.content_path, size) and size <= options.keep_limit
         h = hashlib.sha256()
         buf = bytearray() if keep else None
         head = b""
@@ -240,7 +244,7 @@ def _verify_stream(
         if entry.compression:
             _check_zstd_header(entry, head)
         if buf is not None:
-            kept[entry.content_path] = bytes(buf)
+            kept[entry.content_path] = _inflate(entry, bytes(buf)) if entry.compression else bytes(buf)
     # 6. Nothing listed is missing.
     missing = sorted(set(entries) - seen)
     if missing:
@@ -311,6 +315,18 @@ def _check_zstd_header(entry: FileEntry, head: bytes) -> None:
         raise IntegrityError(f"{entry.path} would expand over {MAX_RATIO}:1: refusing a decompression bomb")
 
 
+def _inflate(entry: FileEntry, stored: bytes) -> bytes:
+    """Decompresses a kept member, never past its signed size, and checks the content hash."""
+    assert entry.content_size is not None
+    try:
+        data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=entry.content_size)
+    except zstandard.ZstdError as exc:
+        raise IntegrityError(f"{entry.path} does not decompress: {exc}") from None
+    if len(data) != entry.content_size or hashlib.sha256(data).hexdigest() != entry.content_sha256:
+        raise IntegrityError(f"{entry.path} decompresses to content that differs from the manifest")
+    return data
+
+
 def _older(candidate: str, installed: str) -> bool:
     try:
         return Version(candidate.replace("-", "+", 1) if "-" in candidate else candidate) < Version(
@@ -350,3 +366,37 @@ def verify_and_audit(
         }
     )
     return result
+
+
+class VerifiedReader:
+    """The check port (``list``/``read``) over a bundle that has just been verified in full.
+
+    Small members are handed back by the verifier itself, so nothing is read twice from media
+    that could change in between, and nothing is extracted to disk.
+    """
+
+    SMALL_BLOB = 1 << 20
+
+    def __init__(self, verified: VerifiedBundle) -> None:
+        self.verified = verified
+
+    @classmethod
+    def keep(cls, path: str, size: int) -> bool:
+        if "/blobs/" in path:
+            return size <= cls.SMALL_BLOB  # image manifests and configs, not layers
+        return (not path.endswith(".whl") and not path.startswith("model/")) or path.endswith(".json")
+
+    def list(self) -> list[str]:
+        return sorted(f.content_path for f in self.verified.manifest.files)
+
+    def size(self, path: str) -> int:
+        for f in self.verified.manifest.files:
+            if f.content_path == path:
+                return f.content_size if f.content_size is not None else f.size
+        raise InvalidInputError(f"{path} is not in the verified bundle")
+
+    def read(self, path: str) -> bytes:
+        try:
+            return self.verified.kept[path]
+        except KeyError:
+            raise InvalidInputError(f"{path} is not readable from the verified bundle") from None
