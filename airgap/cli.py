@@ -5,8 +5,6 @@ printed as one line; anything else is a bug, printed as one line too (with the t
 under ``--verbose``) and exit code 70.
 """
 
-from __future__ import annotations
-
 import json
 import sys
 import traceback
@@ -52,6 +50,16 @@ err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
 
 
+StateDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--state-dir",
+        help="Far-side state: trust store, audit log, installed versions "
+        "(default /var/lib/airgap as root, else ~/.local/share/airgap; or AIRGAP_STATE_DIR).",
+    ),
+]
+
+
 def _version(value: bool) -> None:
     if value:
         print(f"airgap {__version__}")
@@ -67,7 +75,7 @@ def _root(
         bool, typer.Option("--verbose", "-v", help="Show details, and tracebacks of internal errors.")
     ] = False,
     version: Annotated[
-        Optional[bool],  # noqa: UP045 - typer reads the annotation at run time
+        Optional[bool],
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
     ] = None,
 ) -> None:
@@ -78,11 +86,11 @@ def _root(
 class RichObserver:
     """Draws services' progress as rich bars on stderr; silent under --json."""
 
-    def __init__(self, progress: Progress | None) -> None:
+    def __init__(self, progress: Optional[Progress]) -> None:
         self.progress = progress
         self.tasks: dict[str, Any] = {}
 
-    def begin(self, task: str, total: float | None = None) -> None:
+    def begin(self, task: str, total: Optional[float] = None) -> None:
         if self.progress is not None:
             self.tasks[task] = self.progress.add_task(task, total=total)
 
@@ -130,7 +138,7 @@ def probe(
         Path, typer.Option("--output", "-o", help="Where to write the JSON target profile.")
     ] = Path("target-profile.json"),
     path: Annotated[
-        Optional[list[str]],  # noqa: UP045
+        Optional[list[str]],
         typer.Option("--path", help="Report free disk space at this path (repeatable)."),
     ] = None,
     egress_check: Annotated[
@@ -143,7 +151,7 @@ def probe(
         ),
     ] = "pypi.org:443",
     image: Annotated[
-        Optional[str],  # noqa: UP045
+        Optional[str],
         typer.Option(
             "--image",
             metavar="REF",
@@ -151,7 +159,7 @@ def probe(
         ),
     ] = None,
     export_script: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option(
             "--export-script",
             metavar="FILE",
@@ -333,7 +341,7 @@ def bundle(
         Path, typer.Argument(help="The project directory, holding airgap.yaml.", show_default=True)
     ] = Path("."),
     profile: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option(
             "--profile", help="The far-side target profile from `airgap probe` (overrides target.profile)."
         ),
@@ -346,18 +354,18 @@ def bundle(
         ),
     ] = False,
     host_python: Annotated[
-        Optional[str],  # noqa: UP045
+        Optional[str],
         typer.Option("--python", metavar="X.Y|PATH", help="Which of the host's interpreters to target."),
     ] = None,
     output: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option("--output", "-o", help="Where staging directories go (default: PROJECT/build)."),
     ] = None,
     index_url: Annotated[
         str, typer.Option("--index-url", help="The package index (a mirror behind a proxy works too).")
     ] = "https://pypi.org/simple",
     ca_bundle: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option(
             "--ca-bundle",
             help="CA certificates for the index (TLS-inspecting proxies); default from PIP_CERT, "
@@ -365,13 +373,13 @@ def bundle(
         ),
     ] = None,
     cache_dir: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option(
             "--cache-dir", help="Wheel store and lock cache (default ~/.cache/airgap or AIRGAP_CACHE_DIR)."
         ),
     ] = None,
     key: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option(
             "--key",
             help="Sign and pack the bundle with this private key (from `airgap keys generate`); its "
@@ -379,7 +387,7 @@ def bundle(
         ),
     ] = None,
     part_size: Annotated[
-        Optional[str],  # noqa: UP045
+        Optional[str],
         typer.Option(
             "--part-size",
             metavar="SIZE",
@@ -387,7 +395,7 @@ def bundle(
         ),
     ] = None,
     expires: Annotated[
-        Optional[str],  # noqa: UP045
+        Optional[str],
         typer.Option(
             "--expires", metavar="90d|DATE", help="The far side refuses the bundle after this (e.g. 90d)."
         ),
@@ -512,17 +520,17 @@ def pack(
         Path, typer.Option("--key", help="The private signing key (passphrase: AIRGAP_KEY_PASSPHRASE).")
     ],
     output: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option("--output", "-o", help="Where the bundle goes (default: beside the staging directory)."),
     ] = None,
     part_size: Annotated[
-        Optional[str],  # noqa: UP045
+        Optional[str],
         typer.Option(
             "--part-size", metavar="SIZE", help="Split for media: 4G (FAT32), 4.7G (DVD); decimal units."
         ),
     ] = None,
     expires: Annotated[
-        Optional[str],  # noqa: UP045
+        Optional[str],
         typer.Option("--expires", metavar="90d|DATE", help="The far side refuses the bundle after this."),
     ] = None,
 ) -> None:
@@ -581,24 +589,24 @@ def check(
         typer.Argument(metavar="STAGING|BUNDLE", help="A staging directory, or a bundle (verified first)."),
     ],
     fail_on: Annotated[
-        Optional[str],  # noqa: UP045
+        Optional[str],
         typer.Option(
             "--fail-on", metavar="high|medium|low", help="Exit 1 when open findings at or above remain."
         ),
     ] = None,
     output: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option(
             "--output", "-o", help="Where compliance/ files go (default: STAGING/compliance, ./compliance)."
         ),
     ] = None,
     project_dir: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option(
             "--project", help="Take waivers and extra policy directories from this project's airgap.yaml."
         ),
     ] = None,
-    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,  # noqa: UP045
+    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Evaluate the STIG / Pod Security / FIPS / supply-chain policies on a staging directory or bundle.
@@ -676,17 +684,8 @@ keys_app = typer.Typer(
 )
 app.add_typer(keys_app, name="keys")
 
-StateDirOption = Annotated[
-    Optional[Path],
-    typer.Option(
-        "--state-dir",
-        help="Far-side state: trust store, audit log, installed versions "
-        "(default /var/lib/airgap as root, else ~/.local/share/airgap; or AIRGAP_STATE_DIR).",
-    ),
-]
 
-
-def _state(state_dir: Path | None) -> Any:
+def _state(state_dir: Optional[Path]) -> Any:
     from airgap.services.state import State, default_state_dir
 
     return State(state_dir or default_state_dir())
@@ -765,7 +764,7 @@ def keys_remove(
 
 
 # ----------------------------------------------------------------------------- verify / inspect / join
-def _trusted(state: Any, key: Path | None, trust_dir: Path | None) -> tuple[Any, ...]:
+def _trusted(state: Any, key: Optional[Path], trust_dir: Optional[Path]) -> tuple[Any, ...]:
     from airgap.adapters import keys
     from airgap.adapters.fs import read_bytes
 
@@ -782,11 +781,11 @@ def verify(
         Path, typer.Argument(metavar="BUNDLE", help="NAME-VERSION.airgap.tar, or its .parts.sha256 index.")
     ],
     key: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option("--key", help="Trust exactly this public key instead of the trust store."),
     ] = None,
     trust_dir: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option("--trust-dir", help="A directory of trusted public keys (KEYID.pem)."),
     ] = None,
     state_dir: StateDirOption = None,
@@ -891,12 +890,12 @@ def inspect(
 def join(
     index: Annotated[Path, typer.Argument(help="The bundle's .parts.sha256 index (its parts beside it).")],
     output: Annotated[
-        Optional[Path],  # noqa: UP045
+        Optional[Path],
         typer.Option(
             "--output", "-o", help="The joined bundle (default: the index name without .parts.sha256)."
         ),
     ] = None,
-    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,  # noqa: UP045
+    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Reassemble a split bundle into one file, after every part is checked against the signed index.
@@ -914,16 +913,225 @@ def join(
         out_console.print(f"joined {dest}; now run: airgap verify {dest}")
 
 
+# ----------------------------------------------------------------------------- install and after
+TargetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--to",
+        metavar="docker|podman|registry|kubernetes|podman-kube|venv",
+        help="Where to install (default: what this host has, and said).",
+    ),
+]
+
+
+def _installer(state_dir: Optional[Path], progress: Any = None) -> Any:
+    from airgap.services.install import Installer
+
+    return Installer(_state(state_dir), RichObserver(progress))
+
+
+def _resolve_target(to: Optional[str]) -> str:
+    from airgap.services.install import Installer
+
+    if to:
+        return to
+    target, why = Installer.default_target()
+    err_console.print(f"installing with --to {target}: {why}")
+    return target
+
+
+@app.command(epilog=EPILOG)
+def install(
+    bundle_path: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="NAME-VERSION.airgap.tar, or its .parts.sha256 index.")
+    ],
+    to: TargetOption = None,
+    port: Annotated[
+        Optional[int],
+        typer.Option("--port", min=1024, max=65535, help="Serve on this host port (default: the bundle's)."),
+    ] = None,
+    registry: Annotated[
+        Optional[str],
+        typer.Option(
+            "--registry", metavar="HOST:PORT", help="The far side's registry (registry, kubernetes)."
+        ),
+    ] = None,
+    insecure_registry: Annotated[
+        bool, typer.Option("--insecure-registry", help="UNSAFE outside a lab: plain HTTP to the registry.")
+    ] = False,
+    ca_bundle: Annotated[
+        Optional[Path],
+        typer.Option("--ca-bundle", help="CA certificates of the registry."),
+    ] = None,
+    context: Annotated[
+        Optional[str],
+        typer.Option("--context", help="kubectl context (kubernetes)."),
+    ] = None,
+    namespace: Annotated[Optional[str], typer.Option("--namespace", help="Kubernetes namespace.")] = None,
+    python: Annotated[
+        Optional[str],
+        typer.Option("--python", help="The interpreter for --to venv (default: the one running airgap)."),
+    ] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,
+    state_dir: StateDirOption = None,
+    allow_downgrade: Annotated[
+        bool,
+        typer.Option("--allow-downgrade", help="UNSAFE: install a version older than the one installed."),
+    ] = False,
+    allow_expired: Annotated[
+        bool, typer.Option("--allow-expired", help="UNSAFE: install an expired bundle.")
+    ] = False,
+) -> None:
+    """Verify, load, run and prove the model answers — on this host, offline.
+
+    Runs the same verification as `airgap verify` first and loads nothing before it passes. Then
+    streams what the target needs out of the bundle (every byte re-hashed), loads the image, runs
+    it hardened (read-only root, no capabilities, non-root, limits), waits for readiness and sends
+    the golden inputs: a mismatch exits 1 and restores the previous version. Installing the same
+    bundle twice does nothing; an install killed at any point is undone or completed by the next.
+    """
+    from airgap.services.install import InstallOptions
+
+    target = _resolve_target(to)
+    state = _state(state_dir)
+    options = InstallOptions(
+        target=target,
+        port=port,
+        registry=registry,
+        insecure_registry=insecure_registry,
+        ca_bundle=ca_bundle,
+        kube_context=context,
+        namespace=namespace,
+        python=python,
+        allow_downgrade=allow_downgrade,
+        allow_expired=allow_expired,
+        trusted=_trusted(state, key, None),
+    )
+    with _progress() as progress:
+        result = _installer(state_dir, progress).install(bundle_path, options)
+    r = result.receipt
+    if STATE.json:
+        _emit_json(
+            {
+                "name": r.name,
+                "version": r.version,
+                "target": r.target,
+                "nothing_to_do": result.nothing_to_do,
+                "recovered": list(result.recovered),
+                "receipt": r.to_json(),
+                "prediction": result.prediction,
+            }
+        )
+        return
+    for note in result.recovered:
+        err_console.print(f"[yellow]{note}[/]")
+    if result.nothing_to_do:
+        out_console.print(
+            f"{r.name} {r.version} is already installed with --to {r.target} and healthy: nothing to do"
+        )
+        return
+    where = f"http://127.0.0.1:{r.port}" if r.target != "venv" else r.extra.get("venv")
+    out_console.print(
+        f"[green]installed[/] {r.name} {r.version} --to {r.target} at {where}: smoke test passed"
+    )
+    if result.prediction:
+        asked, answered = result.prediction["inputs"], result.prediction["outputs"]
+        out_console.print(f"prediction: {json.dumps(asked)} -> {json.dumps(answered)}")
+
+
+@app.command(epilog=EPILOG)
+def smoke(
+    name: Annotated[str, typer.Argument(help="The installed bundle's name.")],
+    to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Send the golden inputs to an installed model again and compare with the recorded outputs."""
+    current, mismatches = _installer(state_dir).smoke(name, to)
+    if STATE.json:
+        _emit_json(
+            {
+                "name": name,
+                "version": current.version,
+                "ok": not mismatches,
+                "mismatches": [m.line() for m in mismatches],
+            }
+        )
+    if mismatches:
+        for m in mismatches[1:]:
+            err_console.print(m.line())
+        raise AnswerIsNo(f"smoke test of {name} {current.version} ({to}) failed: {mismatches[0].line()}")
+    if not STATE.json:
+        out_console.print(f"[green]ok[/] {name} {current.version} ({to}) answers its golden inputs")
+
+
+@app.command(epilog=EPILOG)
+def status(state_dir: StateDirOption = None) -> None:
+    """What is installed where, which version, whether it is healthy, and what rollback would restore."""
+    rows = _installer(state_dir).status()
+    if STATE.json:
+        _emit_json(rows)
+        return
+    if not rows:
+        out_console.print("nothing is installed")
+        return
+    table = Table(title="installed", title_justify="left")
+    for col in ("name", "target", "version", "healthy", "where", "previous", "installed at"):
+        table.add_column(col)
+    for r in rows:
+        health = "[green]yes[/]" if r["healthy"] else "[red]no[/]"
+        if r["interrupted"]:
+            health += " (an install was interrupted: re-run it)"
+        where = r["container"] or ""
+        if r["port"] and r["target"] != "venv":
+            where += f" :{r['port']}"
+        table.add_row(
+            r["name"], r["target"], r["version"], health, where, r["previous"] or "-", r["installed_at"]
+        )
+    out_console.print(table)
+
+
+@app.command(epilog=EPILOG)
+def rollback(
+    name: Annotated[str, typer.Argument(help="The installed bundle's name.")],
+    to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Go back to the previously installed version (smoke-tested before it is committed)."""
+    from airgap.services.install import InstallOptions
+
+    with _progress() as progress:
+        result = _installer(state_dir, progress).rollback(name, to, InstallOptions(target=to))
+    if STATE.json:
+        _emit_json({"name": name, "version": result.receipt.version, "target": to})
+    else:
+        out_console.print(
+            f"[green]rolled back[/] {name} to {result.receipt.version} ({to}); smoke test passed"
+        )
+
+
+@app.command(epilog=EPILOG)
+def uninstall(
+    name: Annotated[str, typer.Argument(help="The installed bundle's name.")],
+    to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Remove an installation: containers, images, virtualenvs. The audit log is kept."""
+    removed = _installer(state_dir).uninstall(name, to)
+    if STATE.json:
+        _emit_json({"removed": removed})
+    else:
+        out_console.print(f"removed {name} ({to}): " + (", ".join(removed) or "nothing was running"))
+
+
 # ----------------------------------------------------------------------------- entry point
 def _report(exc: AirgapError) -> int:
     if STATE.json:
         _emit_json({"ok": False, "exit_code": exc.exit_code, "kind": exc.kind, "error": exc.one_line()})
-    else:
-        err_console.print(f"[bold red]airgap: {exc.kind}:[/] {exc.one_line()}", soft_wrap=True)
+    err_console.print(f"[bold red]airgap: {exc.kind}:[/] {exc.one_line()}", soft_wrap=True)
     return exc.exit_code
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Optional[list[str]] = None) -> int:
     """Console-script entry point: the one place where errors become exit codes."""
     command = typer.main.get_command(app)
     STATE.json = STATE.verbose = False

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Set up (or check) the container environment airgap needs on a Debian 12
 # machine without systemd: Docker Engine, a loopback image registry, podman,
-# and a debootstrapped python base image pushed to that registry.
+# a debootstrapped python base image pushed to that registry, and that image
+# plus openssl (the bare far side bundle/install.sh is tested on).
 #
 #   scripts/setup-env.sh          set up whatever is missing (idempotent)
 #   scripts/setup-env.sh --check  only report; exit 1 if anything is not ready
@@ -15,6 +16,9 @@ readonly REGISTRY=127.0.0.1:5000
 readonly BASE_REPO=airgap/python-base
 readonly BASE_TAG=bookworm
 readonly BASE_IMAGE="$REGISTRY/$BASE_REPO:$BASE_TAG"
+# The bare far side bundle/install.sh is tested on: the base image plus Debian's openssl.
+readonly OPENSSL_REPO=airgap/python-openssl
+readonly OPENSSL_IMAGE="$REGISTRY/$OPENSSL_REPO:$BASE_TAG"
 readonly SUITE=bookworm
 
 readonly CONF_DIR=/etc/airgap-env
@@ -43,9 +47,10 @@ readonly ENV_DIR
 #   uidmap iproute2 util-linux iptables   namespaces/networking helpers
 #   debootstrap      builds the base image rootfs
 #   curl             registry API probes
+#   shellcheck       the tests lint the bundle's install.sh as POSIX sh
 readonly PACKAGES=(
     docker.io docker-registry podman crun conmon catatonit netavark aardvark-dns
-    fuse-overlayfs uidmap iproute2 util-linux iptables debootstrap curl
+    fuse-overlayfs uidmap iproute2 util-linux iptables debootstrap curl shellcheck
 )
 
 readonly MANIFEST_ACCEPT=(
@@ -64,7 +69,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 not_ready() { say "$1: NOT READY ($2)"; NOT_READY=1; }
 
 usage() {
-    sed -n '2,9s/^# \{0,1\}//p' "$0"
+    sed -n '2,10s/^# \{0,1\}//p' "$0"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -119,17 +124,18 @@ wait_for() {
 docker_ok() { docker info >/dev/null 2>&1; }
 registry_ok() { curl -fsS -o /dev/null --max-time 3 "http://$REGISTRY/v2/" 2>/dev/null; }
 
-# Digest of BASE_IMAGE in the registry, empty if the tag is absent.
+# Digest of BASE_IMAGE (or of repo $1, same tag) in the registry, empty if absent.
 registry_digest() {
     curl -fsS --max-time 10 -o /dev/null -D - "${MANIFEST_ACCEPT[@]}" \
-        "http://$REGISTRY/v2/$BASE_REPO/manifests/$BASE_TAG" 2>/dev/null |
+        "http://$REGISTRY/v2/${1:-$BASE_REPO}/manifests/$BASE_TAG" 2>/dev/null |
         tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}' || true
 }
 
-# repo@digest the local engine recorded for BASE_IMAGE, empty if none.
+# repo@digest the local engine recorded for BASE_IMAGE (or repo $1), empty if none.
 engine_repo_digest() {
+    local repo=${1:-$BASE_REPO}
     docker image inspect --format '{{range .RepoDigests}}{{println .}}{{end}}' \
-        "$BASE_IMAGE" 2>/dev/null | grep -m1 "^$REGISTRY/$BASE_REPO@" || true
+        "$REGISTRY/$repo:$BASE_TAG" 2>/dev/null | grep -m1 "^$REGISTRY/$repo@" || true
 }
 
 # ---------------------------------------------------------- 1. packages
@@ -452,6 +458,77 @@ ensure_base_image() {
     say "base image: digest $BASE_IMAGE@$reg_digest"
 }
 
+# ----------------------------------------------- 6. openssl test image
+
+# The base image digest the openssl image was built FROM (its label), empty if none.
+openssl_image_base() {
+    docker image inspect --format '{{index .Config.Labels "io.airgap.base.digest"}}' \
+        "$OPENSSL_IMAGE" 2>/dev/null || true
+}
+
+# FROM the base image by digest; the network is used by apt only, and apt's lists are dropped again.
+build_openssl_image() {
+    local base_digest=$1 ctx started=$SECONDS
+    ctx=$(mktemp -d /var/tmp/airgap-openssl.XXXXXX)
+    cat >"$ctx/Dockerfile" <<DOCKERFILE
+FROM $REGISTRY/$BASE_REPO@$base_digest
+RUN apt-get update -q \\
+    && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends openssl \\
+    && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb /var/log/* \\
+    && mkdir -p /var/lib/apt/lists/partial
+LABEL org.opencontainers.image.title=airgap-python-openssl io.airgap.base.digest=$base_digest
+DOCKERFILE
+    say "openssl image: building $OPENSSL_IMAGE (log $LOG_DIR/docker-build.log) ..."
+    if ! docker build --network host -t "$OPENSSL_IMAGE" "$ctx" \
+        </dev/null >>"$LOG_DIR/docker-build.log" 2>&1; then
+        rm -rf "$ctx"
+        tail -n 20 "$LOG_DIR/docker-build.log" >&2
+        die "docker build $OPENSSL_IMAGE failed; see $LOG_DIR/docker-build.log"
+    fi
+    rm -rf "$ctx"
+    push_openssl_image
+    say "openssl image: built and pushed in $((SECONDS - started)) s"
+}
+
+push_openssl_image() {
+    docker push "$OPENSSL_IMAGE" >>"$LOG_DIR/docker-push.log" 2>&1 || {
+        tail -n 20 "$LOG_DIR/docker-push.log" >&2
+        die "docker push $OPENSSL_IMAGE failed"
+    }
+}
+
+ensure_openssl_image() {
+    local base_digest reg_digest engine_has=0
+    base_digest=$(registry_digest)
+    reg_digest=$(registry_digest "$OPENSSL_REPO")
+    docker image inspect "$OPENSSL_IMAGE" >/dev/null 2>&1 && engine_has=1
+
+    if ((CHECK_ONLY)); then
+        if [[ -n $reg_digest ]] && ((engine_has)) && [[ $(openssl_image_base) == "$base_digest" ]]; then
+            say "openssl image: $OPENSSL_IMAGE@$reg_digest in registry and engine"
+        else
+            not_ready "openssl image" "$OPENSSL_IMAGE missing, or not built from the current base image"
+        fi
+        return
+    fi
+
+    mkdir -p "$LOG_DIR"
+    if ((!engine_has)) && [[ -n $reg_digest ]]; then
+        docker pull -q "$OPENSSL_IMAGE" >/dev/null
+        engine_has=1
+        say "openssl image: engine lost it, pulled from registry"
+    fi
+    # Built from an older base image (or never built): build it again.
+    if ((!engine_has)) || [[ $(openssl_image_base) != "$base_digest" ]]; then
+        build_openssl_image "$base_digest"
+    elif [[ -n $reg_digest && $(engine_repo_digest "$OPENSSL_REPO") == *"@$reg_digest" ]]; then
+        say "openssl image: already built and pushed"
+    else
+        push_openssl_image
+        say "openssl image: registry lost it, pushed from engine"
+    fi
+}
+
 # ------------------------------------------------- smoke tests (both modes)
 
 readonly KUBE_YAML="$RUN_DIR/kube-selftest.yaml"
@@ -553,6 +630,8 @@ main() {
     if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
 
     ensure_base_image
+    if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
+    ensure_openssl_image
     if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
     verify_runtimes
     if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi

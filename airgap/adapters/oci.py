@@ -254,24 +254,25 @@ def _padding(size: int) -> bytes:
 
 
 def docker_archive_stream(image: OciImage, repo_tag: str) -> Iterator[bytes]:
-    """A ``docker load``-able archive, generated on the fly from the layout (layers decompressed).
+    """A ``docker load``-able archive, generated on the fly from the layout.
 
     Docker Engines before 25 cannot load an OCI layout; this yields the classic docker-archive
     format chunk by chunk (tar headers written by hand), so loading needs neither a temporary copy
-    of the image nor memory that grows with it. Each layer is checked against its diff id first.
+    of the image nor memory that grows with it. Layers go in as the gzip blobs they are: the engine
+    decompresses them in native code and checks each against the config's diff ids, so the load
+    costs what a plain ``docker load`` costs.
     """
     cfg_hex = image.config_digest.split(":", 1)[1]
     config_bytes = blob_path(image.layout, image.config_digest).read_bytes()
-    diff_ids = json.loads(config_bytes)["rootfs"]["diff_ids"]
     layer_names = [f"{d.split(':', 1)[1]}/layer.tar" for d, _ in image.layers]
     yield _tar_header(f"{cfg_hex}.json", len(config_bytes)) + config_bytes + _padding(len(config_bytes))
-    for (digest, _), name, diff_id in zip(image.layers, layer_names, diff_ids):
+    for (digest, size), name in zip(image.layers, layer_names):
         path = blob_path(image.layout, digest)
-        size, check = _gunzipped_size_and_digest(path)
-        if check != diff_id:
-            raise IntegrityError(f"layer {digest} does not decompress to its diff id {diff_id}")
+        actual = path.stat().st_size
+        if actual != size:
+            raise IntegrityError(f"layer {digest} is {actual} bytes; the manifest says {size}")
         yield _tar_header(name, size)
-        with gzip.open(path, "rb") as layer:
+        with open(path, "rb") as layer:
             yield from iter(lambda: layer.read(CHUNK), b"")
         yield _padding(size)
     manifest = json.dumps(

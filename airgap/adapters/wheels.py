@@ -28,7 +28,6 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
-import tomllib
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from airgap.adapters.docker_engine import DockerEngine, Mount, RunSpec
@@ -315,6 +314,8 @@ done
 
 def build_requires(sdist: Path) -> list[str]:
     """``build-system.requires`` of an sdist, read from its pyproject.toml without extracting it."""
+    import tomllib  # Python 3.11+: only the workstation builds sdists; the far side never imports this
+
     try:
         with tarfile.open(sdist) as tf:
             for member in tf:

@@ -45,6 +45,7 @@ from airgap.services.manifests import render_manifests, target_kubernetes_versio
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.pack import PackResult, pack
 from airgap.services.probe import probe_image
+from airgap.services.selfcontained import airgap_wheelhouse
 from airgap.services.wheelhouse import WheelhouseResult, host_wheelhouse, image_wheelhouse
 
 IMAGE_UID = 10001
@@ -307,11 +308,35 @@ def _build(
                 obs,
             )
 
+    # airgap itself, for the far side's interpreter: what install.sh installs before anything else.
+    # A far side whose Python cannot run airgap still gets its bundle (for hosts that have airgap);
+    # why it carries no airgap is recorded, and install.sh says so.
+    airgap_wh: WheelhouseResult | None = None
+    airgap_skipped: str | None = None
+    if profile is not None:
+        with phase("airgap wheelhouse"):
+            try:
+                airgap_wh = airgap_wheelhouse(
+                    ForeignResolver(settings),
+                    profile.python(options.host_python),
+                    f"{profile.hostname} ({profile.digest[:12]})",
+                    staging / "airgap",
+                    store,
+                    cache / "locks",
+                    obs,
+                )
+            except InvalidInputError as exc:
+                airgap_skipped = exc.one_line()
+    shutil.copyfile(templates_dir() / "install.sh", staging / "install.sh")
+
     if profile is not None:
         atomic_write_bytes(
             staging / "target-profile.json",
             (json.dumps(dict(profile.raw), indent=2, sort_keys=True) + "\n").encode(),
         )
+    # The model server ships beside the model too: `install --to venv` runs it without the image.
+    (staging / "server").mkdir()
+    shutil.copyfile(templates_dir() / "server" / "airgap_server.py", staging / "server" / "airgap_server.py")
     model_dir = staging / "model"
     model_dir.mkdir()
     model_name = Path(project.model.path).name
@@ -381,6 +406,13 @@ def _build(
         "version": project.version,
         "tool": f"airgap {__version__}",
         "source_date_epoch": epoch,
+        "serving": {
+            "port": project.serving.port,
+            "threads": project.serving.threads,
+            "max_batch": project.serving.max_batch,
+            "max_request_bytes": project.serving.max_request_bytes,
+        },
+        "resources": {"requests": dict(project.resources.requests), "limits": dict(project.resources.limits)},
         "base_image": {"requested": project.base_image, "resolved": base_ref, "python": base_py.version_str},
         "image": {
             "tag": tag,
@@ -409,7 +441,9 @@ def _build(
         "wheelhouses": {
             "image": _wh_record(image_wh, staging),
             **({"host": _wh_record(host_wh, staging)} if host_wh else {}),
+            **({"airgap": _wh_record(airgap_wh, staging)} if airgap_wh else {}),
         },
+        **({"airgap_wheelhouse_skipped": airgap_skipped} if airgap_skipped else {}),
         "target_profile": (
             {"hostname": profile.hostname, "sha256": profile.digest, "arch": profile.arch}
             if profile

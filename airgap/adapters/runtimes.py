@@ -1,0 +1,319 @@
+"""Container runtimes the far side may have: Docker (through the SDK) and Podman (through its CLI).
+
+Both implement one small port, so the install service drives either the same way. Every container
+airgap starts is hardened identically: read-only root, a tmpfs /tmp, every capability dropped,
+no-new-privileges, the image's numeric non-root user, memory and CPU limits, a restart policy, and
+host networking on the bundle's port (the model needs no other network).
+"""
+
+from __future__ import annotations
+
+import abc
+import contextlib
+import json
+import subprocess
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from airgap.errors import EnvironmentFailure
+
+LABEL = "io.airgap.install"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    name: str
+    image: str  # an image id or tag
+    port: int
+    memory_bytes: int
+    nano_cpus: int
+    labels: dict[str, str] = field(default_factory=dict)
+    restart: str = "unless-stopped"
+
+
+class Runtime(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def load(self, archive: Iterable[bytes], tag: str) -> str:
+        """Loads a docker-archive stream; returns the image id (its config digest)."""
+
+    @abc.abstractmethod
+    def has_image(self, image_id: str) -> bool: ...
+
+    @abc.abstractmethod
+    def tag(self, image_id: str, tag: str) -> None:
+        """Names an image already loaded (another install may have loaded it under another name)."""
+
+    @abc.abstractmethod
+    def remove_image(self, image_id: str) -> None: ...
+
+    @abc.abstractmethod
+    def images(self) -> set[str]:
+        """Every image id the runtime holds (to prove a refused bundle loaded nothing)."""
+
+    @abc.abstractmethod
+    def create(self, spec: ContainerSpec) -> None: ...
+
+    @abc.abstractmethod
+    def start(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def stop(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def remove(self, name: str) -> None: ...
+
+    @abc.abstractmethod
+    def state(self, name: str) -> str | None:
+        """``running``, ``exited``, ... or None when no such container exists."""
+
+    @abc.abstractmethod
+    def containers(self) -> list[str]:
+        """Names of the containers airgap created (labelled)."""
+
+    @abc.abstractmethod
+    def logs(self, name: str) -> str: ...
+
+
+# ----------------------------------------------------------------------------------------- docker
+class DockerRuntime(Runtime):
+    name = "docker"
+
+    def __init__(self, base_url: str | None = None) -> None:
+        import docker
+        import docker.errors
+
+        self._errors = docker.errors
+        from airgap.adapters.docker_engine import DockerEngine
+
+        self.client = DockerEngine(base_url).client
+
+    @contextlib.contextmanager
+    def _wrap(self, what: str) -> Iterator[None]:
+        import requests
+
+        try:
+            yield
+        except self._errors.NotFound:
+            raise
+        except (self._errors.DockerException, requests.exceptions.RequestException) as exc:
+            raise EnvironmentFailure(
+                f"docker: {what} failed: {getattr(exc, 'explanation', None) or exc}"
+            ) from None
+
+    def load(self, archive: Iterable[bytes], tag: str) -> str:
+        with self._wrap("loading the image"):
+            loaded = self.client.images.load(archive)
+            if len(loaded) != 1:
+                raise EnvironmentFailure(f"docker loaded {len(loaded)} images from one bundle image")
+            loaded[0].tag(*tag.rsplit(":", 1))
+            return str(loaded[0].id)
+
+    def has_image(self, image_id: str) -> bool:
+        try:
+            self.client.images.get(image_id)
+            return True
+        except self._errors.ImageNotFound:
+            return False
+
+    def tag(self, image_id: str, tag: str) -> None:
+        with self._wrap("tagging the image"):
+            self.client.images.get(image_id).tag(*tag.rsplit(":", 1))
+
+    def remove_image(self, image_id: str) -> None:
+        with (
+            self._wrap("removing an image"),
+            contextlib.suppress(self._errors.ImageNotFound, self._errors.APIError),
+        ):
+            self.client.images.remove(image_id, force=True)
+
+    def images(self) -> set[str]:
+        with self._wrap("listing images"):
+            return {str(i.id) for i in self.client.images.list(all=True)}
+
+    def create(self, spec: ContainerSpec) -> None:
+        with self._wrap(f"creating {spec.name}"):
+            self.client.containers.create(
+                spec.image,
+                name=spec.name,
+                environment={"AIRGAP_PORT": str(spec.port), "AIRGAP_HOST": "127.0.0.1"},
+                network_mode="host",
+                read_only=True,
+                tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
+                cap_drop=["ALL"],
+                security_opt=["no-new-privileges"],
+                mem_limit=spec.memory_bytes,
+                nano_cpus=spec.nano_cpus,
+                pids_limit=256,
+                restart_policy={"Name": spec.restart},
+                labels={LABEL: "1", **spec.labels},
+                detach=True,
+            )
+
+    def _container(self, name: str) -> Any:
+        try:
+            return self.client.containers.get(name)
+        except self._errors.NotFound:
+            return None
+
+    def start(self, name: str) -> None:
+        with self._wrap(f"starting {name}"):
+            self.client.containers.get(name).start()
+
+    def stop(self, name: str) -> None:
+        c = self._container(name)
+        if c is not None:
+            with self._wrap(f"stopping {name}"):
+                c.stop(timeout=15)
+
+    def remove(self, name: str) -> None:
+        c = self._container(name)
+        if c is not None:
+            with self._wrap(f"removing {name}"):
+                c.remove(force=True)
+
+    def state(self, name: str) -> str | None:
+        c = self._container(name)
+        if c is None:
+            return None
+        c.reload()
+        return str(c.status)
+
+    def containers(self) -> list[str]:
+        with self._wrap("listing containers"):
+            return sorted(c.name for c in self.client.containers.list(all=True, filters={"label": LABEL}))
+
+    def logs(self, name: str) -> str:
+        c = self._container(name)
+        return "" if c is None else c.logs(tail=20).decode("utf-8", "replace")
+
+
+# ----------------------------------------------------------------------------------------- podman
+class PodmanRuntime(Runtime):
+    """Podman through its CLI: daemonless, works rootless, no socket service needed."""
+
+    name = "podman"
+
+    def __init__(self, executable: str = "podman") -> None:
+        self.exe = executable
+        self._run(["version", "--format", "{{.Client.Version}}"], "checking podman")
+
+    def _run(self, args: list[str], what: str, input_data: bytes | None = None, check: bool = True) -> str:
+        try:
+            proc = subprocess.run([self.exe, *args], input=input_data, capture_output=True, timeout=600)
+        except FileNotFoundError:
+            raise EnvironmentFailure(
+                "podman is not installed", hint="install podman, or choose --to docker|venv"
+            ) from None
+        except subprocess.TimeoutExpired:
+            raise EnvironmentFailure(f"podman: {what} did not finish within 10 minutes") from None
+        if check and proc.returncode != 0:
+            err = proc.stderr.decode("utf-8", "replace").strip().splitlines()
+            raise EnvironmentFailure(f"podman: {what} failed: {(err or ['no output'])[-1][:300]}")
+        return proc.stdout.decode("utf-8", "replace")
+
+    def load(self, archive: Iterable[bytes], tag: str) -> str:
+        proc = subprocess.Popen(
+            [self.exe, "load", "--quiet"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert proc.stdin is not None
+        try:
+            for chunk in archive:
+                proc.stdin.write(chunk)
+        except BrokenPipeError:
+            pass  # podman stopped reading: its error is reported below
+        out, err = proc.communicate(timeout=600)
+        if proc.returncode != 0:
+            raise EnvironmentFailure(f"podman load failed: {err.decode('utf-8', 'replace').strip()[-300:]}")
+        loaded = out.decode().strip().splitlines()[-1].split(":", 1)[-1].strip()
+        image_id = self._run(
+            ["image", "inspect", "--format", "{{.Id}}", loaded], "inspecting the image"
+        ).strip()
+        self._run(["tag", image_id, f"localhost/{tag}"], "tagging the image")
+        return "sha256:" + image_id.removeprefix("sha256:")
+
+    def has_image(self, image_id: str) -> bool:
+        return subprocess.run([self.exe, "image", "exists", image_id.removeprefix("sha256:")]).returncode == 0
+
+    def tag(self, image_id: str, tag: str) -> None:
+        self._run(["tag", image_id.removeprefix("sha256:"), f"localhost/{tag}"], "tagging the image")
+
+    def remove_image(self, image_id: str) -> None:
+        self._run(["rmi", "--force", image_id.removeprefix("sha256:")], "removing an image", check=False)
+
+    def images(self) -> set[str]:
+        out = self._run(["images", "--all", "--quiet", "--no-trunc"], "listing images")
+        return {"sha256:" + line.strip().removeprefix("sha256:") for line in out.splitlines() if line.strip()}
+
+    def create(self, spec: ContainerSpec) -> None:
+        labels = [a for k, v in {LABEL: "1", **spec.labels}.items() for a in ("--label", f"{k}={v}")]
+        self._run(
+            [
+                "create",
+                "--name",
+                spec.name,
+                "--env",
+                f"AIRGAP_PORT={spec.port}",
+                "--env",
+                "AIRGAP_HOST=127.0.0.1",
+                "--network",
+                "host",
+                "--read-only",
+                "--tmpfs",
+                "/tmp:rw,nosuid,nodev,size=64m",
+                "--cap-drop",
+                "ALL",
+                "--security-opt",
+                "no-new-privileges",
+                "--memory",
+                str(spec.memory_bytes),
+                "--cpus",
+                f"{spec.nano_cpus / 1e9:g}",
+                "--pids-limit",
+                "256",
+                "--restart",
+                spec.restart,
+                *labels,
+                spec.image.removeprefix("sha256:"),
+            ],
+            f"creating {spec.name}",
+        )
+
+    def start(self, name: str) -> None:
+        self._run(["start", name], f"starting {name}")
+
+    def stop(self, name: str) -> None:
+        self._run(["stop", "--time", "15", name], f"stopping {name}", check=False)
+
+    def remove(self, name: str) -> None:
+        self._run(["rm", "--force", name], f"removing {name}", check=False)
+
+    def state(self, name: str) -> str | None:
+        out = self._run(
+            ["container", "inspect", "--format", "{{json .State.Status}}", name], "", check=False
+        ).strip()
+        return json.loads(out) if out else None
+
+    def containers(self) -> list[str]:
+        out = self._run(
+            ["ps", "--all", "--filter", f"label={LABEL}", "--format", "{{.Names}}"], "listing containers"
+        )
+        return sorted(n for n in out.split() if n)
+
+    def logs(self, name: str) -> str:
+        return self._run(["logs", "--tail", "20", name], "reading logs", check=False)
+
+    def kube_play(self, yaml_text: str, network: str) -> None:
+        self._run(
+            ["kube", "play", "--replace", "--network", network, "-"],
+            "kube play",
+            input_data=yaml_text.encode(),
+        )
+
+    def kube_down(self, yaml_text: str) -> None:
+        self._run(["kube", "down", "-"], "kube down", input_data=yaml_text.encode(), check=False)

@@ -1,0 +1,1007 @@
+"""`airgap install`, `smoke`, `status`, `rollback`, `uninstall`: the far side.
+
+An install is a journalled sequence of steps. Before any step the bundle is verified exactly as
+`airgap verify` does; nothing is loaded or extracted before that passes. Content is then streamed
+out of the bundle a second time into the state directory's content store, every file re-hashed
+against the verified manifest on the way (the media may have changed in between). The journal
+records what each step created, so a run killed at any point is undone cleanly by the next run
+— the new container removed, the old one started again, a newly loaded image removed — before
+that run does its own work. Only after the smoke test passes is the receipt committed; a failed
+smoke test restores the previous version.
+
+    verified → extracted → loaded → created → stopped-old → started → smoke-passed → committed
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zstandard
+
+from airgap.adapters.archive import ConcatenatedParts, TarReader
+from airgap.adapters.fs import atomic_write_bytes, write_json
+from airgap.adapters.oci import OciImage, docker_archive_stream
+from airgap.adapters.runtimes import ContainerSpec, PodmanRuntime, Runtime
+from airgap.core.bundle_format import CONTROL, ROOT, FileEntry
+from airgap.core.smoke import Mismatch, compare_contract
+from airgap.errors import AnswerIsNo, EnvironmentFailure, IntegrityError, InvalidInputError, UsageError
+from airgap.services.observer import NullObserver, Observer
+from airgap.services.state import State
+from airgap.services.verify import VerifiedBundle, VerifyOptions, bundle_sources, verify_and_audit
+
+TARGETS = ("docker", "podman", "podman-kube", "registry", "kubernetes", "venv")
+FAULT_ENV = "AIRGAP_FAULT_INJECT"  # crash-recovery tests: "step" kills the process at that step
+READY_TIMEOUT = 180.0
+CHUNK = 1 << 20
+
+
+@dataclass
+class Receipt:
+    """What is installed for one (name, target): enough to check it, roll back to it, remove it."""
+
+    name: str
+    version: str
+    target: str
+    manifest_sha256: str
+    key_id: str
+    bundle: str
+    installed_at: str
+    content: str  # directory in the content store
+    image_id: str | None = None
+    container: str | None = None
+    port: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Receipt:
+        return cls(**{k: data.get(k) for k in cls.__dataclass_fields__})  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class InstallOptions:
+    target: str
+    port: int | None = None
+    registry: str | None = None
+    insecure_registry: bool = False
+    ca_bundle: Path | None = None
+    kube_context: str | None = None
+    namespace: str | None = None
+    python: str | None = None
+    allow_downgrade: bool = False
+    allow_expired: bool = False
+    trusted: tuple[Any, ...] = ()
+
+
+@dataclass(frozen=True)
+class InstallResult:
+    receipt: Receipt
+    nothing_to_do: bool
+    recovered: tuple[str, ...]
+    smoke: tuple[Mismatch, ...] = ()
+    prediction: dict[str, Any] | None = None
+
+
+# --------------------------------------------------------------------------------------- state
+class Installed:
+    """``installed.json``: receipts per name and target, current and previous."""
+
+    def __init__(self, state: State) -> None:
+        self.path = state.directory / "installed.json"
+
+    def load(self) -> dict[str, Any]:
+        try:
+            return dict(json.loads(self.path.read_text()))
+        except FileNotFoundError:
+            return {"names": {}}
+        except (OSError, ValueError) as exc:
+            raise EnvironmentFailure(f"the state file {self.path} is unreadable: {exc}") from None
+
+    def get(self, name: str, target: str) -> tuple[Receipt | None, Receipt | None]:
+        entry = self.load()["names"].get(name, {}).get("targets", {}).get(target, {})
+        cur, prev = entry.get("current"), entry.get("previous")
+        return (Receipt.from_json(cur) if cur else None, Receipt.from_json(prev) if prev else None)
+
+    def put(self, receipt: Receipt, previous: Receipt | None) -> None:
+        data = self.load()
+        entry = data["names"].setdefault(receipt.name, {"highest_version": receipt.version, "targets": {}})
+        if _version_key(receipt.version) > _version_key(entry.get("highest_version") or "0"):
+            entry["highest_version"] = receipt.version
+        entry["targets"][receipt.target] = {
+            "current": receipt.to_json(),
+            "previous": previous.to_json() if previous else None,
+        }
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.path, data)
+
+    def drop(self, name: str, target: str) -> None:
+        data = self.load()
+        targets = data["names"].get(name, {}).get("targets", {})
+        targets.pop(target, None)
+        write_json(self.path, data)
+
+    def all(self) -> list[tuple[str, str, Receipt, Receipt | None]]:
+        out = []
+        for name, entry in sorted(self.load()["names"].items()):
+            for target, t in sorted(entry.get("targets", {}).items()):
+                if t.get("current"):
+                    prev = Receipt.from_json(t["previous"]) if t.get("previous") else None
+                    out.append((name, target, Receipt.from_json(t["current"]), prev))
+        return out
+
+
+def _version_key(v: str) -> tuple[Any, ...]:
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return (1, Version(v.split("-")[0]), "-" not in v)
+    except InvalidVersion:
+        return (0, v)
+
+
+class Journal:
+    """The in-flight install of one (name, target); its presence means the last run did not finish."""
+
+    def __init__(self, state: State, name: str, target: str) -> None:
+        self.path = state.directory / "journal" / f"{name}--{target}.json"
+        self.data: dict[str, Any] = {}
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def load(self) -> dict[str, Any]:
+        self.data = json.loads(self.path.read_text())
+        return self.data
+
+    def step(self, step: str, **facts: Any) -> None:
+        self.data.setdefault("steps", []).append(step)
+        self.data.update(facts)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.path, self.data)
+        if os.environ.get(FAULT_ENV) == step:  # crash-recovery tests kill the process here
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------------------------- extraction
+def extract(
+    bundle: Path, verified: VerifiedBundle, want: Callable[[str], bool], dest: Path, blobs: Path
+) -> None:
+    """Streams the chosen files out of the bundle into ``dest`` (OCI blobs into the shared ``blobs``),
+    re-hashing each one against the verified manifest, decompressing within the signed size."""
+    entries = {f.path: f for f in verified.manifest.files}
+    src = bundle_sources(bundle)
+    if src.parts is not None:
+        sizes = [(n, p.stat().st_size, sha) for (n, sha), p in zip(src.parts, src.paths)]
+        stream: Any = ConcatenatedParts(src.paths, sizes)
+        closer = None
+    else:
+        stream = closer = open(src.paths[0], "rb")  # noqa: SIM115
+    try:
+        reader = TarReader(stream, ROOT)
+        while True:
+            member = reader.next()
+            if member is None:
+                break
+            entry = entries.get(member.name)
+            if entry is None and f"{ROOT}/{member.name}" in CONTROL:
+                continue
+            if entry is None:
+                raise IntegrityError(
+                    f"{member.name} appeared in the bundle after it was verified: the media changed"
+                )
+            if not want(entry.content_path):
+                continue
+            if "/blobs/sha256/" in entry.content_path:
+                target = blobs / entry.content_path.rsplit("/", 1)[1]
+                if target.exists():
+                    for _ in reader.chunks(member):
+                        pass
+                    continue
+            else:
+                target = dest / entry.content_path
+            target.parent.mkdir(parents=True, exist_ok=True)
+            _write_member(reader, member, entry, target)
+    finally:
+        if closer is not None:
+            closer.close()
+
+
+def _write_member(reader: TarReader, member: Any, entry: FileEntry, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.part")
+    stored = hashlib.sha256()
+    content = hashlib.sha256()
+    written = 0
+    try:
+        with open(tmp, "wb") as out:
+            if entry.compression:
+                assert entry.content_size is not None
+                dctx = zstandard.ZstdDecompressor().decompressobj()
+                for chunk in reader.chunks(member):
+                    stored.update(chunk)
+                    data = dctx.decompress(bytes(chunk))
+                    written += len(data)
+                    if written > entry.content_size:
+                        raise IntegrityError(
+                            f"{entry.path} inflates past its signed size: a decompression bomb"
+                        )
+                    content.update(data)
+                    out.write(data)
+            else:
+                for chunk in reader.chunks(member):
+                    stored.update(chunk)
+                    out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if stored.hexdigest() != entry.sha256:
+            raise IntegrityError(f"{entry.path} changed on the media after verification")
+        if entry.compression and (
+            content.hexdigest() != entry.content_sha256 or written != entry.content_size
+        ):
+            raise IntegrityError(f"{entry.path} decompresses to content that differs from the manifest")
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+# ------------------------------------------------------------------------------------ smoke
+def _http(port: int, path: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}", data=data, headers={"Content-Type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def wait_ready(port: int, alive: Callable[[], bool], timeout: float = READY_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if _http(port, "/readyz", timeout=2)[0] == 200:
+                return
+        except (OSError, ValueError):
+            pass
+        if not alive():
+            raise EnvironmentFailure("the model server stopped before it was ready", hint="see its logs")
+        time.sleep(0.5)
+    raise EnvironmentFailure(f"the model server on port {port} was not ready within {timeout:.0f}s")
+
+
+def http_answers(port: int, contract: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    answers: dict[str, dict[str, Any]] = {}
+    for case in contract.get("cases", []):
+        status, body = _http(port, "/v1/predict", {"inputs": case["inputs"]}, timeout=30)
+        if status == 200 and isinstance(body, dict):
+            answers[str(case["name"])] = dict(body.get("outputs") or {})
+    return answers
+
+
+def venv_answers(python: Path, server: Path, model: Path, golden: Path) -> dict[str, dict[str, Any]]:
+    proc = subprocess.run(
+        [str(python), str(server), "check", "--model", str(model), "--golden", str(golden)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "ORT_DISABLE_TELEMETRY": "1"},
+    )
+    if proc.returncode != 0:
+        raise EnvironmentFailure(f"the model does not run in the virtualenv: {proc.stderr.strip()[-300:]}")
+    doc = json.loads(proc.stdout)
+    return {str(c["name"]): dict(c["outputs"]) for c in doc.get("cases", [])}
+
+
+# ----------------------------------------------------------------------------------- service
+def _memory_bytes(q: str) -> int:
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, mult in units.items():
+        if q.endswith(suffix):
+            return int(float(q[: -len(suffix)]) * mult)
+    return int(q)
+
+
+def _nano_cpus(q: str) -> int:
+    return int(q[:-1]) * 1_000_000 if q.endswith("m") else int(float(q) * 1e9)
+
+
+class Installer:
+    """One far side: its state directory, and the runtimes it has."""
+
+    def __init__(self, state: State, observer: Observer | None = None) -> None:
+        self.state = state
+        self.obs = observer or NullObserver()
+        self.installed = Installed(state)
+        self.content_root = state.directory / "content"
+        self.blobs = self.content_root / "oci" / "blobs" / "sha256"
+
+    # -- runtimes ------------------------------------------------------------------------------
+    def runtime(self, target: str) -> Runtime:
+        if target in ("docker", "registry"):
+            from airgap.adapters.runtimes import DockerRuntime
+
+            return DockerRuntime()
+        if target in ("podman", "podman-kube"):
+            return PodmanRuntime()
+        raise UsageError(f"--to {target} has no container runtime")
+
+    @staticmethod
+    def default_target() -> tuple[str, str]:
+        """What this host can do, best first; and why it was chosen."""
+        try:
+            from airgap.adapters.runtimes import DockerRuntime
+
+            DockerRuntime()
+            return "docker", "the Docker Engine answers"
+        except EnvironmentFailure:
+            pass
+        if shutil.which("podman"):
+            return "podman", "podman is installed (no Docker Engine answered)"
+        return "venv", "no container runtime is usable here"
+
+    # -- install -------------------------------------------------------------------------------
+    def install(self, bundle: Path, options: InstallOptions) -> InstallResult:
+        if options.target not in TARGETS:
+            raise UsageError(f"--to must be one of {', '.join(TARGETS)}")
+        verify_opts = VerifyOptions(
+            trusted=options.trusted,
+            allow_downgrade=options.allow_downgrade,
+            allow_expired=options.allow_expired,
+            installed_versions=self.state.installed_versions(),
+            keep=lambda p, s: p in ("build.json", "model/contract.json") or p.startswith("manifests/"),
+        )
+        # 1. Verify, as `airgap verify`; nothing is loaded before this returns.
+        verified = verify_and_audit(
+            bundle, self.state, verify_opts, self.obs, action=f"install --to {options.target}"
+        )
+        m = verified.manifest
+        record = json.loads(verified.kept["build.json"])
+        recovered = self._recover(m.name, options.target)
+        current, previous = self.installed.get(m.name, options.target)
+        if current and current.manifest_sha256 == verified.manifest_sha256 and self._healthy(current):
+            return InstallResult(current, True, recovered)
+        journal = Journal(self.state, m.name, options.target)
+        content = self.content_root / "bundles" / verified.manifest_sha256
+        port = options.port or int(record.get("serving", {}).get("port", 8080))
+        receipt = Receipt(
+            name=m.name,
+            version=m.version,
+            target=options.target,
+            manifest_sha256=verified.manifest_sha256,
+            key_id=verified.key_id,
+            bundle=str(Path(bundle).resolve()),
+            installed_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            content=str(content),
+            port=port,
+        )
+        journal.step(
+            "verified",
+            name=m.name,
+            target=options.target,
+            new=receipt.to_json(),
+            old=current.to_json() if current else None,
+        )
+        # 2. Stream what this target needs out of the bundle, re-hashing every byte.
+        self.obs.begin("extract", None)
+        extract(bundle, verified, self._wanted(options.target), content, self.blobs)
+        self.obs.end("extract")
+        journal.step("extracted")
+        contract = json.loads((content / "model" / "contract.json").read_text())
+        try:
+            handler = {
+                "docker": self._container_target,
+                "podman": self._container_target,
+                "registry": self._registry_target,
+                "podman-kube": self._podman_kube_target,
+                "kubernetes": self._kubernetes_target,
+                "venv": self._venv_target,
+            }[options.target]
+            answers, prediction = handler(receipt, current, record, m, options, journal, content, contract)
+        except BaseException:
+            if not isinstance(sys.exc_info()[1], (KeyboardInterrupt,)):
+                self._undo(journal)
+            raise
+        # 3. The model must answer its golden inputs as it did at bundle time, here.
+        mismatches = compare_contract(contract, answers)
+        if mismatches:
+            self._undo(journal)
+            raise AnswerIsNo(
+                f"smoke test failed, previous state restored: {mismatches[0].line()}"
+                + (f" (+{len(mismatches) - 1} more)" if len(mismatches) > 1 else ""),
+                hint="it does not answer here as it did at bundle time: check the target's CPU and libc",
+            )
+        journal.step("smoke-passed")
+        # 4. Commit: the receipt, then clean up what the old version used and the new one does not.
+        self.installed.put(receipt, current or previous)
+        journal.step("committed")
+        if current and current.container and current.container != receipt.container:
+            with _quiet():
+                self.runtime(options.target).remove(current.container)
+        journal.clear()
+        self.state.audit(
+            {
+                "action": "install",
+                "target": options.target,
+                "result": "installed",
+                "name": m.name,
+                "version": m.version,
+                "manifest_sha256": verified.manifest_sha256,
+            }
+        )
+        return InstallResult(receipt, False, recovered, (), prediction)
+
+    def _wanted(self, target: str) -> Callable[[str], bool]:
+        def want(path: str) -> bool:
+            if path.startswith(("model/", "manifests/")) or path in ("build.json", "server/airgap_server.py"):
+                return True
+            if target == "venv":
+                return path.startswith("host/")
+            return path.startswith("image/oci/")
+
+        return want
+
+    def _image(self, m: Any) -> OciImage:
+        img = m.images[0]
+        return OciImage(
+            self.content_root / "oci",
+            img["manifest_digest"],
+            img["config_digest"],
+            tuple((layer["digest"], int(layer["size"])) for layer in img["layers"]),
+            img.get("name", ""),
+        )
+
+    def _load(self, rt: Runtime, m: Any, journal: Journal) -> str:
+        image = self._image(m)
+        config_id = image.config_digest
+        preexisting = rt.has_image(config_id)
+        if not preexisting:
+            self.obs.begin("load image", None)
+            image_id = rt.load(
+                docker_archive_stream(image, f"airgap/{m.name}:{m.version}"), f"airgap/{m.name}:{m.version}"
+            )
+            self.obs.end("load image")
+            if image_id.removeprefix("sha256:") != config_id.removeprefix("sha256:"):
+                raise IntegrityError(f"the runtime loaded image {image_id}, not the signed {config_id}")
+        else:
+            rt.tag(config_id, f"airgap/{m.name}:{m.version}")
+        journal.step("loaded", image_id=config_id, image_preexisting=preexisting)
+        return config_id
+
+    def _container_target(
+        self,
+        receipt: Receipt,
+        current: Receipt | None,
+        record: dict[str, Any],
+        m: Any,
+        options: InstallOptions,
+        journal: Journal,
+        content: Path,
+        contract: dict[str, Any],
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+        rt = self.runtime(options.target)
+        receipt.image_id = self._load(rt, m, journal)
+        receipt.container = f"airgap-{m.name}-{m.version}-{verified_suffix(receipt)}"
+        limits = (record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
+        rt.remove(receipt.container)  # a leftover of an undone run
+        rt.create(
+            ContainerSpec(
+                receipt.container,
+                receipt.image_id,
+                receipt.port or 8080,
+                _memory_bytes(limits["memory"]),
+                _nano_cpus(limits["cpu"]),
+                {"io.airgap.name": m.name, "io.airgap.version": m.version},
+            )
+        )
+        journal.step("created", container=receipt.container)
+        if current and current.container:
+            rt.stop(current.container)
+        journal.step("stopped-old")
+        rt.start(receipt.container)
+        journal.step("started")
+        port = receipt.port or 8080
+        wait_ready(port, lambda: rt.state(receipt.container or "") == "running")
+        answers = http_answers(port, contract)
+        return answers, _first_prediction(port, contract)
+
+    def _registry_target(
+        self,
+        receipt: Receipt,
+        current: Receipt | None,
+        record: dict[str, Any],
+        m: Any,
+        options: InstallOptions,
+        journal: Journal,
+        content: Path,
+        contract: dict[str, Any],
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+        from airgap.adapters.registry import Registry
+
+        if not options.registry:
+            raise UsageError("--to registry needs --registry HOST:PORT")
+        image = self._image(m)
+        ref = Registry(options.registry, options.insecure_registry, options.ca_bundle).push_image(
+            image, f"airgap/{m.name}", m.version
+        )
+        journal.step("pushed", registry_ref=ref)
+        manifests = self._rewritten_manifests(content, record, ref)
+        (content / "deploy").mkdir(exist_ok=True)
+        atomic_write_bytes(
+            content / "deploy" / f"manifests-{options.registry.replace(':', '_')}.yaml", manifests.encode()
+        )
+        receipt.extra = {"registry_ref": ref, "manifests": str(content / "deploy")}
+        # Prove the registry serves exactly the signed image: run it from there, by digest.
+        rt = self.runtime("registry")
+        receipt.container = f"airgap-{m.name}-{m.version}-{verified_suffix(receipt)}-registry"
+        rt.remove(receipt.container)
+        pulled = _docker_pull(ref)
+        receipt.image_id = pulled
+        limits = (record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
+        rt.create(
+            ContainerSpec(
+                receipt.container,
+                ref,
+                receipt.port or 8080,
+                _memory_bytes(limits["memory"]),
+                _nano_cpus(limits["cpu"]),
+                {"io.airgap.name": m.name},
+            )
+        )
+        journal.step("created", container=receipt.container)
+        if current and current.container:
+            rt.stop(current.container)
+        journal.step("stopped-old")
+        rt.start(receipt.container)
+        journal.step("started")
+        port = receipt.port or 8080
+        wait_ready(port, lambda: rt.state(receipt.container or "") == "running")
+        return http_answers(port, contract), _first_prediction(port, contract)
+
+    def _rewritten_manifests(self, content: Path, record: dict[str, Any], ref: str) -> str:
+        old = record["manifests"]["image"]
+        texts = [
+            p.read_text().replace(f"image: {old}", f"image: {ref}")
+            for p in sorted((content / "manifests").glob("*.yaml"))
+        ]
+        return "---\n".join(texts)
+
+    def _podman_kube_target(
+        self,
+        receipt: Receipt,
+        current: Receipt | None,
+        record: dict[str, Any],
+        m: Any,
+        options: InstallOptions,
+        journal: Journal,
+        content: Path,
+        contract: dict[str, Any],
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+        import yaml
+
+        from airgap.services.manifests import RenderedFile, for_podman
+
+        rt = PodmanRuntime()
+        if options.registry:
+            from airgap.adapters.registry import Registry
+
+            ref = Registry(options.registry, options.insecure_registry, options.ca_bundle).push_image(
+                self._image(m), f"airgap/{m.name}", m.version
+            )
+            receipt.extra["registry_ref"] = ref
+        else:
+            self._load(rt, m, journal)
+            ref = f"localhost/airgap/{m.name}:{m.version}"
+        text = self._rewritten_manifests(content, record, ref)
+        files = [RenderedFile("all.yaml", text, tuple(o for o in yaml.safe_load_all(text) if o))]
+        play = yaml.safe_load_all(for_podman(files, "host"))
+        docs = [d for d in play if d]
+        port = receipt.port or 8080
+        for d in docs:
+            if d.get("kind") == "Deployment":
+                d["spec"]["replicas"] = 1  # one node: one pod, or the port is taken twice
+                for c in d["spec"]["template"]["spec"]["containers"]:
+                    c.setdefault("env", []).extend(
+                        [
+                            {"name": "AIRGAP_PORT", "value": str(port)},
+                            {"name": "AIRGAP_HOST", "value": "127.0.0.1"},
+                        ]
+                    )
+        play_text = yaml.safe_dump_all(docs, sort_keys=False)
+        (content / "deploy").mkdir(exist_ok=True)
+        atomic_write_bytes(content / "deploy" / "podman-kube.yaml", play_text.encode())
+        receipt.extra["kube_yaml"] = str(content / "deploy" / "podman-kube.yaml")
+        if current and current.extra.get("kube_yaml") and Path(current.extra["kube_yaml"]).exists():
+            rt.kube_down(Path(current.extra["kube_yaml"]).read_text())
+        journal.step("stopped-old", kube_yaml=receipt.extra["kube_yaml"])
+        rt.kube_play(play_text, "host")
+        journal.step("started")
+        wait_ready(port, lambda: True)
+        return http_answers(port, contract), _first_prediction(port, contract)
+
+    def _kubernetes_target(
+        self,
+        receipt: Receipt,
+        current: Receipt | None,
+        record: dict[str, Any],
+        m: Any,
+        options: InstallOptions,
+        journal: Journal,
+        content: Path,
+        contract: dict[str, Any],
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+        from airgap.adapters.registry import Registry
+
+        if not options.registry:
+            raise UsageError("--to kubernetes needs --registry HOST:PORT (the cluster's registry)")
+        ref = Registry(options.registry, options.insecure_registry, options.ca_bundle).push_image(
+            self._image(m), f"airgap/{m.name}", m.version
+        )
+        text = self._rewritten_manifests(content, record, ref)
+        ctx = ["--context", options.kube_context] if options.kube_context else []
+        (content / "deploy").mkdir(exist_ok=True)
+        path = content / "deploy" / "kubernetes.yaml"
+        atomic_write_bytes(path, text.encode())
+        receipt.extra = {"registry_ref": ref, "manifests": str(path)}
+        _kubectl([*ctx, "apply", "-f", str(path)], "applying the manifests")
+        journal.step("started")
+        ns = options.namespace or record.get("manifests", {}).get("namespace") or m.name
+        _kubectl(
+            [*ctx, "-n", ns, "rollout", "status", f"deployment/{m.name}", "--timeout=300s"],
+            "waiting for rollout",
+        )
+        # Smoke through a port-forward: the service stays cluster-internal.
+        port = receipt.port or 8080
+        pf = subprocess.Popen(
+            ["kubectl", *ctx, "-n", ns, "port-forward", f"deployment/{m.name}", f"{port}:{port}"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            wait_ready(port, lambda: pf.poll() is None, timeout=60)
+            return http_answers(port, contract), _first_prediction(port, contract)
+        finally:
+            pf.terminate()
+
+    def _venv_target(
+        self,
+        receipt: Receipt,
+        current: Receipt | None,
+        record: dict[str, Any],
+        m: Any,
+        options: InstallOptions,
+        journal: Journal,
+        content: Path,
+        contract: dict[str, Any],
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, Any] | None]:
+        lock = content / "host" / "requirements.lock"
+        if not lock.exists():
+            raise InvalidInputError(
+                "this bundle has no host wheelhouse", hint="bundle it with --profile and --host-wheelhouse"
+            )
+        python = options.python or sys.executable
+        venv = self.state.directory / "venvs" / m.name / f"{m.version}-{receipt.manifest_sha256[:12]}"
+        if venv.exists():
+            shutil.rmtree(venv)
+        venv.parent.mkdir(parents=True, exist_ok=True)
+        journal.step("created", venv=str(venv))
+        _run([python, "-m", "venv", str(venv)], "creating the virtualenv")
+        _run(
+            [
+                str(venv / "bin" / "python"),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--no-index",
+                "--require-hashes",
+                "--no-cache-dir",
+                "--find-links",
+                str(content / "host" / "wheels"),
+                "-r",
+                str(lock),
+            ],
+            "installing the host wheelhouse offline",
+        )
+        _run([str(venv / "bin" / "python"), "-m", "pip", "check"], "checking the virtualenv")
+        receipt.extra = {"venv": str(venv), "python": str(venv / "bin" / "python")}
+        journal.step("started")
+        model = content / record["model"]["file"]
+        answers = venv_answers(
+            venv / "bin" / "python",
+            content / "server" / "airgap_server.py",
+            model,
+            content / "model" / "golden.json",
+        )
+        first = contract["cases"][0]
+        return answers, {"inputs": first["inputs"], "outputs": answers.get(str(first["name"]))}
+
+    # -- health, recovery ----------------------------------------------------------------------
+    def _healthy(self, r: Receipt) -> bool:
+        try:
+            if r.target in ("docker", "podman", "registry"):
+                rt = self.runtime(r.target)
+                return (
+                    bool(r.container)
+                    and rt.state(r.container or "") == "running"
+                    and _http(r.port or 8080, "/healthz", timeout=3)[0] == 200
+                )
+            if r.target == "podman-kube":
+                return _http(r.port or 8080, "/healthz", timeout=3)[0] == 200
+            if r.target == "venv":
+                return Path(r.extra.get("python", "")).exists()
+            if r.target == "kubernetes":
+                return True
+        except (OSError, EnvironmentFailure, ValueError):
+            return False
+        return False
+
+    def _recover(self, name: str, target: str) -> tuple[str, ...]:
+        journal = Journal(self.state, name, target)
+        if not journal.exists():
+            return ()
+        data = journal.load()
+        steps = data.get("steps", [])
+        if "committed" in steps:
+            # The receipt was written: only the clean-up was cut short.
+            old = data.get("old") or {}
+            new = data.get("new") or {}
+            if old.get("container") and old.get("container") != new.get("container"):
+                with _quiet():
+                    self.runtime(target).remove(old["container"])
+            journal.clear()
+            return (f"completed the interrupted install of {name} {new.get('version')} ({target})",)
+        self._undo(journal)
+        return (
+            f"rolled back an interrupted install of {name} {data.get('new', {}).get('version')} ({target})",
+        )
+
+    def _undo(self, journal: Journal) -> None:
+        """Puts back what the journalled run changed, newest first; safe to run twice."""
+        data = journal.data or (journal.load() if journal.exists() else {})
+        if not data:
+            return
+        target = data.get("target", "")
+        steps = data.get("steps", [])
+        old = data.get("old") or {}
+        with _quiet():
+            if target in ("docker", "podman", "registry"):
+                rt = self.runtime(target)
+                if data.get("container"):
+                    rt.remove(data["container"])
+                if "stopped-old" in steps and old.get("container"):
+                    with _quiet():
+                        rt.start(old["container"])
+                if data.get("image_id") and data.get("image_preexisting") is False:
+                    used = {r.image_id for _, _, r, p in self.installed.all()} | {
+                        p.image_id for _, _, _, p in self.installed.all() if p
+                    }
+                    if data["image_id"] not in used:
+                        rt.remove_image(data["image_id"])
+            elif target == "podman-kube":
+                rt2 = PodmanRuntime()
+                if data.get("kube_yaml") and Path(data["kube_yaml"]).exists():
+                    rt2.kube_down(Path(data["kube_yaml"]).read_text())
+                if old.get("extra", {}).get("kube_yaml") and Path(old["extra"]["kube_yaml"]).exists():
+                    rt2.kube_play(Path(old["extra"]["kube_yaml"]).read_text(), "host")
+            elif target == "venv" and data.get("venv"):
+                shutil.rmtree(data["venv"], ignore_errors=True)
+        journal.clear()
+
+    # -- smoke, status, rollback, uninstall ------------------------------------------------------
+    def smoke(self, name: str, target: str) -> tuple[Receipt, list[Mismatch]]:
+        current, _ = self.installed.get(name, target)
+        if current is None:
+            raise InvalidInputError(f"{name} is not installed with --to {target}")
+        contract = json.loads((Path(current.content) / "model" / "contract.json").read_text())
+        if target == "venv":
+            record = json.loads((Path(current.content) / "build.json").read_text())
+            answers = venv_answers(
+                Path(current.extra["python"]),
+                Path(current.content) / "server" / "airgap_server.py",
+                Path(current.content) / record["model"]["file"],
+                Path(current.content) / "model" / "golden.json",
+            )
+        else:
+            wait_ready(current.port or 8080, lambda: True, timeout=30)
+            answers = http_answers(current.port or 8080, contract)
+        return current, compare_contract(contract, answers)
+
+    def status(self) -> list[dict[str, Any]]:
+        out = []
+        for name, target, cur, prev in self.installed.all():
+            out.append(
+                {
+                    "name": name,
+                    "target": target,
+                    "version": cur.version,
+                    "healthy": self._healthy(cur),
+                    "container": cur.container,
+                    "port": cur.port,
+                    "installed_at": cur.installed_at,
+                    "previous": prev.version if prev else None,
+                    "manifest_sha256": cur.manifest_sha256,
+                    "interrupted": Journal(self.state, name, target).exists(),
+                }
+            )
+        return out
+
+    def rollback(self, name: str, target: str, options: InstallOptions) -> InstallResult:
+        current, previous = self.installed.get(name, target)
+        if current is None or previous is None:
+            raise UsageError(f"{name} ({target}) has no previous version to roll back to")
+        bundle = Path(previous.bundle)
+        content = Path(previous.content)
+        if not content.exists():
+            raise EnvironmentFailure(
+                f"the content of {name} {previous.version} is gone from the state directory"
+            )
+        journal = Journal(self.state, name, target)
+        journal.step("verified", name=name, target=target, new=previous.to_json(), old=current.to_json())
+        contract = json.loads((content / "model" / "contract.json").read_text())
+        try:
+            if target in ("docker", "podman"):
+                rt = self.runtime(target)
+                if not previous.image_id or not rt.has_image(previous.image_id):
+                    raise EnvironmentFailure(
+                        f"the image of {name} {previous.version} is no longer loaded",
+                        hint=f"install its bundle again: airgap install {bundle}",
+                    )
+                record = json.loads((content / "build.json").read_text())
+                limits = (record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
+                container = previous.container or f"airgap-{name}-{previous.version}"
+                rt.remove(container)
+                rt.create(
+                    ContainerSpec(
+                        container,
+                        previous.image_id,
+                        previous.port or 8080,
+                        _memory_bytes(limits["memory"]),
+                        _nano_cpus(limits["cpu"]),
+                        {"io.airgap.name": name, "io.airgap.version": previous.version},
+                    )
+                )
+                journal.step("created", container=container)
+                if current.container:
+                    rt.stop(current.container)
+                journal.step("stopped-old")
+                rt.start(container)
+                journal.step("started")
+                wait_ready(previous.port or 8080, lambda: rt.state(container) == "running")
+                answers = http_answers(previous.port or 8080, contract)
+            elif target == "venv":
+                answers = self.smoke_previous_venv(previous, content)
+            else:
+                raise UsageError(f"rollback of --to {target}: install the previous bundle again")
+        except BaseException:
+            self._undo(journal)
+            raise
+        mismatches = compare_contract(contract, answers)
+        if mismatches:
+            self._undo(journal)
+            raise AnswerIsNo(f"the previous version fails its smoke test: {mismatches[0].line()}")
+        self.installed.put(previous, current)
+        if target in ("docker", "podman") and current.container:
+            with _quiet():
+                self.runtime(target).remove(current.container)
+        journal.clear()
+        self.state.audit(
+            {
+                "action": "rollback",
+                "target": target,
+                "name": name,
+                "from": current.version,
+                "to": previous.version,
+                "result": "rolled back",
+            }
+        )
+        return InstallResult(previous, False, ())
+
+    def smoke_previous_venv(self, previous: Receipt, content: Path) -> dict[str, dict[str, Any]]:
+        record = json.loads((content / "build.json").read_text())
+        return venv_answers(
+            Path(previous.extra["python"]),
+            content / "server" / "airgap_server.py",
+            content / record["model"]["file"],
+            content / "model" / "golden.json",
+        )
+
+    def uninstall(self, name: str, target: str) -> list[str]:
+        current, previous = self.installed.get(name, target)
+        if current is None:
+            raise InvalidInputError(f"{name} is not installed with --to {target}")
+        removed = []
+        for r in (current, previous):
+            if r is None:
+                continue
+            with _quiet():
+                if target in ("docker", "podman", "registry") and r.container:
+                    rt = self.runtime(target)
+                    rt.remove(r.container)
+                    removed.append(f"container {r.container}")
+                    if r.image_id:
+                        rt.remove_image(r.image_id)
+                        removed.append(f"image {r.image_id[:19]}")
+                elif (
+                    target == "podman-kube"
+                    and r.extra.get("kube_yaml")
+                    and Path(r.extra["kube_yaml"]).exists()
+                ):
+                    PodmanRuntime().kube_down(Path(r.extra["kube_yaml"]).read_text())
+                    removed.append("podman pod")
+                elif target == "venv" and r.extra.get("venv"):
+                    shutil.rmtree(r.extra["venv"], ignore_errors=True)
+                    removed.append(f"virtualenv {r.extra['venv']}")
+        self.installed.drop(name, target)
+        Journal(self.state, name, target).clear()
+        self.state.audit({"action": "uninstall", "target": target, "name": name, "result": "removed"})
+        return removed
+
+
+def verified_suffix(r: Receipt) -> str:
+    """Bundle digest and state directory in the name: two state directories never share a container."""
+    return f"{r.manifest_sha256[:8]}-{hashlib.sha256(r.content.encode()).hexdigest()[:6]}"
+
+
+def _first_prediction(port: int, contract: dict[str, Any]) -> dict[str, Any] | None:
+    cases = contract.get("cases") or []
+    if not cases:
+        return None
+    status, body = _http(port, "/v1/predict", {"inputs": cases[0]["inputs"]}, timeout=30)
+    return {"inputs": cases[0]["inputs"], "outputs": (body or {}).get("outputs")} if status == 200 else None
+
+
+def _run(argv: list[str], what: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
+    if proc.returncode != 0:
+        lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+        raise EnvironmentFailure(f"{what} failed: {lines[-1][:300]}")
+
+
+def _kubectl(args: list[str], what: str) -> None:
+    if shutil.which("kubectl") is None:
+        raise EnvironmentFailure("kubectl is not installed", hint="install kubectl, or choose another --to")
+    _run(["kubectl", *args], what)
+
+
+def _docker_pull(ref: str) -> str:
+    from airgap.adapters.docker_engine import DockerEngine
+
+    engine = DockerEngine()
+    try:
+        image = engine.client.images.pull(ref)
+    except Exception as exc:  # the SDK's errors are wrapped into one line here
+        raise EnvironmentFailure(f"pulling {ref} back from the registry failed: {exc}") from None
+    return str(image.id)
+
+
+class _quiet:
+    """Best-effort clean-up: an error while undoing must not hide the error being handled."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> bool:
+        return kind is not None and issubclass(
+            kind, (EnvironmentFailure, OSError, subprocess.SubprocessError)
+        )
