@@ -488,6 +488,34 @@ class Installer:
         journal.step("loaded", image_id=config_id, image_preexisting=preexisting)
         return config_id
 
+    def _switch_container(
+        self,
+        rt: Runtime,
+        name: str,
+        image: str,
+        port: int,
+        record: dict[str, Any],
+        labels: dict[str, str],
+        old: str | None,
+        journal: Journal,
+    ) -> None:
+        """Creates the new container, stops the old one, starts the new one and waits for it:
+        the one sequence every container target and rollback share, journalled step by step."""
+        limits = (record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
+        rt.remove(name)  # a leftover of an undone run
+        rt.create(
+            ContainerSpec(
+                name, image, port, _memory_bytes(limits["memory"]), _nano_cpus(limits["cpu"]), labels
+            )
+        )
+        journal.step("created", container=name)
+        if old:
+            rt.stop(old)
+        journal.step("stopped-old")
+        rt.start(name)
+        journal.step("started")
+        wait_ready(port, lambda: rt.state(name) == "running")
+
     def _container_target(
         self,
         receipt: Receipt,
@@ -502,26 +530,10 @@ class Installer:
         rt = self.runtime(options.target)
         receipt.image_id = self._load(rt, m, journal)
         receipt.container = f"airgap-{m.name}-{m.version}-{verified_suffix(receipt)}"
-        limits = (record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
-        rt.remove(receipt.container)  # a leftover of an undone run
-        rt.create(
-            ContainerSpec(
-                receipt.container,
-                receipt.image_id,
-                receipt.port or 8080,
-                _memory_bytes(limits["memory"]),
-                _nano_cpus(limits["cpu"]),
-                {"io.airgap.name": m.name, "io.airgap.version": m.version},
-            )
-        )
-        journal.step("created", container=receipt.container)
-        if current and current.container:
-            rt.stop(current.container)
-        journal.step("stopped-old")
-        rt.start(receipt.container)
-        journal.step("started")
         port = receipt.port or 8080
-        wait_ready(port, lambda: rt.state(receipt.container or "") == "running")
+        labels = {"io.airgap.name": m.name, "io.airgap.version": m.version}
+        old = current.container if current else None
+        self._switch_container(rt, receipt.container, receipt.image_id, port, record, labels, old, journal)
         answers = http_answers(port, contract)
         return answers, _first_prediction(port, contract)
 
@@ -554,28 +566,12 @@ class Installer:
         # Prove the registry serves exactly the signed image: run it from there, by digest.
         rt = self.runtime("registry")
         receipt.container = f"airgap-{m.name}-{m.version}-{verified_suffix(receipt)}-registry"
-        rt.remove(receipt.container)
-        pulled = _docker_pull(ref)
-        receipt.image_id = pulled
-        limits = (record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
-        rt.create(
-            ContainerSpec(
-                receipt.container,
-                ref,
-                receipt.port or 8080,
-                _memory_bytes(limits["memory"]),
-                _nano_cpus(limits["cpu"]),
-                {"io.airgap.name": m.name},
-            )
-        )
-        journal.step("created", container=receipt.container)
-        if current and current.container:
-            rt.stop(current.container)
-        journal.step("stopped-old")
-        rt.start(receipt.container)
-        journal.step("started")
+        receipt.image_id = _docker_pull(ref)
         port = receipt.port or 8080
-        wait_ready(port, lambda: rt.state(receipt.container or "") == "running")
+        old = current.container if current else None
+        self._switch_container(
+            rt, receipt.container, ref, port, record, {"io.airgap.name": m.name}, old, journal
+        )
         return http_answers(port, contract), _first_prediction(port, contract)
 
     def _rewritten_manifests(self, content: Path, record: dict[str, Any], ref: str) -> str:
@@ -868,26 +864,12 @@ class Installer:
                         hint=f"install its bundle again: airgap install {bundle}",
                     )
                 record = json.loads((content / "build.json").read_text())
-                limits = (record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
                 container = previous.container or f"airgap-{name}-{previous.version}"
-                rt.remove(container)
-                rt.create(
-                    ContainerSpec(
-                        container,
-                        previous.image_id,
-                        previous.port or 8080,
-                        _memory_bytes(limits["memory"]),
-                        _nano_cpus(limits["cpu"]),
-                        {"io.airgap.name": name, "io.airgap.version": previous.version},
-                    )
+                labels = {"io.airgap.name": name, "io.airgap.version": previous.version}
+                port = previous.port or 8080
+                self._switch_container(
+                    rt, container, previous.image_id, port, record, labels, current.container, journal
                 )
-                journal.step("created", container=container)
-                if current.container:
-                    rt.stop(current.container)
-                journal.step("stopped-old")
-                rt.start(container)
-                journal.step("started")
-                wait_ready(previous.port or 8080, lambda: rt.state(container) == "running")
                 answers = http_answers(previous.port or 8080, contract)
             elif target == "venv":
                 answers = self.smoke_previous_venv(previous, content)
