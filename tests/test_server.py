@@ -123,7 +123,7 @@ def sandbox_env(sandbox: Path) -> dict[str, str]:
     return env
 
 
-def start_server(directory: Path, golden: Path | None = GOLDEN) -> Server:
+def start_server(directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL) -> Server:
     """The server as the image runs it, configured by environment, on a port the kernel picks."""
     log = directory / "server.log"
     sandbox = directory / "sandbox"
@@ -131,7 +131,7 @@ def start_server(directory: Path, golden: Path | None = GOLDEN) -> Server:
         **sandbox_env(sandbox),
         "AIRGAP_HOST": "127.0.0.1",
         "AIRGAP_PORT": "0",
-        "AIRGAP_MODEL_PATH": str(MODEL),
+        "AIRGAP_MODEL_PATH": str(model),
         "AIRGAP_MODEL_NAME": "tabular",
         "AIRGAP_MODEL_VERSION": "2024.06.1",
         "AIRGAP_GOLDEN_PATH": str(golden or ""),
@@ -160,9 +160,9 @@ def start_server(directory: Path, golden: Path | None = GOLDEN) -> Server:
 
 
 @contextlib.contextmanager
-def serving(directory: Path, golden: Path | None = GOLDEN) -> Iterator[Server]:
+def serving(directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL) -> Iterator[Server]:
     """A started server that is killed, whatever happens, if the test has not stopped it itself."""
-    running = start_server(directory, golden)
+    running = start_server(directory, golden, model)
     try:
         yield running
     finally:

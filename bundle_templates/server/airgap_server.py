@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import signal
 import socket
@@ -457,16 +458,37 @@ def _path(name: str, index: tuple[int, ...]) -> str:
     return name + "".join(f"[{i}]" for i in index)
 
 
+NON_FINITE_JSON = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+
+
+def _finite_or_text(x: float) -> Any:
+    """JSON has no NaN or infinity: they travel as the strings "NaN", "Infinity", "-Infinity"."""
+    return x if math.isfinite(x) else NON_FINITE_JSON[repr(x)]
+
+
 def _jsonable(value: Any) -> Any:
-    """onnxruntime's outputs as JSON values: arrays → nested lists, and sequences/maps (ZipMap) walked."""
+    """onnxruntime's outputs as JSON values, the same bytes for the same outputs every time.
+
+    A tensor becomes nested lists; a sequence a list; a map an object whose keys, strings in JSON,
+    come in the map's own key order (numeric for integer keys, so "2" before "10"); a sequence of maps
+    (a ZipMap classifier) a list of such objects. Floats are written as Python writes a double (the
+    shortest text that reads back to the same value), non-finite ones as the strings "NaN",
+    "Infinity", "-Infinity"; bytes as UTF-8 text.
+    """
     if isinstance(value, np.ndarray):
+        if value.dtype.kind == "f" and value.size and not np.isfinite(value).all():
+            return _jsonable(value.astype(object))
+        if value.dtype.kind == "O":
+            return [_jsonable(v) for v in value] if value.ndim else _jsonable(value.item())
         return value.tolist()
     if isinstance(value, np.generic):
-        return value.item()
+        return _jsonable(value.item())
+    if isinstance(value, float):
+        return _finite_or_text(value)
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): _jsonable(value[k]) for k in sorted(value)}
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
@@ -921,7 +943,7 @@ class Handler(BaseHTTPRequestHandler):
     def _send_json(
         self, status: int, document: object, error_code: str | None = None, headers: Any = ()
     ) -> None:
-        payload = json.dumps(document, separators=(",", ":")).encode("utf-8")
+        payload = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
         self._send(status, payload, "application/json", error_code, headers)
 
     def _send_error(self, exc: ApiError) -> None:
@@ -1054,7 +1076,7 @@ def check(config: Config, model_path: str, golden_path: str | None) -> int:
         "outputs": [spec.contract() for spec in model.outputs],
         "cases": cases,
     }
-    print(json.dumps(document, indent=2))
+    print(json.dumps(document, indent=2, allow_nan=False))
     return 0
 
 
