@@ -1020,6 +1020,8 @@ def install(
                 "recovered": list(result.recovered),
                 "receipt": r.to_json(),
                 "prediction": result.prediction,
+                "curl": result.curl,
+                "serve": result.serve,
             }
         )
         return
@@ -1034,9 +1036,14 @@ def install(
     out_console.print(
         f"[green]installed[/] {r.name} {r.version} --to {r.target} at {where}: smoke test passed"
     )
+    # Commands to paste: printed whole on one line each, never wrapped or styled.
+    if result.serve:
+        out_console.print(f"serve it: {result.serve}", markup=False, highlight=False, soft_wrap=True)
+    if result.curl:
+        out_console.print(f"try it: {result.curl}", markup=False, highlight=False, soft_wrap=True)
     if result.prediction:
-        asked, answered = result.prediction["inputs"], result.prediction["outputs"]
-        out_console.print(f"prediction: {json.dumps(asked)} -> {json.dumps(answered)}")
+        answered = json.dumps(result.prediction["outputs"])
+        out_console.print(f"it answers: {answered}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command(epilog=EPILOG)

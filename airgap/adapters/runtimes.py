@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import errno
 import json
+import socket
 import subprocess
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -19,6 +21,24 @@ from typing import Any
 from airgap.errors import EnvironmentFailure
 
 LABEL = "io.airgap.install"
+STATE_LABEL = "io.airgap.state"  # which state directory started the container (a digest of its path)
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something already holds ``host:port``, found by binding there as the model server will.
+
+    SO_REUSEADDR as the server sets it: a port held only by connections closing down (TIME_WAIT) is
+    free for it, and so for this check. A refusal other than "in use" (a privileged port, say) cannot be
+    told in advance: the server then fails and says so in its log.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 @dataclass(frozen=True)
@@ -70,8 +90,12 @@ class Runtime(abc.ABC):
         """``running``, ``exited``, ... or None when no such container exists."""
 
     @abc.abstractmethod
-    def containers(self) -> list[str]:
-        """Names of the containers airgap created (labelled)."""
+    def containers(self, labels: dict[str, str] | None = None) -> list[str]:
+        """Names of the containers airgap created (labelled), those with ``labels`` too if given."""
+
+    @abc.abstractmethod
+    def labels(self, name: str) -> dict[str, str]:
+        """The container's labels; empty when there is no such container."""
 
     @abc.abstractmethod
     def logs(self, name: str) -> str: ...
@@ -181,13 +205,21 @@ class DockerRuntime(Runtime):
         c.reload()
         return str(c.status)
 
-    def containers(self) -> list[str]:
+    def containers(self, labels: dict[str, str] | None = None) -> list[str]:
+        wanted = [LABEL, *(f"{k}={v}" for k, v in (labels or {}).items())]
         with self._wrap("listing containers"):
-            return sorted(c.name for c in self.client.containers.list(all=True, filters={"label": LABEL}))
+            return sorted(c.name for c in self.client.containers.list(all=True, filters={"label": wanted}))
+
+    def labels(self, name: str) -> dict[str, str]:
+        c = self._container(name)
+        return {} if c is None else dict(c.labels or {})
 
     def logs(self, name: str) -> str:
         c = self._container(name)
-        return "" if c is None else c.logs(tail=20).decode("utf-8", "replace")
+        if c is None:
+            return ""
+        with self._wrap(f"reading the logs of {name}"):
+            return str(c.logs(tail=20).decode("utf-8", "replace"))
 
 
 # ----------------------------------------------------------------------------------------- podman
@@ -299,14 +331,24 @@ class PodmanRuntime(Runtime):
         ).strip()
         return json.loads(out) if out else None
 
-    def containers(self) -> list[str]:
-        out = self._run(
-            ["ps", "--all", "--filter", f"label={LABEL}", "--format", "{{.Names}}"], "listing containers"
-        )
+    def containers(self, labels: dict[str, str] | None = None) -> list[str]:
+        filters = [
+            a
+            for k in [LABEL, *(f"{k}={v}" for k, v in (labels or {}).items())]
+            for a in ("--filter", f"label={k}")
+        ]
+        out = self._run(["ps", "--all", *filters, "--format", "{{.Names}}"], "listing containers")
         return sorted(n for n in out.split() if n)
 
+    def labels(self, name: str) -> dict[str, str]:
+        out = self._run(
+            ["container", "inspect", "--format", "{{json .Config.Labels}}", name], "", check=False
+        ).strip()
+        return dict(json.loads(out) or {}) if out else {}
+
     def logs(self, name: str) -> str:
-        return self._run(["logs", "--tail", "20", name], "reading logs", check=False)
+        proc = subprocess.run([self.exe, "logs", "--tail", "20", name], capture_output=True, timeout=60)
+        return (proc.stdout + proc.stderr).decode("utf-8", "replace")
 
     def kube_play(self, yaml_text: str, network: str) -> None:
         self._run(
