@@ -25,7 +25,10 @@ Environment (both commands)
 
 HTTP (one request per connection; every answer is JSON except /metrics)
     POST /v1/predict   {"inputs": {"<input>": nested lists}}
-                       → 200 {"model": name, "model_version": v, "outputs": {"<output>": nested lists}}
+                       → 200 {"model": name, "model_version": v, "outputs": {"<output>": value}}
+                       value: a tensor as nested lists, a sequence as a list, a map as an object with
+                       string keys in key order, a ZipMap output as a list of objects; NaN and
+                       infinities as the strings "NaN", "Infinity", "-Infinity" (docs/serving.md)
     GET  /healthz      → 200 {"status": "ok"} as soon as the process listens
     GET  /readyz       → 503 until the warm-up inference succeeded, then
                          200 {"status": "ready", "model_version": v}
