@@ -206,3 +206,52 @@ def test_uninstall_removes_the_container(far_side: Path, media: Path) -> None:
     )
     assert not any("tabular" in c for c in airgap_containers("podman"))
     assert json.loads(run_airgap("--json", "status", "--state-dir", str(far_side)).stdout) == []
+
+
+# ------------------------------------------------------------------ pure parts, no engine needed
+
+
+def test_log_tail_keeps_the_last_lines_on_one_line_with_repeats_counted() -> None:
+    from airgap.services.install import log_tail
+
+    fatal = json.dumps(
+        {
+            "ts": "2026-01-01T00:00:00.000Z",
+            "event": "fatal",
+            "message": "cannot listen on 127.0.0.1:80: Permission denied",
+        }
+    )
+    log = "\n".join(
+        [
+            '{"ts":"2026-01-01T00:00:00.000Z","event":"listening","host":"127.0.0.1","port":80}',
+            fatal,
+            fatal.replace("00.000Z", "01.000Z"),
+            fatal.replace("00.000Z", "02.000Z"),
+            "Traceback (most recent call last): not JSON",
+        ]
+    )
+    assert log_tail(log) == (
+        "listening host=127.0.0.1 port=80 | "
+        "fatal: cannot listen on 127.0.0.1:80: Permission denied (x3) | "
+        "Traceback (most recent call last): not JSON"
+    )
+    assert log_tail("\n".join(f"line {i}" for i in range(50)), lines=2) == "line 48 | line 49"
+    assert log_tail("") == ""
+
+
+def test_port_in_use_sees_a_listener_and_a_bound_socket_but_not_a_free_port() -> None:
+    import socket
+
+    from airgap.adapters.runtimes import port_in_use
+
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        port = listener.getsockname()[1]
+        assert port_in_use(port)  # bound, not yet listening: the kernel holds it already
+        listener.listen()
+        assert port_in_use(port)
+    assert not port_in_use(port)
+    with socket.socket() as wildcard:  # a server on every address holds 127.0.0.1 too
+        wildcard.bind(("0.0.0.0", 0))
+        wildcard.listen()
+        assert port_in_use(wildcard.getsockname()[1])
