@@ -16,9 +16,13 @@ import pytest
 import yaml
 
 from airgap.core.policy import (
+    SELECTORS,
     Catalog,
     Evaluation,
+    Item,
+    ObjectRef,
     RuleResult,
+    Selector,
     evaluate,
     format_path,
     parse_catalog,
@@ -774,3 +778,30 @@ def test_yaml_true_is_not_the_number_one() -> None:
 def test_null_counts_as_missing() -> None:
     assert _run("{path: v, present: true}", {"v": None}).status == "open"
     assert _run("{path: v, absent: true}", {"v": None}).status == "not_a_finding"
+
+
+def test_a_select_that_is_not_a_string_is_refused_not_crashed() -> None:
+    with pytest.raises(InvalidInputError, match="select"):
+        _only(RULE.replace("select: containers", "select: [containers]"))
+
+
+def _services(facts: Mapping[str, Any]) -> list[Item]:
+    return [
+        Item(root={"service": s}, ref=ObjectRef("Service", str(s.get("name"))), anchors=((("service",), ""),))
+        for s in facts.get("services") or []
+    ]
+
+
+def test_a_selector_is_one_registry_entry_read_by_parser_checklist_and_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(SELECTORS, "services", Selector("services", "every Service", "Services", _services))
+    rule = RULE.replace("select: containers", "select: services").replace(
+        "container.securityContext.privileged", "service.type"
+    )
+    catalog = _only(rule)
+    assert catalog.rules[0].check_text().startswith("For every Service: service.type must not equal")
+    empty = evaluate(catalog, {}).result("AG-TEST-ONE")
+    assert (empty.status, empty.reason) == ("not_applicable", "nothing to check: the bundle has no Services")
+    bad = evaluate(catalog, {"services": [{"name": "web", "type": True}]}).result("AG-TEST-ONE")
+    assert bad.status == "open" and [(f.object.name, f.field) for f in bad.findings] == [("web", "type")]
