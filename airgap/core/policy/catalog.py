@@ -39,6 +39,7 @@ class Group:
     title: str
     stig_id: str | None = None
     severity: str | None = None
+    ccis: tuple[str, ...] = ()  # the CCIs DISA lists for the group
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def _parse_condition(doc: _Doc, raw: Any, where: str) -> Condition:
     if "not" in raw:
         doc.only(raw, {"not", "message"}, where)
         return NotOf(_parse_condition(doc, raw["not"], f"{where}.not"), message)
-    unknown = sorted(set(raw) - {"path", "missing", "quantifier", "message", *OPERATORS})
+    unknown = sorted(set(raw) - {"path", "missing", "quantifier", "message", "redact", *OPERATORS})
     if unknown:
         raise doc.error(
             where, f"unknown operator or field {unknown[0]!r} (operators: {', '.join(sorted(OPERATORS))})"
@@ -228,7 +229,10 @@ def _parse_condition(doc: _Doc, raw: Any, where: str) -> Condition:
     quantifier = raw.get("quantifier", "all")
     if quantifier not in ("all", "any"):
         raise doc.error(f"{where}.quantifier", "must be all or any")
-    return Leaf(path, tokens, op, operand, missing == "pass", quantifier, message)
+    redact = raw.get("redact", False)
+    if not isinstance(redact, bool):
+        raise doc.error(f"{where}.redact", "must be true or false")
+    return Leaf(path, tokens, op, operand, missing == "pass", quantifier, message, redact)
 
 
 def _parse_references(doc: _Doc, raw: Any, benchmarks: Mapping[str, Benchmark]) -> References:
@@ -293,7 +297,7 @@ def _parse_benchmarks(doc: _Doc, raw: Any) -> list[Benchmark]:
             gdoc = _Doc(doc.source, f"benchmarks[{i}].groups[{j}]")
             if not isinstance(g, dict):
                 raise gdoc.error("", "must be a mapping")
-            gdoc.only(g, {"group_id", "stig_id", "severity", "title"})
+            gdoc.only(g, {"group_id", "stig_id", "severity", "title", "ccis"})
             gid = gdoc.text(g, "group_id")
             if not GROUP_ID.match(gid):
                 raise gdoc.error("group_id", f"{gid!r} is not a V- group id")
@@ -303,7 +307,10 @@ def _parse_benchmarks(doc: _Doc, raw: Any) -> list[Benchmark]:
             sev = g.get("severity")
             if sev is not None and sev not in SEVERITIES:
                 raise gdoc.error("severity", f"must be one of {SEVERITIES}")
-            groups.append(Group(gid, gdoc.text(g, "title"), stig_id, sev))
+            ccis = g.get("ccis") or []
+            if not isinstance(ccis, list) or not all(isinstance(c, str) and CCI.match(c) for c in ccis):
+                raise gdoc.error("ccis", "must be a list of CCI-000000 identifiers")
+            groups.append(Group(gid, gdoc.text(g, "title"), stig_id, sev, tuple(ccis)))
         out.append(
             Benchmark(
                 id=bid,

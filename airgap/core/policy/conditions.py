@@ -28,6 +28,7 @@ class Leaf:
     missing: bool  # whether a missing value passes
     quantifier: str  # "all" or "any": how the elements a wildcard reaches combine
     message: str | None = None
+    redact: bool = False  # findings name the field but never show its value (a credential)
 
 
 @dataclass(frozen=True)
@@ -136,9 +137,11 @@ def _test(leaf: Leaf, value: Any, root: Any) -> bool:
     return not result if OPERATORS[leaf.op][1] else result
 
 
-def _render(value: Any, limit: int = 120) -> str:
+def _render(value: Any, limit: int = 120, redact: bool = False) -> str:
     if value is MISSING:
         return "not set"
+    if redact:
+        return "set (value withheld)"
     text = json.dumps(value, sort_keys=True, default=str)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -154,7 +157,8 @@ def phrase(leaf: Leaf, negated: bool = False, root: Any = None) -> str:
         operand = ""
     elif leaf.op.endswith("_path"):
         here = lookup(root, parse_path(leaf.operand)) if root is not None else MISSING
-        operand = f" {leaf.operand}" + (f" ({_render(here)})" if here is not MISSING else "")
+        shown = f" ({_render(here, redact=leaf.redact)})" if here is not MISSING else ""
+        operand = f" {leaf.operand}{shown}"
     elif leaf.op == "matches":
         operand = f" /{leaf.operand}/"
     else:
@@ -204,7 +208,7 @@ def _leaf_outcome(cond: Leaf, root: Any) -> Outcome:
     passes: list[Hit] = []
     fails: list[Hit] = []
     for path, value in expand(root, cond.tokens):
-        shown = f"{format_path(path)} is {_render(value)}"
+        shown = f"{format_path(path)} is {_render(value, redact=cond.redact)}"
         if _test(cond, value, root):
             passes.append(Hit(path, f"{shown}; {phrase(cond, negated=True, root=root)}"))
         else:
