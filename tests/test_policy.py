@@ -36,6 +36,7 @@ from airgap.errors import InvalidInputError
 from airgap.resources import policies_dir
 from airgap.services.check import load_catalog
 from tests.conftest import ROOT
+from tests.disa import DISA
 
 MANIFESTS = ROOT / "tests" / "data" / "manifests"
 GOOD = sorted((MANIFESTS / "good").glob("*.yaml"))
@@ -43,9 +44,6 @@ PROFILE = ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json"
 DIGEST = "sha256:" + "b" * 64
 K8S_SELECTORS = {"objects", "pod_specs", "containers", "namespaces"}
 
-# DISA's own identifiers (Kubernetes STIG, Container Platform SRG, CCI list), extracted from the
-# published XCCDF and CCI files: the catalog may cite nothing that is not in them.
-DISA = json.loads((ROOT / "tests" / "data" / "disa" / "reference.json").read_text())
 
 
 def srg(group_id: str) -> tuple[str, str, str | None]:
