@@ -144,6 +144,7 @@ def signed_archive(
         for name, data in [*control, *sorted(files.items())]:
             ti = tarfile.TarInfo(f"bundle/{name}")
             ti.size = len(data)
+            ti.mtime = EPOCH  # the manifest's "created": the one mtime a bundle's headers carry
             tw.addfile(ti, io.BytesIO(data))
         for ti in extra_members or []:
             tw.addfile(ti, io.BytesIO(b"x" * ti.size) if ti.isfile() else None)

@@ -298,7 +298,7 @@ def test_join_reassembles_after_the_bad_part_is_copied_again(env: dict[str, Any]
 def test_a_random_file_is_not_a_bundle(env: dict[str, Any]) -> None:
     junk = env["tmp"] / "junk.tar"
     junk.write_bytes(os.urandom(4096))
-    rejected(env, "not a bundle", 4, junk)
+    rejected(env, "not an airgap bundle", 4, junk)
     empty = env["tmp"] / "empty.tar"
     empty.write_bytes(b"")
     rejected(env, "empty", 4, empty)
