@@ -184,31 +184,34 @@ _KINDS = (
 def open_regular(path: Path, what: str = "a bundle") -> BinaryIO:
     """Opens ``path`` for reading only if it is a regular file, without blocking on a FIFO.
 
-    The type is checked on the opened descriptor, so nothing can be swapped in between; devices,
-    FIFOs, sockets and directories are refused before a byte is read (exit 4).
+    Devices, FIFOs, sockets and directories are refused before a byte is read (exit 4). The type
+    is checked before opening (a socket cannot be opened at all) and again on the opened
+    descriptor, so nothing can be swapped in between.
     """
     try:
+        _require_regular(path, os.stat(path).st_mode, what)
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise InvalidInputError(f"{path} does not exist", hint=f"name {what}") from None
     except NotADirectoryError:
         raise InvalidInputError(f"{path} does not exist (a parent is not a directory)") from None
-    except IsADirectoryError:
-        raise InvalidInputError(f"{path} is a directory, not {what}") from None
     except OSError as exc:
         raise EnvironmentFailure(
             f"cannot open {path}: {exc.strerror}", hint="check the permissions and the media"
         ) from None
     try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
-            raise InvalidInputError(f"{path} is {kind}, not {what}: only regular files are read")
+        _require_regular(path, os.fstat(fd).st_mode, what)
         os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _require_regular(path: Path, mode: int, what: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+        raise InvalidInputError(f"{path} is {kind}, not {what}: only regular files are read")
 
 
 def read_small(path: Path, limit: int, what: str) -> bytes:

@@ -203,6 +203,17 @@ def describe_offset(expected: bytes, index: int) -> str:
     return block  # pragma: no cover - FIELDS spans the block
 
 
+def differing_fields(actual: bytes, expected: bytes) -> list[str]:
+    """Every part of the expected header that the actual bytes do not match, in order."""
+    out: list[str] = []
+    for i in range(max(len(actual), len(expected))):
+        if i >= len(actual) or i >= len(expected) or actual[i] != expected[i]:
+            what = describe_offset(expected, i)
+            if what not in out:
+                out.append(what)
+    return out
+
+
 def first_difference(actual: bytes, expected: bytes) -> int | None:
     """The index of the first byte where the two differ (or where the shorter ends), or None."""
     if actual == expected:

@@ -41,7 +41,7 @@ from airgap.core.bundle_format import (
     Manifest,
     render_sums,
 )
-from airgap.core.tar_format import describe_offset, first_difference, member_header, mtime_of
+from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
 from airgap.errors import AirgapError, IntegrityError, InvalidInputError
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
@@ -305,7 +305,7 @@ def _exact_header(member: Member, size: int, mtime: int) -> None:
     if at is not None:
         raise IntegrityError(
             f"{full}: byte {member.offset + at} of the archive differs from the header the signed "
-            f"manifest determines ({describe_offset(expected, at)})"
+            f"manifest determines ({', '.join(differing_fields(member.header, expected)[:4])})"
         )
 
 
