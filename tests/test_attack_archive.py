@@ -27,8 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from airgap.adapters import keys
+from airgap.adapters.archive import TimedReader
 from airgap.core.tar_format import member_header
-from airgap.errors import AirgapError
+from airgap.errors import AirgapError, EnvironmentFailure
 from airgap.services.verify import VerifyOptions, verify_bundle
 from tests.bundles import (
     EPOCH,
@@ -716,3 +717,35 @@ def test_mutations_are_rejected_by_the_cli(small: dict[str, Any], tmp_path: Path
     pub = small["trusted"][0].path
     proc = run_airgap("verify", str(path), "--key", str(pub), "--state-dir", str(tmp_path / "state"))
     assert_one_line_error(proc, 3)
+
+
+# ------------------------------------------------------------------------------ stalled media
+def test_stalled_read_fails_with_exit_5_instead_of_hanging() -> None:
+    """A read that never returns (a pipe stands in for media that stopped answering) becomes an
+    environment failure after the timeout; the stalled helper thread is abandoned."""
+    read_end, write_end = os.pipe()
+    with os.fdopen(read_end, "rb", buffering=0) as fh:
+        timed = TimedReader(fh, 0.3, "demo.airgap.tar")
+        started = time.monotonic()
+        with pytest.raises(EnvironmentFailure, match="reading demo.airgap.tar stalled") as err:
+            timed.read(512)
+        assert err.value.exit_code == 5
+        assert time.monotonic() - started < 2
+        os.close(write_end)  # lets the abandoned read return
+        timed.close()
+
+
+def test_timed_reads_pass_data_and_errors_through(tmp_path: Path) -> None:
+    path = tmp_path / "f"
+    path.write_bytes(b"abc" * 1000)
+    with open(path, "rb") as fh:
+        timed = TimedReader(fh, 5, "f")
+        assert timed.read(3) == b"abc"
+        view = memoryview(bytearray(10))
+        assert timed.readinto(view) == 10 and bytes(view) == b"abcabcabca"
+        timed.close()
+    broken = TimedReader(open(path, "rb"), 5, "f")  # noqa: SIM115 - closed below to force an error
+    broken.stream.close()
+    with pytest.raises(ValueError):
+        broken.read(1)
+    broken.close()

@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from airgap.core.bundle_format import check_member_path
 from airgap.core.tar_format import (
@@ -438,6 +440,63 @@ def _name(header: bytes, start: int) -> str:
         return raw.decode("ascii")
     except UnicodeDecodeError:
         raise IntegrityError(f"the member name at byte {start} is not ASCII") from None
+
+
+class TimedReader:
+    """A stream whose every read must return within ``timeout`` seconds (media that stalls).
+
+    A read from a regular file cannot be interrupted, so the reads run in one helper thread and
+    the caller waits for each with a deadline; when it passes, the caller gets an
+    ``EnvironmentFailure`` (exit 5) instead of hanging, and the stalled thread is abandoned.
+    """
+
+    def __init__(self, stream: Any, timeout: float, what: str) -> None:
+        self.stream = stream
+        self.timeout = timeout
+        self.what = what
+        self._requests: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._serve, name="airgap-reader", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            kind, arg = request
+            try:
+                result = self.stream.read(arg) if kind == "read" else self.stream.readinto(arg)
+                self._results.put((True, result))
+            except BaseException as exc:  # handed to the caller's thread
+                self._results.put((False, exc))
+
+    def _call(self, kind: str, arg: Any) -> Any:
+        self._requests.put((kind, arg))
+        try:
+            ok, value = self._results.get(timeout=self.timeout)
+        except queue.Empty:
+            raise EnvironmentFailure(
+                f"reading {self.what} stalled: no data for {self.timeout:g} s",
+                hint="check the media (or copy the bundle to a local disk) and re-run",
+            ) from None
+        if not ok:
+            raise value
+        return value
+
+    def read(self, n: int) -> bytes:
+        return bytes(self._call("read", n))
+
+    def readinto(self, view: memoryview) -> int:
+        if not hasattr(self.stream, "readinto"):
+            data = self.read(len(view))
+            view[: len(data)] = data
+            return len(data)
+        return int(self._call("readinto", view))
+
+    def close(self) -> None:
+        """Stops the helper thread (a stalled one stays abandoned; it is a daemon)."""
+        self._requests.put(None)
 
 
 class ConcatenatedParts:

@@ -26,7 +26,14 @@ import zstandard
 from packaging.version import InvalidVersion, Version
 
 from airgap.adapters import keys
-from airgap.adapters.archive import ConcatenatedParts, Member, TarReader, open_regular, read_small
+from airgap.adapters.archive import (
+    ConcatenatedParts,
+    Member,
+    TarReader,
+    TimedReader,
+    open_regular,
+    read_small,
+)
 from airgap.core.bundle_format import (
     MANIFEST,
     MANIFEST_SIG,
@@ -58,6 +65,7 @@ class VerifyOptions:
     keep: Callable[[str, int], bool] = field(default=lambda path, size: False)  # members to hand back
     keep_limit: int = 32 << 20
     now: dt.datetime | None = None
+    read_timeout: float | None = 120.0  # seconds one read of the media may take before exit 5
 
 
 @dataclass(frozen=True)
@@ -140,7 +148,12 @@ def verify_bundle(
             stream = stack.enter_context(open_regular(paths[0], "a bundle"))
             total = os.fstat(stream.fileno()).st_size
         obs.begin("verify", total)
-        result = _verify_stream(stream, options, obs, notes)
+        if options.read_timeout is not None:
+            timed = TimedReader(stream, options.read_timeout, str(path))
+            stack.callback(timed.close)
+            result = _verify_stream(timed, options, obs, notes)  # type: ignore[arg-type]
+        else:
+            result = _verify_stream(stream, options, obs, notes)
         if isinstance(stream, ConcatenatedParts):
             stream.finish()
         obs.end("verify")
