@@ -511,7 +511,7 @@ def _baseline_seconds(env: dict[str, Any]) -> float:
 def _refused_quickly(env: dict[str, Any], target: Path, kind: str) -> None:
     baseline = _baseline_seconds(env)
     t = time.monotonic()
-    proc = run_airgap("verify", str(target), "--state-dir", str(env["state"]), timeout=30)
+    proc = verify(env, target)  # asserts nothing was written but the audit record
     elapsed = time.monotonic() - t
     line = assert_one_line_error(proc, 4)
     assert f"is {kind}, not a bundle" in line, line
@@ -548,6 +548,13 @@ def test_socket_is_refused_within_a_second(env: dict[str, Any]) -> None:
     with socket.socket(socket.AF_UNIX) as sock:
         sock.bind(str(path))
         _refused_quickly(env, path, "a socket")
+
+
+def test_file_that_fails_to_read_is_one_line_exit_5(env: dict[str, Any]) -> None:
+    """A regular file whose read fails (here /proc/self/mem: EIO at offset 0) is the environment's
+    failure, reported in one line, not an internal error."""
+    line = rejected(env, "reading the bundle failed at byte 0: Input/output error", 5, Path("/proc/self/mem"))
+    assert "internal error" not in line
 
 
 def test_directory_is_refused_with_one_line(env: dict[str, Any]) -> None:

@@ -42,6 +42,7 @@ from airgap.core.tar_format import (
 from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError
 
 CHUNK = 1 << 20
+READ_AHEAD = 256 << 10
 _REFUSED = {
     b"1": "a hard link",
     b"2": "a symbolic link",
@@ -264,7 +265,10 @@ class TarReader:
         self.ended = False
 
     def _read(self, n: int) -> bytes:
-        data = self.stream.read(n)
+        try:
+            data = self.stream.read(n)
+        except OSError as exc:
+            raise _read_failure(exc, self.offset) from None
         self.offset += len(data)
         return bytes(data)
 
@@ -413,12 +417,15 @@ class TarReader:
         readinto = getattr(self.stream, "readinto", None)
         while member.remaining:
             want = min(CHUNK, member.remaining)
-            if readinto is not None:
-                n = readinto(view[:want])
-                data: bytes | memoryview = view[:n] if n else b""
-            else:
-                data = self.stream.read(want)
-                n = len(data)
+            try:
+                if readinto is not None:
+                    n = readinto(view[:want])
+                    data: bytes | memoryview = view[:n] if n else b""
+                else:
+                    data = self.stream.read(want)
+                    n = len(data)
+            except OSError as exc:
+                raise _read_failure(exc, self.offset) from None
             if not n:
                 raise IntegrityError(
                     f"the bundle is truncated at byte {self.offset}, inside {self._full(member)}"
@@ -426,6 +433,13 @@ class TarReader:
             self.offset += n
             member.remaining -= n
             yield data
+
+
+def _read_failure(exc: OSError, offset: int) -> EnvironmentFailure:
+    return EnvironmentFailure(
+        f"reading the bundle failed at byte {offset}: {exc.strerror or exc}",
+        hint="check the media (or copy the bundle to a local disk) and re-run",
+    )
 
 
 def _zeros(data: bytes, offset: int, where: str) -> None:
@@ -456,6 +470,8 @@ class TimedReader:
         self.what = what
         self._requests: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._buf = b""
+        self._pos = 0
         self._thread = threading.Thread(target=self._serve, name="airgap-reader", daemon=True)
         self._thread.start()
 
@@ -485,10 +501,28 @@ class TimedReader:
         return value
 
     def read(self, n: int) -> bytes:
-        return bytes(self._call("read", n))
+        """Exactly ``n`` bytes, or fewer only at the end: small reads (headers, padding) are served
+        from a read-ahead buffer so that the helper thread is asked once per block, not per header."""
+        out = bytearray()
+        while len(out) < n:
+            if self._pos == len(self._buf):
+                self._buf = bytes(self._call("read", max(n - len(out), READ_AHEAD)))
+                self._pos = 0
+                if not self._buf:
+                    break
+            take = min(n - len(out), len(self._buf) - self._pos)
+            out += self._buf[self._pos : self._pos + take]
+            self._pos += take
+        return bytes(out)
 
     def readinto(self, view: memoryview) -> int:
-        if not hasattr(self.stream, "readinto"):
+        """Up to ``len(view)`` bytes: what is buffered first, then large reads straight into ``view``."""
+        if self._pos < len(self._buf):
+            take = min(len(view), len(self._buf) - self._pos)
+            view[:take] = self._buf[self._pos : self._pos + take]
+            self._pos += take
+            return take
+        if len(view) < READ_AHEAD or not hasattr(self.stream, "readinto"):
             data = self.read(len(view))
             view[: len(data)] = data
             return len(data)
