@@ -756,3 +756,42 @@ def test_timed_reads_pass_data_and_errors_through(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         broken.read(1)
     broken.close()
+
+
+# ------------------------------------------------------------------------------ the rule itself
+@pytest.mark.parametrize("name_len", [1, 93, 100, 101, 300, 519])
+@pytest.mark.parametrize("size", [0, 1, 511, 512, 8**11 - 1, 8**11, 5 * 10**12])
+def test_shared_header_is_what_tar_writes(name_len: int, size: int) -> None:
+    """``member_header`` is byte for byte what Python's tarfile writes in PAX format, and tar
+    reads back the same name, size, mode, owner and mtime: any tar can list a bundle."""
+    name = ("bundle/" + "n" * 600)[:name_len] if name_len > 7 else "b"
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode, info.uid, info.gid = size, EPOCH, 0o644, 0, 0
+    expected = info.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+    header = member_header(name, size, EPOCH)
+    assert header == expected
+    back = tarfile.TarInfo.frombuf(header[-512:], "utf-8", "strict")
+    assert (back.mode, back.uid, back.gid, back.mtime, back.uname) == (0o644, 0, 0, EPOCH, "")
+    assert (len(header) > 512) == (name_len > 100 or size >= 8**11)
+
+
+@pytest.mark.parametrize(
+    "field", [b"-1", b" 17\0", b"0x1f\0", b"1_0\0", b"\x80\0\0\0", b"", b"\0\0\0", b"12 34\0", b"9\0"]
+)
+def test_header_numbers_are_parsed_strictly(field: bytes) -> None:
+    from airgap.core.tar_format import parse_octal
+    from airgap.errors import IntegrityError
+
+    with pytest.raises(IntegrityError, match="is not an octal number"):
+        parse_octal(field, "the size")
+    assert parse_octal(b"00000000017\0", "the size") == 15
+    assert parse_octal(b"017 \0", "the size") == 15
+
+
+def test_end_of_archive_fills_the_record() -> None:
+    from airgap.core.tar_format import end_of_archive_length
+
+    assert end_of_archive_length(0) == 10240
+    assert end_of_archive_length(9216) == 1024
+    assert end_of_archive_length(9728) == 1024 + 10240 - 512
+    assert all((o + end_of_archive_length(o)) % 10240 == 0 for o in range(0, 40960, 512))
