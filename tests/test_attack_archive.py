@@ -480,12 +480,22 @@ def test_plain_tar_is_not_a_bundle(env: dict[str, Any]) -> None:
     rejected(env, "not an airgap bundle: the archive does not start with bundle/manifest.json", 4, plain)
 
 
-def test_gnu_tar_of_a_directory_is_not_a_bundle(env: dict[str, Any]) -> None:
+@pytest.mark.parametrize("fmt", ["pax", "gnu", "ustar"])
+def test_tar_of_another_format_is_not_a_bundle(env: dict[str, Any], fmt: str) -> None:
     (env["tmp"] / "d").mkdir()
     (env["tmp"] / "d" / "f").write_text("x")
-    plain = env["tmp"] / "gnu.tar"
-    subprocess.run(["tar", "-cf", str(plain), "-C", str(env["tmp"]), "d"], check=True)
-    rejected(env, "not an airgap bundle", 4, plain)
+    other = env["tmp"] / f"{fmt}.tar"
+    subprocess.run(["tar", f"--format={fmt}", "-cf", str(other), "-C", str(env["tmp"]), "d"], check=True)
+    rejected(env, "not an airgap bundle", 4, other)
+
+
+def test_tar_starting_with_a_global_header_is_not_a_bundle(env: dict[str, Any]) -> None:
+    """What `git archive` writes: a global PAX header first."""
+    other = env["tmp"] / "git.tar"
+    with tarfile.open(other, "w", format=tarfile.PAX_FORMAT, pax_headers={"comment": "abc"}) as tw:
+        info = tarfile.TarInfo("bundle/manifest.json")
+        tw.addfile(info, io.BytesIO(b""))
+    rejected(env, "not an airgap bundle: the archive does not start with bundle/manifest.json", 4, other)
 
 
 def test_gzip_file_is_not_a_bundle(env: dict[str, Any]) -> None:

@@ -341,6 +341,10 @@ class TarReader:
         raw = block
         pax: dict[str, str] = {}
         typeflag = block[156:157]
+        if start == 0 and self.first is not None and typeflag != b"0":
+            # The first member of a bundle is a plain ustar regular file: a tar that starts with a
+            # PAX, GNU or other header (tar --format=pax, git archive) is some other archive.
+            raise InvalidInputError(f"not an airgap bundle: the archive does not start with {self.first}")
         if typeflag == b"x":
             where = f"the PAX header at byte {start}"
             size = parse_octal(block[124:136], f"the size of {where}")
