@@ -42,6 +42,7 @@ from tests.bundles import (
     pax_block,
     record,
     rejected,
+    rewrite,
     set_field,
     signed_env,
     verify,
@@ -805,3 +806,33 @@ def test_end_of_archive_fills_the_record() -> None:
     assert end_of_archive_length(9216) == 1024
     assert end_of_archive_length(9728) == 1024 + 10240 - 512
     assert all((o + end_of_archive_length(o)) % 10240 == 0 for o in range(0, 40960, 512))
+
+
+@pytest.mark.parametrize("member", ["bundle/SHA256SUMS.sig", "bundle/manifest.json.sig"])
+def test_signature_replaced_by_its_valid_twin_is_rejected(env: dict[str, Any], member: str) -> None:
+    """ECDSA's (r, n - s) verifies as well as (r, s): without one required form, anyone could
+    change those bytes of a signed bundle. The packer writes the low s; the verifier insists."""
+    import base64
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+
+    signed = "bundle/SHA256SUMS" if member.endswith("SUMS.sig") else "bundle/manifest.json"
+    with tarfile.open(env["bundle"]) as tf:
+        data = tf.extractfile(signed).read()  # type: ignore[union-attr]
+        sig = tf.extractfile(member).read()  # type: ignore[union-attr]
+    r, s = decode_dss_signature(base64.b64decode(sig))
+    assert s <= keys.P384_ORDER // 2, "the packer writes the low s"
+    twin = encode_dss_signature(r, keys.P384_ORDER - s)
+    env["key"].public_key().verify(twin, data, ec.ECDSA(hashes.SHA384()))  # the twin is valid
+    twin_b64 = base64.b64encode(twin) + b"\n"
+
+    def swap(m: tarfile.TarInfo, d: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
+        if m.name == member:
+            m.size = len(twin_b64)
+            return [(m, twin_b64)]
+        return [(m, d)]
+
+    rewrite(env["bundle"], swap)
+    rejected(env, f"{member} is not in the low-s form the packer writes")

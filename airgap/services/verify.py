@@ -323,14 +323,17 @@ def _exact_header(member: Member, size: int, mtime: int) -> None:
 
 
 def _canonical_signature(sig: bytes, name: str) -> None:
-    """A signature member is exactly base64 of the DER signature and a newline: a variant spelling
-    that decodes to the same signature would be a byte of the bundle that nothing checks."""
+    """A signature member is exactly base64 of the DER signature, with the low ``s``, and a newline:
+    a variant spelling of the same signature, or its (r, n - s) twin, would be bytes of the bundle
+    that nothing else checks."""
     try:
         der = base64.b64decode(sig.strip(), validate=True)
     except (binascii.Error, ValueError):
         raise IntegrityError(f"{name} is not base64") from None
     if base64.b64encode(der) + b"\n" != sig:
         raise IntegrityError(f"{name} is not spelled as the packer writes it (base64 and one newline)")
+    if not keys.is_low_s(der):
+        raise IntegrityError(f"{name} is not in the low-s form the packer writes (its twin (r, n-s) is)")
 
 
 def _next_named(reader: TarReader, name: str, not_a_bundle: bool = False) -> Member:
