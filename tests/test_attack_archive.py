@@ -836,3 +836,22 @@ def test_signature_replaced_by_its_valid_twin_is_rejected(env: dict[str, Any], m
 
     rewrite(env["bundle"], swap)
     rejected(env, f"{member} is not in the low-s form the packer writes")
+
+
+@pytest.mark.parametrize("target", ["/dev/zero", "fifo"])
+def test_inspect_refuses_what_is_not_a_regular_file(tmp_path: Path, target: str) -> None:
+    path = Path(target)
+    if target == "fifo":
+        path = tmp_path / "b.airgap.tar"
+        os.mkfifo(path)
+    t = time.monotonic()
+    line = assert_one_line_error(run_airgap("inspect", str(path), timeout=30), 4)
+    assert "only regular files are read" in line and time.monotonic() - t < 10
+
+
+def test_inspect_of_a_crafted_manifest_size_reads_nothing_large(env: dict[str, Any]) -> None:
+    data = edit(env)
+    set_field(data, header_at(data, "bundle/manifest.json"), 124, b"-1".ljust(12, b"\0"))
+    save(env, data)
+    line = assert_one_line_error(run_airgap("inspect", str(env["bundle"])), 3)
+    assert "is not an octal number" in line
