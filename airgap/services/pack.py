@@ -25,6 +25,7 @@ from airgap.adapters.archive import PartInfo, PartSink, TarWriter
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.core.bundle_format import (
     CONTROL,
+    MAX_MANIFEST,
     MAX_RATIO,
     PARTS_INDEX_SUFFIX,
     ROOT,
@@ -33,6 +34,7 @@ from airgap.core.bundle_format import (
     check_member_path,
     render_sums,
 )
+from airgap.core.tar_format import OCTAL_LIMIT
 from airgap.errors import InvalidInputError
 from airgap.services.observer import NullObserver, Observer
 
@@ -148,6 +150,8 @@ def pack(
     """Writes ``NAME-VERSION.airgap.tar`` (or its parts + signed index) into ``out_dir``."""
     obs = observer or NullObserver()
     meta = metadata or {}
+    if not 0 <= epoch < OCTAL_LIMIT:
+        raise InvalidInputError(f"SOURCE_DATE_EPOCH {epoch} does not fit a tar header's mtime")
     created = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
     base_name = f"{name}-{version}.airgap.tar"
     files = _content_files(staging)
@@ -189,6 +193,12 @@ def pack(
             policy=meta.get("policy", {}),
         )
         manifest_bytes = manifest.to_bytes()
+        if len(manifest_bytes) > MAX_MANIFEST:
+            raise InvalidInputError(
+                f"the manifest would be {len(manifest_bytes)} bytes, "
+                f"over the {MAX_MANIFEST} a verifier reads",
+                hint="bundle fewer files",
+            )
         manifest_sig = keys.sign(private_key, manifest_bytes)
         sums = render_sums(
             [(e.path, e.sha256) for e in entries]

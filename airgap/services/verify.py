@@ -10,8 +10,11 @@ InvalidInputError (exit 4) when the input is not a bundle at all.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
+import os
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -23,7 +26,14 @@ import zstandard
 from packaging.version import InvalidVersion, Version
 
 from airgap.adapters import keys
-from airgap.adapters.archive import ConcatenatedParts, Member, TarReader
+from airgap.adapters.archive import (
+    ConcatenatedParts,
+    Member,
+    TarReader,
+    TimedReader,
+    open_regular,
+    read_small,
+)
 from airgap.core.bundle_format import (
     MANIFEST,
     MANIFEST_SIG,
@@ -36,13 +46,14 @@ from airgap.core.bundle_format import (
     SUMS_SIG,
     FileEntry,
     Manifest,
-    parse_sums,
+    render_sums,
 )
+from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
 from airgap.errors import AirgapError, IntegrityError, InvalidInputError
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
 
-MAX_SUMS = 64 << 20
+MAX_INDEX = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -54,6 +65,7 @@ class VerifyOptions:
     keep: Callable[[str, int], bool] = field(default=lambda path, size: False)  # members to hand back
     keep_limit: int = 32 << 20
     now: dt.datetime | None = None
+    read_timeout: float | None = 120.0  # seconds one read of the media may take before exit 5
 
 
 @dataclass(frozen=True)
@@ -90,10 +102,7 @@ def bundle_sources(path: Path) -> Sources:
             if path.name.endswith(PARTS_INDEX_SUFFIX)
             else path.parent / f"{path.name}{PARTS_INDEX_SUFFIX}"
         )
-        try:
-            index = index_path.read_bytes()
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read the parts index {index_path}: {exc.strerror}") from None
+        index = read_small(index_path, MAX_INDEX, "a parts index")
         expected: list[tuple[str, str]] = []
         for line in index.decode("utf-8", "replace").splitlines():
             sha, _, name = line.partition("  ")
@@ -122,12 +131,9 @@ def verify_bundle(
             # 0. A split bundle: the parts index must be signed by a trusted key, and every part
             #    present, before a byte of any part is read.
             sig_path = src.index_path.parent / (src.index_path.name + ".sig")
-            try:
-                index_sig = sig_path.read_bytes()[:MAX_SIG]
-            except OSError:
-                raise IntegrityError(
-                    f"the parts index has no signature ({sig_path.name} is missing)"
-                ) from None
+            if not sig_path.exists():
+                raise IntegrityError(f"the parts index has no signature ({sig_path.name} is missing)")
+            index_sig = read_small(sig_path, MAX_SIG, "a signature")
             _verify_with_any(options.trusted, src.index, index_sig, "the parts index")
             missing = [p.name for p in paths if not p.exists()]
             if missing:
@@ -139,13 +145,15 @@ def verify_bundle(
             stream: BinaryIO = ConcatenatedParts(paths, sizes)  # type: ignore[assignment]
             total = sum(s for _, s, _ in sizes)
         else:
-            try:
-                stream = stack.enter_context(open(paths[0], "rb"))
-            except OSError as exc:
-                raise InvalidInputError(f"cannot read {paths[0]}: {exc.strerror}") from None
-            total = paths[0].stat().st_size
+            stream = stack.enter_context(open_regular(paths[0], "a bundle"))
+            total = os.fstat(stream.fileno()).st_size
         obs.begin("verify", total)
-        result = _verify_stream(stream, options, obs, notes)
+        if options.read_timeout is not None:
+            timed = TimedReader(stream, options.read_timeout, str(path))
+            stack.callback(timed.close)
+            result = _verify_stream(timed, options, obs, notes)  # type: ignore[arg-type]
+        else:
+            result = _verify_stream(stream, options, obs, notes)
         if isinstance(stream, ConcatenatedParts):
             stream.finish()
         obs.end("verify")
@@ -170,9 +178,10 @@ def _verify_with_any(trusted: tuple[keys.TrustedKey, ...], data: bytes, sig: byt
 def _verify_stream(
     stream: BinaryIO, options: VerifyOptions, obs: Observer, notes: list[str]
 ) -> tuple[Manifest, str, str, dict[str, bytes]]:
-    reader = TarReader(stream, ROOT)
+    reader = TarReader(stream, ROOT, first=MANIFEST)
     # 1. The first member is bundle/manifest.json, the second its signature. Anything else is not
-    #    a bundle (exit 4); nothing else is read before the signature is checked.
+    #    a bundle (exit 4); nothing else is read before the signature is checked, and no read is
+    #    larger than its bound.
     first = _next_named(reader, MANIFEST, not_a_bundle=True)
     manifest_bytes = reader.read(first, MAX_MANIFEST)
     sig_member = _next_named(reader, MANIFEST_SIG)
@@ -190,26 +199,41 @@ def _verify_stream(
             ) from None
         raise exc from None
     # 3. Only now is the manifest parsed and validated, and it must name the key that signed it.
+    #    From here on every byte of the archive is determined: the headers of the members read so
+    #    far must be exactly the ones the manifest determines.
     manifest = Manifest.from_json(manifest_bytes)
     if manifest.key_id != key_id:
         raise IntegrityError(
             f"the manifest names signer {manifest.key_id[:16]} but was signed by {key_id[:16]}"
         )
     manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
-    # 4. SHA256SUMS is signed by the same key and lists exactly the manifest's files.
+    mtime = mtime_of(manifest.created)
+    _canonical_signature(manifest_sig, MANIFEST_SIG)
+    _exact_header(first, first.size, mtime)
+    _exact_header(sig_member, sig_member.size, mtime)
+    # 4. SHA256SUMS is signed by the same key and is exactly the one the manifest determines.
+    expected_sums = render_sums(
+        [(f.path, f.sha256) for f in manifest.files]
+        + [
+            ("manifest.json", manifest_sha),
+            ("manifest.json.sig", hashlib.sha256(manifest_sig).hexdigest()),
+        ]
+    )
     sums_member = _next_named(reader, SUMS)
-    sums = reader.read(sums_member, MAX_SUMS)
-    sums_sig = reader.read(_next_named(reader, SUMS_SIG), MAX_SIG)
+    _exact_header(sums_member, len(expected_sums), mtime)
+    sums = reader.read(sums_member, len(expected_sums))
+    sums_sig_member = _next_named(reader, SUMS_SIG)
+    sums_sig = reader.read(sums_sig_member, MAX_SIG)
     keys.verify(next(k.public for k in options.trusted if k.key_id == key_id), sums, sums_sig, "SHA256SUMS")
-    listed = parse_sums(sums)
-    expected_sums = {f.path: f.sha256 for f in manifest.files}
-    expected_sums["manifest.json"] = manifest_sha
-    expected_sums["manifest.json.sig"] = hashlib.sha256(manifest_sig).hexdigest()
-    if listed != expected_sums:
+    _canonical_signature(sums_sig, SUMS_SIG)
+    _exact_header(sums_sig_member, sums_sig_member.size, mtime)
+    if sums != expected_sums:
         raise IntegrityError("SHA256SUMS and the manifest disagree about the bundle's files")
-    # 5. Every other member: listed, safe, seen once, of the declared size and SHA-256; a
-    #    compressed member's declared expansion is within the bound.
+    # 5. Every other member, in the manifest's path order: a regular file with a safe path under
+    #    bundle/, listed, seen once, with exactly the header the manifest determines, of the
+    #    declared size and SHA-256; a compressed member's declared expansion is within the bound.
     entries = manifest.by_path()
+    order = sorted(manifest.files, key=lambda f: f.path)
     seen: set[str] = set()
     kept: dict[str, bytes] = {}
     while True:
@@ -221,9 +245,16 @@ def _verify_stream(
             raise IntegrityError(f"{member.name} is in the bundle but not in its signed manifest")
         if member.name in seen:
             raise IntegrityError(f"{member.name} appears twice in the bundle")
+        due = order[len(seen)]
+        if entry is not due:
+            raise IntegrityError(
+                f"{due.path} is listed in the manifest but missing from the bundle "
+                f"({member.name} is at byte {member.offset}, where {due.path} is due)"
+            )
         seen.add(member.name)
         if member.size != entry.size:
             raise IntegrityError(f"{member.name} is {member.size} bytes; the manifest says {entry.size}")
+        _exact_header(member, entry.size, mtime)
         size = entry.content_size if entry.content_size is not None else entry.size
         keep = options.keep(entry.content_path, size) and size <= options.keep_limit
         h = hashlib.sha256()
@@ -277,6 +308,32 @@ def _verify_stream(
     for note in notes:
         warnings.warn(note, UnsafeOptionWarning, stacklevel=2)
     return manifest, manifest_sha, key_id, kept
+
+
+def _exact_header(member: Member, size: int, mtime: int) -> None:
+    """The member's header bytes, as read, must be exactly those the packer writes for it."""
+    full = f"{ROOT}/{member.name}"
+    expected = member_header(full, size, mtime)
+    at = first_difference(member.header, expected)
+    if at is not None:
+        raise IntegrityError(
+            f"{full}: byte {member.offset + at} of the archive differs from the header the signed "
+            f"manifest determines ({', '.join(differing_fields(member.header, expected)[:4])})"
+        )
+
+
+def _canonical_signature(sig: bytes, name: str) -> None:
+    """A signature member is exactly base64 of the DER signature, with the low ``s``, and a newline:
+    a variant spelling of the same signature, or its (r, n - s) twin, would be bytes of the bundle
+    that nothing else checks."""
+    try:
+        der = base64.b64decode(sig.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise IntegrityError(f"{name} is not base64") from None
+    if base64.b64encode(der) + b"\n" != sig:
+        raise IntegrityError(f"{name} is not spelled as the packer writes it (base64 and one newline)")
+    if not keys.is_low_s(der):
+        raise IntegrityError(f"{name} is not in the low-s form the packer writes (its twin (r, n-s) is)")
 
 
 def _next_named(reader: TarReader, name: str, not_a_bundle: bool = False) -> Member:
