@@ -48,7 +48,7 @@ def check_member_path(path: str) -> str:
     if not path or len(path) > 512 or path.startswith("/") or "\\" in path or "\x00" in path:
         raise IntegrityError(f"unsafe path in bundle: {path!r}")
     for seg in path.split("/"):
-        if seg in ("", ".", "..") or not _SEGMENT.match(seg):
+        if seg in ("", ".", "..") or not _SEGMENT.fullmatch(seg):
             raise IntegrityError(f"unsafe path in bundle: {path!r} (segment {seg!r})")
     return path
 
@@ -115,7 +115,7 @@ def _int(d: Mapping[str, Any], key: str, where: str) -> int:
 
 def _digest(d: Mapping[str, Any], key: str, where: str) -> str:
     v = d.get(key)
-    if not isinstance(v, str) or not _HEX64.match(v):
+    if not isinstance(v, str) or not _HEX64.fullmatch(v):
         raise InvalidInputError(f"manifest: {where}.{key} must be 64 lowercase hex digits")
     return v
 
@@ -158,7 +158,7 @@ def _bad(field_name: str, why: str) -> InvalidInputError:
 
 def parse_timestamp(text: object, field_name: str) -> dt.datetime:
     """An RFC 3339 timestamp with an explicit zone (``Z`` or ``±HH:MM``), as an aware datetime."""
-    m = _RFC3339.match(text) if isinstance(text, str) else None
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
     if m is None:
         raise _bad(
             field_name,
@@ -193,7 +193,7 @@ def _text(
 ) -> str:
     if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
         raise _bad(field_name, f"must be a printable string of at most {limit} characters")
-    if pattern is not None and not pattern.match(value):
+    if pattern is not None and not pattern.fullmatch(value):
         raise _bad(field_name, f"has a value that is not allowed: {value!r:.80}")
     return value
 
@@ -263,7 +263,7 @@ class ImageEntry:
                 )
             )
         user = obj.get("user")
-        if user is not None and (not isinstance(user, str) or not _USER.match(user)):
+        if user is not None and (not isinstance(user, str) or not _USER.fullmatch(user)):
             raise _bad(f"{where}.user", "must be a user name or uid[:gid], or null")
         return cls(
             name=_text(obj.get("name"), f"{where}.name", _IMAGE_NAME),
@@ -387,7 +387,7 @@ class Manifest:
                 raise IntegrityError(f"manifest lists {f.path} twice or over a control file")
             seen.add(key)
         name = data.get("name")
-        if not isinstance(name, str) or not _DNS_LABEL.match(name):
+        if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
             raise _bad("name", f"must be a lowercase DNS label (a-z, 0-9, '-', at most 63): {name!r:.80}")
         version = data.get("version")
         if not isinstance(version, str) or not versions.is_valid(version):
@@ -398,7 +398,7 @@ class Manifest:
         if expires is not None:
             parse_timestamp(expires, "expires")
         profile = data.get("target_profile_sha256")
-        if profile is not None and not (isinstance(profile, str) and _HEX64.match(profile)):
+        if profile is not None and not (isinstance(profile, str) and _HEX64.fullmatch(profile)):
             raise _bad("target_profile_sha256", "must be 64 lowercase hex digits or null")
         images = tuple(
             ImageEntry.from_json(img, f"images[{i}]")
@@ -407,7 +407,7 @@ class Manifest:
         locks: dict[str, str] = {}
         for kind, digest in _object(data.get("locks", {}), "locks").items():
             _text(kind, "locks key", _RULE_ID)
-            if not isinstance(digest, str) or not _HEX64.match(digest):
+            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
                 raise _bad(f"locks.{kind}", "must be 64 lowercase hex digits")
             locks[kind] = digest
         extra = data.get("extra", {})

@@ -84,7 +84,7 @@ def parse(text: str) -> SemVer:
     """Parses a SemVer 2.0.0 string, or raises InvalidVersion."""
     if not isinstance(text, str) or len(text) > MAX_LENGTH:
         raise InvalidVersion(f"{text!r} is not a semantic version")
-    m = SEMVER.match(text)
+    m = SEMVER.fullmatch(text)
     if not m:
         raise InvalidVersion(f"{text!r} is not a semantic version (such as 1.2.0 or 1.2.0-rc.1)")
     pre = tuple(int(p) if p.isdigit() else p for p in m.group(4).split(".")) if m.group(4) else ()

@@ -300,6 +300,21 @@ def _write_member(reader: TarReader, member: Any, entry: FileEntry, target: Path
         raise
 
 
+def _contract(content: Path) -> dict[str, Any]:
+    """The golden inputs and outputs the installed model is held to; a bundle without them
+    cannot be proved to work here."""
+    path = content / "model" / "contract.json"
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InvalidInputError("the bundle has no model/contract.json: nothing to smoke-test with") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"the bundle's model/contract.json is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError("the bundle's model/contract.json is not an object")
+    return data
+
+
 def _disk_error(path: Path, exc: OSError) -> EnvironmentFailure:
     """A write on the far side failed: the disk is full, read-only, or not ours (exit 5)."""
     reason = exc.strerror or str(exc)
@@ -504,7 +519,7 @@ class Installer:
             extract(bundle, verified, self._wanted(options.target), content, self.blobs, created)
             self.obs.end("extract")
             journal.step("extracted")
-            contract = json.loads((content / "model" / "contract.json").read_text())
+            contract = _contract(content)
             handler = {
                 "docker": self._container_target,
                 "podman": self._container_target,
@@ -521,7 +536,7 @@ class Installer:
             # leaves no partial content behind).
             self._undo(journal)
             self._remove_extracted(content, content_preexisting, created)
-            if isinstance(exc, OSError):
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
                 raise _disk_error(self.state.directory, exc) from None
             raise
         # 3. The model must answer its golden inputs as it did at bundle time, here.

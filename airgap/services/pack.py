@@ -211,7 +211,7 @@ def pack(
     meta = metadata or {}
     created = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
     signing_time = now or dt.datetime.now(dt.timezone.utc)
-    if not DNS_LABEL.match(name):
+    if not DNS_LABEL.fullmatch(name):
         raise InvalidInputError(f"bundle name {name!r} must be a lowercase DNS label (a-z, 0-9, '-')")
     if not versions.is_valid(version):
         raise InvalidInputError(f"bundle version {version!r} is not a semantic version such as 1.2.0")
