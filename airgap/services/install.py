@@ -19,6 +19,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -53,6 +54,7 @@ from airgap.services.verify import (
 )
 
 TARGETS = ("docker", "podman", "podman-kube", "registry", "kubernetes", "venv")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 FAULT_ENV = "AIRGAP_FAULT_INJECT"  # crash-recovery tests: "step" kills the process at that step
 READY_TIMEOUT = 180.0
 CHUNK = 1 << 20
@@ -167,6 +169,9 @@ class Journal:
     """The in-flight install of one (name, target); its presence means the last run did not finish."""
 
     def __init__(self, state: State, name: str, target: str) -> None:
+        # The file is named from these: only a DNS-label name and a known target may name it.
+        if not DNS_LABEL.fullmatch(name) or target not in TARGETS:
+            raise InvalidInputError(f"no installation is named {name!r} --to {target!r}")
         self.path = state.directory / "journal" / f"{name}--{target}.json"
         self.data: dict[str, Any] = {}
 
