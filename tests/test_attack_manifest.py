@@ -387,6 +387,15 @@ def test_zstd_frame_that_decompresses_to_other_content_is_rejected(far: dict[str
     assert "decompresses to content that differs from the manifest" in line
 
 
+def test_zstd_frame_that_needs_a_huge_window_is_rejected(far: dict[str, Any]) -> None:
+    """A signed frame cannot make the verifier allocate a large decompression window."""
+    content = bytes(random.Random(5).choices(b"abcdefgh", k=64 << 10)) * 144  # 9 MiB
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=24, write_content_size=1)
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(content)
+    line = refused(far, 3, "verify", str(_zst_bundle(far, frame, content)))
+    assert "model/weights.bin.zst is not a valid zstd member" in line and "memory" in line.lower(), line
+
+
 def test_lying_zstd_frame_is_refused_at_install_before_anything_is_extracted(far: dict[str, Any]) -> None:
     line = install_refused(far, _zst_bundle(far, FRAME + b"JUNK", PAYLOAD), 3)
     assert "follow the end of the zstd frame" in line

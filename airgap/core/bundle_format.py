@@ -30,6 +30,9 @@ SIGNATURE_ALGORITHM = "ecdsa-p384-sha384"
 MAX_MANIFEST = 64 << 20
 MAX_SIG = 1024
 MAX_RATIO = 1000  # the most a compressed member may expand (decompression-bomb bound)
+# The largest zstd window a member may need (the packer's level 3 uses 2 MiB): a signed frame
+# cannot make the verifier allocate more than this to decompress it.
+MAX_ZSTD_WINDOW = 8 << 20
 PARTS_INDEX_SUFFIX = ".parts.sha256"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._+@=,-][A-Za-z0-9._+@=,~-]*$")

@@ -40,7 +40,7 @@ from airgap.adapters.fs import atomic_write_bytes, write_json
 from airgap.adapters.oci import OciImage, docker_archive_stream
 from airgap.adapters.runtimes import ContainerSpec, PodmanRuntime, Runtime
 from airgap.core import versions
-from airgap.core.bundle_format import CONTROL, ROOT, FileEntry, Manifest
+from airgap.core.bundle_format import CONTROL, MAX_ZSTD_WINDOW, ROOT, FileEntry, Manifest
 from airgap.core.smoke import Mismatch, compare_contract
 from airgap.errors import AnswerIsNo, EnvironmentFailure, IntegrityError, InvalidInputError, UsageError
 from airgap.services.observer import NullObserver, Observer
@@ -274,7 +274,7 @@ def _write_member(reader: TarReader, member: Any, entry: FileEntry, target: Path
             if entry.compression:
                 sink = _BoundedFile(out, entry)
                 # Output in bounded pieces: memory does not grow with what a frame expands to.
-                writer = zstandard.ZstdDecompressor().stream_writer(
+                writer = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_writer(
                     cast(IO[bytes], sink), write_size=CHUNK, write_return_read=True, closefd=False
                 )
                 try:

@@ -29,6 +29,7 @@ from airgap.core.bundle_format import (
     MANIFEST_SIG,
     MAX_MANIFEST,
     MAX_SIG,
+    MAX_ZSTD_WINDOW,
     PARTS_INDEX_SUFFIX,
     ROOT,
     SUMS,
@@ -43,7 +44,7 @@ from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
 
 MAX_SUMS = 64 << 20
-CHUNK_OUT = 1 << 20  # the most decompressed output held at once
+CHUNK_OUT = 128 << 10  # the most decompressed output held at once
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ class _ZstdMember:
         self.entry = entry
         self.walker = FrameWalker()
         self.sink = _Sink(entry, keep)
-        self.writer = zstandard.ZstdDecompressor().stream_writer(
+        self.writer = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_writer(
             cast(IO[bytes], self.sink), write_size=CHUNK_OUT, write_return_read=True, closefd=False
         )
         self.error: str | None = None
