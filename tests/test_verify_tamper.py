@@ -8,6 +8,7 @@ audit record.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -153,7 +154,8 @@ def test_older_version_replayed_is_refused_unless_allowed_loudly(env: dict[str, 
 
 
 def test_expired_bundle_is_refused_unless_allowed_loudly(env: dict[str, Any]) -> None:
-    expired = pack_demo(env["tmp"] / "old", env["key"], expires="1d").files[0]
+    signed_long_ago = dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc)
+    expired = pack_demo(env["tmp"] / "old", env["key"], expires="1d", now=signed_long_ago).files[0]
     rejected(env, "expired at 2023-11-15T22:13:20Z", 3, expired)
     proc = verify(env, expired, "--allow-expired")
     assert proc.returncode == 0 and "UNSAFE" in proc.stderr

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap.adapters import keys
-from airgap.adapters.archive import ConcatenatedParts, TarReader, open_regular, read_small
+from airgap.adapters.archive import TarReader, open_regular, read_small
 from airgap.core.bundle_format import MANIFEST, MAX_MANIFEST, PARTS_INDEX_SUFFIX, ROOT, Manifest
 from airgap.errors import IntegrityError, InvalidInputError
 from airgap.services.observer import NullObserver, Observer
@@ -100,17 +100,11 @@ def join_bundle(
             f"part {missing[0]} is missing", hint="copy it from the original media and re-run"
         )
     sizes = [(n, p.stat().st_size, sha) for (n, sha), p in zip(src.parts, src.paths)]
-    stream = ConcatenatedParts(src.paths, sizes)
-    obs.begin("check parts", sum(s for _, s, _ in sizes))
-    while True:
-        block = stream.read(CHUNK)
-        if not block:
-            break
-        obs.advance("check parts", len(block))
-    obs.end("check parts")
     dest = output or index.parent / index.name[: -len(PARTS_INDEX_SUFFIX)]
+    # One read: each part is hashed as it is copied, and the joined file appears only if every
+    # part matched the signed index.
     obs.begin("join", sum(s for _, s, _ in sizes))
-    join_parts(src.paths, dest, on_bytes=lambda n: obs.advance("join", n))
+    join_parts(src.paths, sizes, dest, on_bytes=lambda n: obs.advance("join", n))
     obs.end("join")
     return dest
 

@@ -20,10 +20,9 @@ from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import zstandard
-from packaging.version import InvalidVersion, Version
 
 from airgap.adapters import keys
 from airgap.adapters.archive import (
@@ -34,12 +33,13 @@ from airgap.adapters.archive import (
     open_regular,
     read_small,
 )
+from airgap.core import versions
 from airgap.core.bundle_format import (
     MANIFEST,
     MANIFEST_SIG,
     MAX_MANIFEST,
-    MAX_RATIO,
     MAX_SIG,
+    MAX_ZSTD_WINDOW,
     PARTS_INDEX_SUFFIX,
     ROOT,
     SUMS,
@@ -49,11 +49,13 @@ from airgap.core.bundle_format import (
     render_sums,
 )
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
+from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import AirgapError, IntegrityError, InvalidInputError
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
 
 MAX_INDEX = 1 << 20
+CHUNK_OUT = 128 << 10  # the most decompressed output held at once
 
 
 @dataclass(frozen=True)
@@ -258,24 +260,26 @@ def _verify_stream(
         size = entry.content_size if entry.content_size is not None else entry.size
         keep = options.keep(entry.content_path, size) and size <= options.keep_limit
         h = hashlib.sha256()
-        buf = bytearray() if keep else None
-        head = b""
+        buf = bytearray() if keep and not entry.compression else None
+        frame = _ZstdMember(entry, keep) if entry.compression else None
         for chunk in reader.chunks(member):
             h.update(chunk)
             if buf is not None:
                 buf += chunk
-            if entry.compression and len(head) < 18:
-                head += bytes(chunk[: 18 - len(head)])
+            if frame is not None:
+                frame.update(chunk)
             obs.advance("verify", len(chunk))
         if h.hexdigest() != entry.sha256:
             raise IntegrityError(
                 f"{member.name} has been modified: "
                 f"sha256 {h.hexdigest()[:16]}…, manifest {entry.sha256[:16]}…"
             )
-        if entry.compression:
-            _check_zstd_header(entry, head)
-        if buf is not None:
-            kept[entry.content_path] = _inflate(entry, bytes(buf)) if entry.compression else bytes(buf)
+        if frame is not None:
+            content = frame.finish()
+            if content is not None:
+                kept[entry.content_path] = content
+        elif buf is not None:
+            kept[entry.content_path] = bytes(buf)
     # 6. Nothing listed is missing.
     missing = sorted(set(entries) - seen)
     if missing:
@@ -284,22 +288,27 @@ def _verify_stream(
         )
     # 7. Not expired, unless --allow-expired.
     now = options.now or dt.datetime.now(dt.timezone.utc)
-    if manifest.expires:
-        expires = dt.datetime.fromisoformat(manifest.expires.replace("Z", "+00:00"))
-        if now > expires:
-            if not options.allow_expired:
-                raise IntegrityError(
-                    f"the bundle expired at {manifest.expires}",
-                    hint="ask for a fresh bundle (or --allow-expired)",
-                )
-            notes.append(f"UNSAFE: accepted a bundle that expired at {manifest.expires} (--allow-expired)")
-    # 8. Not older than what was last installed under this name, unless --allow-downgrade.
+    expires = manifest.expires_at
+    if expires is not None and now > expires:
+        if not options.allow_expired:
+            raise IntegrityError(
+                f"the bundle expired at {manifest.expires}",
+                hint="ask for a fresh bundle (or --allow-expired)",
+            )
+        notes.append(f"UNSAFE: accepted a bundle that expired at {manifest.expires} (--allow-expired)")
+    # 8. Not older than what was last installed under this name, unless --allow-downgrade. One
+    #    order everywhere: SemVer 2.0 precedence (core/versions.py), so 1.0.0-rc1 < 1.0.0.
     previous = options.installed_versions.get(manifest.name)
     if previous and _older(manifest.version, previous):
         if not options.allow_downgrade:
+            why = (
+                " (a pre-release is older than its release)"
+                if versions.parse(manifest.version).is_prerelease
+                else ""
+            )
             raise IntegrityError(
-                f"{manifest.name} {manifest.version} is older than {previous}, installed before: "
-                "refusing a rollback",
+                f"refusing a rollback: {manifest.name} {manifest.version} is older than {previous}, "
+                f"the highest version installed here{why}",
                 hint="use --allow-downgrade only if the site has decided to go back",
             )
         notes.append(
@@ -358,39 +367,89 @@ def _claimed_key_id(manifest_bytes: bytes) -> str | None:
         return None
 
 
-def _check_zstd_header(entry: FileEntry, head: bytes) -> None:
-    try:
-        params = zstandard.get_frame_parameters(head)
-    except zstandard.ZstdError:
-        raise IntegrityError(f"{entry.path} is not a zstd stream") from None
-    if params.content_size != entry.content_size:
-        raise IntegrityError(
-            f"{entry.path} declares {params.content_size} bytes of content; "
-            f"the manifest says {entry.content_size}"
+class _Sink:
+    """Where a member's decompressed bytes go during verification: hashed, counted, bounded."""
+
+    def __init__(self, entry: FileEntry, keep: bool) -> None:
+        self.entry = entry
+        self.limit = entry.content_size or 0
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.data = bytearray() if keep else None
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise IntegrityError(
+                f"{self.entry.path} inflates past its signed content size ({self.limit} bytes)"
+            )
+        self.hash.update(data)
+        if self.data is not None:
+            self.data += data
+        return len(data)
+
+
+class _ZstdMember:
+    """Checks a ``.zst`` member as it streams past: exactly one zstd frame that declares the
+    signed content size, with nothing after it, decompressing to exactly the signed content.
+    Output is produced in bounded pieces, so a frame that lies cannot grow memory."""
+
+    def __init__(self, entry: FileEntry, keep: bool) -> None:
+        self.entry = entry
+        self.walker = FrameWalker()
+        self.sink = _Sink(entry, keep)
+        self.writer = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_writer(
+            cast(IO[bytes], self.sink), write_size=CHUNK_OUT, write_return_read=True, closefd=False
         )
-    if entry.content_size is not None and entry.content_size > max(entry.size, 1) * MAX_RATIO:
-        raise IntegrityError(f"{entry.path} would expand over {MAX_RATIO}:1: refusing a decompression bomb")
+        self.error: str | None = None
 
+    def update(self, chunk: bytes | memoryview) -> None:
+        # The first fault is kept and reported after the member's hash is checked: a changed
+        # byte is "modified" before it is "not a valid zstd member".
+        if self.error is not None:
+            return
+        try:
+            self.walker.update(chunk)
+            declared = self.walker.content_size
+            if declared is not None and declared != self.entry.content_size:
+                raise FrameError(
+                    f"its frame declares {declared} bytes of content; "
+                    f"the manifest says {self.entry.content_size}"
+                )
+            self.writer.write(chunk)
+        except (FrameError, zstandard.ZstdError) as exc:
+            self.error = str(exc)
+        except IntegrityError as exc:
+            self.error = exc.message
 
-def _inflate(entry: FileEntry, stored: bytes) -> bytes:
-    """Decompresses a kept member, never past its signed size, and checks the content hash."""
-    assert entry.content_size is not None
-    try:
-        data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=entry.content_size)
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"{entry.path} does not decompress: {exc}") from None
-    if len(data) != entry.content_size or hashlib.sha256(data).hexdigest() != entry.content_sha256:
-        raise IntegrityError(f"{entry.path} decompresses to content that differs from the manifest")
-    return data
+    def finish(self) -> bytes | None:
+        if self.error is None:
+            try:
+                self.walker.finish()
+                self.writer.flush()  # type: ignore[no-untyped-call]
+            except (FrameError, zstandard.ZstdError) as exc:
+                self.error = str(exc)
+            except IntegrityError as exc:
+                self.error = exc.message
+        if self.error is not None:
+            raise IntegrityError(f"{self.entry.path} is not a valid zstd member: {self.error}")
+        if (
+            self.sink.size != self.entry.content_size
+            or self.sink.hash.hexdigest() != self.entry.content_sha256
+        ):
+            raise IntegrityError(
+                f"{self.entry.path} decompresses to content that differs from the manifest "
+                f"({self.sink.size} bytes, sha256 {self.sink.hash.hexdigest()[:16]}…)"
+            )
+        return bytes(self.sink.data) if self.sink.data is not None else None
 
 
 def _older(candidate: str, installed: str) -> bool:
+    """SemVer precedence; a recorded version that is not SemVer cannot be ordered, so it refuses."""
     try:
-        return Version(candidate.replace("-", "+", 1) if "-" in candidate else candidate) < Version(
-            installed.replace("-", "+", 1) if "-" in installed else installed
-        )
-    except InvalidVersion:
-        return candidate < installed
+        return versions.older(candidate, installed)
+    except versions.InvalidVersion:
+        return True
 
 
 def verify_and_audit(
@@ -400,15 +459,20 @@ def verify_and_audit(
     try:
         result = verify_bundle(path, options, observer)
     except AirgapError as exc:
-        state.audit(
-            {
-                "action": action,
-                "bundle": str(path),
-                "result": "rejected",
-                "exit_code": exc.exit_code,
-                "reason": exc.one_line(),
-            }
-        )
+        try:
+            state.audit(
+                {
+                    "action": action,
+                    "bundle": str(path),
+                    "result": "rejected",
+                    "exit_code": exc.exit_code,
+                    "reason": exc.one_line(),
+                }
+            )
+        except AirgapError as audit_exc:
+            # The verdict matters more than the record of it: an integrity failure stays exit 3,
+            # and the line says the audit record is missing.
+            exc.message = f"{exc.message} (and the audit record could not be written: {audit_exc.message})"
         raise
     state.audit(
         {
