@@ -5,9 +5,11 @@ printed as one line; anything else is a bug, printed as one line too (with the t
 under ``--verbose``) and exit code 70.
 """
 
+import contextlib
 import json
 import sys
 import traceback
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -335,6 +337,15 @@ def _fact(value: object) -> str:
 
 
 # ----------------------------------------------------------------------------- bundle
+UnsafeSignOption = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-sign-failed-policy",
+        help="UNSAFE: sign although the policy evaluation failed (recorded in the signed manifest).",
+    ),
+]
+
+
 @app.command(epilog=EPILOG)
 def bundle(
     project_dir: Annotated[
@@ -397,9 +408,12 @@ def bundle(
     expires: Annotated[
         Optional[str],
         typer.Option(
-            "--expires", metavar="90d|DATE", help="The far side refuses the bundle after this (e.g. 90d)."
+            "--expires",
+            metavar="90d|DATE",
+            help="The far side refuses the bundle after this (90d counts from signing).",
         ),
     ] = None,
+    unsafe_sign_failed_policy: UnsafeSignOption = False,
 ) -> None:
     """Build everything the far side needs, on a connected workstation with a Docker Engine.
 
@@ -436,20 +450,23 @@ def bundle(
         packed = None
         if result.compliance.failed:
             _print_blocking(result.compliance)
+        if private is not None:
+            with _unsafe_warnings():
+                packed = svc.pack_staging(
+                    result.staging,
+                    result.staging.parent,
+                    private,
+                    part_size=size,
+                    expires=expires,
+                    observer=RichObserver(progress),
+                    unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+                )
+        elif result.compliance.failed:
             raise AnswerIsNo(
                 f"{len(result.compliance.blocking)} open policy finding(s) at or above "
-                f"{result.compliance.fail_on}: the bundle was not signed",
+                f"{result.compliance.fail_on}",
                 hint=f"see {result.staging / 'compliance' / 'checklist.md'}; fix them, or waive each in "
                 "airgap.yaml with a written justification",
-            )
-        if private is not None:
-            packed = svc.pack_staging(
-                result.staging,
-                result.staging.parent,
-                private,
-                part_size=size,
-                expires=expires,
-                observer=RichObserver(progress),
             )
     rec = result.record
     if STATE.json:
@@ -492,6 +509,21 @@ def bundle(
         )
 
 
+@contextlib.contextmanager
+def _unsafe_warnings() -> Iterator[None]:
+    """Shows the UNSAFE warnings a service raises (a switched-off check), one line each."""
+    import warnings as _warnings
+
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if w.category.__module__.startswith("airgap."):
+                    err_console.print(f"[bold yellow]{w.message}[/]", soft_wrap=True)
+
+
 def _passphrase(confirm: bool) -> bytes:
     import os
 
@@ -531,16 +563,22 @@ def pack(
     ] = None,
     expires: Annotated[
         Optional[str],
-        typer.Option("--expires", metavar="90d|DATE", help="The far side refuses the bundle after this."),
+        typer.Option(
+            "--expires", metavar="90d|DATE", help="The far side refuses the bundle after this (90d from now)."
+        ),
     ] = None,
+    unsafe_sign_failed_policy: UnsafeSignOption = False,
 ) -> None:
-    """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step)."""
+    """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step).
+
+    Refuses (exit 1) a staging directory whose policy evaluation failed.
+    """
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
 
     size = parse_size(part_size) if part_size else None
     private = _load_signing_key(key)
-    with _progress() as progress:
+    with _progress() as progress, _unsafe_warnings():
         packed = svc.pack_staging(
             staging,
             output or staging.parent,
@@ -548,6 +586,7 @@ def pack(
             part_size=size,
             expires=expires,
             observer=RichObserver(progress),
+            unsafe_sign_failed_policy=unsafe_sign_failed_policy,
         )
     if STATE.json:
         _emit_json({"bundle": [str(p) for p in packed.files], "manifest_sha256": packed.manifest_sha256})
@@ -981,6 +1020,13 @@ def install(
     allow_expired: Annotated[
         bool, typer.Option("--allow-expired", help="UNSAFE: install an expired bundle.")
     ] = False,
+    unsafe_install_failed_policy: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-install-failed-policy",
+            help="UNSAFE: install a bundle whose signed policy evaluation failed (or is missing).",
+        ),
+    ] = False,
 ) -> None:
     """Verify, load, run and prove the model answers — on this host, offline.
 
@@ -1006,8 +1052,9 @@ def install(
         allow_downgrade=allow_downgrade,
         allow_expired=allow_expired,
         trusted=_trusted(state, key, None),
+        unsafe_install_failed_policy=unsafe_install_failed_policy,
     )
-    with _progress() as progress:
+    with _progress() as progress, _unsafe_warnings():
         result = _installer(state_dir, progress).install(bundle_path, options)
     r = result.receipt
     if STATE.json:
@@ -1160,9 +1207,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if STATE.verbose:
             traceback.print_exc()
         return _report(
-            _Internal(
-                f"internal error: {type(exc).__name__}: {exc}", hint="re-run with --verbose and report it"
-            )
+            # The kind ("internal error") is printed before the message: do not repeat it here.
+            _Internal(f"{type(exc).__name__}: {exc}", hint="re-run with --verbose and report it")
         )
 
 

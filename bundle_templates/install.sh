@@ -85,40 +85,75 @@ untar() {
     fi
 }
 
-# 3. Regular files only (no links or devices), then extract just what this script uses.
-untar -tv >"$WORK/list" 2>"$WORK/out" ||
+# 3. The whole archive, before anything is created: regular files only (no links or devices),
+#    every name a plain path under bundle/ (no "..", nothing absolute), and nothing after the
+#    end-of-archive marker (two zero blocks, padded with zeros to a multiple of 10240 bytes).
+untar -tvR >"$WORK/list" 2>"$WORK/out" ||
     die 4 "$BUNDLE is not a readable tar archive: $(head -n1 "$WORK/out")"
-if grep -qv '^-' "$WORK/list"; then
-    die 3 "the bundle holds something other than a regular file: $(grep -v '^-' "$WORK/list" | head -n1)"
+sed '$d' "$WORK/list" >"$WORK/members"
+if grep -qv '^block [0-9]*: -' "$WORK/members"; then
+    die 3 "the bundle holds something other than a regular file: $(grep -v '^block [0-9]*: -' "$WORK/members" | head -n1)"
 fi
+untar -t >"$WORK/names" 2>"$WORK/out" || die 4 "$BUNDLE is not a readable tar archive: $(head -n1 "$WORK/out")"
+SAFE='^bundle/[A-Za-z0-9._+@=,~-]+(/[A-Za-z0-9._+@=,~-]+)*$'
+if grep -Evq "$SAFE" "$WORK/names" || grep -Eq '(^|/)\.\.?(/|$)' "$WORK/names"; then
+    die 3 "the bundle has a member name that could escape or confuse:" \
+        "$(grep -Ev "$SAFE" "$WORK/names" | head -n1)$(grep -E '(^|/)\.\.?(/|$)' "$WORK/names" | head -n1)"
+fi
+END=$(sed -n '$s/^block \([0-9]*\): \*\* Block of NULs \*\*$/\1/p' "$WORK/list")
+[ -n "$END" ] || die 3 "the bundle is truncated: it has no end-of-archive marker"
+WANT=$(((END + 2) * 512 + 10239))
+WANT=$((WANT - WANT % 10240))
+if [ -n "$INDEX" ]; then
+    HAVE=0
+    cut -c67- "$INDEX" >"$WORK/parts"
+    while read -r part; do
+        HAVE=$((HAVE + $(wc -c <"$(dirname "$INDEX")/$part")))
+    done <"$WORK/parts"
+else
+    HAVE=$(wc -c <"$BUNDLE")
+fi
+[ "$HAVE" -le "$WANT" ] || die 3 "data follows the end of the archive: $((HAVE - WANT)) bytes were appended to the bundle"
+[ "$HAVE" -eq "$WANT" ] || die 3 "the bundle is truncated: $HAVE bytes, its archive needs $WANT"
+
+# 4. The control files; the manifest and SHA256SUMS are signed by KEY.
 untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/manifest.json bundle/manifest.json.sig \
-    bundle/SHA256SUMS bundle/SHA256SUMS.sig bundle/install.sh bundle/airgap 2>/dev/null || : # checked below
+    bundle/SHA256SUMS bundle/SHA256SUMS.sig bundle/install.sh 2>/dev/null || : # checked below
 for f in manifest.json manifest.json.sig SHA256SUMS SHA256SUMS.sig install.sh; do
     [ -f "$B/$f" ] || die 4 "$BUNDLE is not an airgap bundle: it has no bundle/$f"
 done
-
-# 4. The manifest and SHA256SUMS are signed by KEY.
 check_sig "$B/manifest.json"
 check_sig "$B/SHA256SUMS"
 
-# 5. The extracted files have the hashes SHA256SUMS lists, nothing unlisted came with them, and
-#    this script is the one the publisher signed.
+# 5. Every member's SHA-256, in one streaming pass (nothing is written to disk), is exactly what
+#    the signed SHA256SUMS lists: nothing changed, missing, unlisted or twice. SHA256SUMS itself and
+#    its signature are covered by the signature just checked.
+tar --version 2>/dev/null | grep -q 'GNU tar' || die 5 "this script needs GNU tar (for --to-command)"
+# shellcheck disable=SC2016 # expanded by the shell tar starts for each member, not here
+untar -x --to-command='printf "%s  %s\n" "$(sha256sum | cut -c1-64)" "${TAR_FILENAME#bundle/}"' \
+    >"$WORK/hashes" 2>"$WORK/out" || die 3 "the bundle cannot be read to its end: $(head -n1 "$WORK/out")"
+grep -Ev '  SHA256SUMS(\.sig)?$' "$WORK/hashes" | LC_ALL=C sort >"$WORK/got"
+LC_ALL=C sort "$B/SHA256SUMS" >"$WORK/want"
+if ! cmp -s "$WORK/got" "$WORK/want"; then
+    bad=$(LC_ALL=C comm -3 "$WORK/got" "$WORK/want" | sed 's/^[[:space:]]*//' | head -n1 | cut -c67-)
+    die 3 "a file does not match the signed SHA256SUMS: $bad: FAILED (changed, missing, unlisted or twice)"
+fi
+[ "$(sha256sum <"$0")" = "$(sha256sum <"$B/install.sh")" ] ||
+    die 3 "$0 is not the install.sh signed in this bundle: extract it again and read it"
 grep -Eq '^[0-9a-f]{64}  airgap/requirements\.lock$' "$B/SHA256SUMS" ||
     die 4 "this bundle does not carry airgap (built without a target profile, or for a Python that" \
         "cannot run airgap: see build.json): install airgap, then run airgap install"
-grep -E '^[0-9a-f]{64}  (airgap/.*|install\.sh)$' "$B/SHA256SUMS" >"$WORK/ours"
+say "verified: manifest and SHA256SUMS signed by $KEY_ID; all $(wc -l <"$WORK/want") files match"
+
+# 6. Only now extract what this script uses (airgap's wheels), and check them again as extracted:
+#    the media could have changed since the pass above.
+untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/airgap 2>"$WORK/out" ||
+    die 3 "the bundle changed while it was read: $(head -n1 "$WORK/out")"
+grep -E '^[0-9a-f]{64}  airgap/' "$B/SHA256SUMS" >"$WORK/ours"
 (cd "$B" && sha256sum --quiet --strict -c "$WORK/ours") >"$WORK/out" 2>&1 ||
     die 3 "a file does not match the signed SHA256SUMS: $(head -n1 "$WORK/out")"
-sed -n 's|^-.* bundle/\(airgap/.*\)$|\1|p; s|^-.* bundle/\(install\.sh\)$|\1|p' "$WORK/list" |
-    sort >"$WORK/have"
-[ "$(cut -c67- "$WORK/ours" | sort)" = "$(cat "$WORK/have")" ] ||
-    die 3 "the archive holds files under bundle/airgap/ that the signed SHA256SUMS does not list"
-[ "$(sha256sum <"$0")" = "$(sha256sum <"$B/install.sh")" ] ||
-    die 3 "$0 is not the install.sh signed in this bundle: extract it again and read it"
-say "verified: manifest and SHA256SUMS signed by $KEY_ID;" \
-    "$(wc -l <"$WORK/ours") files (airgap's wheels and this script)"
 
-# 6. airgap into a fresh virtualenv (replacing one an earlier run left there), from the bundle's
+# 7. airgap into a fresh virtualenv (replacing one an earlier run left there), from the bundle's
 #    hash-locked wheels only: no index, no network.
 mkdir -p "$PREFIX" 2>/dev/null || die 5 "cannot create $PREFIX (choose another with --prefix)"
 "$PY" -m venv --clear "$PREFIX/venv" >"$WORK/out" 2>&1 ||
@@ -131,7 +166,13 @@ mkdir -p "$PREFIX" 2>/dev/null || die 5 "cannot create $PREFIX (choose another w
         "(was the bundle built for this host's $PY? see --python)"
 say "$(sed -n 's/^\(airgap==[^ ]*\).*/\1/p' "$B/airgap/requirements.lock") installed in $PREFIX/venv"
 
-# 7. Trust the key, then airgap verifies the whole bundle (and installs it).
+# 8. Trust the key, then airgap verifies the whole bundle (and installs it), with its state (trust
+#    store, audit log, installed versions) in --state-dir when one was given.
+if [ -n "$STATE" ]; then
+    AIRGAP_STATE_DIR=$STATE
+    export AIRGAP_STATE_DIR
+    say "state directory $STATE"
+fi
 "$PREFIX/venv/bin/airgap" keys trust "$KEY" ${STATE:+--state-dir "$STATE"}
 if [ "$MODE" = verify ]; then
     "$PREFIX/venv/bin/airgap" verify "$BUNDLE" ${STATE:+--state-dir "$STATE"} "$@"

@@ -16,9 +16,11 @@ from typing import Any
 from airgap.adapters import keys
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, canonical_json, render_sums
 from airgap.services.pack import PackResult, pack
+from tests.conftest import assert_one_line_error, run_airgap
 
 PASS = b"correct horse battery staple"
 EPOCH = 1700000000
+LONG_LICENSE = "third-party-license-text-of-the-" + "very-long-named-dependency-" * 4 + "1.0"
 
 
 def make_key(directory: Path, name: str) -> tuple[Any, Path, str]:
@@ -53,6 +55,9 @@ def synthetic_staging(root: Path, version: str = "1.0.0") -> Path:
     (st / "manifests").mkdir()
     (st / "manifests" / "20-deployment.yaml").write_text("apiVersion: apps/v1\nkind: Deployment\n")
     (st / "build.json").write_text(json.dumps({"name": "demo", "version": version}))
+    # a path over 100 bytes: its member needs a PAX header
+    (st / "licenses").mkdir()
+    (st / "licenses" / f"{LONG_LICENSE}.txt").write_text("Apache-2.0\n")
     for p in [st, *st.rglob("*")]:
         os.utime(p, (EPOCH, EPOCH))
     return st
@@ -144,6 +149,90 @@ def signed_archive(
         for name, data in [*control, *sorted(files.items())]:
             ti = tarfile.TarInfo(f"bundle/{name}")
             ti.size = len(data)
+            ti.mtime = EPOCH  # the manifest's "created": the one mtime a bundle's headers carry
             tw.addfile(ti, io.BytesIO(data))
         for ti in extra_members or []:
             tw.addfile(ti, io.BytesIO(b"x" * ti.size) if ti.isfile() else None)
+
+
+# ------------------------------------------------------------------ raw archive surgery (attacks)
+def locate(bundle: Path, member: str) -> tarfile.TarInfo:
+    """The member as ``tarfile`` sees it: ``offset`` is its first header block (its PAX header when
+    it has one), ``offset_data`` its data."""
+    return members(bundle)[member]
+
+
+def header_at(data: bytes | bytearray, member: str) -> int:
+    """Offset of the ustar header block of ``member`` (after its PAX header, if any)."""
+    with tarfile.open(fileobj=io.BytesIO(bytes(data))) as tf:
+        info = tf.getmember(member)
+    return info.offset_data - 512
+
+
+def fix_checksum(data: bytearray, block: int) -> None:
+    """Rewrites the header checksum at ``block`` as the packer spells it, so that only the edited
+    field differs from the canonical header."""
+    data[block + 148 : block + 156] = b" " * 8
+    data[block + 148 : block + 156] = b"%06o\0 " % sum(data[block : block + 512])
+
+
+def set_field(data: bytearray, block: int, start: int, value: bytes) -> None:
+    """Overwrites a header field (``start`` within the block) and fixes the checksum."""
+    data[block + start : block + start + len(value)] = value
+    fix_checksum(data, block)
+
+
+def pax_block(records: bytes, name: bytes = b"././@PaxHeader") -> bytes:
+    """A PAX ``x`` header carrying ``records`` as given, padded, with a correct checksum."""
+    block = bytearray(512)
+    block[0 : len(name)] = name
+    block[100:108] = b"0000000\0"
+    block[108:116] = b"0000000\0"
+    block[116:124] = b"0000000\0"
+    block[124:136] = b"%011o\0" % len(records)
+    block[136:148] = b"00000000000\0"
+    block[156:157] = b"x"
+    block[257:265] = b"ustar\x0000"
+    fix_checksum(block, 0)
+    return bytes(block) + records + b"\0" * (-len(records) % 512)
+
+
+def record(key: str, value: str) -> bytes:
+    body = f" {key}={value}\n".encode()
+    length = len(body)
+    while len(body) + len(str(length)) != length:
+        length = len(body) + len(str(length))
+    return str(length).encode() + body
+
+
+# ------------------------------------------------------------------ a signed bundle, verified by the CLI
+def signed_env(tmp_path: Path) -> dict[str, Any]:
+    """A publisher key, the demo bundle packed with it, and a far-side state that trusts the key."""
+    key, pub, kid = make_key(tmp_path, "publisher")
+    result = pack_demo(tmp_path, key)
+    state = tmp_path / "state"
+    assert run_airgap("keys", "trust", str(pub), "--state-dir", str(state)).returncode == 0
+    return {"tmp": tmp_path, "key": key, "pub": pub, "kid": kid, "bundle": result.files[0], "state": state}
+
+
+def verify(env: dict[str, Any], target: Path | None = None, *extra: str) -> Any:
+    """``airgap verify`` in a subprocess; asserts it wrote nothing but its audit record."""
+    before = _tree(env["tmp"])
+    proc = run_airgap("verify", str(target or env["bundle"]), "--state-dir", str(env["state"]), *extra)
+    after = _tree(env["tmp"])
+    changed = {p for p in after.keys() | before.keys() if after.get(p) != before.get(p)}
+    assert changed <= {str(env["state"] / "audit.log")}, f"verify wrote outside its audit log: {changed}"
+    return proc
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def rejected(env: dict[str, Any], match: str, code: int = 3, target: Path | None = None, *extra: str) -> str:
+    """The attack is refused: ``code``, one line containing ``match``, and a 'rejected' audit record."""
+    line = assert_one_line_error(verify(env, target, *extra), code)
+    assert match in line, line
+    audit = [json.loads(x) for x in (env["state"] / "audit.log").read_text().splitlines()]
+    assert audit[-1]["result"] == "rejected" and audit[-1]["exit_code"] == code
+    return line

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import jsonschema
 import pytest
 
-from airgap.core.project import Waiver
+from airgap.core.project import Waiver, parse_project
 from airgap.errors import InvalidInputError
 from airgap.services.check import (
     COMPLIANCE_FILES,
@@ -25,8 +26,10 @@ from airgap.services.check import (
     build_facts,
     check_bundle,
     lock_facts,
+    policy_directories,
     write_compliance,
 )
+from airgap.services.manifests import render_manifests
 from tests.conftest import ROOT
 
 DATA = ROOT / "tests" / "data"
@@ -356,3 +359,29 @@ def test_facts_say_where_each_fact_came_from(tmp_path: Path) -> None:
     assert facts["bundle"]["size_bytes"] == sum(
         p.stat().st_size for p in (tmp_path / "b").rglob("*") if p.is_file()
     )
+
+
+EXAMPLE = ROOT / "examples" / "tabular"
+
+
+def test_the_examples_checklist_cites_a_disa_group_for_at_least_30_entries(tmp_path: Path) -> None:
+    """The example's own manifests, rendered as `airgap bundle` renders them (no engine needed)."""
+    project = parse_project((EXAMPLE / "airgap.yaml").read_text())
+    root = make_bundle(tmp_path / "b")
+    shutil.rmtree(root / "manifests")
+    (root / "manifests").mkdir()
+    for f in render_manifests(project, EXAMPLE, f"airgap/{project.name}@sha256:{'c' * 64}"):
+        (root / "manifests" / f.name).write_text(f.text)
+    outcome = run_check(
+        root,
+        waivers=project.policies.waivers,
+        fail_on=project.policies.fail_on,
+        policy_dirs=policy_directories(EXAMPLE, project.policies),
+    )
+    validate_cklb(outcome.files["checklist.cklb"])
+    entries = [rule for stig in cklb(outcome)["stigs"] for rule in stig["rules"]]
+    disa = [e for e in entries if re.fullmatch(r"V-\d{5,6}", e["group_id"])]
+    assert len(disa) >= 30, [e["group_id"] for e in entries]
+    # each names its STIG or SRG id and DISA's CCIs; the rest are airgap's own rules, with CCIs too
+    assert all(e["rule_version"] and e["ccis"] for e in disa)
+    assert all(e["group_id"].startswith("AG-") and e["ccis"] for e in entries if e not in disa)

@@ -91,6 +91,10 @@ sh bundle/install.sh --key /keys/publisher.pub /media/{target} "$@"
 rc=$?
 if [ -d {VENV} ]; then echo "venv: yes"; {VENV}/bin/python -m pip list --format=freeze
 else echo "venv: no"; fi
+for d in /home/op/st /home/op/.local/share/airgap; do
+    if [ -e "$d/audit.log" ] || [ -e "$d/trust" ]; then echo "state in $d: yes"
+    else echo "state in $d: no"; fi
+done
 exit $rc
 """
     argv = [
@@ -230,6 +234,9 @@ def test_install_sh_installs_the_model_into_a_virtualenv_and_it_passes_the_smoke
     proc = run_far_side([tar], far_side["public_key"], tar.name, "--state-dir", "/home/op/st")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "installed tabular-classifier 1.0.0 --to venv" in proc.stdout
+    # --state-dir is honoured: trust store, audit log and receipt there, nothing in the default
+    assert "state in /home/op/st: yes" in proc.stdout
+    assert "state in /home/op/.local/share/airgap: no" in proc.stdout
     assert "smoke test passed" in proc.stdout
     assert '"label": [2]' in proc.stdout  # the prediction printed by the installed model
 
@@ -243,6 +250,39 @@ def test_a_tampered_wheel_exits_3_before_any_venv_is_created(
     flip_byte_in(tar, wheel, offset=100)
     line = refusal(run_far_side([tar], far_side["public_key"], tar.name, "--verify-only"), 3)
     assert wheel.removeprefix("bundle/") in line and "FAILED" in line
+
+
+def _append_member(bundle: Path, name: str, data: bytes) -> None:
+    """One more member after the last, with a well-formed end-of-archive after it."""
+    raw = bundle.read_bytes()
+    with tarfile.open(bundle) as tf:
+        last = tf.getmembers()[-1]
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    body = raw[: last.offset_data + last.size + (-last.size % 512)] + info.tobuf(format=tarfile.USTAR_FORMAT)
+    body += data + b"\0" * (-len(data) % 512) + b"\0" * 1024
+    bundle.write_bytes(body + b"\0" * (-len(body) % 10240))
+
+
+def test_install_sh_refuses_an_escaping_member_appended_garbage_and_a_changed_layer_before_any_venv(
+    far_side: dict[str, Any], tmp_path: Path
+) -> None:
+    """Each is refused by the whole-bundle check, before PREFIX or a virtualenv exists."""
+    tar = tmp_path / far_side["bundle"].name
+    shutil.copyfile(far_side["bundle"], tar)
+    _append_member(tar, "bundle/../x", b"x")
+    line = refusal(run_far_side([tar], far_side["public_key"], tar.name), 3)
+    assert "could escape" in line and "bundle/../x" in line
+    shutil.copyfile(far_side["bundle"], tar)
+    with open(tar, "ab") as fh:
+        fh.write(b"garbage")
+    line = refusal(run_far_side([tar], far_side["public_key"], tar.name), 3)
+    assert "7 bytes were appended" in line
+    shutil.copyfile(far_side["bundle"], tar)
+    layer = max((m for m in members(tar) if "/blobs/" in m), key=lambda n: members(tar)[n].size)
+    flip_byte_in(tar, layer, offset=1000)
+    line = refusal(run_far_side([tar], far_side["public_key"], tar.name), 3)
+    assert layer.removeprefix("bundle/") in line and "FAILED" in line
 
 
 def test_the_wrong_public_key_exits_3(far_side: dict[str, Any], tmp_path: Path) -> None:

@@ -8,17 +8,24 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from airgap.core.checklist import ChecklistContext, render_all
 from airgap.core.policy import (
+    SELECTORS,
     Catalog,
     Evaluation,
+    Item,
+    ObjectRef,
     RuleResult,
+    Selector,
     evaluate,
     format_path,
     parse_catalog,
@@ -29,6 +36,7 @@ from airgap.errors import InvalidInputError
 from airgap.resources import policies_dir
 from airgap.services.check import load_catalog
 from tests.conftest import ROOT
+from tests.disa import DISA
 
 MANIFESTS = ROOT / "tests" / "data" / "manifests"
 GOOD = sorted((MANIFESTS / "good").glob("*.yaml"))
@@ -36,29 +44,11 @@ PROFILE = ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json"
 DIGEST = "sha256:" + "b" * 64
 K8S_SELECTORS = {"objects", "pod_specs", "containers", "namespaces"}
 
-# Only ids that compliance.md (the project's reference) lists: the catalog must not cite others.
-KNOWN_STIG = {
-    "V-242415": "CNTR-K8-001160",
-    "V-242414": "CNTR-K8-000960",
-    "V-242383": "CNTR-K8-000290",
-    "V-242417": "CNTR-K8-001360",
-    "V-242437": "CNTR-K8-002010",
-    "V-254800": "CNTR-K8-002011",
-    "V-242442": "CNTR-K8-002700",
-}
-KNOWN_SRG = {
-    "V-233065",
-    "V-233064",
-    "V-233127",
-    "V-233163",
-    "V-233185",
-    "V-233074",
-    "V-233192",
-    "V-270875",
-    "V-270876",
-    "V-233271",
-    "V-233285",
-}
+
+
+def srg(group_id: str) -> tuple[str, str, str | None]:
+    """A Container Platform SRG reference as the catalog resolves it (with DISA's SRG id)."""
+    return ("container_platform_srg", group_id, DISA["container_platform_srg"][group_id]["rule_version"])
 
 
 @pytest.fixture(scope="module")
@@ -150,20 +140,18 @@ BAD: dict[str, dict[str, tuple[str, set[tuple[str, str, str | None]]]]] = {
     "privileged": {
         "AG-PSS-PRIVILEGED": (
             f"{SC}.privileged",
-            {PSS, ("container_platform_srg", "V-233185", None), ("container_platform_srg", "V-233127", None)},
+            {PSS, srg("V-233185"), srg("V-233127")},
         ),
         "AG-PSS-PRIVILEGE-ESCALATION": (f"{SC}.allowPrivilegeEscalation", {PSS}),
     },
     "hostpath": {
         "AG-PSS-HOST-PATH": (
             f"{POD}.volumes[1].hostPath",
-            {PSS, ("container_platform_srg", "V-233127", None)},
+            {PSS, srg("V-233127")},
         ),
         "AG-PSS-VOLUME-TYPES": (f"{POD}.volumes[1]", {PSS}),
     },
-    "host-network": {
-        "AG-PSS-HOST-NAMESPACES": (f"{POD}.hostNetwork", {PSS, ("container_platform_srg", "V-233127", None)})
-    },
+    "host-network": {"AG-PSS-HOST-NAMESPACES": (f"{POD}.hostNetwork", {PSS, srg("V-233127")})},
     "host-pid": {"AG-PSS-HOST-NAMESPACES": (f"{POD}.hostPID", {PSS})},
     "host-ipc": {"AG-PSS-HOST-NAMESPACES": (f"{POD}.hostIPC", {PSS})},
     "run-as-root": {
@@ -172,14 +160,14 @@ BAD: dict[str, dict[str, tuple[str, set[tuple[str, str, str | None]]]]] = {
             {
                 PSS,
                 ("kubernetes_stig", "V-242437", "CNTR-K8-002010"),
-                ("container_platform_srg", "V-233163", None),
+                srg("V-233163"),
             },
         )
     },
     "capability-sys-admin": {
         "AG-PSS-CAPABILITIES-ADD": (
             f"{SC}.capabilities.add[0]",
-            {PSS, ("container_platform_srg", "V-233163", None)},
+            {PSS, srg("V-233163")},
         )
     },
     "secret-env": {
@@ -191,21 +179,21 @@ BAD: dict[str, dict[str, tuple[str, set[tuple[str, str, str | None]]]]] = {
     "no-resource-limits": {
         "AG-SRG-RESOURCE-LIMITS": (
             f"{CONTAINER}.resources.limits.memory",
-            {("container_platform_srg", "V-270875", None)},
+            {srg("V-270875")},
         )
     },
     "image-tag": {"AG-SC-IMAGE-BY-DIGEST": (f"{CONTAINER}.image", set())},
     "hostport-80": {
         "AG-K8S-HOSTPORT-BELOW-1024": (
             f"{CONTAINER}.ports[0].hostPort",
-            {("kubernetes_stig", "V-242414", "CNTR-K8-000960"), ("container_platform_srg", "V-233074", None)},
+            {("kubernetes_stig", "V-242414", "CNTR-K8-000960"), srg("V-233074")},
         ),
         "AG-PSS-HOST-PORTS": (f"{CONTAINER}.ports[0].hostPort", {PSS}),
     },
     "writable-root": {
         "AG-SRG-READ-ONLY-ROOT": (
             f"{SC}.readOnlyRootFilesystem",
-            {("container_platform_srg", "V-270876", None)},
+            {srg("V-270876")},
         )
     },
     "seccomp-unconfined": {"AG-PSS-SECCOMP": (f"{POD}.securityContext.seccompProfile.type", {PSS})},
@@ -295,8 +283,39 @@ def test_the_corpus_and_the_table_name_the_same_files() -> None:
     assert {p.stem for p in (MANIFESTS / "bad").glob("*.yaml")} == set(BAD)
 
 
+# Objects the example does not ship but a clean bundle may: a binding to a narrow ClusterRole and
+# a Secret that carries no value (Kubernetes fills in a service-account token's data itself).
+CLEAN_EXTRAS = [
+    {
+        "source": "manifests/50-extras.yaml",
+        "document": 0,
+        "object": {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": "tabular-classifier-view", "namespace": "tabular"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "tabular-classifier", "namespace": "tabular"}],
+        },
+    },
+    {
+        "source": "manifests/50-extras.yaml",
+        "document": 1,
+        "object": {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "type": "kubernetes.io/service-account-token",
+            "metadata": {
+                "name": "tabular-classifier-token",
+                "namespace": "tabular",
+                "annotations": {"kubernetes.io/service-account.name": "tabular-classifier"},
+            },
+        },
+    },
+]
+
+
 def test_clean_bundle_has_no_open_findings(catalog: Catalog) -> None:
-    ev = evaluate(catalog, bundle_facts())
+    ev = evaluate(catalog, bundle_facts(manifests(*GOOD) + CLEAN_EXTRAS))
     assert open_results(ev) == {}
     # and the Kubernetes rules really looked at the manifests: none of them is "not applicable"
     k8s = [r for r in ev.results if not r.rule.manual and r.rule.check.select in K8S_SELECTORS]  # type: ignore[union-attr]
@@ -372,6 +391,138 @@ def test_container_value_overrides_the_pod_value(catalog: Catalog) -> None:
     )
 
 
+def with_objects(*objects: dict[str, Any]) -> dict[str, Any]:
+    """The clean bundle plus ``objects`` in one extra manifest file."""
+    extra = [{"source": "manifests/50-extra.yaml", "document": i, "object": o} for i, o in enumerate(objects)]
+    return bundle_facts(manifests(*GOOD) + extra)
+
+
+def service(**spec: Any) -> dict[str, Any]:
+    ports = [{"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"}]
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "tabular-classifier-edge", "namespace": "tabular"},
+        "spec": {"selector": {"app.kubernetes.io/name": "tabular-classifier"}, "ports": ports, **spec},
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"type": "NodePort"}, "spec.type"),
+        ({"type": "LoadBalancer"}, "spec.type"),
+        ({"externalIPs": ["10.0.0.5"]}, "spec.externalIPs[0]"),
+    ],
+)
+def test_service_reachable_from_outside_the_cluster_is_open(
+    catalog: Catalog, spec: dict[str, Any], field: str
+) -> None:
+    result = evaluate(catalog, with_objects(service(**spec))).result("AG-K8S-SERVICE-NODE-EXPOSURE")
+    assert result.status == "open"
+    [finding] = result.findings
+    assert (finding.object.kind, finding.object.name, finding.field) == (
+        "Service",
+        "tabular-classifier-edge",
+        field,
+    )
+    assert finding.object.source == "manifests/50-extra.yaml"
+    assert {r.group_id for r in result.rule.references.benchmarks} == {"V-233073", "V-233190", "V-233030"}
+
+
+def test_cluster_ip_service_is_not_a_finding(catalog: Catalog) -> None:
+    result = evaluate(catalog, with_objects(service(type="ClusterIP"))).result("AG-K8S-SERVICE-NODE-EXPOSURE")
+    assert (result.status, result.checked) == ("not_a_finding", 2)  # the example's Service and this one
+
+
+def binding(kind: str, role_kind: str, role: str) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "tabular-classifier-admin"}
+    if kind == "RoleBinding":
+        meta["namespace"] = "tabular"
+    return {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": kind,
+        "metadata": meta,
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": role_kind, "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": "tabular-classifier", "namespace": "tabular"}],
+    }
+
+
+@pytest.mark.parametrize("kind", ["ClusterRoleBinding", "RoleBinding"])
+def test_binding_to_cluster_admin_is_open(catalog: Catalog, kind: str) -> None:
+    result = evaluate(catalog, with_objects(binding(kind, "ClusterRole", "cluster-admin"))).result(
+        "AG-K8S-CLUSTER-ADMIN-BINDING"
+    )
+    assert result.status == "open"
+    [finding] = result.findings
+    assert (finding.object.kind, finding.field) == (kind, "roleRef.name")
+    assert "cluster-admin" in finding.message
+    assert ("container_platform_srg", "V-233162") in {
+        (r.benchmark, r.group_id) for r in result.rule.references.benchmarks
+    }
+
+
+@pytest.mark.parametrize(
+    ("role_kind", "role", "status"),
+    [("ClusterRole", "view", "not_a_finding"), ("Role", "cluster-admin", "not_applicable")],
+)
+def test_binding_to_a_narrow_role_is_not_a_finding(
+    catalog: Catalog, role_kind: str, role: str, status: str
+) -> None:
+    result = evaluate(catalog, with_objects(binding("RoleBinding", role_kind, role))).result(
+        "AG-K8S-CLUSTER-ADMIN-BINDING"
+    )
+    assert result.status == status
+
+
+SECRET_VALUE = "c3VwZXItc2VjcmV0LXBhc3N3b3Jk"  # base64 of a password: must never reach a report
+
+
+def secret(**content: Any) -> dict[str, Any]:
+    meta = {"name": "tabular-classifier-db", "namespace": "tabular"}
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque", "metadata": meta, **content}
+
+
+@pytest.mark.parametrize(
+    ("content", "field"),
+    [
+        ({"data": {"password": SECRET_VALUE}}, "data.password"),
+        ({"stringData": {"db-password": "super-secret-password"}}, "stringData.db-password"),
+    ],
+)
+def test_secret_with_its_value_in_the_manifest_is_open_and_the_value_is_withheld(
+    catalog: Catalog, content: dict[str, Any], field: str
+) -> None:
+    ev = evaluate(catalog, with_objects(secret(**content)))
+    result = ev.result("AG-K8S-SECRET-IN-MANIFEST")
+    assert result.status == "open"
+    [finding] = result.findings
+    assert (finding.object.kind, finding.object.name, finding.field) == (
+        "Secret",
+        "tabular-classifier-db",
+        field,
+    )
+    assert "withheld" in finding.message
+    ctx = ChecklistContext(
+        "tabular-classifier", "1.0.0", datetime(2023, 11, 14, tzinfo=timezone.utc), "airgap"
+    )
+    for name, data in render_all(ev, ctx, catalog.benchmarks).items():
+        for value in (SECRET_VALUE, "super-secret-password"):
+            assert value.encode() not in data, f"{name} leaks the Secret's value"
+
+
+def test_secret_without_a_value_is_not_a_finding(catalog: Catalog) -> None:
+    result = evaluate(catalog, with_objects(secret(data={}))).result("AG-K8S-SECRET-IN-MANIFEST")
+    assert (result.status, result.checked) == ("not_a_finding", 1)
+
+
+def test_secret_in_the_image_environment_is_named_but_its_value_withheld(catalog: Catalog) -> None:
+    env = ["PATH=/usr/bin", "DB_PASSWORD=hunter2"]
+    result = evaluate(catalog, bundle_facts(image={"env": env})).result("AG-SC-IMAGE-ENV-SECRETS")
+    assert [f.field for f in result.findings] == ["image.env[1]"]
+    assert "hunter2" not in result.findings[0].message
+
+
 def test_a_bundle_without_manifests_makes_kubernetes_rules_not_applicable(catalog: Catalog) -> None:
     ev = evaluate(catalog, bundle_facts([]))
     result = ev.result("AG-PSS-PRIVILEGED")
@@ -395,7 +546,7 @@ def test_unsigned_staging_directory_is_open_for_signing_and_not_applicable_for_t
     ev = evaluate(catalog, bundle_facts(signature=None))
     signed = ev.result("AG-SRG-IMAGE-SIGNED")
     assert signed.status == "open"
-    assert ("container_platform_srg", "V-233065", None) in refs(signed)
+    assert srg("V-233065") in refs(signed)
     assert signed.findings[0].field == "signature"
     fips = ev.result("AG-SRG-FIPS-SIGNATURE")
     assert fips.status == "not_applicable"
@@ -414,7 +565,7 @@ def test_unsigned_staging_directory_is_open_for_signing_and_not_applicable_for_t
 def test_signature_other_than_p384_sha384_is_open(catalog: Catalog, signature: dict[str, Any]) -> None:
     result = evaluate(catalog, bundle_facts(signature=signature)).result("AG-SRG-FIPS-SIGNATURE")
     assert result.status == "open"
-    assert ("container_platform_srg", "V-233285", None) in refs(result)
+    assert srg("V-233285") in refs(result)
     assert any(
         f.field == "signature.algorithm" and f.object.source == "signature.json" for f in result.findings
     )
@@ -424,7 +575,7 @@ def test_lock_with_an_unhashed_pin_is_open(catalog: Catalog) -> None:
     lock = {"pins": 5, "all_hashed": False, "hash_algorithms": ["sha256"], "unhashed": ["numpy"]}
     result = evaluate(catalog, bundle_facts(lock=lock)).result("AG-SC-LOCK-HASHED")
     assert result.status == "open"
-    assert ("container_platform_srg", "V-233064", None) in refs(result)
+    assert srg("V-233064") in refs(result)
     assert [(f.field, f.object.source) for f in result.findings] == [("lock.all_hashed", "requirements.lock")]
 
 
@@ -618,15 +769,57 @@ def test_fail_on_rejects_an_unknown_level(catalog: Catalog) -> None:
 # ------------------------------------------------------------------------------ the rule format
 
 
-def test_shipped_rules_cite_only_known_stig_and_srg_ids(catalog: Catalog) -> None:
+def test_every_catalog_group_is_disas_own(catalog: Catalog) -> None:
+    for bench in catalog.benchmarks:
+        for group in bench.groups:
+            disa = DISA[bench.id].get(group.group_id)
+            assert disa is not None, f"{group.group_id} is not a group of DISA's {bench.display_name}"
+            assert (group.stig_id, group.severity, list(group.ccis)) == (
+                disa["rule_version"],
+                disa["severity"],
+                disa["ccis"],
+            ), group.group_id
+
+
+def test_shipped_rules_cite_only_disa_ids_and_every_listed_group_is_evaluated(catalog: Catalog) -> None:
     cited = [ref for r in catalog.rules for ref in r.references.benchmarks]
     for ref in cited:
-        if ref.benchmark == "kubernetes_stig":
-            assert KNOWN_STIG.get(ref.group_id) == ref.stig_id, ref
-        else:
-            assert ref.benchmark == "container_platform_srg" and ref.group_id in KNOWN_SRG, ref
-            assert ref.stig_id is None, "no SRG requirement id is known: none may be invented"
-    assert {r.group_id for r in cited} == set(KNOWN_STIG) | KNOWN_SRG, "every listed group is evaluated"
+        assert ref.stig_id == DISA[ref.benchmark][ref.group_id]["rule_version"], ref
+    listed = {(b.id, g.group_id) for b in catalog.benchmarks for g in b.groups}
+    assert {(r.benchmark, r.group_id) for r in cited} == listed, "every listed group is evaluated"
+
+
+def _control(index: str) -> str:
+    """``AC-6 (10)`` (the CCI list's spelling) -> ``AC-6(10)``; sub-items a/b/1 are dropped."""
+    m = re.match(r"^([A-Z]{2}-\d+)(?: \((\d+)\))?", index)
+    assert m, index
+    return m.group(1) + (f"({m.group(2)})" if m.group(2) else "")
+
+
+def test_every_cci_a_rule_cites_is_disas_and_belongs_to_its_groups_or_controls(catalog: Catalog) -> None:
+    for rule in catalog.rules:
+        assert rule.references.cci, f"{rule.id} cites no CCI"
+        group_ccis = {
+            c for ref in rule.references.benchmarks for c in DISA[ref.benchmark][ref.group_id]["ccis"]
+        }
+        controls = set(rule.references.nist)
+        for cci in rule.references.cci:
+            assert cci in DISA["cci"], f"{rule.id}: {cci} is not in DISA's CCI list"
+            mapped = {_control(i) for i in DISA["cci"][cci]["nist_800_53_r5"]}
+            bases = {m.split("(")[0] for m in mapped}
+            assert cci in group_ccis or mapped & controls or bases & controls, (rule.id, cci, mapped)
+
+
+def test_rules_without_a_stig_group_still_cite_800_53_and_ccis(catalog: Catalog) -> None:
+    airgap_only = [r for r in catalog.rules if not r.references.benchmarks]
+    assert {r.id for r in airgap_only} == {
+        "AG-MAN-ATO",
+        "AG-MAN-MEDIA-TRANSFER",
+        "AG-SC-OCI-LABELS",
+        "AG-TGT-ARCH",
+        "AG-TGT-DISK",
+    }
+    assert all(r.references.nist and r.references.cci for r in airgap_only)
 
 
 def test_every_shipped_rule_is_complete(catalog: Catalog) -> None:
@@ -774,3 +967,47 @@ def test_yaml_true_is_not_the_number_one() -> None:
 def test_null_counts_as_missing() -> None:
     assert _run("{path: v, present: true}", {"v": None}).status == "open"
     assert _run("{path: v, absent: true}", {"v": None}).status == "not_a_finding"
+
+
+def test_a_select_that_is_not_a_string_is_refused_not_crashed() -> None:
+    with pytest.raises(InvalidInputError, match="select"):
+        _only(RULE.replace("select: containers", "select: [containers]"))
+
+
+def _services(facts: Mapping[str, Any]) -> list[Item]:
+    return [
+        Item(root={"service": s}, ref=ObjectRef("Service", str(s.get("name"))), anchors=((("service",), ""),))
+        for s in facts.get("services") or []
+    ]
+
+
+def test_a_selector_is_one_registry_entry_read_by_parser_checklist_and_evaluation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setitem(SELECTORS, "services", Selector("services", "every Service", "Services", _services))
+    rule = RULE.replace("select: containers", "select: services").replace(
+        "container.securityContext.privileged", "service.type"
+    )
+    catalog = _only(rule)
+    assert catalog.rules[0].check_text().startswith("For every Service: service.type must not equal")
+    empty = evaluate(catalog, {}).result("AG-TEST-ONE")
+    assert (empty.status, empty.reason) == ("not_applicable", "nothing to check: the bundle has no Services")
+    bad = evaluate(catalog, {"services": [{"name": "web", "type": True}]}).result("AG-TEST-ONE")
+    assert bad.status == "open" and [(f.object.name, f.field) for f in bad.findings] == [("web", "type")]
+
+
+def test_redact_must_be_a_boolean() -> None:
+    with pytest.raises(InvalidInputError, match="redact"):
+        _only(RULE.replace("not_equals: true}", "not_equals: true, redact: maybe}"))
+
+
+def test_a_redacted_leaf_names_the_field_but_never_the_value() -> None:
+    result = _run("{path: 'env[*]', not_contains: 'TOKEN=', redact: true}", {"env": ["A=1", "TOKEN=s3cr3t"]})
+    [finding] = result.findings
+    assert finding.field == "env[1]" and "withheld" in finding.message and "s3cr3t" not in finding.message
+
+
+def test_a_group_citing_a_malformed_cci_is_refused() -> None:
+    bench = BENCH.replace("severity: high, title", "severity: high, ccis: [CCI-12], title")
+    with pytest.raises(InvalidInputError, match="ccis"):
+        parse_catalog([("bench.yaml", bench), ("site.yaml", RULE)])

@@ -8,6 +8,7 @@ audit record.
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import json
 import os
@@ -18,38 +19,23 @@ from typing import Any
 import pytest
 import zstandard
 
-from tests.bundles import flip_byte_in, make_key, members, pack_demo, rewrite, signed_archive
+from tests.bundles import (
+    flip_byte_in,
+    make_key,
+    members,
+    pack_demo,
+    rejected,
+    rewrite,
+    signed_archive,
+    signed_env,
+    verify,
+)
 from tests.conftest import assert_one_line_error, run_airgap
 
 
 @pytest.fixture
 def env(tmp_path: Path) -> dict[str, Any]:
-    key, pub, kid = make_key(tmp_path, "publisher")
-    result = pack_demo(tmp_path, key)
-    state = tmp_path / "state"
-    assert run_airgap("keys", "trust", str(pub), "--state-dir", str(state)).returncode == 0
-    return {"tmp": tmp_path, "key": key, "pub": pub, "kid": kid, "bundle": result.files[0], "state": state}
-
-
-def verify(env: dict[str, Any], target: Path | None = None, *extra: str) -> Any:
-    before = _tree(env["tmp"])
-    proc = run_airgap("verify", str(target or env["bundle"]), "--state-dir", str(env["state"]), *extra)
-    after = _tree(env["tmp"])
-    changed = {p for p in after.keys() | before.keys() if after.get(p) != before.get(p)}
-    assert changed <= {str(env["state"] / "audit.log")}, f"verify wrote outside its audit log: {changed}"
-    return proc
-
-
-def _tree(root: Path) -> dict[str, tuple[int, int]]:
-    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
-
-
-def rejected(env: dict[str, Any], match: str, code: int = 3, target: Path | None = None, *extra: str) -> str:
-    line = assert_one_line_error(verify(env, target, *extra), code)
-    assert match in line, line
-    audit = [json.loads(x) for x in (env["state"] / "audit.log").read_text().splitlines()]
-    assert audit[-1]["result"] == "rejected" and audit[-1]["exit_code"] == code
-    return line
+    return signed_env(tmp_path)
 
 
 def test_an_untouched_bundle_verifies_and_is_audited(env: dict[str, Any]) -> None:
@@ -168,7 +154,8 @@ def test_older_version_replayed_is_refused_unless_allowed_loudly(env: dict[str, 
 
 
 def test_expired_bundle_is_refused_unless_allowed_loudly(env: dict[str, Any]) -> None:
-    expired = pack_demo(env["tmp"] / "old", env["key"], expires="1d").files[0]
+    signed_long_ago = dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc)
+    expired = pack_demo(env["tmp"] / "old", env["key"], expires="1d", now=signed_long_ago).files[0]
     rejected(env, "expired at 2023-11-15T22:13:20Z", 3, expired)
     proc = verify(env, expired, "--allow-expired")
     assert proc.returncode == 0 and "UNSAFE" in proc.stderr
@@ -298,7 +285,7 @@ def test_join_reassembles_after_the_bad_part_is_copied_again(env: dict[str, Any]
 def test_a_random_file_is_not_a_bundle(env: dict[str, Any]) -> None:
     junk = env["tmp"] / "junk.tar"
     junk.write_bytes(os.urandom(4096))
-    rejected(env, "not a bundle", 4, junk)
+    rejected(env, "not an airgap bundle", 4, junk)
     empty = env["tmp"] / "empty.tar"
     empty.write_bytes(b"")
     rejected(env, "empty", 4, empty)

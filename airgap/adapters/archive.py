@@ -1,31 +1,48 @@
 """The bundle's container: a plain POSIX tar, written deterministically and read strictly.
 
-Writing: headers are made by ``tarfile.TarInfo`` (PAX where a name needs it) with owner 0:0, no
-user or group names, mode 0644 and mtime SOURCE_DATE_EPOCH; content is streamed in chunks. The
-stream can be cut into parts of a fixed size, each hashed as it is written.
+Writing: every header is ``core.tar_format.member_header`` (the one function the verifier also
+uses to regenerate it), content is streamed in chunks, padding and the end of the archive are the
+zeros the format fixes. The stream can be cut into parts of a fixed size, each hashed as it is
+written.
 
-Reading: a small parser that accepts only what the writer produces — regular files, with ustar
-or PAX ``x`` headers — and refuses everything else by name: links, devices, FIFOs, directories,
-global headers, GNU long-name records, bad checksums, names that escape. It never seeks and never
-writes: the verifier hashes members as they stream past.
+Reading: a small parser that accepts only what the writer produces — regular files, with ustar or
+PAX ``x`` headers carrying only ``path`` and ``size`` — and refuses everything else by name:
+links, devices, FIFOs, directories, global headers, GNU records, bad checksums, malformed
+numbers, non-zero padding, anything after the end, names that escape. It never seeks and never
+writes: the verifier hashes members as they stream past. Only regular files are opened.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-import tarfile
+import queue
+import stat
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from airgap.core.bundle_format import check_member_path
+from airgap.core.tar_format import (
+    BLOCK,
+    MAX_MEMBER_SIZE,
+    MAX_PAX,
+    NAME_FIELD,
+    USTAR_MAGIC,
+    end_of_archive_length,
+    header_checksum,
+    member_header,
+    padding_length,
+    parse_octal,
+    parse_pax,
+    zero_padding,
+)
 from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError
 
-BLOCK = 512
-RECORD = 20 * BLOCK
 CHUNK = 1 << 20
+READ_AHEAD = 256 << 10
 _REFUSED = {
     b"1": "a hard link",
     b"2": "a symbolic link",
@@ -125,7 +142,7 @@ class PartSink:
 
 
 class TarWriter:
-    """Deterministic tar members into a sink."""
+    """Deterministic tar members into a sink: the bytes ``core.tar_format`` fixes, nothing else."""
 
     def __init__(self, sink: PartSink, epoch: int, root: str) -> None:
         self.sink = sink
@@ -133,19 +150,12 @@ class TarWriter:
         self.root = root
 
     def _header(self, path: str, size: int) -> bytes:
-        ti = tarfile.TarInfo(f"{self.root}/{path}")
-        ti.size = size
-        ti.mtime = self.epoch
-        ti.mode = 0o644
-        ti.uid = ti.gid = 0
-        ti.uname = ti.gname = ""
-        ti.type = tarfile.REGTYPE
-        return ti.tobuf(format=tarfile.PAX_FORMAT, encoding="utf-8", errors="strict")
+        return member_header(f"{self.root}/{path}", size, self.epoch)
 
     def add_bytes(self, path: str, data: bytes) -> None:
         self.sink.write(self._header(path, len(data)))
         self.sink.write(data)
-        self.sink.write(b"\0" * (-len(data) % BLOCK))
+        self.sink.write(zero_padding(len(data)))
 
     def add_file(self, path: str, source: Path, size: int) -> None:
         self.sink.write(self._header(path, size))
@@ -158,115 +168,249 @@ class TarWriter:
                     raise IntegrityError(f"{source} shrank while it was being packed")
                 self.sink.write(memoryview(buf)[:n])
                 remaining -= n
-        self.sink.write(b"\0" * (-size % BLOCK))
+        self.sink.write(zero_padding(size))
 
     def close(self) -> None:
-        self.sink.write(b"\0" * (2 * BLOCK))
-        self.sink.write(b"\0" * (-self.sink.total % RECORD))
+        self.sink.write(b"\0" * end_of_archive_length(self.sink.total))
 
 
 # --------------------------------------------------------------------------------------- reading
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def open_regular(path: Path, what: str = "a bundle") -> BinaryIO:
+    """Opens ``path`` for reading only if it is a regular file, without blocking on a FIFO.
+
+    Devices, FIFOs, sockets and directories are refused before a byte is read (exit 4). The type
+    is checked before opening (a socket cannot be opened at all) and again on the opened
+    descriptor, so nothing can be swapped in between.
+    """
+    try:
+        _require_regular(path, os.stat(path).st_mode, what)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise InvalidInputError(f"{path} does not exist", hint=f"name {what}") from None
+    except NotADirectoryError:
+        raise InvalidInputError(f"{path} does not exist (a parent is not a directory)") from None
+    except OSError as exc:
+        raise EnvironmentFailure(
+            f"cannot open {path}: {exc.strerror}", hint="check the permissions and the media"
+        ) from None
+    try:
+        _require_regular(path, os.fstat(fd).st_mode, what)
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _require_regular(path: Path, mode: int, what: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+        raise InvalidInputError(f"{path} is {kind}, not {what}: only regular files are read")
+
+
+def read_small(path: Path, limit: int, what: str) -> bytes:
+    """The whole of a small regular file (an index, a signature), refusing one over ``limit`` bytes."""
+    with open_regular(path, what) as fh:
+        try:
+            data = fh.read(limit + 1)
+        except OSError as exc:
+            raise EnvironmentFailure(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > limit:
+        raise IntegrityError(f"{path.name} is over {limit} bytes: it is not {what}")
+    return data
+
+
 @dataclass
 class Member:
+    """A member's parsed header. ``header`` holds every byte from ``offset`` up to its data, as
+    read, so that the verifier can compare it with the header the manifest determines."""
+
     name: str
     size: int
+    offset: int = 0
+    header: bytes = field(repr=False, default=b"")
     remaining: int = field(repr=False, default=0)
 
 
 class TarReader:
-    """A strict, forward-only reader of the tar stream ``stream`` (a file or concatenated parts)."""
+    """A strict, forward-only reader of the tar stream ``stream`` (a file or concatenated parts).
 
-    def __init__(self, stream: BinaryIO, root: str, max_members: int = 1_000_000) -> None:
+    It enforces what the format alone decides: every header is POSIX ustar with a correct checksum
+    and an empty prefix; numbers are strictly typed; a PAX header carries only ``path`` and
+    ``size`` and is followed by a member; padding is zeros; the archive ends with exactly the zero
+    blocks and record padding the format requires, and nothing follows. Every read is sized by a
+    checked number. Errors name the byte offset in the archive. When ``first`` is given, an archive
+    whose first member is not that one is not a bundle at all (exit 4).
+    """
+
+    def __init__(
+        self, stream: BinaryIO, root: str, max_members: int = 1_000_000, first: str | None = None
+    ) -> None:
         self.stream = stream
         self.root = root
         self.max_members = max_members
+        self.first = first
         self.count = 0
+        self.offset = 0
         self._current: Member | None = None
         self.ended = False
 
-    def _read_exact(self, n: int) -> bytes:
-        data = self.stream.read(n)
-        if len(data) != n:
-            raise IntegrityError("the bundle is truncated: the archive ends in the middle of a member")
+    def _read(self, n: int) -> bytes:
+        try:
+            data = self.stream.read(n)
+        except OSError as exc:
+            raise _read_failure(exc, self.offset) from None
+        self.offset += len(data)
         return bytes(data)
 
-    def _skip_rest(self) -> None:
+    def _read_exact(self, n: int, where: str) -> bytes:
+        data = self._read(n)
+        if len(data) != n:
+            raise IntegrityError(f"the bundle is truncated at byte {self.offset}, {where}")
+        return data
+
+    def _full(self, m: Member) -> str:
+        return f"{self.root}/{m.name}"
+
+    def _finish_current(self) -> None:
         m = self._current
         if m is None:
             return
         while m.remaining:
-            chunk = self.stream.read(min(CHUNK, m.remaining))
+            chunk = self._read(min(CHUNK, m.remaining))
             if not chunk:
-                raise IntegrityError("the bundle is truncated")
+                raise IntegrityError(f"the bundle is truncated at byte {self.offset}, inside {self._full(m)}")
             m.remaining -= len(chunk)
-        pad = -m.size % BLOCK
+        pad = padding_length(m.size)
         if pad:
-            self._read_exact(pad)
+            start = self.offset
+            data = self._read_exact(pad, f"in the padding after {self._full(m)}")
+            _zeros(data, start, f"in the zero padding after the data of {self._full(m)}")
         self._current = None
 
+    def _header_block(self, start: int, where: str) -> bytes:
+        block = self._read(BLOCK)
+        if len(block) == BLOCK:
+            return block
+        if start == 0:
+            if not block:
+                raise InvalidInputError("the file is empty: not an airgap bundle")
+            raise InvalidInputError(
+                f"not an airgap bundle: the file is {len(block)} bytes, shorter than one tar header"
+            )
+        raise IntegrityError(f"the bundle is truncated at byte {self.offset}, {where}")
+
+    def _check_block(self, block: bytes, start: int) -> None:
+        if block[257:265] != USTAR_MAGIC:
+            if start == 0:
+                raise InvalidInputError("not an airgap bundle: the file is not a POSIX tar archive")
+            raise IntegrityError(
+                f"the header at byte {start} is not a POSIX ustar header "
+                f"(magic {bytes(block[257:265])!r}); bundles hold nothing else"
+            )
+        stored = parse_octal(block[148:156], f"the checksum of the header at byte {start}")
+        if stored != header_checksum(block):
+            raise IntegrityError(f"the header at byte {start} is corrupt (checksum mismatch)")
+        if block[345:500].count(0) != 155:
+            raise IntegrityError(
+                f"the header at byte {start} fills the ustar prefix field, which bundles never use"
+            )
+
     def next(self) -> Member | None:
-        """The next member's header, or None at the end of the archive."""
-        self._skip_rest()
+        """The next member's header, or None at the (checked) end of the archive."""
+        self._finish_current()
         if self.ended:
             return None
+        start = self.offset
+        block = self._header_block(start, "where a header or the end of the archive was due")
+        if block.count(0) == BLOCK:
+            if start == 0:
+                raise InvalidInputError("not an airgap bundle: the file starts with an empty block")
+            self._end(start)
+            return None
+        self._check_block(block, start)
+        raw = block
         pax: dict[str, str] = {}
-        while True:
-            header = self.stream.read(BLOCK)
-            if len(header) == 0 and self.count == 0:
-                raise InvalidInputError("the file is empty: not a bundle")
-            if len(header) != BLOCK:
-                raise IntegrityError("the bundle is truncated: no end-of-archive marker")
-            if header == b"\0" * BLOCK:
-                self.ended = True
-                self._check_trailer()
-                return None
-            if self.count == 0 and header[257:262] != b"ustar":
-                raise InvalidInputError("not a bundle: the file is not a tar archive")
-            _check_checksum(header)
-            typeflag = header[156:157]
-            size = _octal(header[124:136])
-            if typeflag == b"x":
-                if size > 1 << 20:
-                    raise IntegrityError("a PAX header is implausibly large")
-                pax = _parse_pax(self._read_exact(size + (-size % BLOCK))[:size])
-                continue
-            self.count += 1
-            if self.count > self.max_members:
-                raise IntegrityError(f"the bundle has more than {self.max_members} members")
-            name = pax.get("path") or _name(header)
-            if "size" in pax:
-                size = int(pax["size"])
-            if typeflag in _REFUSED:
-                raise IntegrityError(
-                    f"member {name!r} is {_REFUSED[typeflag]}; bundles hold regular files only"
-                )
-            if typeflag not in (b"0", b"\0"):
-                raise IntegrityError(f"member {name!r} has unknown type {typeflag!r}")
-            if "linkpath" in pax:
-                raise IntegrityError(
-                    f"member {name!r} carries a link target; bundles hold regular files only"
-                )
-            prefix = f"{self.root}/"
-            if not name.startswith(prefix):
-                raise IntegrityError(f"member {name!r} is outside {prefix}: refusing a path that escapes")
-            self._current = Member(check_member_path(name[len(prefix) :]), size, size)
-            return self._current
+        typeflag = block[156:157]
+        if start == 0 and self.first is not None and typeflag != b"0":
+            # The first member of a bundle is a plain ustar regular file: a tar that starts with a
+            # PAX, GNU or other header (tar --format=pax, git archive) is some other archive.
+            raise InvalidInputError(f"not an airgap bundle: the archive does not start with {self.first}")
+        if typeflag == b"x":
+            where = f"the PAX header at byte {start}"
+            size = parse_octal(block[124:136], f"the size of {where}")
+            if size > MAX_PAX:
+                raise IntegrityError(f"{where} is {size} bytes, over the {MAX_PAX} a bundle needs")
+            payload = self._read_exact(size + padding_length(size), f"inside {where}")
+            _zeros(payload[size:], start + BLOCK + size, f"in the zero padding after {where}")
+            pax = parse_pax(payload[:size], where)
+            at = self.offset
+            member_block = self._header_block(at, f"inside the header after {where}")
+            if member_block.count(0) == BLOCK:
+                raise IntegrityError(f"{where} is dangling: no member follows it")
+            self._check_block(member_block, at)
+            raw = block + payload + member_block
+            block = member_block
+            typeflag = block[156:157]
+            if typeflag in (b"x", b"g"):
+                raise IntegrityError(f"{where} is followed by another PAX header")
+        name = pax["path"] if "path" in pax else _name(block, start)
+        if self.count == 0 and self.first is not None and name != self.first:
+            raise InvalidInputError(f"not an airgap bundle: the archive does not start with {self.first}")
+        self.count += 1
+        if self.count > self.max_members:
+            raise IntegrityError(f"the bundle has more than {self.max_members} members")
+        if typeflag in _REFUSED:
+            raise IntegrityError(f"member {name!r} is {_REFUSED[typeflag]}; bundles hold regular files only")
+        if typeflag != b"0":
+            raise IntegrityError(f"member {name!r} has type {typeflag!r}; bundles hold regular files only")
+        size = parse_octal(block[124:136], f"the size in the header of {name!r}")
+        if "size" in pax:
+            size = int(pax["size"])
+        if size > MAX_MEMBER_SIZE:
+            raise IntegrityError(f"member {name!r} claims {size} bytes, more than any bundle holds")
+        prefix = f"{self.root}/"
+        if not name.startswith(prefix):
+            raise IntegrityError(f"member {name!r} is outside {prefix}: refusing a path that escapes")
+        self._current = Member(check_member_path(name[len(prefix) :]), size, start, raw, size)
+        return self._current
 
-    def _check_trailer(self) -> None:
-        """Only zero blocks may follow the end marker: appended data is an unlisted file."""
-        while True:
-            chunk = self.stream.read(CHUNK)
+    def _end(self, start: int) -> None:
+        """Exactly the zero blocks and record padding the format requires, then the end of the file:
+        anything else after the last member was added or changed."""
+        want = end_of_archive_length(start) - BLOCK
+        at = self.offset
+        while want:
+            chunk = self._read(min(CHUNK, want))
             if not chunk:
-                return
-            if chunk.count(0) != len(chunk):
                 raise IntegrityError(
-                    "data follows the end of the archive: something was appended to the bundle"
+                    f"the bundle is truncated at byte {self.offset}, inside the end-of-archive padding "
+                    f"({want} bytes missing)"
                 )
+            _zeros(chunk, at, "in the end-of-archive padding")
+            at += len(chunk)
+            want -= len(chunk)
+        if self._read(1):
+            raise IntegrityError(
+                f"data follows the end of the archive at byte {self.offset - 1}: "
+                "something was appended to the bundle"
+            )
+        self.ended = True
 
     def read(self, member: Member, limit: int) -> bytes:
+        """A small member's bytes, refused before reading if its size is over ``limit``."""
         if member.size > limit:
-            raise IntegrityError(f"{member.name} is {member.size} bytes, over the {limit} allowed")
-        data = self._read_exact(member.size) if member.size else b""
+            raise IntegrityError(f"{self._full(member)} is {member.size} bytes, over the {limit} allowed")
+        data = self._read_exact(member.size, f"inside {self._full(member)}") if member.size else b""
         member.remaining = 0
         return data
 
@@ -277,69 +421,120 @@ class TarReader:
         readinto = getattr(self.stream, "readinto", None)
         while member.remaining:
             want = min(CHUNK, member.remaining)
-            if readinto is not None:
-                n = readinto(view[:want])
-                if not n:
-                    raise IntegrityError(f"the bundle is truncated inside {member.name}")
-                member.remaining -= n
-                yield view[:n]
-            else:
-                data = self.stream.read(want)
-                if not data:
-                    raise IntegrityError(f"the bundle is truncated inside {member.name}")
-                member.remaining -= len(data)
-                yield data
+            try:
+                if readinto is not None:
+                    n = readinto(view[:want])
+                    data: bytes | memoryview = view[:n] if n else b""
+                else:
+                    data = self.stream.read(want)
+                    n = len(data)
+            except OSError as exc:
+                raise _read_failure(exc, self.offset) from None
+            if not n:
+                raise IntegrityError(
+                    f"the bundle is truncated at byte {self.offset}, inside {self._full(member)}"
+                )
+            self.offset += n
+            member.remaining -= n
+            yield data
 
 
-def _check_checksum(header: bytes) -> None:
-    stored = header[148:156]
+def _read_failure(exc: OSError, offset: int) -> EnvironmentFailure:
+    return EnvironmentFailure(
+        f"reading the bundle failed at byte {offset}: {exc.strerror or exc}",
+        hint="check the media (or copy the bundle to a local disk) and re-run",
+    )
+
+
+def _zeros(data: bytes, offset: int, where: str) -> None:
+    if data.count(0) != len(data):
+        bad = next(i for i, b in enumerate(data) if b)
+        raise IntegrityError(f"byte {offset + bad} {where} is not zero")
+
+
+def _name(header: bytes, start: int) -> str:
+    raw = header[0:NAME_FIELD].split(b"\0", 1)[0]
     try:
-        expected = int(stored.replace(b"\0", b" ").strip() or b"0", 8)
-    except ValueError:
-        raise IntegrityError("a tar header has a malformed checksum") from None
-    actual = sum(header[:148]) + 8 * 32 + sum(header[156:])
-    if actual != expected:
-        raise IntegrityError("a tar header is corrupt (checksum mismatch)")
-
-
-def _octal(field: bytes) -> int:
-    text = field.replace(b"\0", b" ").strip()
-    if text[:1] and text[0] & 0x80:
-        raise IntegrityError("a tar header uses base-256 sizes, which bundles never need")
-    try:
-        return int(text or b"0", 8)
-    except ValueError:
-        raise IntegrityError("a tar header has a malformed size") from None
-
-
-def _name(header: bytes) -> str:
-    name = header[0:100].split(b"\0", 1)[0]
-    prefix = header[345:500].split(b"\0", 1)[0]
-    full = prefix + b"/" + name if prefix else name
-    try:
-        return full.decode("utf-8")
+        return raw.decode("ascii")
     except UnicodeDecodeError:
-        raise IntegrityError("a member name is not UTF-8") from None
+        raise IntegrityError(f"the member name at byte {start} is not ASCII") from None
 
 
-def _parse_pax(data: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    pos = 0
-    while pos < len(data):
-        space = data.find(b" ", pos)
-        if space < 0:
-            raise IntegrityError("a PAX header is malformed")
+class TimedReader:
+    """A stream whose every read must return within ``timeout`` seconds (media that stalls).
+
+    A read from a regular file cannot be interrupted, so the reads run in one helper thread and
+    the caller waits for each with a deadline; when it passes, the caller gets an
+    ``EnvironmentFailure`` (exit 5) instead of hanging, and the stalled thread is abandoned.
+    """
+
+    def __init__(self, stream: Any, timeout: float, what: str) -> None:
+        self.stream = stream
+        self.timeout = timeout
+        self.what = what
+        self._requests: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
+        self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
+        self._buf = b""
+        self._pos = 0
+        self._thread = threading.Thread(target=self._serve, name="airgap-reader", daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            kind, arg = request
+            try:
+                result = self.stream.read(arg) if kind == "read" else self.stream.readinto(arg)
+                self._results.put((True, result))
+            except BaseException as exc:  # handed to the caller's thread
+                self._results.put((False, exc))
+
+    def _call(self, kind: str, arg: Any) -> Any:
+        self._requests.put((kind, arg))
         try:
-            length = int(data[pos:space])
-        except ValueError:
-            raise IntegrityError("a PAX header is malformed") from None
-        record = data[space + 1 : pos + length - 1]
-        key, sep, value = record.partition(b"=")
-        if not sep or length <= 0:
-            raise IntegrityError("a PAX header is malformed")
-        out[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-        pos += length
-    return out
+            ok, value = self._results.get(timeout=self.timeout)
+        except queue.Empty:
+            raise EnvironmentFailure(
+                f"reading {self.what} stalled: no data for {self.timeout:g} s",
+                hint="check the media (or copy the bundle to a local disk) and re-run",
+            ) from None
+        if not ok:
+            raise value
+        return value
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, or fewer only at the end: small reads (headers, padding) are served
+        from a read-ahead buffer so that the helper thread is asked once per block, not per header."""
+        out = bytearray()
+        while len(out) < n:
+            if self._pos == len(self._buf):
+                self._buf = bytes(self._call("read", max(n - len(out), READ_AHEAD)))
+                self._pos = 0
+                if not self._buf:
+                    break
+            take = min(n - len(out), len(self._buf) - self._pos)
+            out += self._buf[self._pos : self._pos + take]
+            self._pos += take
+        return bytes(out)
+
+    def readinto(self, view: memoryview) -> int:
+        """Up to ``len(view)`` bytes: what is buffered first, then large reads straight into ``view``."""
+        if self._pos < len(self._buf):
+            take = min(len(view), len(self._buf) - self._pos)
+            view[:take] = self._buf[self._pos : self._pos + take]
+            self._pos += take
+            return take
+        if len(view) < READ_AHEAD or not hasattr(self.stream, "readinto"):
+            data = self.read(len(view))
+            view[: len(data)] = data
+            return len(data)
+        return int(self._call("readinto", view))
+
+    def close(self) -> None:
+        """Stops the helper thread (a stalled one stays abandoned; it is a daemon)."""
+        self._requests.put(None)
 
 
 class ConcatenatedParts:
@@ -373,11 +568,11 @@ class ConcatenatedParts:
         self.fh = None
         if self.index < len(self.paths):
             try:
-                self.fh = open(self.paths[self.index], "rb")  # noqa: SIM115 - closed in _advance
-            except OSError as exc:
+                self.fh = open_regular(self.paths[self.index], "a bundle part")
+            except EnvironmentFailure as exc:
                 name = self.expected[self.index][0]
                 raise IntegrityError(
-                    f"part {self.index + 1} ({name}) cannot be read: {exc.strerror}"
+                    f"part {self.index + 1} ({name}) cannot be read: {exc.message}"
                 ) from None
             self.hash = hashlib.sha256()
             self.read_in_part = 0

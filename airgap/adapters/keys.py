@@ -19,11 +19,16 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError, UsageError
 
 PASSPHRASE_ENV = "AIRGAP_KEY_PASSPHRASE"
+# The order of the P-384 group (FIPS 186-5 / SEC 2): (r, s) and (r, n - s) are both valid.
+P384_ORDER = (
+    0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973
+)
 
 
 def key_id(public: ec.EllipticCurvePublicKey) -> str:
@@ -88,13 +93,24 @@ def sign(private: ec.EllipticCurvePrivateKey, data: bytes) -> bytes:
     """The cosign blob signature: base64 of DER, with a trailing newline.
 
     Deterministic ECDSA (RFC 6979, allowed by FIPS 186-5) makes the same bytes sign the same way,
-    so a rebuilt bundle is byte-identical, signatures included.
+    so a rebuilt bundle is byte-identical, signatures included. ``s`` is normalized to the lower
+    of its two valid values, so that the signature has one form a verifier can insist on.
     """
     try:
         algorithm = ec.ECDSA(hashes.SHA384(), deterministic_signing=True)
     except TypeError:  # cryptography < 44, or an OpenSSL without RFC 6979
         algorithm = ec.ECDSA(hashes.SHA384())
-    return base64.b64encode(private.sign(data, algorithm)) + b"\n"
+    r, s = decode_dss_signature(private.sign(data, algorithm))
+    return base64.b64encode(encode_dss_signature(r, min(s, P384_ORDER - s))) + b"\n"
+
+
+def is_low_s(der: bytes) -> bool:
+    """Whether a DER ECDSA P-384 signature has the low ``s`` that ``sign`` writes."""
+    try:
+        _, s = decode_dss_signature(der)
+    except ValueError:
+        return False
+    return s <= P384_ORDER // 2
 
 
 def verify(public: ec.EllipticCurvePublicKey, data: bytes, signature_b64: bytes, what: str) -> None:

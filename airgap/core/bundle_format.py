@@ -8,12 +8,15 @@ See docs/bundle-format.md.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgap.core import versions
+from airgap.core.policy import SEVERITIES
 from airgap.errors import IntegrityError, InvalidInputError
 
 FORMAT = "airgap.bundle/v1"
@@ -24,9 +27,12 @@ SUMS = f"{ROOT}/SHA256SUMS"
 SUMS_SIG = f"{ROOT}/SHA256SUMS.sig"
 CONTROL = (MANIFEST, MANIFEST_SIG, SUMS, SUMS_SIG)
 SIGNATURE_ALGORITHM = "ecdsa-p384-sha384"
-MAX_MANIFEST = 64 << 20
+MAX_MANIFEST = 4 << 20  # read before its signature is checked: bounds verify's memory
 MAX_SIG = 1024
 MAX_RATIO = 1000  # the most a compressed member may expand (decompression-bomb bound)
+# The largest zstd window a member may need (the packer's level 3 uses 2 MiB): a signed frame
+# cannot make the verifier allocate more than this to decompress it.
+MAX_ZSTD_WINDOW = 8 << 20
 PARTS_INDEX_SUFFIX = ".parts.sha256"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _SEGMENT = re.compile(r"^[A-Za-z0-9._+@=,-][A-Za-z0-9._+@=,~-]*$")
@@ -45,7 +51,7 @@ def check_member_path(path: str) -> str:
     if not path or len(path) > 512 or path.startswith("/") or "\\" in path or "\x00" in path:
         raise IntegrityError(f"unsafe path in bundle: {path!r}")
     for seg in path.split("/"):
-        if seg in ("", ".", "..") or not _SEGMENT.match(seg):
+        if seg in ("", ".", "..") or not _SEGMENT.fullmatch(seg):
             raise IntegrityError(f"unsafe path in bundle: {path!r} (segment {seg!r})")
     return path
 
@@ -112,13 +118,201 @@ def _int(d: Mapping[str, Any], key: str, where: str) -> int:
 
 def _digest(d: Mapping[str, Any], key: str, where: str) -> str:
     v = d.get(key)
-    if not isinstance(v, str) or not _HEX64.match(v):
+    if not isinstance(v, str) or not _HEX64.fullmatch(v):
         raise InvalidInputError(f"manifest: {where}.{key} must be 64 lowercase hex digits")
     return v
 
 
+_DIGEST_REF = re.compile(r"^sha256:[0-9a-f]{64}$")
+_DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_RFC3339 = re.compile(
+    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+_IMAGE_NAME = re.compile(r"^[a-z0-9][a-zA-Z0-9._/:+-]{0,254}$")
+_USER = re.compile(r"^[A-Za-z0-9._:-]{0,64}$")
+_RULE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+MAX_TEXT = 256
+MAX_LIST = 100_000
+_TOP_LEVEL = frozenset(
+    {
+        "format",
+        "name",
+        "version",
+        "created",
+        "expires",
+        "tool",
+        "signer",
+        "target_profile_sha256",
+        "files",
+        "images",
+        "locks",
+        "policy",
+        "extra",
+    }
+)
+
+
+def _bad(field_name: str, why: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"the signed manifest is malformed: {field_name} {why}",
+        hint="the publisher's tooling wrote an invalid bundle; refuse it and ask for a new one",
+    )
+
+
+def parse_timestamp(text: object, field_name: str) -> dt.datetime:
+    """An RFC 3339 timestamp with an explicit zone (``Z`` or ``±HH:MM``), as an aware datetime."""
+    m = _RFC3339.fullmatch(text) if isinstance(text, str) else None
+    if m is None:
+        raise _bad(
+            field_name,
+            f"is not an RFC 3339 timestamp with a zone (such as 2027-01-31T00:00:00Z): {text!r:.80}",
+        )
+    year, month, day, hour, minute, second = (int(m.group(i)) for i in range(1, 7))
+    frac = m.group(7) or ""
+    zone = m.group(8)
+    try:
+        if zone in ("Z", "z"):
+            tz = dt.timezone.utc
+        else:
+            sign = -1 if zone[0] == "-" else 1
+            hours, minutes = int(zone[1:3]), int(zone[4:6])
+            if hours > 23 or minutes > 59:
+                raise ValueError("zone offset out of range")
+            tz = dt.timezone(sign * dt.timedelta(hours=hours, minutes=minutes))
+        micro = int((frac[1:] + "000000")[:6]) if frac else 0
+        # A leap second (60) is valid RFC 3339; it is taken as the last instant of its minute.
+        return dt.datetime(year, month, day, hour, minute, min(second, 59), micro, tzinfo=tz)
+    except ValueError as exc:
+        raise _bad(field_name, f"is not a valid instant ({exc}): {text!r:.80}") from None
+
+
+def format_timestamp(when: dt.datetime) -> str:
+    """The one spelling airgap writes: UTC, whole seconds, ``Z``."""
+    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _text(
+    value: object, field_name: str, pattern: re.Pattern[str] | None = None, limit: int = MAX_TEXT
+) -> str:
+    if not isinstance(value, str) or not value or len(value) > limit or not value.isprintable():
+        raise _bad(field_name, f"must be a printable string of at most {limit} characters")
+    if pattern is not None and not pattern.fullmatch(value):
+        raise _bad(field_name, f"has a value that is not allowed: {value!r:.80}")
+    return value
+
+
+def _object(value: object, field_name: str, allowed: frozenset[str] | None = None) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise _bad(field_name, f"must be an object, not {type(value).__name__}")
+    if allowed is not None:
+        unknown = sorted(set(value) - allowed)
+        if unknown:
+            raise _bad(f"{field_name}.{unknown[0]}", "is not a field this format has")
+    return value
+
+
+def _list(value: object, field_name: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise _bad(field_name, f"must be a list, not {type(value).__name__}")
+    if len(value) > MAX_LIST:
+        raise _bad(field_name, f"has more than {MAX_LIST} entries")
+    return value
+
+
+def _count(value: object, field_name: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > 1 << 50:
+        raise _bad(field_name, "must be a non-negative integer")
+    return value
+
+
+@dataclass(frozen=True)
+class ImageEntry:
+    """One image the bundle carries as an OCI layout; its digests name the blobs on disk."""
+
+    name: str
+    layout: str
+    manifest_digest: str
+    config_digest: str
+    layers: tuple[tuple[str, int], ...]
+    user: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "layout": self.layout,
+            "manifest_digest": self.manifest_digest,
+            "config_digest": self.config_digest,
+            "layers": [{"digest": d, "size": s} for d, s in self.layers],
+            "user": self.user,
+        }
+
+    @classmethod
+    def from_json(cls, data: object, where: str) -> ImageEntry:
+        obj = _object(
+            data, where, frozenset({"name", "layout", "manifest_digest", "config_digest", "layers", "user"})
+        )
+        layout = _text(obj.get("layout"), f"{where}.layout")
+        try:
+            check_member_path(layout)
+        except IntegrityError:
+            raise _bad(f"{where}.layout", f"is not a safe relative path: {layout!r:.80}") from None
+        layers = []
+        for i, layer in enumerate(_list(obj.get("layers"), f"{where}.layers")):
+            lobj = _object(layer, f"{where}.layers[{i}]", frozenset({"digest", "size"}))
+            layers.append(
+                (
+                    _text(lobj.get("digest"), f"{where}.layers[{i}].digest", _DIGEST_REF),
+                    _count(lobj.get("size"), f"{where}.layers[{i}].size"),
+                )
+            )
+        user = obj.get("user")
+        if user is not None and (not isinstance(user, str) or not _USER.fullmatch(user)):
+            raise _bad(f"{where}.user", "must be a user name or uid[:gid], or null")
+        return cls(
+            name=_text(obj.get("name"), f"{where}.name", _IMAGE_NAME),
+            layout=layout,
+            manifest_digest=_text(obj.get("manifest_digest"), f"{where}.manifest_digest", _DIGEST_REF),
+            config_digest=_text(obj.get("config_digest"), f"{where}.config_digest", _DIGEST_REF),
+            layers=tuple(layers),
+            user=user,
+        )
+
+
+def check_policy(value: object) -> dict[str, Any]:
+    """The signed compliance verdict: ``{}`` (not evaluated) or ``fail_on``, ``failed``,
+    ``summary`` (counts by status and severity), ``blocking`` rule ids and, when the publisher
+    signed a failed evaluation anyway, ``unsafe_signed_failed_policy``."""
+    obj = _object(
+        value,
+        "policy",
+        frozenset({"fail_on", "failed", "summary", "blocking", "unsafe_signed_failed_policy"}),
+    )
+    if not obj:
+        return {}
+    if not isinstance(obj.get("failed"), bool):
+        raise _bad("policy.failed", "must be true or false")
+    if obj.get("fail_on") not in SEVERITIES:
+        raise _bad("policy.fail_on", f"must be one of {', '.join(SEVERITIES)}")
+    summary = _object(obj.get("summary", {}), "policy.summary")
+    for status, counts in summary.items():
+        _text(status, "policy.summary key", _RULE_ID)
+        for severity, n in _object(counts, f"policy.summary.{status}").items():
+            _text(severity, f"policy.summary.{status} key", _RULE_ID)
+            _count(n, f"policy.summary.{status}.{severity}")
+    for i, rule in enumerate(_list(obj.get("blocking", []), "policy.blocking")):
+        _text(rule, f"policy.blocking[{i}]", _RULE_ID)
+    unsafe = obj.get("unsafe_signed_failed_policy", False)
+    if not isinstance(unsafe, bool):
+        raise _bad("policy.unsafe_signed_failed_policy", "must be true or false")
+    return dict(obj)
+
+
 @dataclass(frozen=True)
 class Manifest:
+    """The signed description of a bundle. Built by the packer; parsed from bytes only after the
+    signature over those bytes verified, and then every field is checked before anything uses it:
+    the name and version become directory, container and image names on the far side."""
+
     name: str
     version: str
     created: str
@@ -127,7 +321,7 @@ class Manifest:
     key_id: str
     files: tuple[FileEntry, ...]
     target_profile_sha256: str | None = None
-    images: tuple[Mapping[str, Any], ...] = ()
+    images: tuple[ImageEntry, ...] = ()
     locks: Mapping[str, str] = field(default_factory=dict)
     policy: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
@@ -143,7 +337,7 @@ class Manifest:
             "signer": {"key_id": self.key_id, "algorithm": SIGNATURE_ALGORITHM},
             "target_profile_sha256": self.target_profile_sha256,
             "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
-            "images": list(self.images),
+            "images": [i.to_json() for i in self.images],
             "locks": dict(self.locks),
             "policy": dict(self.policy),
             **({"extra": dict(self.extra)} if self.extra else {}),
@@ -159,20 +353,35 @@ class Manifest:
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
 
+    @property
+    def created_at(self) -> dt.datetime:
+        return parse_timestamp(self.created, "created")
+
+    @property
+    def expires_at(self) -> dt.datetime | None:
+        return parse_timestamp(self.expires, "expires") if self.expires is not None else None
+
+    @property
+    def policy_failed(self) -> bool | None:
+        """True or False as the signed evaluation failed or passed; None when none was signed."""
+        failed = self.policy.get("failed")
+        return failed if isinstance(failed, bool) else None
+
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         try:
             data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidInputError(f"manifest.json is not JSON: {exc}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InvalidInputError(f"manifest.json is not an {FORMAT} manifest")
-        signer = data.get("signer")
-        if not isinstance(signer, dict) or signer.get("algorithm") != SIGNATURE_ALGORITHM:
+        unknown = sorted(set(data) - _TOP_LEVEL)
+        if unknown:
+            raise _bad(unknown[0], "is not a field this format has")
+        signer = _object(data.get("signer"), "signer", frozenset({"key_id", "algorithm"}))
+        if signer.get("algorithm") != SIGNATURE_ALGORITHM:
             raise IntegrityError(f"manifest: signer.algorithm must be {SIGNATURE_ALGORITHM}")
-        files_raw = data.get("files")
-        if not isinstance(files_raw, list):
-            raise InvalidInputError("manifest: files must be a list")
+        files_raw = _list(data.get("files"), "files")
         files = tuple(FileEntry.from_json(f, f"files[{i}]") for i, f in enumerate(files_raw))
         seen: set[str] = set()
         for f in files:
@@ -180,28 +389,45 @@ class Manifest:
             if key in seen or f.path in CONTROL or f.path.split("/", 1)[0] in ("manifest.json", "SHA256SUMS"):
                 raise IntegrityError(f"manifest lists {f.path} twice or over a control file")
             seen.add(key)
+        name = data.get("name")
+        if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
+            raise _bad("name", f"must be a lowercase DNS label (a-z, 0-9, '-', at most 63): {name!r:.80}")
+        version = data.get("version")
+        if not isinstance(version, str) or not versions.is_valid(version):
+            raise _bad("version", f"must be a semantic version (such as 1.2.0): {version!r:.80}")
+        created = data.get("created")
+        parse_timestamp(created, "created")
         expires = data.get("expires")
-        if expires is not None and not isinstance(expires, str):
-            raise InvalidInputError("manifest: expires must be a timestamp or null")
+        if expires is not None:
+            parse_timestamp(expires, "expires")
         profile = data.get("target_profile_sha256")
+        if profile is not None and not (isinstance(profile, str) and _HEX64.fullmatch(profile)):
+            raise _bad("target_profile_sha256", "must be 64 lowercase hex digits or null")
+        images = tuple(
+            ImageEntry.from_json(img, f"images[{i}]")
+            for i, img in enumerate(_list(data.get("images", []), "images"))
+        )
+        locks: dict[str, str] = {}
+        for kind, digest in _object(data.get("locks", {}), "locks").items():
+            _text(kind, "locks key", _RULE_ID)
+            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+                raise _bad(f"locks.{kind}", "must be 64 lowercase hex digits")
+            locks[kind] = digest
+        extra = data.get("extra", {})
         return cls(
-            name=_str(data, "name", "manifest"),
-            version=_str(data, "version", "manifest"),
-            created=_str(data, "created", "manifest"),
+            name=name,
+            version=version,
+            created=str(created),
             expires=expires,
-            tool=_str(data, "tool", "manifest"),
+            tool=_text(data.get("tool"), "tool"),
             key_id=_digest(signer, "key_id", "signer"),
             files=files,
-            target_profile_sha256=profile if isinstance(profile, str) else None,
-            images=tuple(i for i in data.get("images", []) if isinstance(i, dict)),
-            locks={k: v for k, v in (data.get("locks") or {}).items() if isinstance(v, str)},
-            policy=_mapping(data.get("policy")),
-            extra=_mapping(data.get("extra")),
+            target_profile_sha256=profile,
+            images=images,
+            locks=locks,
+            policy=check_policy(data.get("policy", {})),
+            extra=dict(_object(extra, "extra")),
         )
-
-
-def _mapping(value: object) -> dict[str, Any]:
-    return dict(value) if isinstance(value, dict) else {}
 
 
 def render_sums(entries: Sequence[tuple[str, str]]) -> bytes:

@@ -319,7 +319,7 @@ def _cklb_rule(
         "ia_controls": "",
         "check_content_ref": None,
         "legacy_ids": [],
-        "ccis": sorted({c for r in results for c in r.rule.references.cci}),
+        "ccis": sorted(set(group.ccis) or {c for r in results for c in r.rule.references.cci}),
         "group_tree": [{"id": group.group_id, "title": group.title, "description": ""}],
         "status": status,
         "overrides": overrides,

@@ -571,6 +571,60 @@ def _record_contract(
     }
 
 
+class UnsafeSignWarning(UserWarning):
+    """A bundle whose policy evaluation failed was signed anyway (--unsafe-sign-failed-policy)."""
+
+
+def compliance_verdict(staging: Path, unsafe_sign_failed_policy: bool = False) -> dict[str, Any]:
+    """The compliance gate of signing: the staging directory's policy evaluation, as the signed
+    manifest records it. A failed evaluation is not signed (exit 1) unless the publisher says
+    ``--unsafe-sign-failed-policy``, which warns and is written into the manifest for the far
+    side to see; a staging directory without an evaluation is not a bundle's staging (exit 4)."""
+    import warnings
+
+    from airgap.errors import AnswerIsNo
+
+    path = staging / "compliance" / "results.json"
+    if not path.is_file():
+        raise InvalidInputError(
+            f"{staging} has no policy evaluation ({path.relative_to(staging)} is missing)",
+            hint="build the staging directory with `airgap bundle`, which evaluates the policies",
+        )
+    try:
+        results = json.loads(read_bytes(path, "policy results"))
+    except ValueError as exc:
+        raise InvalidInputError(f"{path} is not JSON: {exc}") from None
+    failed = results.get("failed") if isinstance(results, dict) else None
+    fail_on = results.get("fail_on") if isinstance(results, dict) else None
+    if not isinstance(failed, bool) or fail_on not in ("high", "medium", "low"):
+        raise InvalidInputError(f"{path} is not a policy evaluation (no failed/fail_on)")
+    blocking = [str(r) for r in results.get("blocking") or []]
+    verdict: dict[str, Any] = {
+        "fail_on": fail_on,
+        "failed": failed,
+        "summary": results.get("summary") or {},
+        "blocking": blocking,
+    }
+    if failed:
+        if not unsafe_sign_failed_policy:
+            raise AnswerIsNo(
+                f"the policy evaluation failed ({len(blocking)} open finding(s) at or above {fail_on}"
+                + (f": {', '.join(blocking[:3])}" if blocking else "")
+                + "): the bundle was not signed",
+                hint=f"see {staging / 'compliance' / 'checklist.md'}; fix them, or waive each in "
+                "airgap.yaml with a written justification",
+            )
+        verdict["unsafe_signed_failed_policy"] = True
+        warnings.warn(
+            f"UNSAFE: signing {staging.name} although its policy evaluation failed "
+            "(--unsafe-sign-failed-policy); the manifest records it and `airgap install` refuses it "
+            "without --unsafe-install-failed-policy",
+            UnsafeSignWarning,
+            stacklevel=2,
+        )
+    return verdict
+
+
 def pack_staging(
     staging: Path,
     out_dir: Path,
@@ -579,18 +633,16 @@ def pack_staging(
     part_size: int | None = None,
     expires: str | None = None,
     observer: Observer | None = None,
+    unsafe_sign_failed_policy: bool = False,
 ) -> PackResult:
-    """Signs and packs a finished staging directory into the bundle that crosses the gap."""
+    """Signs and packs a finished staging directory into the bundle that crosses the gap, if its
+    policy evaluation passed (see ``compliance_verdict``)."""
     record = json.loads(read_bytes(staging / "build.json", "build record"))
+    policy = compliance_verdict(staging, unsafe_sign_failed_policy)
     image = record.get("image", {})
-    compliance = staging / "compliance" / "results.json"
-    policy: dict[str, Any] = {}
-    if compliance.is_file():
-        results = json.loads(compliance.read_bytes())
-        policy = {k: results[k] for k in ("summary", "fail_on", "failed") if k in results}
-    metadata = {
-        "target_profile_sha256": (record.get("target_profile") or {}).get("sha256"),
-        "images": [
+    images = []
+    if image.get("digest"):
+        images.append(
             {
                 "name": f"{record['name']}:{record['version']}",
                 "layout": "image/oci",
@@ -599,7 +651,10 @@ def pack_staging(
                 "layers": image.get("layers", []),
                 "user": image.get("user"),
             }
-        ],
+        )
+    metadata = {
+        "target_profile_sha256": (record.get("target_profile") or {}).get("sha256"),
+        "images": images,
         "locks": {kind: wh["lock_sha256"] for kind, wh in record.get("wheelhouses", {}).items()},
         "policy": policy,
     }

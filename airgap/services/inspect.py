@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap.adapters import keys
-from airgap.adapters.archive import ConcatenatedParts, TarReader
+from airgap.adapters.archive import TarReader, open_regular, read_small
 from airgap.core.bundle_format import MANIFEST, MAX_MANIFEST, PARTS_INDEX_SUFFIX, ROOT, Manifest
 from airgap.errors import IntegrityError, InvalidInputError
 from airgap.services.observer import NullObserver, Observer
@@ -26,7 +26,7 @@ class _Unchecked:
 
     def __init__(self, paths: list[Path]) -> None:
         self.paths = list(paths)
-        self.fh = open(self.paths.pop(0), "rb")  # noqa: SIM115
+        self.fh = open_regular(self.paths.pop(0))
 
     def read(self, n: int) -> bytes:
         out = b""
@@ -38,7 +38,7 @@ class _Unchecked:
             self.fh.close()
             if not self.paths:
                 break
-            self.fh = open(self.paths.pop(0), "rb")  # noqa: SIM115
+            self.fh = open_regular(self.paths.pop(0))
         return out
 
 
@@ -48,7 +48,7 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
     if missing:
         raise InvalidInputError(f"part {missing[0]} is missing", hint="copy it next to the parts index")
     stream = _Unchecked(src.paths)
-    reader = TarReader(stream, ROOT)  # type: ignore[arg-type]
+    reader = TarReader(stream, ROOT, first=MANIFEST)  # type: ignore[arg-type]
     first = reader.next()
     if first is None or f"{ROOT}/{first.name}" != MANIFEST:
         raise InvalidInputError(f"not an airgap bundle: {path} does not start with {MANIFEST}")
@@ -87,10 +87,9 @@ def join_bundle(
     src = bundle_sources(index)
     assert src.parts is not None and src.index is not None
     sig_path = index.parent / f"{index.name}.sig"
-    try:
-        sig = sig_path.read_bytes()[:1024]
-    except OSError:
-        raise IntegrityError(f"the parts index has no signature ({sig_path.name} is missing)") from None
+    if not sig_path.exists():
+        raise IntegrityError(f"the parts index has no signature ({sig_path.name} is missing)")
+    sig = read_small(sig_path, 1024, "a signature")
     if not trusted:
         raise IntegrityError("no trusted key to check the parts index with", hint="pass --key PUB")
     if not any(_ok(k, src.index, sig) for k in trusted):
@@ -101,17 +100,11 @@ def join_bundle(
             f"part {missing[0]} is missing", hint="copy it from the original media and re-run"
         )
     sizes = [(n, p.stat().st_size, sha) for (n, sha), p in zip(src.parts, src.paths)]
-    stream = ConcatenatedParts(src.paths, sizes)
-    obs.begin("check parts", sum(s for _, s, _ in sizes))
-    while True:
-        block = stream.read(CHUNK)
-        if not block:
-            break
-        obs.advance("check parts", len(block))
-    obs.end("check parts")
     dest = output or index.parent / index.name[: -len(PARTS_INDEX_SUFFIX)]
+    # One read: each part is hashed as it is copied, and the joined file appears only if every
+    # part matched the signed index.
     obs.begin("join", sum(s for _, s, _ in sizes))
-    join_parts(src.paths, dest, on_bytes=lambda n: obs.advance("join", n))
+    join_parts(src.paths, sizes, dest, on_bytes=lambda n: obs.advance("join", n))
     obs.end("join")
     return dest
 

@@ -15,9 +15,11 @@ smoke test restores the previous version.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import hashlib
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -26,10 +28,11 @@ import sys
 import time
 import urllib.error
 import urllib.request
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import zstandard
 
@@ -37,15 +40,23 @@ from airgap.adapters.archive import ConcatenatedParts, TarReader
 from airgap.adapters.fs import atomic_write_bytes, write_json
 from airgap.adapters.oci import OciImage, docker_archive_stream
 from airgap.adapters.runtimes import STATE_LABEL, ContainerSpec, PodmanRuntime, Runtime, port_in_use
-from airgap.core.bundle_format import CONTROL, ROOT, FileEntry
+from airgap.core import versions
+from airgap.core.bundle_format import CONTROL, MAX_ZSTD_WINDOW, ROOT, FileEntry, Manifest
 from airgap.core.smoke import Mismatch, compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, IntegrityError, InvalidInputError, UsageError
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
-from airgap.services.verify import VerifiedBundle, VerifyOptions, bundle_sources, verify_and_audit
+from airgap.services.verify import (
+    UnsafeOptionWarning,
+    VerifiedBundle,
+    VerifyOptions,
+    bundle_sources,
+    verify_and_audit,
+)
 
 TARGETS = ("docker", "podman", "podman-kube", "registry", "kubernetes", "venv")
 Answers = tuple[dict[str, dict[str, Any]], dict[str, str]]  # outputs by case; why a case has none
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 FAULT_ENV = "AIRGAP_FAULT_INJECT"  # crash-recovery tests: "step" kills the process at that step
 READY_TIMEOUT = 180.0
 CHUNK = 1 << 20
@@ -91,6 +102,7 @@ class InstallOptions:
     allow_downgrade: bool = False
     allow_expired: bool = False
     trusted: tuple[Any, ...] = ()
+    unsafe_install_failed_policy: bool = False
 
 
 @dataclass(frozen=True)
@@ -127,8 +139,7 @@ class Installed:
     def put(self, receipt: Receipt, previous: Receipt | None) -> None:
         data = self.load()
         entry = data["names"].setdefault(receipt.name, {"highest_version": receipt.version, "targets": {}})
-        if _version_key(receipt.version) > _version_key(entry.get("highest_version") or "0"):
-            entry["highest_version"] = receipt.version
+        entry["highest_version"] = _highest(entry.get("highest_version"), receipt.version)
         entry["targets"][receipt.target] = {
             "current": receipt.to_json(),
             "previous": previous.to_json() if previous else None,
@@ -152,19 +163,21 @@ class Installed:
         return out
 
 
-def _version_key(v: str) -> tuple[Any, ...]:
-    from packaging.version import InvalidVersion, Version
-
-    try:
-        return (1, Version(v.split("-")[0]), "-" not in v)
-    except InvalidVersion:
-        return (0, v)
+def _highest(recorded: object, new: str) -> str:
+    """The highest version ever installed, in the one order (SemVer precedence) that rollback
+    protection uses; a recorded value that is not SemVer is replaced by the new, valid one."""
+    if not isinstance(recorded, str) or not versions.is_valid(recorded):
+        return new
+    return versions.highest(recorded, new)
 
 
 class Journal:
     """The in-flight install of one (name, target); its presence means the last run did not finish."""
 
     def __init__(self, state: State, name: str, target: str) -> None:
+        # The file is named from these: only a DNS-label name and a known target may name it.
+        if not DNS_LABEL.fullmatch(name) or target not in TARGETS:
+            raise InvalidInputError(f"no installation is named {name!r} --to {target!r}")
         self.path = state.directory / "journal" / f"{name}--{target}.json"
         self.data: dict[str, Any] = {}
 
@@ -189,7 +202,12 @@ class Journal:
 
 # ---------------------------------------------------------------------------------- extraction
 def extract(
-    bundle: Path, verified: VerifiedBundle, want: Callable[[str], bool], dest: Path, blobs: Path
+    bundle: Path,
+    verified: VerifiedBundle,
+    want: Callable[[str], bool],
+    dest: Path,
+    blobs: Path,
+    created: list[Path] | None = None,
 ) -> None:
     """Streams the chosen files out of the bundle into ``dest`` (OCI blobs into the shared ``blobs``),
     re-hashing each one against the verified manifest, decompressing within the signed size."""
@@ -224,33 +242,54 @@ def extract(
                     continue
             else:
                 target = dest / entry.content_path
-            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise _disk_error(target.parent, exc) from None
             _write_member(reader, member, entry, target)
+            if created is not None:
+                created.append(target)
     finally:
         if closer is not None:
             closer.close()
 
 
+class _BoundedFile:
+    """The decompressor's output: written to the file, hashed, never past the signed size."""
+
+    def __init__(self, out: Any, entry: FileEntry) -> None:
+        self.out = out
+        self.entry = entry
+        self.hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.entry.content_size is None or self.size > self.entry.content_size:
+            raise IntegrityError(f"{self.entry.path} inflates past its signed size: a decompression bomb")
+        self.hash.update(data)
+        self.out.write(data)
+        return len(data)
+
+
 def _write_member(reader: TarReader, member: Any, entry: FileEntry, target: Path) -> None:
     tmp = target.with_name(f".{target.name}.part")
     stored = hashlib.sha256()
-    content = hashlib.sha256()
-    written = 0
     try:
         with open(tmp, "wb") as out:
             if entry.compression:
-                assert entry.content_size is not None
-                dctx = zstandard.ZstdDecompressor().decompressobj()
-                for chunk in reader.chunks(member):
-                    stored.update(chunk)
-                    data = dctx.decompress(bytes(chunk))
-                    written += len(data)
-                    if written > entry.content_size:
-                        raise IntegrityError(
-                            f"{entry.path} inflates past its signed size: a decompression bomb"
-                        )
-                    content.update(data)
-                    out.write(data)
+                sink = _BoundedFile(out, entry)
+                # Output in bounded pieces: memory does not grow with what a frame expands to.
+                writer = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_writer(
+                    cast(IO[bytes], sink), write_size=CHUNK, write_return_read=True, closefd=False
+                )
+                try:
+                    for chunk in reader.chunks(member):
+                        stored.update(chunk)
+                        writer.write(chunk)
+                    writer.flush()  # type: ignore[no-untyped-call]
+                except zstandard.ZstdError as exc:
+                    raise IntegrityError(f"{entry.path} does not decompress: {exc}") from None
             else:
                 for chunk in reader.chunks(member):
                     stored.update(chunk)
@@ -260,13 +299,76 @@ def _write_member(reader: TarReader, member: Any, entry: FileEntry, target: Path
         if stored.hexdigest() != entry.sha256:
             raise IntegrityError(f"{entry.path} changed on the media after verification")
         if entry.compression and (
-            content.hexdigest() != entry.content_sha256 or written != entry.content_size
+            sink.hash.hexdigest() != entry.content_sha256 or sink.size != entry.content_size
         ):
             raise IntegrityError(f"{entry.path} decompresses to content that differs from the manifest")
         os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _disk_error(target, exc) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def _contract(content: Path) -> dict[str, Any]:
+    """The golden inputs and outputs the installed model is held to; a bundle without them
+    cannot be proved to work here."""
+    path = content / "model" / "contract.json"
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        raise InvalidInputError("the bundle has no model/contract.json: nothing to smoke-test with") from None
+    except ValueError as exc:
+        raise InvalidInputError(f"the bundle's model/contract.json is not JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise InvalidInputError("the bundle's model/contract.json is not an object")
+    return data
+
+
+def _disk_error(path: Path, exc: OSError) -> EnvironmentFailure:
+    """A write on the far side failed: the disk is full, read-only, or not ours (exit 5)."""
+    reason = exc.strerror or str(exc)
+    hint = "free space in the state directory (or choose another --state-dir), then install again"
+    if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+        hint = "check the permissions of the state directory (or choose another --state-dir)"
+    return EnvironmentFailure(f"cannot write {path}: {reason}", hint=hint)
+
+
+def check_policy_gate(manifest: Manifest, unsafe: bool) -> str | None:
+    """The compliance gate of installing: the signed policy evaluation must have passed.
+
+    Returns the UNSAFE note when ``--unsafe-install-failed-policy`` let a failed (or missing)
+    evaluation through; raises AnswerIsNo (exit 1) otherwise.
+    """
+    failed = manifest.policy_failed
+    if failed is False:
+        return None
+    if failed is None:
+        what = "carries no signed policy evaluation"
+    else:
+        blocking = list(manifest.policy.get("blocking") or [])
+        what = (
+            f"failed its signed policy evaluation ({len(blocking)} open finding(s) at or above "
+            f"{manifest.policy.get('fail_on')}"
+            + (f": {', '.join(blocking[:3])}" if blocking else "")
+            + ")"
+            + (
+                "; it was signed with --unsafe-sign-failed-policy"
+                if manifest.policy.get("unsafe_signed_failed_policy")
+                else ""
+            )
+        )
+    if not unsafe:
+        raise AnswerIsNo(
+            f"{manifest.name} {manifest.version} {what}: refusing to install it",
+            hint="ask the publisher for a bundle that passes its policies "
+            "(or --unsafe-install-failed-policy, if the site accepts the risk in writing)",
+        )
+    return (
+        f"UNSAFE: installing {manifest.name} {manifest.version}, which {what} "
+        "(--unsafe-install-failed-policy)"
+    )
 
 
 # ------------------------------------------------------------------------------------ smoke
@@ -500,6 +602,18 @@ class Installer:
             bundle, self.state, verify_opts, self.obs, action=f"install --to {options.target}"
         )
         m = verified.manifest
+        # 1b. The compliance gate: the signed policy evaluation passed (or the site said otherwise).
+        try:
+            note = check_policy_gate(m, options.unsafe_install_failed_policy)
+        except AnswerIsNo as exc:
+            self._audit_refusal(bundle, options.target, m, exc)
+            raise
+        if note:
+            warnings.warn(note, UnsafeOptionWarning, stacklevel=2)
+        if options.target not in ("venv",) and not m.images:
+            raise InvalidInputError(
+                f"{m.name} {m.version} carries no image", hint="install it with --to venv"
+            )
         record = json.loads(verified.kept["build.json"])
         recovered = self._recover(m.name, options.target)
         current, previous = self.installed.get(m.name, options.target)
@@ -507,6 +621,8 @@ class Installer:
             return InstallResult(current, True, recovered)
         journal = Journal(self.state, m.name, options.target)
         content = self.content_root / "bundles" / verified.manifest_sha256
+        content_preexisting = content.exists()
+        created: list[Path] = []
         port = options.port or int(record.get("serving", {}).get("port", 8080))
         if options.target in (*CONTAINER_TARGETS, "podman-kube") and not (
             current and current.port == port and current.target == options.target
@@ -523,20 +639,20 @@ class Installer:
             content=str(content),
             port=port,
         )
-        journal.step(
-            "verified",
-            name=m.name,
-            target=options.target,
-            new=receipt.to_json(),
-            old=current.to_json() if current else None,
-        )
-        # 2. Stream what this target needs out of the bundle, re-hashing every byte.
-        self.obs.begin("extract", None)
-        extract(bundle, verified, self._wanted(options.target), content, self.blobs)
-        self.obs.end("extract")
-        journal.step("extracted")
-        contract = json.loads((content / "model" / "contract.json").read_text())
         try:
+            journal.step(
+                "verified",
+                name=m.name,
+                target=options.target,
+                new=receipt.to_json(),
+                old=current.to_json() if current else None,
+            )
+            # 2. Stream what this target needs out of the bundle, re-hashing every byte.
+            self.obs.begin("extract", None)
+            extract(bundle, verified, self._wanted(options.target), content, self.blobs, created)
+            self.obs.end("extract")
+            journal.step("extracted")
+            contract = _contract(content)
             handler = {
                 "docker": self._container_target,
                 "podman": self._container_target,
@@ -555,17 +671,20 @@ class Installer:
                     hint="the model does not answer here as it did at bundle time: "
                     "check the bundle's model and golden outputs, and the target's CPU and libc",
                 )
-            journal.step("smoke-passed")
             # 4. Commit: the receipt, then clean up what the old version used and the new one does not.
+            journal.step("smoke-passed")
             self.installed.put(receipt, current or previous)
-            journal.step("committed")
-        except BaseException:
-            # Whatever failed (the smoke test, the engine, a bug), what this run started goes and the
-            # previous version runs again. An interrupt is left to the next run's recovery.
-            committed = "committed" in journal.data.get("steps", [])
-            if not isinstance(sys.exc_info()[1], KeyboardInterrupt) and not committed:
-                self._undo(journal)
+        except KeyboardInterrupt:
+            raise  # the journal stays: the next run undoes what this one did
+        except BaseException as exc:
+            # Fail closed, whatever failed (the smoke test, the engine, a full disk, a bug): undo every
+            # step (the previous version runs again) and remove what this run extracted.
+            self._undo(journal)
+            self._remove_extracted(content, content_preexisting, created)
+            if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise _disk_error(self.state.directory, exc) from None
             raise
+        journal.step("committed")
         if current and current.container and current.container != receipt.container:
             with _quiet():
                 self.runtime(options.target).remove(current.container)
@@ -585,6 +704,28 @@ class Installer:
         serve = self._serve_line(receipt, record, content) if options.target == "venv" else None
         return InstallResult(receipt, False, recovered, (), prediction, curl, serve)
 
+    def _audit_refusal(self, bundle: Path, target: str, m: Manifest, exc: AnswerIsNo) -> None:
+        record = {
+            "action": f"install --to {target}",
+            "bundle": str(bundle),
+            "result": "refused",
+            "exit_code": exc.exit_code,
+            "name": m.name,
+            "version": m.version,
+            "reason": exc.one_line(),
+        }
+        try:
+            self.state.audit(record)
+        except EnvironmentFailure as audit_exc:
+            exc.message = f"{exc.message} (and the audit record could not be written: {audit_exc.message})"
+
+    def _remove_extracted(self, content: Path, preexisting: bool, created: list[Path]) -> None:
+        if not preexisting:
+            shutil.rmtree(content, ignore_errors=True)
+        for path in created:
+            if path.is_relative_to(self.blobs):
+                path.unlink(missing_ok=True)
+
     def _wanted(self, target: str) -> Callable[[str], bool]:
         def want(path: str) -> bool:
             if path.startswith(("model/", "manifests/")) or path in ("build.json", "server/airgap_server.py"):
@@ -595,14 +736,10 @@ class Installer:
 
         return want
 
-    def _image(self, m: Any) -> OciImage:
-        img = m.images[0]
+    def _image(self, m: Manifest) -> OciImage:
+        img = m.images[0]  # validated: digests are sha256:<64 hex>, so they are safe file names
         return OciImage(
-            self.content_root / "oci",
-            img["manifest_digest"],
-            img["config_digest"],
-            tuple((layer["digest"], int(layer["size"])) for layer in img["layers"]),
-            img.get("name", ""),
+            self.content_root / "oci", img.manifest_digest, img.config_digest, img.layers, img.name
         )
 
     def _load(self, rt: Runtime, m: Any, journal: Journal) -> str:

@@ -21,18 +21,23 @@ import zstandard
 
 from airgap import __version__
 from airgap.adapters import keys
-from airgap.adapters.archive import PartInfo, PartSink, TarWriter
+from airgap.adapters.archive import ConcatenatedParts, PartInfo, PartSink, TarWriter
 from airgap.adapters.fs import atomic_write_bytes
+from airgap.core import versions
 from airgap.core.bundle_format import (
     CONTROL,
+    MAX_MANIFEST,
     MAX_RATIO,
     PARTS_INDEX_SUFFIX,
     ROOT,
     FileEntry,
+    ImageEntry,
     Manifest,
     check_member_path,
+    format_timestamp,
     render_sums,
 )
+from airgap.core.tar_format import OCTAL_LIMIT, zero_padding
 from airgap.errors import InvalidInputError
 from airgap.services.observer import NullObserver, Observer
 
@@ -42,6 +47,7 @@ ZSTD_LEVEL = 3
 # Already-compressed formats: recompressing them costs time and saves nothing.
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ", b"BZh")
 # What of a staging directory ships: everything but the docker-save copy of the image.
+DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _EXCLUDE = re.compile(r"^(image/model-image\.tar)$")
 
 
@@ -76,12 +82,48 @@ def _should_compress(path: Path, size: int) -> bool:
     return not head.startswith(_COMPRESSED_MAGIC)
 
 
-def _hash_file(path: Path) -> str:
+def _hash_file(path: Path) -> tuple[str, int]:
+    """SHA-256 and size of what one read of the file gives (not what ``stat`` said before)."""
     h = hashlib.sha256()
+    n = 0
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
             h.update(block)
-    return h.hexdigest()
+            n += len(block)
+    return h.hexdigest(), n
+
+
+class _ContentChanged(Exception):
+    """A staging file's bytes differ between the read that hashed it and the read that packs it."""
+
+
+class _HashingTarWriter(TarWriter):
+    """Writes a member's content and hashes exactly the bytes written, in the same read.
+
+    The manifest (first in the archive) needs every hash before any content is written, so each
+    file is read twice; the second read is hashed as it is copied and must give the signed hash,
+    or the pack fails: the signature always covers exactly what was written.
+    """
+
+    def add_checked_file(self, path: str, source: Path, size: int, sha256: str) -> None:
+        self.sink.write(self._header(path, size))
+        h = hashlib.sha256()
+        remaining = size
+        buf = bytearray(CHUNK)
+        with open(source, "rb") as fh:
+            while remaining:
+                n = fh.readinto(memoryview(buf)[: min(CHUNK, remaining)])
+                if not n:
+                    raise _ContentChanged(f"{source} shrank while it was being packed")
+                view = memoryview(buf)[:n]
+                h.update(view)
+                self.sink.write(view)
+                remaining -= n
+            if fh.read(1):
+                raise _ContentChanged(f"{source} grew while it was being packed")
+        if h.hexdigest() != sha256:
+            raise _ContentChanged(f"{source} changed while it was being packed")
+        self.sink.write(zero_padding(size))
 
 
 def _compress(src: Path, dest: Path) -> tuple[int, str, int, str]:
@@ -103,21 +145,35 @@ def _compress(src: Path, dest: Path) -> tuple[int, str, int, str]:
             self.n += len(data)
             return int(self.fh.write(data))
 
-    with open(src, "rb") as fin, open(dest, "wb") as fout:
-        out = _Out(fout)
-        with cctx.stream_writer(cast(IO[bytes], out), size=size, closefd=False) as writer:
-            for block in iter(lambda: fin.read(CHUNK), b""):
-                content.update(block)
-                writer.write(block)
+    read = 0
+    try:
+        with open(src, "rb") as fin, open(dest, "wb") as fout:
+            out = _Out(fout)
+            with cctx.stream_writer(cast(IO[bytes], out), size=size, closefd=False) as writer:
+                for block in iter(lambda: fin.read(CHUNK), b""):
+                    content.update(block)
+                    read += len(block)
+                    writer.write(block)
+    except zstandard.ZstdError:
+        read = -1  # the pledged size was not met: the file changed while it was read
+    if read != size:
+        raise _ContentChanged(f"{src} changed size while it was being packed")
+    # The private compressed copy is what is packed; its hash is of the bytes written to it.
     return out.n, stored.hexdigest(), size, content.hexdigest()
 
 
-def _expiry(created: dt.datetime, expires: str | None) -> str | None:
+def _expiry(now: dt.datetime, expires: str | None) -> str | None:
+    """The instant after which the far side refuses the bundle.
+
+    ``90d`` counts from ``now``, the signing time, not from SOURCE_DATE_EPOCH: a reproducible
+    build may carry an old epoch, and its bundle must not be born expired. An absolute date is
+    taken as given (and keeps the manifest reproducible).
+    """
     if not expires:
         return None
-    m = re.match(r"^(\d+)d$", expires)
+    m = re.match(r"^(\d{1,5})d$", expires)
     if m:
-        when = created + dt.timedelta(days=int(m.group(1)))
+        when = now + dt.timedelta(days=int(m.group(1)))
     else:
         try:
             when = dt.datetime.fromisoformat(expires.replace("Z", "+00:00"))
@@ -127,9 +183,11 @@ def _expiry(created: dt.datetime, expires: str | None) -> str | None:
             ) from None
         if when.tzinfo is None:
             when = when.replace(tzinfo=dt.timezone.utc)
-    if when <= created:
-        raise InvalidInputError(f"--expires {expires!r} is not after the bundle's creation time")
-    return when.astimezone(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    if when <= now:
+        raise InvalidInputError(
+            f"--expires {expires!r} is not in the future: the bundle would be born expired"
+        )
+    return format_timestamp(when)
 
 
 def pack(
@@ -144,11 +202,24 @@ def pack(
     expires: str | None = None,
     metadata: dict[str, Any] | None = None,
     observer: Observer | None = None,
+    now: dt.datetime | None = None,
 ) -> PackResult:
-    """Writes ``NAME-VERSION.airgap.tar`` (or its parts + signed index) into ``out_dir``."""
+    """Writes ``NAME-VERSION.airgap.tar`` (or its parts + signed index) into ``out_dir``.
+
+    ``created`` is SOURCE_DATE_EPOCH (reproducible); a relative ``expires`` counts from ``now``,
+    the signing time. Nothing is named from ``name`` or ``version`` before both are checked.
+    """
     obs = observer or NullObserver()
     meta = metadata or {}
+    if not 0 <= epoch < OCTAL_LIMIT:
+        raise InvalidInputError(f"SOURCE_DATE_EPOCH {epoch} does not fit a tar header's mtime")
     created = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
+    signing_time = now or dt.datetime.now(dt.timezone.utc)
+    if not DNS_LABEL.fullmatch(name):
+        raise InvalidInputError(f"bundle name {name!r} must be a lowercase DNS label (a-z, 0-9, '-')")
+    if not versions.is_valid(version):
+        raise InvalidInputError(f"bundle version {version!r} is not a semantic version such as 1.2.0")
+    expiry = _expiry(signing_time, expires)
     base_name = f"{name}-{version}.airgap.tar"
     files = _content_files(staging)
     total_in = sum(p.stat().st_size for _, p in files)
@@ -163,13 +234,20 @@ def pack(
             entry = None
             if _should_compress(path, size):
                 dest = work / hashlib.sha256(rel.encode()).hexdigest()
-                stored_size, stored_sha, csize, csha = _compress(path, dest)
+                try:
+                    stored_size, stored_sha, csize, csha = _compress(path, dest)
+                except _ContentChanged as exc:
+                    raise InvalidInputError(
+                        f"{exc}: nothing was written",
+                        hint="stop whatever is changing the staging directory, then pack again",
+                    ) from None
                 # Beyond the ratio the verifier accepts, a file is stored as it is.
                 if csize <= max(stored_size, 1) * MAX_RATIO:
                     entry = FileEntry(rel + ".zst", stored_size, stored_sha, "zstd", csize, csha)
                     sources[entry.path] = (dest, stored_size)
             if entry is None:
-                entry = FileEntry(rel, size, _hash_file(path))
+                sha, size = _hash_file(path)
+                entry = FileEntry(rel, size, sha)
                 sources[entry.path] = (path, size)
             entries.append(entry)
             obs.advance("hash", size, rel)
@@ -178,17 +256,27 @@ def pack(
         manifest = Manifest(
             name=name,
             version=version,
-            created=created.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            expires=_expiry(created, expires),
+            created=format_timestamp(created),
+            expires=expiry,
             tool=f"airgap {__version__}",
             key_id=keys.key_id(public),
             files=tuple(entries),
             target_profile_sha256=meta.get("target_profile_sha256"),
-            images=tuple(meta.get("images", ())),
+            images=tuple(
+                ImageEntry.from_json(img, f"images[{i}]") for i, img in enumerate(meta.get("images", ()))
+            ),
             locks=meta.get("locks", {}),
             policy=meta.get("policy", {}),
         )
         manifest_bytes = manifest.to_bytes()
+        if len(manifest_bytes) > MAX_MANIFEST:
+            raise InvalidInputError(
+                f"the manifest would be {len(manifest_bytes)} bytes, "
+                f"over the {MAX_MANIFEST} a verifier reads",
+                hint="bundle fewer files",
+            )
+        # Never sign what the far side would refuse to parse.
+        Manifest.from_json(manifest_bytes)
         manifest_sig = keys.sign(private_key, manifest_bytes)
         sums = render_sums(
             [(e.path, e.sha256) for e in entries]
@@ -201,14 +289,14 @@ def pack(
 
         sink = PartSink(out_dir, base_name, part_size)
         try:
-            writer = TarWriter(sink, epoch, ROOT)
+            writer = _HashingTarWriter(sink, epoch, ROOT)
             control = dict(zip(CONTROL, (manifest_bytes, manifest_sig, sums, sums_sig)))
             for member, data in control.items():
                 writer.add_bytes(member.split("/", 1)[1], data)
             obs.begin("pack", manifest.total_size)
             for entry in sorted(entries, key=lambda e: e.path):
                 src, size = sources[entry.path]
-                writer.add_file(entry.path, src, size)
+                writer.add_checked_file(entry.path, src, size, entry.sha256)
                 obs.advance("pack", size, entry.path)
             obs.end("pack")
             writer.close()
@@ -217,6 +305,12 @@ def pack(
                 if stale.is_file() and not stale.name.startswith("."):
                     stale.unlink()
             parts = sink.commit()
+        except _ContentChanged as exc:
+            sink.abort()
+            raise InvalidInputError(
+                f"{exc}: nothing was written",
+                hint="stop whatever is changing the staging directory, then pack again",
+            ) from None
         except BaseException:
             sink.abort()
             raise
@@ -243,17 +337,24 @@ def render_parts_index(parts: Iterable[PartInfo]) -> bytes:
     return "".join(f"{p.sha256}  {p.name}\n" for p in parts).encode()
 
 
-def join_parts(parts: list[Path], dest: Path, on_bytes: Callable[[int], None] | None = None) -> None:
-    """Concatenates verified parts into one bundle file, atomically."""
+def join_parts(
+    parts: list[Path],
+    expected: list[tuple[str, int, str]],
+    dest: Path,
+    on_bytes: Callable[[int], None] | None = None,
+) -> None:
+    """Concatenates the parts into one bundle file, atomically, hashing each part in the same read
+    that copies it: a part that does not match the signed index (or changes while it is copied)
+    leaves no joined file behind."""
     from airgap.adapters.fs import atomic_writer
 
+    stream = ConcatenatedParts(parts, expected)
     with atomic_writer(dest) as out:
-        for part in parts:
-            with open(part, "rb") as fh:
-                while True:
-                    block = fh.read(CHUNK)
-                    if not block:
-                        break
-                    out.write(block)
-                    if on_bytes is not None:
-                        on_bytes(len(block))
+        while True:
+            block = stream.read(CHUNK)
+            if not block:
+                break
+            out.write(block)
+            if on_bytes is not None:
+                on_bytes(len(block))
+        stream.finish()

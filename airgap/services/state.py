@@ -74,6 +74,10 @@ class State:
             return {}
         except (OSError, ValueError) as exc:
             raise EnvironmentFailure(f"the state file {path} is unreadable: {exc}") from None
-        return {
-            k: str(v.get("highest_version")) for k, v in data.get("names", {}).items() if isinstance(v, dict)
-        }
+        names = data.get("names") if isinstance(data, dict) else None
+        if not isinstance(names, dict):
+            raise EnvironmentFailure(
+                f"the state file {path} is not airgap's (no names object)",
+                hint="restore it from a backup of the state directory",
+            )
+        return {k: str(v.get("highest_version")) for k, v in names.items() if isinstance(v, dict)}

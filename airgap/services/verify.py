@@ -10,39 +10,52 @@ InvalidInputError (exit 4) when the input is not a bundle at all.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 import hashlib
+import os
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO, BinaryIO, cast
 
 import zstandard
-from packaging.version import InvalidVersion, Version
 
 from airgap.adapters import keys
-from airgap.adapters.archive import ConcatenatedParts, Member, TarReader
+from airgap.adapters.archive import (
+    ConcatenatedParts,
+    Member,
+    TarReader,
+    TimedReader,
+    open_regular,
+    read_small,
+)
+from airgap.core import versions
 from airgap.core.bundle_format import (
     MANIFEST,
     MANIFEST_SIG,
     MAX_MANIFEST,
-    MAX_RATIO,
     MAX_SIG,
+    MAX_ZSTD_WINDOW,
     PARTS_INDEX_SUFFIX,
     ROOT,
     SUMS,
     SUMS_SIG,
     FileEntry,
     Manifest,
-    parse_sums,
+    render_sums,
 )
+from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
+from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import AirgapError, IntegrityError, InvalidInputError
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
 
-MAX_SUMS = 64 << 20
+MAX_INDEX = 1 << 20
+CHUNK_OUT = 128 << 10  # the most decompressed output held at once
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,7 @@ class VerifyOptions:
     keep: Callable[[str, int], bool] = field(default=lambda path, size: False)  # members to hand back
     keep_limit: int = 32 << 20
     now: dt.datetime | None = None
+    read_timeout: float | None = 120.0  # seconds one read of the media may take before exit 5
 
 
 @dataclass(frozen=True)
@@ -90,10 +104,7 @@ def bundle_sources(path: Path) -> Sources:
             if path.name.endswith(PARTS_INDEX_SUFFIX)
             else path.parent / f"{path.name}{PARTS_INDEX_SUFFIX}"
         )
-        try:
-            index = index_path.read_bytes()
-        except OSError as exc:
-            raise InvalidInputError(f"cannot read the parts index {index_path}: {exc.strerror}") from None
+        index = read_small(index_path, MAX_INDEX, "a parts index")
         expected: list[tuple[str, str]] = []
         for line in index.decode("utf-8", "replace").splitlines():
             sha, _, name = line.partition("  ")
@@ -122,12 +133,9 @@ def verify_bundle(
             # 0. A split bundle: the parts index must be signed by a trusted key, and every part
             #    present, before a byte of any part is read.
             sig_path = src.index_path.parent / (src.index_path.name + ".sig")
-            try:
-                index_sig = sig_path.read_bytes()[:MAX_SIG]
-            except OSError:
-                raise IntegrityError(
-                    f"the parts index has no signature ({sig_path.name} is missing)"
-                ) from None
+            if not sig_path.exists():
+                raise IntegrityError(f"the parts index has no signature ({sig_path.name} is missing)")
+            index_sig = read_small(sig_path, MAX_SIG, "a signature")
             _verify_with_any(options.trusted, src.index, index_sig, "the parts index")
             missing = [p.name for p in paths if not p.exists()]
             if missing:
@@ -139,13 +147,15 @@ def verify_bundle(
             stream: BinaryIO = ConcatenatedParts(paths, sizes)  # type: ignore[assignment]
             total = sum(s for _, s, _ in sizes)
         else:
-            try:
-                stream = stack.enter_context(open(paths[0], "rb"))
-            except OSError as exc:
-                raise InvalidInputError(f"cannot read {paths[0]}: {exc.strerror}") from None
-            total = paths[0].stat().st_size
+            stream = stack.enter_context(open_regular(paths[0], "a bundle"))
+            total = os.fstat(stream.fileno()).st_size
         obs.begin("verify", total)
-        result = _verify_stream(stream, options, obs, notes)
+        if options.read_timeout is not None:
+            timed = TimedReader(stream, options.read_timeout, str(path))
+            stack.callback(timed.close)
+            result = _verify_stream(timed, options, obs, notes)  # type: ignore[arg-type]
+        else:
+            result = _verify_stream(stream, options, obs, notes)
         if isinstance(stream, ConcatenatedParts):
             stream.finish()
         obs.end("verify")
@@ -170,9 +180,10 @@ def _verify_with_any(trusted: tuple[keys.TrustedKey, ...], data: bytes, sig: byt
 def _verify_stream(
     stream: BinaryIO, options: VerifyOptions, obs: Observer, notes: list[str]
 ) -> tuple[Manifest, str, str, dict[str, bytes]]:
-    reader = TarReader(stream, ROOT)
+    reader = TarReader(stream, ROOT, first=MANIFEST)
     # 1. The first member is bundle/manifest.json, the second its signature. Anything else is not
-    #    a bundle (exit 4); nothing else is read before the signature is checked.
+    #    a bundle (exit 4); nothing else is read before the signature is checked, and no read is
+    #    larger than its bound.
     first = _next_named(reader, MANIFEST, not_a_bundle=True)
     manifest_bytes = reader.read(first, MAX_MANIFEST)
     sig_member = _next_named(reader, MANIFEST_SIG)
@@ -190,26 +201,41 @@ def _verify_stream(
             ) from None
         raise exc from None
     # 3. Only now is the manifest parsed and validated, and it must name the key that signed it.
+    #    From here on every byte of the archive is determined: the headers of the members read so
+    #    far must be exactly the ones the manifest determines.
     manifest = Manifest.from_json(manifest_bytes)
     if manifest.key_id != key_id:
         raise IntegrityError(
             f"the manifest names signer {manifest.key_id[:16]} but was signed by {key_id[:16]}"
         )
     manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
-    # 4. SHA256SUMS is signed by the same key and lists exactly the manifest's files.
+    mtime = mtime_of(manifest.created)
+    _canonical_signature(manifest_sig, MANIFEST_SIG)
+    _exact_header(first, first.size, mtime)
+    _exact_header(sig_member, sig_member.size, mtime)
+    # 4. SHA256SUMS is signed by the same key and is exactly the one the manifest determines.
+    expected_sums = render_sums(
+        [(f.path, f.sha256) for f in manifest.files]
+        + [
+            ("manifest.json", manifest_sha),
+            ("manifest.json.sig", hashlib.sha256(manifest_sig).hexdigest()),
+        ]
+    )
     sums_member = _next_named(reader, SUMS)
-    sums = reader.read(sums_member, MAX_SUMS)
-    sums_sig = reader.read(_next_named(reader, SUMS_SIG), MAX_SIG)
+    _exact_header(sums_member, len(expected_sums), mtime)
+    sums = reader.read(sums_member, len(expected_sums))
+    sums_sig_member = _next_named(reader, SUMS_SIG)
+    sums_sig = reader.read(sums_sig_member, MAX_SIG)
     keys.verify(next(k.public for k in options.trusted if k.key_id == key_id), sums, sums_sig, "SHA256SUMS")
-    listed = parse_sums(sums)
-    expected_sums = {f.path: f.sha256 for f in manifest.files}
-    expected_sums["manifest.json"] = manifest_sha
-    expected_sums["manifest.json.sig"] = hashlib.sha256(manifest_sig).hexdigest()
-    if listed != expected_sums:
+    _canonical_signature(sums_sig, SUMS_SIG)
+    _exact_header(sums_sig_member, sums_sig_member.size, mtime)
+    if sums != expected_sums:
         raise IntegrityError("SHA256SUMS and the manifest disagree about the bundle's files")
-    # 5. Every other member: listed, safe, seen once, of the declared size and SHA-256; a
-    #    compressed member's declared expansion is within the bound.
+    # 5. Every other member, in the manifest's path order: a regular file with a safe path under
+    #    bundle/, listed, seen once, with exactly the header the manifest determines, of the
+    #    declared size and SHA-256; a compressed member's declared expansion is within the bound.
     entries = manifest.by_path()
+    order = sorted(manifest.files, key=lambda f: f.path)
     seen: set[str] = set()
     kept: dict[str, bytes] = {}
     while True:
@@ -221,30 +247,39 @@ def _verify_stream(
             raise IntegrityError(f"{member.name} is in the bundle but not in its signed manifest")
         if member.name in seen:
             raise IntegrityError(f"{member.name} appears twice in the bundle")
+        due = order[len(seen)]
+        if entry is not due:
+            raise IntegrityError(
+                f"{due.path} is listed in the manifest but missing from the bundle "
+                f"({member.name} is at byte {member.offset}, where {due.path} is due)"
+            )
         seen.add(member.name)
         if member.size != entry.size:
             raise IntegrityError(f"{member.name} is {member.size} bytes; the manifest says {entry.size}")
+        _exact_header(member, entry.size, mtime)
         size = entry.content_size if entry.content_size is not None else entry.size
         keep = options.keep(entry.content_path, size) and size <= options.keep_limit
         h = hashlib.sha256()
-        buf = bytearray() if keep else None
-        head = b""
+        buf = bytearray() if keep and not entry.compression else None
+        frame = _ZstdMember(entry, keep) if entry.compression else None
         for chunk in reader.chunks(member):
             h.update(chunk)
             if buf is not None:
                 buf += chunk
-            if entry.compression and len(head) < 18:
-                head += bytes(chunk[: 18 - len(head)])
+            if frame is not None:
+                frame.update(chunk)
             obs.advance("verify", len(chunk))
         if h.hexdigest() != entry.sha256:
             raise IntegrityError(
                 f"{member.name} has been modified: "
                 f"sha256 {h.hexdigest()[:16]}…, manifest {entry.sha256[:16]}…"
             )
-        if entry.compression:
-            _check_zstd_header(entry, head)
-        if buf is not None:
-            kept[entry.content_path] = _inflate(entry, bytes(buf)) if entry.compression else bytes(buf)
+        if frame is not None:
+            content = frame.finish()
+            if content is not None:
+                kept[entry.content_path] = content
+        elif buf is not None:
+            kept[entry.content_path] = bytes(buf)
     # 6. Nothing listed is missing.
     missing = sorted(set(entries) - seen)
     if missing:
@@ -253,22 +288,27 @@ def _verify_stream(
         )
     # 7. Not expired, unless --allow-expired.
     now = options.now or dt.datetime.now(dt.timezone.utc)
-    if manifest.expires:
-        expires = dt.datetime.fromisoformat(manifest.expires.replace("Z", "+00:00"))
-        if now > expires:
-            if not options.allow_expired:
-                raise IntegrityError(
-                    f"the bundle expired at {manifest.expires}",
-                    hint="ask for a fresh bundle (or --allow-expired)",
-                )
-            notes.append(f"UNSAFE: accepted a bundle that expired at {manifest.expires} (--allow-expired)")
-    # 8. Not older than what was last installed under this name, unless --allow-downgrade.
+    expires = manifest.expires_at
+    if expires is not None and now > expires:
+        if not options.allow_expired:
+            raise IntegrityError(
+                f"the bundle expired at {manifest.expires}",
+                hint="ask for a fresh bundle (or --allow-expired)",
+            )
+        notes.append(f"UNSAFE: accepted a bundle that expired at {manifest.expires} (--allow-expired)")
+    # 8. Not older than what was last installed under this name, unless --allow-downgrade. One
+    #    order everywhere: SemVer 2.0 precedence (core/versions.py), so 1.0.0-rc1 < 1.0.0.
     previous = options.installed_versions.get(manifest.name)
     if previous and _older(manifest.version, previous):
         if not options.allow_downgrade:
+            why = (
+                " (a pre-release is older than its release)"
+                if versions.parse(manifest.version).is_prerelease
+                else ""
+            )
             raise IntegrityError(
-                f"{manifest.name} {manifest.version} is older than {previous}, installed before: "
-                "refusing a rollback",
+                f"refusing a rollback: {manifest.name} {manifest.version} is older than {previous}, "
+                f"the highest version installed here{why}",
                 hint="use --allow-downgrade only if the site has decided to go back",
             )
         notes.append(
@@ -277,6 +317,32 @@ def _verify_stream(
     for note in notes:
         warnings.warn(note, UnsafeOptionWarning, stacklevel=2)
     return manifest, manifest_sha, key_id, kept
+
+
+def _exact_header(member: Member, size: int, mtime: int) -> None:
+    """The member's header bytes, as read, must be exactly those the packer writes for it."""
+    full = f"{ROOT}/{member.name}"
+    expected = member_header(full, size, mtime)
+    at = first_difference(member.header, expected)
+    if at is not None:
+        raise IntegrityError(
+            f"{full}: byte {member.offset + at} of the archive differs from the header the signed "
+            f"manifest determines ({', '.join(differing_fields(member.header, expected)[:4])})"
+        )
+
+
+def _canonical_signature(sig: bytes, name: str) -> None:
+    """A signature member is exactly base64 of the DER signature, with the low ``s``, and a newline:
+    a variant spelling of the same signature, or its (r, n - s) twin, would be bytes of the bundle
+    that nothing else checks."""
+    try:
+        der = base64.b64decode(sig.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise IntegrityError(f"{name} is not base64") from None
+    if base64.b64encode(der) + b"\n" != sig:
+        raise IntegrityError(f"{name} is not spelled as the packer writes it (base64 and one newline)")
+    if not keys.is_low_s(der):
+        raise IntegrityError(f"{name} is not in the low-s form the packer writes (its twin (r, n-s) is)")
 
 
 def _next_named(reader: TarReader, name: str, not_a_bundle: bool = False) -> Member:
@@ -301,39 +367,89 @@ def _claimed_key_id(manifest_bytes: bytes) -> str | None:
         return None
 
 
-def _check_zstd_header(entry: FileEntry, head: bytes) -> None:
-    try:
-        params = zstandard.get_frame_parameters(head)
-    except zstandard.ZstdError:
-        raise IntegrityError(f"{entry.path} is not a zstd stream") from None
-    if params.content_size != entry.content_size:
-        raise IntegrityError(
-            f"{entry.path} declares {params.content_size} bytes of content; "
-            f"the manifest says {entry.content_size}"
+class _Sink:
+    """Where a member's decompressed bytes go during verification: hashed, counted, bounded."""
+
+    def __init__(self, entry: FileEntry, keep: bool) -> None:
+        self.entry = entry
+        self.limit = entry.content_size or 0
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.data = bytearray() if keep else None
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise IntegrityError(
+                f"{self.entry.path} inflates past its signed content size ({self.limit} bytes)"
+            )
+        self.hash.update(data)
+        if self.data is not None:
+            self.data += data
+        return len(data)
+
+
+class _ZstdMember:
+    """Checks a ``.zst`` member as it streams past: exactly one zstd frame that declares the
+    signed content size, with nothing after it, decompressing to exactly the signed content.
+    Output is produced in bounded pieces, so a frame that lies cannot grow memory."""
+
+    def __init__(self, entry: FileEntry, keep: bool) -> None:
+        self.entry = entry
+        self.walker = FrameWalker()
+        self.sink = _Sink(entry, keep)
+        self.writer = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_writer(
+            cast(IO[bytes], self.sink), write_size=CHUNK_OUT, write_return_read=True, closefd=False
         )
-    if entry.content_size is not None and entry.content_size > max(entry.size, 1) * MAX_RATIO:
-        raise IntegrityError(f"{entry.path} would expand over {MAX_RATIO}:1: refusing a decompression bomb")
+        self.error: str | None = None
 
+    def update(self, chunk: bytes | memoryview) -> None:
+        # The first fault is kept and reported after the member's hash is checked: a changed
+        # byte is "modified" before it is "not a valid zstd member".
+        if self.error is not None:
+            return
+        try:
+            self.walker.update(chunk)
+            declared = self.walker.content_size
+            if declared is not None and declared != self.entry.content_size:
+                raise FrameError(
+                    f"its frame declares {declared} bytes of content; "
+                    f"the manifest says {self.entry.content_size}"
+                )
+            self.writer.write(chunk)
+        except (FrameError, zstandard.ZstdError) as exc:
+            self.error = str(exc)
+        except IntegrityError as exc:
+            self.error = exc.message
 
-def _inflate(entry: FileEntry, stored: bytes) -> bytes:
-    """Decompresses a kept member, never past its signed size, and checks the content hash."""
-    assert entry.content_size is not None
-    try:
-        data = zstandard.ZstdDecompressor().decompress(stored, max_output_size=entry.content_size)
-    except zstandard.ZstdError as exc:
-        raise IntegrityError(f"{entry.path} does not decompress: {exc}") from None
-    if len(data) != entry.content_size or hashlib.sha256(data).hexdigest() != entry.content_sha256:
-        raise IntegrityError(f"{entry.path} decompresses to content that differs from the manifest")
-    return data
+    def finish(self) -> bytes | None:
+        if self.error is None:
+            try:
+                self.walker.finish()
+                self.writer.flush()  # type: ignore[no-untyped-call]
+            except (FrameError, zstandard.ZstdError) as exc:
+                self.error = str(exc)
+            except IntegrityError as exc:
+                self.error = exc.message
+        if self.error is not None:
+            raise IntegrityError(f"{self.entry.path} is not a valid zstd member: {self.error}")
+        if (
+            self.sink.size != self.entry.content_size
+            or self.sink.hash.hexdigest() != self.entry.content_sha256
+        ):
+            raise IntegrityError(
+                f"{self.entry.path} decompresses to content that differs from the manifest "
+                f"({self.sink.size} bytes, sha256 {self.sink.hash.hexdigest()[:16]}…)"
+            )
+        return bytes(self.sink.data) if self.sink.data is not None else None
 
 
 def _older(candidate: str, installed: str) -> bool:
+    """SemVer precedence; a recorded version that is not SemVer cannot be ordered, so it refuses."""
     try:
-        return Version(candidate.replace("-", "+", 1) if "-" in candidate else candidate) < Version(
-            installed.replace("-", "+", 1) if "-" in installed else installed
-        )
-    except InvalidVersion:
-        return candidate < installed
+        return versions.older(candidate, installed)
+    except versions.InvalidVersion:
+        return True
 
 
 def verify_and_audit(
@@ -343,15 +459,20 @@ def verify_and_audit(
     try:
         result = verify_bundle(path, options, observer)
     except AirgapError as exc:
-        state.audit(
-            {
-                "action": action,
-                "bundle": str(path),
-                "result": "rejected",
-                "exit_code": exc.exit_code,
-                "reason": exc.one_line(),
-            }
-        )
+        try:
+            state.audit(
+                {
+                    "action": action,
+                    "bundle": str(path),
+                    "result": "rejected",
+                    "exit_code": exc.exit_code,
+                    "reason": exc.one_line(),
+                }
+            )
+        except AirgapError as audit_exc:
+            # The verdict matters more than the record of it: an integrity failure stays exit 3,
+            # and the line says the audit record is missing.
+            exc.message = f"{exc.message} (and the audit record could not be written: {audit_exc.message})"
         raise
     state.audit(
         {

@@ -1,0 +1,783 @@
+"""Attacks on the signed manifest, the version order, the compliance gate, install.sh and the far
+side's disk: one test per attack, each named after it.
+
+The bundles are signed with a real P-384 key the far side trusts (a publisher gone bad, or a
+stolen key): the signature verifies, so everything after it must still refuse what is malformed.
+Every forged bundle is written by airgap's own tar writer, so only the attack differs from a real
+one. Each refusal asserts the documented exit code, the one-line message, that nothing was written
+but the audit record, and (for install) that no image or container appeared.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import tarfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+
+from airgap.adapters import keys
+from airgap.adapters.archive import PartSink, TarWriter
+from airgap.core.bundle_format import SIGNATURE_ALGORITHM, Manifest, canonical_json, render_sums
+from airgap.errors import InvalidInputError
+from airgap.services.install import Installed, Receipt
+from airgap.services.state import State
+from tests.bundles import EPOCH, PASS, flip_byte_in, make_key, members, pack_demo, synthetic_staging
+from tests.conftest import ROOT, assert_one_line_error, run_airgap
+
+CREATED = "2023-11-14T22:13:20Z"  # EPOCH
+PASSED = {"fail_on": "high", "failed": False, "summary": {}, "blocking": []}
+FAILED = {"fail_on": "high", "failed": True, "summary": {}, "blocking": ["AG-IMG-ROOT"]}
+
+
+# ----------------------------------------------------------------------------- helpers
+@pytest.fixture
+def far(tmp_path: Path) -> dict[str, Any]:
+    """A publisher key the far side trusts, and the far side's state directory."""
+    key, pub, kid = make_key(tmp_path, "publisher")
+    state = tmp_path / "state"
+    assert run_airgap("keys", "trust", str(pub), "--state-dir", str(state)).returncode == 0
+    return {"tmp": tmp_path, "key": key, "pub": pub, "kid": kid, "state": state, "name": _unique()}
+
+
+def _unique() -> str:
+    return f"attack-{uuid.uuid4().hex[:10]}"
+
+
+def forge(
+    far: dict[str, Any],
+    files: dict[str, bytes] | None = None,
+    manifest_files: list[dict[str, Any]] | None = None,
+    **fields: Any,
+) -> Path:
+    """A bundle whose manifest, signed by the trusted key, says whatever the attack needs."""
+    files = files if files is not None else {"build.json": json.dumps({"name": far["name"]}).encode()}
+    listed = manifest_files or [
+        {"path": p, "size": len(d), "sha256": hashlib.sha256(d).hexdigest()} for p, d in sorted(files.items())
+    ]
+    doc: dict[str, Any] = {
+        "format": "airgap.bundle/v1",
+        "name": far["name"],
+        "version": "1.0.0",
+        "created": CREATED,
+        "expires": None,
+        "tool": "airgap test",
+        "target_profile_sha256": None,
+        "images": [],
+        "locks": {},
+        "policy": PASSED,
+        "files": listed,
+        "signer": {"key_id": far["kid"], "algorithm": SIGNATURE_ALGORITHM},
+    }
+    doc.update(fields)
+    doc = {k: v for k, v in doc.items() if v is not _ABSENT}
+    manifest = canonical_json(doc)
+    msig = keys.sign(far["key"], manifest)
+    sums = render_sums(
+        [(f["path"], f["sha256"]) for f in listed]
+        + [
+            ("manifest.json", hashlib.sha256(manifest).hexdigest()),
+            ("manifest.json.sig", hashlib.sha256(msig).hexdigest()),
+        ]
+    )
+    out = far["tmp"] / "media"
+    out.mkdir(exist_ok=True)
+    name = f"forged-{uuid.uuid4().hex[:6]}.airgap.tar"
+    sink = PartSink(out, name, None)
+    writer = TarWriter(sink, EPOCH, "bundle")
+    control = [
+        ("manifest.json", manifest),
+        ("manifest.json.sig", msig),
+        ("SHA256SUMS", sums),
+        ("SHA256SUMS.sig", keys.sign(far["key"], sums)),
+    ]
+    for member, data in [*control, *sorted(files.items())]:
+        writer.add_bytes(member, data)
+    writer.close()
+    sink.commit()
+    return out / name
+
+
+_ABSENT = object()
+
+
+def _tree(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
+
+
+def run_far_side(far: dict[str, Any], *args: str) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """Runs airgap on the far side; returns what it printed and every file it changed anywhere
+    under the test's directory."""
+    before = _tree(far["tmp"])
+    proc = run_airgap(*args, "--state-dir", str(far["state"]), timeout=300)
+    after = _tree(far["tmp"])
+    return proc, {p for p in after.keys() | before.keys() if after.get(p) != before.get(p)}
+
+
+def refused(far: dict[str, Any], code: int, *args: str) -> str:
+    """The refusal contract: exit code, one line, nothing written but the audit record, which
+    records the refusal."""
+    proc, changed = run_far_side(far, *args)
+    line = assert_one_line_error(proc, code)
+    assert changed <= {str(far["state"] / "audit.log")}, f"wrote outside the audit log: {changed}"
+    last = json.loads((far["state"] / "audit.log").read_text().splitlines()[-1])
+    assert last["result"] in ("rejected", "refused") and last["exit_code"] == code, last
+    return line
+
+
+def verify(far: dict[str, Any], bundle: Path, *extra: str) -> str:
+    return refused(far, 4, "verify", str(bundle), *extra)
+
+
+def engine_objects(name: str) -> set[str]:
+    """Containers and images, in Docker and Podman, that carry the bundle's name."""
+    found: set[str] = set()
+    for runtime in ("docker", "podman"):
+        if shutil.which(runtime) is None:
+            continue
+        for argv in (
+            [runtime, "ps", "-a", "--format", "{{.Names}}"],
+            [runtime, "images", "--format", "{{.Repository}}:{{.Tag}}"],
+        ):
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            assert proc.returncode == 0, proc.stderr
+            found |= {f"{runtime}:{line}" for line in proc.stdout.split() if name in line}
+    return found
+
+
+def install_refused(far: dict[str, Any], bundle: Path, code: int, *extra: str) -> str:
+    """``install --to venv`` refuses: no virtualenv, no content, no journal, no image, no container."""
+    line = refused(far, code, "install", str(bundle), "--to", "venv", *extra)
+    for leftover in ("content", "venvs", "journal", "installed.json"):
+        assert not (far["state"] / leftover).exists(), leftover
+    assert engine_objects(far["name"]) == set()
+    return line
+
+
+# --------------------------------------------------------------- malformed signed manifests
+def test_name_with_path_traversal_is_rejected(far: dict[str, Any]) -> None:
+    evil = forge(far, name="../../x")
+    line = verify(far, evil)
+    assert "manifest is malformed: name must be a lowercase DNS label" in line and "../../x" in line
+    line = install_refused(far, evil, 4)
+    assert "name must be a lowercase DNS label" in line
+    assert not (far["tmp"] / "x").exists() and not (far["state"].parent.parent / "x").exists()
+
+
+@pytest.mark.parametrize("name", ["Demo", "a" * 64, "-demo", "demo_1", "demo.x", "", 7])
+def test_name_that_is_not_a_dns_label_is_rejected(far: dict[str, Any], name: Any) -> None:
+    assert "name must be a lowercase DNS label" in verify(far, forge(far, name=name))
+
+
+def test_version_with_path_traversal_is_rejected(far: dict[str, Any]) -> None:
+    evil = forge(far, version="x/../../y")
+    assert "version must be a semantic version" in verify(far, evil)
+    assert "version must be a semantic version" in install_refused(far, evil, 4)
+
+
+@pytest.mark.parametrize("version", ["1.0", "v1.0.0", "01.0.0", "1.0.0-", "1.0.0+a/b", "1.0.0-rc1\n", 1])
+def test_version_that_is_not_semver_is_rejected(far: dict[str, Any], version: Any) -> None:
+    assert "version must be a semantic version" in verify(far, forge(far, version=version))
+
+
+@pytest.mark.parametrize(
+    ("fieldname", "value"),
+    [
+        ("expires", "next tuesday"),
+        ("expires", "2030-01-01T00:00:00"),  # no zone
+        ("expires", "2030-02-30T00:00:00Z"),  # no such day
+        ("expires", 1893456000),
+        ("created", "2023-11-14"),
+        ("created", None),
+    ],
+)
+def test_date_that_is_not_rfc3339_with_a_zone_is_rejected(
+    far: dict[str, Any], fieldname: str, value: Any
+) -> None:
+    line = verify(far, forge(far, **{fieldname: value}))
+    assert f"manifest is malformed: {fieldname} is not" in line, line
+
+
+def test_expires_that_is_not_a_date_is_rejected_at_install(far: dict[str, Any]) -> None:
+    line = install_refused(far, forge(far, expires="soon"), 4)
+    assert "expires is not an RFC 3339 timestamp" in line
+
+
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [
+        ({"images": 5}, "images must be a list"),
+        ({"images": [5]}, "images[0] must be an object"),
+        ({"images": [{"name": "x"}]}, "images[0].layout"),
+        (
+            {
+                "images": [
+                    {
+                        "name": "demo:1.0.0",
+                        "layout": "image/oci",
+                        "manifest_digest": "sha256:../../../etc/passwd",
+                        "config_digest": "sha256:" + "0" * 64,
+                        "layers": [],
+                        "user": None,
+                    }
+                ]
+            },
+            "images[0].manifest_digest",
+        ),
+        (
+            {
+                "images": [
+                    {
+                        "name": "demo:1.0.0",
+                        "layout": "../oci",
+                        "manifest_digest": "sha256:" + "0" * 64,
+                        "config_digest": "sha256:" + "0" * 64,
+                        "layers": [{"digest": "sha256:" + "1" * 64, "size": -1}],
+                        "user": None,
+                    }
+                ]
+            },
+            "images[0].layout",
+        ),
+        ({"locks": ["a", "b"]}, "locks must be an object"),
+        ({"locks": {"image": "not-a-digest"}}, "locks.image"),
+        ({"policy": "passed"}, "policy must be an object"),
+        ({"policy": {"failed": "no", "fail_on": "high"}}, "policy.failed"),
+        ({"policy": {"failed": False, "fail_on": "never"}}, "policy.fail_on"),
+        ({"target_profile_sha256": 5}, "target_profile_sha256"),
+        ({"tool": ""}, "tool"),
+        ({"extra": []}, "extra must be an object"),
+        ({"surprise": True}, "surprise is not a field this format has"),
+    ],
+)
+def test_typed_field_of_the_wrong_type_is_rejected(
+    far: dict[str, Any], fields: dict[str, Any], named: str
+) -> None:
+    assert named in verify(far, forge(far, **fields))
+
+
+def test_images_that_is_a_number_is_exit_4_at_install(far: dict[str, Any]) -> None:
+    assert "images must be a list" in install_refused(far, forge(far, images=5), 4)
+
+
+def test_locks_that_is_a_list_is_exit_4_at_install(far: dict[str, Any]) -> None:
+    assert "locks must be an object" in install_refused(far, forge(far, locks=["x"]), 4)
+
+
+def test_manifest_from_json_returns_a_valid_object_or_raises() -> None:
+    """The model itself: every field the packer writes round-trips; a bad one raises."""
+    doc = {
+        "format": "airgap.bundle/v1",
+        "name": "demo",
+        "version": "1.0.0-rc.1+build.5",
+        "created": CREATED,
+        "expires": "2030-01-01T00:00:00.5+02:00",
+        "tool": "airgap 0.1.0",
+        "signer": {"key_id": "a" * 64, "algorithm": SIGNATURE_ALGORITHM},
+        "target_profile_sha256": None,
+        "files": [],
+        "images": [
+            {
+                "name": "demo:1.0.0",
+                "layout": "image/oci",
+                "manifest_digest": "sha256:" + "1" * 64,
+                "config_digest": "sha256:" + "2" * 64,
+                "layers": [{"digest": "sha256:" + "3" * 64, "size": 12}],
+                "user": "10001:10001",
+            }
+        ],
+        "locks": {"image": "4" * 64},
+        "policy": {**PASSED, "summary": {"open": {"high": 0, "total": 0}}},
+    }
+    m = Manifest.from_json(canonical_json(doc))
+    assert Manifest.from_json(m.to_bytes()) == m
+    assert m.expires_at == dt.datetime(2029, 12, 31, 22, 0, 0, 500000, tzinfo=dt.timezone.utc)
+    assert m.images[0].layers == (("sha256:" + "3" * 64, 12),)
+    assert m.policy_failed is False
+    with pytest.raises(InvalidInputError, match="images.0..layers.0..size"):
+        bad = json.loads(json.dumps(doc))
+        bad["images"][0]["layers"][0]["size"] = "12"
+        Manifest.from_json(canonical_json(bad))
+
+
+# ---------------------------------------------------------------------- lying zstd frames
+def _zst_bundle(far: dict[str, Any], stored: bytes, content: bytes, declared: int | None = None) -> Path:
+    """A signed bundle with one ``.zst`` member: the stored bytes and the content the manifest claims."""
+    files = {"model/weights.bin.zst": stored}
+    listed = [
+        {
+            "path": "model/weights.bin.zst",
+            "size": len(stored),
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "compression": "zstd",
+            "content": {
+                "size": len(content) if declared is None else declared,
+                "sha256": hashlib.sha256(content).hexdigest(),
+            },
+        }
+    ]
+    return forge(far, files, listed)
+
+
+PAYLOAD = bytes(random.Random(3).choices(b"abcdefgh", k=300_000))  # compresses about 3:1
+FRAME = zstandard.ZstdCompressor(write_content_size=True, write_checksum=True).compress(PAYLOAD)
+
+
+def test_a_well_formed_zstd_member_verifies(far: dict[str, Any]) -> None:
+    proc, changed = run_far_side(far, "verify", str(_zst_bundle(far, FRAME, PAYLOAD)))
+    assert proc.returncode == 0, proc.stderr
+    assert changed == {str(far["state"] / "audit.log")}
+
+
+def test_zstd_junk_after_a_valid_frame_is_rejected(far: dict[str, Any]) -> None:
+    line = refused(far, 3, "verify", str(_zst_bundle(far, FRAME + b"JUNK", PAYLOAD)))
+    assert (
+        "model/weights.bin.zst is not a valid zstd member: 4 bytes follow the end of the zstd frame" in line
+    )
+
+
+def test_a_second_zstd_frame_is_rejected(far: dict[str, Any]) -> None:
+    second = zstandard.ZstdCompressor(write_content_size=True).compress(b"more")
+    line = refused(far, 3, "verify", str(_zst_bundle(far, FRAME + second, PAYLOAD + b"more")))
+    assert "follow the end of the zstd frame" in line
+
+
+def test_zstd_frame_that_lies_about_its_content_size_is_rejected(far: dict[str, Any]) -> None:
+    # The frame header says 1000 bytes; the manifest agrees; the frame holds 1,024,000.
+    header = zstandard.frame_header_size(FRAME)
+    assert zstandard.get_frame_parameters(FRAME).content_size == len(PAYLOAD)
+    fhd = FRAME[4]
+    fcs = (1 if fhd & 0x20 else 0, 2, 4, 8)[fhd >> 6]
+    claimed = 200 if fcs == 1 else 1000
+    lie = bytearray(FRAME)
+    lie[header - fcs : header] = (claimed - 256 if fcs == 2 else claimed).to_bytes(fcs, "little")
+    assert zstandard.get_frame_parameters(bytes(lie)).content_size == claimed
+    line = refused(far, 3, "verify", str(_zst_bundle(far, bytes(lie), PAYLOAD[:claimed])))
+    assert "model/weights.bin.zst is not a valid zstd member" in line
+
+
+def test_zstd_frame_that_disagrees_with_the_manifest_is_rejected(far: dict[str, Any]) -> None:
+    line = refused(far, 3, "verify", str(_zst_bundle(far, FRAME, PAYLOAD, declared=len(PAYLOAD) + 1)))
+    assert f"its frame declares {len(PAYLOAD)} bytes of content; the manifest says {len(PAYLOAD) + 1}" in line
+
+
+def test_zstd_frame_without_a_content_size_is_rejected(far: dict[str, Any]) -> None:
+    frame = zstandard.ZstdCompressor(write_content_size=False).compress(PAYLOAD)
+    line = refused(far, 3, "verify", str(_zst_bundle(far, frame, PAYLOAD)))
+    assert "does not declare its content size" in line
+
+
+def test_zstd_frame_cut_short_is_rejected(far: dict[str, Any]) -> None:
+    line = refused(far, 3, "verify", str(_zst_bundle(far, FRAME[:-7], PAYLOAD)))
+    assert "the zstd frame is cut short" in line
+
+
+def test_zstd_frame_that_decompresses_to_other_content_is_rejected(far: dict[str, Any]) -> None:
+    line = refused(far, 3, "verify", str(_zst_bundle(far, FRAME, b"\0" * len(PAYLOAD))))
+    assert "decompresses to content that differs from the manifest" in line
+
+
+def test_zstd_frame_that_needs_a_huge_window_is_rejected(far: dict[str, Any]) -> None:
+    """A signed frame cannot make the verifier allocate a large decompression window."""
+    content = bytes(random.Random(5).choices(b"abcdefgh", k=64 << 10)) * 144  # 9 MiB
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=24, write_content_size=1)
+    frame = zstandard.ZstdCompressor(compression_params=params).compress(content)
+    line = refused(far, 3, "verify", str(_zst_bundle(far, frame, content)))
+    assert "model/weights.bin.zst is not a valid zstd member" in line and "memory" in line.lower(), line
+
+
+def test_lying_zstd_frame_is_refused_at_install_before_anything_is_extracted(far: dict[str, Any]) -> None:
+    line = install_refused(far, _zst_bundle(far, FRAME + b"JUNK", PAYLOAD), 3)
+    assert "follow the end of the zstd frame" in line
+
+
+# ------------------------------------------------------------------------- version order
+def _installed(far: dict[str, Any], version: str) -> None:
+    """The far side's record that ``version`` was installed (as a finished install writes it)."""
+    receipt = Receipt(
+        far["name"], version, "venv", "0" * 64, far["kid"], "old.airgap.tar", CREATED, str(far["tmp"])
+    )
+    Installed(State(far["state"])).put(receipt, None)
+
+
+def test_pre_release_does_not_replace_release(far: dict[str, Any]) -> None:
+    _installed(far, "1.0.0")
+    rc = forge(far, version="1.0.0-rc1")
+    expected = (
+        f"refusing a rollback: {far['name']} 1.0.0-rc1 is older than 1.0.0, the highest version "
+        "installed here (a pre-release is older than its release)"
+    )
+    line = refused(far, 3, "install", str(rc), "--to", "venv")
+    assert expected in line and "--allow-downgrade" in line
+    assert engine_objects(far["name"]) == set()
+    assert expected in refused(far, 3, "verify", str(rc))
+
+
+def test_release_replaces_its_pre_release_and_build_metadata_is_ignored(far: dict[str, Any]) -> None:
+    _installed(far, "1.0.0-rc.2")
+    for version in ("1.0.0", "1.0.0-rc.10", "1.0.0-rc.2+rebuild"):
+        proc, _ = run_far_side(far, "verify", str(forge(far, version=version)))
+        assert proc.returncode == 0, (version, proc.stderr)
+    for version in ("1.0.0-rc.1", "1.0.0-beta", "0.9.9"):
+        refused(far, 3, "verify", str(forge(far, version=version)))
+
+
+def test_allow_downgrade_accepts_a_pre_release_loudly(far: dict[str, Any]) -> None:
+    _installed(far, "1.0.0")
+    proc, _ = run_far_side(far, "verify", str(forge(far, version="1.0.0-rc1")), "--allow-downgrade")
+    assert proc.returncode == 0 and "UNSAFE: accepted 1.0.0-rc1, older than installed 1.0.0" in proc.stderr
+
+
+def test_installed_record_keeps_the_highest_version_by_semver(tmp_path: Path) -> None:
+    installed = Installed(State(tmp_path))
+    for version in ("1.0.0", "1.0.0-rc1", "1.0.0+b2", "0.9.0"):
+        installed.put(Receipt("demo", version, "venv", "0" * 64, "k", "b", CREATED, "c"), None)
+    assert State(tmp_path).installed_versions() == {"demo": "1.0.0"}
+
+
+# ---------------------------------------------------------------------- compliance gate
+def staging_dir(root: Path, name: str, policy: dict[str, Any] | None, version: str = "1.0.0") -> Path:
+    st = synthetic_staging(root / "staging", version)
+    (st / "build.json").write_text(
+        json.dumps({"name": name, "version": version, "source_date_epoch": EPOCH, "wheelhouses": {}})
+    )
+    if policy is not None:
+        (st / "compliance").mkdir()
+        (st / "compliance" / "results.json").write_text(json.dumps(policy))
+    return st
+
+
+def pack_cli(far: dict[str, Any], staging: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return run_airgap(
+        "pack",
+        str(staging),
+        "--key",
+        str(far["tmp"] / "publisher.key"),
+        "-o",
+        str(far["tmp"] / "out"),
+        *extra,
+        env={"AIRGAP_KEY_PASSPHRASE": PASS.decode(), "SOURCE_DATE_EPOCH": str(EPOCH)},
+    )
+
+
+def _manifest_of(bundle: Path) -> dict[str, Any]:
+    with tarfile.open(bundle) as tf:
+        return dict(json.loads(tf.extractfile("bundle/manifest.json").read()))  # type: ignore[union-attr]
+
+
+def test_failed_policy_is_not_signed(far: dict[str, Any]) -> None:
+    staging = staging_dir(far["tmp"], far["name"], FAILED)
+    line = assert_one_line_error(pack_cli(far, staging), 1)
+    assert "policy evaluation failed (1 open finding(s) at or above high: AG-IMG-ROOT)" in line
+    assert "the bundle was not signed" in line
+    assert not (far["tmp"] / "out").exists() or not list((far["tmp"] / "out").iterdir())
+
+
+def test_staging_without_a_policy_evaluation_is_not_signed(far: dict[str, Any]) -> None:
+    line = assert_one_line_error(pack_cli(far, staging_dir(far["tmp"], far["name"], None)), 4)
+    assert "has no policy evaluation" in line
+    assert not (far["tmp"] / "out").exists() or not list((far["tmp"] / "out").iterdir())
+
+
+def test_unsafe_sign_failed_policy_warns_and_is_recorded_then_install_refuses(far: dict[str, Any]) -> None:
+    staging = staging_dir(far["tmp"], far["name"], FAILED)
+    proc = pack_cli(far, staging, "--unsafe-sign-failed-policy")
+    assert proc.returncode == 0, proc.stderr
+    assert "UNSAFE: signing" in proc.stderr and "--unsafe-sign-failed-policy" in proc.stderr
+    bundle = next((far["tmp"] / "out").glob("*.airgap.tar"))
+    policy = _manifest_of(bundle)["policy"]
+    assert policy["failed"] is True and policy["unsafe_signed_failed_policy"] is True
+    line = install_refused(far, bundle, 1)
+    assert f"{far['name']} 1.0.0 failed its signed policy evaluation" in line
+    assert "signed with --unsafe-sign-failed-policy" in line and "refusing to install" in line
+
+
+def test_install_refuses_a_bundle_without_a_signed_policy_evaluation(far: dict[str, Any]) -> None:
+    line = install_refused(far, forge(far, policy={}), 1)
+    assert "carries no signed policy evaluation" in line
+
+
+def test_unsafe_install_failed_policy_passes_the_gate_loudly(far: dict[str, Any]) -> None:
+    files = {
+        "build.json": json.dumps({"name": far["name"]}).encode(),
+        "model/contract.json": b'{"cases": []}',
+    }
+    bundle = forge(far, files, policy=FAILED)
+    proc, _ = run_far_side(far, "install", str(bundle), "--to", "venv", "--unsafe-install-failed-policy")
+    assert "UNSAFE: installing" in proc.stderr and "--unsafe-install-failed-policy" in proc.stderr
+    # Past the gate, this forged bundle fails for what it lacks, not for its policy.
+    assert proc.returncode == 4 and "has no host wheelhouse" in proc.stderr, proc.stderr
+    assert not (far["state"] / "content" / "bundles").exists() or not any(
+        (far["state"] / "content" / "bundles").iterdir()
+    ), "what it extracted is removed when it fails"
+
+
+# ---------------------------------------------------------------------------- expiry
+def test_expires_counts_from_signing_time(far: dict[str, Any]) -> None:
+    """SOURCE_DATE_EPOCH is 2023; a 90-day bundle signed today expires 90 days from today."""
+    staging = staging_dir(far["tmp"], far["name"], PASSED)
+    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    proc = pack_cli(far, staging, "--expires", "90d")
+    after = dt.datetime.now(dt.timezone.utc)
+    assert proc.returncode == 0, proc.stderr
+    bundle = next((far["tmp"] / "out").glob("*.airgap.tar"))
+    doc = _manifest_of(bundle)
+    assert doc["created"] == CREATED  # reproducible
+    expires = dt.datetime.fromisoformat(doc["expires"].replace("Z", "+00:00"))
+    assert before + dt.timedelta(days=90) <= expires <= after + dt.timedelta(days=90)
+    verified, _ = run_far_side(far, "verify", str(bundle))
+    assert verified.returncode == 0, verified.stderr
+
+
+def test_expires_in_the_past_is_refused_at_pack(far: dict[str, Any]) -> None:
+    staging = staging_dir(far["tmp"], far["name"], PASSED)
+    line = assert_one_line_error(pack_cli(far, staging, "--expires", "2024-01-01T00:00:00Z"), 4)
+    assert "is not in the future" in line
+
+
+# ----------------------------------------------------------------- pack and join: one read
+class _ChangesAfterHashing:
+    """An observer (the pack service's own progress port) that changes a staging file the moment
+    the first pass reports it hashed: a file edited while pack runs."""
+
+    def __init__(self, path: Path, change: Any) -> None:
+        self.path, self.change = path, change
+
+    def begin(self, task: str, total: float | None = None) -> None:
+        pass
+
+    def advance(self, task: str, amount: float = 1, detail: str = "") -> None:
+        if task == "hash" and detail == "model/model.onnx":
+            self.change(self.path)
+
+    def end(self, task: str) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    ("change", "says"),
+    [
+        (lambda p: p.write_bytes(b"\x01" + p.read_bytes()[1:]), "changed while it was being packed"),
+        (lambda p: p.write_bytes(p.read_bytes() + b"more"), "grew while it was being packed"),
+        (lambda p: p.write_bytes(p.read_bytes()[:-10]), "shrank while it was being packed"),
+    ],
+)
+def test_file_changed_between_hash_and_write_is_not_signed(tmp_path: Path, change: Any, says: str) -> None:
+    key, _, _ = make_key(tmp_path, "publisher")
+    staging = synthetic_staging(tmp_path / "staging")
+    observer = _ChangesAfterHashing(staging / "model" / "model.onnx", change)
+    with pytest.raises(InvalidInputError, match=rf"model\.onnx {says}: nothing was written"):
+        pack_demo(tmp_path, key, observer=observer)
+    assert not list((tmp_path / "out").iterdir()), "no bundle, no part, no temporary file"
+
+
+def test_join_writes_nothing_when_a_part_is_damaged(far: dict[str, Any]) -> None:
+    packed = pack_demo(far["tmp"], far["key"], part_size=1 << 20)
+    index = next(p for p in packed.files if p.name.endswith(".parts.sha256"))
+    part = next(p for p in packed.files if p.name.endswith(".part-001"))
+    data = bytearray(part.read_bytes())
+    data[100] ^= 1
+    part.write_bytes(bytes(data))
+    dest = far["tmp"] / "joined.airgap.tar"
+    proc = run_airgap("join", str(index), "-o", str(dest), "--key", str(far["pub"]))
+    line = assert_one_line_error(proc, 3)
+    assert part.name in line and "damaged" in line
+    assert not dest.exists() and not list(far["tmp"].glob(".joined*"))
+
+
+def test_join_of_good_parts_gives_the_single_file_bundle(far: dict[str, Any]) -> None:
+    whole = pack_demo(far["tmp"] / "whole", far["key"]).files[0]
+    packed = pack_demo(far["tmp"] / "split", far["key"], part_size=1 << 20)
+    index = next(p for p in packed.files if p.name.endswith(".parts.sha256"))
+    dest = far["tmp"] / "joined.airgap.tar"
+    assert run_airgap("join", str(index), "-o", str(dest), "--key", str(far["pub"])).returncode == 0
+    assert dest.read_bytes() == whole.read_bytes()
+
+
+# ------------------------------------------------------------------------- install.sh
+def _sh_bundle(far: dict[str, Any]) -> Path:
+    """A real packed bundle that carries install.sh (and a stand-in airgap lock)."""
+    staging = synthetic_staging(far["tmp"] / "sh" / "staging")
+    shutil.copy(ROOT / "bundle_templates" / "install.sh", staging / "install.sh")
+    (staging / "airgap").mkdir()
+    (staging / "airgap" / "requirements.lock").write_text("airgap==0.1.0 --hash=sha256:" + "0" * 64 + "\n")
+    return pack_demo(far["tmp"] / "sh", far["key"]).files[0]
+
+
+def run_install_sh(far: dict[str, Any], bundle: Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    """As an operator would: extract install.sh, run it with sh, as this host's user."""
+    work = far["tmp"] / f"op-{uuid.uuid4().hex[:6]}"
+    (work / "home").mkdir(parents=True)
+    subprocess.run(["tar", "-xf", str(bundle), "-C", str(work), "bundle/install.sh"], check=True)
+    proc = subprocess.run(
+        [
+            "sh",
+            str(work / "bundle" / "install.sh"),
+            "--key",
+            str(far["pub"]),
+            str(bundle),
+            "--prefix",
+            str(work / "prefix"),
+            "--state-dir",
+            str(work / "state"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PATH": os.environ["PATH"], "HOME": str(work / "home"), "TMPDIR": str(work)},
+        cwd=work,
+    )
+    return proc, work
+
+
+def sh_refused(far: dict[str, Any], bundle: Path, code: int) -> str:
+    proc, work = run_install_sh(far, bundle)
+    assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, proc.stderr
+    created = sorted(p.name for p in work.iterdir())
+    assert created == ["bundle", "home"], f"install.sh created {created} before refusing"
+    assert not any((work / "home").iterdir())
+    return lines[0]
+
+
+def test_install_sh_refuses_before_creating_anything(far: dict[str, Any]) -> None:
+    """A flipped byte in a member install.sh itself never uses (here an image layer)."""
+    bundle = _sh_bundle(far)
+    layer = next(n for n in members(bundle) if "/blobs/sha256/" in n)
+    flip_byte_in(bundle, layer, offset=10)
+    line = sh_refused(far, bundle, 3)
+    assert layer.removeprefix("bundle/") in line and "does not match the signed SHA256SUMS" in line
+
+
+def _append_member(bundle: Path, name: str, data: bytes) -> None:
+    """Adds one member after the last, keeping a well-formed end-of-archive."""
+    raw = bundle.read_bytes()
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    body = raw[: _end_of_members(raw)] + info.tobuf(format=tarfile.USTAR_FORMAT)
+    body += data + b"\0" * (-len(data) % 512) + b"\0" * 1024
+    bundle.write_bytes(body + b"\0" * (-len(body) % 10240))
+
+
+def test_install_sh_refuses_a_member_that_escapes(far: dict[str, Any]) -> None:
+    bundle = _sh_bundle(far)
+    _append_member(bundle, "bundle/../x", b"x")
+    line = sh_refused(far, bundle, 3)
+    assert "member name that could escape" in line and "bundle/../x" in line
+
+
+def _end_of_members(data: bytes) -> int:
+    """Offset of the end-of-archive marker of a tar archive written by airgap."""
+    with tarfile.open(fileobj=__import__("io").BytesIO(data)) as tf:
+        last = tf.getmembers()[-1]
+    return last.offset_data + last.size + (-last.size % 512)
+
+
+def test_install_sh_refuses_appended_garbage(far: dict[str, Any]) -> None:
+    bundle = _sh_bundle(far)
+    with open(bundle, "ab") as fh:
+        fh.write(b"appended by someone else\n")
+    line = sh_refused(far, bundle, 3)
+    assert "data follows the end of the archive: 25 bytes were appended" in line
+
+
+def test_install_sh_refuses_an_unlisted_member(far: dict[str, Any]) -> None:
+    bundle = _sh_bundle(far)
+    _append_member(bundle, "bundle/extra.txt", b"hello")
+    line = sh_refused(far, bundle, 3)
+    assert "extra.txt" in line and "does not match the signed SHA256SUMS" in line
+
+
+def test_install_sh_check_passes_on_an_untouched_bundle(far: dict[str, Any]) -> None:
+    """The same bundle, untouched, passes every check and only then stops at the (stand-in) lock."""
+    proc, work = run_install_sh(far, _sh_bundle(far))
+    assert "files match" in proc.stdout, proc.stdout + proc.stderr
+    assert (work / "prefix").exists(), "past the checks, install.sh goes on to build its venv"
+
+
+# --------------------------------------------------------------- the far side's disk
+@pytest.fixture
+def tiny_state(far: dict[str, Any]) -> Iterator[Path]:
+    """The state directory on a 2 MB tmpfs (a full disk after the first megabytes)."""
+    state = far["state"]
+    saved = far["tmp"] / "state-saved"
+    shutil.copytree(state, saved)
+    shutil.rmtree(state)
+    state.mkdir()
+    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(state)], capture_output=True)
+    assert proc.returncode == 0, f"mounting a tmpfs needs root: {proc.stderr!r}"
+    try:
+        shutil.copytree(saved, state, dirs_exist_ok=True)
+        yield state
+    finally:
+        subprocess.run(["umount", str(state)], check=True)
+
+
+def test_full_disk_install_rolls_back(far: dict[str, Any], tiny_state: Path) -> None:
+    bundle = pack_demo(far["tmp"], far["key"], metadata={"policy": PASSED}).files[0]
+    before = _tree(tiny_state)
+    proc = run_airgap("install", str(bundle), "--to", "venv", "--state-dir", str(tiny_state))
+    line = assert_one_line_error(proc, 5)
+    assert "No space left on device" in line and "free space in the state directory" in line
+    after = _tree(tiny_state)
+    changed = {p for p in after.keys() | before.keys() if after.get(p) != before.get(p)}
+    assert changed == {str(tiny_state / "audit.log")}, changed
+    for leftover in ("journal", "content/bundles"):
+        path = tiny_state / leftover
+        assert not path.exists() or not any(path.iterdir()), f"{leftover} left behind"
+    assert not (tiny_state / "venvs").exists()
+    usage = shutil.disk_usage(tiny_state)
+    assert usage.used < 256 << 10, f"partial content left behind: {usage.used} bytes used"
+    assert engine_objects("demo-1.0.0") == set()
+
+
+def test_audit_failure_does_not_mask_tampering(far: dict[str, Any]) -> None:
+    bundle = pack_demo(far["tmp"], far["key"]).files[0]
+    flip_byte_in(bundle, "bundle/model/model.onnx", offset=3)
+    audit = far["state"] / "audit.log"
+    audit.unlink()
+    audit.mkdir()  # unwritable, even for root
+    proc = run_airgap("verify", str(bundle), "--state-dir", str(far["state"]))
+    line = assert_one_line_error(proc, 3)
+    assert "model/model.onnx has been modified" in line
+    assert "the audit record could not be written" in line and str(audit) in line
+    proc = run_airgap("install", str(bundle), "--to", "venv", "--state-dir", str(far["state"]))
+    line = assert_one_line_error(proc, 3)
+    assert "has been modified" in line and "the audit record could not be written" in line
+    assert not (far["state"] / "content").exists() and not (far["state"] / "journal").exists()
+
+
+def test_audit_failure_after_a_good_verify_is_an_environment_failure(far: dict[str, Any]) -> None:
+    bundle = pack_demo(far["tmp"], far["key"]).files[0]
+    audit = far["state"] / "audit.log"
+    audit.unlink()
+    audit.mkdir()
+    line = assert_one_line_error(run_airgap("verify", str(bundle), "--state-dir", str(far["state"])), 5)
+    assert "cannot append to the audit log" in line
+
+
+def test_internal_error_is_not_doubled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
+    """A bug surfaces as one line that says "internal error" once, with the exception's type."""
+    from airgap import cli
+    from airgap.services import verify as verify_service
+
+    def bug(*_: object, **__: object) -> None:
+        raise RuntimeError("an unexpected state")
+
+    monkeypatch.setattr(verify_service, "verify_and_audit", bug)
+    code = cli.main(["verify", str(tmp_path / "b.airgap.tar"), "--state-dir", str(tmp_path / "s")])
+    err = capsys.readouterr().err
+    assert code == 70
+    assert err.count("internal error") == 1, err
+    assert "internal error: RuntimeError: an unexpected state" in " ".join(err.split())
