@@ -10,7 +10,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -73,3 +74,47 @@ def write_json(path: Path, value: object) -> None:
     import json
 
     atomic_write_bytes(path, (json.dumps(value, indent=2, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def watch_directory(
+    directory: Path, on_bytes: Callable[[int], None] | None, interval: float = 0.5
+) -> Iterator[None]:
+    """Calls ``on_bytes(n)`` with each growth of the files under ``directory`` while inside.
+
+    For work another process does (pip in a container) that reports its progress to no one:
+    the bytes it leaves on disk are the progress.
+    """
+    if on_bytes is None:
+        yield
+        return
+    stop = threading.Event()
+    seen = 0
+
+    def total() -> int:
+        size = 0
+        with contextlib.suppress(OSError):
+            for root, _dirs, files in os.walk(directory):
+                for name in files:
+                    with contextlib.suppress(OSError):
+                        size += os.stat(os.path.join(root, name), follow_symlinks=False).st_size
+        return size
+
+    def poll() -> None:
+        nonlocal seen
+        while not stop.wait(interval):
+            now = total()
+            if now > seen:
+                on_bytes(now - seen)
+                seen = now
+
+    thread = threading.Thread(target=poll, name="airgap-watch", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        now = total()
+        if now > seen:
+            on_bytes(now - seen)

@@ -14,7 +14,7 @@ from airgap.adapters import keys
 from airgap.adapters.archive import ConcatenatedParts, TarReader
 from airgap.core.bundle_format import MANIFEST, MAX_MANIFEST, PARTS_INDEX_SUFFIX, ROOT, Manifest
 from airgap.errors import IntegrityError, InvalidInputError
-from airgap.services.observer import NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer
 from airgap.services.pack import join_parts
 from airgap.services.verify import bundle_sources
 
@@ -102,7 +102,7 @@ def join_bundle(
         )
     sizes = [(n, p.stat().st_size, sha) for (n, sha), p in zip(src.parts, src.paths)]
     stream = ConcatenatedParts(src.paths, sizes)
-    obs.begin("check parts", sum(s for _, s, _ in sizes))
+    obs.begin("check parts", sum(s for _, s, _ in sizes), BYTES)
     while True:
         block = stream.read(CHUNK)
         if not block:
@@ -110,7 +110,7 @@ def join_bundle(
         obs.advance("check parts", len(block))
     obs.end("check parts")
     dest = output or index.parent / index.name[: -len(PARTS_INDEX_SUFFIX)]
-    obs.begin("join", sum(s for _, s, _ in sizes))
+    obs.begin("join", sum(s for _, s, _ in sizes), BYTES)
     join_parts(src.paths, dest, on_bytes=lambda n: obs.advance("join", n))
     obs.end("join")
     return dest

@@ -39,7 +39,7 @@ from airgap.core.bundle_format import (
     parse_sums,
 )
 from airgap.errors import AirgapError, IntegrityError, InvalidInputError
-from airgap.services.observer import NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer
 from airgap.services.state import State
 
 MAX_SUMS = 64 << 20
@@ -144,7 +144,7 @@ def verify_bundle(
             except OSError as exc:
                 raise InvalidInputError(f"cannot read {paths[0]}: {exc.strerror}") from None
             total = paths[0].stat().st_size
-        obs.begin("verify", total)
+        obs.begin("verify", total, BYTES)
         result = _verify_stream(stream, options, obs, notes)
         if isinstance(stream, ConcatenatedParts):
             stream.finish()
