@@ -393,12 +393,21 @@ def check_golden_fits(model: Path, golden: Path, max_batch: int) -> None:
 
 def _server_module() -> Any:
     import importlib.util
+    import sys
 
+    name = "airgap_bundled_server"
+    if name in sys.modules:
+        return sys.modules[name]
     path = templates_dir() / "server" / "airgap_server.py"
-    spec = importlib.util.spec_from_file_location("airgap_bundled_server", path)
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    sys.modules[name] = module  # its dataclasses resolve their annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
     return module
 
 
