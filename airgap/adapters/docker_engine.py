@@ -292,3 +292,39 @@ class DockerEngine(ImageRunner):
             except (docker.errors.APIError, docker.errors.ImageNotFound):
                 return None  # in use by a container, a parent of another image, or already gone
             return int(image.attrs.get("Size") or 0)
+
+    def remove_build_images(self, ids: Sequence[str]) -> tuple[int, int]:
+        """Removes what a build committed (``ids``, short or full) and every untagged image on top.
+
+        Children first, each only if nothing uses it (see ``remove_unused_image``): the model
+        image (tagged) and its history stay. The images on top cover the step the engine was
+        committing while an interrupted client stopped listening. Returns (count, bytes) removed.
+        """
+        with _engine_errors("listing images"):
+            images = self.client.api.images(all=True)
+        children: dict[str, list[str]] = {}
+        for image in images:
+            children.setdefault(str(image.get("ParentId") or ""), []).append(str(image["Id"]))
+        full = [
+            str(image["Id"])
+            for wanted in ids
+            for image in images
+            if str(image["Id"]).removeprefix("sha256:").startswith(wanted.removeprefix("sha256:"))
+        ]
+        order: list[str] = []
+
+        def visit(image_id: str) -> None:
+            for child in children.get(image_id, []):
+                visit(child)
+            if image_id not in order:
+                order.append(image_id)
+
+        for image_id in reversed(full):
+            visit(image_id)
+        count = size = 0
+        for image_id in order:
+            freed = self.remove_unused_image(image_id)
+            if freed is not None:
+                count += 1
+                size += freed
+        return count, size

@@ -302,7 +302,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
     except BaseException:
         # Interrupted or failed: the images this run's build committed, then its directory.
         if not options.keep_images:
-            _remove_recorded_images(staging, engine)
+            _remove_recorded_images(staging, engine, settle=2.0)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
@@ -347,22 +347,29 @@ def reclaim_partials(out_dir: Path, slug: str, engine: DockerEngine) -> Iterator
         images = _remove_recorded_images(path, engine)
         shutil.rmtree(path, ignore_errors=True)
         note = f"reclaimed {path.name} left by an interrupted earlier run ({size / 1e6:.1f} MB"
-        yield note + (f", {len(images)} image(s))" if images else ")")
+        yield note + (f", {images} image(s))" if images else ")")
 
 
-def _remove_recorded_images(staging: Path, engine: DockerEngine) -> list[str]:
-    """Removes, newest first, the recorded images that nothing uses; returns those removed."""
+def _remove_recorded_images(staging: Path, engine: DockerEngine, settle: float = 0.0) -> int:
+    """Removes the recorded images (and untagged ones built on them) nothing uses; returns how many.
+
+    ``settle``: after an interrupted build, the engine may still commit the step it was on;
+    a second pass after that long removes it too.
+    """
     try:
         ids = (staging / PARTIAL_IMAGES).read_text().split()
     except OSError:
-        return []
-    removed = []
-    for image_id in reversed(ids):
-        try:
-            if engine.remove_unused_image(image_id) is not None:
-                removed.append(image_id)
-        except AirgapError:
-            break  # the engine is gone: nothing more can be removed now
+        return 0
+    if not ids:
+        return 0
+    removed = 0
+    try:
+        removed += engine.remove_build_images(ids)[0]
+        if settle:
+            time.sleep(settle)
+            removed += engine.remove_build_images(ids)[0]
+    except AirgapError:
+        pass  # the engine is gone: nothing more can be removed now
     return removed
 
 
@@ -734,26 +741,20 @@ def _remove_unshipped(
 ) -> list[str]:
     """After a build: removes the images it made that the model image does not stand on (the
     build stage), and the image the tag named before, once nothing uses either."""
-    freed = 0
-    count = 0
     try:
         ids = (staging / PARTIAL_IMAGES).read_text().split()
     except OSError:
         ids = []
-    for candidate in [*reversed(ids), *([previous] if previous and previous != image_id else [])]:
-        if image_id.endswith(candidate) or candidate.startswith(image_id.removeprefix("sha256:")[:12]):
-            continue
-        size = engine.remove_unused_image(candidate)
-        if size is not None:
-            freed += size
-            count += 1
+    if previous and previous != image_id:
+        ids.append(previous)
+    count, freed = engine.remove_build_images(ids)
     with contextlib.suppress(OSError):
         (staging / PARTIAL_IMAGES).unlink()  # the rest is the shipped image's own history
     if not count:
         return []
     return [
-        f"removed {count} image(s) this build made or replaced and did not ship "
-        f"({freed / 1e6:.0f} MB; the old {tag} among them if it changed); --keep-images keeps them"
+        f"removed {count} image(s) the build made or replaced and did not ship ({freed / 1e6:.0f} MB); "
+        "--keep-images keeps them"
     ]
 
 
