@@ -1131,6 +1131,7 @@ def install(
         allow_expired=allow_expired,
         trusted=_trusted(state, key, None),
     )
+    STATE.on_interrupt = "run the same `airgap install` again: it completes or undoes what was started"
     with _progress() as progress:
         result = _installer(state_dir, progress).install(bundle_path, options)
     r = result.receipt

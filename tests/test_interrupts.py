@@ -236,3 +236,60 @@ def test_sigterm_during_pack_exits_143_and_writes_no_bundle(tmp_path: Path) -> N
     assert code == 143, err
     assert message_lines(err) == [message_lines(err)[0]] and "interrupted by SIGTERM" in err
     assert not out.exists() or list(out.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------ re-bundling
+@pytest.fixture
+def plain_project(tmp_path: Path) -> Path:
+    dest = tmp_path / "plain"
+    shutil.copytree(ROOT / "examples" / "tabular", dest, ignore=shutil.ignore_patterns("build"))
+    yaml = dest / "airgap.yaml"
+    yaml.write_text(yaml.read_text().replace("name: tabular-classifier", f"name: {NAME}"))
+    return dest
+
+
+def _bundle_at(project: Path, cache: Path, epoch: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    proc = run_airgap(
+        "bundle",
+        str(project),
+        "--cache-dir",
+        str(cache),
+        *extra,
+        env={**ENV, "SOURCE_DATE_EPOCH": str(epoch)},
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc
+
+
+def test_rebundling_leaves_no_dangling_image_and_says_what_it_removed(
+    plain_project: Path, cache: Path, engine: Any
+) -> None:
+    _bundle_at(plain_project, cache, 1700000000)
+    before = dangling(engine)
+    old = engine.images.get(f"airgap/{NAME}:1.0.0").id
+    # Another SOURCE_DATE_EPOCH: another creation label, so another image under the same tag.
+    second = _bundle_at(plain_project, cache, 1700000100)
+    new = engine.images.get(f"airgap/{NAME}:1.0.0").id
+    assert new != old
+    assert dangling(engine) <= before
+    assert re.search(
+        r"^removed \d+ image\(s\) the build made or replaced and did not ship", second.stderr, re.M
+    )
+    with pytest.raises(Exception, match="(?i)no such image|not found"):
+        engine.images.get(old)
+    # a CI log shows every phase start and end, with its duration
+    for phase in ("project", "base image", "image wheelhouse", "model image", "save image", "oci image"):
+        assert re.search(rf"^\[\s*[\d.]+s\] {phase} \.\.\.$", second.stderr, re.M), phase
+        assert re.search(rf"^\[\s*[\d.]+s\] {phase}: done in \d+\.\ds", second.stderr, re.M), phase
+
+
+def test_keep_images_keeps_the_replaced_image(plain_project: Path, cache: Path, engine: Any) -> None:
+    _bundle_at(plain_project, cache, 1700000200)
+    old = engine.images.get(f"airgap/{NAME}:1.0.0").id
+    kept = _bundle_at(plain_project, cache, 1700000300, "--keep-images")
+    try:
+        assert "removed" not in kept.stderr
+        assert engine.images.get(old).id == old
+    finally:
+        engine.images.remove(old)  # this test made it

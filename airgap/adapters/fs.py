@@ -8,6 +8,7 @@ the new one, never a torn one.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 import threading
@@ -19,11 +20,21 @@ from airgap.errors import EnvironmentFailure
 
 
 def _fail(path: Path, exc: OSError, what: str = "write") -> EnvironmentFailure:
+    """The one line for a failed write (or an unexpected read failure), with the fix that fits."""
     reason = exc.strerror or str(exc)
-    return EnvironmentFailure(
-        f"cannot {what} {path}: {reason}",
-        hint="choose a writable location or free some space",
-    )
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        hint = "free some space, or choose a location with more"
+    elif exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        hint = (
+            "choose a location this user can write to" if what == "write" else "make it readable by this user"
+        )
+    elif exc.errno in (errno.ENOENT, errno.ENOTDIR):
+        hint = "create the directory first, or choose one that exists"
+    elif what == "read":
+        hint = "check the file and the medium it is on"
+    else:
+        hint = "choose a writable location or free some space"
+    return EnvironmentFailure(f"cannot {what} {path}: {reason}", hint=hint)
 
 
 @contextlib.contextmanager
@@ -58,13 +69,25 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def read_bytes(path: Path, what: str = "file") -> bytes:
-    """Reads a user-named file, turning OS errors into one clear line."""
+    """Reads a user-named file, turning OS errors into one clear line.
+
+    A wrong path is the user's argument (exit 4, "check the path"), never the disk's fault.
+    """
+    from airgap.errors import InvalidInputError
+
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        from airgap.errors import InvalidInputError
-
         raise InvalidInputError(f"{what} {path} does not exist", hint="check the path") from None
+    except NotADirectoryError:
+        raise InvalidInputError(
+            f"{what} {path} does not exist: part of that path is a file, not a directory",
+            hint="check the path",
+        ) from None
+    except IsADirectoryError:
+        raise InvalidInputError(
+            f"{what} {path} is a directory, not a file", hint="name the file itself"
+        ) from None
     except OSError as exc:
         raise _fail(Path(path), exc, "read") from None
 
