@@ -199,6 +199,8 @@ def test_a_second_bundle_of_the_same_project_leaves_the_running_ones_directory_a
     kill_project: Path, cache: Path, engine: Any
 ) -> None:
     """Reclaiming must not take the partial directory of a run that is still going."""
+    from tests.conftest import FOREIGN
+
     first = subprocess.Popen(
         [sys.executable, "-m", "airgap", "bundle", str(kill_project), "--cache-dir", str(cache)],
         stdout=subprocess.DEVNULL,
@@ -210,11 +212,18 @@ def test_a_second_bundle_of_the_same_project_leaves_the_running_ones_directory_a
     for line in first.stderr:
         if "docker build ..." in line:
             break
-    second = run_airgap("bundle", str(kill_project), "--cache-dir", str(cache), env=ENV, timeout=900)
+    running = [p.name for p in (kill_project / "build").iterdir() if ".partial-" in p.name]
+    assert len(running) == 1
+    # The second run reclaims (after its project phase), then stops at the architecture check.
+    second = run_airgap(
+        "bundle", str(kill_project), "--profile", str(FOREIGN), "--cache-dir", str(cache), env=ENV
+    )
+    assert second.returncode == 1 and "AG-TGT-ARCH" in second.stderr, second.stderr
+    assert "reclaimed" not in second.stderr
+    assert (kill_project / "build" / running[0]).is_dir()
     rest = first.stderr.read()
     assert first.wait(timeout=600) == 0, rest
-    assert second.returncode == 0, second.stderr
-    assert "reclaimed" not in second.stderr
+    assert (kill_project / "build" / f"{NAME}-1.0.0" / "build.json").is_file()
 
 
 # --------------------------------------------------------------------------------------- pack

@@ -24,7 +24,7 @@ import typer.main
 from airgap.cli import app
 from tests.bundles import synthetic_staging
 from tests.conftest import EPOCH, PASSPHRASE, ROOT, run_airgap
-from tests.tty import Screen, run_tty
+from tests.tty import Screen, run_tty, strip_ansi
 
 WIDTHS = (80, 200)
 ENV = {"AIRGAP_KEY_PASSPHRASE": PASSPHRASE, "SOURCE_DATE_EPOCH": EPOCH}
@@ -360,6 +360,16 @@ def test_bundle_end_to_end_in_a_terminal_shows_every_phase_live(tty_bundle: dict
 
 
 @pytest.mark.docker
+@pytest.mark.parametrize("columns", WIDTHS)
+def test_inspect_renders_the_signed_checklist_as_a_table(tty_bundle: dict[str, Any], columns: int) -> None:
+    screen = run_tty("inspect", str(tty_bundle["bundle"]), columns=columns)
+    text = ok(screen, "tty-classifier 1.0.0", "PASS at --fail-on high", "not a finding", "medium")
+    assert '{"' not in text and "summary" not in text
+    assert re.search(r"not a finding\s+\d+\s+\d+\s+\d+\s+\d+", text), text
+    assert_fits(screen)
+
+
+@pytest.mark.docker
 def test_check_in_a_terminal_under_no_color(tty_bundle: dict[str, Any], tmp_path: Path) -> None:
     screen = run_tty(
         "check", str(tty_bundle["staging"]), "-o", str(tmp_path / "c"), no_color=True, columns=200
@@ -461,3 +471,71 @@ def test_uninstall_in_a_terminal(far_side: dict[str, Any]) -> None:
         "removed tty-classifier",
     )
     ok(run_tty("status", "--state-dir", str(far_side["state"])), "nothing is installed")
+
+
+# ------------------------------------------------------------------------- the observer itself
+def test_tasks_with_and_without_a_total_render_in_a_terminal(capsys: pytest.CaptureFixture[str]) -> None:
+    """The crash a terminal met: a task without a total. Both kinds draw, and leave a ✓ line."""
+    import io
+
+    from rich.console import Console
+
+    from airgap.services.observer import BYTES
+    from airgap.terminal import ConsoleObserver
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=100, color_system="256")
+    with ConsoleObserver(console) as obs:
+        obs.begin("docker build")  # indeterminate
+        obs.advance("docker build", 0, "Step 3/9 : COPY wheels/ /tmp/airgap/wheels/")
+        obs.begin("docker save", 3_000_000, BYTES)
+        obs.advance("docker save", 1_500_000)
+        obs.progress.refresh()  # type: ignore[union-attr]
+        obs.advance("docker save", 1_500_000)
+        obs.end("docker save")
+        obs.begin("download host wheels", 4, "wheels")
+        obs.advance("download host wheels", 4)
+        obs.end("download host wheels")
+        obs.end("docker build")
+    text = Screen(screen.getvalue(), 0, 100).text
+    drawn = strip_ansi(screen.getvalue())  # every frame, including the ones redrawn since
+    assert "Step 3/9" in drawn and "1.5/3.0 MB" in drawn and "0/4 wheels" in drawn
+    assert re.search(r"✓ docker save done in \d+\.\ds \(3\.0 MB, [\d.]+ [kMG]B/s\)", text), text
+    assert "✓ download host wheels done in" in text and "(4/4 wheels)" in text
+    assert "✓ docker build done in" in text
+
+
+def test_outside_a_terminal_each_task_is_one_line_as_it_starts_and_ends(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    from rich.console import Console
+
+    from airgap.services.observer import BYTES
+    from airgap.terminal import ConsoleObserver
+
+    with ConsoleObserver(Console(file=io.StringIO(), force_terminal=False)) as obs:
+        obs.begin("save image")
+        obs.begin("docker save", 2_000_000, BYTES)
+        obs.advance("docker save", 2_000_000)
+        obs.end("docker save")
+        obs.end("save image")
+        obs.begin("compliance")
+        with contextlib.suppress(ValueError):
+            try:
+                raise ValueError("policy file broken")
+            finally:
+                obs.end("compliance")
+    lines = capsys.readouterr().err.splitlines()
+    assert [re.sub(r"^\[\s*[\d.]+s\] ", "", ln) for ln in lines] == [
+        "save image ...",
+        "  docker save (2.0 MB) ...",
+        lines[2].split("] ", 1)[1],
+        lines[3].split("] ", 1)[1],
+        "compliance ...",
+        lines[5].split("] ", 1)[1],
+    ]
+    assert re.search(r"  docker save: done in \d+\.\ds \(2\.0 MB, [\d.]+ [kMG]B/s\)$", lines[2])
+    assert re.search(r"save image: done in \d+\.\ds$", lines[3])
+    assert re.search(r"compliance: failed after \d+\.\ds$", lines[5])

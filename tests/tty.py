@@ -46,10 +46,11 @@ class Screen:
 
     @property
     def text(self) -> str:
-        """What is left on screen, line by line: a line redrawn after ``\\r`` shows its last draw."""
+        """What was drawn, line by line: a line redrawn after ``\\r`` shows its last (non-blank) draw."""
         lines = []
         for line in strip_ansi(self.raw).replace("\r\n", "\n").split("\n"):
-            lines.append(line.split("\r")[-1].rstrip())
+            draws = [d.rstrip() for d in line.split("\r") if d.strip()]
+            lines.append(draws[-1] if draws else "")
         return "\n".join(lines)
 
     @property
