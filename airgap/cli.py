@@ -513,6 +513,10 @@ def bundle(
                 "airgap.yaml with a written justification",
             )
         if private is not None:
+            STATE.on_interrupt = (
+                f"{result.staging} is complete but no bundle was written; sign it with `airgap pack` "
+                "or bundle again"
+            )
             packed = svc.pack_staging(
                 result.staging,
                 result.staging.parent,
