@@ -16,12 +16,12 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from airgap import __version__
 from airgap.adapters.keys import PASSPHRASE_ENV
-from airgap.errors import EXIT_CODES, AirgapError, AnswerIsNo
+from airgap.errors import EXIT_CODES, AirgapError, AnswerIsNo, Interrupted
+from airgap.terminal import ConsoleObserver, ignore_signals, signals_interrupt
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -45,9 +45,50 @@ app = typer.Typer(
 class State:
     json: bool = False
     verbose: bool = False
+    quiet: bool = False
+    # What an interrupt leaves behind, said in the one line printed when a signal stops a command.
+    on_interrupt: str = "nothing half-written was left in place"
 
 
 STATE = State()
+
+
+def _plain_help() -> None:
+    """Help in click's plain words: no `<bool>` after a flag, no `{BUNDLE}` in the usage line.
+
+    A flag takes no value, so it shows none; a value shows its metavar (TEXT, PATH, or the one
+    the option names, such as HOST:PORT).
+    """
+    import typer.core
+
+    words = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER", "bool": ""}
+
+    def option_type(self: Any, ctx: Any) -> Optional[str]:
+        if self.is_flag or self.count:
+            return None
+        if self.metavar:
+            return str(self.metavar)
+        label = str(self.display_type(ctx)).strip("<>").removeprefix("list[").removesuffix("]")
+        return words.get(label.removesuffix(" range"), label.upper()) or None
+
+    def argument_type(self: Any, ctx: Any) -> Optional[str]:
+        return None  # the name column already shows the argument's metavar
+
+    def usage_name(self: Any) -> str:
+        name = str(self.display_name_raw)
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    for cls, attr, fn in (
+        (typer.core.TyperOption, "display_type_rich", option_type),
+        (typer.core.TyperArgument, "display_type_rich", argument_type),
+        (typer.core.TyperArgument, "_usage_display_name", usage_name),
+    ):
+        if hasattr(cls, attr):  # a typer without these hooks prints its own style, which still works
+            setattr(cls, attr, fn)
+
+
+_plain_help()
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
 
@@ -76,6 +117,12 @@ def _root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show details, and tracebacks of internal errors.")
     ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress: neither live bars in a terminal nor phase lines in a log."
+        ),
+    ] = False,
     version: Annotated[
         Optional[bool],
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
@@ -83,41 +130,31 @@ def _root(
 ) -> None:
     STATE.json = json_out
     STATE.verbose = verbose
+    STATE.quiet = quiet
 
 
 class RichObserver:
-    """Draws services' progress as rich bars on stderr; silent under --json."""
+    """The observer a service gets: the command's ``_progress()``, or nothing when there is none."""
 
-    def __init__(self, progress: Optional[Progress]) -> None:
+    def __init__(self, progress: Optional[ConsoleObserver]) -> None:
         self.progress = progress
-        self.tasks: dict[str, Any] = {}
 
-    def begin(self, task: str, total: Optional[float] = None) -> None:
+    def begin(self, task: str, total: Optional[float] = None, unit: str = "") -> None:
         if self.progress is not None:
-            self.tasks[task] = self.progress.add_task(task, total=total)
+            self.progress.begin(task, total, unit)
 
     def advance(self, task: str, amount: float = 1, detail: str = "") -> None:
-        if self.progress is not None and task in self.tasks:
-            self.progress.update(
-                self.tasks[task], advance=amount, description=f"{task}: {detail}" if detail else task
-            )
+        if self.progress is not None:
+            self.progress.advance(task, amount, detail)
 
     def end(self, task: str) -> None:
-        if self.progress is not None and task in self.tasks:
-            self.progress.update(self.tasks[task], description=f"{task}: done")
+        if self.progress is not None:
+            self.progress.end(task)
 
 
-def _progress() -> Progress:
-    return Progress(
-        SpinnerColumn(),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-        disable=STATE.json or not err_console.is_terminal,
-    )
+def _progress(log: bool = True) -> ConsoleObserver:
+    """Live progress on stderr in a terminal; elsewhere one line per task start and end (``log``)."""
+    return ConsoleObserver(err_console, log=log, enabled=not STATE.quiet)
 
 
 def _emit_json(payload: object) -> None:
@@ -197,7 +234,7 @@ def probe(
                 "-o target-profile.json`"
             )
         return
-    with _progress() as progress:
+    with _progress(log=False) as progress:
         observer = RichObserver(progress)
         if image:
             from airgap.adapters.docker_engine import DockerEngine
@@ -222,12 +259,17 @@ def probe(
 @app.command("profile", epilog=EPILOG)
 def profile_cmd(
     file: Annotated[
-        Path, typer.Argument(help="A profile written by `airgap probe` or the exported probe script.")
+        Path,
+        typer.Argument(
+            metavar="PROFILE", help="A profile written by `airgap probe` or the exported probe script."
+        ),
     ],
 ) -> None:
     """Validate a target profile and show what it says: its interpreters, wheel tags and warnings.
 
     Use it on the workstation to read the profile that crossed the gap before bundling for it.
+
+    Example: airgap profile site-a.json
     """
     from airgap.adapters.fs import read_bytes
     from airgap.core.profile import Profile
@@ -349,7 +391,11 @@ UnsafeSignOption = Annotated[
 @app.command(epilog=EPILOG)
 def bundle(
     project_dir: Annotated[
-        Path, typer.Argument(help="The project directory, holding airgap.yaml.", show_default=True)
+        Path,
+        typer.Argument(
+            metavar="PROJECT",
+            help="The project directory holding airgap.yaml, or the airgap.yaml file itself.",
+        ),
     ] = Path("."),
     profile: Annotated[
         Optional[Path],
@@ -414,6 +460,14 @@ def bundle(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
+    keep_images: Annotated[
+        bool,
+        typer.Option(
+            "--keep-images",
+            help="Keep the images the build made and did not ship, and the one the tag named before "
+            "(default: removed, so that re-bundling does not fill the disk).",
+        ),
+    ] = False,
 ) -> None:
     """Build everything the far side needs, on a connected workstation with a Docker Engine.
 
@@ -424,7 +478,16 @@ def bundle(
     Proxy variables (HTTPS_PROXY, NO_PROXY) are passed to the resolver; SOURCE_DATE_EPOCH fixes
     the timestamps.
 
-    Example: airgap bundle examples/tabular --profile site-a.json --host-wheelhouse
+    Everything that can be checked without the engine (project, model, golden inputs against the
+    model's inputs, profile, templates, the target's architecture) is checked first. Interrupted
+    (Ctrl-C, SIGTERM, SIGHUP), it removes its partial work; the next run reclaims what a harder
+    kill left behind, and images the build made but did not ship are removed (--keep-images).
+
+    Examples:
+
+      airgap bundle examples/tabular --profile site-a.json --host-wheelhouse
+
+      airgap bundle examples/tabular/airgap.yaml --key publisher.key --part-size 4G --expires 90d
     """
     from airgap.adapters.docker_engine import DockerEngine
     from airgap.adapters.keys import key_id
@@ -444,13 +507,23 @@ def bundle(
         settings=ResolverSettings(index_url=index_url, ca_bundle=ca_bundle or default_ca_bundle()),
         cache_dir=cache_dir or default_cache_dir(),
         signer_key_id=key_id(private.public_key()) if private is not None else None,
+        keep_images=keep_images,
+    )
+    STATE.on_interrupt = (
+        "nothing was written and partial work was removed (a run killed harder is cleaned up by the next)"
     )
     with _progress() as progress:
         result = svc.bundle(options, DockerEngine(), RichObserver(progress))
+        for note in result.cleanup:
+            err_console.print(note, soft_wrap=True, markup=False)
         packed = None
         if result.compliance.failed:
             _print_blocking(result.compliance)
         if private is not None:
+            STATE.on_interrupt = (
+                f"{result.staging} is complete but no bundle was written; sign it with `airgap pack` "
+                "or bundle again"
+            )
             with _unsafe_warnings():
                 packed = svc.pack_staging(
                     result.staging,
@@ -546,7 +619,10 @@ def _load_signing_key(path: Path) -> Any:
 @app.command(epilog=EPILOG)
 def pack(
     staging: Annotated[
-        Path, typer.Argument(help="A staging directory written by `airgap bundle` (build/NAME-VERSION).")
+        Path,
+        typer.Argument(
+            metavar="STAGING", help="A staging directory written by `airgap bundle` (build/NAME-VERSION)."
+        ),
     ],
     key: Annotated[
         Path, typer.Option("--key", help="The private signing key (passphrase: AIRGAP_KEY_PASSPHRASE).")
@@ -572,6 +648,8 @@ def pack(
     """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step).
 
     Refuses (exit 1) a staging directory whose policy evaluation failed.
+
+    Example: airgap pack examples/tabular/build/tabular-classifier-1.0.0 --key publisher.key --part-size 4G
     """
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
@@ -653,6 +731,8 @@ def check(
     Writes results.json, checklist.md and checklist.cklb (STIG Viewer 3). A rule no tool can
     decide is `not_reviewed`, with the reason. Waivers (with their written justification) come
     from the bundle's build record, or from --project; they appear in the checklist as overrides.
+
+    Example: airgap check examples/tabular/build/tabular-classifier-1.0.0 --fail-on medium
     """
     import datetime as dt
 
@@ -738,8 +818,11 @@ def keys_generate(
 ) -> None:
     """Create a signing key pair. Keep OUT.key on the workstation; carry OUT.pub to the far side.
 
-    The private key is PKCS#8, encrypted with a passphrase from AIRGAP_KEY_PASSPHRASE or a prompt.
-    The key id (printed) is the SHA-256 of the public key's DER encoding; confirm it out of band.
+    The private key is PKCS#8, encrypted with a passphrase of at least 12 characters, from
+    AIRGAP_KEY_PASSPHRASE or a prompt. The key id (printed) is the SHA-256 of the public key's DER
+    encoding; confirm it out of band.
+
+    Example: airgap keys generate -o publisher   # writes publisher.key and publisher.pub
     """
     from airgap.adapters import keys
 
@@ -757,11 +840,17 @@ def keys_generate(
 @keys_app.command("trust", epilog=EPILOG)
 def keys_trust(
     public_key: Annotated[
-        Path, typer.Argument(help="A public key (PEM) whose id you have confirmed out of band.")
+        Path,
+        typer.Argument(
+            metavar="PUBLIC_KEY", help="A public key (PEM) whose id you have confirmed out of band."
+        ),
     ],
     state_dir: StateDirOption = None,
 ) -> None:
-    """Trust a publisher's key on the far side: bundles signed by it will verify."""
+    """Trust a publisher's key on the far side: bundles signed by it will verify.
+
+    Example: airgap keys trust publisher.pub
+    """
     from airgap.adapters.fs import read_bytes
 
     state = _state(state_dir)
@@ -775,7 +864,10 @@ def keys_trust(
 
 @keys_app.command("list", epilog=EPILOG)
 def keys_list(state_dir: StateDirOption = None) -> None:
-    """List the keys this far side trusts."""
+    """List the keys this far side trusts.
+
+    Example: airgap keys list
+    """
     state = _state(state_dir)
     found = state.trust.keys()
     if STATE.json:
@@ -789,10 +881,15 @@ def keys_list(state_dir: StateDirOption = None) -> None:
 
 @keys_app.command("remove", epilog=EPILOG)
 def keys_remove(
-    key_id: Annotated[str, typer.Argument(help="The key id, or enough of its beginning to be unique.")],
+    key_id: Annotated[
+        str, typer.Argument(metavar="KEY_ID", help="The key id, or enough of its beginning to be unique.")
+    ],
     state_dir: StateDirOption = None,
 ) -> None:
-    """Stop trusting a key."""
+    """Stop trusting a key.
+
+    Example: airgap keys remove 3f2a9c
+    """
     state = _state(state_dir)
     kid = state.trust.remove(key_id)
     state.audit({"action": "keys remove", "key_id": kid, "result": "accepted"})
@@ -842,6 +939,8 @@ def verify(
     not expired, not older than what is installed. For split bundles, the signed parts index is
     checked first and a damaged part is named. The outcome is appended to the audit log.
     Exit 3 on any integrity or trust failure, 4 if it is not a bundle at all.
+
+    Example: airgap verify tabular-classifier-1.0.0.airgap.tar.parts.sha256 --key publisher.pub
     """
     import warnings as _warnings
 
@@ -892,6 +991,8 @@ def inspect(
 
     Reads only the control files at the front of the archive. It proves nothing: run
     `airgap verify` for that.
+
+    Example: airgap inspect tabular-classifier-1.0.0.airgap.tar
     """
     from airgap.services.inspect import inspect_bundle
 
@@ -916,18 +1017,39 @@ def inspect(
     wheels = info["wheels"]
     table.add_row("wheels", f"{len(wheels)}: " + ", ".join(wheels[:8]) + (" …" if len(wheels) > 8 else ""))
     table.add_row("model", ", ".join(info["model"]))
-    table.add_row(
-        "checklist", json.dumps(info["policy"].get("summary", {})) if info["policy"] else "not evaluated"
-    )
+    table.add_row("checklist", _checklist_table(info["policy"]) if info["policy"] else "not evaluated")
     table.add_row("size", f"{info['bytes'] / 1e6:.1f} MB in {len(info['files'])} files")
     for part in info["parts"]:
         table.add_row("part", f"{part['name']} {part['sha256'][:16]}…")
     out_console.print(table)
 
 
+def _checklist_table(policy: dict[str, Any]) -> Any:
+    """The signed checklist summary as a table: one row per status, one column per severity."""
+    summary = policy.get("summary") or {}
+    verdict = "FAIL" if policy.get("failed") else "PASS"
+    inner = Table(
+        title=f"{verdict} at --fail-on {policy.get('fail_on', '?')}",
+        title_justify="left",
+        box=None,
+        pad_edge=False,
+    )
+    inner.add_column("status")
+    for severity in ("high", "medium", "low", "total"):
+        inner.add_column(severity, justify="right")
+    for status, counts in summary.items():
+        if isinstance(counts, dict):
+            inner.add_row(
+                status.replace("_", " "), *(str(counts.get(k, 0)) for k in ("high", "medium", "low", "total"))
+            )
+    return inner
+
+
 @app.command(epilog=EPILOG)
 def join(
-    index: Annotated[Path, typer.Argument(help="The bundle's .parts.sha256 index (its parts beside it).")],
+    index: Annotated[
+        Path, typer.Argument(metavar="INDEX", help="The bundle's .parts.sha256 index (its parts beside it).")
+    ],
     output: Annotated[
         Optional[Path],
         typer.Option(
@@ -940,6 +1062,8 @@ def join(
     """Reassemble a split bundle into one file, after every part is checked against the signed index.
 
     A damaged or missing part is named: copy that one part again from the media, then re-run.
+
+    Example: airgap join tabular-classifier-1.0.0.airgap.tar.parts.sha256
     """
     from airgap.services.inspect import join_bundle
 
@@ -1035,6 +1159,8 @@ def install(
     it hardened (read-only root, no capabilities, non-root, limits), waits for readiness and sends
     the golden inputs: a mismatch exits 1 and restores the previous version. Installing the same
     bundle twice does nothing; an install killed at any point is undone or completed by the next.
+
+    Example: airgap install tabular-classifier-1.0.0.airgap.tar --to docker --port 8080
     """
     from airgap.services.install import InstallOptions
 
@@ -1054,6 +1180,7 @@ def install(
         trusted=_trusted(state, key, None),
         unsafe_install_failed_policy=unsafe_install_failed_policy,
     )
+    STATE.on_interrupt = "run the same `airgap install` again: it completes or undoes what was started"
     with _progress() as progress, _unsafe_warnings():
         result = _installer(state_dir, progress).install(bundle_path, options)
     r = result.receipt
@@ -1095,11 +1222,14 @@ def install(
 
 @app.command(epilog=EPILOG)
 def smoke(
-    name: Annotated[str, typer.Argument(help="The installed bundle's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The installed bundle's name.")],
     to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
     state_dir: StateDirOption = None,
 ) -> None:
-    """Send the golden inputs to an installed model again and compare with the recorded outputs."""
+    """Send the golden inputs to an installed model again and compare with the recorded outputs.
+
+    Example: airgap smoke tabular-classifier --to docker
+    """
     current, mismatches = _installer(state_dir).smoke(name, to)
     if STATE.json:
         _emit_json(
@@ -1120,7 +1250,10 @@ def smoke(
 
 @app.command(epilog=EPILOG)
 def status(state_dir: StateDirOption = None) -> None:
-    """What is installed where, which version, whether it is healthy, and what rollback would restore."""
+    """What is installed where, which version, whether it is healthy, and what rollback would restore.
+
+    Example: airgap status
+    """
     rows = _installer(state_dir).status()
     if STATE.json:
         _emit_json(rows)
@@ -1129,14 +1262,18 @@ def status(state_dir: StateDirOption = None) -> None:
         out_console.print("nothing is installed")
         return
     table = Table(title="installed", title_justify="left")
-    for col in ("name", "target", "version", "healthy", "where", "previous", "installed at"):
-        table.add_column(col)
+    # The name is what every other command takes: never cut; the rest folds onto more lines.
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+    for col in ("target", "version", "healthy", "where", "previous", "installed at"):
+        table.add_column(col, overflow="fold")
     for r in rows:
         health = "[green]yes[/]" if r["healthy"] else "[red]no[/]"
         if r["interrupted"]:
             health += " (an install was interrupted: re-run it)"
         where = r["container"] or ""
-        if r["port"] and r["target"] != "venv":
+        if r["target"] == "venv":
+            where = r.get("venv") or where
+        elif r["port"]:
             where += f" :{r['port']}"
         table.add_row(
             r["name"], r["target"], r["version"], health, where, r["previous"] or "-", r["installed_at"]
@@ -1146,11 +1283,14 @@ def status(state_dir: StateDirOption = None) -> None:
 
 @app.command(epilog=EPILOG)
 def rollback(
-    name: Annotated[str, typer.Argument(help="The installed bundle's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The installed bundle's name.")],
     to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
     state_dir: StateDirOption = None,
 ) -> None:
-    """Go back to the previously installed version (smoke-tested before it is committed)."""
+    """Go back to the previously installed version (smoke-tested before it is committed).
+
+    Example: airgap rollback tabular-classifier --to docker
+    """
     from airgap.services.install import InstallOptions
 
     with _progress() as progress:
@@ -1165,11 +1305,14 @@ def rollback(
 
 @app.command(epilog=EPILOG)
 def uninstall(
-    name: Annotated[str, typer.Argument(help="The installed bundle's name.")],
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The installed bundle's name.")],
     to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
     state_dir: StateDirOption = None,
 ) -> None:
-    """Remove an installation: containers, images, virtualenvs. The audit log is kept."""
+    """Remove an installation: containers, images, virtualenvs. The audit log is kept.
+
+    Example: airgap uninstall tabular-classifier --to docker
+    """
     removed = _installer(state_dir).uninstall(name, to)
     if STATE.json:
         _emit_json({"removed": removed})
@@ -1186,13 +1329,15 @@ def _report(exc: AirgapError) -> int:
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Console-script entry point: the one place where errors become exit codes."""
+    """Console-script entry point: the one place where errors and signals become exit codes."""
     command = typer.main.get_command(app)
-    STATE.json = STATE.verbose = False
+    STATE.json = STATE.verbose = STATE.quiet = False
+    STATE.on_interrupt = State.on_interrupt
     try:
-        # Standalone mode lets typer print usage errors (exit 2) and --help; our own errors
-        # are not click's, so they come through to be reported here.
-        command.main(args=argv, prog_name="airgap", standalone_mode=True)
+        with signals_interrupt():
+            # Standalone mode lets typer print usage errors (exit 2) and --help; our own errors
+            # (and Interrupted, a BaseException typer does not catch) come through to be reported here.
+            command.main(args=argv, prog_name="airgap", standalone_mode=True)
         return 0
     except SystemExit as exc:
         return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -1200,9 +1345,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         if STATE.verbose:
             traceback.print_exc()
         return _report(exc)
-    except KeyboardInterrupt:
-        err_console.print("airgap: interrupted; nothing half-written was left in place")
-        return 130
+    except (Interrupted, KeyboardInterrupt) as exc:
+        ignore_signals()
+        stopped = exc if isinstance(exc, Interrupted) else Interrupted(2)
+        if STATE.verbose:
+            traceback.print_exc()
+        with contextlib.suppress(OSError, ValueError):  # SIGHUP: the terminal may be gone
+            err_console.print(
+                f"airgap: interrupted by {stopped.signal_name}; {STATE.on_interrupt}", soft_wrap=True
+            )
+        return stopped.exit_code
     except Exception as exc:
         if STATE.verbose:
             traceback.print_exc()

@@ -62,6 +62,29 @@ class EnvironmentFailure(AirgapError):
     kind = "environment"
 
 
+class Interrupted(BaseException):
+    """A signal (SIGINT, SIGTERM, SIGHUP) stopped the command.
+
+    A ``BaseException`` like ``KeyboardInterrupt``: no ``except Exception`` may swallow it, while
+    every ``except BaseException`` / ``finally`` that removes partial work still runs. The exit
+    code is the shell's convention, 128 + the signal number (130 for Ctrl-C).
+    """
+
+    def __init__(self, signum: int) -> None:
+        import signal
+
+        super().__init__(signum)
+        self.signum = signum
+        try:
+            self.signal_name = signal.Signals(signum).name
+        except ValueError:
+            self.signal_name = f"signal {signum}"
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
 EXIT_CODES = {
     0: "success",
     1: "the tool worked and the answer is no",
@@ -70,4 +93,7 @@ EXIT_CODES = {
     4: "invalid input",
     5: "environment failure",
     70: "internal error (a bug in airgap: please report it with --verbose output)",
+    129: "interrupted by SIGHUP (terminal closed)",
+    130: "interrupted by SIGINT (Ctrl-C)",
+    143: "interrupted by SIGTERM; after any interrupt, partial work is removed or reclaimed by the next run",
 }

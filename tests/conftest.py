@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -38,11 +39,24 @@ def run_airgap(
     )
 
 
+# A progress line written when stderr is not a terminal: "[   1.2s] base image: done in 0.9s".
+PROGRESS_LINE = re.compile(r"^\[\s*\d+\.\ds\] ")
+
+
+def message_lines(stderr: str) -> list[str]:
+    """What stderr says besides the progress log."""
+    return [ln for ln in stderr.splitlines() if ln.strip() and not PROGRESS_LINE.match(ln)]
+
+
 def assert_one_line_error(proc: subprocess.CompletedProcess[str], code: int) -> str:
-    """The contract for every failure: the documented exit code, one line, no traceback."""
+    """The contract for every failure: the documented exit code, one line, no traceback.
+
+    Progress lines (one per task start and end, when stderr is not a terminal) are a log, not
+    part of the message.
+    """
     assert proc.returncode == code, (proc.returncode, proc.stdout, proc.stderr)
     assert "Traceback" not in proc.stderr + proc.stdout
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    lines = message_lines(proc.stderr)
     assert len(lines) == 1, proc.stderr
     return lines[0]
 

@@ -7,6 +7,7 @@ turned into an airgap error here, with a message that says what to do.
 from __future__ import annotations
 
 import contextlib
+import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,6 +22,10 @@ from airgap.adapters.interfaces import ImageRunner
 from airgap.errors import EnvironmentFailure, InvalidInputError
 
 LABEL_ROLE = "io.airgap.role"
+# The classic builder's progress: " ---> Using cache" precedes a reused image's id, " ---> 1a2b3c4d5e6f"
+# alone on a line is the image a step just committed.
+_STEP_IMAGE = re.compile(r"^\s*---> ([0-9a-f]{12,64})\s*$")
+_CACHE_HIT = re.compile(r"^\s*---> Using cache\s*$")
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,8 @@ def _engine_errors(action: str) -> Iterator[None]:
     except (docker.errors.DockerException, requests.exceptions.RequestException, OSError) as exc:
         raise EnvironmentFailure(
             f"{action}: the container engine did not answer ({exc})",
-            hint="start the engine (`scripts/setup-env.sh` in a lab) or set DOCKER_HOST",
+            hint="start Docker (`sudo systemctl start docker`), or point DOCKER_HOST at a running engine "
+            "(e.g. unix:///run/user/$UID/podman/podman.sock); without one, install Docker Engine first",
         ) from None
 
 
@@ -198,14 +204,17 @@ class DockerEngine(ImageRunner):
         tag: str,
         labels: Mapping[str, str],
         on_line: Callable[[str], None] | None = None,
+        on_image: Callable[[str], None] | None = None,
     ) -> str:
         """Builds ``context`` with the network disabled and returns the image id.
 
         No network is the point: a build that needed the internet fails here, on the
-        workstation, instead of on the far side.
+        workstation, instead of on the far side. ``on_image`` hears the id of every image a build
+        step commits (not the ones reused from the cache): what the caller may remove afterwards.
         """
         log: list[str] = []
         image_id: str | None = None
+        cached = False
         with _engine_errors(f"building {tag}"):
             stream = self.client.api.build(
                 path=str(context),
@@ -230,6 +239,13 @@ class DockerEngine(ImageRunner):
                     log.append(text)
                     if on_line is not None:
                         on_line(text.rstrip())
+                    for line in text.splitlines():
+                        if _CACHE_HIT.match(line):
+                            cached = True
+                        elif (m := _STEP_IMAGE.match(line)) is not None:
+                            if not cached and on_image is not None:
+                                on_image(m.group(1))
+                            cached = False
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and "ID" in aux:
                     image_id = str(aux["ID"])
@@ -250,3 +266,65 @@ class DockerEngine(ImageRunner):
     def remove_image(self, ref: str) -> None:
         with _engine_errors(f"removing {ref}"), contextlib.suppress(docker.errors.ImageNotFound):
             self.client.images.remove(ref, force=True)
+
+    def tagged(self, ref: str) -> str | None:
+        """The id of the image ``ref`` names in this engine, or None."""
+        with _engine_errors(f"looking up {ref}"):
+            try:
+                return str(self.client.images.get(ref).id)
+            except docker.errors.ImageNotFound:
+                return None
+
+    def remove_unused_image(self, image_id: str) -> int | None:
+        """Removes an untagged image nothing depends on; its size, or None when it was kept.
+
+        Never forced: an image with a tag, a container or a child image is someone's, and stays.
+        """
+        with _engine_errors(f"removing image {image_id[:19]}"):
+            try:
+                image = self.client.images.get(image_id)
+            except docker.errors.ImageNotFound:
+                return None
+            if [t for t in image.attrs.get("RepoTags") or [] if t != "<none>:<none>"]:
+                return None
+            try:
+                self.client.images.remove(image.id, force=False, noprune=False)
+            except (docker.errors.APIError, docker.errors.ImageNotFound):
+                return None  # in use by a container, a parent of another image, or already gone
+            return int(image.attrs.get("Size") or 0)
+
+    def remove_build_images(self, ids: Sequence[str]) -> tuple[int, int]:
+        """Removes what a build committed (``ids``, short or full) and every untagged image on top.
+
+        Children first, each only if nothing uses it (see ``remove_unused_image``): the model
+        image (tagged) and its history stay. The images on top cover the step the engine was
+        committing while an interrupted client stopped listening. Returns (count, bytes) removed.
+        """
+        with _engine_errors("listing images"):
+            images = self.client.api.images(all=True)
+        children: dict[str, list[str]] = {}
+        for image in images:
+            children.setdefault(str(image.get("ParentId") or ""), []).append(str(image["Id"]))
+        full = [
+            str(image["Id"])
+            for wanted in ids
+            for image in images
+            if str(image["Id"]).removeprefix("sha256:").startswith(wanted.removeprefix("sha256:"))
+        ]
+        order: list[str] = []
+
+        def visit(image_id: str) -> None:
+            for child in children.get(image_id, []):
+                visit(child)
+            if image_id not in order:
+                order.append(image_id)
+
+        for image_id in reversed(full):
+            visit(image_id)
+        count = size = 0
+        for image_id in order:
+            freed = self.remove_unused_image(image_id)
+            if freed is not None:
+                count += 1
+                size += freed
+        return count, size

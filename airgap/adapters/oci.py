@@ -20,7 +20,7 @@ import tarfile
 import tempfile
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -153,8 +153,17 @@ def _normalize_config(config: dict[str, Any], diff_ids: list[str], epoch: int) -
     return out
 
 
-def docker_archive_to_oci(archive: Path, layout: Path, ref_name: str, epoch: int) -> OciImage:
-    """Converts a ``docker save`` archive of one image into (or into an existing) OCI layout."""
+def docker_archive_to_oci(
+    archive: Path,
+    layout: Path,
+    ref_name: str,
+    epoch: int,
+    on_bytes: Callable[[int], None] | None = None,
+) -> OciImage:
+    """Converts a ``docker save`` archive of one image into (or into an existing) OCI layout.
+
+    ``on_bytes`` hears the size of each layer of the archive as it is converted.
+    """
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     try:
@@ -179,6 +188,8 @@ def docker_archive_to_oci(archive: Path, layout: Path, ref_name: str, epoch: int
                 diff_id, digest, size = _rewrite_layer(fh, blobs, epoch)
                 diff_ids.append(diff_id)
                 layers.append((digest, size))
+                if on_bytes is not None:
+                    on_bytes(member.size)
     except (tarfile.TarError, KeyError, ValueError) as exc:
         raise InvalidInputError(f"{archive} is not a valid docker save archive: {exc}") from None
     cfg_digest, cfg_size = _write_blob(blobs, canonical(_normalize_config(config, diff_ids, epoch)))

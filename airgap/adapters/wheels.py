@@ -23,7 +23,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
@@ -31,6 +31,7 @@ from pathlib import Path
 from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
 
 from airgap.adapters.docker_engine import DockerEngine, Mount, RunSpec
+from airgap.adapters.fs import watch_directory
 from airgap.core.profile import PythonFacts
 from airgap.core.tags import cpython_abis, interpreter_version, marker_environment, platform_tags
 from airgap.core.wheelhouse import WheelFile
@@ -244,8 +245,14 @@ cd /work
                 )
             return (work / "requirements.lock").read_text()
 
-    def download(self, lock_text: str, dest: Path) -> list[Path]:
-        """pip download of the given pins (one file each, hash-checked) with the image's own pip."""
+    def download(
+        self, lock_text: str, dest: Path, on_bytes: Callable[[int], None] | None = None
+    ) -> list[Path]:
+        """pip download of the given pins (one file each, hash-checked) with the image's own pip.
+
+        ``on_bytes`` hears how much has arrived, from a watch on the download directory: pip runs
+        in a container and reports nothing else a progress bar could use.
+        """
         with tempfile.TemporaryDirectory(prefix="airgap-download-") as tmp:
             work = Path(tmp)
             (work / "pins.lock").write_text(lock_text)
@@ -255,7 +262,8 @@ python3 -m venv /tmp/tools
 /tmp/tools/bin/python -m pip download --quiet --no-deps --require-hashes {self._pip_flags()} \\
   --dest /work/dl -r /work/pins.lock
 """
-            res = self.engine.run(self._spec(work, script, "host"))
+            with watch_directory(work / "dl", on_bytes):
+                res = self.engine.run(self._spec(work, script, "host"))
             if res.exit_code != 0:
                 raise _fail_step(f"pip download in {self.image} failed", res.stderr)
             out = []

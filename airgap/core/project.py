@@ -28,6 +28,7 @@ IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[0-9a-f]{64})?$
 CPU_QTY = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
 MEM_QTY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 SEVERITIES = ("high", "medium", "low")
+PROJECT_FILE = "airgap.yaml"
 
 
 class _Lines:

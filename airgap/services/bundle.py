@@ -31,8 +31,8 @@ from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
 from airgap.core.profile import Profile
-from airgap.core.project import Project, parse_project, parse_requirements_in
-from airgap.errors import IntegrityError, InvalidInputError
+from airgap.core.project import PROJECT_FILE, SEVERITIES, Project, parse_project, parse_requirements_in
+from airgap.errors import AirgapError, AnswerIsNo, IntegrityError, InvalidInputError
 from airgap.resources import templates_dir
 from airgap.services.check import (
     CheckOutcome,
@@ -42,7 +42,7 @@ from airgap.services.check import (
     write_compliance,
 )
 from airgap.services.manifests import render_manifests, target_kubernetes_version, validate_manifests
-from airgap.services.observer import NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer
 from airgap.services.pack import PackResult, pack
 from airgap.services.probe import probe_image
 from airgap.services.selfcontained import airgap_wheelhouse
@@ -61,7 +61,7 @@ class BundleOptions:
     host_python: str | None = None
     settings: ResolverSettings = field(default_factory=ResolverSettings)
     cache_dir: Path | None = None
-    keep_image: bool = True
+    keep_images: bool = False  # keep the images the build made and did not ship (and the old tag's)
     signer_key_id: str | None = None  # the key the bundle will be signed with, for the checklist
 
 
@@ -70,6 +70,7 @@ class BundleResult:
     staging: Path
     record: dict[str, Any]
     compliance: CheckOutcome
+    cleanup: tuple[str, ...] = ()  # what this run removed that an earlier one, or the build, left behind
 
 
 class _Phases:
@@ -90,9 +91,29 @@ class _Phases:
             self.seconds[name] = round(time.monotonic() - started, 3)
 
 
-def load_project(project_dir: Path) -> tuple[Project, tuple[str, ...]]:
-    """The validated project and its requirements; every referenced file must exist inside it."""
-    path = project_dir / "airgap.yaml"
+def locate_project(path: Path) -> tuple[Path, Path]:
+    """(project directory, project file) from either one: `bundle DIR` and `bundle DIR/airgap.yaml`."""
+    if path.is_dir():
+        return path, path / PROJECT_FILE
+    if path.is_file():
+        return path.parent, path
+    raise InvalidInputError(
+        f"{path} does not exist",
+        hint=f"pass the project directory (the one holding {PROJECT_FILE}) or its {PROJECT_FILE}",
+    )
+
+
+def load_project(project_path: Path) -> tuple[Project, tuple[str, ...]]:
+    """The validated project and its requirements; every referenced file must exist inside it.
+
+    ``project_path`` is the project directory or its project file.
+    """
+    project_dir, path = locate_project(project_path)
+    if not path.exists():
+        raise InvalidInputError(
+            f"{project_dir} has no {PROJECT_FILE}",
+            hint=f"pass the project directory that holds {PROJECT_FILE} (docs/project-file.md describes it)",
+        )
     text = read_bytes(path, "project file").decode("utf-8", "replace")
     project = parse_project(text, str(path))
     if project.requirements_file:
@@ -183,19 +204,27 @@ def _lock_pin(result: WheelhouseResult, name: str) -> str | None:
     return pin.version if pin else None
 
 
+PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # renders templates before the real digests exist
+
+
 def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | None = None) -> BundleResult:
     obs = observer or NullObserver()
     phase = _Phases(obs)
-    project_dir = options.project_dir.resolve()
+    project_dir, _ = locate_project(options.project_dir)
+    project_dir = project_dir.resolve()
     epoch = source_date_epoch()
     settings = ResolverSettings(options.settings.index_url, options.settings.ca_bundle, epoch)
     cache = options.cache_dir or Path.home() / ".cache" / "airgap"
 
+    # Everything that can be refused without the engine or the network is refused here, before
+    # the first slow phase: the project, the model, the golden inputs against the model's inputs,
+    # the profile and its interpreter, the Dockerfile and Kubernetes templates.
     with phase("project"):
-        project, requirements = load_project(project_dir)
+        project, requirements = load_project(options.project_dir)
         model_src = project_dir / project.model.path
         check_model_file(model_src)
         golden = load_golden(project_dir / project.model.golden)
+        check_golden_fits(model_src, project_dir / project.model.golden, project.serving.max_batch)
         profile: Profile | None = None
         profile_path = options.target_profile or (
             project_dir / project.target_profile if project.target_profile else None
@@ -208,12 +237,24 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
                 "--host-wheelhouse needs the far-side host's profile",
                 hint="pass --profile FILE (from `airgap probe` on that host) or set target.profile",
             )
+        if profile is not None:
+            profile.python(options.host_python)
+        if not project.image.prebuilt:
+            render_dockerfile(
+                project, project_dir, f"base@{PLACEHOLDER_DIGEST}", Path(project.model.path).name
+            )
+        k8s_version, _ = target_kubernetes_version(project, profile)
+        validate_manifests(
+            render_manifests(project, project_dir, f"airgap/{project.name}@{PLACEHOLDER_DIGEST}"), k8s_version
+        )
 
     out_dir = (options.output_dir or project_dir / "build").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / project.slug
+    cleanup = list(reclaim_partials(out_dir, project.slug, engine))
     staging = out_dir / f".{project.slug}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
+    lock = hold_partial(staging)
     try:
         record = _build(
             project,
@@ -229,6 +270,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
             phase,
             staging,
             epoch,
+            cleanup,
         )
         durable, run = split_record(record)
         write_json(staging / "build.json", durable)
@@ -254,10 +296,157 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
             os.replace(final, old)
             shutil.rmtree(old, ignore_errors=True)
         os.replace(staging, final)
+        for name in (PARTIAL_LOCK, PARTIAL_IMAGES):
+            with contextlib.suppress(OSError):
+                (final / name).unlink()
     except BaseException:
+        # Interrupted or failed: the images this run's build committed, then its directory.
+        if not options.keep_images:
+            _remove_recorded_images(staging, engine, settle=2.0)
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return BundleResult(final, record, outcome)
+    finally:
+        lock.close()
+    return BundleResult(final, record, outcome, tuple(cleanup))
+
+
+# Inside every partial directory: a lock its run holds while alive, and the images its build made.
+PARTIAL_LOCK = ".lock"
+PARTIAL_IMAGES = ".images"
+
+
+def hold_partial(staging: Path) -> Any:
+    """Marks ``staging`` as alive for as long as the returned file stays open (an flock on it)."""
+    import fcntl
+
+    fh = open(staging / PARTIAL_LOCK, "w")  # noqa: SIM115 - held open until the run ends
+    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return fh
+
+
+def reclaim_partials(out_dir: Path, slug: str, engine: DockerEngine) -> Iterator[str]:
+    """Removes what killed earlier runs left: partial directories nobody holds, and their images.
+
+    A run that is still going holds the lock inside its partial directory and is left alone; a
+    run killed by any signal, SIGKILL included, released it when the kernel closed its files.
+    """
+    import fcntl
+
+    for path in sorted(out_dir.glob(f".{slug}.partial-*")) + sorted(out_dir.glob(f".{slug}.old-*")):
+        if not path.is_dir() or path.is_symlink():
+            continue
+        if path.name.startswith(f".{slug}.partial-"):
+            try:
+                with open(path / PARTIAL_LOCK, "a") as fh:
+                    fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # another bundle of this project is running now
+            except OSError:
+                pass  # no lock file: killed before it took one
+        size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+        images = _remove_recorded_images(path, engine)
+        shutil.rmtree(path, ignore_errors=True)
+        note = f"reclaimed {path.name} left by an interrupted earlier run ({size / 1e6:.1f} MB"
+        yield note + (f", {images} image(s))" if images else ")")
+
+
+def _remove_recorded_images(staging: Path, engine: DockerEngine, settle: float = 0.0) -> int:
+    """Removes the recorded images (and untagged ones built on them) nothing uses; returns how many.
+
+    ``settle``: after an interrupted build, the engine may still commit the step it was on;
+    a second pass after that long removes it too.
+    """
+    try:
+        ids = (staging / PARTIAL_IMAGES).read_text().split()
+    except OSError:
+        return 0
+    if not ids:
+        return 0
+    removed = 0
+    try:
+        removed += engine.remove_build_images(ids)[0]
+        if settle:
+            time.sleep(settle)
+            removed += engine.remove_build_images(ids)[0]
+    except AirgapError:
+        pass  # the engine is gone: nothing more can be removed now
+    return removed
+
+
+def check_golden_fits(model: Path, golden: Path, max_batch: int) -> None:
+    """Every golden case names exactly the model's inputs, with their rank, fixed sizes and types.
+
+    Decided with the model server's own request checks (the file that ships in the image), on
+    this workstation's onnxruntime, before anything is fetched or built.
+    """
+    server = _server_module()
+    try:
+        loaded = server.Model(str(model), 1)
+    except server.FatalError as exc:
+        raise InvalidInputError(
+            f"{model}: {exc}",
+            hint="the model server takes tensor inputs: export the model with tensor inputs",
+        ) from None
+    expected = ", ".join(f"{s.name} {s.shape_text()} {s.dtype}" for s in loaded.inputs)
+    try:
+        for name, inputs in server.load_golden(str(golden)):
+            server.fit_case(loaded, name, inputs, max_batch)
+    except server.FatalError as exc:
+        raise InvalidInputError(
+            f"{golden}: {exc}",
+            hint=f"edit the golden inputs to match the model's inputs ({expected}), not the model",
+        ) from None
+
+
+def _server_module() -> Any:
+    import importlib.util
+    import sys
+
+    name = "airgap_bundled_server"
+    if name in sys.modules:
+        return sys.modules[name]
+    path = templates_dir() / "server" / "airgap_server.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # its dataclasses resolve their annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def check_architecture(
+    image: dict[str, Any], profile: Profile | None, project: Project, project_dir: Path
+) -> None:
+    """The base image runs on the target's CPU, unless the project waived that in writing.
+
+    The compliance check (AG-TGT-ARCH) would refuse the bundle at the very end; the image's
+    architecture is known as soon as the base image is resolved, so the refusal comes first.
+    """
+    from airgap.services.check import UNAME_ARCH, load_catalog
+
+    if profile is None or not profile.arch or not isinstance(image.get("Architecture"), str):
+        return
+    arch = UNAME_ARCH.get(image["Architecture"], image["Architecture"])
+    if (
+        arch == profile.arch
+        or arch == "arm"
+        or any(w.rule == "AG-TGT-ARCH" for w in project.policies.waivers)
+    ):
+        return
+    rule = load_catalog(policy_directories(project_dir, project.policies)).rule("AG-TGT-ARCH")
+    if rule is None or SEVERITIES.index(rule.severity) > SEVERITIES.index(project.policies.fail_on):
+        return
+    raise AnswerIsNo(
+        f"the base image {project.base_image} is {arch} but the target {profile.hostname} is {profile.arch}: "
+        "the model image would fail there with 'exec format error' (policy AG-TGT-ARCH; nothing was built)",
+        hint=f"set base_image to a {profile.arch} image (pinned by digest), or bundle with the profile of an "
+        f"{arch} host; if this image is not meant for that host, waive AG-TGT-ARCH in airgap.yaml "
+        "with a written justification",
+    )
 
 
 def _build(
@@ -274,10 +463,12 @@ def _build(
     phase: _Phases,
     staging: Path,
     epoch: int,
+    cleanup: list[str],
 ) -> dict[str, Any]:
     store = WheelStore(cache / "store")
     with phase("base image"):
         base_ref = engine.resolve_digest(project.base_image)
+        check_architecture(engine.inspect_image(base_ref), profile, project, project_dir)
         base_profile = probe_image(engine, base_ref)
         base_py = base_profile.profile.primary_python()
 
@@ -361,8 +552,11 @@ def _build(
             dockerfile = None
         else:
             dockerfile = render_dockerfile(project, project_dir, base_ref, model_name)
+            previous = engine.tagged(tag)
             image_id = _build_image(engine, staging, dockerfile, tag, labels, obs, epoch)
             image_ref = tag
+            if not options.keep_images:
+                cleanup.extend(_remove_unshipped(engine, staging, image_id, previous, tag))
 
     with phase("model contract"):
         contract = _record_contract(engine, image_ref, project, model_name, golden, image_wh)
@@ -370,16 +564,30 @@ def _build(
 
     with phase("save image"):
         (staging / "image").mkdir()
-        engine.save(image_ref, staging / "image" / "model-image.tar")
         inspect = engine.inspect_image(image_ref)
+        obs.begin("docker save", inspect.get("Size") or None, BYTES)
+        try:
+            engine.save(
+                image_ref,
+                staging / "image" / "model-image.tar",
+                on_bytes=lambda n: obs.advance("docker save", n),
+            )
+        finally:
+            obs.end("docker save")
 
     with phase("oci image"):
-        oci = docker_archive_to_oci(
-            staging / "image" / "model-image.tar",
-            staging / "image" / "oci",
-            f"{project.name}:{project.version}",
-            epoch,
-        )
+        archive = staging / "image" / "model-image.tar"
+        obs.begin("convert layers", archive.stat().st_size, BYTES)
+        try:
+            oci = docker_archive_to_oci(
+                archive,
+                staging / "image" / "oci",
+                f"{project.name}:{project.version}",
+                epoch,
+                on_bytes=lambda n: obs.advance("convert layers", n),
+            )
+        finally:
+            obs.end("convert layers")
 
     with phase("manifests"):
         k8s_version, k8s_source = target_kubernetes_version(project, profile)
@@ -506,12 +714,48 @@ def _build_image(
         for path in [ctx, *ctx.rglob("*")]:
             os.utime(path, (epoch, epoch), follow_symlinks=False)
         obs.begin("docker build", None)
+        images = staging / PARTIAL_IMAGES
+
+        def committed(image_id: str) -> None:
+            # Recorded as soon as the engine commits it: a run killed right now still has its
+            # images removed, by its own cleanup or by the next run's reclaim.
+            with open(images, "a") as fh:
+                fh.write(image_id + "\n")
+                fh.flush()
+                os.fsync(fh.fileno())
+
         try:
             return engine.build(
-                ctx, tag, labels, on_line=lambda line: obs.advance("docker build", 0, line[:60])
+                ctx,
+                tag,
+                labels,
+                on_line=lambda line: obs.advance("docker build", 0, line[:60]),
+                on_image=committed,
             )
         finally:
             obs.end("docker build")
+
+
+def _remove_unshipped(
+    engine: DockerEngine, staging: Path, image_id: str, previous: str | None, tag: str
+) -> list[str]:
+    """After a build: removes the images it made that the model image does not stand on (the
+    build stage), and the image the tag named before, once nothing uses either."""
+    try:
+        ids = (staging / PARTIAL_IMAGES).read_text().split()
+    except OSError:
+        ids = []
+    if previous and previous != image_id:
+        ids.append(previous)
+    count, freed = engine.remove_build_images(ids)
+    with contextlib.suppress(OSError):
+        (staging / PARTIAL_IMAGES).unlink()  # the rest is the shipped image's own history
+    if not count:
+        return []
+    return [
+        f"removed {count} image(s) the build made or replaced and did not ship ({freed / 1e6:.0f} MB); "
+        "--keep-images keeps them"
+    ]
 
 
 def _record_contract(
@@ -544,6 +788,11 @@ def _record_contract(
     )
     if res.exit_code != 0:
         line = (res.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+        if line.startswith("golden case"):
+            raise InvalidInputError(
+                f"{project.model.golden}: {line[:300]}",
+                hint="edit the golden inputs to match the model's inputs, not the model",
+            )
         raise InvalidInputError(
             f"the locked onnxruntime in {image_ref} cannot run the model: {line[:300]}",
             hint="export the model with an opset that onnxruntime version supports, or raise onnxruntime",

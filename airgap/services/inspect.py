@@ -14,7 +14,7 @@ from airgap.adapters import keys
 from airgap.adapters.archive import TarReader, open_regular, read_small
 from airgap.core.bundle_format import MANIFEST, MAX_MANIFEST, PARTS_INDEX_SUFFIX, ROOT, Manifest
 from airgap.errors import IntegrityError, InvalidInputError
-from airgap.services.observer import NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer
 from airgap.services.pack import join_parts
 from airgap.services.verify import bundle_sources
 
@@ -103,7 +103,7 @@ def join_bundle(
     dest = output or index.parent / index.name[: -len(PARTS_INDEX_SUFFIX)]
     # One read: each part is hashed as it is copied, and the joined file appears only if every
     # part matched the signed index.
-    obs.begin("join", sum(s for _, s, _ in sizes))
+    obs.begin("join", sum(s for _, s, _ in sizes), BYTES)
     join_parts(src.paths, sizes, dest, on_bytes=lambda n: obs.advance("join", n))
     obs.end("join")
     return dest

@@ -1127,6 +1127,7 @@ class Installer:
                     "healthy": self._healthy(cur),
                     "container": cur.container,
                     "port": cur.port,
+                    "venv": (cur.extra or {}).get("venv"),
                     "installed_at": cur.installed_at,
                     "previous": prev.version if prev else None,
                     "manifest_sha256": cur.manifest_sha256,

@@ -1,28 +1,39 @@
 """Progress reporting, injected into services so that they never import a UI library.
 
-The CLI passes an observer that draws rich progress bars; tests pass one that records events.
+The CLI passes an observer that draws live bars in a terminal and writes one line per task start
+and end otherwise (so a CI log shows where the minutes went); tests pass one that records events.
+
+A task is named by a short phrase ("save image", "download"); tasks may nest (a bundle phase
+holds the downloads of its wheelhouse). ``total`` is in the task's ``unit``: ``BYTES`` lets the
+CLI show sizes and speed, any other unit is a count ("files", "wheels", "" for steps). A task
+whose total is unknown is indeterminate and shown as a spinner with the time spent.
 """
 
 from __future__ import annotations
 
 from typing import Protocol
 
+BYTES = "bytes"
+
 
 class Observer(Protocol):
-    def begin(self, task: str, total: float | None = None) -> None:
-        """A unit of work starts; ``total`` in its own units (bytes, steps) when known."""
+    def begin(self, task: str, total: float | None = None, unit: str = "") -> None:
+        """A unit of work starts; ``total`` in ``unit`` (``BYTES``, or a count) when known."""
 
     def advance(self, task: str, amount: float = 1, detail: str = "") -> None:
-        """Some of that work is done."""
+        """Some of that work is done; ``detail`` says what is being worked on now."""
 
     def end(self, task: str) -> None:
-        """The unit of work is finished (successfully or not)."""
+        """The unit of work is finished, successfully or not.
+
+        Called from a ``finally``: an observer tells success from failure with ``sys.exc_info()``.
+        """
 
 
 class NullObserver:
-    """Reports nothing: for library use and ``--json`` runs."""
+    """Reports nothing: for library use."""
 
-    def begin(self, task: str, total: float | None = None) -> None:
+    def begin(self, task: str, total: float | None = None, unit: str = "") -> None:
         pass
 
     def advance(self, task: str, amount: float = 1, detail: str = "") -> None:

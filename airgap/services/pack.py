@@ -39,7 +39,7 @@ from airgap.core.bundle_format import (
 )
 from airgap.core.tar_format import OCTAL_LIMIT, zero_padding
 from airgap.errors import InvalidInputError
-from airgap.services.observer import NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer
 
 CHUNK = 1 << 20
 COMPRESS_MIN = 256 << 10
@@ -228,7 +228,7 @@ def pack(
         work = Path(tmp)
         entries: list[FileEntry] = []
         sources: dict[str, tuple[Path, int]] = {}
-        obs.begin("hash", total_in)
+        obs.begin("hash", total_in, BYTES)
         for rel, path in files:
             size = path.stat().st_size
             entry = None
@@ -293,7 +293,7 @@ def pack(
             control = dict(zip(CONTROL, (manifest_bytes, manifest_sig, sums, sums_sig)))
             for member, data in control.items():
                 writer.add_bytes(member.split("/", 1)[1], data)
-            obs.begin("pack", manifest.total_size)
+            obs.begin("pack", manifest.total_size, BYTES)
             for entry in sorted(entries, key=lambda e: e.path):
                 src, size = sources[entry.path]
                 writer.add_checked_file(entry.path, src, size, entry.sha256)

@@ -51,7 +51,7 @@ from airgap.core.bundle_format import (
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
 from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import AirgapError, IntegrityError, InvalidInputError
-from airgap.services.observer import NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer
 from airgap.services.state import State
 
 MAX_INDEX = 1 << 20
@@ -149,7 +149,7 @@ def verify_bundle(
         else:
             stream = stack.enter_context(open_regular(paths[0], "a bundle"))
             total = os.fstat(stream.fileno()).st_size
-        obs.begin("verify", total)
+        obs.begin("verify", total, BYTES)
         if options.read_timeout is not None:
             timed = TimedReader(stream, options.read_timeout, str(path))
             stack.callback(timed.close)

@@ -35,7 +35,7 @@ from airgap.core.profile import PythonFacts, canonical_json
 from airgap.core.tags import compute_tags, marker_environment
 from airgap.core.wheelhouse import Lock, Pin, WheelhouseReport, parse_lock, verify_wheelhouse
 from airgap.errors import IntegrityError, InvalidInputError
-from airgap.services.observer import NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer
 
 LOCK_FORMAT = 1
 
@@ -135,9 +135,11 @@ def image_wheelhouse(
     built: list[str] = []
     notes: dict[str, str] = {}
     if missing:
-        obs.begin("download", len(missing))
         with tempfile.TemporaryDirectory(prefix="airgap-dl-") as tmp:
-            files = resolver.download(Lock(tuple(missing)).render(), Path(tmp))
+            obs.begin("download", None, BYTES)
+            files = resolver.download(
+                Lock(tuple(missing)).render(), Path(tmp), on_bytes=lambda n: obs.advance("download", n)
+            )
             downloaded += len(files)
             sdists: list[Path] = []
             for f in files:
@@ -154,7 +156,6 @@ def image_wheelhouse(
                 else:
                     sdists.append(stored)
                     notes[name] = f"built offline in the base image from {f.name} sha256:{sha}"
-                obs.advance("download", 1, f.name)
             obs.end("download")
             if sdists:
                 obs.begin("build sdists", len(sdists))
@@ -209,7 +210,7 @@ def host_wheelhouse(
     downloaded = 0
     chosen: dict[str, tuple[str, Path]] = {}
     pins: dict[str, Pin] = {}
-    obs.begin("download host wheels", len(resolved))
+    obs.begin("download host wheels", len(resolved), "wheels")
     for item in resolved:
         before = store.find(item.sha256)
         path = store.fetch_url(item.url, item.filename, item.sha256, resolver.settings.ca_bundle)
