@@ -196,6 +196,11 @@ def staging(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (st / "build.json").write_text(
         json.dumps({"name": "demo", "version": "1.0.0", "source_date_epoch": int(EPOCH)})
     )
+    # A passing policy evaluation, as `airgap bundle` leaves one: `pack` signs nothing without it.
+    (st / "compliance").mkdir()
+    (st / "compliance" / "results.json").write_text(
+        json.dumps({"failed": False, "fail_on": "high", "summary": {}, "blocking": []})
+    )
     return st
 
 
