@@ -147,6 +147,10 @@ def test_signal_during_bundle_leaves_nothing_and_the_next_run_succeeds(
     assert_nothing_left(kill_project, engine, before)
     if key is not None:
         assert not list((kill_project / "build").glob("*.airgap.tar*"))
+    # Every signal takes the same path once caught; that the next run succeeds after a kill at a
+    # phase is proven once per phase (a different signal each), which keeps the suite short.
+    if list(SIGNALS).index(sig_name) != list(PHASES).index(phase):
+        return
 
     again = run_airgap(*bundle_argv(kill_project, cache, key), env=ENV, timeout=900)
     assert again.returncode == 0, again.stderr
