@@ -31,6 +31,7 @@ from airgap.adapters.archive import PartSink, TarWriter
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, Manifest, canonical_json, render_sums
 from airgap.errors import InvalidInputError
 from airgap.services.install import Installed, Receipt
+from airgap.services.observer import NullObserver
 from airgap.services.state import State
 from tests.bundles import EPOCH, PASS, flip_byte_in, make_key, members, pack_demo, synthetic_staging
 from tests.conftest import ROOT, assert_one_line_error, run_airgap
@@ -546,22 +547,16 @@ def test_expires_in_the_past_is_refused_at_pack(far: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------- pack and join: one read
-class _ChangesAfterHashing:
+class _ChangesAfterHashing(NullObserver):
     """An observer (the pack service's own progress port) that changes a staging file the moment
     the first pass reports it hashed: a file edited while pack runs."""
 
     def __init__(self, path: Path, change: Any) -> None:
         self.path, self.change = path, change
 
-    def begin(self, task: str, total: float | None = None) -> None:
-        pass
-
     def advance(self, task: str, amount: float = 1, detail: str = "") -> None:
         if task == "hash" and detail == "model/model.onnx":
             self.change(self.path)
-
-    def end(self, task: str) -> None:
-        pass
 
 
 @pytest.mark.parametrize(
