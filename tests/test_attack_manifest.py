@@ -781,3 +781,66 @@ def test_internal_error_is_not_doubled(tmp_path: Path, monkeypatch: pytest.Monke
     assert code == 70
     assert err.count("internal error") == 1, err
     assert "internal error: RuntimeError: an unexpected state" in " ".join(err.split())
+
+
+# ------------------------------------------------------------------- shared blob store
+GOOD_CONFIG = b'{"config":"GOOD"}'
+GOOD_DIGEST = hashlib.sha256(GOOD_CONFIG).hexdigest()
+BLOB = f"image/oci/blobs/sha256/{GOOD_DIGEST}"
+
+
+def test_blob_named_for_other_content_is_rejected(far: dict[str, Any]) -> None:
+    """Bundle A carries a blob named sha256(GOOD) holding EVIL: refused, so it can never be the
+    copy the shared store keeps for bundle B."""
+    evil = forge(far, files={"build.json": b"{}", BLOB: b'{"config":"EVIL, runs as root"}'})
+    line = refused(far, 3, "verify", str(evil))
+    assert f"{BLOB} is a content-addressed blob whose content hashes to" in line
+    assert "not to its name" in line
+
+
+def test_compressed_blob_named_for_other_content_is_rejected(far: dict[str, Any]) -> None:
+    content = b'{"config":"EVIL"}' * 10
+    stored = zstandard.ZstdCompressor(write_content_size=True).compress(content)
+    listed = [
+        {"path": "build.json", "size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()},
+        {
+            "path": BLOB + ".zst",
+            "size": len(stored),
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "compression": "zstd",
+            "content": {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()},
+        },
+    ]
+    evil = forge(far, files={"build.json": b"{}", BLOB + ".zst": stored}, manifest_files=listed)
+    assert "is a content-addressed blob whose content hashes to" in refused(far, 3, "verify", str(evil))
+
+
+def test_image_naming_a_blob_the_bundle_lacks_is_rejected(far: dict[str, Any]) -> None:
+    """An image whose config would come from whatever the store already holds under that name."""
+    image = {
+        "name": "demo:1.0.0",
+        "layout": "image/oci",
+        "manifest_digest": f"sha256:{GOOD_DIGEST}",
+        "config_digest": f"sha256:{'c' * 64}",
+        "layers": [],
+        "user": None,
+    }
+    evil = forge(far, files={"build.json": b"{}", BLOB: GOOD_CONFIG}, images=[image])
+    line = refused(far, 3, "verify", str(evil))
+    assert f"image demo:1.0.0 names blob sha256:{'c' * 16}" in line and "not in the bundle" in line
+
+
+def test_poisoned_blob_already_in_the_store_is_replaced_not_reused(far: dict[str, Any]) -> None:
+    """A store file whose bytes do not hash to its name (left by an older airgap, or tampered with
+    on disk) is never reused: extraction rewrites it from the verified bundle."""
+    from airgap.services.install import extract
+    from airgap.services.verify import VerifyOptions, verify_bundle
+
+    good = forge(far, files={"build.json": b"{}", BLOB: GOOD_CONFIG})
+    blobs = far["tmp"] / "store" / "oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / GOOD_DIGEST).write_bytes(b'{"config":"EVIL"}')
+    trusted = (keys.TrustedKey(far["kid"], far["pub"], keys.load_public(far["pub"].read_bytes(), "pub")),)
+    verified = verify_bundle(good, VerifyOptions(trusted=trusted))
+    extract(good, verified, lambda p: p.startswith("image/oci/"), far["tmp"] / "store" / "c", blobs)
+    assert (blobs / GOOD_DIGEST).read_bytes() == GOOD_CONFIG

@@ -22,6 +22,7 @@ import os
 import re
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -230,7 +231,9 @@ def extract(
                 continue
             if "/blobs/sha256/" in entry.content_path:
                 target = blobs / entry.content_path.rsplit("/", 1)[1]
-                if target.exists():
+                # A blob already in the shared store is reused only if its bytes still hash to
+                # its name; anything else there is replaced from this verified bundle.
+                if target.name == _file_sha256(target):
                     for _ in reader.chunks(member):
                         pass
                     continue
@@ -246,6 +249,21 @@ def extract(
     finally:
         if closer is not None:
             closer.close()
+
+
+def _file_sha256(path: Path) -> str | None:
+    """The SHA-256 of a regular file, streamed; None when there is no such regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        h = hashlib.sha256()
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+        return h.hexdigest()
 
 
 class _BoundedFile:
@@ -296,6 +314,10 @@ def _write_member(reader: TarReader, member: Any, entry: FileEntry, target: Path
             sink.hash.hexdigest() != entry.content_sha256 or sink.size != entry.content_size
         ):
             raise IntegrityError(f"{entry.path} decompresses to content that differs from the manifest")
+        if "/blobs/sha256/" in entry.content_path and target.name != (
+            sink.hash.hexdigest() if entry.compression else stored.hexdigest()
+        ):
+            raise IntegrityError(f"{entry.path} is a blob whose content does not hash to its name")
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

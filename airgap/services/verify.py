@@ -208,6 +208,7 @@ def _verify_stream(
         raise IntegrityError(
             f"the manifest names signer {manifest.key_id[:16]} but was signed by {key_id[:16]}"
         )
+    _check_blob_names(manifest)
     manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
     mtime = mtime_of(manifest.created)
     _canonical_signature(manifest_sig, MANIFEST_SIG)
@@ -317,6 +318,34 @@ def _verify_stream(
     for note in notes:
         warnings.warn(note, UnsafeOptionWarning, stacklevel=2)
     return manifest, manifest_sha, key_id, kept
+
+
+def _check_blob_names(manifest: Manifest) -> None:
+    """A content-addressed blob is named by the hash of its content, and every blob an image
+    names is in the bundle. The install side shares one blob store between bundles and reuses a
+    blob by name, so a blob whose name is not its hash would poison it for every later bundle.
+    Step 5 then proves each member's content is the hash the manifest gives, hence its name."""
+    present: set[str] = set()
+    for entry in manifest.files:
+        head, sep, name = entry.content_path.rpartition("/blobs/sha256/")
+        if not sep and entry.content_path.startswith("blobs/sha256/"):
+            head, name = "", entry.content_path[len("blobs/sha256/") :]
+        elif not sep:
+            continue
+        digest = entry.content_sha256 if entry.compression else entry.sha256
+        if name != digest:
+            raise IntegrityError(
+                f"{entry.path} is a content-addressed blob whose content hashes to "
+                f"{str(digest)[:16]}…, not to its name",
+                hint="a blob named for other content would poison the shared blob store; refuse this bundle",
+            )
+        present.add(f"{head}/{name}" if head else name)
+    for image in manifest.images:
+        for digest in (image.manifest_digest, image.config_digest, *(d for d, _ in image.layers)):
+            if f"{image.layout}/{digest.split(':', 1)[1]}" not in present:
+                raise IntegrityError(
+                    f"image {image.name} names blob {digest[:23]}… that is not in the bundle"
+                )
 
 
 def _exact_header(member: Member, size: int, mtime: int) -> None:
