@@ -844,3 +844,15 @@ def test_poisoned_blob_already_in_the_store_is_replaced_not_reused(far: dict[str
     verified = verify_bundle(good, VerifyOptions(trusted=trusted))
     extract(good, verified, lambda p: p.startswith("image/oci/"), far["tmp"] / "store" / "c", blobs)
     assert (blobs / GOOD_DIGEST).read_bytes() == GOOD_CONFIG
+
+
+# ------------------------------------------------------------------- text shown to the operator
+def test_rich_markup_in_the_tool_does_not_hide_text_in_inspect(far: dict[str, Any]) -> None:
+    """``[conceal]`` in a signed text field is shown as written, and the unverified label stays."""
+    bundle = forge(far, tool="ok [conceal]hidden")
+    proc = run_airgap("inspect", str(bundle))
+    assert proc.returncode == 0, proc.stderr
+    assert "ok [conceal]hidden" in proc.stdout and "(unverified: run airgap verify)" in proc.stdout
+    bad = forge(far, tool="[/]")
+    proc = run_airgap("inspect", str(bad))
+    assert proc.returncode == 0 and "[/]" in proc.stdout, proc.stderr
