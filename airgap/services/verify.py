@@ -148,11 +148,16 @@ def verify_bundle(
             stream: BinaryIO = ConcatenatedParts(paths, sizes)  # type: ignore[assignment]
             total = sum(s for _, s, _ in sizes)
         else:
-            stream = stack.enter_context(open_regular(paths[0], "a bundle"))
+            # Unbuffered, and closed by the timed reader only once no read of it is pending: a
+            # read stalled on dead media must not turn into a hang when the stream is closed.
+            stream = open_regular(paths[0], "a bundle", buffered=options.read_timeout is None)
+            if options.read_timeout is None:
+                stack.callback(stream.close)
             total = os.fstat(stream.fileno()).st_size
         obs.begin("verify", total)
         if options.read_timeout is not None:
-            timed = TimedReader(stream, options.read_timeout, str(path))
+            owns = not isinstance(stream, ConcatenatedParts)
+            timed = TimedReader(stream, options.read_timeout, str(path), owns=owns)
             stack.callback(timed.close)
             result = _verify_stream(timed, options, obs, notes)  # type: ignore[arg-type]
         else:
