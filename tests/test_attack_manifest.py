@@ -856,3 +856,49 @@ def test_rich_markup_in_the_tool_does_not_hide_text_in_inspect(far: dict[str, An
     bad = forge(far, tool="[/]")
     proc = run_airgap("inspect", str(bad))
     assert proc.returncode == 0 and "[/]" in proc.stdout, proc.stderr
+
+
+# ------------------------------------------------------------------------ the signed build record
+@pytest.mark.parametrize(
+    ("record", "says"),
+    [
+        (b"[]", "build.json is malformed: the document must be an object, not list"),
+        (b"\xff", "build.json is malformed: the document is not UTF-8 JSON"),
+        (b'{"serving":{"port":"x"}}', "build.json is malformed: serving.port must be a TCP port"),
+        (b'{"serving":{"port":0}}', "build.json is malformed: serving.port must be a TCP port"),
+        (b'{"serving":[]}', "build.json is malformed: serving must be an object, not list"),
+        (b'{"resources":{"limits":{"cpu":"x","memory":"1Gi"}}}', "resources.limits.cpu is not a quantity"),
+        (b'{"model":{"file":"../../etc/passwd"}}', "model.file is not a safe relative path"),
+        (b'{"manifests":{"namespace":"Not A Label"}}', "manifests.namespace is not a DNS label"),
+        (b'{"serving":{"port":NaN}}', "build.json is malformed: the document is not UTF-8 JSON"),
+    ],
+    ids=[
+        "list",
+        "not-utf8",
+        "port-string",
+        "port-zero",
+        "serving-list",
+        "cpu",
+        "model-path",
+        "namespace",
+        "nan",
+    ],
+)
+def test_malformed_build_record_is_rejected_at_verify(far: dict[str, Any], record: bytes, says: str) -> None:
+    bundle = forge(far, files={"build.json": record})
+    assert says in refused(far, 4, "verify", str(bundle))
+    assert says in install_refused(far, bundle, 4)
+
+
+def test_bundle_without_a_build_record_is_not_installable(far: dict[str, Any]) -> None:
+    bundle = forge(far, files={"x.txt": b"1"})
+    assert "has no signed build.json: it is not installable" in install_refused(far, bundle, 4)
+
+
+def test_pack_refuses_a_staging_record_without_source_date_epoch(far: dict[str, Any]) -> None:
+    staging = staging_dir(far["tmp"], far["name"], PASSED)
+    record = json.loads((staging / "build.json").read_text())
+    record.pop("source_date_epoch", None)
+    (staging / "build.json").write_text(json.dumps(record))
+    line = assert_one_line_error(pack_cli(far, staging), 4)
+    assert "source_date_epoch must be a non-negative integer, not None" in line

@@ -41,7 +41,14 @@ from airgap.adapters.fs import atomic_write_bytes, write_json
 from airgap.adapters.oci import OciImage, docker_archive_stream
 from airgap.adapters.runtimes import ContainerSpec, PodmanRuntime, Runtime
 from airgap.core import versions
-from airgap.core.bundle_format import CONTROL, MAX_ZSTD_WINDOW, ROOT, FileEntry, Manifest
+from airgap.core.bundle_format import (
+    CONTROL,
+    MAX_ZSTD_WINDOW,
+    ROOT,
+    FileEntry,
+    Manifest,
+    check_build_record,
+)
 from airgap.core.smoke import Mismatch, compare_contract
 from airgap.errors import AnswerIsNo, EnvironmentFailure, IntegrityError, InvalidInputError, UsageError
 from airgap.services.observer import NullObserver, Observer
@@ -249,6 +256,14 @@ def extract(
     finally:
         if closer is not None:
             closer.close()
+
+
+def _model_file(record: dict[str, Any]) -> str:
+    """The model file the signed build record names (checked as a safe path at verify time)."""
+    file = (record.get("model") or {}).get("file")
+    if not isinstance(file, str):
+        raise InvalidInputError("the signed build.json names no model.file: there is nothing to serve")
+    return file
 
 
 def _file_sha256(path: Path) -> str | None:
@@ -512,7 +527,15 @@ class Installer:
             raise InvalidInputError(
                 f"{m.name} {m.version} carries no image", hint="install it with --to venv"
             )
-        record = json.loads(verified.kept["build.json"])
+        try:
+            if "build.json" not in verified.kept:
+                raise InvalidInputError(
+                    f"{m.name} {m.version} has no signed build.json: it is not installable"
+                )
+            record = check_build_record(verified.kept["build.json"])
+        except InvalidInputError as exc:
+            self._audit_refusal(bundle, options.target, m, exc)
+            raise
         recovered = self._recover(m.name, options.target)
         current, previous = self.installed.get(m.name, options.target)
         if current and current.manifest_sha256 == verified.manifest_sha256 and self._healthy(current):
@@ -600,7 +623,9 @@ class Installer:
         )
         return InstallResult(receipt, False, recovered, (), prediction)
 
-    def _audit_refusal(self, bundle: Path, target: str, m: Manifest, exc: AnswerIsNo) -> None:
+    def _audit_refusal(
+        self, bundle: Path, target: str, m: Manifest, exc: AnswerIsNo | InvalidInputError
+    ) -> None:
         record = {
             "action": f"install --to {target}",
             "bundle": str(bundle),
@@ -892,7 +917,7 @@ class Installer:
         _run([str(venv / "bin" / "python"), "-m", "pip", "check"], "checking the virtualenv")
         receipt.extra = {"venv": str(venv), "python": str(venv / "bin" / "python")}
         journal.step("started")
-        model = content / record["model"]["file"]
+        model = content / _model_file(record)
         answers = venv_answers(
             venv / "bin" / "python",
             content / "server" / "airgap_server.py",
@@ -985,7 +1010,7 @@ class Installer:
             answers = venv_answers(
                 Path(current.extra["python"]),
                 Path(current.content) / "server" / "airgap_server.py",
-                Path(current.content) / record["model"]["file"],
+                Path(current.content) / _model_file(record),
                 Path(current.content) / "model" / "golden.json",
             )
         else:
@@ -1074,7 +1099,7 @@ class Installer:
         return venv_answers(
             Path(previous.extra["python"]),
             content / "server" / "airgap_server.py",
-            content / record["model"]["file"],
+            content / _model_file(record),
             content / "model" / "golden.json",
         )
 

@@ -36,8 +36,10 @@ from airgap.adapters.archive import (
 )
 from airgap.core import versions
 from airgap.core.bundle_format import (
+    BUILD_RECORD,
     MANIFEST,
     MANIFEST_SIG,
+    MAX_BUILD_RECORD,
     MAX_MANIFEST,
     MAX_SIG,
     MAX_ZSTD_WINDOW,
@@ -47,6 +49,7 @@ from airgap.core.bundle_format import (
     SUMS_SIG,
     FileEntry,
     Manifest,
+    check_build_record,
     render_sums,
 )
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
@@ -265,7 +268,10 @@ def _verify_stream(
             raise IntegrityError(f"{member.name} is {member.size} bytes; the manifest says {entry.size}")
         _exact_header(member, entry.size, mtime)
         size = entry.content_size if entry.content_size is not None else entry.size
-        keep = options.keep(entry.content_path, size) and size <= options.keep_limit
+        record = entry.content_path == BUILD_RECORD
+        if record and size > MAX_BUILD_RECORD:
+            raise InvalidInputError(f"the signed build.json is {size} bytes, over {MAX_BUILD_RECORD}")
+        keep = record or (options.keep(entry.content_path, size) and size <= options.keep_limit)
         h = hashlib.sha256()
         buf = bytearray() if keep and not entry.compression else None
         frame = _ZstdMember(entry, keep) if entry.compression else None
@@ -293,6 +299,9 @@ def _verify_stream(
         raise IntegrityError(
             f"{missing[0]} is listed in the manifest but missing from the bundle ({len(missing)} missing)"
         )
+    # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
+    if BUILD_RECORD in kept:
+        check_build_record(kept[BUILD_RECORD])
     # 7. Not expired, unless --allow-expired.
     now = options.now or dt.datetime.now(dt.timezone.utc)
     expires = manifest.expires_at
