@@ -902,3 +902,23 @@ def test_pack_refuses_a_staging_record_without_source_date_epoch(far: dict[str, 
     (staging / "build.json").write_text(json.dumps(record))
     line = assert_one_line_error(pack_cli(far, staging), 4)
     assert "source_date_epoch must be a non-negative integer, not None" in line
+
+
+# ----------------------------------------------------------------------- ASCII digits only
+@pytest.mark.parametrize("version", ["1\u0662.0.0", "1.0.\u0661", "1.0.0-rc.\u0663", "\uff11.0.0"])
+def test_version_with_non_ascii_digits_is_rejected(far: dict[str, Any], version: str) -> None:
+    """``1٢.0.0`` is not 12.0.0: a version in other scripts' digits would order as one it is not."""
+    assert "version must be a semantic version" in verify(far, forge(far, version=version))
+
+
+def test_dates_with_non_ascii_digits_are_rejected(far: dict[str, Any]) -> None:
+    arabic = "".join(chr(0x0660 + int(c)) if c.isdigit() else c for c in CREATED)
+    assert "created is not an RFC 3339 timestamp" in verify(far, forge(far, created=arabic))
+    assert "expires is not an RFC 3339 timestamp" in verify(far, forge(far, expires=arabic))
+
+
+def test_version_order_uses_ascii_digits_only() -> None:
+    from airgap.core import versions
+
+    assert not versions.is_valid("1\u0662.0.0")
+    assert versions.older("2.0.0", "12.0.0")

@@ -126,7 +126,7 @@ def _digest(d: Mapping[str, Any], key: str, where: str) -> str:
 _DIGEST_REF = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 _IMAGE_NAME = re.compile(r"^[a-z0-9][a-zA-Z0-9._/:+-]{0,254}$")
 _USER = re.compile(r"^[A-Za-z0-9._:-]{0,64}$")
@@ -525,7 +525,7 @@ def part_name(bundle_name: str, index: int) -> str:
 def parse_size(text: str) -> int:
     """A media size: ``4G``, ``4.7G``, ``700M`` are decimal, as media are sold (a 4.7G DVD holds
     4.7e9 bytes; 4G fits FAT32's 4 GiB − 1 limit); ``4GiB``/``4Gi`` are binary."""
-    m = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?$", text.strip(), re.IGNORECASE)
+    m = re.match(r"^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?$", text.strip(), re.IGNORECASE)
     if not m:
         raise InvalidInputError(f"{text!r} is not a size such as 4G, 4.7G, 700M or 2GiB")
     power = " KMGT".index(m.group(2).upper() or " ")

@@ -169,7 +169,7 @@ def source_date_epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value is None:
         return int(time.time())
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise InvalidInputError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds")
     return int(value)
 
