@@ -58,6 +58,7 @@ def forge(
     far: dict[str, Any],
     files: dict[str, bytes] | None = None,
     manifest_files: list[dict[str, Any]] | None = None,
+    spell: Any = canonical_json,
     **fields: Any,
 ) -> Path:
     """A bundle whose manifest, signed by the trusted key, says whatever the attack needs."""
@@ -81,7 +82,7 @@ def forge(
     }
     doc.update(fields)
     doc = {k: v for k, v in doc.items() if v is not _ABSENT}
-    manifest = canonical_json(doc)
+    manifest = spell(doc)
     msig = keys.sign(far["key"], manifest)
     sums = render_sums(
         [(f["path"], f["sha256"]) for f in listed]
@@ -922,3 +923,79 @@ def test_version_order_uses_ascii_digits_only() -> None:
 
     assert not versions.is_valid("1\u0662.0.0")
     assert versions.older("2.0.0", "12.0.0")
+
+
+# ------------------------------------------------------------------- one spelling of the manifest
+def test_duplicate_key_in_the_manifest_is_rejected(far: dict[str, Any]) -> None:
+    """``"version":"9.9.9","version":"1.0.0"``: json.loads keeps the last, a grep-based reader
+    the first; neither may be trusted, so the manifest is refused."""
+
+    def duplicate(doc: dict[str, Any]) -> bytes:
+        raw = canonical_json(doc)
+        return raw.replace(b'"version":"1.0.0"', b'"version":"9.9.9","version":"1.0.0"', 1)
+
+    line = verify(far, forge(far, spell=duplicate))
+    assert "manifest.json is not JSON: the key 'version' appears twice in one object" in line
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda doc: json.dumps(doc, sort_keys=True, indent=2).encode() + b"\n",
+        lambda doc: b"\xef\xbb\xbf" + canonical_json(doc),
+        lambda doc: canonical_json(doc).decode().encode("utf-16"),
+        lambda doc: json.dumps(doc, separators=(",", ":")).encode() + b"\n",
+        lambda doc: canonical_json(doc)[:-1],
+        lambda doc: canonical_json(doc | {"extra": {}}),
+        lambda doc: canonical_json(doc).replace(b'"name":', b'"n\\u0061me":', 1),
+    ],
+    ids=["indented", "bom", "utf-16", "unsorted-keys", "no-newline", "empty-extra", "escaped-key"],
+)
+def test_manifest_not_in_canonical_form_is_rejected(far: dict[str, Any], spell: Any) -> None:
+    line = verify(far, forge(far, spell=spell))
+    assert "not in the canonical form the packer writes" in line or "manifest.json is not JSON" in line
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_or_infinity_in_the_manifest_is_rejected(far: dict[str, Any], constant: str) -> None:
+    def with_constant(doc: dict[str, Any]) -> bytes:
+        return canonical_json(doc | {"extra": {"x": 1}}).replace(b'"x":1', f'"x":{constant}'.encode())
+
+    assert f"manifest.json is not JSON: {constant} is not JSON" in verify(
+        far, forge(far, spell=with_constant)
+    )
+
+
+# ----------------------------------------------------------------- two entries, one file
+def test_plain_and_compressed_entries_for_one_file_are_rejected(far: dict[str, Any]) -> None:
+    stored = zstandard.ZstdCompressor(write_content_size=True).compress(b'{"cases": [1]}')
+    listed = [
+        {"path": "model/contract.json", "size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()},
+        {
+            "path": "model/contract.json.zst",
+            "size": len(stored),
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "compression": "zstd",
+            "content": {"size": 14, "sha256": hashlib.sha256(b'{"cases": [1]}').hexdigest()},
+        },
+    ]
+    files = {"model/contract.json": b"{}", "model/contract.json.zst": stored}
+    line = verify(far, forge(far, files=files, manifest_files=listed))
+    assert "files list model/contract.json and model/contract.json.zst" in line
+    assert "same file once extracted" in line
+
+
+def test_entries_differing_only_by_case_are_rejected(far: dict[str, Any]) -> None:
+    files = {"model/Model.onnx": b"a", "model/model.onnx.zst": b"b"}
+    listed = [
+        {"path": "model/Model.onnx", "size": 1, "sha256": hashlib.sha256(b"a").hexdigest()},
+        {
+            "path": "model/model.onnx.zst",
+            "size": 1,
+            "sha256": hashlib.sha256(b"b").hexdigest(),
+            "compression": "zstd",
+            "content": {"size": 1, "sha256": hashlib.sha256(b"a").hexdigest()},
+        },
+    ]
+    line = verify(far, forge(far, files=files, manifest_files=listed))
+    assert "which are the same file once extracted" in line

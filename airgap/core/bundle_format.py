@@ -43,6 +43,21 @@ def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+def strict_json(raw: bytes) -> Any:
+    """JSON as the packer writes it, and nothing a lenient reader would also take: UTF-8 only,
+    no duplicate keys (one reader sees the first, another the last), no NaN or Infinity."""
+    return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r:.40} appears twice in one object")
+        out[key] = value
+    return out
+
+
 def check_member_path(path: str) -> str:
     """Refuses any path that could escape or confuse: absolute, ``..``, empty or odd segments.
 
@@ -370,9 +385,9 @@ class Manifest:
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         try:
-            data = json.loads(raw)
+            data = strict_json(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise InvalidInputError(f"manifest.json is not JSON: {exc}") from None
+            raise InvalidInputError(f"manifest.json is not JSON: {str(exc)[:120]}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InvalidInputError(f"manifest.json is not an {FORMAT} manifest")
         unknown = sorted(set(data) - _TOP_LEVEL)
@@ -384,11 +399,16 @@ class Manifest:
         files_raw = _list(data.get("files"), "files")
         files = tuple(FileEntry.from_json(f, f"files[{i}]") for i, f in enumerate(files_raw))
         seen: set[str] = set()
+        content: dict[str, str] = {}
         for f in files:
             key = f.path.lower()
             if key in seen or f.path in CONTROL or f.path.split("/", 1)[0] in ("manifest.json", "SHA256SUMS"):
                 raise IntegrityError(f"manifest lists {f.path} twice or over a control file")
             seen.add(key)
+            # model/a.json and model/a.json.zst (or A.json) would both be written to one file.
+            other = content.setdefault(f.content_path.lower(), f.path)
+            if other != f.path:
+                raise _bad("files", f"list {other} and {f.path}, which are the same file once extracted")
         name = data.get("name")
         if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
             raise _bad("name", f"must be a lowercase DNS label (a-z, 0-9, '-', at most 63): {name!r:.80}")
@@ -448,7 +468,7 @@ def check_build_record(raw: bytes) -> dict[str, Any]:
     port it serves on, the resource limits, the Kubernetes image and namespace, the model file.
     Called at verify time, so install never meets a record it cannot use."""
     try:
-        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+        data = strict_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise _build_bad("the document", f"is not UTF-8 JSON ({str(exc)[:80]})") from None
     if not isinstance(data, dict):

@@ -213,6 +213,14 @@ def _verify_stream(
     #    From here on every byte of the archive is determined: the headers of the members read so
     #    far must be exactly the ones the manifest determines.
     manifest = Manifest.from_json(manifest_bytes)
+    if manifest.to_bytes() != manifest_bytes:
+        # One spelling only: a signed manifest that other readers could read differently
+        # (indented, a BOM, UTF-16, reordered keys, fields restating defaults) is invalid input.
+        raise InvalidInputError(
+            "the signed manifest is not in the canonical form the packer writes "
+            "(sorted keys, no spaces, UTF-8, one trailing newline)",
+            hint="the publisher's tooling wrote an invalid bundle; refuse it and ask for a new one",
+        )
     if manifest.key_id != key_id:
         raise IntegrityError(
             f"the manifest names signer {manifest.key_id[:16]} but was signed by {key_id[:16]}"
