@@ -868,6 +868,7 @@ def verify(
         allow_downgrade=allow_downgrade,
         allow_expired=allow_expired,
         installed_versions=state.installed_versions(),
+        installed_manifests=state.installed_manifests(),
     )
     with _progress() as progress, _warnings.catch_warnings():
         _warnings.simplefilter("ignore")

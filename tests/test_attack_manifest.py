@@ -403,10 +403,10 @@ def test_lying_zstd_frame_is_refused_at_install_before_anything_is_extracted(far
 
 
 # ------------------------------------------------------------------------- version order
-def _installed(far: dict[str, Any], version: str) -> None:
+def _installed(far: dict[str, Any], version: str, manifest_sha256: str = "0" * 64) -> None:
     """The far side's record that ``version`` was installed (as a finished install writes it)."""
     receipt = Receipt(
-        far["name"], version, "venv", "0" * 64, far["kid"], "old.airgap.tar", CREATED, str(far["tmp"])
+        far["name"], version, "venv", manifest_sha256, far["kid"], "old.airgap.tar", CREATED, str(far["tmp"])
     )
     Installed(State(far["state"])).put(receipt, None)
 
@@ -426,11 +426,15 @@ def test_pre_release_does_not_replace_release(far: dict[str, Any]) -> None:
 
 def test_release_replaces_its_pre_release_and_build_metadata_is_ignored(far: dict[str, Any]) -> None:
     _installed(far, "1.0.0-rc.2")
-    for version in ("1.0.0", "1.0.0-rc.10", "1.0.0-rc.2+rebuild"):
+    for version in ("1.0.0", "1.0.0-rc.10"):
         proc, _ = run_far_side(far, "verify", str(forge(far, version=version)))
         assert proc.returncode == 0, (version, proc.stderr)
     for version in ("1.0.0-rc.1", "1.0.0-beta", "0.9.9"):
         refused(far, 3, "verify", str(forge(far, version=version)))
+    # Build metadata does not order: 1.0.0-rc.2+rebuild is the installed version, with other content.
+    assert "same version, different content" in refused(
+        far, 3, "verify", str(forge(far, version="1.0.0-rc.2+rebuild"))
+    )
 
 
 def test_allow_downgrade_accepts_a_pre_release_loudly(far: dict[str, Any]) -> None:
@@ -999,3 +1003,40 @@ def test_entries_differing_only_by_case_are_rejected(far: dict[str, Any]) -> Non
     ]
     line = verify(far, forge(far, files=files, manifest_files=listed))
     assert "which are the same file once extracted" in line
+
+
+# ------------------------------------------------------------- same version, other content
+def _manifest_sha(bundle: Path) -> str:
+    with tarfile.open(bundle) as tf:
+        return hashlib.sha256(tf.extractfile("bundle/manifest.json").read()).hexdigest()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("version", ["1.0.0+build.1", "1.0.0"])
+def test_same_version_with_different_content_is_rejected(far: dict[str, Any], version: str) -> None:
+    """Installed 1.0.0+build.2; 1.0.0+build.1 and 1.0.0 have its precedence but other manifests:
+    neither replaces it silently."""
+    installed = forge(far, version="1.0.0+build.2")
+    _installed(far, "1.0.0+build.2", _manifest_sha(installed))
+    line = refused(far, 3, "verify", str(forge(far, version=version)))
+    expected = f"same version, different content: {far['name']} {version} has the precedence of installed"
+    assert f"{expected} 1.0.0+build.2" in line
+    assert "--allow-downgrade" in line
+
+
+def test_same_version_identical_bundle_verifies(far: dict[str, Any]) -> None:
+    installed = forge(far, version="1.0.0+build.2")
+    _installed(far, "1.0.0+build.2", _manifest_sha(installed))
+    proc, _ = run_far_side(far, "verify", str(installed))
+    assert proc.returncode == 0, proc.stderr
+    proc, _ = run_far_side(far, "verify", str(forge(far, version="1.0.1")))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_same_version_different_content_is_accepted_loudly_with_allow_downgrade(far: dict[str, Any]) -> None:
+    installed = forge(far, version="1.0.0+build.2")
+    _installed(far, "1.0.0+build.2", _manifest_sha(installed))
+    proc, _ = run_far_side(far, "verify", str(forge(far, version="1.0.0")), "--allow-downgrade")
+    assert (
+        proc.returncode == 0
+        and "UNSAFE: accepted 1.0.0, other content than installed 1.0.0+build.2" in proc.stderr
+    )

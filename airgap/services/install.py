@@ -142,6 +142,7 @@ class Installed:
         data = self.load()
         entry = data["names"].setdefault(receipt.name, {"highest_version": receipt.version, "targets": {}})
         entry["highest_version"] = _highest(entry.get("highest_version"), receipt.version)
+        entry.setdefault("manifests", {})[receipt.manifest_sha256] = receipt.version
         entry["targets"][receipt.target] = {
             "current": receipt.to_json(),
             "previous": previous.to_json() if previous else None,
@@ -508,6 +509,7 @@ class Installer:
             allow_downgrade=options.allow_downgrade,
             allow_expired=options.allow_expired,
             installed_versions=self.state.installed_versions(),
+            installed_manifests=self.state.installed_manifests(),
             keep=lambda p, s: p in ("build.json", "model/contract.json") or p.startswith("manifests/"),
         )
         # 1. Verify, as `airgap verify`; nothing is loaded before this returns.

@@ -68,6 +68,7 @@ class VerifyOptions:
     allow_downgrade: bool = False
     allow_expired: bool = False
     installed_versions: dict[str, str] = field(default_factory=dict)
+    installed_manifests: dict[str, dict[str, str]] = field(default_factory=dict)  # name: {sha: version}
     keep: Callable[[str, int], bool] = field(default=lambda path, size: False)  # members to hand back
     keep_limit: int = 32 << 20
     now: dt.datetime | None = None
@@ -338,6 +339,24 @@ def _verify_stream(
         notes.append(
             f"UNSAFE: accepted {manifest.version}, older than installed {previous} (--allow-downgrade)"
         )
+    # 8b. The same version (by precedence) as one installed here must be the same bundle: a
+    #     rebuild under an old version number, or 1.0.0+build.1 after 1.0.0+build.2, is not.
+    known = options.installed_manifests.get(manifest.name, {})
+    same = sorted(
+        v for sha, v in known.items() if sha != manifest_sha and _same_precedence(v, manifest.version)
+    )
+    if same and manifest_sha not in known:
+        if not options.allow_downgrade:
+            raise IntegrityError(
+                f"same version, different content: {manifest.name} {manifest.version} has the "
+                f"precedence of installed {same[-1]} but another manifest "
+                f"(sha256 {manifest_sha[:16]}…)",
+                hint="publish a new version (or --allow-downgrade, if the site has decided to replace it)",
+            )
+        notes.append(
+            f"UNSAFE: accepted {manifest.version}, other content than installed {same[-1]} "
+            "(--allow-downgrade)"
+        )
     for note in notes:
         warnings.warn(note, UnsafeOptionWarning, stacklevel=2)
     return manifest, manifest_sha, key_id, kept
@@ -494,6 +513,13 @@ class _ZstdMember:
                 f"({self.sink.size} bytes, sha256 {self.sink.hash.hexdigest()[:16]}…)"
             )
         return bytes(self.sink.data) if self.sink.data is not None else None
+
+
+def _same_precedence(recorded: str, candidate: str) -> bool:
+    try:
+        return versions.compare(recorded, candidate) == 0
+    except versions.InvalidVersion:
+        return False
 
 
 def _older(candidate: str, installed: str) -> bool:
