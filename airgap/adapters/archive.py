@@ -157,19 +157,6 @@ class TarWriter:
         self.sink.write(data)
         self.sink.write(zero_padding(len(data)))
 
-    def add_file(self, path: str, source: Path, size: int) -> None:
-        self.sink.write(self._header(path, size))
-        remaining = size
-        buf = bytearray(CHUNK)
-        with open(source, "rb") as fh:
-            while remaining:
-                n = fh.readinto(memoryview(buf)[: min(CHUNK, remaining)])
-                if not n:
-                    raise IntegrityError(f"{source} shrank while it was being packed")
-                self.sink.write(memoryview(buf)[:n])
-                remaining -= n
-        self.sink.write(zero_padding(size))
-
     def close(self) -> None:
         self.sink.write(b"\0" * end_of_archive_length(self.sink.total))
 

@@ -525,19 +525,6 @@ def render_sums(entries: Sequence[tuple[str, str]]) -> bytes:
     return "".join(f"{sha}  {path}\n" for path, sha in sorted(entries)).encode()
 
 
-def parse_sums(raw: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in raw.decode("utf-8", "replace").splitlines():
-        m = re.match(r"^([0-9a-f]{64})  (\S.*)$", line)
-        if not m:
-            raise IntegrityError(f"SHA256SUMS has a malformed line: {line[:80]!r}")
-        path = check_member_path(m.group(2))
-        if path in out:
-            raise IntegrityError(f"SHA256SUMS lists {path} twice")
-        out[path] = m.group(1)
-    return out
-
-
 def part_name(bundle_name: str, index: int) -> str:
     return f"{bundle_name}.part-{index:03d}"
 
