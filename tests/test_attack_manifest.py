@@ -704,6 +704,36 @@ def test_install_sh_refuses_an_unlisted_member(far: dict[str, Any]) -> None:
     assert "extra.txt" in line and "does not match the signed SHA256SUMS" in line
 
 
+def test_install_sh_refuses_duplicated_sha256sums_members(far: dict[str, Any]) -> None:
+    """A second bundle/SHA256SUMS (and .sig) after the content: step 5 sets SHA256SUMS lines aside
+    by name, so only a count of the control members catches the copy."""
+    bundle = _sh_bundle(far)
+    with tarfile.open(bundle) as tf:
+        sums = tf.extractfile("bundle/SHA256SUMS").read()  # type: ignore[union-attr]
+        sig = tf.extractfile("bundle/SHA256SUMS.sig").read()  # type: ignore[union-attr]
+    _append_member(bundle, "bundle/SHA256SUMS", sums + b"0" * 64 + b"  evil\n")
+    _append_member(bundle, "bundle/SHA256SUMS.sig", sig)
+    line = sh_refused(far, bundle, 3)
+    assert "a control file appears twice in the bundle: bundle/SHA256SUMS" in line
+
+
+def test_install_sh_refuses_control_files_out_of_order(far: dict[str, Any]) -> None:
+    bundle = _sh_bundle(far)
+    data = bytearray(bundle.read_bytes())
+    with tarfile.open(bundle) as tf:
+        infos = {i.name: i for i in tf.getmembers()}
+    # The fourth member renamed (header checksum fixed): SHA256SUMS.sig is no longer in its place.
+    sig = infos["bundle/SHA256SUMS.sig"]
+    block = sig.offset
+    name = b"bundle/SHA256SUMS.siG"
+    data[block : block + 100] = name.ljust(100, b"\0")
+    data[block + 148 : block + 156] = b"        "
+    data[block + 148 : block + 156] = b"%06o\0 " % sum(data[block : block + 512])
+    bundle.write_bytes(bytes(data))
+    line = sh_refused(far, bundle, 3)
+    assert "the bundle's control files are out of order" in line
+
+
 def test_install_sh_check_passes_on_an_untouched_bundle(far: dict[str, Any]) -> None:
     """The same bundle, untouched, passes every check and only then stops at the (stand-in) lock."""
     proc, work = run_install_sh(far, _sh_bundle(far))
