@@ -1070,3 +1070,19 @@ def test_same_version_different_content_is_accepted_loudly_with_allow_downgrade(
         proc.returncode == 0
         and "UNSAFE: accepted 1.0.0, other content than installed 1.0.0+build.2" in proc.stderr
     )
+
+
+def test_poisoned_config_in_the_store_is_not_handed_to_the_engine(tmp_path: Path) -> None:
+    """The docker-archive stream checks the config it reads from the store against its digest:
+    the engine trusts the config, and the config's diff ids vouch for the layers."""
+    from airgap.adapters.oci import OciImage, docker_archive_stream
+    from airgap.errors import IntegrityError
+
+    blobs = tmp_path / "oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / GOOD_DIGEST).write_bytes(b'{"config":"EVIL"}')
+    image = OciImage(tmp_path / "oci", f"sha256:{'a' * 64}", f"sha256:{GOOD_DIGEST}", (), "demo:1.0.0")
+    with pytest.raises(IntegrityError, match=f"does not hash to sha256:{GOOD_DIGEST}"):
+        next(docker_archive_stream(image, "demo:1.0.0"))
+    (blobs / GOOD_DIGEST).write_bytes(GOOD_CONFIG)
+    assert GOOD_CONFIG in next(docker_archive_stream(image, "demo:1.0.0"))
