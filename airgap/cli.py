@@ -16,7 +16,9 @@ from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from airgap import __version__
 from airgap.adapters.keys import PASSPHRASE_ENV
@@ -91,6 +93,17 @@ def _plain_help() -> None:
 _plain_help()
 err_console = Console(stderr=True, highlight=False)
 out_console = Console(highlight=False, soft_wrap=True)
+
+
+class _Table(Table):
+    """A table whose string title and cells are shown as written: they quote bundle, profile and
+    user text, which must not be read as rich markup (``[conceal]`` would hide the rest)."""
+
+    def __init__(self, *args: Any, title: Optional[str] = None, **kw: Any) -> None:
+        super().__init__(*args, title=escape(title) if title is not None else None, **kw)
+
+    def add_row(self, *cells: Any, **kw: Any) -> None:
+        super().add_row(*(escape(c) if isinstance(c, str) else c for c in cells), **kw)
 
 
 StateDirOption = Annotated[
@@ -231,7 +244,8 @@ def probe(
         else:
             err_console.print(
                 f"wrote {export_script}: read it, copy it to the target, run `python3 {export_script.name} "
-                "-o target-profile.json`"
+                "-o target-profile.json`",
+                markup=False,
             )
         return
     with _progress(log=False) as progress:
@@ -309,7 +323,7 @@ def _render_profile(result: Any, output: Path, wrote: bool = True) -> None:
 
     p = result.profile
     raw = p.raw
-    table = Table(title=f"target profile: {p.hostname}", show_header=False, title_justify="left")
+    table = _Table(title=f"target profile: {p.hostname}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     src = p.source.get("image") if p.source.get("kind") == "image" else "this host"
@@ -355,9 +369,9 @@ def _render_profile(result: Any, output: Path, wrote: bool = True) -> None:
     table.add_row("took", f"{raw.get('duration_seconds', '?')} s")
     out_console.print(table)
     for w in result.warnings:
-        out_console.print(f"[yellow]warning[/]: {w.message}")
+        out_console.print(f"[yellow]warning[/]: {escape(str(w.message))}")
     verb = "wrote" if wrote else "read"
-    out_console.print(f"{verb} {output} (sha256 {p.digest[:16]}…)")
+    out_console.print(f"{verb} {output} (sha256 {p.digest[:16]}…)", markup=False)
 
 
 def _fact(value: object) -> str:
@@ -552,7 +566,7 @@ def bundle(
             }
         )
         return
-    table = Table(title=f"bundle {rec['name']} {rec['version']}", show_header=False, title_justify="left")
+    table = _Table(title=f"bundle {rec['name']} {rec['version']}", show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     table.add_row("base image", rec["base_image"]["resolved"])
@@ -570,12 +584,12 @@ def bundle(
     table.add_row("checklist", _summary_line(result.compliance))
     table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in rec["phases"].items()))
     out_console.print(table)
-    out_console.print(f"staging directory: {result.staging}")
+    out_console.print(f"staging directory: {result.staging}", markup=False)
     if packed is None:
         out_console.print("not signed: pass --key to write the signed bundle that crosses the gap")
     else:
         for path in packed.files:
-            out_console.print(f"bundle: {path}")
+            out_console.print(f"bundle: {path}", markup=False)
         out_console.print(
             f"signed by key {packed.manifest.key_id[:16]}…, manifest sha256 {packed.manifest_sha256[:16]}…, "
             f"{packed.total_size / 1e6:.1f} MB in {len(packed.parts)} file(s)"
@@ -594,7 +608,7 @@ def _unsafe_warnings() -> Iterator[None]:
         finally:
             for w in caught:
                 if w.category.__module__.startswith("airgap."):
-                    err_console.print(f"[bold yellow]{w.message}[/]", soft_wrap=True)
+                    err_console.print(f"[bold yellow]{escape(str(w.message))}[/]", soft_wrap=True)
 
 
 def _passphrase(confirm: bool) -> bytes:
@@ -670,7 +684,7 @@ def pack(
         _emit_json({"bundle": [str(p) for p in packed.files], "manifest_sha256": packed.manifest_sha256})
         return
     for path in packed.files:
-        out_console.print(f"bundle: {path}")
+        out_console.print(f"bundle: {path}", markup=False)
 
 
 def _summary_line(outcome: Any) -> str:
@@ -684,7 +698,7 @@ def _summary_line(outcome: Any) -> str:
 
 
 def _print_blocking(outcome: Any) -> None:
-    table = Table(title="open findings", title_justify="left")
+    table = _Table(title="open findings", title_justify="left")
     for col in ("rule", "severity", "object", "field", "fix"):
         table.add_column(col)
     for r in outcome.blocking:
@@ -774,7 +788,7 @@ def check(
     if STATE.json:
         _emit_json(json.loads(outcome.files["results.json"]) | {"written": [str(p) for p in written]})
     else:
-        table = Table(title=f"policy results ({_summary_line(outcome)})", title_justify="left")
+        table = _Table(title=f"policy results ({_summary_line(outcome)})", title_justify="left")
         for col in ("rule", "severity", "status", "references", "detail"):
             table.add_column(col)
         for r in outcome.evaluation.results:
@@ -786,8 +800,8 @@ def check(
             table.add_row(r.rule.id, r.rule.severity, status, refs, detail)
         if table.row_count:
             out_console.print(table)
-        out_console.print(_summary_line(outcome))
-        out_console.print(f"wrote {', '.join(str(p) for p in written)}")
+        out_console.print(_summary_line(outcome), markup=False)
+        out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
     if outcome.failed:
         raise AnswerIsNo(
             f"{len(outcome.blocking)} open finding(s) at or above {outcome.fail_on}",
@@ -833,7 +847,8 @@ def keys_generate(
         )
     else:
         out_console.print(
-            f"key id {kid}\nwrote {out.with_suffix('.key')} (private, 0600) and {out.with_suffix('.pub')}"
+            f"key id {kid}\nwrote {out.with_suffix('.key')} (private, 0600) and {out.with_suffix('.pub')}",
+            markup=False,
         )
 
 
@@ -859,7 +874,7 @@ def keys_trust(
     if STATE.json:
         _emit_json({"key_id": kid, "trust_store": str(state.trust.directory)})
     else:
-        out_console.print(f"trusted key {kid} in {state.trust.directory}")
+        out_console.print(f"trusted key {kid} in {state.trust.directory}", markup=False)
 
 
 @keys_app.command("list", epilog=EPILOG)
@@ -874,9 +889,9 @@ def keys_list(state_dir: StateDirOption = None) -> None:
         _emit_json([{"key_id": k.key_id, "file": str(k.path)} for k in found])
         return
     if not found:
-        out_console.print(f"no trusted keys in {state.trust.directory}")
+        out_console.print(f"no trusted keys in {state.trust.directory}", markup=False)
     for k in found:
-        out_console.print(k.key_id)
+        out_console.print(k.key_id, markup=False)
 
 
 @keys_app.command("remove", epilog=EPILOG)
@@ -896,7 +911,7 @@ def keys_remove(
     if STATE.json:
         _emit_json({"removed": kid})
     else:
-        out_console.print(f"removed key {kid}")
+        out_console.print(f"removed key {kid}", markup=False)
 
 
 # ----------------------------------------------------------------------------- verify / inspect / join
@@ -952,6 +967,7 @@ def verify(
         allow_downgrade=allow_downgrade,
         allow_expired=allow_expired,
         installed_versions=state.installed_versions(),
+        installed_manifests=state.installed_manifests(),
     )
     with _progress() as progress, _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
@@ -974,9 +990,10 @@ def verify(
         )
         return
     for note in result.warnings:
-        err_console.print(f"[bold yellow]{note}[/]")
+        err_console.print(f"[bold yellow]{escape(note)}[/]")
     out_console.print(
-        f"[green]verified[/] {m.name} {m.version}: {len(m.files)} files, {m.total_size / 1e6:.1f} MB, "
+        f"[green]verified[/] {escape(f'{m.name} {m.version}')}: {len(m.files)} files, "
+        f"{m.total_size / 1e6:.1f} MB, "
         f"signed by {result.key_id[:16]}…, manifest sha256 {result.manifest_sha256[:16]}…"
     )
 
@@ -1000,7 +1017,7 @@ def inspect(
     if STATE.json:
         _emit_json(info)
         return
-    table = Table(
+    table = _Table(
         title=f"{info['name']} {info['version']} (unverified: run airgap verify)",
         show_header=False,
         title_justify="left",
@@ -1028,7 +1045,7 @@ def _checklist_table(policy: dict[str, Any]) -> Any:
     """The signed checklist summary as a table: one row per status, one column per severity."""
     summary = policy.get("summary") or {}
     verdict = "FAIL" if policy.get("failed") else "PASS"
-    inner = Table(
+    inner = _Table(
         title=f"{verdict} at --fail-on {policy.get('fail_on', '?')}",
         title_justify="left",
         box=None,
@@ -1073,7 +1090,7 @@ def join(
     if STATE.json:
         _emit_json({"joined": str(dest)})
     else:
-        out_console.print(f"joined {dest}; now run: airgap verify {dest}")
+        out_console.print(f"joined {dest}; now run: airgap verify {dest}", markup=False)
 
 
 # ----------------------------------------------------------------------------- install and after
@@ -1099,7 +1116,7 @@ def _resolve_target(to: Optional[str]) -> str:
     if to:
         return to
     target, why = Installer.default_target()
-    err_console.print(f"installing with --to {target}: {why}")
+    err_console.print(f"installing with --to {target}: {why}", markup=False)
     return target
 
 
@@ -1200,15 +1217,16 @@ def install(
         )
         return
     for note in result.recovered:
-        err_console.print(f"[yellow]{note}[/]")
+        err_console.print(f"[yellow]{escape(note)}[/]")
     if result.nothing_to_do:
         out_console.print(
-            f"{r.name} {r.version} is already installed with --to {r.target} and healthy: nothing to do"
+            f"{r.name} {r.version} is already installed with --to {r.target} and healthy: nothing to do",
+            markup=False,
         )
         return
     where = f"http://127.0.0.1:{r.port}" if r.target != "venv" else r.extra.get("venv")
     out_console.print(
-        f"[green]installed[/] {r.name} {r.version} --to {r.target} at {where}: smoke test passed"
+        f"[green]installed[/] {escape(f'{r.name} {r.version} --to {r.target} at {where}')}: smoke test passed"
     )
     # Commands to paste: printed whole on one line each, never wrapped or styled.
     if result.serve:
@@ -1242,10 +1260,12 @@ def smoke(
         )
     if mismatches:
         for m in mismatches[1:]:
-            err_console.print(m.line())
+            err_console.print(m.line(), markup=False)
         raise AnswerIsNo(f"smoke test of {name} {current.version} ({to}) failed: {mismatches[0].line()}")
     if not STATE.json:
-        out_console.print(f"[green]ok[/] {name} {current.version} ({to}) answers its golden inputs")
+        out_console.print(
+            f"[green]ok[/] {escape(f'{name} {current.version} ({to})')} answers its golden inputs"
+        )
 
 
 @app.command(epilog=EPILOG)
@@ -1261,15 +1281,15 @@ def status(state_dir: StateDirOption = None) -> None:
     if not rows:
         out_console.print("nothing is installed")
         return
-    table = Table(title="installed", title_justify="left")
+    table = _Table(title="installed", title_justify="left")
     # The name is what every other command takes: never cut; the rest folds onto more lines.
     table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
     for col in ("target", "version", "healthy", "where", "previous", "installed at"):
         table.add_column(col, overflow="fold")
     for r in rows:
-        health = "[green]yes[/]" if r["healthy"] else "[red]no[/]"
+        health = Text("yes", style="green") if r["healthy"] else Text("no", style="red")
         if r["interrupted"]:
-            health += " (an install was interrupted: re-run it)"
+            health.append(" (an install was interrupted: re-run it)")
         where = r["container"] or ""
         if r["target"] == "venv":
             where = r.get("venv") or where
@@ -1299,7 +1319,7 @@ def rollback(
         _emit_json({"name": name, "version": result.receipt.version, "target": to})
     else:
         out_console.print(
-            f"[green]rolled back[/] {name} to {result.receipt.version} ({to}); smoke test passed"
+            f"[green]rolled back[/] {escape(f'{name} to {result.receipt.version} ({to})')}; smoke test passed"
         )
 
 
@@ -1317,14 +1337,16 @@ def uninstall(
     if STATE.json:
         _emit_json({"removed": removed})
     else:
-        out_console.print(f"removed {name} ({to}): " + (", ".join(removed) or "nothing was running"))
+        out_console.print(
+            f"removed {name} ({to}): " + (", ".join(removed) or "nothing was running"), markup=False
+        )
 
 
 # ----------------------------------------------------------------------------- entry point
 def _report(exc: AirgapError) -> int:
     if STATE.json:
         _emit_json({"ok": False, "exit_code": exc.exit_code, "kind": exc.kind, "error": exc.one_line()})
-    err_console.print(f"[bold red]airgap: {exc.kind}:[/] {exc.one_line()}", soft_wrap=True)
+    err_console.print(f"[bold red]airgap: {escape(exc.kind)}:[/] {escape(exc.one_line())}", soft_wrap=True)
     return exc.exit_code
 
 

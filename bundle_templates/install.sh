@@ -100,6 +100,16 @@ if grep -Evq "$SAFE" "$WORK/names" || grep -Eq '(^|/)\.\.?(/|$)' "$WORK/names"; 
     die 3 "the bundle has a member name that could escape or confuse:" \
         "$(grep -Ev "$SAFE" "$WORK/names" | head -n1)$(grep -E '(^|/)\.\.?(/|$)' "$WORK/names" | head -n1)"
 fi
+# The four control files come first, in this order, and exactly once each: step 5 sets their
+# lines aside by name, so a second copy further on would go unchecked.
+printf '%s\n' bundle/manifest.json bundle/manifest.json.sig bundle/SHA256SUMS bundle/SHA256SUMS.sig >"$WORK/control"
+[ "$(head -n1 "$WORK/names")" = bundle/manifest.json ] ||
+    die 4 "$BUNDLE is not an airgap bundle: it does not start with bundle/manifest.json"
+head -n4 "$WORK/names" | cmp -s - "$WORK/control" ||
+    die 3 "the bundle's control files are out of order: $(head -n4 "$WORK/names" | tr '\n' ' ')"
+if sed 1,4d "$WORK/names" | grep -qxF -f "$WORK/control"; then
+    die 3 "a control file appears twice in the bundle: $(sed 1,4d "$WORK/names" | grep -xF -f "$WORK/control" | head -n1)"
+fi
 END=$(sed -n '$s/^block \([0-9]*\): \*\* Block of NULs \*\*$/\1/p' "$WORK/list")
 [ -n "$END" ] || die 3 "the bundle is truncated: it has no end-of-archive marker"
 WANT=$(((END + 2) * 512 + 10239))

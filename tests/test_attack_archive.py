@@ -855,3 +855,90 @@ def test_inspect_of_a_crafted_manifest_size_reads_nothing_large(env: dict[str, A
     save(env, data)
     line = assert_one_line_error(run_airgap("inspect", str(env["bundle"])), 3)
     assert "is not an octal number" in line
+
+
+# ------------------------------------------------------------------------------ hostile text, hostile size
+def _crafted(env: dict[str, Any], name: str, members: list[tuple[str, bytes]]) -> Path:
+    """An archive written by airgap's own tar writer, holding exactly ``members`` under bundle/."""
+    from airgap.adapters.archive import PartSink, TarWriter
+
+    out = env["tmp"] / "media"
+    out.mkdir(exist_ok=True)
+    sink = PartSink(out, name, None)
+    writer = TarWriter(sink, EPOCH, "bundle")
+    for member, data in members:
+        writer.add_bytes(member, data)
+    writer.close()
+    sink.commit()
+    return out / name
+
+
+def test_rich_markup_in_a_member_name_is_printed_as_text(env: dict[str, Any]) -> None:
+    """A member named ``[/x]`` is quoted in the error: it must be shown, not parsed as markup."""
+    target = _crafted(env, "markup.airgap.tar", [("manifest.json", b"{}\n"), ("[/x]", b"x")])
+    line = rejected(env, "unsafe path in bundle: '[/x]'", 3, target)
+    assert "MarkupError" not in line
+    proc = run_airgap("--json", "verify", str(target), "--state-dir", str(env["state"]))
+    assert proc.returncode == 3 and json.loads(proc.stdout)["exit_code"] == 3, proc
+
+
+def test_rich_markup_in_a_claimed_key_id_is_not_shown(env: dict[str, Any]) -> None:
+    """An unverified manifest's key id is named only when it is 64 hex digits."""
+    claimed = json.dumps({"format": "airgap.bundle/v1", "signer": {"key_id": "[/]" + "a" * 61}}).encode()
+    target = _crafted(env, "kid.airgap.tar", [("manifest.json", claimed), ("manifest.json.sig", b"AAAA\n")])
+    line = rejected(env, "the manifest is not signed by any trusted key", 3, target)
+    assert "[/]" not in line
+
+
+def test_huge_unsigned_manifest_is_rejected_without_parsing_it(env: dict[str, Any]) -> None:
+    """4 MiB of ``[{},{},…]`` before a bad signature: refused without decoding the JSON, whose
+    objects would cost forty times the bytes."""
+    body = b"[" + b"{}," * ((4 << 20) // 3 - 2) + b"{}]"
+    assert len(body) <= 4 << 20
+    target = _crafted(env, "big.airgap.tar", [("manifest.json", body), ("manifest.json.sig", b"AAAA\n")])
+    proc, rss = _rss_of_verify(env, target)
+    line = assert_one_line_error(proc, 3)
+    assert "the manifest is not signed by any trusted key" in line
+    assert rss < 64 << 20, f"verify peaked at {rss >> 20} MiB on an unsigned manifest"
+
+
+def test_stalled_read_of_a_buffered_file_reaches_exit_5_and_does_not_hang_on_close() -> None:
+    """Media that stops answering (a pipe that never gets data): the read gives up after the
+    timeout, and closing the reader afterwards does not wait for the stalled read. Runs in a child
+    so that a regression hangs the child, not the test run."""
+    child = (
+        "import os, sys, time\n"
+        "from airgap.adapters.archive import TimedReader\n"
+        "from airgap.errors import EnvironmentFailure\n"
+        "r, w = os.pipe()\n"
+        "timed = TimedReader(os.fdopen(r, 'rb'), 1.0, 'stalled media', owns=True)\n"
+        "started = time.monotonic()\n"
+        "try:\n"
+        "    timed.read(512)\n"
+        "except EnvironmentFailure as exc:\n"
+        "    print(exc.exit_code, f'{time.monotonic() - started:.2f}', exc.message)\n"
+        "timed.close()\n"
+        "print('closed', f'{time.monotonic() - started:.2f}')\n"
+    )
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", child], capture_output=True, text=True, timeout=30)
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr
+    first, second = proc.stdout.splitlines()
+    code, took, message = first.split(" ", 2)
+    assert code == "5" and message == "reading stalled media stalled: no data for 1 s"
+    assert 1.0 <= float(took) < 1.5 and float(second.split()[1]) < 1.5
+    assert elapsed < 5, f"the child took {elapsed:.1f} s to exit"
+
+
+def test_verify_reads_the_bundle_unbuffered_and_closes_it(env: dict[str, Any]) -> None:
+    """The timed path reads the raw file (no buffer lock a stalled read could hold) and still
+    closes it when verification ends."""
+    from airgap.adapters.archive import open_regular
+
+    with open_regular(env["bundle"], buffered=False) as fh:
+        assert isinstance(fh, io.FileIO)
+    before = set(os.listdir("/proc/self/fd"))
+    trusted = (keys.TrustedKey(env["kid"], env["pub"], keys.load_public(env["pub"].read_bytes(), "k")),)
+    verify_bundle(env["bundle"], VerifyOptions(trusted=trusted, read_timeout=5))
+    assert set(os.listdir("/proc/self/fd")) == before

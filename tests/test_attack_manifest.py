@@ -59,6 +59,7 @@ def forge(
     far: dict[str, Any],
     files: dict[str, bytes] | None = None,
     manifest_files: list[dict[str, Any]] | None = None,
+    spell: Any = canonical_json,
     **fields: Any,
 ) -> Path:
     """A bundle whose manifest, signed by the trusted key, says whatever the attack needs."""
@@ -82,7 +83,7 @@ def forge(
     }
     doc.update(fields)
     doc = {k: v for k, v in doc.items() if v is not _ABSENT}
-    manifest = canonical_json(doc)
+    manifest = spell(doc)
     msig = keys.sign(far["key"], manifest)
     sums = render_sums(
         [(f["path"], f["sha256"]) for f in listed]
@@ -403,10 +404,10 @@ def test_lying_zstd_frame_is_refused_at_install_before_anything_is_extracted(far
 
 
 # ------------------------------------------------------------------------- version order
-def _installed(far: dict[str, Any], version: str) -> None:
+def _installed(far: dict[str, Any], version: str, manifest_sha256: str = "0" * 64) -> None:
     """The far side's record that ``version`` was installed (as a finished install writes it)."""
     receipt = Receipt(
-        far["name"], version, "venv", "0" * 64, far["kid"], "old.airgap.tar", CREATED, str(far["tmp"])
+        far["name"], version, "venv", manifest_sha256, far["kid"], "old.airgap.tar", CREATED, str(far["tmp"])
     )
     Installed(State(far["state"])).put(receipt, None)
 
@@ -426,11 +427,15 @@ def test_pre_release_does_not_replace_release(far: dict[str, Any]) -> None:
 
 def test_release_replaces_its_pre_release_and_build_metadata_is_ignored(far: dict[str, Any]) -> None:
     _installed(far, "1.0.0-rc.2")
-    for version in ("1.0.0", "1.0.0-rc.10", "1.0.0-rc.2+rebuild"):
+    for version in ("1.0.0", "1.0.0-rc.10"):
         proc, _ = run_far_side(far, "verify", str(forge(far, version=version)))
         assert proc.returncode == 0, (version, proc.stderr)
     for version in ("1.0.0-rc.1", "1.0.0-beta", "0.9.9"):
         refused(far, 3, "verify", str(forge(far, version=version)))
+    # Build metadata does not order: 1.0.0-rc.2+rebuild is the installed version, with other content.
+    assert "same version, different content" in refused(
+        far, 3, "verify", str(forge(far, version="1.0.0-rc.2+rebuild"))
+    )
 
 
 def test_allow_downgrade_accepts_a_pre_release_loudly(far: dict[str, Any]) -> None:
@@ -694,6 +699,36 @@ def test_install_sh_refuses_an_unlisted_member(far: dict[str, Any]) -> None:
     assert "extra.txt" in line and "does not match the signed SHA256SUMS" in line
 
 
+def test_install_sh_refuses_duplicated_sha256sums_members(far: dict[str, Any]) -> None:
+    """A second bundle/SHA256SUMS (and .sig) after the content: step 5 sets SHA256SUMS lines aside
+    by name, so only a count of the control members catches the copy."""
+    bundle = _sh_bundle(far)
+    with tarfile.open(bundle) as tf:
+        sums = tf.extractfile("bundle/SHA256SUMS").read()  # type: ignore[union-attr]
+        sig = tf.extractfile("bundle/SHA256SUMS.sig").read()  # type: ignore[union-attr]
+    _append_member(bundle, "bundle/SHA256SUMS", sums + b"0" * 64 + b"  evil\n")
+    _append_member(bundle, "bundle/SHA256SUMS.sig", sig)
+    line = sh_refused(far, bundle, 3)
+    assert "a control file appears twice in the bundle: bundle/SHA256SUMS" in line
+
+
+def test_install_sh_refuses_control_files_out_of_order(far: dict[str, Any]) -> None:
+    bundle = _sh_bundle(far)
+    data = bytearray(bundle.read_bytes())
+    with tarfile.open(bundle) as tf:
+        infos = {i.name: i for i in tf.getmembers()}
+    # The fourth member renamed (header checksum fixed): SHA256SUMS.sig is no longer in its place.
+    sig = infos["bundle/SHA256SUMS.sig"]
+    block = sig.offset
+    name = b"bundle/SHA256SUMS.siG"
+    data[block : block + 100] = name.ljust(100, b"\0")
+    data[block + 148 : block + 156] = b"        "
+    data[block + 148 : block + 156] = b"%06o\0 " % sum(data[block : block + 512])
+    bundle.write_bytes(bytes(data))
+    line = sh_refused(far, bundle, 3)
+    assert "the bundle's control files are out of order" in line
+
+
 def test_install_sh_check_passes_on_an_untouched_bundle(far: dict[str, Any]) -> None:
     """The same bundle, untouched, passes every check and only then stops at the (stand-in) lock."""
     proc, work = run_install_sh(far, _sh_bundle(far))
@@ -776,3 +811,273 @@ def test_internal_error_is_not_doubled(tmp_path: Path, monkeypatch: pytest.Monke
     assert code == 70
     assert err.count("internal error") == 1, err
     assert "internal error: RuntimeError: an unexpected state" in " ".join(err.split())
+
+
+# ------------------------------------------------------------------- shared blob store
+GOOD_CONFIG = b'{"config":"GOOD"}'
+GOOD_DIGEST = hashlib.sha256(GOOD_CONFIG).hexdigest()
+BLOB = f"image/oci/blobs/sha256/{GOOD_DIGEST}"
+
+
+def test_blob_named_for_other_content_is_rejected(far: dict[str, Any]) -> None:
+    """Bundle A carries a blob named sha256(GOOD) holding EVIL: refused, so it can never be the
+    copy the shared store keeps for bundle B."""
+    evil = forge(far, files={"build.json": b"{}", BLOB: b'{"config":"EVIL, runs as root"}'})
+    line = refused(far, 3, "verify", str(evil))
+    assert f"{BLOB} is a content-addressed blob whose content hashes to" in line
+    assert "not to its name" in line
+
+
+def test_compressed_blob_named_for_other_content_is_rejected(far: dict[str, Any]) -> None:
+    content = b'{"config":"EVIL"}' * 10
+    stored = zstandard.ZstdCompressor(write_content_size=True).compress(content)
+    listed = [
+        {"path": "build.json", "size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()},
+        {
+            "path": BLOB + ".zst",
+            "size": len(stored),
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "compression": "zstd",
+            "content": {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()},
+        },
+    ]
+    evil = forge(far, files={"build.json": b"{}", BLOB + ".zst": stored}, manifest_files=listed)
+    assert "is a content-addressed blob whose content hashes to" in refused(far, 3, "verify", str(evil))
+
+
+def test_image_naming_a_blob_the_bundle_lacks_is_rejected(far: dict[str, Any]) -> None:
+    """An image whose config would come from whatever the store already holds under that name."""
+    image = {
+        "name": "demo:1.0.0",
+        "layout": "image/oci",
+        "manifest_digest": f"sha256:{GOOD_DIGEST}",
+        "config_digest": f"sha256:{'c' * 64}",
+        "layers": [],
+        "user": None,
+    }
+    evil = forge(far, files={"build.json": b"{}", BLOB: GOOD_CONFIG}, images=[image])
+    line = refused(far, 3, "verify", str(evil))
+    assert f"image demo:1.0.0 names blob sha256:{'c' * 16}" in line and "not in the bundle" in line
+
+
+def test_poisoned_blob_already_in_the_store_is_replaced_not_reused(far: dict[str, Any]) -> None:
+    """A store file whose bytes do not hash to its name (left by an older airgap, or tampered with
+    on disk) is never reused: extraction rewrites it from the verified bundle."""
+    from airgap.services.install import extract
+    from airgap.services.verify import VerifyOptions, verify_bundle
+
+    good = forge(far, files={"build.json": b"{}", BLOB: GOOD_CONFIG})
+    blobs = far["tmp"] / "store" / "oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / GOOD_DIGEST).write_bytes(b'{"config":"EVIL"}')
+    trusted = (keys.TrustedKey(far["kid"], far["pub"], keys.load_public(far["pub"].read_bytes(), "pub")),)
+    verified = verify_bundle(good, VerifyOptions(trusted=trusted))
+    extract(good, verified, lambda p: p.startswith("image/oci/"), far["tmp"] / "store" / "c", blobs)
+    assert (blobs / GOOD_DIGEST).read_bytes() == GOOD_CONFIG
+
+
+# ------------------------------------------------------------------- text shown to the operator
+def test_rich_markup_in_the_tool_does_not_hide_text_in_inspect(far: dict[str, Any]) -> None:
+    """``[conceal]`` in a signed text field is shown as written, and the unverified label stays."""
+    bundle = forge(far, tool="ok [conceal]hidden")
+    proc = run_airgap("inspect", str(bundle))
+    assert proc.returncode == 0, proc.stderr
+    assert "ok [conceal]hidden" in proc.stdout and "(unverified: run airgap verify)" in proc.stdout
+    bad = forge(far, tool="[/]")
+    proc = run_airgap("inspect", str(bad))
+    assert proc.returncode == 0 and "[/]" in proc.stdout, proc.stderr
+
+
+# ------------------------------------------------------------------------ the signed build record
+@pytest.mark.parametrize(
+    ("record", "says"),
+    [
+        (b"[]", "build.json is malformed: the document must be an object, not list"),
+        (b"\xff", "build.json is malformed: the document is not UTF-8 JSON"),
+        (b'{"serving":{"port":"x"}}', "build.json is malformed: serving.port must be a TCP port"),
+        (b'{"serving":{"port":0}}', "build.json is malformed: serving.port must be a TCP port"),
+        (b'{"serving":[]}', "build.json is malformed: serving must be an object, not list"),
+        (b'{"resources":{"limits":{"cpu":"x","memory":"1Gi"}}}', "resources.limits.cpu is not a quantity"),
+        (b'{"model":{"file":"../../etc/passwd"}}', "model.file is not a safe relative path"),
+        (b'{"manifests":{"namespace":"Not A Label"}}', "manifests.namespace is not a DNS label"),
+        (b'{"serving":{"port":NaN}}', "build.json is malformed: the document is not UTF-8 JSON"),
+    ],
+    ids=[
+        "list",
+        "not-utf8",
+        "port-string",
+        "port-zero",
+        "serving-list",
+        "cpu",
+        "model-path",
+        "namespace",
+        "nan",
+    ],
+)
+def test_malformed_build_record_is_rejected_at_verify(far: dict[str, Any], record: bytes, says: str) -> None:
+    bundle = forge(far, files={"build.json": record})
+    assert says in refused(far, 4, "verify", str(bundle))
+    assert says in install_refused(far, bundle, 4)
+
+
+def test_bundle_without_a_build_record_is_not_installable(far: dict[str, Any]) -> None:
+    bundle = forge(far, files={"x.txt": b"1"})
+    assert "has no signed build.json: it is not installable" in install_refused(far, bundle, 4)
+
+
+def test_pack_refuses_a_staging_record_without_source_date_epoch(far: dict[str, Any]) -> None:
+    staging = staging_dir(far["tmp"], far["name"], PASSED)
+    record = json.loads((staging / "build.json").read_text())
+    record.pop("source_date_epoch", None)
+    (staging / "build.json").write_text(json.dumps(record))
+    line = assert_one_line_error(pack_cli(far, staging), 4)
+    assert "source_date_epoch must be a non-negative integer, not None" in line
+
+
+# ----------------------------------------------------------------------- ASCII digits only
+@pytest.mark.parametrize("version", ["1\u0662.0.0", "1.0.\u0661", "1.0.0-rc.\u0663", "\uff11.0.0"])
+def test_version_with_non_ascii_digits_is_rejected(far: dict[str, Any], version: str) -> None:
+    """``1٢.0.0`` is not 12.0.0: a version in other scripts' digits would order as one it is not."""
+    assert "version must be a semantic version" in verify(far, forge(far, version=version))
+
+
+def test_dates_with_non_ascii_digits_are_rejected(far: dict[str, Any]) -> None:
+    arabic = "".join(chr(0x0660 + int(c)) if c.isdigit() else c for c in CREATED)
+    assert "created is not an RFC 3339 timestamp" in verify(far, forge(far, created=arabic))
+    assert "expires is not an RFC 3339 timestamp" in verify(far, forge(far, expires=arabic))
+
+
+def test_version_order_uses_ascii_digits_only() -> None:
+    from airgap.core import versions
+
+    assert not versions.is_valid("1\u0662.0.0")
+    assert versions.older("2.0.0", "12.0.0")
+
+
+# ------------------------------------------------------------------- one spelling of the manifest
+def test_duplicate_key_in_the_manifest_is_rejected(far: dict[str, Any]) -> None:
+    """``"version":"9.9.9","version":"1.0.0"``: json.loads keeps the last, a grep-based reader
+    the first; neither may be trusted, so the manifest is refused."""
+
+    def duplicate(doc: dict[str, Any]) -> bytes:
+        raw = canonical_json(doc)
+        return raw.replace(b'"version":"1.0.0"', b'"version":"9.9.9","version":"1.0.0"', 1)
+
+    line = verify(far, forge(far, spell=duplicate))
+    assert "manifest.json is not JSON: the key 'version' appears twice in one object" in line
+
+
+@pytest.mark.parametrize(
+    "spell",
+    [
+        lambda doc: json.dumps(doc, sort_keys=True, indent=2).encode() + b"\n",
+        lambda doc: b"\xef\xbb\xbf" + canonical_json(doc),
+        lambda doc: canonical_json(doc).decode().encode("utf-16"),
+        lambda doc: json.dumps(doc, separators=(",", ":")).encode() + b"\n",
+        lambda doc: canonical_json(doc)[:-1],
+        lambda doc: canonical_json(doc | {"extra": {}}),
+        lambda doc: canonical_json(doc).replace(b'"name":', b'"n\\u0061me":', 1),
+    ],
+    ids=["indented", "bom", "utf-16", "unsorted-keys", "no-newline", "empty-extra", "escaped-key"],
+)
+def test_manifest_not_in_canonical_form_is_rejected(far: dict[str, Any], spell: Any) -> None:
+    line = verify(far, forge(far, spell=spell))
+    assert "not in the canonical form the packer writes" in line or "manifest.json is not JSON" in line
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_or_infinity_in_the_manifest_is_rejected(far: dict[str, Any], constant: str) -> None:
+    def with_constant(doc: dict[str, Any]) -> bytes:
+        return canonical_json(doc | {"extra": {"x": 1}}).replace(b'"x":1', f'"x":{constant}'.encode())
+
+    assert f"manifest.json is not JSON: {constant} is not JSON" in verify(
+        far, forge(far, spell=with_constant)
+    )
+
+
+# ----------------------------------------------------------------- two entries, one file
+def test_plain_and_compressed_entries_for_one_file_are_rejected(far: dict[str, Any]) -> None:
+    stored = zstandard.ZstdCompressor(write_content_size=True).compress(b'{"cases": [1]}')
+    listed = [
+        {"path": "model/contract.json", "size": 2, "sha256": hashlib.sha256(b"{}").hexdigest()},
+        {
+            "path": "model/contract.json.zst",
+            "size": len(stored),
+            "sha256": hashlib.sha256(stored).hexdigest(),
+            "compression": "zstd",
+            "content": {"size": 14, "sha256": hashlib.sha256(b'{"cases": [1]}').hexdigest()},
+        },
+    ]
+    files = {"model/contract.json": b"{}", "model/contract.json.zst": stored}
+    line = verify(far, forge(far, files=files, manifest_files=listed))
+    assert "files list model/contract.json and model/contract.json.zst" in line
+    assert "same file once extracted" in line
+
+
+def test_entries_differing_only_by_case_are_rejected(far: dict[str, Any]) -> None:
+    files = {"model/Model.onnx": b"a", "model/model.onnx.zst": b"b"}
+    listed = [
+        {"path": "model/Model.onnx", "size": 1, "sha256": hashlib.sha256(b"a").hexdigest()},
+        {
+            "path": "model/model.onnx.zst",
+            "size": 1,
+            "sha256": hashlib.sha256(b"b").hexdigest(),
+            "compression": "zstd",
+            "content": {"size": 1, "sha256": hashlib.sha256(b"a").hexdigest()},
+        },
+    ]
+    line = verify(far, forge(far, files=files, manifest_files=listed))
+    assert "which are the same file once extracted" in line
+
+
+# ------------------------------------------------------------- same version, other content
+def _manifest_sha(bundle: Path) -> str:
+    with tarfile.open(bundle) as tf:
+        return hashlib.sha256(tf.extractfile("bundle/manifest.json").read()).hexdigest()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("version", ["1.0.0+build.1", "1.0.0"])
+def test_same_version_with_different_content_is_rejected(far: dict[str, Any], version: str) -> None:
+    """Installed 1.0.0+build.2; 1.0.0+build.1 and 1.0.0 have its precedence but other manifests:
+    neither replaces it silently."""
+    installed = forge(far, version="1.0.0+build.2")
+    _installed(far, "1.0.0+build.2", _manifest_sha(installed))
+    line = refused(far, 3, "verify", str(forge(far, version=version)))
+    expected = f"same version, different content: {far['name']} {version} has the precedence of installed"
+    assert f"{expected} 1.0.0+build.2" in line
+    assert "--allow-downgrade" in line
+
+
+def test_same_version_identical_bundle_verifies(far: dict[str, Any]) -> None:
+    installed = forge(far, version="1.0.0+build.2")
+    _installed(far, "1.0.0+build.2", _manifest_sha(installed))
+    proc, _ = run_far_side(far, "verify", str(installed))
+    assert proc.returncode == 0, proc.stderr
+    proc, _ = run_far_side(far, "verify", str(forge(far, version="1.0.1")))
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_same_version_different_content_is_accepted_loudly_with_allow_downgrade(far: dict[str, Any]) -> None:
+    installed = forge(far, version="1.0.0+build.2")
+    _installed(far, "1.0.0+build.2", _manifest_sha(installed))
+    proc, _ = run_far_side(far, "verify", str(forge(far, version="1.0.0")), "--allow-downgrade")
+    assert (
+        proc.returncode == 0
+        and "UNSAFE: accepted 1.0.0, other content than installed 1.0.0+build.2" in proc.stderr
+    )
+
+
+def test_poisoned_config_in_the_store_is_not_handed_to_the_engine(tmp_path: Path) -> None:
+    """The docker-archive stream checks the config it reads from the store against its digest:
+    the engine trusts the config, and the config's diff ids vouch for the layers."""
+    from airgap.adapters.oci import OciImage, docker_archive_stream
+    from airgap.errors import IntegrityError
+
+    blobs = tmp_path / "oci" / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    (blobs / GOOD_DIGEST).write_bytes(b'{"config":"EVIL"}')
+    image = OciImage(tmp_path / "oci", f"sha256:{'a' * 64}", f"sha256:{GOOD_DIGEST}", (), "demo:1.0.0")
+    with pytest.raises(IntegrityError, match=f"does not hash to sha256:{GOOD_DIGEST}"):
+        next(docker_archive_stream(image, "demo:1.0.0"))
+    (blobs / GOOD_DIGEST).write_bytes(GOOD_CONFIG)
+    assert GOOD_CONFIG in next(docker_archive_stream(image, "demo:1.0.0"))

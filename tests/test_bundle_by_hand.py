@@ -76,6 +76,44 @@ def test_documented_manual_verification_catches_an_unlisted_file(tmp_path: Path)
     assert "backdoor.whl" in proc.stdout
 
 
+def test_documented_manual_verification_catches_an_unlisted_sha256sums_in_a_subdirectory(
+    tmp_path: Path,
+) -> None:
+    """``bundle/model/SHA256SUMS`` is not a control file: only the two at the top are set aside."""
+    key, pub, _ = make_key(tmp_path, "publisher")
+    bundle = pack_demo(tmp_path, key).files[0]
+    extra = tmp_path / "bundle" / "model"
+    extra.mkdir(parents=True)
+    (extra / "SHA256SUMS").write_bytes(b"evil")
+    subprocess.run(["tar", "-rf", str(bundle), "-C", str(tmp_path), "bundle/model/SHA256SUMS"], check=True)
+    work = tmp_path / "reviewer"
+    work.mkdir()
+    (work / "publisher.pub").write_bytes(pub.read_bytes())
+    proc = run_by_hand(work, bundle)
+    assert proc.returncode != 0
+    assert "> model/SHA256SUMS" in proc.stdout
+
+
+@pytest.mark.parametrize("stray", ["part-999", "part-0"])
+def test_documented_manual_verification_joins_only_the_signed_parts(tmp_path: Path, stray: str) -> None:
+    """A stray file beside the parts (after them, or sorting first and holding another signed
+    bundle) is not joined in: the joined file is exactly the parts the signed index names."""
+    key, pub, _ = make_key(tmp_path, "publisher")
+    pack_demo(tmp_path, key, part_size=1 << 20)
+    other = pack_demo(tmp_path / "old", key, version="0.9.0").files[0]
+    bundle = tmp_path / "out" / "demo-1.0.0.airgap.tar"
+    index = Path(f"{bundle}.parts.sha256")
+    parts = [index.parent / line[66:] for line in index.read_text().splitlines()]
+    Path(f"{bundle}.{stray}").write_bytes(other.read_bytes())
+    work = tmp_path / "reviewer"
+    work.mkdir()
+    (work / "publisher.pub").write_bytes(pub.read_bytes())
+    proc = run_by_hand(work, bundle)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert bundle.read_bytes() == b"".join(p.read_bytes() for p in parts)
+    assert '"version":"1.0.0"' in (work / "unpacked" / "bundle" / "manifest.json").read_text()
+
+
 def test_the_same_inputs_give_byte_identical_bundles(tmp_path: Path) -> None:
     key, _, _ = make_key(tmp_path, "publisher")
     a = pack_demo(tmp_path / "a", key).files[0]

@@ -157,19 +157,6 @@ class TarWriter:
         self.sink.write(data)
         self.sink.write(zero_padding(len(data)))
 
-    def add_file(self, path: str, source: Path, size: int) -> None:
-        self.sink.write(self._header(path, size))
-        remaining = size
-        buf = bytearray(CHUNK)
-        with open(source, "rb") as fh:
-            while remaining:
-                n = fh.readinto(memoryview(buf)[: min(CHUNK, remaining)])
-                if not n:
-                    raise IntegrityError(f"{source} shrank while it was being packed")
-                self.sink.write(memoryview(buf)[:n])
-                remaining -= n
-        self.sink.write(zero_padding(size))
-
     def close(self) -> None:
         self.sink.write(b"\0" * end_of_archive_length(self.sink.total))
 
@@ -184,12 +171,13 @@ _KINDS = (
 )
 
 
-def open_regular(path: Path, what: str = "a bundle") -> BinaryIO:
+def open_regular(path: Path, what: str = "a bundle", buffered: bool = True) -> BinaryIO:
     """Opens ``path`` for reading only if it is a regular file, without blocking on a FIFO.
 
     Devices, FIFOs, sockets and directories are refused before a byte is read (exit 4). The type
     is checked before opening (a socket cannot be opened at all) and again on the opened
-    descriptor, so nothing can be swapped in between.
+    descriptor, so nothing can be swapped in between. ``buffered=False`` gives the raw file: its
+    reads hold no lock, so a read stalled in another thread cannot make anything else wait.
     """
     try:
         _require_regular(path, os.stat(path).st_mode, what)
@@ -205,7 +193,7 @@ def open_regular(path: Path, what: str = "a bundle") -> BinaryIO:
     try:
         _require_regular(path, os.fstat(fd).st_mode, what)
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return os.fdopen(fd, "rb", buffering=-1 if buffered else 0)
     except BaseException:
         os.close(fd)
         raise
@@ -466,12 +454,17 @@ class TimedReader:
     A read from a regular file cannot be interrupted, so the reads run in one helper thread and
     the caller waits for each with a deadline; when it passes, the caller gets an
     ``EnvironmentFailure`` (exit 5) instead of hanging, and the stalled thread is abandoned.
+    With ``owns``, ``close`` also closes the stream, but never while a read of it is pending:
+    closing a buffered file waits for the stalled read's lock forever, so such a stream is left
+    to be closed when the process exits.
     """
 
-    def __init__(self, stream: Any, timeout: float, what: str) -> None:
+    def __init__(self, stream: Any, timeout: float, what: str, owns: bool = False) -> None:
         self.stream = stream
         self.timeout = timeout
         self.what = what
+        self.owns = owns
+        self.pending = False
         self._requests: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         self._buf = b""
@@ -492,9 +485,13 @@ class TimedReader:
                 self._results.put((False, exc))
 
     def _call(self, kind: str, arg: Any) -> Any:
+        if self.pending:
+            raise EnvironmentFailure(f"reading {self.what} stalled earlier and has not finished")
+        self.pending = True
         self._requests.put((kind, arg))
         try:
             ok, value = self._results.get(timeout=self.timeout)
+            self.pending = False
         except queue.Empty:
             raise EnvironmentFailure(
                 f"reading {self.what} stalled: no data for {self.timeout:g} s",
@@ -533,8 +530,11 @@ class TimedReader:
         return int(self._call("readinto", view))
 
     def close(self) -> None:
-        """Stops the helper thread (a stalled one stays abandoned; it is a daemon)."""
+        """Stops the helper thread (a stalled one stays abandoned; it is a daemon) and, when the
+        stream is owned and no read of it is pending, closes it."""
         self._requests.put(None)
+        if self.owns and not self.pending:
+            self.stream.close()
 
 
 class ConcatenatedParts:
@@ -568,7 +568,7 @@ class ConcatenatedParts:
         self.fh = None
         if self.index < len(self.paths):
             try:
-                self.fh = open_regular(self.paths[self.index], "a bundle part")
+                self.fh = open_regular(self.paths[self.index], "a bundle part", buffered=False)
             except EnvironmentFailure as exc:
                 name = self.expected[self.index][0]
                 raise IntegrityError(

@@ -342,7 +342,7 @@ def musl_version(loader, deadline):
         return res
     lines = [ln.strip() for ln in res["stderr"].splitlines() if ln.strip()]
     if len(lines) >= 2 and lines[0].startswith("musl"):
-        m = re.match(r"Version (\d+)\.(\d+)", lines[1])
+        m = re.match(r"Version ([0-9]+)\.([0-9]+)", lines[1])
         if m:
             return "{}.{}".format(m.group(1), m.group(2))
     return unknown("{} did not print a musl version".format(loader))
@@ -387,7 +387,7 @@ def find_interpreters():
     """Every python3 / python3.X on PATH plus the RHEL platform-python, de-duplicated."""
     seen = {}
     order = []
-    pat = re.compile(r"^python3(\.\d+)?$")
+    pat = re.compile(r"^python3(\.[0-9]+)?$")
     dirs = [d for d in os.environ.get("PATH", "").split(os.pathsep) if d]
     candidates = []
     for d in dirs:
@@ -448,10 +448,10 @@ def collect_libc(pythons, deadline):
     if is_unknown(res):
         return unknown("no Python interpreter reported a libc and " + res["unknown"])
     text = res["stdout"] + res["stderr"]
-    m = re.search(r"(GLIBC|GNU libc).*?(\d+\.\d+)", first_line(text))
+    m = re.search(r"(GLIBC|GNU libc).*?([0-9]+\.[0-9]+)", first_line(text))
     if m:
         return {"family": "glibc", "version": m.group(2), "source": "ldd --version"}
-    m = re.search(r"musl.*\n.*Version (\d+\.\d+)", text)
+    m = re.search(r"musl.*\n.*Version ([0-9]+\.[0-9]+)", text)
     if m:
         return {"family": "musl", "version": m.group(1), "source": "ldd --version"}
     return unknown("ldd --version printed no recognizable libc version")
@@ -504,7 +504,7 @@ def collect_memory():
     if is_unknown(text):
         return text
     for line in text.splitlines():
-        m = re.match(r"^(MemTotal|MemAvailable|SwapTotal):\s+(\d+) kB", line)
+        m = re.match(r"^(MemTotal|MemAvailable|SwapTotal):\s+([0-9]+) kB", line)
         if m:
             out[
                 {

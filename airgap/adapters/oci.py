@@ -275,6 +275,9 @@ def docker_archive_stream(image: OciImage, repo_tag: str) -> Iterator[bytes]:
     """
     cfg_hex = image.config_digest.split(":", 1)[1]
     config_bytes = blob_path(image.layout, image.config_digest).read_bytes()
+    if hashlib.sha256(config_bytes).hexdigest() != cfg_hex:
+        # The engine trusts the config it is handed, and the config's diff ids vouch for the layers.
+        raise IntegrityError(f"the image config in the blob store does not hash to {image.config_digest}")
     layer_names = [f"{d.split(':', 1)[1]}/layer.tar" for d, _ in image.layers]
     yield _tar_header(f"{cfg_hex}.json", len(config_bytes)) + config_bytes + _padding(len(config_bytes))
     for (digest, size), name in zip(image.layers, layer_names):

@@ -43,6 +43,21 @@ def canonical_json(value: object) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"
 
 
+def strict_json(raw: bytes) -> Any:
+    """JSON as the packer writes it, and nothing a lenient reader would also take: UTF-8 only,
+    no duplicate keys (one reader sees the first, another the last), no NaN or Infinity."""
+    return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"the key {key!r:.40} appears twice in one object")
+        out[key] = value
+    return out
+
+
 def check_member_path(path: str) -> str:
     """Refuses any path that could escape or confuse: absolute, ``..``, empty or odd segments.
 
@@ -126,7 +141,7 @@ def _digest(d: Mapping[str, Any], key: str, where: str) -> str:
 _DIGEST_REF = re.compile(r"^sha256:[0-9a-f]{64}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _RFC3339 = re.compile(
-    r"^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 _IMAGE_NAME = re.compile(r"^[a-z0-9][a-zA-Z0-9._/:+-]{0,254}$")
 _USER = re.compile(r"^[A-Za-z0-9._:-]{0,64}$")
@@ -370,9 +385,9 @@ class Manifest:
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
         try:
-            data = json.loads(raw)
+            data = strict_json(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise InvalidInputError(f"manifest.json is not JSON: {exc}") from None
+            raise InvalidInputError(f"manifest.json is not JSON: {str(exc)[:120]}") from None
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise InvalidInputError(f"manifest.json is not an {FORMAT} manifest")
         unknown = sorted(set(data) - _TOP_LEVEL)
@@ -384,11 +399,16 @@ class Manifest:
         files_raw = _list(data.get("files"), "files")
         files = tuple(FileEntry.from_json(f, f"files[{i}]") for i, f in enumerate(files_raw))
         seen: set[str] = set()
+        content: dict[str, str] = {}
         for f in files:
             key = f.path.lower()
             if key in seen or f.path in CONTROL or f.path.split("/", 1)[0] in ("manifest.json", "SHA256SUMS"):
                 raise IntegrityError(f"manifest lists {f.path} twice or over a control file")
             seen.add(key)
+            # model/a.json and model/a.json.zst (or A.json) would both be written to one file.
+            other = content.setdefault(f.content_path.lower(), f.path)
+            if other != f.path:
+                raise _bad("files", f"list {other} and {f.path}, which are the same file once extracted")
         name = data.get("name")
         if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
             raise _bad("name", f"must be a lowercase DNS label (a-z, 0-9, '-', at most 63): {name!r:.80}")
@@ -430,22 +450,79 @@ class Manifest:
         )
 
 
+BUILD_RECORD = "build.json"
+MAX_BUILD_RECORD = 4 << 20
+_CPU = re.compile(r"^(?:[0-9]{1,6}m|[0-9]{1,4}(?:\.[0-9]{1,3})?)$")
+_MEMORY = re.compile(r"^[0-9]{1,12}(?:\.[0-9]{1,3})?(?:Ki|Mi|Gi|Ti|K|M|G)?$")
+
+
+def _build_bad(field_name: str, why: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"build.json is malformed: {field_name} {why}",
+        hint="a bundle carrying it is refused; rebuild it with `airgap bundle`",
+    )
+
+
+def check_build_record(raw: bytes) -> dict[str, Any]:
+    """The signed build record, with every field the far side acts on checked for its type: the
+    port it serves on, the resource limits, the Kubernetes image and namespace, the model file.
+    Called at verify time, so install never meets a record it cannot use."""
+    try:
+        data = strict_json(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise _build_bad("the document", f"is not UTF-8 JSON ({str(exc)[:80]})") from None
+    if not isinstance(data, dict):
+        raise _build_bad("the document", f"must be an object, not {type(data).__name__}")
+    serving = data.get("serving")
+    if serving is not None:
+        _build_object(serving, "serving")
+        port = serving.get("port")
+        if port is not None and (
+            not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535
+        ):
+            raise _build_bad("serving.port", f"must be a TCP port (1-65535): {port!r:.40}")
+    resources = data.get("resources")
+    if resources is not None:
+        _build_object(resources, "resources")
+        limits = resources.get("limits")
+        if limits:
+            _build_object(limits, "resources.limits")
+            for key, pattern in (("cpu", _CPU), ("memory", _MEMORY)):
+                value = limits.get(key)
+                if not isinstance(value, str) or not pattern.fullmatch(value):
+                    raise _build_bad(f"resources.limits.{key}", f"is not a quantity: {value!r:.40}")
+    manifests = data.get("manifests")
+    if manifests is not None:
+        _build_object(manifests, "manifests")
+        image = manifests.get("image")
+        if image is not None and (not isinstance(image, str) or not _IMAGE_NAME.fullmatch(image)):
+            raise _build_bad("manifests.image", f"is not an image reference: {image!r:.80}")
+        namespace = manifests.get("namespace")
+        if namespace is not None and (not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace)):
+            raise _build_bad("manifests.namespace", f"is not a DNS label: {namespace!r:.80}")
+    model = data.get("model")
+    if model is not None:
+        _build_object(model, "model")
+        file = model.get("file")
+        try:
+            check_member_path(file if isinstance(file, str) else "")
+        except IntegrityError:
+            raise _build_bad("model.file", f"is not a safe relative path: {file!r:.80}") from None
+    return data
+
+
+def _build_object(value: object, field_name: str) -> None:
+    if not isinstance(value, dict):
+        raise _build_bad(field_name, f"must be an object, not {type(value).__name__}")
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def render_sums(entries: Sequence[tuple[str, str]]) -> bytes:
     """``sha256sum -c`` format, paths relative to the bundle/ directory, sorted."""
     return "".join(f"{sha}  {path}\n" for path, sha in sorted(entries)).encode()
-
-
-def parse_sums(raw: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    for line in raw.decode("utf-8", "replace").splitlines():
-        m = re.match(r"^([0-9a-f]{64})  (\S.*)$", line)
-        if not m:
-            raise IntegrityError(f"SHA256SUMS has a malformed line: {line[:80]!r}")
-        path = check_member_path(m.group(2))
-        if path in out:
-            raise IntegrityError(f"SHA256SUMS lists {path} twice")
-        out[path] = m.group(1)
-    return out
 
 
 def part_name(bundle_name: str, index: int) -> str:
@@ -455,7 +532,7 @@ def part_name(bundle_name: str, index: int) -> str:
 def parse_size(text: str) -> int:
     """A media size: ``4G``, ``4.7G``, ``700M`` are decimal, as media are sold (a 4.7G DVD holds
     4.7e9 bytes; 4G fits FAT32's 4 GiB − 1 limit); ``4GiB``/``4Gi`` are binary."""
-    m = re.match(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(i?)B?$", text.strip(), re.IGNORECASE)
+    m = re.match(r"^([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(i?)B?$", text.strip(), re.IGNORECASE)
     if not m:
         raise InvalidInputError(f"{text!r} is not a size such as 4G, 4.7G, 700M or 2GiB")
     power = " KMGT".index(m.group(2).upper() or " ")

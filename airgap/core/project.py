@@ -18,15 +18,15 @@ from packaging.requirements import InvalidRequirement, Requirement
 from airgap.errors import InvalidInputError
 
 SEMVER = re.compile(
-    r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
-    r"(?:-((?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9]\d*|\d*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
+    r"^(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*)(?:\.(?:0|[1-9][0-9]*|[0-9]*[a-zA-Z-][0-9a-zA-Z-]*))*))?"
     r"(?:\+([0-9a-zA-Z-]+(?:\.[0-9a-zA-Z-]+)*))?$"
 )
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 DIGEST_REF = re.compile(r"^(?P<repo>[^@\s]+)@sha256:(?P<hex>[0-9a-f]{64})$")
 IMAGE_REF = re.compile(r"^[a-z0-9][a-z0-9._/:-]*[a-z0-9](@sha256:[0-9a-f]{64})?$")
-CPU_QTY = re.compile(r"^(\d+(\.\d+)?|\d+m)$")
-MEM_QTY = re.compile(r"^\d+(\.\d+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
+CPU_QTY = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
+MEM_QTY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 SEVERITIES = ("high", "medium", "low")
 PROJECT_FILE = "airgap.yaml"
 
@@ -319,7 +319,7 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
     if not isinstance(namespace, str) or not DNS_LABEL.match(namespace):
         raise lines.error("kubernetes.namespace", f"{namespace!r} must be a lowercase DNS label")
     k8s_version = k8s.get("version")
-    if k8s_version is not None and not re.match(r"^v?1\.\d+(\.\d+)?$", str(k8s_version)):
+    if k8s_version is not None and not re.match(r"^v?1\.[0-9]+(\.[0-9]+)?$", str(k8s_version)):
         raise lines.error("kubernetes.version", f"{k8s_version!r} is not a Kubernetes version such as 1.30")
     autoscaling = k8s.get("autoscaling_max")
     k8s_spec = KubernetesSpec(

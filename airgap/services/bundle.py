@@ -190,7 +190,7 @@ def source_date_epoch() -> int:
     value = os.environ.get("SOURCE_DATE_EPOCH")
     if value is None:
         return int(time.time())
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):
         raise InvalidInputError(f"SOURCE_DATE_EPOCH={value!r} is not a number of seconds")
     return int(value)
 
@@ -874,6 +874,27 @@ def compliance_verdict(staging: Path, unsafe_sign_failed_policy: bool = False) -
     return verdict
 
 
+def _staged_record(staging: Path) -> dict[str, Any]:
+    """The staging directory's build record, checked as the far side will check it, with the
+    fields the packer needs: a bad record is refused here (exit 4), never signed."""
+    from airgap.core.bundle_format import check_build_record
+
+    record = check_build_record(read_bytes(staging / "build.json", "build record"))
+    epoch = record.get("source_date_epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise InvalidInputError(
+            f"{staging / 'build.json'}: source_date_epoch must be a non-negative integer, not {epoch!r:.40}",
+            hint="re-run `airgap bundle` to write a complete staging directory",
+        )
+    for key in ("name", "version"):
+        if not isinstance(record.get(key), str):
+            raise InvalidInputError(
+                f"{staging / 'build.json'}: {key} must be a string",
+                hint="re-run `airgap bundle` to write a complete staging directory",
+            )
+    return record
+
+
 def pack_staging(
     staging: Path,
     out_dir: Path,
@@ -886,7 +907,7 @@ def pack_staging(
 ) -> PackResult:
     """Signs and packs a finished staging directory into the bundle that crosses the gap, if its
     policy evaluation passed (see ``compliance_verdict``)."""
-    record = json.loads(read_bytes(staging / "build.json", "build record"))
+    record = _staged_record(staging)
     policy = compliance_verdict(staging, unsafe_sign_failed_policy)
     image = record.get("image", {})
     images = []

@@ -23,6 +23,7 @@ import re
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -41,7 +42,14 @@ from airgap.adapters.fs import atomic_write_bytes, write_json
 from airgap.adapters.oci import OciImage, docker_archive_stream
 from airgap.adapters.runtimes import STATE_LABEL, ContainerSpec, PodmanRuntime, Runtime, port_in_use
 from airgap.core import versions
-from airgap.core.bundle_format import CONTROL, MAX_ZSTD_WINDOW, ROOT, FileEntry, Manifest
+from airgap.core.bundle_format import (
+    CONTROL,
+    MAX_ZSTD_WINDOW,
+    ROOT,
+    FileEntry,
+    Manifest,
+    check_build_record,
+)
 from airgap.core.smoke import Mismatch, compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, IntegrityError, InvalidInputError, UsageError
 from airgap.services.observer import NullObserver, Observer
@@ -140,6 +148,7 @@ class Installed:
         data = self.load()
         entry = data["names"].setdefault(receipt.name, {"highest_version": receipt.version, "targets": {}})
         entry["highest_version"] = _highest(entry.get("highest_version"), receipt.version)
+        entry.setdefault("manifests", {})[receipt.manifest_sha256] = receipt.version
         entry["targets"][receipt.target] = {
             "current": receipt.to_json(),
             "previous": previous.to_json() if previous else None,
@@ -236,7 +245,9 @@ def extract(
                 continue
             if "/blobs/sha256/" in entry.content_path:
                 target = blobs / entry.content_path.rsplit("/", 1)[1]
-                if target.exists():
+                # A blob already in the shared store is reused only if its bytes still hash to
+                # its name; anything else there is replaced from this verified bundle.
+                if target.name == _file_sha256(target):
                     for _ in reader.chunks(member):
                         pass
                     continue
@@ -252,6 +263,29 @@ def extract(
     finally:
         if closer is not None:
             closer.close()
+
+
+def _model_file(record: dict[str, Any]) -> str:
+    """The model file the signed build record names (checked as a safe path at verify time)."""
+    file = (record.get("model") or {}).get("file")
+    if not isinstance(file, str):
+        raise InvalidInputError("the signed build.json names no model.file: there is nothing to serve")
+    return file
+
+
+def _file_sha256(path: Path) -> str | None:
+    """The SHA-256 of a regular file, streamed; None when there is no such regular file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+            return None
+        h = hashlib.sha256()
+        for block in iter(lambda: fh.read(CHUNK), b""):
+            h.update(block)
+        return h.hexdigest()
 
 
 class _BoundedFile:
@@ -302,6 +336,10 @@ def _write_member(reader: TarReader, member: Any, entry: FileEntry, target: Path
             sink.hash.hexdigest() != entry.content_sha256 or sink.size != entry.content_size
         ):
             raise IntegrityError(f"{entry.path} decompresses to content that differs from the manifest")
+        if "/blobs/sha256/" in entry.content_path and target.name != (
+            sink.hash.hexdigest() if entry.compression else stored.hexdigest()
+        ):
+            raise IntegrityError(f"{entry.path} is a blob whose content does not hash to its name")
         os.replace(tmp, target)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
@@ -595,6 +633,7 @@ class Installer:
             allow_downgrade=options.allow_downgrade,
             allow_expired=options.allow_expired,
             installed_versions=self.state.installed_versions(),
+            installed_manifests=self.state.installed_manifests(),
             keep=lambda p, s: p in ("build.json", "model/contract.json") or p.startswith("manifests/"),
         )
         # 1. Verify, as `airgap verify`; nothing is loaded before this returns.
@@ -614,7 +653,15 @@ class Installer:
             raise InvalidInputError(
                 f"{m.name} {m.version} carries no image", hint="install it with --to venv"
             )
-        record = json.loads(verified.kept["build.json"])
+        try:
+            if "build.json" not in verified.kept:
+                raise InvalidInputError(
+                    f"{m.name} {m.version} has no signed build.json: it is not installable"
+                )
+            record = check_build_record(verified.kept["build.json"])
+        except InvalidInputError as exc:
+            self._audit_refusal(bundle, options.target, m, exc)
+            raise
         recovered = self._recover(m.name, options.target)
         current, previous = self.installed.get(m.name, options.target)
         if current and current.manifest_sha256 == verified.manifest_sha256 and self._healthy(current):
@@ -704,7 +751,9 @@ class Installer:
         serve = self._serve_line(receipt, record, content) if options.target == "venv" else None
         return InstallResult(receipt, False, recovered, (), prediction, curl, serve)
 
-    def _audit_refusal(self, bundle: Path, target: str, m: Manifest, exc: AnswerIsNo) -> None:
+    def _audit_refusal(
+        self, bundle: Path, target: str, m: Manifest, exc: AnswerIsNo | InvalidInputError
+    ) -> None:
         record = {
             "action": f"install --to {target}",
             "bundle": str(bundle),
@@ -1005,7 +1054,7 @@ class Installer:
         _run([str(venv / "bin" / "python"), "-m", "pip", "check"], "checking the virtualenv")
         receipt.extra = {"venv": str(venv), "python": str(venv / "bin" / "python")}
         journal.step("started")
-        model = content / record["model"]["file"]
+        model = content / _model_file(record)
         answers = venv_answers(
             venv / "bin" / "python",
             content / "server" / "airgap_server.py",
@@ -1101,7 +1150,7 @@ class Installer:
             answers = venv_answers(
                 Path(current.extra["python"]),
                 Path(current.content) / "server" / "airgap_server.py",
-                Path(current.content) / record["model"]["file"],
+                Path(current.content) / _model_file(record),
                 Path(current.content) / "model" / "golden.json",
             )
         else:
@@ -1251,7 +1300,7 @@ class Installer:
         return venv_answers(
             Path(previous.extra["python"]),
             content / "server" / "airgap_server.py",
-            content / record["model"]["file"],
+            content / _model_file(record),
             content / "model" / "golden.json",
         )
 

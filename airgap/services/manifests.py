@@ -44,7 +44,7 @@ def target_kubernetes_version(project: Project, profile: Profile | None) -> tupl
 
 
 def _normalize_version(text: str) -> str:
-    m = re.match(r"^v?(\d+)\.(\d+)", text)
+    m = re.match(r"^v?([0-9]+)\.([0-9]+)", text)
     if not m:
         raise InvalidInputError(f"{text!r} is not a Kubernetes version")
     return f"{m.group(1)}.{m.group(2)}.0"

@@ -171,7 +171,7 @@ def _expiry(now: dt.datetime, expires: str | None) -> str | None:
     """
     if not expires:
         return None
-    m = re.match(r"^(\d{1,5})d$", expires)
+    m = re.match(r"^([0-9]{1,5})d$", expires)
     if m:
         when = now + dt.timedelta(days=int(m.group(1)))
     else:

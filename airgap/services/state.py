@@ -81,3 +81,31 @@ class State:
                 hint="restore it from a backup of the state directory",
             )
         return {k: str(v.get("highest_version")) for k, v in names.items() if isinstance(v, dict)}
+
+    def installed_manifests(self) -> dict[str, dict[str, str]]:
+        """Every manifest hash installed under each name, with its version: a bundle with the same
+        version as one of these but other content is not the same bundle."""
+        path = self.directory / "installed.json"
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            raise EnvironmentFailure(f"the state file {path} is unreadable: {exc}") from None
+        names = data.get("names") if isinstance(data, dict) else None
+        out: dict[str, dict[str, str]] = {}
+        for name, entry in (names if isinstance(names, dict) else {}).items():
+            if not isinstance(entry, dict):
+                continue
+            known = out.setdefault(name, {})
+            recorded = entry.get("manifests")
+            if isinstance(recorded, dict):
+                known.update({str(k): str(v) for k, v in recorded.items()})
+            targets = entry.get("targets")
+            for slot in targets.values() if isinstance(targets, dict) else []:
+                for receipt in (
+                    (slot.get(k) for k in ("current", "previous")) if isinstance(slot, dict) else []
+                ):
+                    if isinstance(receipt, dict) and "manifest_sha256" in receipt:
+                        known[str(receipt["manifest_sha256"])] = str(receipt.get("version"))
+        return out

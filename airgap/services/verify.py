@@ -15,6 +15,7 @@ import binascii
 import datetime as dt
 import hashlib
 import os
+import re
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
@@ -35,8 +36,10 @@ from airgap.adapters.archive import (
 )
 from airgap.core import versions
 from airgap.core.bundle_format import (
+    BUILD_RECORD,
     MANIFEST,
     MANIFEST_SIG,
+    MAX_BUILD_RECORD,
     MAX_MANIFEST,
     MAX_SIG,
     MAX_ZSTD_WINDOW,
@@ -46,6 +49,7 @@ from airgap.core.bundle_format import (
     SUMS_SIG,
     FileEntry,
     Manifest,
+    check_build_record,
     render_sums,
 )
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
@@ -64,6 +68,7 @@ class VerifyOptions:
     allow_downgrade: bool = False
     allow_expired: bool = False
     installed_versions: dict[str, str] = field(default_factory=dict)
+    installed_manifests: dict[str, dict[str, str]] = field(default_factory=dict)  # name: {sha: version}
     keep: Callable[[str, int], bool] = field(default=lambda path, size: False)  # members to hand back
     keep_limit: int = 32 << 20
     now: dt.datetime | None = None
@@ -147,11 +152,16 @@ def verify_bundle(
             stream: BinaryIO = ConcatenatedParts(paths, sizes)  # type: ignore[assignment]
             total = sum(s for _, s, _ in sizes)
         else:
-            stream = stack.enter_context(open_regular(paths[0], "a bundle"))
+            # Unbuffered, and closed by the timed reader only once no read of it is pending: a
+            # read stalled on dead media must not turn into a hang when the stream is closed.
+            stream = open_regular(paths[0], "a bundle", buffered=options.read_timeout is None)
+            if options.read_timeout is None:
+                stack.callback(stream.close)
             total = os.fstat(stream.fileno()).st_size
         obs.begin("verify", total, BYTES)
         if options.read_timeout is not None:
-            timed = TimedReader(stream, options.read_timeout, str(path))
+            owns = not isinstance(stream, ConcatenatedParts)
+            timed = TimedReader(stream, options.read_timeout, str(path), owns=owns)
             stack.callback(timed.close)
             result = _verify_stream(timed, options, obs, notes)  # type: ignore[arg-type]
         else:
@@ -204,10 +214,19 @@ def _verify_stream(
     #    From here on every byte of the archive is determined: the headers of the members read so
     #    far must be exactly the ones the manifest determines.
     manifest = Manifest.from_json(manifest_bytes)
+    if manifest.to_bytes() != manifest_bytes:
+        # One spelling only: a signed manifest that other readers could read differently
+        # (indented, a BOM, UTF-16, reordered keys, fields restating defaults) is invalid input.
+        raise InvalidInputError(
+            "the signed manifest is not in the canonical form the packer writes "
+            "(sorted keys, no spaces, UTF-8, one trailing newline)",
+            hint="the publisher's tooling wrote an invalid bundle; refuse it and ask for a new one",
+        )
     if manifest.key_id != key_id:
         raise IntegrityError(
             f"the manifest names signer {manifest.key_id[:16]} but was signed by {key_id[:16]}"
         )
+    _check_blob_names(manifest)
     manifest_sha = hashlib.sha256(manifest_bytes).hexdigest()
     mtime = mtime_of(manifest.created)
     _canonical_signature(manifest_sig, MANIFEST_SIG)
@@ -258,7 +277,10 @@ def _verify_stream(
             raise IntegrityError(f"{member.name} is {member.size} bytes; the manifest says {entry.size}")
         _exact_header(member, entry.size, mtime)
         size = entry.content_size if entry.content_size is not None else entry.size
-        keep = options.keep(entry.content_path, size) and size <= options.keep_limit
+        record = entry.content_path == BUILD_RECORD
+        if record and size > MAX_BUILD_RECORD:
+            raise InvalidInputError(f"the signed build.json is {size} bytes, over {MAX_BUILD_RECORD}")
+        keep = record or (options.keep(entry.content_path, size) and size <= options.keep_limit)
         h = hashlib.sha256()
         buf = bytearray() if keep and not entry.compression else None
         frame = _ZstdMember(entry, keep) if entry.compression else None
@@ -286,6 +308,9 @@ def _verify_stream(
         raise IntegrityError(
             f"{missing[0]} is listed in the manifest but missing from the bundle ({len(missing)} missing)"
         )
+    # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
+    if BUILD_RECORD in kept:
+        check_build_record(kept[BUILD_RECORD])
     # 7. Not expired, unless --allow-expired.
     now = options.now or dt.datetime.now(dt.timezone.utc)
     expires = manifest.expires_at
@@ -314,9 +339,55 @@ def _verify_stream(
         notes.append(
             f"UNSAFE: accepted {manifest.version}, older than installed {previous} (--allow-downgrade)"
         )
+    # 8b. The same version (by precedence) as one installed here must be the same bundle: a
+    #     rebuild under an old version number, or 1.0.0+build.1 after 1.0.0+build.2, is not.
+    known = options.installed_manifests.get(manifest.name, {})
+    same = sorted(
+        v for sha, v in known.items() if sha != manifest_sha and _same_precedence(v, manifest.version)
+    )
+    if same and manifest_sha not in known:
+        if not options.allow_downgrade:
+            raise IntegrityError(
+                f"same version, different content: {manifest.name} {manifest.version} has the "
+                f"precedence of installed {same[-1]} but another manifest "
+                f"(sha256 {manifest_sha[:16]}…)",
+                hint="publish a new version (or --allow-downgrade, if the site has decided to replace it)",
+            )
+        notes.append(
+            f"UNSAFE: accepted {manifest.version}, other content than installed {same[-1]} "
+            "(--allow-downgrade)"
+        )
     for note in notes:
         warnings.warn(note, UnsafeOptionWarning, stacklevel=2)
     return manifest, manifest_sha, key_id, kept
+
+
+def _check_blob_names(manifest: Manifest) -> None:
+    """A content-addressed blob is named by the hash of its content, and every blob an image
+    names is in the bundle. The install side shares one blob store between bundles and reuses a
+    blob by name, so a blob whose name is not its hash would poison it for every later bundle.
+    Step 5 then proves each member's content is the hash the manifest gives, hence its name."""
+    present: set[str] = set()
+    for entry in manifest.files:
+        head, sep, name = entry.content_path.rpartition("/blobs/sha256/")
+        if not sep and entry.content_path.startswith("blobs/sha256/"):
+            head, name = "", entry.content_path[len("blobs/sha256/") :]
+        elif not sep:
+            continue
+        digest = entry.content_sha256 if entry.compression else entry.sha256
+        if name != digest:
+            raise IntegrityError(
+                f"{entry.path} is a content-addressed blob whose content hashes to "
+                f"{str(digest)[:16]}…, not to its name",
+                hint="a blob named for other content would poison the shared blob store; refuse this bundle",
+            )
+        present.add(f"{head}/{name}" if head else name)
+    for image in manifest.images:
+        for digest in (image.manifest_digest, image.config_digest, *(d for d, _ in image.layers)):
+            if f"{image.layout}/{digest.split(':', 1)[1]}" not in present:
+                raise IntegrityError(
+                    f"image {image.name} names blob {digest[:23]}… that is not in the bundle"
+                )
 
 
 def _exact_header(member: Member, size: int, mtime: int) -> None:
@@ -356,15 +427,15 @@ def _next_named(reader: TarReader, name: str, not_a_bundle: bool = False) -> Mem
     return member
 
 
-def _claimed_key_id(manifest_bytes: bytes) -> str | None:
-    import json
+_CLAIMED_KEY_ID = re.compile(rb'"signer":\{"algorithm":"[a-z0-9-]{1,32}","key_id":"([0-9a-f]{64})"\}')
 
-    try:
-        data = json.loads(manifest_bytes)
-        kid = data["signer"]["key_id"]
-        return kid if isinstance(kid, str) and len(kid) == 64 else None
-    except (ValueError, KeyError, TypeError):
-        return None
+
+def _claimed_key_id(manifest_bytes: bytes) -> str | None:
+    """The key id an unverified manifest claims, found without parsing it: the bytes are not
+    trusted yet, so they are neither JSON-decoded (a crafted 4 MiB document costs far more than
+    4 MiB to decode) nor shown unless they are exactly 64 hex digits."""
+    m = _CLAIMED_KEY_ID.search(manifest_bytes)
+    return m.group(1).decode("ascii") if m else None
 
 
 class _Sink:
@@ -442,6 +513,13 @@ class _ZstdMember:
                 f"({self.sink.size} bytes, sha256 {self.sink.hash.hexdigest()[:16]}…)"
             )
         return bytes(self.sink.data) if self.sink.data is not None else None
+
+
+def _same_precedence(recorded: str, candidate: str) -> bool:
+    try:
+        return versions.compare(recorded, candidate) == 0
+    except versions.InvalidVersion:
+        return False
 
 
 def _older(candidate: str, installed: str) -> bool:

@@ -24,10 +24,10 @@ from airgap.errors import InvalidInputError
 SEVERITIES = ("high", "medium", "low")
 SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 RULE_ID = re.compile(r"^AG-[A-Z0-9]+(-[A-Z0-9]+)*$")
-GROUP_ID = re.compile(r"^V-\d{5,6}$")
+GROUP_ID = re.compile(r"^V-[0-9]{5,6}$")
 STIG_ID = re.compile(r"^[A-Z0-9]+(-[A-Z0-9]+)+$")
-NIST_CONTROL = re.compile(r"^[A-Z]{2}-\d{1,2}(\(\d{1,2}\))?$")
-CCI = re.compile(r"^CCI-\d{6}$")
+NIST_CONTROL = re.compile(r"^[A-Z]{2}-[0-9]{1,2}(\([0-9]{1,2}\))?$")
+CCI = re.compile(r"^CCI-[0-9]{6}$")
 BENCHMARK_ID = re.compile(r"^[a-z][a-z0-9_]*$")
 
 

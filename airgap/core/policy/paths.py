@@ -32,7 +32,7 @@ Token = Union[str, int, _Wildcard]
 PathTokens = tuple[Token, ...]
 
 _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
-_BRACKET = re.compile(r'\[(\*|\d+|"((?:[^"\\]|\\.)*)")\]')
+_BRACKET = re.compile(r'\[(\*|[0-9]+|"((?:[^"\\]|\\.)*)")\]')
 
 
 def is_wildcard(token: Token) -> bool:
