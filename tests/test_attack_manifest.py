@@ -1081,3 +1081,13 @@ def test_poisoned_config_in_the_store_is_not_handed_to_the_engine(tmp_path: Path
         next(docker_archive_stream(image, "demo:1.0.0"))
     (blobs / GOOD_DIGEST).write_bytes(GOOD_CONFIG)
     assert GOOD_CONFIG in next(docker_archive_stream(image, "demo:1.0.0"))
+
+
+def test_build_record_with_a_digest_pinned_manifest_image_is_valid() -> None:
+    """What `airgap bundle` writes (the manifests' image pinned by digest) passes the check."""
+    from airgap.core.bundle_format import check_build_record
+
+    image = "airgap/tabular-classifier@sha256:" + "2" * 64
+    check_build_record(json.dumps({"manifests": {"image": image, "namespace": "models"}}).encode())
+    with pytest.raises(InvalidInputError, match="manifests.image"):
+        check_build_record(json.dumps({"manifests": {"image": image[:-1]}}).encode())

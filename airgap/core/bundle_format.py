@@ -144,6 +144,8 @@ _RFC3339 = re.compile(
     r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]{1,9})?([Zz]|[+-][0-9]{2}:[0-9]{2})$"
 )
 _IMAGE_NAME = re.compile(r"^[a-z0-9][a-zA-Z0-9._/:+-]{0,254}$")
+# A name as the manifests use it: optionally pinned by digest.
+_IMAGE_REF = re.compile(r"^[a-z0-9][a-zA-Z0-9._/:+-]{0,254}(@sha256:[0-9a-f]{64})?$")
 _USER = re.compile(r"^[A-Za-z0-9._:-]{0,64}$")
 _RULE_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 MAX_TEXT = 256
@@ -495,7 +497,7 @@ def check_build_record(raw: bytes) -> dict[str, Any]:
     if manifests is not None:
         _build_object(manifests, "manifests")
         image = manifests.get("image")
-        if image is not None and (not isinstance(image, str) or not _IMAGE_NAME.fullmatch(image)):
+        if image is not None and (not isinstance(image, str) or not _IMAGE_REF.fullmatch(image)):
             raise _build_bad("manifests.image", f"is not an image reference: {image!r:.80}")
         namespace = manifests.get("namespace")
         if namespace is not None and (not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace)):
