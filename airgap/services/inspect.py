@@ -66,7 +66,7 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
         "tool": manifest.tool,
         "key_id": manifest.key_id,
         "target_profile_sha256": manifest.target_profile_sha256,
-        "images": list(manifest.images),
+        "images": [image.to_json() for image in manifest.images],
         "locks": dict(manifest.locks),
         "policy": dict(manifest.policy),
         "wheels": sorted(p.rsplit("/", 1)[-1] for p in paths if p.endswith(".whl")),
