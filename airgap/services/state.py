@@ -17,6 +17,8 @@ from typing import Any
 from airgap.adapters.keys import TrustStore
 from airgap.errors import EnvironmentFailure
 
+_MISSING = object()  # installed.json does not exist yet: nothing was installed here
+
 
 def default_state_dir() -> Path:
     if os.environ.get("AIRGAP_STATE_DIR"):
@@ -65,16 +67,22 @@ class State:
                 hint="choose a writable --state-dir",
             ) from None
 
-    def installed_versions(self) -> dict[str, str]:
-        """The newest version ever installed under each name: what rollback protection compares to."""
-        path = self.directory / "installed.json"
+    def _installed_names(self, path: Path) -> Any:
+        """The ``names`` object of installed.json as stored (unchecked), or ``_MISSING`` if none yet."""
         try:
             data = json.loads(path.read_text())
         except FileNotFoundError:
-            return {}
+            return _MISSING
         except (OSError, ValueError) as exc:
             raise EnvironmentFailure(f"the state file {path} is unreadable: {exc}") from None
-        names = data.get("names") if isinstance(data, dict) else None
+        return data.get("names") if isinstance(data, dict) else None
+
+    def installed_versions(self) -> dict[str, str]:
+        """The newest version ever installed under each name: what rollback protection compares to."""
+        path = self.directory / "installed.json"
+        names = self._installed_names(path)
+        if names is _MISSING:
+            return {}
         if not isinstance(names, dict):
             raise EnvironmentFailure(
                 f"the state file {path} is not airgap's (no names object)",
@@ -86,13 +94,9 @@ class State:
         """Every manifest hash installed under each name, with its version: a bundle with the same
         version as one of these but other content is not the same bundle."""
         path = self.directory / "installed.json"
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError:
+        names = self._installed_names(path)
+        if names is _MISSING:
             return {}
-        except (OSError, ValueError) as exc:
-            raise EnvironmentFailure(f"the state file {path} is unreadable: {exc}") from None
-        names = data.get("names") if isinstance(data, dict) else None
         out: dict[str, dict[str, str]] = {}
         for name, entry in (names if isinstance(names, dict) else {}).items():
             if not isinstance(entry, dict):
