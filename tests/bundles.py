@@ -63,6 +63,14 @@ def synthetic_staging(root: Path, version: str = "1.0.0") -> Path:
     return st
 
 
+def pass_policy(staging: Path) -> None:
+    """Leaves a passing policy evaluation, as `airgap bundle` does: `pack` signs nothing without one."""
+    (staging / "compliance").mkdir(exist_ok=True)
+    (staging / "compliance" / "results.json").write_text(
+        json.dumps({"failed": False, "fail_on": "high", "summary": {}, "blocking": []})
+    )
+
+
 def pack_demo(root: Path, key: Any, version: str = "1.0.0", **kw: Any) -> PackResult:
     st = (
         synthetic_staging(root / "staging", version)

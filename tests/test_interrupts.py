@@ -23,7 +23,7 @@ from typing import Any
 import pexpect
 import pytest
 
-from tests.bundles import make_key, synthetic_staging
+from tests.bundles import make_key, pass_policy, synthetic_staging
 from tests.conftest import EPOCH, PASSPHRASE, ROOT, message_lines, run_airgap
 from tests.tty import run_tty
 
@@ -241,6 +241,7 @@ def test_signal_during_pack_exits_128_plus_n_and_writes_no_bundle(sig_name: str,
     (staging / "build.json").write_text(
         f'{{"name": "demo", "version": "1.0.0", "source_date_epoch": {EPOCH}}}'
     )
+    pass_policy(staging)
     make_key(tmp_path, "k")
     out = tmp_path / "out"
     code, _, err = run_until(

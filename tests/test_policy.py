@@ -45,7 +45,6 @@ DIGEST = "sha256:" + "b" * 64
 K8S_SELECTORS = {"objects", "pod_specs", "containers", "namespaces"}
 
 
-
 def srg(group_id: str) -> tuple[str, str, str | None]:
     """A Container Platform SRG reference as the catalog resolves it (with DISA's SRG id)."""
     return ("container_platform_srg", group_id, DISA["container_platform_srg"][group_id]["rule_version"])

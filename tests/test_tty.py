@@ -22,7 +22,7 @@ import pytest
 import typer.main
 
 from airgap.cli import app
-from tests.bundles import synthetic_staging
+from tests.bundles import pass_policy, synthetic_staging
 from tests.conftest import EPOCH, PASSPHRASE, ROOT, run_airgap
 from tests.tty import Screen, run_tty, strip_ansi
 
@@ -196,11 +196,7 @@ def staging(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (st / "build.json").write_text(
         json.dumps({"name": "demo", "version": "1.0.0", "source_date_epoch": int(EPOCH)})
     )
-    # A passing policy evaluation, as `airgap bundle` leaves one: `pack` signs nothing without it.
-    (st / "compliance").mkdir()
-    (st / "compliance" / "results.json").write_text(
-        json.dumps({"failed": False, "fail_on": "high", "summary": {}, "blocking": []})
-    )
+    pass_policy(st)
     return st
 
 
