@@ -13,4 +13,4 @@ ruff check airgap tests benchmarks
 echo "== mypy"
 mypy
 echo "== pytest"
-pytest "$@"
+pytest --durations=25 "$@"
