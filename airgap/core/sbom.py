@@ -283,7 +283,9 @@ def _document(bom: Bom) -> str:
 
 
 def build_sbom(inputs: SbomInputs) -> bytes:
-    """The CycloneDX 1.6 JSON document for a bundle."""
+    """The CycloneDX 1.6 JSON document for a bundle, byte-identical for identical inputs (fixed refs, the
+    timestamp passed in, a content-derived serial number), so a rebuilt bundle can be compared byte for
+    byte. A naive timestamp is refused rather than guessed to be UTC."""
     if inputs.timestamp.tzinfo is None:
         raise InvalidInputError("the SBOM timestamp must be timezone-aware (UTC)")
     bundle = Component(
@@ -414,7 +416,7 @@ def build_sbom(inputs: SbomInputs) -> bytes:
 
 
 def summarize(document: Mapping[str, object]) -> dict[str, object]:
-    """``{"present", "spec_version", "components"}``: the SBOM facts the policy engine sees."""
+    """``{"present", "spec_version", "components", "format"}``: the SBOM facts the policy engine sees."""
     components = document.get("components")
     return {
         "present": True,
