@@ -179,8 +179,8 @@ def render_markdown(
     evaluation: Evaluation, ctx: ChecklistContext, benchmarks: Sequence[Benchmark] = ()
 ) -> bytes:
     """checklist.md: the verdict at ``--fail-on`` first, then counts, then rules grouped open, waived, not
-    reviewed, passed, not applicable (highest severity first), with the fix shown wherever someone still
-    has to act."""
+    reviewed, passed, not applicable (highest severity first), with the fix shown for open, unreviewed and
+    waived rules: the ones a person still has to act on or answer for."""
     by_id = {b.id: b for b in benchmarks}
     counts = evaluation.counts()
     blocking = evaluation.blocking(ctx.fail_on)

@@ -202,8 +202,8 @@ class Libc:
 
 
 def parse_libc_version(text: str) -> tuple[int, int] | None:
-    """``(major, minor)`` from a libc version string such as ``2.28`` or ``1.2.4-r0``, or None when it has no
-    minor part to compare."""
+    """``(major, minor)`` from a libc version string such as ``2.28`` or ``1.2.4-r0``, or None when it does
+    not start with a numeric major and minor, so an unreadable version is never compared as a guess."""
     parts = text.split(".")
     try:
         return (int(parts[0]), int(parts[1].split("-")[0]))
@@ -240,9 +240,9 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: object, origin: str = "profile") -> Profile:
-        """Validates a decoded profile: the schema must match, every field downstream code reads is
-        type-checked, and interpreters the collector could not run are kept aside in ``broken_pythons``
-        rather than failing the whole profile."""
+        """Validates a decoded profile: the schema must match, every field this model types is checked,
+        and interpreters the collector could not run are kept aside in ``broken_pythons`` rather than
+        failing the whole profile. Untyped sections stay in ``raw`` for ``section``."""
         r = _Reader(data, "profile")
         schema = r.data.get("schema")
         if schema != SCHEMA:
