@@ -29,8 +29,12 @@ def _data_root(name: str) -> Path:
 
 
 def templates_dir() -> Path:
+    """The shipped ``bundle_templates/`` (Dockerfile, model server, install.sh, Kubernetes manifests); a
+    missing one is an environment failure naming every place looked, not a crash mid-bundle."""
     return _data_root("bundle_templates")
 
 
 def policies_dir() -> Path:
+    """The shipped ``policies/`` rule files; a missing directory is an environment failure naming every place
+    looked, so a check never silently runs with no rules."""
     return _data_root("policies")

@@ -128,6 +128,8 @@ class ConsoleObserver:
 
     # ------------------------------------------------------------------ the Observer port
     def begin(self, task: str, total: float | None = None, unit: str = "") -> None:
+        """Starts a task, indented under those still running; beginning a task that is still running replaces
+        it rather than showing it twice."""
         if task in self.running:
             self._forget(task)
         run = _Running(time.monotonic(), len(self.running), total, unit)
@@ -142,6 +144,8 @@ class ConsoleObserver:
             self._line(f"{'  ' * run.depth}{task}{size} ...")
 
     def advance(self, task: str, amount: float = 1, detail: str = "") -> None:
+        """Adds ``amount`` to a running task; a report for a task not begun, or already ended, is ignored
+        rather than allowed to fail the command."""
         run = self.running.get(task)
         if run is None:
             return
@@ -152,6 +156,8 @@ class ConsoleObserver:
             self.progress.update(run.task_id, advance=amount, description=self._label(task, run))
 
     def end(self, task: str) -> None:
+        """Closes a task with one line saying done, failed or interrupted, read from the exception being
+        handled (services call this from ``finally``); ending an unknown task does nothing."""
         run = self.running.pop(task, None)
         if run is None:
             return

@@ -61,6 +61,8 @@ _REFUSED = {
 # --------------------------------------------------------------------------------------- writing
 @dataclass
 class PartInfo:
+    """One file the packer wrote (archive or media part), as the signed parts index lists it."""
+
     name: str
     size: int
     sha256: str
@@ -68,10 +70,8 @@ class PartInfo:
 
 class PartSink:
     """A byte sink that writes one file, or consecutive parts of at most ``part_size`` bytes.
-
     Everything is written to hidden temporary names and renamed into place by ``commit``, so a
-    failed pack leaves nothing that looks like a bundle.
-    """
+    failed pack leaves nothing that looks like a bundle."""
 
     def __init__(self, directory: Path, base_name: str, part_size: int | None) -> None:
         self.directory = directory
@@ -109,6 +109,7 @@ class PartSink:
         self.parts.append(PartInfo(final.name, self._written, self._hash.hexdigest()))
 
     def write(self, data: bytes | memoryview) -> None:
+        """Appends bytes, cutting parts at exactly ``part_size``; a failed write is an environment failure."""
         view = memoryview(data)
         while view:
             if self.part_size is not None and self._written == self.part_size:
@@ -129,12 +130,14 @@ class PartSink:
             view = view[room:]
 
     def commit(self) -> list[PartInfo]:
+        """Moves the finished temporary files into place: the bundle appears only once it is all on disk."""
         self._close_current()
         for tmp, final in self._tmp:
             os.replace(tmp, final)
         return self.parts
 
     def abort(self) -> None:
+        """Removes every temporary file, so a failed or interrupted pack leaves nothing behind."""
         if self._fh is not None:
             self._fh.close()
         for tmp, _ in self._tmp:
@@ -153,11 +156,13 @@ class TarWriter:
         return member_header(f"{self.root}/{path}", size, self.epoch)
 
     def add_bytes(self, path: str, data: bytes) -> None:
+        """One member: the header the verifier regenerates, ``data``, then zeros to the block."""
         self.sink.write(self._header(path, len(data)))
         self.sink.write(data)
         self.sink.write(zero_padding(len(data)))
 
     def close(self) -> None:
+        """Ends the archive with exactly the zero blocks and record padding the reader requires."""
         self.sink.write(b"\0" * end_of_archive_length(self.sink.total))
 
 
@@ -538,11 +543,9 @@ class TimedReader:
 
 
 class ConcatenatedParts:
-    """Reads parts one after another as one stream, hashing each part as it goes.
-
-    When a part ends, its digest is compared with the signed index at once, so a bad copy is named
-    by the part that carries it, before anything after it is read.
-    """
+    """Reads parts one after another as one stream, hashing each part as it goes. When a part
+    ends, its digest is compared with the signed index at once, so a bad copy is named by the part
+    that carries it, before anything after it is read."""
 
     def __init__(self, paths: list[Path], expected: list[tuple[str, int, str]]) -> None:
         self.paths = paths
@@ -578,6 +581,7 @@ class ConcatenatedParts:
             self.read_in_part = 0
 
     def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes across parts; leaving a part checks its size and digest against the index."""
         out = bytearray()
         while len(out) < n and self.fh is not None:
             data = self.fh.read(n - len(out))

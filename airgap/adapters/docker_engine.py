@@ -30,6 +30,8 @@ _CACHE_HIT = re.compile(r"^\s*---> Using cache\s*$")
 
 @dataclass(frozen=True)
 class Mount:
+    """A host path bound into a build-step container; read-only unless the step writes its output there."""
+
     source: Path
     target: str
     read_only: bool = True
@@ -37,6 +39,9 @@ class Mount:
 
 @dataclass(frozen=True)
 class RunResult:
+    """What a finished container left: its exit code, and stdout and stderr kept apart so output read as data
+    never mixes with diagnostics."""
+
     exit_code: int
     stdout: bytes
     stderr: bytes
@@ -66,6 +71,8 @@ def registry_of(ref: str) -> str:
 
 
 def repository_of(ref: str) -> str:
+    """``ref`` without its tag or digest: the name ``RepoDigests`` entries are matched against. A registry
+    port (``host:5000/x``) is not mistaken for a tag."""
     name = ref.split("@", 1)[0]
     last = name.rsplit("/", 1)[-1]
     if ":" in last:
@@ -101,6 +108,8 @@ class DockerEngine(ImageRunner):
             self.client.ping()
 
     def describe_image(self, ref: str) -> Mapping[str, Any]:
+        """The image's id and registry digests, pulling it only if the local engine lacks it, so the probe
+        records exactly which image it described."""
         with _engine_errors(f"looking up image {ref}"):
             try:
                 image = self.client.images.get(ref)
@@ -119,6 +128,8 @@ class DockerEngine(ImageRunner):
             ) from None
 
     def run_isolated(self, ref: str, argv: Sequence[str], timeout: float) -> bytes:
+        """Runs ``argv`` in ``ref`` with no network, a read-only root and no capabilities, and returns its
+        stdout; a non-zero exit is an environment failure quoting the last line of stderr."""
         res = self.run(RunSpec(image=ref, argv=argv, timeout=timeout))
         if res.exit_code != 0:
             last = (res.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
@@ -152,10 +163,14 @@ class DockerEngine(ImageRunner):
             return str(digests[0])
 
     def image_id(self, ref: str) -> str:
+        """The local id (``sha256:`` of the config) of ``ref``; an image the engine lacks is invalid input,
+        never pulled."""
         with _engine_errors(f"inspecting {ref}"):
             return str(self.client.images.get(ref).id)
 
     def inspect_image(self, ref: str) -> dict[str, Any]:
+        """The engine's whole inspect record of a local image (architecture, config, user), for checks the SDK
+        does not type."""
         with _engine_errors(f"inspecting {ref}"):
             return dict(self.client.images.get(ref).attrs)
 
@@ -264,6 +279,7 @@ class DockerEngine(ImageRunner):
                     on_bytes(len(chunk))
 
     def remove_image(self, ref: str) -> None:
+        """Removes ``ref`` by force (every tag of it goes); an image already gone is not an error."""
         with _engine_errors(f"removing {ref}"), contextlib.suppress(docker.errors.ImageNotFound):
             self.client.images.remove(ref, force=True)
 

@@ -64,6 +64,8 @@ def atomic_writer(path: Path, mode: int = 0o644) -> Iterator[BinaryIO]:
 
 
 def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Writes ``data`` to ``path`` atomically (temp file in the same directory, fsync, rename): a reader or a
+    crash sees the old file or the new one, never half of either."""
     with atomic_writer(path, mode) as fh:
         fh.write(data)
 

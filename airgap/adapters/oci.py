@@ -36,6 +36,8 @@ GZIP_LEVEL = 6
 
 
 def canonical(value: object) -> bytes:
+    """The one JSON serialization of configs, manifests and indexes (sorted keys, no spaces), so the same
+    image always gets the same digests."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
@@ -84,6 +86,8 @@ class OciImage:
 
     @property
     def blobs(self) -> list[str]:
+        """Every blob digest the image needs (manifest, config, layers): what must be copied, kept or checked
+        for it."""
         return [self.manifest_digest, self.config_digest, *(d for d, _ in self.layers)]
 
 
@@ -246,6 +250,8 @@ def read_layout(layout: Path) -> OciImage:
 
 
 def blob_path(layout: Path, digest: str) -> Path:
+    """The blob file a digest names, refusing anything but ``sha256:`` and 64 lowercase hex digits, so a
+    digest read from a manifest cannot point outside the blob store."""
     algo, _, hexd = digest.partition(":")
     if algo != "sha256" or len(hexd) != 64 or not all(c in "0123456789abcdef" for c in hexd):
         raise IntegrityError(f"{digest!r} is not a sha256 digest")

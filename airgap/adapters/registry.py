@@ -38,6 +38,8 @@ def _docker_config_auth(registry: str) -> tuple[str, str] | None:
 
 
 def credentials(registry: str) -> tuple[str, str] | None:
+    """Registry credentials from the environment first, then the docker config; never from the command line,
+    where other users of the host could read them in the process list."""
     user = os.environ.get("AIRGAP_REGISTRY_USERNAME")
     password = os.environ.get("AIRGAP_REGISTRY_PASSWORD")
     if user and password:
@@ -102,9 +104,13 @@ class Registry:
             )
 
     def has_blob(self, repo: str, digest: str) -> bool:
+        """Whether the repository already holds the blob, so a push skips layers the registry has (a 401
+        without credentials counts as no)."""
         return self._request("HEAD", f"{self.base}/v2/{repo}/blobs/{digest}").status_code == 200
 
     def push_blob(self, repo: str, digest: str, path: Path) -> None:
+        """Uploads one blob in a single PUT with its digest in the URL, so the registry itself checks the
+        bytes against the digest the bundle signed; a blob it already has is skipped."""
         if self.has_blob(repo, digest):
             return
         start = self._request("POST", f"{self.base}/v2/{repo}/blobs/uploads/")

@@ -43,6 +43,10 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
 
 @dataclass(frozen=True)
 class ContainerSpec:
+    """What the install service asks a runtime to run: the container name, the image, the port it serves on,
+    and the limits that stop a misbehaving model from starving the host. The hardening itself is not a
+    choice and so is not a field."""
+
     name: str
     image: str  # an image id or tag
     port: int
@@ -53,6 +57,9 @@ class ContainerSpec:
 
 
 class Runtime(abc.ABC):
+    """The port every install target that runs containers drives, so the install service is written once for
+    Docker and Podman; each implementation turns its own failures into ``EnvironmentFailure``."""
+
     name: str
 
     @abc.abstractmethod
@@ -60,30 +67,41 @@ class Runtime(abc.ABC):
         """Loads a docker-archive stream; returns the image id (its config digest)."""
 
     @abc.abstractmethod
-    def has_image(self, image_id: str) -> bool: ...
+    def has_image(self, image_id: str) -> bool:
+        """Whether an image with this id is already loaded, so an image another install loaded is tagged
+        instead of loaded again."""
 
     @abc.abstractmethod
     def tag(self, image_id: str, tag: str) -> None:
         """Names an image already loaded (another install may have loaded it under another name)."""
 
     @abc.abstractmethod
-    def remove_image(self, image_id: str) -> None: ...
+    def remove_image(self, image_id: str) -> None:
+        """Removes an image by id, by force; one already gone is not an error. The caller must know no other
+        install uses it: force drops every tag (and Podman's also removes containers using it)."""
 
     @abc.abstractmethod
     def images(self) -> set[str]:
         """Every image id the runtime holds (to prove a refused bundle loaded nothing)."""
 
     @abc.abstractmethod
-    def create(self, spec: ContainerSpec) -> None: ...
+    def create(self, spec: ContainerSpec) -> None:
+        """Creates (not starts) a hardened container from ``spec``, so the old version keeps serving until the
+        new one can start."""
 
     @abc.abstractmethod
-    def start(self, name: str) -> None: ...
+    def start(self, name: str) -> None:
+        """Starts a container made by ``create``; it serves once its port answers, not when this returns."""
 
     @abc.abstractmethod
-    def stop(self, name: str) -> None: ...
+    def stop(self, name: str) -> None:
+        """Stops a container with a short grace period; a missing container is not an error, so undo can
+        always run."""
 
     @abc.abstractmethod
-    def remove(self, name: str) -> None: ...
+    def remove(self, name: str) -> None:
+        """Removes a container, running or not; a missing one is not an error, so leftovers of an undone run
+        can be cleared blindly."""
 
     @abc.abstractmethod
     def state(self, name: str) -> str | None:
@@ -98,11 +116,14 @@ class Runtime(abc.ABC):
         """The container's labels; empty when there is no such container."""
 
     @abc.abstractmethod
-    def logs(self, name: str) -> str: ...
+    def logs(self, name: str) -> str:
+        """The tail of the container's log, for the error message when the model server does not come up."""
 
 
 # ----------------------------------------------------------------------------------------- docker
 class DockerRuntime(Runtime):
+    """Docker through the SDK: the engine at ``base_url``, or DOCKER_HOST or the default socket."""
+
     name = "docker"
 
     def __init__(self, base_url: str | None = None) -> None:
@@ -128,6 +149,8 @@ class DockerRuntime(Runtime):
             ) from None
 
     def load(self, archive: Iterable[bytes], tag: str) -> str:
+        """Loads the single image of a docker-archive stream and tags it; more than one image from one bundle
+        image is refused."""
         with self._wrap("loading the image"):
             loaded = self.client.images.load(archive)
             if len(loaded) != 1:
@@ -136,6 +159,7 @@ class DockerRuntime(Runtime):
             return str(loaded[0].id)
 
     def has_image(self, image_id: str) -> bool:
+        """Looks the id up in the engine; only "image not found" means False."""
         try:
             self.client.images.get(image_id)
             return True
@@ -143,10 +167,12 @@ class DockerRuntime(Runtime):
             return False
 
     def tag(self, image_id: str, tag: str) -> None:
+        """Tags the image ``name:version`` as given (Podman's implementation prefixes ``localhost/``)."""
         with self._wrap("tagging the image"):
             self.client.images.get(image_id).tag(*tag.rsplit(":", 1))
 
     def remove_image(self, image_id: str) -> None:
+        """Removes the image by force, ignoring one that is gone or that the engine refuses to remove."""
         with (
             self._wrap("removing an image"),
             contextlib.suppress(self._errors.ImageNotFound, self._errors.APIError),
@@ -154,10 +180,13 @@ class DockerRuntime(Runtime):
             self.client.images.remove(image_id, force=True)
 
     def images(self) -> set[str]:
+        """Every image id in the engine, intermediate ones included."""
         with self._wrap("listing images"):
             return {str(i.id) for i in self.client.images.list(all=True)}
 
     def create(self, spec: ContainerSpec) -> None:
+        """Creates the container with host networking on 127.0.0.1, a read-only root, a small tmpfs /tmp, no
+        capabilities, no-new-privileges, memory, CPU and pids limits, and the restart policy."""
         with self._wrap(f"creating {spec.name}"):
             self.client.containers.create(
                 spec.image,
@@ -183,22 +212,26 @@ class DockerRuntime(Runtime):
             return None
 
     def start(self, name: str) -> None:
+        """Starts the container; a missing one raises the SDK's NotFound, which ``_wrap`` lets through."""
         with self._wrap(f"starting {name}"):
             self.client.containers.get(name).start()
 
     def stop(self, name: str) -> None:
+        """Stops the container with 15 s grace, if it exists."""
         c = self._container(name)
         if c is not None:
             with self._wrap(f"stopping {name}"):
                 c.stop(timeout=15)
 
     def remove(self, name: str) -> None:
+        """Removes the container by force, if it exists."""
         c = self._container(name)
         if c is not None:
             with self._wrap(f"removing {name}"):
                 c.remove(force=True)
 
     def state(self, name: str) -> str | None:
+        """The container's status, refreshed from the engine, or None when there is none."""
         c = self._container(name)
         if c is None:
             return None
@@ -206,15 +239,18 @@ class DockerRuntime(Runtime):
         return str(c.status)
 
     def containers(self, labels: dict[str, str] | None = None) -> list[str]:
+        """airgap's containers (those carrying its install label), narrowed by ``labels``."""
         wanted = [LABEL, *(f"{k}={v}" for k, v in (labels or {}).items())]
         with self._wrap("listing containers"):
             return sorted(c.name for c in self.client.containers.list(all=True, filters={"label": wanted}))
 
     def labels(self, name: str) -> dict[str, str]:
+        """The container's labels, or ``{}`` when there is no such container."""
         c = self._container(name)
         return {} if c is None else dict(c.labels or {})
 
     def logs(self, name: str) -> str:
+        """The last 20 log lines, or ``""`` when there is no such container."""
         c = self._container(name)
         if c is None:
             return ""
@@ -247,6 +283,8 @@ class PodmanRuntime(Runtime):
         return proc.stdout.decode("utf-8", "replace")
 
     def load(self, archive: Iterable[bytes], tag: str) -> str:
+        """Streams the docker-archive into ``podman load`` and tags the result under ``localhost/``, as podman
+        names local images; returns the id as ``sha256:...`` so it compares with the signed config digest."""
         proc = subprocess.Popen(
             [self.exe, "load", "--quiet"],
             stdin=subprocess.PIPE,
@@ -270,19 +308,26 @@ class PodmanRuntime(Runtime):
         return "sha256:" + image_id.removeprefix("sha256:")
 
     def has_image(self, image_id: str) -> bool:
+        """``podman image exists``: any non-zero exit means False."""
         return subprocess.run([self.exe, "image", "exists", image_id.removeprefix("sha256:")]).returncode == 0
 
     def tag(self, image_id: str, tag: str) -> None:
+        """Adds ``localhost/TAG`` to an image already loaded."""
         self._run(["tag", image_id.removeprefix("sha256:"), f"localhost/{tag}"], "tagging the image")
 
     def remove_image(self, image_id: str) -> None:
+        """``podman rmi --force``: it also removes every container using the image; failures are ignored."""
         self._run(["rmi", "--force", image_id.removeprefix("sha256:")], "removing an image", check=False)
 
     def images(self) -> set[str]:
+        """Every image id podman holds, intermediate ones included, spelled ``sha256:...`` like Docker's."""
         out = self._run(["images", "--all", "--quiet", "--no-trunc"], "listing images")
         return {"sha256:" + line.strip().removeprefix("sha256:") for line in out.splitlines() if line.strip()}
 
     def create(self, spec: ContainerSpec) -> None:
+        """Creates the container with the same hardening as Docker's: host network on 127.0.0.1, read-only
+        root, small tmpfs /tmp, no capabilities, no-new-privileges, memory, CPU and pids limits, restart
+        policy."""
         labels = [a for k, v in {LABEL: "1", **spec.labels}.items() for a in ("--label", f"{k}={v}")]
         self._run(
             [
@@ -317,21 +362,26 @@ class PodmanRuntime(Runtime):
         )
 
     def start(self, name: str) -> None:
+        """Starts the container; a failure (no such container, say) is an environment failure."""
         self._run(["start", name], f"starting {name}")
 
     def stop(self, name: str) -> None:
+        """Stops the container with 15 s grace; a missing container is not an error."""
         self._run(["stop", "--time", "15", name], f"stopping {name}", check=False)
 
     def remove(self, name: str) -> None:
+        """Removes the container by force; a missing container is not an error."""
         self._run(["rm", "--force", name], f"removing {name}", check=False)
 
     def state(self, name: str) -> str | None:
+        """The container's status, or None when there is none."""
         out = self._run(
             ["container", "inspect", "--format", "{{json .State.Status}}", name], "", check=False
         ).strip()
         return json.loads(out) if out else None
 
     def containers(self, labels: dict[str, str] | None = None) -> list[str]:
+        """airgap's containers (those carrying its install label), narrowed by ``labels``."""
         filters = [
             a
             for k in [LABEL, *(f"{k}={v}" for k, v in (labels or {}).items())]
@@ -341,16 +391,21 @@ class PodmanRuntime(Runtime):
         return sorted(n for n in out.split() if n)
 
     def labels(self, name: str) -> dict[str, str]:
+        """The container's labels, or ``{}`` when there is no such container."""
         out = self._run(
             ["container", "inspect", "--format", "{{json .Config.Labels}}", name], "", check=False
         ).strip()
         return dict(json.loads(out) or {}) if out else {}
 
     def logs(self, name: str) -> str:
+        """The last 20 lines of stdout and stderr, for the error message when the model server does not come
+        up."""
         proc = subprocess.run([self.exe, "logs", "--tail", "20", name], capture_output=True, timeout=60)
         return (proc.stdout + proc.stderr).decode("utf-8", "replace")
 
     def kube_play(self, yaml_text: str, network: str) -> None:
+        """Runs Kubernetes YAML with ``podman kube play --replace``: the stand-in for a cluster where the host
+        has none, so the manifests a bundle ships are run for real."""
         self._run(
             ["kube", "play", "--replace", "--network", network, "-"],
             "kube play",
@@ -358,4 +413,6 @@ class PodmanRuntime(Runtime):
         )
 
     def kube_down(self, yaml_text: str) -> None:
+        """Tears down what ``kube_play`` of the same YAML started; failures are ignored so undo and uninstall
+        can always run it."""
         self._run(["kube", "down", "-"], "kube down", input_data=yaml_text.encode(), check=False)

@@ -44,6 +44,8 @@ PROXY_VARS = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROX
 
 
 def sha256_file(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks so a large wheel costs constant memory; what the lock and the
+    store compare."""
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
@@ -88,6 +90,8 @@ class WheelStore:
         (root / "sha256").mkdir(parents=True, exist_ok=True)
 
     def find(self, sha: str) -> Path | None:
+        """The stored file for a digest, or None. A digest directory holding anything but exactly one file is
+        treated as a miss, so a damaged entry is fetched again rather than trusted."""
         d = self.root / "sha256" / sha
         if not d.is_dir():
             return None
@@ -95,6 +99,8 @@ class WheelStore:
         return files[0] if len(files) == 1 else None
 
     def put(self, src: Path, expected: str | None = None) -> tuple[str, Path]:
+        """Admits ``src`` under its own digest (refusing it if that is not ``expected``) and returns the
+        digest and stored path; a file already stored is not copied again."""
         sha = sha256_file(src)
         if expected is not None and sha != expected:
             raise IntegrityError(f"{src.name} has sha256 {sha}, expected {expected}")
@@ -146,12 +152,16 @@ class ResolverSettings:
     source_date_epoch: int = 0
 
     def pip_args(self, ca_path: str | None) -> list[str]:
+        """pip's index and certificate options; ``ca_path`` is the bundle's path where pip will read it (in a
+        container, the mount point)."""
         args = ["--index-url", self.index_url, "--disable-pip-version-check"]
         if ca_path:
             args += ["--cert", ca_path]
         return args
 
     def proxy_env(self) -> dict[str, str]:
+        """The proxy variables set on the workstation, passed on to pip so resolving works behind a corporate
+        proxy."""
         return {k: os.environ[k] for k in PROXY_VARS if os.environ.get(k)}
 
 
@@ -359,6 +369,9 @@ sys.exit(main(sys.argv[2:]))
 
 @dataclass(frozen=True)
 class ResolvedFile:
+    """One file pip chose for the target, with the URL and the SHA-256 the index published, so it can be
+    downloaded and checked without pip."""
+
     name: str
     version: str
     url: str
@@ -373,6 +386,8 @@ class ForeignResolver:
         self.settings = settings
 
     def platform_args(self, py: PythonFacts) -> list[str]:
+        """pip's ``--platform``/``--abi``/``--python-version`` options for the target, so pip picks only files
+        that install there."""
         args: list[str] = []
         for plat in platform_tags(py):
             args += ["--platform", plat]
@@ -382,6 +397,9 @@ class ForeignResolver:
         return args
 
     def resolve(self, requirements: Sequence[str], py: PythonFacts) -> list[ResolvedFile]:
+        """Resolves ``requirements`` to wheels for ``py`` with ``pip install --dry-run --report``, its marker
+        environment swapped for the target's. Only binary wheels: an sdist would have to be built for a
+        machine we do not have. Every file must come with an index SHA-256, or it is refused."""
         if py.implementation != "cpython":
             raise InvalidInputError(f"resolving for {py.implementation} hosts is not supported; use CPython")
         with tempfile.TemporaryDirectory(prefix="airgap-foreign-") as tmp:

@@ -84,9 +84,13 @@ class FileEntry:
 
     @property
     def content_path(self) -> str:
+        """The path this file is extracted to: the stored path without ``.zst`` when the member is compressed.
+        Duplicate checks compare these, since two stored names must not land on one file."""
         return self.path[: -len(".zst")] if self.compression == "zstd" else self.path
 
     def to_json(self) -> dict[str, Any]:
+        """The entry as the signed manifest spells it; ``content`` is written only for a compressed member, so
+        its decompressed size and hash are signed too."""
         out: dict[str, Any] = {"path": self.path, "size": self.size, "sha256": self.sha256}
         if self.compression:
             out["compression"] = self.compression
@@ -95,6 +99,9 @@ class FileEntry:
 
     @classmethod
     def from_json(cls, data: object, where: str) -> FileEntry:
+        """One ``files[]`` entry, refused before any byte of the member is read if its path is unsafe, its
+        compression unknown, a compressed member has no content size and hash, or it claims to expand more
+        than ``MAX_RATIO`` times (a decompression bomb)."""
         if not isinstance(data, dict):
             raise InvalidInputError(f"manifest: {where} is not an object")
         path = check_member_path(_str(data, "path", where))
@@ -254,6 +261,7 @@ class ImageEntry:
     user: str | None = None
 
     def to_json(self) -> dict[str, Any]:
+        """The entry as the signed manifest spells it, layers as ``{digest, size}`` objects."""
         return {
             "name": self.name,
             "layout": self.layout,
@@ -265,6 +273,9 @@ class ImageEntry:
 
     @classmethod
     def from_json(cls, data: object, where: str) -> ImageEntry:
+        """One ``images[]`` entry: unknown fields, a layout path that could leave the bundle, digests that are
+        not ``sha256:`` and a user that is not a name or uid[:gid] are refused, since the name and user
+        reach the container runtime."""
         obj = _object(
             data, where, frozenset({"name", "layout", "manifest_digest", "config_digest", "layers", "user"})
         )
@@ -344,6 +355,8 @@ class Manifest:
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
+        """The manifest as a JSON value. Files are sorted by path and the format and algorithm come from the
+        constants, so the same contents always give the same signed bytes."""
         return {
             "format": FORMAT,
             "name": self.name,
@@ -361,21 +374,26 @@ class Manifest:
         }
 
     def to_bytes(self) -> bytes:
+        """The exact bytes that are signed and shipped as ``manifest.json``."""
         return canonical_json(self.to_json())
 
     def by_path(self) -> dict[str, FileEntry]:
+        """Files keyed by stored path, for looking up each member as the archive streams past."""
         return {f.path: f for f in self.files}
 
     @property
     def total_size(self) -> int:
+        """Bytes the stored files take in the archive (compressed sizes), for progress and size reports."""
         return sum(f.size for f in self.files)
 
     @property
     def created_at(self) -> dt.datetime:
+        """The creation instant as an aware datetime, so it can be compared across time zones."""
         return parse_timestamp(self.created, "created")
 
     @property
     def expires_at(self) -> dt.datetime | None:
+        """The expiry as an aware datetime, or None when the publisher set none."""
         return parse_timestamp(self.expires, "expires") if self.expires is not None else None
 
     @property
@@ -386,6 +404,11 @@ class Manifest:
 
     @classmethod
     def from_json(cls, raw: bytes) -> Manifest:
+        """Parses manifest bytes; call it only after the signature over exactly these bytes verified. It
+        refuses what a lenient reader would take: another format or signing algorithm, unknown fields, a
+        file listed twice (case-insensitively, over a control file, or as two names that extract to one
+        path), a name or version unsafe as a directory or image name, and malformed timestamps, images,
+        locks or policy."""
         try:
             data = strict_json(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -528,6 +551,8 @@ def render_sums(entries: Sequence[tuple[str, str]]) -> bytes:
 
 
 def part_name(bundle_name: str, index: int) -> str:
+    """The file name of media part ``index``, zero-padded so a shell glob (``cat NAME.part-*``) joins the
+    parts in order."""
     return f"{bundle_name}.part-{index:03d}"
 
 

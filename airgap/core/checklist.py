@@ -68,6 +68,9 @@ class ChecklistContext:
 
     @property
     def timestamp(self) -> str:
+        """The evaluation instant in the one spelling all three renderings use (UTC, whole seconds, ``Z``); a
+        naive datetime is taken as UTC rather than as local time, so output does not depend on the
+        machine's zone."""
         ts = self.evaluated_at
         if ts.tzinfo is None:
             ts = ts.replace(tzinfo=timezone.utc)
@@ -142,6 +145,8 @@ def results_document(evaluation: Evaluation, ctx: ChecklistContext) -> dict[str,
 
 
 def render_results_json(evaluation: Evaluation, ctx: ChecklistContext) -> bytes:
+    """results.json as bytes: indented, keys sorted and newline-terminated, so re-running on the same inputs
+    gives identical bytes that can be signed and diffed."""
     return (json.dumps(results_document(evaluation, ctx), indent=2, sort_keys=True) + "\n").encode()
 
 
@@ -173,6 +178,9 @@ def _refs_md(r: RuleResult, benchmarks: Mapping[str, Benchmark]) -> str:
 def render_markdown(
     evaluation: Evaluation, ctx: ChecklistContext, benchmarks: Sequence[Benchmark] = ()
 ) -> bytes:
+    """checklist.md: the verdict at ``--fail-on`` first, then counts, then rules grouped open, waived, not
+    reviewed, passed, not applicable (highest severity first), with the fix shown for open, unreviewed and
+    waived rules: the ones a person still has to act on or answer for."""
     by_id = {b.id: b for b in benchmarks}
     counts = evaluation.counts()
     blocking = evaluation.blocking(ctx.fail_on)
@@ -392,6 +400,8 @@ def cklb_document(
 
 
 def render_cklb(evaluation: Evaluation, ctx: ChecklistContext, benchmarks: Sequence[Benchmark]) -> bytes:
+    """checklist.cklb as bytes, serialized with sorted keys so the same evaluation gives the same file for the
+    assessor and the signature."""
     return (json.dumps(cklb_document(evaluation, ctx, benchmarks), indent=2, sort_keys=True) + "\n").encode()
 
 

@@ -95,6 +95,8 @@ class ElfFacts:
 
     @classmethod
     def from_dict(cls, data: object, where: str) -> ElfFacts | None:
+        """The ELF facts, or None when the collector could not read them, so manylinux checks fall back rather
+        than guess."""
         if data is None or is_unknown(data):
             return None
         r = _Reader(data, where)
@@ -131,14 +133,19 @@ class PythonFacts:
 
     @property
     def version_str(self) -> str:
+        """The version as ``X.Y.Z``, for messages and for matching interpreters by name."""
         return ".".join(map(str, self.version))
 
     @property
     def minor(self) -> tuple[int, int]:
+        """``(major, minor)``: what wheel tags and ``requires-python`` compare, ignoring the micro release."""
         return (self.version[0], self.version[1])
 
     @classmethod
     def from_dict(cls, data: object, where: str) -> PythonFacts:
+        """One ``pythons[]`` entry. Every PEP 508 marker key must be present, because a missing one would
+        silently evaluate markers against the wrong environment; optional facts the collector could not
+        read become None."""
         r = _Reader(data, where)
         version = r.data.get("version")
         if not isinstance(version, list) or len(version) != 3 or not all(isinstance(v, int) for v in version):
@@ -182,15 +189,21 @@ class PythonFacts:
 
 @dataclass(frozen=True)
 class Libc:
+    """The C library the target links against, which bounds the manylinux and musllinux tags its wheels may
+    use."""
+
     family: str  # "glibc" or "musl"
     version: tuple[int, int]
 
     @property
     def label(self) -> str:
+        """The libc as a person reads it (``glibc 2.28``), for messages and reports."""
         return f"{self.family} {self.version[0]}.{self.version[1]}"
 
 
 def parse_libc_version(text: str) -> tuple[int, int] | None:
+    """``(major, minor)`` from a libc version string such as ``2.28`` or ``1.2.4-r0``, or None when it does
+    not start with a numeric major and minor, so an unreadable version is never compared as a guess."""
     parts = text.split(".")
     try:
         return (int(parts[0]), int(parts[1].split("-")[0]))
@@ -215,6 +228,7 @@ class Profile:
 
     @classmethod
     def from_json(cls, text: str | bytes, origin: str = "profile") -> Profile:
+        """Parses profile text; bad JSON is one invalid-input error that says which file to pass instead."""
         try:
             data = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
@@ -226,6 +240,9 @@ class Profile:
 
     @classmethod
     def from_dict(cls, data: object, origin: str = "profile") -> Profile:
+        """Validates a decoded profile: the schema must match, every field this model types is checked,
+        and interpreters the collector could not run are kept aside in ``broken_pythons`` rather than
+        failing the whole profile. Untyped sections stay in ``raw`` for ``section``."""
         r = _Reader(data, "profile")
         schema = r.data.get("schema")
         if schema != SCHEMA:
@@ -303,4 +320,6 @@ class Profile:
         )
 
     def section(self, name: str) -> Any:
+        """A raw section of the profile (``None`` if absent), for the policy checks that read facts this model
+        does not type."""
         return self.raw.get(name)

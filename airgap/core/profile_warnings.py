@@ -22,6 +22,9 @@ LOW_MEMORY_BYTES = 2 * 1024**3
 
 @dataclass(frozen=True)
 class ProfileWarning:
+    """One warning for the engineer: ``code`` is stable for scripts and tests to match, ``message`` says what
+    will go wrong and what to do."""
+
     code: str
     message: str
 

@@ -73,6 +73,9 @@ class _Lines:
 
 @dataclass(frozen=True)
 class ModelSpec:
+    """The model file and the golden inputs and outputs it must reproduce, within ``rtol``/``atol``, on the
+    far side before an install counts as done."""
+
     path: str
     golden: str
     rtol: float
@@ -81,12 +84,18 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class ImageSpec:
+    """How the serving image is made: a prebuilt image pinned by digest, a Dockerfile template of the
+    project's own, or (both None) the bundled template."""
+
     prebuilt: str | None = None
     dockerfile_template: str | None = None
 
 
 @dataclass(frozen=True)
 class Serving:
+    """How the model server runs, rendered into the image: its port and threads, and the batch and
+    request-size limits that keep one oversized request from exhausting its memory."""
+
     port: int = 8080
     threads: int = 2
     max_batch: int = 64
@@ -95,12 +104,19 @@ class Serving:
 
 @dataclass(frozen=True)
 class Resources:
+    """Kubernetes resource requests and limits as quantity strings; defaults are filled in so no rendered
+    Deployment runs unbounded."""
+
     requests: Mapping[str, str]
     limits: Mapping[str, str]
 
 
 @dataclass(frozen=True)
 class KubernetesSpec:
+    """How the Kubernetes manifests are rendered: the namespace (the project name by default), replicas, the
+    version whose schemas they are checked against, optional project templates, and an optional autoscaler
+    ceiling."""
+
     namespace: str
     replicas: int = 2
     templates: str | None = None
@@ -110,12 +126,18 @@ class KubernetesSpec:
 
 @dataclass(frozen=True)
 class Waiver:
+    """A written decision to accept an open rule; the justification is required because the checklist prints
+    it as the override reason an assessor reads."""
+
     rule: str
     justification: str
 
 
 @dataclass(frozen=True)
 class PolicySpec:
+    """Which severity blocks signing (``fail_on``), the project's waivers, and extra rule directories to
+    evaluate with the shipped policies."""
+
     fail_on: str = "high"
     waivers: tuple[Waiver, ...] = ()
     paths: tuple[str, ...] = ()
@@ -141,11 +163,14 @@ class Project:
 
     @property
     def base_image_digest(self) -> str | None:
+        """The ``sha256:`` digest the base image is pinned to, or None when it is given by tag only, so a
+        caller can tell a reproducible base from a moving one."""
         m = DIGEST_REF.match(self.base_image)
         return f"sha256:{m.group('hex')}" if m else None
 
     @property
     def slug(self) -> str:
+        """``NAME-VERSION``: the one spelling of the bundle's directory and file names."""
         return f"{self.name}-{self.version}"
 
 

@@ -96,12 +96,17 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """The model file as the bundle carries it, so the SBOM names the exact bytes that serve."""
+
     path: str  # relative to the bundle, e.g. model/classifier.onnx
     sha256: str
 
 
 @dataclass(frozen=True)
 class SbomInputs:
+    """Everything the SBOM is built from, gathered by the adapter; the timestamp is passed in so the same
+    inputs give the same document."""
+
     name: str
     version: str
     timestamp: datetime
@@ -199,6 +204,8 @@ def parse_rpm_query(text: str) -> list[OsPackage]:
 
 
 def parse_os_release(text: str) -> Distro | None:
+    """The distribution an image says it is, from its ``/etc/os-release``; None when there is no ``ID``, so
+    packages are not attributed to a guessed distro."""
     values: dict[str, str] = {}
     for line in text.splitlines():
         key, sep, value = line.partition("=")
@@ -251,6 +258,8 @@ def _sha256(hexdigest: str) -> list[HashType]:
 
 
 def os_package_purl(pkg: OsPackage, distro: Distro | None) -> PackageURL:
+    """The package URL of an OS package; the namespace and ``distro`` qualifier come from the image's
+    os-release when known, and an rpm epoch moves into its own qualifier as the purl spec asks."""
     namespace = distro.id if distro else {"deb": "debian", "apk": "alpine", "rpm": "redhat"}[pkg.ecosystem]
     qualifiers = {}
     if pkg.arch:
@@ -274,7 +283,9 @@ def _document(bom: Bom) -> str:
 
 
 def build_sbom(inputs: SbomInputs) -> bytes:
-    """The CycloneDX 1.6 JSON document for a bundle."""
+    """The CycloneDX 1.6 JSON document for a bundle, byte-identical for identical inputs (fixed refs, the
+    timestamp passed in, a content-derived serial number), so a rebuilt bundle can be compared byte for
+    byte. A naive timestamp is refused rather than guessed to be UTC."""
     if inputs.timestamp.tzinfo is None:
         raise InvalidInputError("the SBOM timestamp must be timezone-aware (UTC)")
     bundle = Component(
@@ -405,7 +416,7 @@ def build_sbom(inputs: SbomInputs) -> bytes:
 
 
 def summarize(document: Mapping[str, object]) -> dict[str, object]:
-    """``{"present", "spec_version", "components"}``: the SBOM facts the policy engine sees."""
+    """``{"present", "spec_version", "components", "format"}``: the SBOM facts the policy engine sees."""
     components = document.get("components")
     return {
         "present": True,

@@ -45,15 +45,21 @@ class Mismatch:
     detail: str
 
     def line(self) -> str:
+        """The difference as one self-contained line (case, output, where and how), for the smoke test's
+        report and exit message."""
         return f"case {self.case!r}, output {self.output!r}: {self.detail}"
 
 
 @dataclass(frozen=True)
 class Tolerance:
+    """How far a computed float may drift from the recorded one and still count as the same answer: different
+    CPUs and onnxruntime builds round differently, so exact equality would fail correct installs."""
+
     rtol: float = DEFAULT_RTOL
     atol: float = DEFAULT_ATOL
 
     def limit(self, expected: float) -> float:
+        """The largest allowed |actual − expected| for one recorded value, numpy's ``allclose`` rule."""
         return self.atol + self.rtol * abs(expected)
 
 

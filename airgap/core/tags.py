@@ -44,10 +44,14 @@ def _nodot(version: Sequence[int]) -> str:
 
 
 def interpreter_short_name(py: PythonFacts) -> str:
+    """The interpreter's tag prefix (``cp``, ``pp``, ...), as packaging spells it, for the implementation the
+    target reported."""
     return INTERPRETER_SHORT_NAMES.get(py.implementation) or py.implementation
 
 
 def interpreter_version(py: PythonFacts) -> str:
+    """The target's ``XY`` version for tags; ``py_version_nodot`` is preferred when recorded because that is
+    what the target's own packaging would use."""
     nodot = py.config_vars.get("py_version_nodot")
     return str(nodot) if nodot else _nodot(py.minor)
 
@@ -149,6 +153,8 @@ def manylinux_platforms(archs: Sequence[str], glibc: tuple[int, int], elf: ElfFa
 
 
 def musllinux_platforms(archs: Sequence[str], musl: tuple[int, int]) -> list[str]:
+    """musllinux tags from the target's musl minor version down to 0, per architecture, best first, as
+    packaging orders them."""
     return [f"musllinux_{musl[0]}_{minor}_{arch}" for arch in archs for minor in range(musl[1], -1, -1)]
 
 

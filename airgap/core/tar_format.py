@@ -121,6 +121,8 @@ def padding_length(size: int) -> int:
 
 
 def zero_padding(size: int) -> bytes:
+    """The zero bytes that fill a member's data out to the next 512-byte block, as the packer writes them and
+    the reader requires them."""
     return b"\0" * padding_length(size)
 
 

@@ -65,10 +65,13 @@ class SemVer:
         return self._key() >= other._key()
 
     def same_precedence(self, other: SemVer) -> bool:
+        """Equal in SemVer precedence: build metadata is ignored, so ``1.0.0+a`` and ``1.0.0+b`` are the same
+        release for rollback checks, though ``==`` tells them apart."""
         return self._key() == other._key()
 
     @property
     def is_prerelease(self) -> bool:
+        """Whether this is a pre-release, which sorts below the release of the same version."""
         return bool(self.prerelease)
 
     def __str__(self) -> str:
@@ -92,6 +95,7 @@ def parse(text: str) -> SemVer:
 
 
 def is_valid(text: str) -> bool:
+    """Whether ``text`` is a SemVer 2.0.0 version, for validators that report their own error."""
     try:
         parse(text)
     except InvalidVersion:

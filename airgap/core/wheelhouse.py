@@ -29,6 +29,9 @@ _HASH = re.compile(r"--hash=sha256:([0-9a-f]{64})")
 
 @dataclass(frozen=True)
 class Pin:
+    """One locked requirement: the exact version and every SHA-256 a file for it may have, so pip refuses any
+    other file."""
+
     name: str  # canonical (PEP 503) name
     version: str
     hashes: frozenset[str]
@@ -43,6 +46,7 @@ class Lock:
     header: str = ""
 
     def by_name(self) -> dict[str, Pin]:
+        """Pins keyed by canonical name, for checking a wheel or dependency against the lock."""
         return {p.name: p for p in self.pins}
 
     def render(self) -> str:
@@ -109,14 +113,17 @@ class WheelFile:
 
     @property
     def project(self) -> str:
+        """The wheel's project name from its file name, which is all pip matches against the lock."""
         return str(parse_wheel_filename(self.filename)[0])
 
     @property
     def version(self) -> Version:
+        """The wheel's version from its file name, compared with the pinned version."""
         return parse_wheel_filename(self.filename)[1]
 
     @property
     def tags(self) -> frozenset[Tag]:
+        """The wheel's compatibility tags from its file name, matched against the target's tag list."""
         return parse_wheel_filename(self.filename)[3]
 
 

@@ -33,6 +33,9 @@ class FrameWalker:
     _total: int = 0
 
     def update(self, data: bytes | memoryview) -> None:
+        """Walks the next stored bytes in any chunking, raising ``FrameError`` as soon as they cannot be part
+        of one well-formed frame (a dictionary, a reserved bit or block type, an oversized block, or any
+        byte after the frame's end), so a bad member is rejected before it is decompressed."""
         view = memoryview(data)
         self._total += len(view)
         while view:
