@@ -29,11 +29,22 @@ def _docker_config_auth(registry: str) -> tuple[str, str] | None:
         data = json.loads((cfg_dir / "config.json").read_text())
     except (OSError, ValueError):
         return None
-    for key, entry in (data.get("auths") or {}).items():
+    auths = data.get("auths") if isinstance(data, dict) else None
+    for key, entry in (auths if isinstance(auths, dict) else {}).items():
         host = re.sub(r"^https?://", "", key).split("/", 1)[0]
-        if host == registry and entry.get("auth"):
-            user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
-            return user, password
+        if host != registry or not isinstance(entry, dict) or not isinstance(entry.get("auth"), str):
+            continue
+        try:
+            user, sep, password = base64.b64decode(entry["auth"], validate=True).decode().partition(":")
+        except ValueError:  # binascii.Error and UnicodeDecodeError both are
+            sep = ""
+        if not sep:
+            raise EnvironmentFailure(
+                f"the credentials for {registry} in {cfg_dir / 'config.json'} are not base64 user:password",
+                hint=f"run `docker login {registry}` again, or set AIRGAP_REGISTRY_USERNAME and "
+                "AIRGAP_REGISTRY_PASSWORD",
+            )
+        return user, password
     return None
 
 
@@ -87,7 +98,12 @@ class Registry:
                 auth=self.creds,
                 timeout=60,
             )
-            token = (token_resp.json() or {}).get("token") if token_resp.ok else None
+            try:
+                body = token_resp.json() if token_resp.ok else None
+            except ValueError:
+                body = None
+            # The distribution spec's token, or its OAuth 2 alias.
+            token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
             if not token:
                 raise EnvironmentFailure(
                     f"registry {self.host} refused the credentials", hint="check docker login"
