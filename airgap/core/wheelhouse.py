@@ -17,7 +17,7 @@ from packaging.markers import Marker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag
 from packaging.utils import canonicalize_name, parse_wheel_filename
-from packaging.version import Version
+from packaging.version import InvalidVersion, Version
 
 from airgap.core.profile import PythonFacts
 from airgap.core.tags import marker_environment
@@ -94,6 +94,13 @@ def parse_lock(text: str, source: str = "requirements.lock") -> Lock:
         if name in seen:
             raise InvalidInputError(f"{source}: {name} is pinned twice")
         seen.add(name)
+        try:
+            Version(m.group(3))
+        except InvalidVersion:
+            raise InvalidInputError(
+                f"{source}: {name}=={m.group(3)[:40]!r} is not a PEP 440 version",
+                hint="regenerate the lock with `airgap bundle`",
+            ) from None
         hashes = frozenset(_HASH.findall(line))
         if not hashes:
             raise InvalidInputError(
