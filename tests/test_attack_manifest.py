@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import tarfile
@@ -28,7 +29,7 @@ import zstandard
 
 from airgap.adapters import keys
 from airgap.adapters.archive import PartSink, TarWriter
-from airgap.core.bundle_format import SIGNATURE_ALGORITHM, Manifest, canonical_json, render_sums
+from airgap.core.bundle_format import SIGNATURE_ALGORITHM, FileEntry, Manifest, canonical_json, render_sums
 from airgap.errors import InvalidInputError
 from airgap.services.install import Installed, Receipt
 from airgap.services.observer import NullObserver
@@ -1091,3 +1092,25 @@ def test_build_record_with_a_digest_pinned_manifest_image_is_valid() -> None:
     check_build_record(json.dumps({"manifests": {"image": image, "namespace": "models"}}).encode())
     with pytest.raises(InvalidInputError, match="manifests.image"):
         check_build_record(json.dumps({"manifests": {"image": image[:-1]}}).encode())
+
+
+@pytest.mark.parametrize(
+    "entry, named",
+    [
+        ({"path": "model/a", "size": 1, "sha256": "0" * 64, "mode": 0o4755}, "files[0].mode"),
+        (
+            {
+                "path": "model/a.zst",
+                "size": 1,
+                "sha256": "0" * 64,
+                "compression": "zstd",
+                "content": {"size": 1, "sha256": "0" * 64, "path": "/etc/passwd"},
+            },
+            "files[0].content.path",
+        ),
+    ],
+)
+def test_a_files_entry_with_a_field_the_format_lacks_is_refused(entry: dict[str, Any], named: str) -> None:
+    """Every level of the signed manifest is closed: a field a later reader might honour cannot ride along."""
+    with pytest.raises(InvalidInputError, match=rf"{re.escape(named)} is not a field this format has"):
+        FileEntry.from_json(entry, "files[0]")

@@ -104,6 +104,7 @@ class FileEntry:
         than ``MAX_RATIO`` times (a decompression bomb)."""
         if not isinstance(data, dict):
             raise InvalidInputError(f"manifest: {where} is not an object")
+        _object(data, where, frozenset({"path", "size", "sha256", "compression", "content"}))
         path = check_member_path(_str(data, "path", where))
         size = _int(data, "size", where)
         sha = _digest(data, "sha256", where)
@@ -115,6 +116,7 @@ class FileEntry:
         content = data.get("content")
         if not isinstance(content, dict):
             raise InvalidInputError(f"manifest: {where}: compressed file without content size and hash")
+        _object(content, f"{where}.content", frozenset({"size", "sha256"}))
         csize = _int(content, "size", where)
         if csize > max(size, 1) * MAX_RATIO:
             raise IntegrityError(
