@@ -21,6 +21,7 @@ import sys
 import tarfile
 import tempfile
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -28,7 +29,13 @@ from dataclasses import dataclass
 from email.parser import HeaderParser
 from pathlib import Path
 
-from packaging.utils import canonicalize_name, parse_sdist_filename, parse_wheel_filename
+from packaging.requirements import InvalidRequirement, Requirement
+from packaging.utils import (
+    InvalidWheelFilename,
+    canonicalize_name,
+    parse_sdist_filename,
+    parse_wheel_filename,
+)
 
 from airgap.adapters.docker_engine import DockerEngine, Mount, RunSpec
 from airgap.adapters.fs import watch_directory
@@ -299,10 +306,13 @@ python3 -m venv /tmp/tools
             for sdist in sdists:
                 shutil.copyfile(sdist, work / "src" / sdist.name)
                 requires.update(build_requires(sdist))
-            reqs = " ".join(f"'{r}'" for r in sorted(requires))
+            # The requirements come from the sdists (foreign text): they reach pip as a file, never
+            # through the shell that runs with the network on.
+            (work / "build-requires.txt").write_text("".join(f"{r}\n" for r in sorted(requires)))
             fetch = f"""set -eu
 python3 -m venv /tmp/tools
-/tmp/tools/bin/python -m pip download --quiet --only-binary=:all: {self._pip_flags()} --dest /work/deps {reqs}
+/tmp/tools/bin/python -m pip download --quiet --only-binary=:all: {self._pip_flags()} --dest /work/deps \\
+  -r /work/build-requires.txt
 """
             res = self.engine.run(self._spec(work, fetch, "host"))
             if res.exit_code != 0:
@@ -331,9 +341,17 @@ done
 
 
 def build_requires(sdist: Path) -> list[str]:
-    """``build-system.requires`` of an sdist, read from its pyproject.toml without extracting it."""
-    import tomllib  # Python 3.11+: only the workstation builds sdists; the far side never imports this
+    """``build-system.requires`` of an sdist, read from its pyproject.toml without extracting it.
 
+    Each entry must parse as a PEP 508 requirement: the list is foreign text that pip reads with
+    the network on, so anything else (an option, a URL with shell syntax) is refused here.
+    """
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover - exercised on 3.9/3.10 workstations
+        import tomli as tomllib
+
+    reqs: list[object] = []
     try:
         with tarfile.open(sdist) as tf:
             for member in tf:
@@ -348,11 +366,22 @@ def build_requires(sdist: Path) -> list[str]:
                     if fh is None:
                         break
                     data = tomllib.loads(fh.read().decode("utf-8", "replace"))
-                    reqs = data.get("build-system", {}).get("requires", [])
-                    return [r for r in reqs if isinstance(r, str)]
+                    system = data.get("build-system", {})
+                    found = system.get("requires", []) if isinstance(system, dict) else []
+                    reqs = found if isinstance(found, list) else []
+                    break
     except (tarfile.TarError, tomllib.TOMLDecodeError, OSError):
-        pass
-    return []
+        return []
+    out: list[str] = []
+    for r in reqs:
+        try:
+            out.append(str(Requirement(r if isinstance(r, str) else repr(r))))
+        except InvalidRequirement:
+            raise InvalidInputError(
+                f"{sdist.name} declares a build requirement that is not a PEP 508 requirement: {r!r}",
+                hint="use a release of the package that publishes wheels, or report it to its maintainers",
+            ) from None
+    return out
 
 
 # The marker environment pip evaluates is the running interpreter's (pypa/pip#11664). Replace it with
@@ -457,11 +486,31 @@ class ForeignResolver:
                     name=str(canonicalize_name(meta["name"])),
                     version=str(meta["version"]),
                     url=url,
-                    filename=url.rsplit("/", 1)[-1].split("#", 1)[0],
+                    filename=wheel_file_name(url),
                     sha256=sha,
                 )
             )
         return sorted(out, key=lambda r: r.name)
+
+
+def wheel_file_name(url: str) -> str:
+    """The file name a wheel is stored under, from the URL an index gave.
+
+    Index URLs percent-encode (``torch-2.3.0%2Bcpu-...whl``), and the name becomes a path in the
+    wheel store: it must decode to one plain wheel file name, never ``..`` or a directory.
+    """
+    path = urllib.parse.urlsplit(url).path
+    name = urllib.parse.unquote(path.rsplit("/", 1)[-1])
+    try:
+        parse_wheel_filename(name)
+    except InvalidWheelFilename:
+        raise IntegrityError(
+            f"the index gave {url[:200]!r}, which does not name a wheel file",
+            hint="check the index URL (--index-url) and that it is the index you trust",
+        ) from None
+    if "/" in name or "\\" in name or name.startswith(".") or "\x00" in name:
+        raise IntegrityError(f"the index gave a wheel file name that is not a plain name: {name[:200]!r}")
+    return name
 
 
 def describe_files(paths: Iterable[Path], hashes: Mapping[str, str] | None = None) -> list[WheelFile]:
