@@ -48,11 +48,38 @@ class IntegrityError(AirgapError):
     kind = "integrity"
 
 
+class TamperError(IntegrityError):
+    """The bytes differ from what the signature covers: a changed, missing, extra or reordered
+    member, a header that is not the one the manifest determines, a damaged part."""
+
+
+class SignatureError(IntegrityError):
+    """A signature that does not verify, is not spelled as the packer writes it, or uses an
+    algorithm the verifier does not accept."""
+
+
+class UntrustedKeyError(SignatureError):
+    """The signature may be sound, but no key in the far side's trust store made it."""
+
+
+class ExpiredError(IntegrityError):
+    """The bundle's signed expiry has passed (``--allow-expired`` overrides, loudly)."""
+
+
+class RollbackError(IntegrityError):
+    """The bundle would replace a newer installed version, or the same version with other
+    content (``--allow-downgrade`` overrides, loudly)."""
+
+
 class InvalidInputError(AirgapError):
     """A file the user gave us is malformed: airgap.yaml, a profile, something that is not a bundle."""
 
     exit_code = 4
     kind = "invalid input"
+
+
+class UnsupportedFormatError(InvalidInputError):
+    """A signed manifest names a bundle format this build has no reader for."""
 
 
 class EnvironmentFailure(AirgapError):

@@ -39,7 +39,7 @@ from airgap.core.tar_format import (
     parse_pax,
     zero_padding,
 )
-from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError
+from airgap.errors import EnvironmentFailure, InvalidInputError, TamperError
 
 CHUNK = 1 << 20
 READ_AHEAD = 256 << 10
@@ -218,7 +218,7 @@ def read_small(path: Path, limit: int, what: str) -> bytes:
         except OSError as exc:
             raise EnvironmentFailure(f"cannot read {path}: {exc.strerror}") from None
     if len(data) > limit:
-        raise IntegrityError(f"{path.name} is over {limit} bytes: it is not {what}")
+        raise TamperError(f"{path.name} is over {limit} bytes: it is not {what}")
     return data
 
 
@@ -268,7 +268,7 @@ class TarReader:
     def _read_exact(self, n: int, where: str) -> bytes:
         data = self._read(n)
         if len(data) != n:
-            raise IntegrityError(f"the bundle is truncated at byte {self.offset}, {where}")
+            raise TamperError(f"the bundle is truncated at byte {self.offset}, {where}")
         return data
 
     def _full(self, m: Member) -> str:
@@ -281,7 +281,7 @@ class TarReader:
         while m.remaining:
             chunk = self._read(min(CHUNK, m.remaining))
             if not chunk:
-                raise IntegrityError(f"the bundle is truncated at byte {self.offset}, inside {self._full(m)}")
+                raise TamperError(f"the bundle is truncated at byte {self.offset}, inside {self._full(m)}")
             m.remaining -= len(chunk)
         pad = padding_length(m.size)
         if pad:
@@ -300,21 +300,21 @@ class TarReader:
             raise InvalidInputError(
                 f"not an airgap bundle: the file is {len(block)} bytes, shorter than one tar header"
             )
-        raise IntegrityError(f"the bundle is truncated at byte {self.offset}, {where}")
+        raise TamperError(f"the bundle is truncated at byte {self.offset}, {where}")
 
     def _check_block(self, block: bytes, start: int) -> None:
         if block[257:265] != USTAR_MAGIC:
             if start == 0:
                 raise InvalidInputError("not an airgap bundle: the file is not a POSIX tar archive")
-            raise IntegrityError(
+            raise TamperError(
                 f"the header at byte {start} is not a POSIX ustar header "
                 f"(magic {bytes(block[257:265])!r}); bundles hold nothing else"
             )
         stored = parse_octal(block[148:156], f"the checksum of the header at byte {start}")
         if stored != header_checksum(block):
-            raise IntegrityError(f"the header at byte {start} is corrupt (checksum mismatch)")
+            raise TamperError(f"the header at byte {start} is corrupt (checksum mismatch)")
         if block[345:500].count(0) != 155:
-            raise IntegrityError(
+            raise TamperError(
                 f"the header at byte {start} fills the ustar prefix field, which bundles never use"
             )
 
@@ -342,38 +342,38 @@ class TarReader:
             where = f"the PAX header at byte {start}"
             size = parse_octal(block[124:136], f"the size of {where}")
             if size > MAX_PAX:
-                raise IntegrityError(f"{where} is {size} bytes, over the {MAX_PAX} a bundle needs")
+                raise TamperError(f"{where} is {size} bytes, over the {MAX_PAX} a bundle needs")
             payload = self._read_exact(size + padding_length(size), f"inside {where}")
             _zeros(payload[size:], start + BLOCK + size, f"in the zero padding after {where}")
             pax = parse_pax(payload[:size], where)
             at = self.offset
             member_block = self._header_block(at, f"inside the header after {where}")
             if member_block.count(0) == BLOCK:
-                raise IntegrityError(f"{where} is dangling: no member follows it")
+                raise TamperError(f"{where} is dangling: no member follows it")
             self._check_block(member_block, at)
             raw = block + payload + member_block
             block = member_block
             typeflag = block[156:157]
             if typeflag in (b"x", b"g"):
-                raise IntegrityError(f"{where} is followed by another PAX header")
+                raise TamperError(f"{where} is followed by another PAX header")
         name = pax["path"] if "path" in pax else _name(block, start)
         if self.count == 0 and self.first is not None and name != self.first:
             raise InvalidInputError(f"not an airgap bundle: the archive does not start with {self.first}")
         self.count += 1
         if self.count > self.max_members:
-            raise IntegrityError(f"the bundle has more than {self.max_members} members")
+            raise TamperError(f"the bundle has more than {self.max_members} members")
         if typeflag in _REFUSED:
-            raise IntegrityError(f"member {name!r} is {_REFUSED[typeflag]}; bundles hold regular files only")
+            raise TamperError(f"member {name!r} is {_REFUSED[typeflag]}; bundles hold regular files only")
         if typeflag != b"0":
-            raise IntegrityError(f"member {name!r} has type {typeflag!r}; bundles hold regular files only")
+            raise TamperError(f"member {name!r} has type {typeflag!r}; bundles hold regular files only")
         size = parse_octal(block[124:136], f"the size in the header of {name!r}")
         if "size" in pax:
             size = int(pax["size"])
         if size > MAX_MEMBER_SIZE:
-            raise IntegrityError(f"member {name!r} claims {size} bytes, more than any bundle holds")
+            raise TamperError(f"member {name!r} claims {size} bytes, more than any bundle holds")
         prefix = f"{self.root}/"
         if not name.startswith(prefix):
-            raise IntegrityError(f"member {name!r} is outside {prefix}: refusing a path that escapes")
+            raise TamperError(f"member {name!r} is outside {prefix}: refusing a path that escapes")
         self._current = Member(check_member_path(name[len(prefix) :]), size, start, raw, size)
         return self._current
 
@@ -385,7 +385,7 @@ class TarReader:
         while want:
             chunk = self._read(min(CHUNK, want))
             if not chunk:
-                raise IntegrityError(
+                raise TamperError(
                     f"the bundle is truncated at byte {self.offset}, inside the end-of-archive padding "
                     f"({want} bytes missing)"
                 )
@@ -393,7 +393,7 @@ class TarReader:
             at += len(chunk)
             want -= len(chunk)
         if self._read(1):
-            raise IntegrityError(
+            raise TamperError(
                 f"data follows the end of the archive at byte {self.offset - 1}: "
                 "something was appended to the bundle"
             )
@@ -402,7 +402,7 @@ class TarReader:
     def read(self, member: Member, limit: int) -> bytes:
         """A small member's bytes, refused before reading if its size is over ``limit``."""
         if member.size > limit:
-            raise IntegrityError(f"{self._full(member)} is {member.size} bytes, over the {limit} allowed")
+            raise TamperError(f"{self._full(member)} is {member.size} bytes, over the {limit} allowed")
         data = self._read_exact(member.size, f"inside {self._full(member)}") if member.size else b""
         member.remaining = 0
         return data
@@ -424,7 +424,7 @@ class TarReader:
             except OSError as exc:
                 raise _read_failure(exc, self.offset) from None
             if not n:
-                raise IntegrityError(
+                raise TamperError(
                     f"the bundle is truncated at byte {self.offset}, inside {self._full(member)}"
                 )
             self.offset += n
@@ -442,7 +442,7 @@ def _read_failure(exc: OSError, offset: int) -> EnvironmentFailure:
 def _zeros(data: bytes, offset: int, where: str) -> None:
     if data.count(0) != len(data):
         bad = next(i for i, b in enumerate(data) if b)
-        raise IntegrityError(f"byte {offset + bad} {where} is not zero")
+        raise TamperError(f"byte {offset + bad} {where} is not zero")
 
 
 def _name(header: bytes, start: int) -> str:
@@ -450,7 +450,7 @@ def _name(header: bytes, start: int) -> str:
     try:
         return raw.decode("ascii")
     except UnicodeDecodeError:
-        raise IntegrityError(f"the member name at byte {start} is not ASCII") from None
+        raise TamperError(f"the member name at byte {start} is not ASCII") from None
 
 
 class TimedReader:
@@ -561,7 +561,7 @@ class ConcatenatedParts:
             self.fh.close()
             name, size, sha = self.expected[self.index]
             if self.read_in_part != size or self.hash.hexdigest() != sha:
-                raise IntegrityError(
+                raise TamperError(
                     f"part {self.index + 1} of {len(self.expected)} ({name}) is damaged: "
                     f"{self.read_in_part} bytes with sha256 {self.hash.hexdigest()[:16]}…, "
                     f"expected {size} bytes with {sha[:16]}…",
@@ -574,7 +574,7 @@ class ConcatenatedParts:
                 self.fh = open_regular(self.paths[self.index], "a bundle part", buffered=False)
             except EnvironmentFailure as exc:
                 name = self.expected[self.index][0]
-                raise IntegrityError(
+                raise TamperError(
                     f"part {self.index + 1} ({name}) cannot be read: {exc.message}"
                 ) from None
             self.hash = hashlib.sha256()
