@@ -12,7 +12,7 @@ import traceback
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
@@ -24,6 +24,9 @@ from airgap import __version__
 from airgap.adapters.keys import PASSPHRASE_ENV
 from airgap.errors import EXIT_CODES, AirgapError, AnswerIsNo, Interrupted
 from airgap.terminal import ConsoleObserver, ignore_signals, signals_interrupt
+
+if TYPE_CHECKING:
+    from airgap.adapters.signers import Signer
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
 
@@ -450,11 +453,13 @@ def bundle(
         ),
     ] = None,
     key: Annotated[
-        Optional[Path],
+        Optional[str],
         typer.Option(
             "--key",
-            help="Sign and pack the bundle with this private key (from `airgap keys generate`); its "
-            "passphrase comes from AIRGAP_KEY_PASSPHRASE or a prompt. Without it, only staging is written.",
+            metavar="KEY_URI",
+            help="Sign and pack the bundle with this key: file:PATH or a plain path to a private key "
+            "from `airgap keys generate`; its passphrase comes from AIRGAP_KEY_PASSPHRASE or a prompt. "
+            "Without it, only staging is written.",
         ),
     ] = None,
     part_size: Annotated[
@@ -504,14 +509,13 @@ def bundle(
       airgap bundle examples/tabular/airgap.yaml --key publisher.key --part-size 4G --expires 90d
     """
     from airgap.adapters.docker_engine import DockerEngine
-    from airgap.adapters.keys import key_id
     from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
     from airgap.services.wheelhouse import default_cache_dir
 
     size = parse_size(part_size) if part_size else None
-    private = _load_signing_key(key) if key else None
+    signer = _load_signing_key(key) if key else None
     options = svc.BundleOptions(
         project_dir=project_dir,
         output_dir=output,
@@ -520,7 +524,7 @@ def bundle(
         host_python=host_python,
         settings=ResolverSettings(index_url=index_url, ca_bundle=ca_bundle or default_ca_bundle()),
         cache_dir=cache_dir or default_cache_dir(),
-        signer_key_id=key_id(private.public_key()) if private is not None else None,
+        signer=signer,
         keep_images=keep_images,
     )
     STATE.on_interrupt = (
@@ -533,7 +537,7 @@ def bundle(
         packed = None
         if result.compliance.failed:
             _print_blocking(result.compliance)
-        if private is not None:
+        if signer is not None:
             STATE.on_interrupt = (
                 f"{result.staging} is complete but no bundle was written; sign it with `airgap pack` "
                 "or bundle again"
@@ -542,7 +546,7 @@ def bundle(
                 packed = svc.pack_staging(
                     result.staging,
                     result.staging.parent,
-                    private,
+                    signer,
                     part_size=size,
                     expires=expires,
                     observer=RichObserver(progress),
@@ -624,10 +628,10 @@ def _passphrase(confirm: bool) -> bytes:
     return str(typer.prompt("key passphrase", hide_input=True, confirmation_prompt=confirm)).encode()
 
 
-def _load_signing_key(path: Path) -> Any:
-    from airgap.adapters import keys
+def _load_signing_key(uri: str) -> "Signer":
+    from airgap.adapters.signers import signer_from_uri
 
-    return keys.load_private(path, _passphrase(confirm=False))
+    return signer_from_uri(uri, lambda: _passphrase(confirm=False))
 
 
 @app.command(epilog=EPILOG)
@@ -639,7 +643,12 @@ def pack(
         ),
     ],
     key: Annotated[
-        Path, typer.Option("--key", help="The private signing key (passphrase: AIRGAP_KEY_PASSPHRASE).")
+        str,
+        typer.Option(
+            "--key",
+            metavar="KEY_URI",
+            help="The signing key: file:PATH or a plain path (passphrase: AIRGAP_KEY_PASSPHRASE).",
+        ),
     ],
     output: Annotated[
         Optional[Path],
@@ -669,12 +678,12 @@ def pack(
     from airgap.services import bundle as svc
 
     size = parse_size(part_size) if part_size else None
-    private = _load_signing_key(key)
+    signer = _load_signing_key(key)
     with _progress() as progress, _unsafe_warnings():
         packed = svc.pack_staging(
             staging,
             output or staging.parent,
-            private,
+            signer,
             part_size=size,
             expires=expires,
             observer=RichObserver(progress),

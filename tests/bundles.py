@@ -13,9 +13,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from airgap.adapters import keys
+from airgap.adapters.signers import FileSigner, Signer
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, canonical_json, render_sums
+from airgap.errors import AirgapError
 from airgap.services.pack import PackResult, pack
+from airgap.services.state import State
+from airgap.services.verify import VerifyOptions, verify_bundle
 from tests.conftest import assert_one_line_error, run_airgap
 
 PASS = b"correct horse battery staple"
@@ -23,9 +29,10 @@ EPOCH = 1700000000
 LONG_LICENSE = "third-party-license-text-of-the-" + "very-long-named-dependency-" * 4 + "1.0"
 
 
-def make_key(directory: Path, name: str) -> tuple[Any, Path, str]:
+def make_key(directory: Path, name: str) -> tuple[FileSigner, Path, str]:
+    """A real key pair on disk, and the signer the CLI's ``--key file:...`` would give."""
     kid = keys.generate(directory / f"{name}.key", directory / f"{name}.pub", PASS)
-    return keys.load_private(directory / f"{name}.key", PASS), directory / f"{name}.pub", kid
+    return FileSigner(directory / f"{name}.key", lambda: PASS), directory / f"{name}.pub", kid
 
 
 def synthetic_staging(root: Path, version: str = "1.0.0") -> Path:
@@ -108,7 +115,7 @@ def rewrite(bundle: Path, edit: Any) -> None:
 
 def signed_archive(
     path: Path,
-    key: Any,
+    key: Signer,
     files: dict[str, bytes],
     manifest_files: list[dict[str, Any]] | None = None,
     extra_members: list[tarfile.TarInfo] | None = None,
@@ -135,11 +142,11 @@ def signed_archive(
         "locks": {},
         "policy": {},
         "files": listed,
-        "signer": {"key_id": keys.key_id(key.public_key()), "algorithm": SIGNATURE_ALGORITHM},
+        "signer": {"key_id": key.key_id, "algorithm": SIGNATURE_ALGORITHM},
         **manifest_fields,
     }
     manifest = canonical_json(doc)
-    msig = keys.sign(key, manifest)
+    msig = key.sign(manifest)
     sums = render_sums(
         [(f["path"], f["sha256"]) for f in listed]
         + [
@@ -151,7 +158,7 @@ def signed_archive(
         ("manifest.json", manifest),
         ("manifest.json.sig", msig),
         ("SHA256SUMS", sums),
-        ("SHA256SUMS.sig", keys.sign(key, sums)),
+        ("SHA256SUMS.sig", key.sign(sums)),
     ]
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tw:
         for name, data in [*control, *sorted(files.items())]:
@@ -237,10 +244,30 @@ def _tree(root: Path) -> dict[str, tuple[int, int]]:
     return {str(p): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
 
-def rejected(env: dict[str, Any], match: str, code: int = 3, target: Path | None = None, *extra: str) -> str:
-    """The attack is refused: ``code``, one line containing ``match``, and a 'rejected' audit record."""
+def rejected(
+    env: dict[str, Any],
+    match: str,
+    code: int = 3,
+    target: Path | None = None,
+    *extra: str,
+    error: type[AirgapError] | None = None,
+) -> str:
+    """The attack is refused: ``code``, one line containing ``match``, and a 'rejected' audit record.
+
+    With ``error``, the verify service itself, called as a library user would with the same
+    trust store and installed versions, raises exactly that class of error."""
     line = assert_one_line_error(verify(env, target, *extra), code)
     assert match in line, line
     audit = [json.loads(x) for x in (env["state"] / "audit.log").read_text().splitlines()]
     assert audit[-1]["result"] == "rejected" and audit[-1]["exit_code"] == code
+    if error is not None:
+        state = State(env["state"])
+        options = VerifyOptions(
+            trusted=tuple(state.trust.keys()),
+            installed_versions=state.installed_versions(),
+            installed_manifests=state.installed_manifests(),
+        )
+        with pytest.raises(error) as caught:
+            verify_bundle(target or env["bundle"], options)
+        assert caught.value.exit_code == code and match in caught.value.one_line()
     return line

@@ -825,7 +825,8 @@ def test_signature_replaced_by_its_valid_twin_is_rejected(env: dict[str, Any], m
     r, s = decode_dss_signature(base64.b64decode(sig))
     assert s <= keys.P384_ORDER // 2, "the packer writes the low s"
     twin = encode_dss_signature(r, keys.P384_ORDER - s)
-    env["key"].public_key().verify(twin, data, ec.ECDSA(hashes.SHA384()))  # the twin is valid
+    public = keys.load_public(env["pub"].read_bytes(), "publisher.pub")
+    public.verify(twin, data, ec.ECDSA(hashes.SHA384()))  # the twin is valid
     twin_b64 = base64.b64encode(twin) + b"\n"
 
     def swap(m: tarfile.TarInfo, d: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:

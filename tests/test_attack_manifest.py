@@ -85,7 +85,7 @@ def forge(
     doc.update(fields)
     doc = {k: v for k, v in doc.items() if v is not _ABSENT}
     manifest = spell(doc)
-    msig = keys.sign(far["key"], manifest)
+    msig = far["key"].sign(manifest)
     sums = render_sums(
         [(f["path"], f["sha256"]) for f in listed]
         + [
@@ -102,7 +102,7 @@ def forge(
         ("manifest.json", manifest),
         ("manifest.json.sig", msig),
         ("SHA256SUMS", sums),
-        ("SHA256SUMS.sig", keys.sign(far["key"], sums)),
+        ("SHA256SUMS.sig", far["key"].sign(sums)),
     ]
     for member, data in [*control, *sorted(files.items())]:
         writer.add_bytes(member, data)

@@ -19,6 +19,15 @@ from typing import Any
 import pytest
 import zstandard
 
+from airgap.errors import (
+    ExpiredError,
+    IntegrityError,
+    InvalidInputError,
+    RollbackError,
+    SignatureError,
+    TamperError,
+    UntrustedKeyError,
+)
 from tests.bundles import (
     flip_byte_in,
     make_key,
@@ -47,39 +56,41 @@ def test_an_untouched_bundle_verifies_and_is_audited(env: dict[str, Any]) -> Non
 
 
 @pytest.mark.parametrize(
-    ("member", "match"),
+    ("member", "match", "error"),
     [
-        ("bundle/wheels/demo-1.0-py3-none-any.whl", "has been modified"),
-        ("bundle/model/model.onnx", "has been modified"),
-        ("bundle/model/weights.bin.zst", "has been modified"),
-        ("bundle/manifests/20-deployment.yaml", "has been modified"),
-        ("bundle/requirements.lock", "has been modified"),
-        ("bundle/build.json", "has been modified"),
-        ("bundle/manifest.json", "not signed by any trusted key"),
-        ("bundle/SHA256SUMS", "signature of SHA256SUMS does not verify"),
+        ("bundle/wheels/demo-1.0-py3-none-any.whl", "has been modified", TamperError),
+        ("bundle/model/model.onnx", "has been modified", TamperError),
+        ("bundle/model/weights.bin.zst", "has been modified", TamperError),
+        ("bundle/manifests/20-deployment.yaml", "has been modified", TamperError),
+        ("bundle/requirements.lock", "has been modified", TamperError),
+        ("bundle/build.json", "has been modified", TamperError),
+        ("bundle/manifest.json", "not signed by any trusted key", UntrustedKeyError),
+        ("bundle/SHA256SUMS", "signature of SHA256SUMS does not verify", SignatureError),
     ],
 )
-def test_flipped_byte_in_each_kind_of_file(env: dict[str, Any], member: str, match: str) -> None:
+def test_flipped_byte_in_each_kind_of_file(
+    env: dict[str, Any], member: str, match: str, error: type[IntegrityError]
+) -> None:
     flip_byte_in(env["bundle"], member, offset=3)
-    rejected(env, match)
+    rejected(env, match, error=error)
 
 
 def test_flipped_byte_in_an_image_layer(env: dict[str, Any]) -> None:
     layer = next(m for m in members(env["bundle"]) if "/blobs/sha256/" in m)
     flip_byte_in(env["bundle"], layer, offset=10)
-    rejected(env, "has been modified")
+    rejected(env, "has been modified", error=TamperError)
 
 
 def test_truncated_bundle(env: dict[str, Any]) -> None:
     data = env["bundle"].read_bytes()
     info = members(env["bundle"])["bundle/model/model.onnx"]
     env["bundle"].write_bytes(data[: info.offset_data + 100])
-    rejected(env, "truncated")
+    rejected(env, "truncated", error=TamperError)
 
 
 def test_missing_file(env: dict[str, Any]) -> None:
     rewrite(env["bundle"], lambda m, d: [] if m.name.endswith("model.onnx") else [(m, d)])
-    rejected(env, "listed in the manifest but missing")
+    rejected(env, "listed in the manifest but missing", error=TamperError)
 
 
 def test_extra_file(env: dict[str, Any]) -> None:
@@ -92,13 +103,17 @@ def test_extra_file(env: dict[str, Any]) -> None:
         return out
 
     rewrite(env["bundle"], add)
-    rejected(env, "backdoor-1.0-py3-none-any.whl is in the bundle but not in its signed manifest")
+    rejected(
+        env,
+        "backdoor-1.0-py3-none-any.whl is in the bundle but not in its signed manifest",
+        error=TamperError,
+    )
 
 
 def test_data_appended_after_the_archive(env: dict[str, Any]) -> None:
     with open(env["bundle"], "ab") as fh:
         fh.write(b"appended payload")
-    rejected(env, "appended")
+    rejected(env, "appended", error=TamperError)
 
 
 def test_renamed_file(env: dict[str, Any]) -> None:
@@ -108,7 +123,7 @@ def test_renamed_file(env: dict[str, Any]) -> None:
         return [(m, d)]
 
     rewrite(env["bundle"], rename)
-    rejected(env, "model2.onnx is in the bundle but not in its signed manifest")
+    rejected(env, "model2.onnx is in the bundle but not in its signed manifest", error=TamperError)
 
 
 def test_edited_manifest_keeps_old_signature(env: dict[str, Any]) -> None:
@@ -119,7 +134,7 @@ def test_edited_manifest_keeps_old_signature(env: dict[str, Any]) -> None:
         return [(m, d)]
 
     rewrite(env["bundle"], edit)
-    rejected(env, "not signed by any trusted key")
+    rejected(env, "not signed by any trusted key", error=UntrustedKeyError)
 
 
 def test_swapped_signature_from_another_bundle(env: dict[str, Any]) -> None:
@@ -134,13 +149,13 @@ def test_swapped_signature_from_another_bundle(env: dict[str, Any]) -> None:
         return [(m, d)]
 
     rewrite(env["bundle"], swap)
-    rejected(env, "not signed by any trusted key")
+    rejected(env, "not signed by any trusted key", error=UntrustedKeyError)
 
 
 def test_signature_by_an_untrusted_key_names_the_key(env: dict[str, Any]) -> None:
     mallory, _, mallory_id = make_key(env["tmp"], "mallory")
     evil = pack_demo(env["tmp"] / "mallory", mallory).files[0]
-    line = rejected(env, "not trusted here", 3, evil)
+    line = rejected(env, "not trusted here", 3, evil, error=UntrustedKeyError)
     assert mallory_id in line
 
 
@@ -148,7 +163,7 @@ def test_older_version_replayed_is_refused_unless_allowed_loudly(env: dict[str, 
     (env["state"] / "installed.json").write_text(
         json.dumps({"names": {"demo": {"highest_version": "2.0.0"}}})
     )
-    rejected(env, "older than 2.0.0")
+    rejected(env, "older than 2.0.0", error=RollbackError)
     proc = verify(env, None, "--allow-downgrade")
     assert proc.returncode == 0 and "UNSAFE" in proc.stderr
 
@@ -156,7 +171,7 @@ def test_older_version_replayed_is_refused_unless_allowed_loudly(env: dict[str, 
 def test_expired_bundle_is_refused_unless_allowed_loudly(env: dict[str, Any]) -> None:
     signed_long_ago = dt.datetime(2023, 11, 14, 22, 13, 20, tzinfo=dt.timezone.utc)
     expired = pack_demo(env["tmp"] / "old", env["key"], expires="1d", now=signed_long_ago).files[0]
-    rejected(env, "expired at 2023-11-15T22:13:20Z", 3, expired)
+    rejected(env, "expired at 2023-11-15T22:13:20Z", 3, expired, error=ExpiredError)
     proc = verify(env, expired, "--allow-expired")
     assert proc.returncode == 0 and "UNSAFE" in proc.stderr
 
@@ -176,28 +191,28 @@ def test_member_with_dotdot_escaping(env: dict[str, Any]) -> None:
 def test_member_with_an_absolute_path(env: dict[str, Any]) -> None:
     ti = tarfile.TarInfo("/etc/passwd")
     ti.size = 4
-    rejected(env, "outside bundle/", 3, _attack(env, ti))
+    rejected(env, "outside bundle/", 3, _attack(env, ti), error=TamperError)
 
 
 def test_symlink_escaping(env: dict[str, Any]) -> None:
     ti = tarfile.TarInfo("bundle/model/link")
     ti.type = tarfile.SYMTYPE
     ti.linkname = "/etc/shadow"
-    rejected(env, "is a symbolic link", 3, _attack(env, ti))
+    rejected(env, "is a symbolic link", 3, _attack(env, ti), error=TamperError)
 
 
 def test_hardlink_escaping(env: dict[str, Any]) -> None:
     ti = tarfile.TarInfo("bundle/model/hard")
     ti.type = tarfile.LNKTYPE
     ti.linkname = "../../../etc/shadow"
-    rejected(env, "is a hard link", 3, _attack(env, ti))
+    rejected(env, "is a hard link", 3, _attack(env, ti), error=TamperError)
 
 
 def test_device_node(env: dict[str, Any]) -> None:
     ti = tarfile.TarInfo("bundle/model/sda")
     ti.type = tarfile.BLKTYPE
     ti.devmajor, ti.devminor = 8, 0
-    rejected(env, "is a block device", 3, _attack(env, ti))
+    rejected(env, "is a block device", 3, _attack(env, ti), error=TamperError)
 
 
 def test_signed_manifest_listing_a_path_that_escapes(env: dict[str, Any]) -> None:
@@ -235,7 +250,7 @@ def test_zstd_header_that_lies_about_its_size(env: dict[str, Any]) -> None:
     }
     path = env["tmp"] / "liar.airgap.tar"
     signed_archive(path, env["key"], {"model/w.bin.zst": payload}, manifest_files=[entry])
-    rejected(env, "declares 5000 bytes", 3, path)
+    rejected(env, "declares 5000 bytes", 3, path, error=TamperError)
 
 
 def _split(env: dict[str, Any]) -> Any:
@@ -258,7 +273,9 @@ def test_bad_part_is_named(env: dict[str, Any]) -> None:
         b = fh.read(1)
         fh.seek(4096)
         fh.write(bytes([b[0] ^ 0xFF]))
-    line = rejected(env, f"part 2 of {len(result.parts)} ({part.name}) is damaged", 3, index)
+    line = rejected(
+        env, f"part 2 of {len(result.parts)} ({part.name}) is damaged", 3, index, error=TamperError
+    )
     assert "copy" in line
 
 
@@ -285,7 +302,7 @@ def test_join_reassembles_after_the_bad_part_is_copied_again(env: dict[str, Any]
 def test_a_random_file_is_not_a_bundle(env: dict[str, Any]) -> None:
     junk = env["tmp"] / "junk.tar"
     junk.write_bytes(os.urandom(4096))
-    rejected(env, "not an airgap bundle", 4, junk)
+    rejected(env, "not an airgap bundle", 4, junk, error=InvalidInputError)
     empty = env["tmp"] / "empty.tar"
     empty.write_bytes(b"")
     rejected(env, "empty", 4, empty)

@@ -22,7 +22,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError, UsageError
+from airgap.core.signing import ECDSA_P384_SHA384
+from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError, SignatureError, UsageError
 
 PASSPHRASE_ENV = "AIRGAP_KEY_PASSPHRASE"
 # The order of the P-384 group (FIPS 186-5 / SEC 2): (r, s) and (r, n - s) are both valid.
@@ -32,11 +33,13 @@ P384_ORDER = (
 
 
 def key_id(public: ec.EllipticCurvePublicKey) -> str:
+    """The SHA-256 of the DER SubjectPublicKeyInfo: what a reviewer can recompute with openssl."""
     der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
 
 def public_pem(public: ec.EllipticCurvePublicKey) -> bytes:
+    """The PEM form the trust store keeps, so a file there is exactly one canonical key."""
     return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
 
 
@@ -59,6 +62,7 @@ def generate(private_path: Path, public_path: Path, passphrase: bytes) -> str:
 
 
 def load_private(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
+    """The P-384 private key in ``path``; any other key, or a wrong passphrase, is one clear line."""
     try:
         data = path.read_bytes()
     except OSError as exc:
@@ -80,6 +84,7 @@ def load_private(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivat
 
 
 def load_public(data: bytes, origin: str) -> ec.EllipticCurvePublicKey:
+    """A P-384 public key from PEM bytes; ``origin`` names where they came from in errors."""
     try:
         key = serialization.load_pem_public_key(data)
     except ValueError:
@@ -114,24 +119,38 @@ def is_low_s(der: bytes) -> bool:
 
 
 def verify(public: ec.EllipticCurvePublicKey, data: bytes, signature_b64: bytes, what: str) -> None:
-    """Raises IntegrityError unless ``signature_b64`` is this key's signature over ``data``."""
+    """Raises SignatureError (exit 3) unless ``signature_b64`` is this key's signature over ``data``."""
     try:
         der = base64.b64decode(signature_b64.strip(), validate=True)
     except (binascii.Error, ValueError):
-        raise IntegrityError(f"the signature of {what} is not base64") from None
+        raise SignatureError(f"the signature of {what} is not base64") from None
     try:
         public.verify(der, data, ec.ECDSA(hashes.SHA384()))
     except InvalidSignature:
-        raise IntegrityError(
+        raise SignatureError(
             f"the signature of {what} does not verify with key {key_id(public)[:16]}"
         ) from None
 
 
+def key_algorithm(public: ec.EllipticCurvePublicKey) -> str:
+    """The signature algorithm a public key verifies: only P-384 keys load, so ECDSA P-384/SHA-384."""
+    if public.curve.name != "secp384r1":  # pragma: no cover - load_public refuses other curves
+        raise InvalidInputError(f"key {key_id(public)[:16]} is not an ECDSA P-384 key")
+    return ECDSA_P384_SHA384
+
+
 @dataclass(frozen=True)
 class TrustedKey:
+    """A public key the far side trusts, with the id and algorithm a manifest must name."""
+
     key_id: str
     path: Path
     public: ec.EllipticCurvePublicKey
+
+    @property
+    def algorithm(self) -> str:
+        """The algorithm of signatures this key verifies (checked against the manifest's)."""
+        return key_algorithm(self.public)
 
 
 class TrustStore:
@@ -141,6 +160,7 @@ class TrustStore:
         self.directory = directory
 
     def keys(self) -> list[TrustedKey]:
+        """Every trusted key; a file whose name is not its key's id is refused, not skipped."""
         if not self.directory.is_dir():
             return []
         out = []
@@ -153,6 +173,7 @@ class TrustStore:
         return out
 
     def trust(self, pem: bytes, origin: str) -> str:
+        """Adds a public key (atomically, named by its id) and returns the id."""
         public = load_public(pem, origin)
         kid = key_id(public)
         try:
@@ -165,6 +186,7 @@ class TrustStore:
         return kid
 
     def remove(self, prefix: str) -> str:
+        """Removes the one key whose id starts with ``prefix``; an ambiguous prefix removes none."""
         matches = [k for k in self.keys() if k.key_id.startswith(prefix.lower())]
         if len(matches) != 1:
             raise UsageError(f"{len(matches)} trusted keys match {prefix!r}; give more of the key id")

@@ -17,6 +17,7 @@ from typing import Any
 
 from airgap.core import versions
 from airgap.core.policy import SEVERITIES
+from airgap.core.signing import DEFAULT_ALGORITHM, allowed_algorithm
 from airgap.errors import IntegrityError, InvalidInputError
 
 FORMAT = "airgap.bundle/v1"
@@ -26,7 +27,7 @@ MANIFEST_SIG = f"{ROOT}/manifest.json.sig"
 SUMS = f"{ROOT}/SHA256SUMS"
 SUMS_SIG = f"{ROOT}/SHA256SUMS.sig"
 CONTROL = (MANIFEST, MANIFEST_SIG, SUMS, SUMS_SIG)
-SIGNATURE_ALGORITHM = "ecdsa-p384-sha384"
+SIGNATURE_ALGORITHM = DEFAULT_ALGORITHM  # the name itself lives in core/signing.py
 MAX_MANIFEST = 4 << 20  # read before its signature is checked: bounds verify's memory
 MAX_SIG = 1024
 MAX_RATIO = 1000  # the most a compressed member may expand (decompression-bomb bound)
@@ -355,6 +356,7 @@ class Manifest:
     locks: Mapping[str, str] = field(default_factory=dict)
     policy: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
+    algorithm: str = DEFAULT_ALGORITHM  # the signer's, from the verifier's allow-list
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as a JSON value. Files are sorted by path and the format and algorithm come from the
@@ -366,7 +368,7 @@ class Manifest:
             "created": self.created,
             "expires": self.expires,
             "tool": self.tool,
-            "signer": {"key_id": self.key_id, "algorithm": SIGNATURE_ALGORITHM},
+            "signer": {"key_id": self.key_id, "algorithm": self.algorithm},
             "target_profile_sha256": self.target_profile_sha256,
             "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
             "images": [i.to_json() for i in self.images],
@@ -421,8 +423,7 @@ class Manifest:
         if unknown:
             raise _bad(unknown[0], "is not a field this format has")
         signer = _object(data.get("signer"), "signer", frozenset({"key_id", "algorithm"}))
-        if signer.get("algorithm") != SIGNATURE_ALGORITHM:
-            raise IntegrityError(f"manifest: signer.algorithm must be {SIGNATURE_ALGORITHM}")
+        algorithm = allowed_algorithm(signer.get("algorithm")).name
         files_raw = _list(data.get("files"), "files")
         files = tuple(FileEntry.from_json(f, f"files[{i}]") for i, f in enumerate(files_raw))
         seen: set[str] = set()
@@ -474,6 +475,7 @@ class Manifest:
             locks=locks,
             policy=check_policy(data.get("policy", {})),
             extra=dict(_object(extra, "extra")),
+            algorithm=algorithm,
         )
 
 

@@ -11,8 +11,8 @@ reads them), but spelled out here, so that a change in a Python release cannot c
 
 The parsers are strict and typed: they read only what such headers can contain (octal digits
 terminated by NUL or space, decimal PAX lengths without signs, underscores or leading zeros,
-only the ``path`` and ``size`` records) and raise ``IntegrityError`` on anything else, before a
-number is used to size a read.
+only the ``path`` and ``size`` records) and raise ``TamperError`` (an ``IntegrityError``) on
+anything else, before a number is used to size a read.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 
-from airgap.errors import IntegrityError, InvalidInputError
+from airgap.errors import InvalidInputError, TamperError
 
 BLOCK = 512
 RECORD = 20 * BLOCK
@@ -152,7 +152,7 @@ def parse_octal(value: bytes, what: str) -> int:
     m = _OCTAL.fullmatch(value)
     if not m:
         shown = value.rstrip(b"\0")[:16]
-        raise IntegrityError(f"{what} is not an octal number: {shown!r}")
+        raise TamperError(f"{what} is not an octal number: {shown!r}")
     return int(m.group(1), 8)
 
 
@@ -168,24 +168,24 @@ def parse_pax(data: bytes, where: str) -> dict[str, str]:
     while pos < len(data):
         space = data.find(b" ", pos, pos + 21)
         if space < 0 or not _DECIMAL.fullmatch(data[pos:space]):
-            raise IntegrityError(f"{where}: a PAX record length is malformed")
+            raise TamperError(f"{where}: a PAX record length is malformed")
         end = pos + int(data[pos:space])
         if end <= space + 1 or end > len(data) or data[end - 1] != 0x0A:
-            raise IntegrityError(f"{where}: a PAX record does not end where its length says")
+            raise TamperError(f"{where}: a PAX record does not end where its length says")
         key, sep, value = data[space + 1 : end - 1].partition(b"=")
         name = key.decode("ascii", "backslashreplace")[:40]
         if not sep or name not in PAX_KEYS:
-            raise IntegrityError(
+            raise TamperError(
                 f"{where}: PAX record {name!r} is not allowed (bundles carry only path and size)"
             )
         if name in out:
-            raise IntegrityError(f"{where}: PAX record {name!r} appears twice")
+            raise TamperError(f"{where}: PAX record {name!r} appears twice")
         if name == "size" and (not _DECIMAL.fullmatch(value) or int(value) > MAX_MEMBER_SIZE):
-            raise IntegrityError(f"{where}: PAX size {value[:24]!r} is not a decimal size")
+            raise TamperError(f"{where}: PAX size {value[:24]!r} is not a decimal size")
         try:
             out[name] = value.decode("utf-8")
         except UnicodeDecodeError:
-            raise IntegrityError(f"{where}: PAX {name} is not UTF-8") from None
+            raise TamperError(f"{where}: PAX {name} is not UTF-8") from None
         pos = end
     return out
 

@@ -22,17 +22,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
 from airgap import __version__
-from airgap.adapters.docker_engine import DockerEngine, RunSpec
+from airgap.adapters.docker_engine import DockerEngine
 from airgap.adapters.fs import atomic_write_bytes, read_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
+from airgap.adapters.signers import Signer
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
 from airgap.core.profile import Profile
-from airgap.core.project import PROJECT_FILE, SEVERITIES, Project, parse_project, parse_requirements_in
-from airgap.errors import AirgapError, AnswerIsNo, IntegrityError, InvalidInputError
+from airgap.core.project import PROJECT_FILE, Project, parse_project, parse_requirements_in
+from airgap.core.signing import allowed_algorithm
+from airgap.errors import AirgapError, InvalidInputError
 from airgap.resources import templates_dir
 from airgap.services.check import (
     CheckOutcome,
@@ -42,13 +42,23 @@ from airgap.services.check import (
     write_compliance,
 )
 from airgap.services.manifests import render_manifests, target_kubernetes_version, validate_manifests
+from airgap.services.model_image import (
+    PARTIAL_IMAGES,
+    build_image,
+    check_architecture,
+    check_golden_fits,
+    record_contract,
+    remove_unshipped,
+    render_dockerfile,
+)
 from airgap.services.observer import BYTES, NullObserver, Observer
-from airgap.services.pack import PackResult, pack
 from airgap.services.probe import probe_image
 from airgap.services.selfcontained import airgap_wheelhouse
+from airgap.services.sign import UnsafeSignWarning as UnsafeSignWarning
+from airgap.services.sign import compliance_verdict as compliance_verdict
+from airgap.services.sign import pack_staging as pack_staging
 from airgap.services.wheelhouse import WheelhouseResult, host_wheelhouse, image_wheelhouse
 
-IMAGE_UID = 10001
 RECORD_FORMAT = "airgap.build-record/v1"
 
 
@@ -62,7 +72,7 @@ class BundleOptions:
     settings: ResolverSettings = field(default_factory=ResolverSettings)
     cache_dir: Path | None = None
     keep_images: bool = False  # keep the images the build made and did not ship (and the old tag's)
-    signer_key_id: str | None = None  # the key the bundle will be signed with, for the checklist
+    signer: Signer | None = None  # the key the bundle will be signed with, for the checklist
 
 
 @dataclass(frozen=True)
@@ -158,33 +168,6 @@ def load_golden(path: Path) -> dict[str, Any]:
     return dict(data)
 
 
-def render_dockerfile(project: Project, project_dir: Path, base_ref: str, model_file: str) -> str:
-    if project.image.dockerfile_template:
-        loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(project_dir))
-        name = project.image.dockerfile_template
-    else:
-        loader = jinja2.FileSystemLoader(str(templates_dir()))
-        name = "Dockerfile.j2"
-    env = jinja2.Environment(
-        loader=loader, undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True
-    )
-    try:
-        template = env.get_template(name)
-        return template.render(
-            base_image=base_ref,
-            model_file=model_file,
-            name=project.name,
-            version=project.version,
-            port=project.serving.port,
-            threads=project.serving.threads,
-            max_batch=project.serving.max_batch,
-            max_request_bytes=project.serving.max_request_bytes,
-            uid=IMAGE_UID,
-        )
-    except jinja2.TemplateError as exc:
-        raise InvalidInputError(f"Dockerfile template {name}: {exc}") from None
-
-
 def source_date_epoch() -> int:
     """SOURCE_DATE_EPOCH if set (reproducible builds), else now."""
     value = os.environ.get("SOURCE_DATE_EPOCH")
@@ -197,11 +180,6 @@ def source_date_epoch() -> int:
 
 def _rfc3339(epoch: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
-
-
-def _lock_pin(result: WheelhouseResult, name: str) -> str | None:
-    pin = result.lock.by_name().get(name)
-    return pin.version if pin else None
 
 
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # renders templates before the real digests exist
@@ -312,7 +290,6 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
 
 # Inside every partial directory: a lock its run holds while alive, and the images its build made.
 PARTIAL_LOCK = ".lock"
-PARTIAL_IMAGES = ".images"
 
 
 def hold_partial(staging: Path) -> Any:
@@ -371,82 +348,6 @@ def _remove_recorded_images(staging: Path, engine: DockerEngine, settle: float =
     except AirgapError:
         pass  # the engine is gone: nothing more can be removed now
     return removed
-
-
-def check_golden_fits(model: Path, golden: Path, max_batch: int) -> None:
-    """Every golden case names exactly the model's inputs, with their rank, fixed sizes and types.
-
-    Decided with the model server's own request checks (the file that ships in the image), on
-    this workstation's onnxruntime, before anything is fetched or built.
-    """
-    server = _server_module()
-    try:
-        loaded = server.Model(str(model), 1)
-    except server.FatalError as exc:
-        raise InvalidInputError(
-            f"{model}: {exc}",
-            hint="the model server takes tensor inputs: export the model with tensor inputs",
-        ) from None
-    expected = ", ".join(f"{s.name} {s.shape_text()} {s.dtype}" for s in loaded.inputs)
-    try:
-        for name, inputs in server.load_golden(str(golden)):
-            server.fit_case(loaded, name, inputs, max_batch)
-    except server.FatalError as exc:
-        raise InvalidInputError(
-            f"{golden}: {exc}",
-            hint=f"edit the golden inputs to match the model's inputs ({expected}), not the model",
-        ) from None
-
-
-def _server_module() -> Any:
-    import importlib.util
-    import sys
-
-    name = "airgap_bundled_server"
-    if name in sys.modules:
-        return sys.modules[name]
-    path = templates_dir() / "server" / "airgap_server.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # its dataclasses resolve their annotations through sys.modules
-    try:
-        spec.loader.exec_module(module)
-    except BaseException:
-        del sys.modules[name]
-        raise
-    return module
-
-
-def check_architecture(
-    image: dict[str, Any], profile: Profile | None, project: Project, project_dir: Path
-) -> None:
-    """The base image runs on the target's CPU, unless the project waived that in writing.
-
-    The compliance check (AG-TGT-ARCH) would refuse the bundle at the very end; the image's
-    architecture is known as soon as the base image is resolved, so the refusal comes first.
-    """
-    from airgap.services.check import UNAME_ARCH, load_catalog
-
-    if profile is None or not profile.arch or not isinstance(image.get("Architecture"), str):
-        return
-    arch = UNAME_ARCH.get(image["Architecture"], image["Architecture"])
-    if (
-        arch == profile.arch
-        or arch == "arm"
-        or any(w.rule == "AG-TGT-ARCH" for w in project.policies.waivers)
-    ):
-        return
-    rule = load_catalog(policy_directories(project_dir, project.policies)).rule("AG-TGT-ARCH")
-    if rule is None or SEVERITIES.index(rule.severity) > SEVERITIES.index(project.policies.fail_on):
-        return
-    raise AnswerIsNo(
-        f"the base image {project.base_image} is {arch} but the target {profile.hostname} is {profile.arch}: "
-        "the model image would fail there with 'exec format error' (policy AG-TGT-ARCH; nothing was built)",
-        hint=f"set base_image to a {profile.arch} image (pinned by digest), or bundle with the profile of an "
-        f"{arch} host; if this image is not meant for that host, waive AG-TGT-ARCH in airgap.yaml "
-        "with a written justification",
-    )
 
 
 def _build(
@@ -553,13 +454,13 @@ def _build(
         else:
             dockerfile = render_dockerfile(project, project_dir, base_ref, model_name)
             previous = engine.tagged(tag)
-            image_id = _build_image(engine, staging, dockerfile, tag, labels, obs, epoch)
+            image_id = build_image(engine, staging, dockerfile, tag, labels, obs, epoch)
             image_ref = tag
             if not options.keep_images:
-                cleanup.extend(_remove_unshipped(engine, staging, image_id, previous, tag))
+                cleanup.extend(remove_unshipped(engine, staging, image_id, previous, tag))
 
     with phase("model contract"):
-        contract = _record_contract(engine, image_ref, project, model_name, golden, image_wh)
+        contract = record_contract(engine, image_ref, project, model_name, golden, image_wh)
         write_json(model_dir / "contract.json", contract)
 
     with phase("save image"):
@@ -598,15 +499,9 @@ def _build(
         for f in rendered:
             atomic_write_bytes(staging / "manifests" / f.name, f.text.encode())
 
-    if options.signer_key_id:
-        signature = {
-            "algorithm": "ecdsa-p384-sha384",
-            "curve": "secp384r1",
-            "key_bits": 384,
-            "hash": "sha384",
-            "key_id": options.signer_key_id,
-        }
-        write_json(staging / "signature.json", signature)
+    if options.signer is not None:
+        algorithm = allowed_algorithm(options.signer.algorithm)
+        write_json(staging / "signature.json", {**algorithm.describe(), "key_id": options.signer.key_id})
 
     return {
         "format": RECORD_FORMAT,
@@ -689,254 +584,3 @@ def _wh_record(wh: WheelhouseResult, staging: Path) -> dict[str, Any]:
         "built_from_sdist": list(wh.built),
         "lock_from_cache": wh.from_cache,
     }
-
-
-def _build_image(
-    engine: DockerEngine,
-    staging: Path,
-    dockerfile: str,
-    tag: str,
-    labels: dict[str, str],
-    obs: Observer,
-    epoch: int,
-) -> str:
-    import tempfile
-
-    with tempfile.TemporaryDirectory(prefix="airgap-context-") as tmp:
-        ctx = Path(tmp)
-        (ctx / "Dockerfile").write_text(dockerfile)
-        shutil.copytree(staging / "wheels", ctx / "wheels")
-        shutil.copyfile(staging / "requirements.lock", ctx / "requirements.lock")
-        (ctx / "server").mkdir()
-        shutil.copyfile(templates_dir() / "server" / "airgap_server.py", ctx / "server" / "airgap_server.py")
-        shutil.copytree(staging / "model", ctx / "model")
-        # COPY keeps source mtimes: pin them so the same inputs give the same layers.
-        for path in [ctx, *ctx.rglob("*")]:
-            os.utime(path, (epoch, epoch), follow_symlinks=False)
-        obs.begin("docker build", None)
-        images = staging / PARTIAL_IMAGES
-
-        def committed(image_id: str) -> None:
-            # Recorded as soon as the engine commits it: a run killed right now still has its
-            # images removed, by its own cleanup or by the next run's reclaim.
-            with open(images, "a") as fh:
-                fh.write(image_id + "\n")
-                fh.flush()
-                os.fsync(fh.fileno())
-
-        try:
-            return engine.build(
-                ctx,
-                tag,
-                labels,
-                on_line=lambda line: obs.advance("docker build", 0, line[:60]),
-                on_image=committed,
-            )
-        finally:
-            obs.end("docker build")
-
-
-def _remove_unshipped(
-    engine: DockerEngine, staging: Path, image_id: str, previous: str | None, tag: str
-) -> list[str]:
-    """After a build: removes the images it made that the model image does not stand on (the
-    build stage), and the image the tag named before, once nothing uses either."""
-    try:
-        ids = (staging / PARTIAL_IMAGES).read_text().split()
-    except OSError:
-        ids = []
-    if previous and previous != image_id:
-        ids.append(previous)
-    count, freed = engine.remove_build_images(ids)
-    with contextlib.suppress(OSError):
-        (staging / PARTIAL_IMAGES).unlink()  # the rest is the shipped image's own history
-    if not count:
-        return []
-    return [
-        f"removed {count} image(s) the build made or replaced and did not ship ({freed / 1e6:.0f} MB); "
-        "--keep-images keeps them"
-    ]
-
-
-def _record_contract(
-    engine: DockerEngine,
-    image_ref: str,
-    project: Project,
-    model_name: str,
-    golden: dict[str, Any],
-    wheelhouse: WheelhouseResult,
-) -> dict[str, Any]:
-    """Runs the golden inputs inside the built image (network off, read-only) and records the outputs.
-
-    The outputs come from the exact onnxruntime the far side will run; they are the contract
-    `airgap install` and `airgap smoke` hold the installed model to.
-    """
-    res = engine.run(
-        RunSpec(
-            image=image_ref,
-            argv=[
-                "check",
-                "--model",
-                f"/opt/airgap/model/{model_name}",
-                "--golden",
-                "/opt/airgap/model/golden.json",
-            ],
-            network="none",
-            mounts=[],
-            timeout=300,
-        )
-    )
-    if res.exit_code != 0:
-        line = (res.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
-        if line.startswith("golden case"):
-            raise InvalidInputError(
-                f"{project.model.golden}: {line[:300]}",
-                hint="edit the golden inputs to match the model's inputs, not the model",
-            )
-        raise InvalidInputError(
-            f"the locked onnxruntime in {image_ref} cannot run the model: {line[:300]}",
-            hint="export the model with an opset that onnxruntime version supports, or raise onnxruntime",
-        )
-    doc = json.loads(res.stdout)
-    locked = _lock_pin(wheelhouse, "onnxruntime")
-    if locked is not None and doc.get("onnxruntime") != locked:
-        raise IntegrityError(
-            f"the image runs onnxruntime {doc.get('onnxruntime')} but the lock pins {locked}: "
-            "the image is not built from the wheelhouse"
-        )
-    cases = []
-    for case, outputs in zip(golden["cases"], doc["cases"]):
-        cases.append({"name": outputs["name"], "inputs": case["inputs"], "outputs": outputs["outputs"]})
-    return {
-        "format": "airgap.model-contract/v1",
-        "model": model_name,
-        "onnxruntime": doc["onnxruntime"],
-        "opset": doc["opset"],
-        "ir_version": doc["ir_version"],
-        "inputs": doc["inputs"],
-        "outputs": doc["outputs"],
-        "tolerance": {"rtol": project.model.rtol, "atol": project.model.atol},
-        "cases": cases,
-    }
-
-
-class UnsafeSignWarning(UserWarning):
-    """A bundle whose policy evaluation failed was signed anyway (--unsafe-sign-failed-policy)."""
-
-
-def compliance_verdict(staging: Path, unsafe_sign_failed_policy: bool = False) -> dict[str, Any]:
-    """The compliance gate of signing: the staging directory's policy evaluation, as the signed
-    manifest records it. A failed evaluation is not signed (exit 1) unless the publisher says
-    ``--unsafe-sign-failed-policy``, which warns and is written into the manifest for the far
-    side to see; a staging directory without an evaluation is not a bundle's staging (exit 4)."""
-    import warnings
-
-    from airgap.errors import AnswerIsNo
-
-    path = staging / "compliance" / "results.json"
-    if not path.is_file():
-        raise InvalidInputError(
-            f"{staging} has no policy evaluation ({path.relative_to(staging)} is missing)",
-            hint="build the staging directory with `airgap bundle`, which evaluates the policies",
-        )
-    try:
-        results = json.loads(read_bytes(path, "policy results"))
-    except ValueError as exc:
-        raise InvalidInputError(f"{path} is not JSON: {exc}") from None
-    failed = results.get("failed") if isinstance(results, dict) else None
-    fail_on = results.get("fail_on") if isinstance(results, dict) else None
-    if not isinstance(failed, bool) or fail_on not in ("high", "medium", "low"):
-        raise InvalidInputError(f"{path} is not a policy evaluation (no failed/fail_on)")
-    blocking = [str(r) for r in results.get("blocking") or []]
-    verdict: dict[str, Any] = {
-        "fail_on": fail_on,
-        "failed": failed,
-        "summary": results.get("summary") or {},
-        "blocking": blocking,
-    }
-    if failed:
-        if not unsafe_sign_failed_policy:
-            raise AnswerIsNo(
-                f"the policy evaluation failed ({len(blocking)} open finding(s) at or above {fail_on}"
-                + (f": {', '.join(blocking[:3])}" if blocking else "")
-                + "): the bundle was not signed",
-                hint=f"see {staging / 'compliance' / 'checklist.md'}; fix them, or waive each in "
-                "airgap.yaml with a written justification",
-            )
-        verdict["unsafe_signed_failed_policy"] = True
-        warnings.warn(
-            f"UNSAFE: signing {staging.name} although its policy evaluation failed "
-            "(--unsafe-sign-failed-policy); the manifest records it and `airgap install` refuses it "
-            "without --unsafe-install-failed-policy",
-            UnsafeSignWarning,
-            stacklevel=2,
-        )
-    return verdict
-
-
-def _staged_record(staging: Path) -> dict[str, Any]:
-    """The staging directory's build record, checked as the far side will check it, with the
-    fields the packer needs: a bad record is refused here (exit 4), never signed."""
-    from airgap.core.bundle_format import check_build_record
-
-    record = check_build_record(read_bytes(staging / "build.json", "build record"))
-    epoch = record.get("source_date_epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
-        raise InvalidInputError(
-            f"{staging / 'build.json'}: source_date_epoch must be a non-negative integer, not {epoch!r:.40}",
-            hint="re-run `airgap bundle` to write a complete staging directory",
-        )
-    for key in ("name", "version"):
-        if not isinstance(record.get(key), str):
-            raise InvalidInputError(
-                f"{staging / 'build.json'}: {key} must be a string",
-                hint="re-run `airgap bundle` to write a complete staging directory",
-            )
-    return record
-
-
-def pack_staging(
-    staging: Path,
-    out_dir: Path,
-    private_key: Any,
-    *,
-    part_size: int | None = None,
-    expires: str | None = None,
-    observer: Observer | None = None,
-    unsafe_sign_failed_policy: bool = False,
-) -> PackResult:
-    """Signs and packs a finished staging directory into the bundle that crosses the gap, if its
-    policy evaluation passed (see ``compliance_verdict``)."""
-    record = _staged_record(staging)
-    policy = compliance_verdict(staging, unsafe_sign_failed_policy)
-    image = record.get("image", {})
-    images = []
-    if image.get("digest"):
-        images.append(
-            {
-                "name": f"{record['name']}:{record['version']}",
-                "layout": "image/oci",
-                "manifest_digest": image.get("digest"),
-                "config_digest": image.get("config_digest"),
-                "layers": image.get("layers", []),
-                "user": image.get("user"),
-            }
-        )
-    metadata = {
-        "target_profile_sha256": (record.get("target_profile") or {}).get("sha256"),
-        "images": images,
-        "locks": {kind: wh["lock_sha256"] for kind, wh in record.get("wheelhouses", {}).items()},
-        "policy": policy,
-    }
-    return pack(
-        staging,
-        out_dir,
-        private_key,
-        int(record["source_date_epoch"]),
-        name=record["name"],
-        version=record["version"],
-        part_size=part_size,
-        expires=expires,
-        metadata=metadata,
-        observer=observer,
-    )

@@ -11,49 +11,22 @@ from pathlib import Path
 from typing import Any
 
 from airgap.adapters import keys
-from airgap.adapters.archive import TarReader, open_regular, read_small
-from airgap.core.bundle_format import MANIFEST, MAX_MANIFEST, PARTS_INDEX_SUFFIX, ROOT, Manifest
-from airgap.errors import IntegrityError, InvalidInputError
+from airgap.adapters.fs import atomic_writer
+from airgap.core.bundle_format import PARTS_INDEX_SUFFIX
+from airgap.errors import InvalidInputError
+from airgap.services.formats import reader_for
 from airgap.services.observer import BYTES, NullObserver, Observer
-from airgap.services.pack import join_parts
-from airgap.services.verify import bundle_sources
+from airgap.services.opening import locate_bundle
 
 CHUNK = 1 << 20
 
 
-class _Unchecked:
-    """Reads parts in order without checking them (inspect only; verify checks)."""
-
-    def __init__(self, paths: list[Path]) -> None:
-        self.paths = list(paths)
-        self.fh = open_regular(self.paths.pop(0))
-
-    def read(self, n: int) -> bytes:
-        out = b""
-        while len(out) < n:
-            data = self.fh.read(n - len(out))
-            if data:
-                out += data
-                continue
-            self.fh.close()
-            if not self.paths:
-                break
-            self.fh = open_regular(self.paths.pop(0))
-        return out
-
-
 def inspect_bundle(path: Path) -> dict[str, Any]:
-    src = bundle_sources(path)
-    missing = [p.name for p in src.paths if not p.exists()]
-    if missing:
-        raise InvalidInputError(f"part {missing[0]} is missing", hint="copy it next to the parts index")
-    stream = _Unchecked(src.paths)
-    reader = TarReader(stream, ROOT, first=MANIFEST)  # type: ignore[arg-type]
-    first = reader.next()
-    if first is None or f"{ROOT}/{first.name}" != MANIFEST:
-        raise InvalidInputError(f"not an airgap bundle: {path} does not start with {MANIFEST}")
-    manifest = Manifest.from_json(reader.read(first, MAX_MANIFEST))
-    stream.fh.close()
+    """The bundle's front matter, parsed by its format's reader but NOT verified (``verified``
+    is false): a quick look at the media; `airgap verify` is the check."""
+    src = locate_bundle(path)
+    raw = src.read_front()
+    manifest = reader_for(raw).parse_manifest(raw)
     paths = [f.content_path for f in manifest.files]
     parts = []
     if src.parts:
@@ -81,37 +54,19 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
 def join_bundle(
     index: Path, output: Path | None, trusted: tuple[keys.TrustedKey, ...], observer: Observer | None = None
 ) -> Path:
+    """Reassembles split parts into one bundle file, only if every part matches the signed index."""
     obs = observer or NullObserver()
     if not index.name.endswith(PARTS_INDEX_SUFFIX):
         raise InvalidInputError(f"{index} is not a parts index (*{PARTS_INDEX_SUFFIX})")
-    src = bundle_sources(index)
-    assert src.parts is not None and src.index is not None
-    sig_path = index.parent / f"{index.name}.sig"
-    if not sig_path.exists():
-        raise IntegrityError(f"the parts index has no signature ({sig_path.name} is missing)")
-    sig = read_small(sig_path, 1024, "a signature")
-    if not trusted:
-        raise IntegrityError("no trusted key to check the parts index with", hint="pass --key PUB")
-    if not any(_ok(k, src.index, sig) for k in trusted):
-        raise IntegrityError("the parts index is not signed by any trusted key")
-    missing = [p.name for p in src.paths if not p.exists()]
-    if missing:
-        raise IntegrityError(
-            f"part {missing[0]} is missing", hint="copy it from the original media and re-run"
-        )
-    sizes = [(n, p.stat().st_size, sha) for (n, sha), p in zip(src.parts, src.paths)]
+    src = locate_bundle(index)
+    src.check_index(trusted)
     dest = output or index.parent / index.name[: -len(PARTS_INDEX_SUFFIX)]
     # One read: each part is hashed as it is copied, and the joined file appears only if every
     # part matched the signed index.
-    obs.begin("join", sum(s for _, s, _ in sizes), BYTES)
-    join_parts(src.paths, sizes, dest, on_bytes=lambda n: obs.advance("join", n))
+    obs.begin("join", src.total_size(), BYTES)
+    with atomic_writer(dest) as out, src.stream() as stream:
+        for block in iter(lambda: stream.read(CHUNK), b""):
+            out.write(block)
+            obs.advance("join", len(block))
     obs.end("join")
     return dest
-
-
-def _ok(key: keys.TrustedKey, data: bytes, sig: bytes) -> bool:
-    try:
-        keys.verify(key.public, data, sig, "the parts index")
-        return True
-    except IntegrityError:
-        return False

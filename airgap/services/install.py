@@ -37,7 +37,7 @@ from typing import IO, Any, cast
 
 import zstandard
 
-from airgap.adapters.archive import ConcatenatedParts, TarReader
+from airgap.adapters.archive import TarReader
 from airgap.adapters.fs import atomic_write_bytes, write_json
 from airgap.adapters.oci import OciImage, docker_archive_stream
 from airgap.adapters.runtimes import STATE_LABEL, ContainerSpec, PodmanRuntime, Runtime, port_in_use
@@ -58,7 +58,6 @@ from airgap.services.verify import (
     UnsafeOptionWarning,
     VerifiedBundle,
     VerifyOptions,
-    bundle_sources,
     verify_and_audit,
 )
 
@@ -221,14 +220,7 @@ def extract(
     """Streams the chosen files out of the bundle into ``dest`` (OCI blobs into the shared ``blobs``),
     re-hashing each one against the verified manifest, decompressing within the signed size."""
     entries = {f.path: f for f in verified.manifest.files}
-    src = bundle_sources(bundle)
-    if src.parts is not None:
-        sizes = [(n, p.stat().st_size, sha) for (n, sha), p in zip(src.parts, src.paths)]
-        stream: Any = ConcatenatedParts(src.paths, sizes)
-        closer = None
-    else:
-        stream = closer = open(src.paths[0], "rb")  # noqa: SIM115
-    try:
+    with verified.handle.stream() as stream:
         reader = TarReader(stream, ROOT)
         while True:
             member = reader.next()
@@ -260,9 +252,6 @@ def extract(
             _write_member(reader, member, entry, target)
             if created is not None:
                 created.append(target)
-    finally:
-        if closer is not None:
-            closer.close()
 
 
 def _model_file(record: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ import datetime as dt
 import hashlib
 import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -20,9 +20,9 @@ from typing import IO, Any, cast
 import zstandard
 
 from airgap import __version__
-from airgap.adapters import keys
-from airgap.adapters.archive import ConcatenatedParts, PartInfo, PartSink, TarWriter
+from airgap.adapters.archive import PartInfo, PartSink, TarWriter
 from airgap.adapters.fs import atomic_write_bytes
+from airgap.adapters.signers import Signer
 from airgap.core import versions
 from airgap.core.bundle_format import (
     CONTROL,
@@ -37,6 +37,7 @@ from airgap.core.bundle_format import (
     format_timestamp,
     render_sums,
 )
+from airgap.core.signing import ALLOWED_ALGORITHMS
 from airgap.core.tar_format import OCTAL_LIMIT, zero_padding
 from airgap.errors import InvalidInputError
 from airgap.services.observer import BYTES, NullObserver, Observer
@@ -193,7 +194,7 @@ def _expiry(now: dt.datetime, expires: str | None) -> str | None:
 def pack(
     staging: Path,
     out_dir: Path,
-    private_key: Any,
+    signer: Signer,
     epoch: int,
     *,
     name: str,
@@ -220,6 +221,12 @@ def pack(
     if not versions.is_valid(version):
         raise InvalidInputError(f"bundle version {version!r} is not a semantic version such as 1.2.0")
     expiry = _expiry(signing_time, expires)
+    if signer.algorithm not in ALLOWED_ALGORITHMS:
+        raise InvalidInputError(
+            f"key {signer.key_id[:16]} signs with {signer.algorithm}, which verifiers refuse "
+            f"(they accept {', '.join(sorted(ALLOWED_ALGORITHMS))})",
+            hint="sign with a key from `airgap keys generate`",
+        )
     base_name = f"{name}-{version}.airgap.tar"
     files = _content_files(staging)
     total_in = sum(p.stat().st_size for _, p in files)
@@ -252,14 +259,13 @@ def pack(
             entries.append(entry)
             obs.advance("hash", size, rel)
         obs.end("hash")
-        public = private_key.public_key()
         manifest = Manifest(
             name=name,
             version=version,
             created=format_timestamp(created),
             expires=expiry,
             tool=f"airgap {__version__}",
-            key_id=keys.key_id(public),
+            key_id=signer.key_id,
             files=tuple(entries),
             target_profile_sha256=meta.get("target_profile_sha256"),
             images=tuple(
@@ -267,6 +273,7 @@ def pack(
             ),
             locks=meta.get("locks", {}),
             policy=meta.get("policy", {}),
+            algorithm=signer.algorithm,
         )
         manifest_bytes = manifest.to_bytes()
         if len(manifest_bytes) > MAX_MANIFEST:
@@ -277,7 +284,7 @@ def pack(
             )
         # Never sign what the far side would refuse to parse.
         Manifest.from_json(manifest_bytes)
-        manifest_sig = keys.sign(private_key, manifest_bytes)
+        manifest_sig = signer.sign(manifest_bytes)
         sums = render_sums(
             [(e.path, e.sha256) for e in entries]
             + [
@@ -285,7 +292,7 @@ def pack(
                 ("manifest.json.sig", hashlib.sha256(manifest_sig).hexdigest()),
             ]
         )
-        sums_sig = keys.sign(private_key, sums)
+        sums_sig = signer.sign(sums)
 
         sink = PartSink(out_dir, base_name, part_size)
         try:
@@ -318,7 +325,7 @@ def pack(
     if part_size is not None:
         index = render_parts_index(parts)
         atomic_write_bytes(out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}", index)
-        atomic_write_bytes(out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}.sig", keys.sign(private_key, index))
+        atomic_write_bytes(out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}.sig", signer.sign(index))
         written += [
             out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}",
             out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}.sig",
@@ -335,26 +342,3 @@ def pack(
 def render_parts_index(parts: Iterable[PartInfo]) -> bytes:
     """``sha256sum -c`` format, one line per part, in order — and so each part's size is implied."""
     return "".join(f"{p.sha256}  {p.name}\n" for p in parts).encode()
-
-
-def join_parts(
-    parts: list[Path],
-    expected: list[tuple[str, int, str]],
-    dest: Path,
-    on_bytes: Callable[[int], None] | None = None,
-) -> None:
-    """Concatenates the parts into one bundle file, atomically, hashing each part in the same read
-    that copies it: a part that does not match the signed index (or changes while it is copied)
-    leaves no joined file behind."""
-    from airgap.adapters.fs import atomic_writer
-
-    stream = ConcatenatedParts(parts, expected)
-    with atomic_writer(dest) as out:
-        while True:
-            block = stream.read(CHUNK)
-            if not block:
-                break
-            out.write(block)
-            if on_bytes is not None:
-                on_bytes(len(block))
-        stream.finish()
