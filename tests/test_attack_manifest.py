@@ -30,10 +30,11 @@ import zstandard
 from airgap.adapters import keys
 from airgap.adapters.archive import PartSink, TarWriter
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, FileEntry, Manifest, canonical_json, render_sums
-from airgap.errors import InvalidInputError
+from airgap.errors import AirgapError, InvalidInputError, RollbackError
 from airgap.services.install import Installed, Receipt
 from airgap.services.observer import NullObserver
 from airgap.services.state import State
+from airgap.services.verify import VerifyOptions, verify_bundle
 from tests.bundles import EPOCH, PASS, flip_byte_in, make_key, members, pack_demo, synthetic_staging
 from tests.conftest import ROOT, assert_one_line_error, run_airgap
 
@@ -140,6 +141,20 @@ def refused(far: dict[str, Any], code: int, *args: str) -> str:
 
 def verify(far: dict[str, Any], bundle: Path, *extra: str) -> str:
     return refused(far, 4, "verify", str(bundle), *extra)
+
+
+def service_refuses(far: dict[str, Any], bundle: Path, error: type[AirgapError]) -> AirgapError:
+    """The verify service, called as a library would with the far side's trust store and
+    installed records, raises exactly ``error`` (the CLI line is asserted separately)."""
+    state = State(far["state"])
+    options = VerifyOptions(
+        trusted=tuple(state.trust.keys()),
+        installed_versions=state.installed_versions(),
+        installed_manifests=state.installed_manifests(),
+    )
+    with pytest.raises(error) as caught:
+        verify_bundle(bundle, options)
+    return caught.value
 
 
 def engine_objects(name: str) -> set[str]:
@@ -424,6 +439,7 @@ def test_pre_release_does_not_replace_release(far: dict[str, Any]) -> None:
     assert expected in line and "--allow-downgrade" in line
     assert engine_objects(far["name"]) == set()
     assert expected in refused(far, 3, "verify", str(rc))
+    assert expected in service_refuses(far, rc, RollbackError).one_line()
 
 
 def test_release_replaces_its_pre_release_and_build_metadata_is_ignored(far: dict[str, Any]) -> None:
@@ -432,11 +448,13 @@ def test_release_replaces_its_pre_release_and_build_metadata_is_ignored(far: dic
         proc, _ = run_far_side(far, "verify", str(forge(far, version=version)))
         assert proc.returncode == 0, (version, proc.stderr)
     for version in ("1.0.0-rc.1", "1.0.0-beta", "0.9.9"):
-        refused(far, 3, "verify", str(forge(far, version=version)))
+        older = forge(far, version=version)
+        refused(far, 3, "verify", str(older))
+        service_refuses(far, older, RollbackError)
     # Build metadata does not order: 1.0.0-rc.2+rebuild is the installed version, with other content.
-    assert "same version, different content" in refused(
-        far, 3, "verify", str(forge(far, version="1.0.0-rc.2+rebuild"))
-    )
+    rebuild = forge(far, version="1.0.0-rc.2+rebuild")
+    assert "same version, different content" in refused(far, 3, "verify", str(rebuild))
+    service_refuses(far, rebuild, RollbackError)
 
 
 def test_allow_downgrade_accepts_a_pre_release_loudly(far: dict[str, Any]) -> None:
@@ -1043,10 +1061,12 @@ def test_same_version_with_different_content_is_rejected(far: dict[str, Any], ve
     neither replaces it silently."""
     installed = forge(far, version="1.0.0+build.2")
     _installed(far, "1.0.0+build.2", _manifest_sha(installed))
-    line = refused(far, 3, "verify", str(forge(far, version=version)))
+    other = forge(far, version=version)
+    line = refused(far, 3, "verify", str(other))
     expected = f"same version, different content: {far['name']} {version} has the precedence of installed"
     assert f"{expected} 1.0.0+build.2" in line
     assert "--allow-downgrade" in line
+    assert expected in service_refuses(far, other, RollbackError).one_line()
 
 
 def test_same_version_identical_bundle_verifies(far: dict[str, Any]) -> None:
