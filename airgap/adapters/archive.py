@@ -574,9 +574,7 @@ class ConcatenatedParts:
                 self.fh = open_regular(self.paths[self.index], "a bundle part", buffered=False)
             except EnvironmentFailure as exc:
                 name = self.expected[self.index][0]
-                raise TamperError(
-                    f"part {self.index + 1} ({name}) cannot be read: {exc.message}"
-                ) from None
+                raise TamperError(f"part {self.index + 1} ({name}) cannot be read: {exc.message}") from None
             self.hash = hashlib.sha256()
             self.read_in_part = 0
 
