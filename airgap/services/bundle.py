@@ -20,7 +20,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jinja2
 
@@ -47,6 +47,9 @@ from airgap.services.pack import PackResult, pack
 from airgap.services.probe import probe_image
 from airgap.services.selfcontained import airgap_wheelhouse
 from airgap.services.wheelhouse import WheelhouseResult, host_wheelhouse, image_wheelhouse
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
 
 IMAGE_UID = 10001
 RECORD_FORMAT = "airgap.build-record/v1"
@@ -939,4 +942,40 @@ def pack_staging(
         expires=expires,
         metadata=metadata,
         observer=observer,
+    )
+
+
+def seal(
+    result: BundleResult,
+    private_key: EllipticCurvePrivateKey | None,
+    *,
+    part_size: int | None = None,
+    expires: str | None = None,
+    observer: Observer | None = None,
+    unsafe_sign_failed_policy: bool = False,
+) -> PackResult | None:
+    """The last step of ``airgap bundle``, and its compliance gate.
+
+    With a key, the staging directory is signed and packed beside itself (``pack_staging``
+    refuses a failed policy evaluation unless ``unsafe_sign_failed_policy``). Without one, only
+    the staging directory exists; a failed evaluation is still the answer no (exit 1), so that a
+    pipeline never mistakes a non-compliant build for a good one.
+    """
+    if private_key is None:
+        if result.compliance.failed:
+            raise AnswerIsNo(
+                f"{len(result.compliance.blocking)} open policy finding(s) at or above "
+                f"{result.compliance.fail_on}",
+                hint=f"see {result.staging / 'compliance' / 'checklist.md'}; fix them, or waive each in "
+                "airgap.yaml with a written justification",
+            )
+        return None
+    return pack_staging(
+        result.staging,
+        result.staging.parent,
+        private_key,
+        part_size=part_size,
+        expires=expires,
+        observer=observer,
+        unsafe_sign_failed_policy=unsafe_sign_failed_policy,
     )
