@@ -267,6 +267,7 @@ def _state(state_dir: Optional[Path]) -> "StateDir":
 
 
 def _trusted(state: "StateDir", key: Optional[Path], trust_dir: Optional[Path]) -> "tuple[TrustedKey, ...]":
+    """The keys ``--key`` / ``--trust-dir`` / the state directory say to trust (``services.trust``)."""
     from airgap.services.trust import trusted_keys
 
     return trusted_keys(state, key, trust_dir)
