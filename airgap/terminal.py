@@ -1,7 +1,7 @@
 """The command line's view of time: progress in a terminal and in a log, and stopping on a signal.
 
-Part of the CLI layer (rich lives here and in ``cli.py`` only). Services report progress through
-the ``Observer`` port; ``ConsoleObserver`` draws it:
+Part of the CLI layer (rich lives here and in the ``airgap.cli`` package only). Services report
+progress through the ``Observer`` port; ``ConsoleObserver`` draws it:
 
 * in a terminal, as live rich progress: a bar with the amount (bytes with units and speed) for
   a task whose total is known, a spinner with the time spent for one whose total is not; every

@@ -19,7 +19,6 @@ import os
 import tarfile
 import tempfile
 import time
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -300,18 +299,3 @@ def docker_archive_stream(image: OciImage, repo_tag: str) -> Iterator[bytes]:
     ).encode()
     yield _tar_header("manifest.json", len(manifest)) + manifest + _padding(len(manifest))
     yield b"\0" * 1024
-
-
-def _gunzipped_size_and_digest(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    size = 0
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            out = d.decompress(block)
-            h.update(out)
-            size += len(out)
-        out = d.flush()
-        h.update(out)
-        size += len(out)
-    return size, "sha256:" + h.hexdigest()

@@ -81,10 +81,6 @@ class Runtime(abc.ABC):
         install uses it: force drops every tag (and Podman's also removes containers using it)."""
 
     @abc.abstractmethod
-    def images(self) -> set[str]:
-        """Every image id the runtime holds (to prove a refused bundle loaded nothing)."""
-
-    @abc.abstractmethod
     def create(self, spec: ContainerSpec) -> None:
         """Creates (not starts) a hardened container from ``spec``, so the old version keeps serving until the
         new one can start."""
@@ -178,11 +174,6 @@ class DockerRuntime(Runtime):
             contextlib.suppress(self._errors.ImageNotFound, self._errors.APIError),
         ):
             self.client.images.remove(image_id, force=True)
-
-    def images(self) -> set[str]:
-        """Every image id in the engine, intermediate ones included."""
-        with self._wrap("listing images"):
-            return {str(i.id) for i in self.client.images.list(all=True)}
 
     def create(self, spec: ContainerSpec) -> None:
         """Creates the container with host networking on 127.0.0.1, a read-only root, a small tmpfs /tmp, no
@@ -318,11 +309,6 @@ class PodmanRuntime(Runtime):
     def remove_image(self, image_id: str) -> None:
         """``podman rmi --force``: it also removes every container using the image; failures are ignored."""
         self._run(["rmi", "--force", image_id.removeprefix("sha256:")], "removing an image", check=False)
-
-    def images(self) -> set[str]:
-        """Every image id podman holds, intermediate ones included, spelled ``sha256:...`` like Docker's."""
-        out = self._run(["images", "--all", "--quiet", "--no-trunc"], "listing images")
-        return {"sha256:" + line.strip().removeprefix("sha256:") for line in out.splitlines() if line.strip()}
 
     def create(self, spec: ContainerSpec) -> None:
         """Creates the container with the same hardening as Docker's: host network on 127.0.0.1, read-only

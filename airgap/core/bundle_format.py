@@ -391,11 +391,6 @@ class Manifest:
         return sum(f.size for f in self.files)
 
     @property
-    def created_at(self) -> dt.datetime:
-        """The creation instant as an aware datetime, so it can be compared across time zones."""
-        return parse_timestamp(self.created, "created")
-
-    @property
     def expires_at(self) -> dt.datetime | None:
         """The expiry as an aware datetime, or None when the publisher set none."""
         return parse_timestamp(self.expires, "expires") if self.expires is not None else None
@@ -552,12 +547,6 @@ def _no_constant(name: str) -> Any:
 def render_sums(entries: Sequence[tuple[str, str]]) -> bytes:
     """``sha256sum -c`` format, paths relative to the bundle/ directory, sorted."""
     return "".join(f"{sha}  {path}\n" for path, sha in sorted(entries)).encode()
-
-
-def part_name(bundle_name: str, index: int) -> str:
-    """The file name of media part ``index``, zero-padded so a shell glob (``cat NAME.part-*``) joins the
-    parts in order."""
-    return f"{bundle_name}.part-{index:03d}"
 
 
 def parse_size(text: str) -> int:

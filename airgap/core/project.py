@@ -162,13 +162,6 @@ class Project:
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @property
-    def base_image_digest(self) -> str | None:
-        """The ``sha256:`` digest the base image is pinned to, or None when it is given by tag only, so a
-        caller can tell a reproducible base from a moving one."""
-        m = DIGEST_REF.match(self.base_image)
-        return f"sha256:{m.group('hex')}" if m else None
-
-    @property
     def slug(self) -> str:
         """``NAME-VERSION``: the one spelling of the bundle's directory and file names."""
         return f"{self.name}-{self.version}"

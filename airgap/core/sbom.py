@@ -31,11 +31,9 @@ from packaging.utils import canonicalize_name
 
 from airgap.errors import InvalidInputError
 
-SPEC_VERSION = "1.6"
 # uuid5(NAMESPACE_URL, "https://github.com/airgap/airgap#sbom"): serial numbers are uuid5 of the
 # document's SHA-256 under this namespace.
 SBOM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://github.com/airgap/airgap#sbom")
-DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 @dataclass(frozen=True)

@@ -64,11 +64,6 @@ class SemVer:
     def __ge__(self, other: SemVer) -> bool:
         return self._key() >= other._key()
 
-    def same_precedence(self, other: SemVer) -> bool:
-        """Equal in SemVer precedence: build metadata is ignored, so ``1.0.0+a`` and ``1.0.0+b`` are the same
-        release for rollback checks, though ``==`` tells them apart."""
-        return self._key() == other._key()
-
     @property
     def is_prerelease(self) -> bool:
         """Whether this is a pre-release, which sorts below the release of the same version."""

@@ -30,14 +30,12 @@ class FrameWalker:
     _skip: int = 0
     _checksum: bool = False
     _last: bool = False
-    _total: int = 0
 
     def update(self, data: bytes | memoryview) -> None:
         """Walks the next stored bytes in any chunking, raising ``FrameError`` as soon as they cannot be part
         of one well-formed frame (a dictionary, a reserved bit or block type, an oversized block, or any
         byte after the frame's end), so a bad member is rejected before it is decompressed."""
         view = memoryview(data)
-        self._total += len(view)
         while view:
             if self._state == "done":
                 raise FrameError(f"{len(view)} bytes follow the end of the zstd frame")

@@ -57,6 +57,7 @@ from airgap.services.selfcontained import airgap_wheelhouse
 from airgap.services.sign import UnsafeSignWarning as UnsafeSignWarning
 from airgap.services.sign import compliance_verdict as compliance_verdict
 from airgap.services.sign import pack_staging as pack_staging
+from airgap.services.sign import seal as seal
 from airgap.services.wheelhouse import WheelhouseResult, host_wheelhouse, image_wheelhouse
 
 RECORD_FORMAT = "airgap.build-record/v1"

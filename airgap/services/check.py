@@ -29,9 +29,9 @@ import os
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol, runtime_checkable
 
 import yaml
 
@@ -45,6 +45,10 @@ from airgap.core.project import DIGEST_REF, PolicySpec, Waiver
 from airgap.core.sbom import summarize
 from airgap.errors import EnvironmentFailure, InvalidInputError
 from airgap.resources import policies_dir
+
+if TYPE_CHECKING:
+    from airgap.services.observer import Observer
+    from airgap.services.state import State
 
 COMPLIANCE_FILES = ("results.json", "checklist.md", "checklist.cklb")
 IMAGE_ARCHIVE = "image/model-image.tar"
@@ -435,3 +439,71 @@ def write_compliance(outcome: CheckOutcome, directory: Path) -> list[Path]:
         atomic_write_bytes(directory / name, outcome.files[name])
         written.append(directory / name)
     return written
+
+
+@dataclass(frozen=True)
+class CheckTarget:
+    """What ``check`` reads, and where its reports go unless the user says otherwise."""
+
+    reader: BundleReader
+    default_output: Path
+
+
+def open_target(
+    target: Path,
+    state: State,
+    key: Path | None = None,
+    observer: Observer | None = None,
+) -> CheckTarget:
+    """A staging directory is read as it is (its reports go into its ``compliance/``); anything
+    else is a bundle, and is verified in full — signature by a trusted key, every hash, audited —
+    before one byte of it is evaluated (its reports go into ``./compliance``)."""
+    if target.is_dir():
+        return CheckTarget(DirectoryReader(target), target / "compliance")
+    from airgap.services.trust import trusted_keys
+    from airgap.services.verify import VerifiedReader, VerifyOptions, verify_and_audit
+
+    options = VerifyOptions(trusted=trusted_keys(state, key), keep=VerifiedReader.keep)
+    verified = verify_and_audit(target, state, options, observer, action="check")
+    return CheckTarget(VerifiedReader(verified), Path("compliance"))
+
+
+@dataclass(frozen=True)
+class CheckInputs:
+    """Everything ``check_bundle`` is evaluated with, besides the bundle itself."""
+
+    evaluated_at: datetime
+    waivers: tuple[Waiver, ...]
+    fail_on: str
+    policy_dirs: list[Path] | None
+
+
+def check_inputs(
+    reader: BundleReader, project_dir: Path | None = None, fail_on: str | None = None
+) -> CheckInputs:
+    """Which inputs a check reads, in order of precedence.
+
+    The bundle's own build record first: its waivers (with their written justification), its
+    ``fail_on``, and its ``source_date_epoch`` as the evaluation time, so that checking the same
+    bundle twice writes the same reports. A project directory replaces the waivers, adds its own
+    policy directories and brings its ``fail_on``; an explicit ``fail_on`` wins over both, and
+    ``high`` is the default.
+    """
+    from airgap.services.bundle import load_project
+
+    record = json.loads(reader.read("build.json")) if "build.json" in reader.list() else {}
+    policy = record.get("policy") or {}
+    waivers = tuple(Waiver(w["rule"], w["justification"]) for w in policy.get("waivers", []))
+    dirs = None
+    if project_dir is not None:
+        project, _ = load_project(project_dir)
+        waivers = project.policies.waivers
+        dirs = policy_directories(project_dir, project.policies)
+        policy = {"fail_on": project.policies.fail_on}
+    epoch = int(record.get("source_date_epoch") or 0)
+    return CheckInputs(
+        evaluated_at=datetime.fromtimestamp(epoch, timezone.utc),
+        waivers=waivers,
+        fail_on=fail_on or policy.get("fail_on") or "high",
+        policy_dirs=dirs,
+    )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airgap.adapters.fs import read_bytes
 from airgap.adapters.signers import Signer
@@ -18,6 +18,9 @@ from airgap.core.bundle_format import check_build_record
 from airgap.errors import AnswerIsNo, InvalidInputError
 from airgap.services.observer import Observer
 from airgap.services.pack import PackResult, pack
+
+if TYPE_CHECKING:
+    from airgap.services.bundle import BundleResult
 
 
 class UnsafeSignWarning(UserWarning):
@@ -133,4 +136,40 @@ def pack_staging(
         expires=expires,
         metadata=metadata,
         observer=observer,
+    )
+
+
+def seal(
+    result: BundleResult,
+    signer: Signer | None,
+    *,
+    part_size: int | None = None,
+    expires: str | None = None,
+    observer: Observer | None = None,
+    unsafe_sign_failed_policy: bool = False,
+) -> PackResult | None:
+    """The last step of ``airgap bundle``, and its compliance gate.
+
+    With a signer, the staging directory is signed and packed beside itself (``pack_staging``
+    refuses a failed policy evaluation unless ``unsafe_sign_failed_policy``). Without one, only
+    the staging directory exists; a failed evaluation is still the answer no (exit 1), so that a
+    pipeline never mistakes a non-compliant build for a good one.
+    """
+    if signer is None:
+        if result.compliance.failed:
+            raise AnswerIsNo(
+                f"{len(result.compliance.blocking)} open policy finding(s) at or above "
+                f"{result.compliance.fail_on}",
+                hint=f"see {result.staging / 'compliance' / 'checklist.md'}; fix them, or waive each in "
+                "airgap.yaml with a written justification",
+            )
+        return None
+    return pack_staging(
+        result.staging,
+        result.staging.parent,
+        signer,
+        part_size=part_size,
+        expires=expires,
+        observer=observer,
+        unsafe_sign_failed_policy=unsafe_sign_failed_policy,
     )

@@ -35,11 +35,6 @@ _IDENT = re.compile(r"[A-Za-z_][A-Za-z0-9_-]*")
 _BRACKET = re.compile(r'\[(\*|[0-9]+|"((?:[^"\\]|\\.)*)")\]')
 
 
-def is_wildcard(token: Token) -> bool:
-    """Whether ``token`` is ``[*]``: callers outside this module never see the marker's class."""
-    return isinstance(token, _Wildcard)
-
-
 def parse_path(text: str) -> PathTokens:
     """Parses a dotted path; raises ``ValueError`` with the position of the first bad character.
 

@@ -1,0 +1,384 @@
+"""``airgap bundle``, ``pack`` and ``check``: the workstation's side, from a project to a signed bundle."""
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from airgap.cli.common import (
+    EPILOG,
+    STATE,
+    RichObserver,
+    StateDirOption,
+    _emit_json,
+    _load_signing_key,
+    _progress,
+    _state,
+    _Table,
+    _unsafe_warnings,
+    app,
+    err_console,
+    out_console,
+)
+from airgap.errors import AnswerIsNo
+
+if TYPE_CHECKING:
+    from airgap.services.check import CheckOutcome
+
+
+# ----------------------------------------------------------------------------- bundle
+UnsafeSignOption = Annotated[
+    bool,
+    typer.Option(
+        "--unsafe-sign-failed-policy",
+        help="UNSAFE: sign although the policy evaluation failed (recorded in the signed manifest).",
+    ),
+]
+
+
+@app.command(epilog=EPILOG)
+def bundle(
+    project_dir: Annotated[
+        Path,
+        typer.Argument(
+            metavar="PROJECT",
+            help="The project directory holding airgap.yaml, or the airgap.yaml file itself.",
+        ),
+    ] = Path("."),
+    profile: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--profile", help="The far-side target profile from `airgap probe` (overrides target.profile)."
+        ),
+    ] = None,
+    host_wheelhouse: Annotated[
+        bool,
+        typer.Option(
+            "--host-wheelhouse",
+            help="Also resolve a wheelhouse for the profiled host's own Python (for `install --to venv`).",
+        ),
+    ] = False,
+    host_python: Annotated[
+        Optional[str],
+        typer.Option("--python", metavar="X.Y|PATH", help="Which of the host's interpreters to target."),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Where staging directories go (default: PROJECT/build)."),
+    ] = None,
+    index_url: Annotated[
+        str, typer.Option("--index-url", help="The package index (a mirror behind a proxy works too).")
+    ] = "https://pypi.org/simple",
+    ca_bundle: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--ca-bundle",
+            help="CA certificates for the index (TLS-inspecting proxies); default from PIP_CERT, "
+            "REQUESTS_CA_BUNDLE, SSL_CERT_FILE or the system bundle.",
+        ),
+    ] = None,
+    cache_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--cache-dir", help="Wheel store and lock cache (default ~/.cache/airgap or AIRGAP_CACHE_DIR)."
+        ),
+    ] = None,
+    key: Annotated[
+        Optional[str],
+        typer.Option(
+            "--key",
+            metavar="KEY_URI",
+            help="Sign and pack the bundle with this key: file:PATH or a plain path to a private key "
+            "from `airgap keys generate`; its passphrase comes from AIRGAP_KEY_PASSPHRASE or a prompt. "
+            "Without it, only staging is written.",
+        ),
+    ] = None,
+    part_size: Annotated[
+        Optional[str],
+        typer.Option(
+            "--part-size",
+            metavar="SIZE",
+            help="Split for media: 4G (FAT32), 4.7G (DVD), 25G (BD); decimal units.",
+        ),
+    ] = None,
+    expires: Annotated[
+        Optional[str],
+        typer.Option(
+            "--expires",
+            metavar="90d|DATE",
+            help="The far side refuses the bundle after this (90d counts from signing).",
+        ),
+    ] = None,
+    unsafe_sign_failed_policy: UnsafeSignOption = False,
+    keep_images: Annotated[
+        bool,
+        typer.Option(
+            "--keep-images",
+            help="Keep the images the build made and did not ship, and the one the tag named before "
+            "(default: removed, so that re-bundling does not fill the disk).",
+        ),
+    ] = False,
+) -> None:
+    """Build everything the far side needs, on a connected workstation with a Docker Engine.
+
+    Resolves a hash-locked wheelhouse inside the base image (pinned by digest), builds the model
+    image from it with the network disabled, runs the golden inputs inside that image to record
+    the outputs the far side will be held to, and writes PROJECT/build/NAME-VERSION/.
+
+    Proxy variables (HTTPS_PROXY, NO_PROXY) are passed to the resolver; SOURCE_DATE_EPOCH fixes
+    the timestamps.
+
+    Everything that can be checked without the engine (project, model, golden inputs against the
+    model's inputs, profile, templates, the target's architecture) is checked first. Interrupted
+    (Ctrl-C, SIGTERM, SIGHUP), it removes its partial work; the next run reclaims what a harder
+    kill left behind, and images the build made but did not ship are removed (--keep-images).
+
+    Examples:
+
+      airgap bundle examples/tabular --profile site-a.json --host-wheelhouse
+
+      airgap bundle examples/tabular/airgap.yaml --key publisher.key --part-size 4G --expires 90d
+    """
+    from airgap.adapters.docker_engine import DockerEngine
+    from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
+    from airgap.core.bundle_format import parse_size
+    from airgap.services import bundle as svc
+    from airgap.services.wheelhouse import default_cache_dir
+
+    size = parse_size(part_size) if part_size else None
+    signer = _load_signing_key(key) if key else None
+    options = svc.BundleOptions(
+        project_dir=project_dir,
+        output_dir=output,
+        target_profile=profile,
+        host_wheelhouse=host_wheelhouse,
+        host_python=host_python,
+        settings=ResolverSettings(index_url=index_url, ca_bundle=ca_bundle or default_ca_bundle()),
+        cache_dir=cache_dir or default_cache_dir(),
+        signer=signer,
+        keep_images=keep_images,
+    )
+    STATE.on_interrupt = (
+        "nothing was written and partial work was removed (a run killed harder is cleaned up by the next)"
+    )
+    with _progress() as progress:
+        result = svc.bundle(options, DockerEngine(), RichObserver(progress))
+        for note in result.cleanup:
+            err_console.print(note, soft_wrap=True, markup=False)
+        if result.compliance.failed:
+            _print_blocking(result.compliance)
+        if signer is not None:
+            STATE.on_interrupt = (
+                f"{result.staging} is complete but no bundle was written; sign it with `airgap pack` "
+                "or bundle again"
+            )
+        with _unsafe_warnings():
+            packed = svc.seal(
+                result,
+                signer,
+                part_size=size,
+                expires=expires,
+                observer=RichObserver(progress),
+                unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+            )
+    rec = result.record
+    if STATE.json:
+        _emit_json(
+            {
+                "staging": str(result.staging),
+                "record": rec,
+                "bundle": [str(p) for p in packed.files] if packed else None,
+                "manifest_sha256": packed.manifest_sha256 if packed else None,
+            }
+        )
+        return
+    table = _Table(title=f"bundle {rec['name']} {rec['version']}", show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    table.add_row("base image", rec["base_image"]["resolved"])
+    table.add_row(
+        "model image", f"{rec['image']['tag']} ({rec['image']['id'][:19]}) user {rec['image']['user']}"
+    )
+    for kind, wh in rec["wheelhouses"].items():
+        built = f", built offline: {', '.join(wh['built_from_sdist'])}" if wh["built_from_sdist"] else ""
+        table.add_row(
+            f"{kind} wheelhouse",
+            f"{len(wh['pins'])} pins, {wh['downloaded']} downloaded{built} · "
+            f"lock sha256 {wh['lock_sha256'][:16]}…",
+        )
+    table.add_row("model", f"{rec['model']['file']} (onnxruntime {rec['model']['onnxruntime']})")
+    table.add_row("checklist", _summary_line(result.compliance))
+    table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in rec["phases"].items()))
+    out_console.print(table)
+    out_console.print(f"staging directory: {result.staging}", markup=False)
+    if packed is None:
+        out_console.print("not signed: pass --key to write the signed bundle that crosses the gap")
+    else:
+        for path in packed.files:
+            out_console.print(f"bundle: {path}", markup=False)
+        out_console.print(
+            f"signed by key {packed.manifest.key_id[:16]}…, manifest sha256 {packed.manifest_sha256[:16]}…, "
+            f"{packed.total_size / 1e6:.1f} MB in {len(packed.parts)} file(s)"
+        )
+
+
+@app.command(epilog=EPILOG)
+def pack(
+    staging: Annotated[
+        Path,
+        typer.Argument(
+            metavar="STAGING", help="A staging directory written by `airgap bundle` (build/NAME-VERSION)."
+        ),
+    ],
+    key: Annotated[
+        str,
+        typer.Option(
+            "--key",
+            metavar="KEY_URI",
+            help="The signing key: file:PATH or a plain path (passphrase: AIRGAP_KEY_PASSPHRASE).",
+        ),
+    ],
+    output: Annotated[
+        Optional[Path],
+        typer.Option("--output", "-o", help="Where the bundle goes (default: beside the staging directory)."),
+    ] = None,
+    part_size: Annotated[
+        Optional[str],
+        typer.Option(
+            "--part-size", metavar="SIZE", help="Split for media: 4G (FAT32), 4.7G (DVD); decimal units."
+        ),
+    ] = None,
+    expires: Annotated[
+        Optional[str],
+        typer.Option(
+            "--expires", metavar="90d|DATE", help="The far side refuses the bundle after this (90d from now)."
+        ),
+    ] = None,
+    unsafe_sign_failed_policy: UnsafeSignOption = False,
+) -> None:
+    """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step).
+
+    Refuses (exit 1) a staging directory whose policy evaluation failed.
+
+    Example: airgap pack examples/tabular/build/tabular-classifier-1.0.0 --key publisher.key --part-size 4G
+    """
+    from airgap.core.bundle_format import parse_size
+    from airgap.services import bundle as svc
+
+    size = parse_size(part_size) if part_size else None
+    signer = _load_signing_key(key)
+    with _progress() as progress, _unsafe_warnings():
+        packed = svc.pack_staging(
+            staging,
+            output or staging.parent,
+            signer,
+            part_size=size,
+            expires=expires,
+            observer=RichObserver(progress),
+            unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+        )
+    if STATE.json:
+        _emit_json({"bundle": [str(p) for p in packed.files], "manifest_sha256": packed.manifest_sha256})
+        return
+    for path in packed.files:
+        out_console.print(f"bundle: {path}", markup=False)
+
+
+def _summary_line(outcome: "CheckOutcome") -> str:
+    counts: dict[str, int] = {}
+    for r in outcome.evaluation.results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    verdict = "FAIL" if outcome.failed else "PASS"
+    return f"{verdict} at --fail-on {outcome.fail_on}: " + ", ".join(
+        f"{v} {k}" for k, v in sorted(counts.items())
+    )
+
+
+def _print_blocking(outcome: "CheckOutcome") -> None:
+    table = _Table(title="open findings", title_justify="left")
+    for col in ("rule", "severity", "object", "field", "fix"):
+        table.add_column(col)
+    for r in outcome.blocking:
+        for f in r.findings or (None,):
+            table.add_row(
+                r.rule.id,
+                r.rule.severity,
+                f.object.describe() if f else "",
+                getattr(f, "field", "") if f else "",
+                r.rule.fix.splitlines()[0] if r.rule.fix else "",
+            )
+    err_console.print(table)
+
+
+@app.command(epilog=EPILOG)
+def check(
+    target: Annotated[
+        Path,
+        typer.Argument(metavar="STAGING|BUNDLE", help="A staging directory, or a bundle (verified first)."),
+    ],
+    fail_on: Annotated[
+        Optional[str],
+        typer.Option(
+            "--fail-on", metavar="high|medium|low", help="Exit 1 when open findings at or above remain."
+        ),
+    ] = None,
+    output: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--output", "-o", help="Where compliance/ files go (default: STAGING/compliance, ./compliance)."
+        ),
+    ] = None,
+    project_dir: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--project", help="Take waivers and extra policy directories from this project's airgap.yaml."
+        ),
+    ] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,
+    state_dir: StateDirOption = None,
+) -> None:
+    """Evaluate the STIG / Pod Security / FIPS / supply-chain policies on a staging directory or bundle.
+
+    Writes results.json, checklist.md and checklist.cklb (STIG Viewer 3). A rule no tool can
+    decide is `not_reviewed`, with the reason. Waivers (with their written justification) come
+    from the bundle's build record, or from --project; they appear in the checklist as overrides.
+
+    Example: airgap check examples/tabular/build/tabular-classifier-1.0.0 --fail-on medium
+    """
+    from airgap.services import check as svc
+
+    with _progress() as progress:
+        opened = svc.open_target(target, _state(state_dir), key, RichObserver(progress))
+    reader, default_out = opened.reader, opened.default_output
+    inputs = svc.check_inputs(reader, project_dir, fail_on)
+    outcome = svc.check_bundle(
+        reader,
+        evaluated_at=inputs.evaluated_at,
+        waivers=inputs.waivers,
+        fail_on=inputs.fail_on,
+        policy_dirs=inputs.policy_dirs,
+    )
+    written = svc.write_compliance(outcome, output or default_out)
+    if STATE.json:
+        _emit_json(json.loads(outcome.files["results.json"]) | {"written": [str(p) for p in written]})
+    else:
+        table = _Table(title=f"policy results ({_summary_line(outcome)})", title_justify="left")
+        for col in ("rule", "severity", "status", "references", "detail"):
+            table.add_column(col)
+        for r in outcome.evaluation.results:
+            if r.status != "open" and not r.waived:
+                continue
+            refs = ", ".join(b.group_id for b in r.rule.references.benchmarks if b.group_id)
+            detail = f"{r.findings[0].object.describe()}: {r.findings[0].message}" if r.findings else r.reason
+            status = r.status + (" (waived)" if r.waived else "")
+            table.add_row(r.rule.id, r.rule.severity, status, refs, detail)
+        if table.row_count:
+            out_console.print(table)
+        out_console.print(_summary_line(outcome), markup=False)
+        out_console.print(f"wrote {', '.join(str(p) for p in written)}", markup=False)
+    if outcome.failed:
+        raise AnswerIsNo(
+            f"{len(outcome.blocking)} open finding(s) at or above {outcome.fail_on}",
+            hint=f"see {(output or default_out) / 'checklist.md'}",
+        )

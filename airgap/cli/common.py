@@ -1,0 +1,273 @@
+"""What every command shares: the typer app, the global options, the consoles and the JSON output.
+
+The command modules of this package register themselves on ``app``; ``airgap.cli.main`` runs it.
+Services are imported inside the commands, so that ``airgap --help`` and a quick command do not
+pay for the Docker SDK, onnxruntime or the policy engine.
+"""
+
+import contextlib
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from airgap import __version__
+from airgap.adapters.keys import PASSPHRASE_ENV
+from airgap.errors import EXIT_CODES
+from airgap.terminal import ConsoleObserver
+
+if TYPE_CHECKING:
+    import typer.core
+    from rich.console import RenderableType
+    from rich.style import StyleType
+    from rich.table import Column
+
+    from airgap.adapters.keys import TrustedKey
+    from airgap.adapters.signers import Signer
+    from airgap.services.state import State as StateDir
+
+EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
+
+app = typer.Typer(
+    name="airgap",
+    help=(
+        "Get a machine-learning model running inside a network with no internet.\n\n"
+        "On the air-gapped target: `airgap probe` records the facts that decide whether a deployment "
+        "runs there. On a connected workstation: `airgap bundle` builds one signed bundle for that "
+        "target. On the far side: `airgap verify` and `airgap install`."
+    ),
+    epilog=EPILOG,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+
+@dataclass
+class State:
+    json: bool = False
+    verbose: bool = False
+    quiet: bool = False
+    # What an interrupt leaves behind, said in the one line printed when a signal stops a command.
+    on_interrupt: str = "nothing half-written was left in place"
+    # Under --json: the command's one document, printed by ``main`` once the outcome is known.
+    document: object = None
+
+
+STATE = State()
+
+
+def _plain_help() -> None:
+    """Help in click's plain words: no `<bool>` after a flag, no `{BUNDLE}` in the usage line.
+
+    A flag takes no value, so it shows none; a value shows its metavar (TEXT, PATH, or the one
+    the option names, such as HOST:PORT).
+    """
+    import typer.core
+
+    words = {"str": "TEXT", "path": "PATH", "int": "INTEGER", "float": "NUMBER", "bool": ""}
+
+    def option_type(self: "typer.core.TyperOption", ctx: "typer.Context") -> Optional[str]:
+        if self.is_flag or self.count:
+            return None
+        if self.metavar:
+            return str(self.metavar)
+        label = str(self.display_type(ctx)).strip("<>").removeprefix("list[").removesuffix("]")
+        return words.get(label.removesuffix(" range"), label.upper()) or None
+
+    def argument_type(self: "typer.core.TyperArgument", ctx: "typer.Context") -> Optional[str]:
+        return None  # the name column already shows the argument's metavar
+
+    def usage_name(self: "typer.core.TyperArgument") -> str:
+        name = str(self.display_name_raw)
+        name = name if self.required else f"[{name}]"
+        return name + ("..." if self.nargs != 1 else "")
+
+    for cls, attr, fn in (
+        (typer.core.TyperOption, "display_type_rich", option_type),
+        (typer.core.TyperArgument, "display_type_rich", argument_type),
+        (typer.core.TyperArgument, "_usage_display_name", usage_name),
+    ):
+        if hasattr(cls, attr):  # a typer without these hooks prints its own style, which still works
+            setattr(cls, attr, fn)
+
+
+_plain_help()
+err_console = Console(stderr=True, highlight=False)
+out_console = Console(highlight=False, soft_wrap=True)
+
+
+class _Table(Table):
+    """A table whose string title and cells are shown as written: they quote bundle, profile and
+    user text, which must not be read as rich markup (``[conceal]`` would hide the rest)."""
+
+    def __init__(self, *headers: "Column | str", title: Optional[str] = None, **kw: Any) -> None:
+        super().__init__(*headers, title=escape(title) if title is not None else None, **kw)
+
+    def add_row(
+        self,
+        *renderables: "RenderableType | None",
+        style: "StyleType | None" = None,
+        end_section: bool = False,
+    ) -> None:
+        super().add_row(
+            *(escape(c) if isinstance(c, str) else c for c in renderables),
+            style=style,
+            end_section=end_section,
+        )
+
+
+StateDirOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--state-dir",
+        help="Far-side state: trust store, audit log, installed versions "
+        "(default /var/lib/airgap as root, else ~/.local/share/airgap; or AIRGAP_STATE_DIR).",
+    ),
+]
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"airgap {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Machine-readable JSON on stdout instead of tables.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show details, and tracebacks of internal errors.")
+    ] = False,
+    quiet: Annotated[
+        bool,
+        typer.Option(
+            "--quiet", "-q", help="No progress: neither live bars in a terminal nor phase lines in a log."
+        ),
+    ] = False,
+    version: Annotated[
+        Optional[bool],
+        typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
+    ] = None,
+) -> None:
+    STATE.json = json_out
+    STATE.verbose = verbose
+    STATE.quiet = quiet
+
+
+class RichObserver:
+    """The observer a service gets: the command's ``_progress()``, or nothing when there is none."""
+
+    def __init__(self, progress: Optional[ConsoleObserver]) -> None:
+        self.progress = progress
+
+    def begin(self, task: str, total: Optional[float] = None, unit: str = "") -> None:
+        if self.progress is not None:
+            self.progress.begin(task, total, unit)
+
+    def advance(self, task: str, amount: float = 1, detail: str = "") -> None:
+        if self.progress is not None:
+            self.progress.advance(task, amount, detail)
+
+    def end(self, task: str) -> None:
+        if self.progress is not None:
+            self.progress.end(task)
+
+
+def _progress(log: bool = True) -> ConsoleObserver:
+    """Live progress on stderr in a terminal; elsewhere one line per task start and end (``log``)."""
+    return ConsoleObserver(err_console, log=log, enabled=not STATE.quiet)
+
+
+def _emit_json(payload: object) -> None:
+    """Hands the command's JSON document to ``main``, which prints it once the command succeeded.
+
+    Kept, not printed, so that stdout under ``--json`` is exactly one document whatever happens
+    next: a command that fails after producing its result (``check`` with open findings, ``smoke``
+    with a mismatch) yields one failure document that carries that result's fields too.
+    """
+    STATE.document = payload
+
+
+def print_document(payload: object) -> None:
+    """Writes one JSON document on stdout: the only writer of stdout under ``--json``."""
+    sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def failure_document(exit_code: int, kind: str, message: str, result: object = None) -> dict[str, object]:
+    """The one shape of every failure under ``--json`` (documented in the README).
+
+    ``{"ok": false, "exit_code": N, "kind": "...", "error": "one line"}``, plus the fields of the
+    result the command had already produced (a JSON object), so that a pipeline reads one document
+    and a non-zero ``exit_code`` on every failure, with the findings or mismatches when there are.
+    """
+    doc: dict[str, object] = dict(result) if isinstance(result, dict) else {}
+    doc.update({"ok": False, "exit_code": exit_code, "kind": kind, "error": message})
+    return doc
+
+
+def _parse_hostport(value: str) -> str:
+    if value in ("", "none"):
+        return "none"
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise typer.BadParameter("must be HOST:PORT (e.g. pypi.org:443) or 'none'")
+    return value
+
+
+@contextlib.contextmanager
+def _unsafe_warnings() -> Iterator[None]:
+    """Shows the UNSAFE warnings a service raises (a switched-off check), one line each."""
+    import warnings as _warnings
+
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for w in caught:
+                if w.category.__module__.startswith("airgap."):
+                    err_console.print(f"[bold yellow]{escape(str(w.message))}[/]", soft_wrap=True)
+
+
+def _passphrase(confirm: bool) -> bytes:
+    import os
+
+    value = os.environ.get(PASSPHRASE_ENV)
+    if value:
+        return value.encode()
+    if not sys.stdin.isatty():
+        from airgap.errors import UsageError
+
+        raise UsageError(f"no key passphrase: set {PASSPHRASE_ENV} or run in a terminal")
+    return str(typer.prompt("key passphrase", hide_input=True, confirmation_prompt=confirm)).encode()
+
+
+def _load_signing_key(uri: str) -> "Signer":
+    from airgap.adapters.signers import signer_from_uri
+
+    return signer_from_uri(uri, lambda: _passphrase(confirm=False))
+
+
+def _state(state_dir: Optional[Path]) -> "StateDir":
+    from airgap.services.state import State, default_state_dir
+
+    return State(state_dir or default_state_dir())
+
+
+def _trusted(state: "StateDir", key: Optional[Path], trust_dir: Optional[Path]) -> "tuple[TrustedKey, ...]":
+    """The keys ``--key`` / ``--trust-dir`` / the state directory say to trust (``services.trust``)."""
+    from airgap.services.trust import trusted_keys
+
+    return trusted_keys(state, key, trust_dir)

@@ -1,0 +1,279 @@
+"""``airgap install``, ``smoke``, ``status``, ``rollback``, ``uninstall``: the model on the far side."""
+
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+from rich.text import Text
+
+from airgap.cli.common import (
+    EPILOG,
+    STATE,
+    RichObserver,
+    StateDirOption,
+    _emit_json,
+    _progress,
+    _state,
+    _Table,
+    _trusted,
+    _unsafe_warnings,
+    app,
+    err_console,
+    out_console,
+)
+from airgap.errors import AnswerIsNo
+from airgap.terminal import ConsoleObserver
+
+if TYPE_CHECKING:
+    from airgap.services.install import Installer
+
+
+# ----------------------------------------------------------------------------- install and after
+TargetOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--to",
+        metavar="docker|podman|registry|kubernetes|podman-kube|venv",
+        help="Where to install (default: what this host has, and said).",
+    ),
+]
+
+
+def _installer(state_dir: Optional[Path], progress: Optional[ConsoleObserver] = None) -> "Installer":
+    from airgap.services.install import Installer
+
+    return Installer(_state(state_dir), RichObserver(progress))
+
+
+def _resolve_target(to: Optional[str]) -> str:
+    from airgap.services.install import Installer
+
+    if to:
+        return to
+    target, why = Installer.default_target()
+    err_console.print(f"installing with --to {target}: {why}", markup=False)
+    return target
+
+
+@app.command(epilog=EPILOG)
+def install(
+    bundle_path: Annotated[
+        Path, typer.Argument(metavar="BUNDLE", help="NAME-VERSION.airgap.tar, or its .parts.sha256 index.")
+    ],
+    to: TargetOption = None,
+    port: Annotated[
+        Optional[int],
+        typer.Option("--port", min=1024, max=65535, help="Serve on this host port (default: the bundle's)."),
+    ] = None,
+    registry: Annotated[
+        Optional[str],
+        typer.Option(
+            "--registry", metavar="HOST:PORT", help="The far side's registry (registry, kubernetes)."
+        ),
+    ] = None,
+    insecure_registry: Annotated[
+        bool, typer.Option("--insecure-registry", help="UNSAFE outside a lab: plain HTTP to the registry.")
+    ] = False,
+    ca_bundle: Annotated[
+        Optional[Path],
+        typer.Option("--ca-bundle", help="CA certificates of the registry."),
+    ] = None,
+    context: Annotated[
+        Optional[str],
+        typer.Option("--context", help="kubectl context (kubernetes)."),
+    ] = None,
+    namespace: Annotated[Optional[str], typer.Option("--namespace", help="Kubernetes namespace.")] = None,
+    python: Annotated[
+        Optional[str],
+        typer.Option("--python", help="The interpreter for --to venv (default: the one running airgap)."),
+    ] = None,
+    key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,
+    state_dir: StateDirOption = None,
+    allow_downgrade: Annotated[
+        bool,
+        typer.Option("--allow-downgrade", help="UNSAFE: install a version older than the one installed."),
+    ] = False,
+    allow_expired: Annotated[
+        bool, typer.Option("--allow-expired", help="UNSAFE: install an expired bundle.")
+    ] = False,
+    unsafe_install_failed_policy: Annotated[
+        bool,
+        typer.Option(
+            "--unsafe-install-failed-policy",
+            help="UNSAFE: install a bundle whose signed policy evaluation failed (or is missing).",
+        ),
+    ] = False,
+) -> None:
+    """Verify, load, run and prove the model answers — on this host, offline.
+
+    Runs the same verification as `airgap verify` first and loads nothing before it passes. Then
+    streams what the target needs out of the bundle (every byte re-hashed), loads the image, runs
+    it hardened (read-only root, no capabilities, non-root, limits), waits for readiness and sends
+    the golden inputs: a mismatch exits 1 and restores the previous version. Installing the same
+    bundle twice does nothing; an install killed at any point is undone or completed by the next.
+
+    Example: airgap install tabular-classifier-1.0.0.airgap.tar --to docker --port 8080
+    """
+    from airgap.services.install import InstallOptions
+
+    target = _resolve_target(to)
+    state = _state(state_dir)
+    options = InstallOptions(
+        target=target,
+        port=port,
+        registry=registry,
+        insecure_registry=insecure_registry,
+        ca_bundle=ca_bundle,
+        kube_context=context,
+        namespace=namespace,
+        python=python,
+        allow_downgrade=allow_downgrade,
+        allow_expired=allow_expired,
+        trusted=_trusted(state, key, None),
+        unsafe_install_failed_policy=unsafe_install_failed_policy,
+    )
+    STATE.on_interrupt = "run the same `airgap install` again: it completes or undoes what was started"
+    with _progress() as progress, _unsafe_warnings():
+        result = _installer(state_dir, progress).install(bundle_path, options)
+    r = result.receipt
+    if STATE.json:
+        _emit_json(
+            {
+                "name": r.name,
+                "version": r.version,
+                "target": r.target,
+                "nothing_to_do": result.nothing_to_do,
+                "recovered": list(result.recovered),
+                "receipt": r.to_json(),
+                "prediction": result.prediction,
+                "curl": result.curl,
+                "serve": result.serve,
+            }
+        )
+        return
+    for note in result.recovered:
+        err_console.print(f"[yellow]{escape(note)}[/]")
+    if result.nothing_to_do:
+        out_console.print(
+            f"{r.name} {r.version} is already installed with --to {r.target} and healthy: nothing to do",
+            markup=False,
+        )
+        return
+    where = f"http://127.0.0.1:{r.port}" if r.target != "venv" else r.extra.get("venv")
+    out_console.print(
+        f"[green]installed[/] {escape(f'{r.name} {r.version} --to {r.target} at {where}')}: smoke test passed"
+    )
+    # Commands to paste: printed whole on one line each, never wrapped or styled.
+    if result.serve:
+        out_console.print(f"serve it: {result.serve}", markup=False, highlight=False, soft_wrap=True)
+    if result.curl:
+        out_console.print(f"try it: {result.curl}", markup=False, highlight=False, soft_wrap=True)
+    if result.prediction:
+        answered = json.dumps(result.prediction["outputs"])
+        out_console.print(f"it answers: {answered}", markup=False, highlight=False, soft_wrap=True)
+
+
+@app.command(epilog=EPILOG)
+def smoke(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The installed bundle's name.")],
+    to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Send the golden inputs to an installed model again and compare with the recorded outputs.
+
+    Example: airgap smoke tabular-classifier --to docker
+    """
+    current, mismatches = _installer(state_dir).smoke(name, to)
+    if STATE.json:
+        _emit_json(
+            {
+                "name": name,
+                "version": current.version,
+                "ok": not mismatches,
+                "mismatches": [m.line() for m in mismatches],
+            }
+        )
+    if mismatches:
+        for m in mismatches[1:]:
+            err_console.print(m.line(), markup=False)
+        raise AnswerIsNo(f"smoke test of {name} {current.version} ({to}) failed: {mismatches[0].line()}")
+    if not STATE.json:
+        out_console.print(
+            f"[green]ok[/] {escape(f'{name} {current.version} ({to})')} answers its golden inputs"
+        )
+
+
+@app.command(epilog=EPILOG)
+def status(state_dir: StateDirOption = None) -> None:
+    """What is installed where, which version, whether it is healthy, and what rollback would restore.
+
+    Example: airgap status
+    """
+    rows = _installer(state_dir).status()
+    if STATE.json:
+        _emit_json(rows)
+        return
+    if not rows:
+        out_console.print("nothing is installed")
+        return
+    table = _Table(title="installed", title_justify="left")
+    # The name is what every other command takes: never cut; the rest folds onto more lines.
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+    for col in ("target", "version", "healthy", "where", "previous", "installed at"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        health = Text("yes", style="green") if r["healthy"] else Text("no", style="red")
+        if r["interrupted"]:
+            health.append(" (an install was interrupted: re-run it)")
+        where = r["container"] or ""
+        if r["target"] == "venv":
+            where = r.get("venv") or where
+        elif r["port"]:
+            where += f" :{r['port']}"
+        table.add_row(
+            r["name"], r["target"], r["version"], health, where, r["previous"] or "-", r["installed_at"]
+        )
+    out_console.print(table)
+
+
+@app.command(epilog=EPILOG)
+def rollback(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The installed bundle's name.")],
+    to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Go back to the previously installed version (smoke-tested before it is committed).
+
+    Example: airgap rollback tabular-classifier --to docker
+    """
+    from airgap.services.install import InstallOptions
+
+    with _progress() as progress:
+        result = _installer(state_dir, progress).rollback(name, to, InstallOptions(target=to))
+    if STATE.json:
+        _emit_json({"name": name, "version": result.receipt.version, "target": to})
+    else:
+        out_console.print(
+            f"[green]rolled back[/] {escape(f'{name} to {result.receipt.version} ({to})')}; smoke test passed"
+        )
+
+
+@app.command(epilog=EPILOG)
+def uninstall(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The installed bundle's name.")],
+    to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Remove an installation: containers, images, virtualenvs. The audit log is kept.
+
+    Example: airgap uninstall tabular-classifier --to docker
+    """
+    removed = _installer(state_dir).uninstall(name, to)
+    if STATE.json:
+        _emit_json({"removed": removed})
+    else:
+        out_console.print(
+            f"removed {name} ({to}): " + (", ".join(removed) or "nothing was running"), markup=False
+        )
