@@ -218,6 +218,17 @@ def docker_archive_to_oci(
         ],
     }
     (layout / "index.json").write_bytes(canonical(index))
+    # The docker-archive manifest beside the OCI index, over the same blobs (as `docker save` writes
+    # since Engine 25): `tar -cf - -C image/oci . | docker load` then works on engines before 25,
+    # which cannot read an OCI layout, for an admin who has no airgap.
+    docker_manifest = [
+        {
+            "Config": f"blobs/sha256/{cfg_digest.split(':', 1)[1]}",
+            "RepoTags": [ref_name],
+            "Layers": [f"blobs/sha256/{d.split(':', 1)[1]}" for d, _ in layers],
+        }
+    ]
+    (layout / "manifest.json").write_bytes(canonical(docker_manifest))
     return OciImage(layout, man_digest, cfg_digest, tuple(layers), ref_name)
 
 
