@@ -120,3 +120,19 @@ def test_bundle_without_a_key_and_a_passing_evaluation_writes_only_staging(tmp_p
     assert not waived.failed
     assert seal(BundleResult(staging, {}, waived), None) is None
     assert not any(p.name.endswith(".airgap.tar") for p in tmp_path.iterdir())
+
+
+# ------------------------------------------------------------------------- findings below the gate
+def test_open_medium_findings_below_the_gate_are_listed_for_the_summary(tmp_path: Path) -> None:
+    staging = staging_with(tmp_path, {})
+    now = dt.datetime.now(dt.timezone.utc)
+    high = check_bundle(DirectoryReader(staging), evaluated_at=now, fail_on="high")
+    below = high.below_gate
+    assert below, "the privileged manifest has open medium findings"
+    assert {r.rule.severity for r in below} == {"medium"}
+    assert all(r.status == "open" for r in below)
+    assert not {r.rule.id for r in below} & {r.rule.id for r in high.blocking}
+    # At --fail-on medium the same findings block, so nothing is left below the gate.
+    medium = check_bundle(DirectoryReader(staging), evaluated_at=now, fail_on="medium")
+    assert medium.below_gate == ()
+    assert {r.rule.id for r in below} <= {r.rule.id for r in medium.blocking}

@@ -24,8 +24,10 @@ from airgap.cli.common import (
 from airgap.errors import AnswerIsNo
 
 if TYPE_CHECKING:
-    from airgap.services.check import CheckOutcome
+    from collections.abc import Sequence
 
+    from airgap.core.policy import RuleResult
+    from airgap.services.check import CheckOutcome
 
 # ----------------------------------------------------------------------------- bundle
 UnsafeSignOption = Annotated[
@@ -190,6 +192,10 @@ def bundle(
                 "record": rec,
                 "bundle": [str(p) for p in packed.files] if packed else None,
                 "manifest_sha256": packed.manifest_sha256 if packed else None,
+                "open_below_gate": [
+                    {"rule": r.rule.id, "severity": r.rule.severity, "findings": len(r.findings)}
+                    for r in result.compliance.below_gate
+                ],
             }
         )
         return
@@ -211,6 +217,11 @@ def bundle(
     table.add_row("checklist", _summary_line(result.compliance))
     table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in rec["phases"].items()))
     out_console.print(table)
+    if result.compliance.below_gate:
+        _print_findings(
+            result.compliance.below_gate,
+            f"open findings below --fail-on {result.compliance.fail_on} (not blocking: review them)",
+        )
     out_console.print(f"staging directory: {result.staging}", markup=False)
     if packed is None:
         out_console.print("not signed: pass --key to write the signed bundle that crosses the gap")
@@ -296,10 +307,14 @@ def _summary_line(outcome: "CheckOutcome") -> str:
 
 
 def _print_blocking(outcome: "CheckOutcome") -> None:
-    table = _Table(title="open findings", title_justify="left")
+    _print_findings(outcome.blocking, "open findings")
+
+
+def _print_findings(results: "Sequence[RuleResult]", title: str) -> None:
+    table = _Table(title=title, title_justify="left")
     for col in ("rule", "severity", "object", "field", "fix"):
         table.add_column(col)
-    for r in outcome.blocking:
+    for r in results:
         for f in r.findings or (None,):
             table.add_row(
                 r.rule.id,

@@ -390,6 +390,14 @@ class CheckOutcome:
     def failed(self) -> bool:
         return bool(self.blocking)
 
+    @property
+    def below_gate(self) -> tuple[RuleResult, ...]:
+        """Open findings of medium severity or above that do not block (``--fail-on high``): they
+        pass the gate, so a summary that only listed blocking findings would hide them from the
+        reviewer who signs."""
+        blocking = {id(r) for r in self.blocking}
+        return tuple(r for r in self.evaluation.blocking("medium") if id(r) not in blocking)
+
 
 def check_bundle(
     reader: BundleReader,
