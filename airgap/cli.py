@@ -23,6 +23,7 @@ from rich.text import Text
 from airgap import __version__
 from airgap.adapters.keys import PASSPHRASE_ENV
 from airgap.errors import EXIT_CODES, AirgapError, AnswerIsNo, Interrupted
+from airgap.services.targets import names as install_targets
 from airgap.terminal import ConsoleObserver, ignore_signals, signals_interrupt
 
 EPILOG = "Exit codes: " + "; ".join(f"{k} {v}" for k, v in EXIT_CODES.items()) + "."
@@ -1098,7 +1099,7 @@ TargetOption = Annotated[
     Optional[str],
     typer.Option(
         "--to",
-        metavar="docker|podman|registry|kubernetes|podman-kube|venv",
+        metavar="|".join(install_targets()),
         help="Where to install (default: what this host has, and said).",
     ),
 ]

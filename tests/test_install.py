@@ -58,9 +58,9 @@ def far_side(tmp_path: Path, media: Path):  # type: ignore[no-untyped-def]
         run_airgap("uninstall", row["name"], "--to", row["target"], "--state-dir", str(state))
 
 
-def install(state: Path, bundle_path: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+def install(state: Path, bundle_path: Path, *args: str, kill_at: str | None = None) -> Any:
     return run_airgap(
-        "--json", "install", str(bundle_path), "--state-dir", str(state), *args, env=env, timeout=600
+        "--json", "install", str(bundle_path), "--state-dir", str(state), *args, timeout=600, kill_at=kill_at
     )
 
 
@@ -153,7 +153,7 @@ def test_install_killed_at_each_step_is_completed_by_the_next_run(
     others = airgap_containers("docker")
     assert install(far_side, media, "--to", "docker", "--port", port).returncode == 0
     images_before = _docker_images()
-    killed = install(far_side, media_v2, "--to", "docker", "--port", port, env={"AIRGAP_FAULT_INJECT": step})
+    killed = install(far_side, media_v2, "--to", "docker", "--port", port, kill_at=step)
     assert killed.returncode == -9, killed.stderr
     again = install(far_side, media_v2, "--to", "docker", "--port", port)
     assert again.returncode == 0, again.stderr
@@ -212,7 +212,7 @@ def test_uninstall_removes_the_container(far_side: Path, media: Path) -> None:
 
 
 def test_log_tail_keeps_the_last_lines_on_one_line_with_repeats_counted() -> None:
-    from airgap.services.install import log_tail
+    from airgap.services.smoketest import log_tail
 
     fatal = json.dumps(
         {
