@@ -119,18 +119,21 @@ class KubectlCli:
     def _local_port(proc: subprocess.Popen[str], deployment: str, timeout: float = 60) -> int:
         """The local port kubectl chose, from its "Forwarding from 127.0.0.1:N -> M" line."""
         found: list[int] = []
+        announced = threading.Event()
 
         def read() -> None:
+            # Reads to the end: kubectl says "Handling connection for N" on every connection, and
+            # must never block on a full pipe.
             assert proc.stdout is not None
             for line in proc.stdout:
                 m = FORWARDING.search(line)
-                if m:
+                if m and not found:
                     found.append(int(m.group(1)))
-                    return
+                    announced.set()
+            announced.set()
 
-        reader = threading.Thread(target=read, daemon=True)
-        reader.start()
-        reader.join(timeout)
+        threading.Thread(target=read, daemon=True).start()
+        announced.wait(timeout)
         if found:
             return found[0]
         proc.kill()
