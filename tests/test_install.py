@@ -208,6 +208,39 @@ def test_uninstall_removes_the_container(far_side: Path, media: Path) -> None:
     assert json.loads(run_airgap("--json", "status", "--state-dir", str(far_side)).stdout) == []
 
 
+def test_uninstall_keeps_an_image_another_installation_still_needs_to_roll_back_to(
+    far_side: Path, media: Path, media_v2: Path
+) -> None:
+    """registry: 1.0.0; docker: 1.0.0, then 1.1.0 over it (1.0.0's image kept for rollback, its
+    container gone) — the same image as the registry's. Uninstalling the registry's installation
+    must not take docker's rollback with it."""
+    assert install(far_side, media, "--to", "docker", "--port", "18250").returncode == 0
+    registry = install(
+        far_side,
+        media,
+        "--to",
+        "registry",
+        "--port",
+        "18251",
+        "--registry",
+        "127.0.0.1:5000",
+        "--insecure-registry",
+    )
+    assert registry.returncode == 0, registry.stderr
+    assert install(far_side, media_v2, "--to", "docker", "--port", "18250").returncode == 0
+    image = json.loads(registry.stdout)["receipt"]["image_id"]
+    assert image in _docker_images()
+    gone = run_airgap(
+        "--json", "uninstall", "tabular-classifier", "--to", "registry", "--state-dir", str(far_side)
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert not any(x.startswith("image ") for x in json.loads(gone.stdout)["removed"])
+    assert image in _docker_images(), "the image docker's rollback needs was removed"
+    back = run_airgap("rollback", "tabular-classifier", "--to", "docker", "--state-dir", str(far_side))
+    assert back.returncode == 0, back.stderr
+    assert predict(18250)["model_version"] == "1.0.0"
+
+
 # ------------------------------------------------------------------ pure parts, no engine needed
 
 
