@@ -83,12 +83,16 @@ class KubectlCli:
         return proc
 
     def apply(self, manifests: str) -> None:
+        """``kubectl apply -f -``: the YAML on stdin, so nothing is written to disk for kubectl."""
         self._run(["apply", "-f", "-"], "applying the manifests", stdin=manifests)
 
     def delete(self, manifests: str) -> None:
+        """``kubectl delete --ignore-not-found -f -``: undo and uninstall can always run it."""
         self._run(["delete", "--ignore-not-found", "-f", "-"], "deleting the manifests", stdin=manifests)
 
     def rollout_status(self, namespace: str, deployment: str, timeout: float) -> Rollout:
+        """``kubectl rollout status``, watching up to ``timeout`` (``--watch=false`` for 0);
+        complete only when it exits 0 and says so."""
         args = ["-n", namespace, "rollout", "status", f"deployment/{deployment}"]
         args += [f"--timeout={timeout:.0f}s"] if timeout > 0 else ["--watch=false"]
         proc = self._run(args, "reading the rollout status", check=False, timeout=timeout + 60)
@@ -96,10 +100,13 @@ class KubectlCli:
         return Rollout(proc.returncode == 0 and ROLLED_OUT in said, said)
 
     def rollout_undo(self, namespace: str, deployment: str) -> None:
+        """``kubectl rollout undo``: back to the deployment's previous revision."""
         self._run(["-n", namespace, "rollout", "undo", f"deployment/{deployment}"], "undoing the rollout")
 
     @contextlib.contextmanager
     def port_forward(self, namespace: str, deployment: str, remote_port: int) -> Iterator[int]:
+        """``kubectl port-forward --address 127.0.0.1 deployment/NAME :PORT``: kubectl picks the
+        local port and says which; the forward is stopped when the block ends."""
         argv = self._argv(
             ["-n", namespace, "port-forward", "--address", "127.0.0.1", f"deployment/{deployment}",
              f":{remote_port}"]

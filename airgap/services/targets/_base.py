@@ -169,29 +169,37 @@ class BaseTarget:
     host_port = False
 
     def wants(self, path: str) -> bool:
+        """The model, contract, manifests, build record and server; the image, or the host wheelhouse."""
         if path.startswith(("model/", "manifests/")) or path in ("build.json", "server/airgap_server.py"):
             return True
         return path.startswith("image/oci/" if self.needs_image else "host/")
 
     def answers(self, site: Site, receipt: Receipt, contract: dict[str, Any]) -> Answers:
+        """The golden cases sent to the server on ``127.0.0.1:PORT`` once it is ready."""
         return answers_on(receipt.port or 8080, contract)
 
     def healthy(self, site: Site, receipt: Receipt) -> bool:
+        """Healthy while the server on the port answers ``/healthz``."""
         return healthz(receipt.port or 8080)
 
     def undo(self, site: Site, journal: dict[str, Any]) -> str:
+        """Nothing of its own to put back: says what runs now."""
         return restored(journal)
 
     def finish(self, site: Site, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """Nothing of the old version to clean up."""
         return None
 
     def rollback(self, ctx: InstallContext) -> None:
+        """Refused: this target cannot bring the previous version back in place."""
         raise UsageError(f"rollback of --to {self.name}: install the previous bundle again")
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
+        """Nothing of its own to remove."""
         return []
 
     def serve_command(self, receipt: Receipt, record: dict[str, Any], content: Path) -> str | None:
+        """None: the target runs a server of its own."""
         return None
 
 

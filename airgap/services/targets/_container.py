@@ -32,6 +32,7 @@ class ContainerTarget(BaseTarget):
         self.rank = rank
 
     def deploy(self, ctx: InstallContext) -> None:
+        """Loads the signed image and switches from the old container to a new one."""
         rt = self.runtime()
         r = ctx.receipt
         r.image_id = load_image(ctx, rt)
@@ -68,6 +69,7 @@ class ContainerTarget(BaseTarget):
         )
 
     def healthy(self, site: Site, receipt: Receipt) -> bool:
+        """Healthy while the container runs and its server answers ``/healthz``."""
         try:
             running = bool(receipt.container) and self.runtime().state(receipt.container or "") == "running"
         except (OSError, EnvironmentFailure, ValueError):
@@ -75,6 +77,8 @@ class ContainerTarget(BaseTarget):
         return running and healthz(receipt.port or 8080)
 
     def undo(self, site: Site, journal: dict[str, Any]) -> str:
+        """Removes the new container, starts the old one again and waits until it answers, and removes an
+        image the run loaded that no installation uses; says whether the old version runs again."""
         old = journal.get("old") or {}
         said = f"{old.get('version')} restored" if old else "nothing left installed"
         with quiet():
@@ -99,11 +103,13 @@ class ContainerTarget(BaseTarget):
         return said
 
     def finish(self, site: Site, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """Removes the old version's container (its image stays, for rollback)."""
         if old.get("container") and old.get("container") != new.get("container"):
             with quiet():
                 self.runtime().remove(old["container"])
 
     def rollback(self, ctx: InstallContext) -> None:
+        """Re-creates the previous version's container from its still-loaded image."""
         rt = self.runtime()
         prev = ctx.receipt
         if not prev.image_id or not rt.has_image(prev.image_id):
@@ -115,6 +121,8 @@ class ContainerTarget(BaseTarget):
         self.switch_container(ctx, rt, prev.image_id)
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
+        """Removes the container, and its image unless another installation on the same runtime still names
+        it."""
         removed: list[str] = []
         if not receipt.container:
             return removed

@@ -36,6 +36,8 @@ class KubernetesTarget(BaseTarget):
         self.kubectl = kubectl
 
     def deploy(self, ctx: InstallContext) -> None:
+        """Pushes the image, applies the manifests rewritten to it by digest, and waits for the
+        rollout; the journal names what was applied before it is."""
         options, r, content = ctx.options, ctx.receipt, ctx.content
         if not options.registry:
             raise UsageError("--to kubernetes needs --registry HOST:PORT (the cluster's registry)")
@@ -69,12 +71,15 @@ class KubernetesTarget(BaseTarget):
             )
 
     def answers(self, site: Site, receipt: Receipt, contract: dict[str, Any]) -> Answers:
+        """The golden cases sent through a port-forward to the applied deployment, on a port kubectl
+        picks."""
         x = receipt.extra
         kube = self.kubectl(x.get("context"))
         with kube.port_forward(x["namespace"], x["deployment"], int(x["remote_port"])) as local:
             return answers_on(local, contract, ready_timeout=60)
 
     def healthy(self, site: Site, receipt: Receipt) -> bool:
+        """Healthy while the deployment's rollout is complete, asked now (no waiting)."""
         x = receipt.extra
         if not x.get("namespace"):
             return False  # a receipt that never recorded where it was applied
@@ -84,6 +89,8 @@ class KubernetesTarget(BaseTarget):
             return False
 
     def undo(self, site: Site, journal: dict[str, Any]) -> str:
+        """The previous version's manifests applied again (and its rollout waited for), or, on a
+        fresh install, what was applied deleted; says which."""
         new = journal.get("kube")
         old = journal.get("old") or {}
         if not new:
@@ -103,6 +110,8 @@ class KubernetesTarget(BaseTarget):
         return f"nothing left installed (deployment/{new['deployment']} deleted from {new['namespace']})"
 
     def rollback(self, ctx: InstallContext) -> None:
+        """Applies the previous version's manifests and waits for their rollout; the smoke test
+        follows."""
         prev = ctx.receipt
         text = _read(prev.extra.get("manifests"))
         if text is None:
@@ -115,6 +124,7 @@ class KubernetesTarget(BaseTarget):
         ctx.journal.step("started")
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
+        """Deletes what the version's manifests created, namespaces excepted."""
         x = receipt.extra
         text = _read(x.get("manifests"))
         if text is None:

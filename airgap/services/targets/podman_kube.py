@@ -24,6 +24,8 @@ class PodmanKubeTarget(BaseTarget):
     host_port = True
 
     def deploy(self, ctx: InstallContext) -> None:
+        """Loads (or pushes) the image, takes the old pod down, plays the new one and waits for it
+        on the port."""
         import yaml
 
         from airgap.services.manifests import RenderedFile, for_podman
@@ -63,6 +65,7 @@ class PodmanKubeTarget(BaseTarget):
         wait_ready(port, lambda: True)
 
     def undo(self, site: Site, journal: dict[str, Any]) -> str:
+        """Takes the new pod down and plays the old version's YAML again."""
         rt = PodmanRuntime()
         new_yaml = _kube_yaml(journal)
         if new_yaml:
@@ -73,6 +76,7 @@ class PodmanKubeTarget(BaseTarget):
         return restored(journal)
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
+        """Takes the version's pod down with the YAML that played it."""
         kube_yaml = _kube_yaml(receipt.extra)
         if kube_yaml is None:
             return []

@@ -19,6 +19,8 @@ class RegistryTarget(ContainerTarget):
     """A container target whose image comes back from the registry it was pushed to."""
 
     def deploy(self, ctx: InstallContext) -> None:
+        """Pushes the image, writes the manifests rewritten to it, pulls it back by digest and runs
+        it hardened."""
         options, r, content = ctx.options, ctx.receipt, ctx.content
         if not options.registry:
             raise UsageError("--to registry needs --registry HOST:PORT")
@@ -37,6 +39,8 @@ class RegistryTarget(ContainerTarget):
         self.switch_container(ctx, rt, ref)
 
     def rollback(self, ctx: InstallContext) -> None:
+        """Refused: the image of the previous version may be gone from the registry; install its
+        bundle again."""
         raise UsageError("rollback of --to registry: install the previous bundle again")
 
 

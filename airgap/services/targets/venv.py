@@ -26,6 +26,7 @@ class VenvTarget(BaseTarget):
     needs_image = False
 
     def deploy(self, ctx: InstallContext) -> None:
+        """A fresh virtualenv for this version from the host wheelhouse, offline and hash-checked."""
         content, r = ctx.content, ctx.receipt
         lock = content / "host" / "requirements.lock"
         if not lock.exists():
@@ -43,6 +44,7 @@ class VenvTarget(BaseTarget):
         ctx.journal.step("started")
 
     def answers(self, site: Site, receipt: Receipt, contract: dict[str, Any]) -> Answers:
+        """The golden cases run by the model in the virtualenv (no server, no port)."""
         from airgap.services.extraction import model_file, read_record
 
         content = Path(receipt.content)
@@ -55,23 +57,29 @@ class VenvTarget(BaseTarget):
         return outputs, {}
 
     def healthy(self, site: Site, receipt: Receipt) -> bool:
+        """Healthy while the virtualenv's interpreter is there."""
         return Path(receipt.extra.get("python", "")).exists()
 
     def undo(self, site: Site, journal: dict[str, Any]) -> str:
+        """Deletes the virtualenv the interrupted run created; the old one was never touched."""
         if journal.get("venv"):
             shutil.rmtree(journal["venv"], ignore_errors=True)
         return restored(journal)
 
     def rollback(self, ctx: InstallContext) -> None:
+        """Nothing to start: the previous virtualenv is still there, and the smoke test decides."""
         return None  # the previous virtualenv is still there: the smoke test decides
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
+        """Deletes the version's virtualenv."""
         if not receipt.extra.get("venv"):
             return []
         shutil.rmtree(receipt.extra["venv"], ignore_errors=True)
         return [f"virtualenv {receipt.extra['venv']}"]
 
     def serve_command(self, receipt: Receipt, record: dict[str, Any], content: Path) -> str | None:
+        """The environment and command line that serve the installed model on its port from the
+        virtualenv."""
         env = {
             "AIRGAP_MODEL_PATH": str(content / record["model"]["file"]),
             "AIRGAP_GOLDEN_PATH": str(content / "model" / "golden.json"),
