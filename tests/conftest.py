@@ -24,13 +24,25 @@ FOREIGN = ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json"
 
 
 def run_airgap(
-    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 300
+    *args: str,
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 300,
+    kill_at: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Runs the real command line, as a user would, and captures what they would see."""
+    """Runs the real command line, as a user would, and captures what they would see.
+
+    ``kill_at``: through ``tests.faultrun``, the process is killed (SIGKILL) right after it
+    journals that install step.
+    """
     full_env = dict(os.environ)
     full_env.update(env or {})
+    entry = ["-m", "airgap"]
+    if kill_at is not None:
+        entry = ["-m", "tests.faultrun", kill_at]
+        full_env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), full_env.get("PYTHONPATH")]))
     return subprocess.run(
-        [sys.executable, "-m", "airgap", *args],
+        [sys.executable, *entry, *args],
         capture_output=True,
         text=True,
         env=full_env,

@@ -31,8 +31,8 @@ from airgap.adapters import keys
 from airgap.adapters.archive import PartSink, TarWriter
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, FileEntry, Manifest, canonical_json, render_sums
 from airgap.errors import AirgapError, InvalidInputError, RollbackError
-from airgap.services.install import Installed, Receipt
 from airgap.services.observer import NullObserver
+from airgap.services.receipts import Installed, Receipt
 from airgap.services.state import State
 from airgap.services.verify import VerifyOptions, verify_bundle
 from tests.bundles import EPOCH, PASS, flip_byte_in, make_key, members, pack_demo, synthetic_staging
@@ -882,7 +882,7 @@ def test_image_naming_a_blob_the_bundle_lacks_is_rejected(far: dict[str, Any]) -
 def test_poisoned_blob_already_in_the_store_is_replaced_not_reused(far: dict[str, Any]) -> None:
     """A store file whose bytes do not hash to its name (left by an older airgap, or tampered with
     on disk) is never reused: extraction rewrites it from the verified bundle."""
-    from airgap.services.install import extract
+    from airgap.services.extraction import extract
     from airgap.services.verify import VerifyOptions, verify_bundle
 
     good = forge(far, files={"build.json": b"{}", BLOB: GOOD_CONFIG})

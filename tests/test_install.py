@@ -58,9 +58,9 @@ def far_side(tmp_path: Path, media: Path):  # type: ignore[no-untyped-def]
         run_airgap("uninstall", row["name"], "--to", row["target"], "--state-dir", str(state))
 
 
-def install(state: Path, bundle_path: Path, *args: str, env: dict[str, str] | None = None) -> Any:
+def install(state: Path, bundle_path: Path, *args: str, kill_at: str | None = None) -> Any:
     return run_airgap(
-        "--json", "install", str(bundle_path), "--state-dir", str(state), *args, env=env, timeout=600
+        "--json", "install", str(bundle_path), "--state-dir", str(state), *args, timeout=600, kill_at=kill_at
     )
 
 
@@ -153,7 +153,7 @@ def test_install_killed_at_each_step_is_completed_by_the_next_run(
     others = airgap_containers("docker")
     assert install(far_side, media, "--to", "docker", "--port", port).returncode == 0
     images_before = _docker_images()
-    killed = install(far_side, media_v2, "--to", "docker", "--port", port, env={"AIRGAP_FAULT_INJECT": step})
+    killed = install(far_side, media_v2, "--to", "docker", "--port", port, kill_at=step)
     assert killed.returncode == -9, killed.stderr
     again = install(far_side, media_v2, "--to", "docker", "--port", port)
     assert again.returncode == 0, again.stderr
@@ -208,11 +208,44 @@ def test_uninstall_removes_the_container(far_side: Path, media: Path) -> None:
     assert json.loads(run_airgap("--json", "status", "--state-dir", str(far_side)).stdout) == []
 
 
+def test_uninstall_keeps_an_image_another_installation_still_needs_to_roll_back_to(
+    far_side: Path, media: Path, media_v2: Path
+) -> None:
+    """registry: 1.0.0; docker: 1.0.0, then 1.1.0 over it (1.0.0's image kept for rollback, its
+    container gone) — the same image as the registry's. Uninstalling the registry's installation
+    must not take docker's rollback with it."""
+    assert install(far_side, media, "--to", "docker", "--port", "18250").returncode == 0
+    registry = install(
+        far_side,
+        media,
+        "--to",
+        "registry",
+        "--port",
+        "18251",
+        "--registry",
+        "127.0.0.1:5000",
+        "--insecure-registry",
+    )
+    assert registry.returncode == 0, registry.stderr
+    assert install(far_side, media_v2, "--to", "docker", "--port", "18250").returncode == 0
+    image = json.loads(registry.stdout)["receipt"]["image_id"]
+    assert image in _docker_images()
+    gone = run_airgap(
+        "--json", "uninstall", "tabular-classifier", "--to", "registry", "--state-dir", str(far_side)
+    )
+    assert gone.returncode == 0, gone.stderr
+    assert not any(x.startswith("image ") for x in json.loads(gone.stdout)["removed"])
+    assert image in _docker_images(), "the image docker's rollback needs was removed"
+    back = run_airgap("rollback", "tabular-classifier", "--to", "docker", "--state-dir", str(far_side))
+    assert back.returncode == 0, back.stderr
+    assert predict(18250)["model_version"] == "1.0.0"
+
+
 # ------------------------------------------------------------------ pure parts, no engine needed
 
 
 def test_log_tail_keeps_the_last_lines_on_one_line_with_repeats_counted() -> None:
-    from airgap.services.install import log_tail
+    from airgap.services.smoketest import log_tail
 
     fatal = json.dumps(
         {

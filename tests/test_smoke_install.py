@@ -360,7 +360,7 @@ def test_status_and_uninstall_see_an_install_killed_mid_way_and_a_container_noth
         "18307",
         "--state-dir",
         str(far_side),
-        env={"AIRGAP_FAULT_INJECT": "started"},
+        kill_at="started",
         timeout=600,
     )
     assert killed.returncode == -9

@@ -175,6 +175,14 @@ class DockerRuntime(Runtime):
         ):
             self.client.images.remove(image_id, force=True)
 
+    def pull(self, ref: str) -> str:
+        """Pulls ``ref`` (a registry reference, by digest) and returns the image id."""
+        try:
+            with self._wrap(f"pulling {ref} back from the registry"):
+                return str(self.client.images.pull(ref).id)
+        except self._errors.NotFound as exc:
+            raise EnvironmentFailure(f"docker: pulling {ref} back from the registry failed: {exc}") from None
+
     def create(self, spec: ContainerSpec) -> None:
         """Creates the container with host networking on 127.0.0.1, a read-only root, a small tmpfs /tmp, no
         capabilities, no-new-privileges, memory, CPU and pids limits, and the restart policy."""

@@ -24,6 +24,7 @@ from airgap.cli.common import (
     out_console,
 )
 from airgap.errors import AnswerIsNo
+from airgap.services.targets import names as install_targets
 from airgap.terminal import ConsoleObserver
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ TargetOption = Annotated[
     Optional[str],
     typer.Option(
         "--to",
-        metavar="docker|podman|registry|kubernetes|podman-kube|venv",
+        metavar="|".join(install_targets()),
         help="Where to install (default: what this host has, and said).",
     ),
 ]

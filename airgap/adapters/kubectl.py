@@ -1,0 +1,149 @@
+"""Kubernetes through ``kubectl``: the port the kubernetes install target drives, and its real adapter.
+
+The target needs five things from a cluster: apply manifests, delete them, tell whether a
+deployment's rollout is complete, undo a rollout, and a port-forward to the deployment's pods. The
+port is a Protocol so that tests can drive the target against a recorded conversation; the real
+adapter runs ``kubectl`` (every call through :meth:`KubectlCli._run`) and turns its failures into
+one-line EnvironmentFailures (exit 5).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+from airgap.errors import EnvironmentFailure
+
+FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> \d+")
+ROLLED_OUT = "successfully rolled out"
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """Where a deployment's rollout stands: complete or not, and kubectl's words for it."""
+
+    complete: bool
+    message: str
+
+
+class Kubectl(Protocol):
+    """What the kubernetes install target asks of a cluster."""
+
+    def apply(self, manifests: str) -> None:
+        """Applies the multi-document YAML (raises EnvironmentFailure when the cluster refuses it)."""
+
+    def delete(self, manifests: str) -> None:
+        """Deletes the objects the YAML names; objects already gone are not an error."""
+
+    def rollout_status(self, namespace: str, deployment: str, timeout: float) -> Rollout:
+        """Whether the deployment's newest rollout is complete, waiting up to ``timeout`` seconds
+        (0: the state now, no waiting). Never raises for "not complete": that is the answer."""
+
+    def rollout_undo(self, namespace: str, deployment: str) -> None:
+        """Returns the deployment to its previous revision."""
+
+    def port_forward(self, namespace: str, deployment: str, remote_port: int) -> AbstractContextManager[int]:
+        """A forward from an ephemeral local port on 127.0.0.1 to ``remote_port`` of one of the
+        deployment's pods, open for the ``with`` block; yields the local port."""
+
+
+class KubectlCli:
+    """The real cluster, through the ``kubectl`` on PATH, with ``--context`` when given."""
+
+    def __init__(self, context: str | None = None, executable: str = "kubectl") -> None:
+        self.exe = executable
+        self.context = ["--context", context] if context else []
+
+    def _argv(self, args: list[str]) -> list[str]:
+        if shutil.which(self.exe) is None:
+            raise EnvironmentFailure(
+                "kubectl is not installed", hint="install kubectl, or choose another --to"
+            )
+        return [self.exe, *self.context, *args]
+
+    def _run(
+        self, args: list[str], what: str, stdin: str | None = None, check: bool = True, timeout: float = 600
+    ) -> subprocess.CompletedProcess[str]:
+        try:
+            proc = subprocess.run(
+                self._argv(args), input=stdin, capture_output=True, text=True, timeout=timeout
+            )
+        except subprocess.TimeoutExpired:
+            raise EnvironmentFailure(f"kubectl: {what} did not finish within {timeout:.0f}s") from None
+        if check and proc.returncode != 0:
+            lines = (proc.stderr or proc.stdout).strip().splitlines() or ["no output"]
+            raise EnvironmentFailure(f"kubectl: {what} failed: {lines[-1][:300]}")
+        return proc
+
+    def apply(self, manifests: str) -> None:
+        """``kubectl apply -f -``: the YAML on stdin, so nothing is written to disk for kubectl."""
+        self._run(["apply", "-f", "-"], "applying the manifests", stdin=manifests)
+
+    def delete(self, manifests: str) -> None:
+        """``kubectl delete --ignore-not-found -f -``: undo and uninstall can always run it."""
+        self._run(["delete", "--ignore-not-found", "-f", "-"], "deleting the manifests", stdin=manifests)
+
+    def rollout_status(self, namespace: str, deployment: str, timeout: float) -> Rollout:
+        """``kubectl rollout status``, watching up to ``timeout`` (``--watch=false`` for 0);
+        complete only when it exits 0 and says so."""
+        args = ["-n", namespace, "rollout", "status", f"deployment/{deployment}"]
+        args += [f"--timeout={timeout:.0f}s"] if timeout > 0 else ["--watch=false"]
+        proc = self._run(args, "reading the rollout status", check=False, timeout=timeout + 60)
+        said = (proc.stdout.strip().splitlines() or proc.stderr.strip().splitlines() or [""])[-1]
+        return Rollout(proc.returncode == 0 and ROLLED_OUT in said, said)
+
+    def rollout_undo(self, namespace: str, deployment: str) -> None:
+        """``kubectl rollout undo``: back to the deployment's previous revision."""
+        self._run(["-n", namespace, "rollout", "undo", f"deployment/{deployment}"], "undoing the rollout")
+
+    @contextlib.contextmanager
+    def port_forward(self, namespace: str, deployment: str, remote_port: int) -> Iterator[int]:
+        """``kubectl port-forward --address 127.0.0.1 deployment/NAME :PORT``: kubectl picks the
+        local port and says which; the forward is stopped when the block ends."""
+        argv = self._argv(
+            ["-n", namespace, "port-forward", "--address", "127.0.0.1", f"deployment/{deployment}",
+             f":{remote_port}"]
+        )  # fmt: skip
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            yield self._local_port(proc, deployment)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    @staticmethod
+    def _local_port(proc: subprocess.Popen[str], deployment: str, timeout: float = 60) -> int:
+        """The local port kubectl chose, from its "Forwarding from 127.0.0.1:N -> M" line."""
+        found: list[int] = []
+        announced = threading.Event()
+
+        def read() -> None:
+            # Reads to the end: kubectl says "Handling connection for N" on every connection, and
+            # must never block on a full pipe.
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                m = FORWARDING.search(line)
+                if m and not found:
+                    found.append(int(m.group(1)))
+                    announced.set()
+            announced.set()
+
+        threading.Thread(target=read, daemon=True).start()
+        announced.wait(timeout)
+        if found:
+            return found[0]
+        proc.kill()
+        _, err = proc.communicate(timeout=10)
+        last = (err.strip().splitlines() or ["no output"])[-1][:300]
+        raise EnvironmentFailure(f"kubectl: the port-forward to deployment/{deployment} failed: {last}")
