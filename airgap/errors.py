@@ -109,6 +109,7 @@ class Interrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
+        """128 + the signal number, so a calling shell or CI sees which signal stopped the run."""
         return 128 + self.signum
 
 
