@@ -35,7 +35,7 @@ class AnswerIsNo(AirgapError):
 
 
 class UsageError(AirgapError):
-    """The command line itself is wrong."""
+    """The command line itself is wrong (exit 2): fixing the arguments, not the input, is the remedy."""
 
     exit_code = 2
     kind = "usage"

@@ -45,7 +45,7 @@ def probe_host(
     budget: float = collector.DEFAULT_BUDGET,
     observer: Observer | None = None,
 ) -> ProbeResult:
-    """Probes the machine this runs on."""
+    """Probes the machine this runs on: the far-side host, when airgap is installed there."""
     obs = observer or NullObserver()
     obs.begin("probe", SECTIONS)
     try:
