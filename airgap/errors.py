@@ -35,7 +35,7 @@ class AnswerIsNo(AirgapError):
 
 
 class UsageError(AirgapError):
-    """The command line itself is wrong."""
+    """The command line itself is wrong (exit 2): fixing the arguments, not the input, is the remedy."""
 
     exit_code = 2
     kind = "usage"
@@ -109,6 +109,7 @@ class Interrupted(BaseException):
 
     @property
     def exit_code(self) -> int:
+        """128 + the signal number, so a calling shell or CI sees which signal stopped the run."""
         return 128 + self.signum
 
 

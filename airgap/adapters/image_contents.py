@@ -382,6 +382,7 @@ def rpm_packages(image: str, engine: ImageRunner) -> list[OsPackage]:
 
 
 def distro_of(contents: ImageContents) -> Distro | None:
+    """The image's distribution from the first os-release file found; None when the image has none."""
     for path in OS_RELEASE:
         data = contents.read(path)
         if data is not None:

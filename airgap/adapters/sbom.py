@@ -53,6 +53,7 @@ MAX_METADATA = 16 << 20
 
 
 def sha256_file(path: Path) -> str:
+    """Streams the file in 1 MiB chunks so a multi-gigabyte model is hashed without being held in memory."""
     digest = hashlib.sha256()
     try:
         with path.open("rb") as fh:

@@ -53,6 +53,8 @@ app = typer.Typer(
 
 @dataclass
 class State:
+    """The global flags, set once by the callback so every command reads the same answer."""
+
     json: bool = False
     verbose: bool = False
     quiet: bool = False
@@ -172,14 +174,17 @@ class RichObserver:
         self.progress = progress
 
     def begin(self, task: str, total: Optional[float] = None, unit: str = "") -> None:
+        """Forwards to the progress display, if any, so a service never checks for one."""
         if self.progress is not None:
             self.progress.begin(task, total, unit)
 
     def advance(self, task: str, amount: float = 1, detail: str = "") -> None:
+        """Forwards to the progress display, if any; a no-op without one."""
         if self.progress is not None:
             self.progress.advance(task, amount, detail)
 
     def end(self, task: str) -> None:
+        """Forwards to the progress display, if any; safe to call from a ``finally``."""
         if self.progress is not None:
             self.progress.end(task)
 

@@ -65,6 +65,8 @@ RECORD_FORMAT = "airgap.build-record/v1"
 
 @dataclass(frozen=True)
 class BundleOptions:
+    """Everything a build may vary besides the project itself, so ``bundle`` takes no CLI state."""
+
     project_dir: Path
     output_dir: Path | None = None
     target_profile: Path | None = None
@@ -78,6 +80,8 @@ class BundleOptions:
 
 @dataclass(frozen=True)
 class BundleResult:
+    """The finished staging directory, its build record and compliance outcome, for the CLI to report."""
+
     staging: Path
     record: dict[str, Any]
     compliance: CheckOutcome
@@ -153,6 +157,7 @@ def check_model_file(model: Path) -> None:
 
 
 def load_golden(path: Path) -> dict[str, Any]:
+    """Refuses a golden-inputs file without at least one case with inputs, before any slow phase runs."""
     try:
         data = json.loads(read_bytes(path, "golden inputs"))
     except ValueError as exc:
@@ -187,6 +192,11 @@ PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # renders templates before the real d
 
 
 def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | None = None) -> BundleResult:
+    """Builds the staging directory in a locked partial directory and swaps it into place only when complete.
+
+    Input that can be refused without the engine is refused first; on failure or interrupt the
+    partial directory and the images this run made are removed, so no half-built bundle is left.
+    """
     obs = observer or NullObserver()
     phase = _Phases(obs)
     project_dir, _ = locate_project(options.project_dir)

@@ -84,9 +84,11 @@ class StreamingReader(Protocol):
     bundle's size (for the target's free disk). A reader without them still gets every other fact.
     """
 
-    def open(self, path: str) -> BinaryIO: ...
+    def open(self, path: str) -> BinaryIO:
+        """A binary stream of one file, so a large archive is read without loading it whole."""
 
-    def size(self, path: str) -> int: ...
+    def size(self, path: str) -> int:
+        """One file's size in bytes, without reading it."""
 
 
 UNSHIPPED = frozenset({"image/model-image.tar"})
@@ -126,6 +128,7 @@ class DirectoryReader:
         return sorted(out)
 
     def read(self, path: str) -> bytes:
+        """One file's bytes; a path that leaves the directory, even by symlink, is refused."""
         try:
             return self._path(path).read_bytes()
         except FileNotFoundError:
@@ -134,12 +137,14 @@ class DirectoryReader:
             raise EnvironmentFailure(f"cannot read {self.root / path}: {exc.strerror or exc}") from None
 
     def open(self, path: str) -> BinaryIO:
+        """A stream of one file, confined to the directory like ``read``."""
         try:
             return self._path(path).open("rb")
         except OSError as exc:
             raise InvalidInputError(f"cannot open {path} in {self.root}: {exc.strerror or exc}") from None
 
     def size(self, path: str) -> int:
+        """One file's size from ``stat``, confined to the directory like ``read``."""
         try:
             return self._path(path).stat().st_size
         except OSError as exc:
@@ -388,6 +393,7 @@ class CheckOutcome:
 
     @property
     def failed(self) -> bool:
+        """True when a blocking result remains: the command answers no (exit 1)."""
         return bool(self.blocking)
 
     @property

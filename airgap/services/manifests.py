@@ -27,6 +27,8 @@ IMAGE_UID = 10001
 
 @dataclass(frozen=True)
 class RenderedFile:
+    """One rendered manifest: the text shipped as-is, and its parsed objects for validation."""
+
     name: str  # e.g. "20-deployment.yaml"
     text: str
     objects: tuple[dict[str, Any], ...]

@@ -17,6 +17,8 @@ BYTES = "bytes"
 
 
 class Observer(Protocol):
+    """The port services report progress through, so they never import a UI library."""
+
     def begin(self, task: str, total: float | None = None, unit: str = "") -> None:
         """A unit of work starts; ``total`` in ``unit`` (``BYTES``, or a count) when known."""
 
@@ -34,10 +36,10 @@ class NullObserver:
     """Reports nothing: for library use."""
 
     def begin(self, task: str, total: float | None = None, unit: str = "") -> None:
-        pass
+        """Ignored: no one is watching."""
 
     def advance(self, task: str, amount: float = 1, detail: str = "") -> None:
-        pass
+        """Ignored: no one is watching."""
 
     def end(self, task: str) -> None:
-        pass
+        """Ignored: no one is watching."""

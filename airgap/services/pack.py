@@ -54,6 +54,8 @@ _EXCLUDE = re.compile(r"^(image/model-image\.tar)$")
 
 @dataclass(frozen=True)
 class PackResult:
+    """What was written and the manifest it was sealed with, so the caller can report and verify it."""
+
     files: tuple[Path, ...]  # the bundle file, or its parts and the signed parts index
     manifest: Manifest
     manifest_sha256: str

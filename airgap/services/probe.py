@@ -26,6 +26,8 @@ IMAGE_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class ProbeResult:
+    """The validated profile, its warnings, and the exact bytes that were validated, to be written."""
+
     profile: Profile
     warnings: tuple[ProfileWarning, ...]
     document: bytes
@@ -43,7 +45,7 @@ def probe_host(
     budget: float = collector.DEFAULT_BUDGET,
     observer: Observer | None = None,
 ) -> ProbeResult:
-    """Probes the machine this runs on."""
+    """Probes the machine this runs on: the far-side host, when airgap is installed there."""
     obs = observer or NullObserver()
     obs.begin("probe", SECTIONS)
     try:
@@ -92,10 +94,12 @@ def collector_source() -> str:
 
 
 def export_script(dest: Path) -> None:
+    """Writes the collector atomically and executable, for a host where airgap is not installed."""
     atomic_write_bytes(dest, collector_source().encode(), mode=0o755)
 
 
 def write_profile(result: ProbeResult, dest: Path) -> None:
+    """Writes atomically: an interrupted probe never leaves a truncated profile behind."""
     atomic_write_bytes(dest, result.document)
 
 

@@ -21,6 +21,7 @@ _MISSING = object()  # installed.json does not exist yet: nothing was installed 
 
 
 def default_state_dir() -> Path:
+    """``AIRGAP_STATE_DIR``, else the system path for root or the per-user XDG data path."""
     if os.environ.get("AIRGAP_STATE_DIR"):
         return Path(os.environ["AIRGAP_STATE_DIR"])
     if os.getuid() == 0:
@@ -30,15 +31,19 @@ def default_state_dir() -> Path:
 
 
 class State:
+    """One state directory, so trust, audit and install records are always read from the same place."""
+
     def __init__(self, directory: Path) -> None:
         self.directory = directory
 
     @property
     def trust(self) -> TrustStore:
+        """The keys this site trusts to sign bundles."""
         return TrustStore(self.directory / "trust")
 
     @property
     def audit_log(self) -> Path:
+        """The append-only JSON-lines log of every verify, install, rollback, uninstall and trust change."""
         return self.directory / "audit.log"
 
     def audit(self, record: dict[str, Any]) -> None:

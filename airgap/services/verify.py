@@ -89,20 +89,24 @@ class VerifiedReader:
 
     @classmethod
     def keep(cls, path: str, size: int) -> bool:
+        """Members the verifier hands back: metadata and small blobs, not layers, wheels or weights."""
         if "/blobs/" in path:
             return size <= cls.SMALL_BLOB  # image manifests and configs, not layers
         return (not path.endswith(".whl") and not path.startswith("model/")) or path.endswith(".json")
 
     def list(self) -> list[str]:
+        """Every file the signed manifest names, as content paths."""
         return sorted(f.content_path for f in self.verified.manifest.files)
 
     def size(self, path: str) -> int:
+        """The uncompressed size from the signed manifest, so no member is read to learn it."""
         for f in self.verified.manifest.files:
             if f.content_path == path:
                 return f.content_size if f.content_size is not None else f.size
         raise InvalidInputError(f"{path} is not in the verified bundle")
 
     def read(self, path: str) -> bytes:
+        """Only a member the verifier kept; anything else is refused rather than re-read from media."""
         try:
             return self.verified.kept[path]
         except KeyError:

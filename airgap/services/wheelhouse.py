@@ -42,6 +42,8 @@ LOCK_FORMAT = 1
 
 @dataclass(frozen=True)
 class WheelhouseResult:
+    """The lock, the wheels and their verification report, and how this run got them (build record)."""
+
     lock: Lock
     directory: Path
     report: WheelhouseReport
@@ -252,6 +254,7 @@ def _verify(
 
 
 def default_cache_dir() -> Path:
+    """``AIRGAP_CACHE_DIR``, else the XDG cache path: downloads survive between builds."""
     base = os.environ.get("AIRGAP_CACHE_DIR") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airgap"
     )
