@@ -322,7 +322,7 @@ def test_sdist_only_requirement_becomes_a_locked_wheel_built_offline(tmp_path: P
         sha256_file,
     )
     from airgap.services.probe import probe_image
-    from airgap.services.wheelhouse import image_wheelhouse
+    from airgap.services.wheelhouse import WheelhouseSite, image_wheelhouse
 
     engine = DockerEngine()
     ref = engine.resolve_digest(base_image)
@@ -333,9 +333,7 @@ def test_sdist_only_requirement_becomes_a_locked_wheel_built_offline(tmp_path: P
         ref,
         py,
         ["docopt==0.6.2"],
-        tmp_path / "wh",
-        WheelStore(tmp_path / "store"),
-        tmp_path / "locks",
+        WheelhouseSite(tmp_path / "wh", WheelStore(tmp_path / "store"), tmp_path / "locks"),
     )
     assert result.built == ("docopt-0.6.2-py2.py3-none-any.whl",)
     wheel = tmp_path / "wh" / "wheels" / result.built[0]

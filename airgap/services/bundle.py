@@ -58,7 +58,7 @@ from airgap.services.sign import UnsafeSignWarning as UnsafeSignWarning
 from airgap.services.sign import compliance_verdict as compliance_verdict
 from airgap.services.sign import pack_staging as pack_staging
 from airgap.services.sign import seal as seal
-from airgap.services.wheelhouse import WheelhouseResult, host_wheelhouse, image_wheelhouse
+from airgap.services.wheelhouse import WheelhouseResult, WheelhouseSite, host_wheelhouse, image_wheelhouse
 
 RECORD_FORMAT = "airgap.build-record/v1"
 
@@ -390,9 +390,7 @@ def _build(
             base_ref,
             base_py,
             requirements,
-            staging,
-            store,
-            cache / "locks",
+            WheelhouseSite(staging, store, cache / "locks"),
             obs,
         )
 
@@ -405,9 +403,7 @@ def _build(
                 host_py,
                 f"{profile.hostname} ({profile.digest[:12]})",
                 requirements,
-                staging / "host",
-                store,
-                cache / "locks",
+                WheelhouseSite(staging / "host", store, cache / "locks"),
                 obs,
             )
 

@@ -37,7 +37,7 @@ from airgap.core.tags import compute_tags
 from airgap.core.wheelhouse import Lock, Pin, required_names, verify_wheelhouse
 from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError
 from airgap.services.observer import NullObserver, Observer
-from airgap.services.wheelhouse import WheelhouseResult, host_wheelhouse
+from airgap.services.wheelhouse import WheelhouseResult, WheelhouseSite, host_wheelhouse
 
 # What setuptools reads to build the wheel (pyproject's packages, data-files, readme and license):
 # copying only these keeps editors' scratch files, caches and the working tree's build/ out of it.
@@ -169,7 +169,9 @@ def airgap_wheelhouse(
     # airgap's own Requires-Dist as the far side's interpreter sees it (no extras: no dev tools).
     requirements = sorted(str(req) for _, req in required_names(read_requires_dist(wheel), py))
     try:
-        deps = host_wheelhouse(resolver, py, target_label, requirements, dest, store, lock_cache, obs)
+        deps = host_wheelhouse(
+            resolver, py, target_label, requirements, WheelhouseSite(dest, store, lock_cache), obs
+        )
     except InvalidInputError:
         shutil.rmtree(dest, ignore_errors=True)
         raise

@@ -53,6 +53,24 @@ class WheelhouseResult:
     files: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class WheelhouseSite:
+    """Where one wheelhouse is written and what it reuses: ``dest`` receives ``wheels/`` and the
+    lock; ``store`` is the content-addressed wheel cache every bundle shares (a second bundle with
+    the same lock downloads nothing); ``lock_cache`` keeps resolutions, so an unchanged project
+    is not resolved again."""
+
+    dest: Path
+    store: WheelStore
+    lock_cache: Path
+
+    def resolution(
+        self, kind: str, target: str, requirements: Sequence[str], py: PythonFacts, settings: ResolverSettings
+    ) -> Path:
+        """The cache file of one resolution (the inputs' hash names it; the caller adds the suffix)."""
+        return self.lock_cache / _cache_key(kind, target, requirements, py, settings)
+
+
 def _cache_key(
     kind: str, target: str, requirements: Sequence[str], py: PythonFacts, settings: ResolverSettings
 ) -> str:
@@ -105,17 +123,17 @@ def image_wheelhouse(
     image_digest_ref: str,
     py: PythonFacts,
     requirements: Sequence[str],
-    dest: Path,
-    store: WheelStore,
-    lock_cache: Path,
+    site: WheelhouseSite,
     observer: Observer | None = None,
 ) -> WheelhouseResult:
     """The wheelhouse for the base image's own interpreter, resolved inside that image."""
     obs = observer or NullObserver()
+    dest, store = site.dest, site.store
     tags = compute_tags(py)
     rank = _rank(tags)
-    key = _cache_key("image", image_digest_ref, requirements, py, resolver.settings)
-    cached = lock_cache / f"{key}.lock"
+    cached = site.resolution("image", image_digest_ref, requirements, py, resolver.settings).with_suffix(
+        ".lock"
+    )
     from_cache = cached.is_file()
     obs.begin("resolve", 1)
     if from_cache:
@@ -182,7 +200,7 @@ def image_wheelhouse(
     )
     final = _materialize(chosen, pins, notes, dest / "wheels", header)
     if not from_cache:
-        lock_cache.mkdir(parents=True, exist_ok=True)
+        site.lock_cache.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cached, final.render().encode())
     return _verify(final, dest, py, tags, requirements, downloaded, built, from_cache)
 
@@ -192,16 +210,13 @@ def host_wheelhouse(
     py: PythonFacts,
     target_label: str,
     requirements: Sequence[str],
-    dest: Path,
-    store: WheelStore,
-    lock_cache: Path,
+    site: WheelhouseSite,
     observer: Observer | None = None,
 ) -> WheelhouseResult:
     """The wheelhouse for a probed far-side interpreter that this workstation does not have."""
-    obs = observer or NullObserver()
     tags = compute_tags(py)
-    key = _cache_key("host", target_label, requirements, py, resolver.settings)
-    cached = lock_cache / f"{key}.json"
+    obs = observer or NullObserver()
+    cached = site.resolution("host", target_label, requirements, py, resolver.settings).with_suffix(".json")
     from_cache = cached.is_file()
     obs.begin("resolve host", 1)
     if from_cache:
@@ -214,19 +229,19 @@ def host_wheelhouse(
     pins: dict[str, Pin] = {}
     obs.begin("download host wheels", len(resolved), "wheels")
     for item in resolved:
-        before = store.find(item.sha256)
-        path = store.fetch_url(item.url, item.filename, item.sha256, resolver.settings.ca_bundle)
+        before = site.store.find(item.sha256)
+        path = site.store.fetch_url(item.url, item.filename, item.sha256, resolver.settings.ca_bundle)
         downloaded += before is None
         chosen[item.name] = (item.sha256, path)
         pins[item.name] = Pin(item.name, item.version, frozenset({item.sha256}))
         obs.advance("download host wheels", 1, item.filename)
     obs.end("download host wheels")
     if not from_cache:
-        lock_cache.mkdir(parents=True, exist_ok=True)
+        site.lock_cache.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(cached, json.dumps([r.__dict__ for r in resolved], indent=1).encode())
     header = f"# airgap requirements.lock for {target_label}: python {py.version_str}, best tag {tags[0]}"
-    final = _materialize(chosen, pins, {}, dest / "wheels", header)
-    return _verify(final, dest, py, tags, requirements, downloaded, (), from_cache)
+    final = _materialize(chosen, pins, {}, site.dest / "wheels", header)
+    return _verify(final, site.dest, py, tags, requirements, downloaded, (), from_cache)
 
 
 def _verify(
