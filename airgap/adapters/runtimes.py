@@ -155,12 +155,14 @@ class DockerRuntime(Runtime):
             return str(loaded[0].id)
 
     def has_image(self, image_id: str) -> bool:
-        """Looks the id up in the engine; only "image not found" means False."""
-        try:
-            self.client.images.get(image_id)
-            return True
-        except self._errors.ImageNotFound:
-            return False
+        """Looks the id up in the engine; only "image not found" means False (an engine that does not
+        answer is an environment failure, not a missing image)."""
+        with self._wrap("looking up an image"):
+            try:
+                self.client.images.get(image_id)
+                return True
+            except self._errors.ImageNotFound:
+                return False
 
     def tag(self, image_id: str, tag: str) -> None:
         """Tags the image ``name:version`` as given (Podman's implementation prefixes ``localhost/``)."""
@@ -234,7 +236,11 @@ class DockerRuntime(Runtime):
         c = self._container(name)
         if c is None:
             return None
-        c.reload()
+        try:
+            with self._wrap(f"reading the state of {name}"):
+                c.reload()
+        except self._errors.NotFound:
+            return None  # removed between the lookup and the reload
         return str(c.status)
 
     def containers(self, labels: dict[str, str] | None = None) -> list[str]:
@@ -296,7 +302,12 @@ class PodmanRuntime(Runtime):
                 proc.stdin.write(chunk)
         except BrokenPipeError:
             pass  # podman stopped reading: its error is reported below
-        out, err = proc.communicate(timeout=600)
+        try:
+            out, err = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise EnvironmentFailure("podman: loading the image did not finish within 10 minutes") from None
         if proc.returncode != 0:
             raise EnvironmentFailure(f"podman load failed: {err.decode('utf-8', 'replace').strip()[-300:]}")
         loaded = out.decode().strip().splitlines()[-1].split(":", 1)[-1].strip()
@@ -308,7 +319,15 @@ class PodmanRuntime(Runtime):
 
     def has_image(self, image_id: str) -> bool:
         """``podman image exists``: any non-zero exit means False."""
-        return subprocess.run([self.exe, "image", "exists", image_id.removeprefix("sha256:")]).returncode == 0
+        try:
+            proc = subprocess.run(
+                [self.exe, "image", "exists", image_id.removeprefix("sha256:")],
+                capture_output=True,
+                timeout=60,
+            )
+        except subprocess.TimeoutExpired:
+            raise EnvironmentFailure("podman: looking up an image did not finish within a minute") from None
+        return proc.returncode == 0
 
     def tag(self, image_id: str, tag: str) -> None:
         """Adds ``localhost/TAG`` to an image already loaded."""
@@ -394,7 +413,10 @@ class PodmanRuntime(Runtime):
     def logs(self, name: str) -> str:
         """The last 20 lines of stdout and stderr, for the error message when the model server does not come
         up."""
-        proc = subprocess.run([self.exe, "logs", "--tail", "20", name], capture_output=True, timeout=60)
+        try:
+            proc = subprocess.run([self.exe, "logs", "--tail", "20", name], capture_output=True, timeout=60)
+        except subprocess.TimeoutExpired:
+            return "(podman logs did not answer within a minute)"
         return (proc.stdout + proc.stderr).decode("utf-8", "replace")
 
     def kube_play(self, yaml_text: str, network: str) -> None:
