@@ -64,16 +64,20 @@ def install(state: Path, bundle_path: Path, *args: str, kill_at: str | None = No
     )
 
 
-def predict(port: int) -> dict[str, Any]:
+def predict(port: int, row: list[float] | None = None) -> dict[str, Any]:
+    import urllib.error
     import urllib.request
 
     req = urllib.request.Request(
         f"http://127.0.0.1:{port}/v1/predict",
-        data=json.dumps({"inputs": {"features": [[0.64, -1.0, 1.97, -0.71]]}}).encode(),
+        data=json.dumps({"inputs": {"features": [row or [0.64, -1.0, 1.97, -0.71]]}}).encode(),
         headers={"Content-Type": "application/json"},
     )
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        return dict(json.loads(resp.read()))
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return dict(json.loads(resp.read()))
+    except urllib.error.HTTPError as exc:
+        return {"status": exc.code, **json.loads(exc.read())}
 
 
 def airgap_containers(runtime: str) -> set[str]:
@@ -102,6 +106,10 @@ def test_install_to_docker_podman_podman_kube_and_registry_each_pass_the_smoke_t
         assert doc["target"] == target and doc["nothing_to_do"] is False
         assert doc["prediction"]["outputs"]["label"] == [2]
         assert predict(port)["model_version"] == "1.0.0"
+        # the signed data contract travelled with the model: the installed server enforces it
+        refused = predict(port, [0.64, 42.0, 1.97, -0.71])
+        assert (refused["status"], refused["error"]["code"]) == (400, "out_of_contract"), refused
+        assert "(pressure) = 42 is above the contract's maximum" in refused["error"]["message"]
         smoke = run_airgap("smoke", "tabular-classifier", "--to", target, "--state-dir", str(far_side))
         assert smoke.returncode == 0, smoke.stderr
     rows = json.loads(run_airgap("--json", "status", "--state-dir", str(far_side)).stdout)

@@ -123,7 +123,9 @@ def sandbox_env(sandbox: Path) -> dict[str, str]:
     return env
 
 
-def start_server(directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL) -> Server:
+def start_server(
+    directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL, contract: Path | None = None
+) -> Server:
     """The server as the image runs it, configured by environment, on a port the kernel picks."""
     log = directory / "server.log"
     sandbox = directory / "sandbox"
@@ -135,6 +137,8 @@ def start_server(directory: Path, golden: Path | None = GOLDEN, model: Path = MO
         "AIRGAP_MODEL_NAME": "tabular",
         "AIRGAP_MODEL_VERSION": "2024.06.1",
         "AIRGAP_GOLDEN_PATH": str(golden or ""),
+        # none unless the test gives one (beside the example model there is none)
+        "AIRGAP_DATA_CONTRACT_PATH": str(contract or directory / "no-data-contract.json"),
         "AIRGAP_MAX_BATCH": str(MAX_BATCH),
         "AIRGAP_MAX_REQUEST_BYTES": str(MAX_REQUEST_BYTES),
     }
@@ -160,9 +164,11 @@ def start_server(directory: Path, golden: Path | None = GOLDEN, model: Path = MO
 
 
 @contextlib.contextmanager
-def serving(directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL) -> Iterator[Server]:
+def serving(
+    directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL, contract: Path | None = None
+) -> Iterator[Server]:
     """A started server that is killed, whatever happens, if the test has not stopped it itself."""
-    running = start_server(directory, golden, model)
+    running = start_server(directory, golden, model, contract)
     try:
         yield running
     finally:
@@ -191,11 +197,22 @@ def raw_exchange(port: int, data: bytes) -> tuple[int, dict[str, Any]]:
 
 
 def read_response(sock: socket.socket) -> tuple[int, dict[str, Any]]:
+    """One response: up to the end of its Content-Length, or of the connection when it has none."""
+    received = b""
+    while b"\r\n\r\n" not in received and (chunk := sock.recv(65536)):
+        received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    match = re.search(rb"(?im)^content-length:\s*(\d+)\s*$", head)
+    while (match is None or len(body) < int(match.group(1))) and (chunk := sock.recv(65536)):
+        body += chunk
+    return int(head.split()[1]), json.loads(body)
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
     received = b""
     while chunk := sock.recv(65536):
         received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    return int(head.split()[1]), json.loads(body)
+    return received
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -541,6 +558,40 @@ def test_make_model_is_deterministic_and_reproduces_the_committed_files(tmp_path
     for proc in procs:
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr.decode()
-    for name in ("classifier.onnx", "golden.json"):
+    for name in ("classifier.onnx", "golden.json", "reference.csv"):
         committed = (EXAMPLE / "model" / name).read_bytes()
         assert [(out / name).read_bytes() == committed for out in outs] == [True, True], name
+
+
+def test_a_client_under_load_reuses_one_connection_for_many_requests(server: Server) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=10)
+    try:
+        conn.connect()
+        sock = conn.sock
+        for _ in range(5):
+            conn.request(
+                "POST",
+                "/v1/predict",
+                json.dumps({"inputs": {"features": ROWS}}),
+                {"Content-Type": "application/json"},
+            )
+            response = conn.getresponse()
+            assert response.status == 200
+            assert response.getheader("Connection") != "close"
+            response.read()
+            assert conn.sock is sock, "the server closed a keep-alive connection"
+        conn.request("GET", "/healthz", headers={"Connection": "close"})
+        response = conn.getresponse()
+        assert response.getheader("Connection") == "close"
+        response.read()
+    finally:
+        conn.close()
+
+
+def test_a_refusal_with_an_unread_body_closes_the_connection(server: Server) -> None:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /v1/predict HTTP/1.1\r\nHost: t\r\nContent-Length: %d\r\n\r\n" % (MAX_REQUEST_BYTES + 1)
+        )
+        received = read_until_closed(sock)  # times out unless the server closes the connection
+    assert received.startswith(b"HTTP/1.1 413 ")

@@ -30,6 +30,7 @@ from tests.test_server import (
 from tests.test_smoke_models import record
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "serving.md"
+EXAMPLE_MODEL = Path(__file__).resolve().parent.parent / "examples" / "tabular" / "model"
 
 
 def section(title: str) -> str:
@@ -58,9 +59,20 @@ def server_error_codes() -> set[str]:
     return set(re.findall(r'ApiError\(\s*(?:\d+|code),\s*"([a-z_]+)"', SERVER.read_text()))
 
 
+def example_contract(directory: Path) -> Path:
+    """The example's data contract, derived from its reference data as `bundle` derives it."""
+    from airgap.core.datacontract import derive, read_csv
+
+    header, rows = read_csv((EXAMPLE_MODEL / "reference.csv").read_text(), "reference.csv")
+    path = directory / "data-contract.json"
+    path.write_text(json.dumps(derive(header, rows, "features").to_json()))
+    return path
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    with serving(tmp_path_factory.mktemp("doc")) as running:
+    directory = tmp_path_factory.mktemp("doc")
+    with serving(directory, contract=example_contract(directory)) as running:
         wait_until_ready(running)
         yield running
         assert running.stop() == 0
@@ -107,6 +119,7 @@ TRIGGERS: dict[str, Callable[[Server], tuple[int, dict[str, Any]]]] = {
     "unknown_input": lambda s: _post(s, {"inputs": {"features": ROWS, "extra": [[1.0]]}}),
     "missing_input": lambda s: _post(s, {"inputs": {}}),
     "batch_too_large": lambda s: _post(s, {"inputs": {"features": [ROWS[0]] * (MAX_BATCH + 1)}}),
+    "out_of_contract": lambda s: _post(s, {"inputs": {"features": [[0.5, 9.5, 0.0, 0.0]]}}),
     "bad_request": lambda s: _raw(s, b"POST /v1/predict HTTP/1.1\r\nContent-Length: lots\r\n\r\n"),
     "not_found": lambda s: s.get_json("/nowhere"),
     "method_not_allowed": lambda s: s.get_json("/v1/predict"),

@@ -48,6 +48,8 @@ def zipmap_project(root: Path, version: str) -> Path:
     shutil.copy(built.model, dest / "model" / "classifier.onnx")
     shutil.copy(built.golden, dest / "model" / "golden.json")
     text = (dest / "airgap.yaml").read_text()
+    # The example's data contract describes the example model's columns, not this one's.
+    text = text.split("\n# The data contract", 1)[0] + "\n"
     text = text.replace("name: tabular-classifier", f"name: {NAME}").replace('"1.0.0"', f'"{version}"')
     (dest / "airgap.yaml").write_text(text)
     return dest

@@ -9,12 +9,24 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import Any
 
 import yaml
 from packaging.requirements import InvalidRequirement, Requirement
 
+from airgap.core.contractspec import (
+    AcceptanceSpec,
+    DataSpec,
+    SloSpec,
+    parse_acceptance,
+    parse_data,
+    parse_slo,
+)
+from airgap.core.yamlfields import Lines as _Lines
+from airgap.core.yamlfields import expect as _expect
+from airgap.core.yamlfields import integer as _int
+from airgap.core.yamlfields import mapping as _mapping
+from airgap.core.yamlfields import relative_path as _relative_path
 from airgap.errors import InvalidInputError
 
 SEMVER = re.compile(
@@ -29,46 +41,6 @@ CPU_QTY = re.compile(r"^([0-9]+(\.[0-9]+)?|[0-9]+m)$")
 MEM_QTY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|K|M|G|T)?$")
 SEVERITIES = ("high", "medium", "low")
 PROJECT_FILE = "airgap.yaml"
-
-
-class _Lines:
-    """Remembers the line of every key path in the YAML document, for error messages."""
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.lines: dict[str, int] = {}
-
-    def build(self, node: yaml.Node, path: str = "") -> Any:
-        self.lines.setdefault(path, node.start_mark.line + 1)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                key = key_node.value
-                if not isinstance(key, str) or not isinstance(key_node, yaml.ScalarNode):
-                    raise self.error(path or "(top)", "keys must be plain strings")
-                if key in out:
-                    raise InvalidInputError(
-                        f"{self.source}:{key_node.start_mark.line + 1}: {self.join(path, key)} is given twice"
-                    )
-                sub = self.join(path, key)
-                self.lines[sub] = key_node.start_mark.line + 1
-                out[key] = self.build(value_node, sub)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            return [self.build(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
-        return yaml.safe_load(yaml.serialize(node))
-
-    @staticmethod
-    def join(path: str, key: str) -> str:
-        return f"{path}.{key}" if path else key
-
-    def line(self, path: str) -> int:
-        while path and path not in self.lines:
-            path = path.rsplit(".", 1)[0] if "." in path else ""
-        return self.lines.get(path, 1)
-
-    def error(self, path: str, message: str, hint: str | None = None) -> InvalidInputError:
-        return InvalidInputError(f"{self.source}:{self.line(path)}: {path}: {message}", hint=hint)
 
 
 @dataclass(frozen=True)
@@ -159,6 +131,9 @@ class Project:
     kubernetes: KubernetesSpec
     policies: PolicySpec
     target_profile: str | None
+    data: DataSpec | None = None
+    slo: SloSpec | None = None
+    acceptance: AcceptanceSpec | None = None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -179,42 +154,10 @@ _TOP_KEYS = {
     "kubernetes",
     "policies",
     "target",
+    "data",
+    "slo",
+    "acceptance",
 }
-
-
-def _relative_path(lines: _Lines, path: str, value: object) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise lines.error(path, "must be a path relative to the project directory")
-    p = PurePosixPath(value)
-    if p.is_absolute() or ".." in p.parts:
-        raise lines.error(path, f"{value!r} leaves the project directory", "use a path inside the project")
-    return str(p)
-
-
-def _expect(lines: _Lines, data: Mapping[str, Any], path: str, allowed: set[str]) -> None:
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise lines.error(
-            _Lines.join(path, unknown[0]),
-            "is not a known field",
-            f"known fields here: {', '.join(sorted(allowed))}",
-        )
-
-
-def _mapping(lines: _Lines, data: Mapping[str, Any], key: str, path: str) -> dict[str, Any]:
-    value = data.get(key, {})
-    if value is None:
-        value = {}
-    if not isinstance(value, dict):
-        raise lines.error(_Lines.join(path, key), "must be a mapping")
-    return value
-
-
-def _int(lines: _Lines, data: Mapping[str, Any], key: str, path: str, default: int, lo: int, hi: int) -> int:
-    value = data.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or not lo <= value <= hi:
-        raise lines.error(_Lines.join(path, key), f"must be an integer from {lo} to {hi}, got {value!r}")
-    return value
 
 
 def parse_project(text: str, source: str = "airgap.yaml") -> Project:
@@ -389,6 +332,10 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
         _relative_path(lines, "target.profile", target["profile"]) if target.get("profile") else None
     )
 
+    data_spec = parse_data(lines, data) if data.get("data") is not None else None
+    slo_spec = parse_slo(lines, data) if data.get("slo") is not None else None
+    acceptance_spec = parse_acceptance(lines, data) if data.get("acceptance") is not None else None
+
     return Project(
         name=name,
         version=version,
@@ -402,6 +349,9 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
         kubernetes=k8s_spec,
         policies=policy_spec,
         target_profile=target_profile,
+        data=data_spec,
+        slo=slo_spec,
+        acceptance=acceptance_spec,
         raw=data,
     )
 

@@ -70,7 +70,7 @@ def check_golden_fits(model: Path, golden: Path, max_batch: int) -> None:
     Decided with the model server's own request checks (the file that ships in the image), on
     this workstation's onnxruntime, before anything is fetched or built.
     """
-    server = _server_module()
+    server = server_module()
     try:
         loaded = server.Model(str(model), 1)
     except server.FatalError as exc:
@@ -89,7 +89,8 @@ def check_golden_fits(model: Path, golden: Path, max_batch: int) -> None:
         ) from None
 
 
-def _server_module() -> Any:
+def server_module() -> Any:
+    """The model server that ships in the image, imported here so the workstation checks with its code."""
     import importlib.util
     import sys
 

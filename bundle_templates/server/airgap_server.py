@@ -15,6 +15,9 @@ Environment (both commands)
     AIRGAP_MODEL_VERSION       version reported likewise          default "unversioned"
     AIRGAP_GOLDEN_PATH         golden.json; its first case is the warm-up inference. Unset: the warm-up
                                runs on zeros (dynamic dimensions 1)
+    AIRGAP_DATA_CONTRACT_PATH  the signed data contract (per-feature type, range or allowed values, and
+                               the reference's bins for drift)    default data-contract.json beside
+                               the model; absent: no contract is enforced
     AIRGAP_HOST                address to listen on               default 0.0.0.0 (":" in it: IPv6)
     AIRGAP_PORT                port; 0 picks a free one (logged)  default 8080
     AIRGAP_THREADS             onnxruntime intra-op threads, and the most inferences run at once
@@ -23,26 +26,32 @@ Environment (both commands)
                                first dimension is dynamic         default 64
     AIRGAP_MAX_REQUEST_BYTES   largest request body               default 1048576 (1 MiB)
 
-HTTP (one request per connection; every answer is JSON except /metrics)
+HTTP/1.1 with keep-alive (every answer is JSON except /metrics)
     POST /v1/predict   {"inputs": {"<input>": nested lists}}
                        → 200 {"model": name, "model_version": v, "outputs": {"<output>": value}}
                        value: a tensor as nested lists, a sequence as a list, a map as an object with
                        string keys in key order, a ZipMap output as a list of objects; NaN and
                        infinities as the strings "NaN", "Infinity", "-Infinity" (docs/serving.md)
+    GET  /v1/contract  → 200 the data contract (404 not_found when the bundle has none)
     GET  /healthz      → 200 {"status": "ok"} as soon as the process listens
     GET  /readyz       → 503 until the warm-up inference succeeded, then
                          200 {"status": "ready", "model_version": v}
     GET  /metrics      → Prometheus text 0.0.4: airgap_requests_total{path,code},
                          airgap_request_errors_total, airgap_inference_seconds (histogram),
                          airgap_model_info{name,version,onnxruntime}, airgap_ready,
-                         airgap_requests_in_flight
+                         airgap_requests_in_flight; with a data contract also
+                         airgap_out_of_contract_total{feature,rule},
+                         airgap_feature_drift_psi{feature} and airgap_feature_drift_window_rows{feature}
+                         (population stability index of the last 1000 answered rows against the
+                         reference's decile bins; no request payload is kept)
 
     A request must name exactly the model's inputs; values are JSON numbers (whole numbers for integer
     inputs, true/false for bool, strings for string inputs; NaN/Infinity refused), with the model's
     rank and fixed dimensions, no empty or ragged lists, and a first dimension <= AIRGAP_MAX_BATCH.
 
     Errors: {"error": {"code": C, "message": one sentence saying what to fix}} where C is
-    bad_json, bad_shape, bad_dtype, unknown_input, missing_input, batch_too_large (400),
+    bad_json, bad_shape, bad_dtype, unknown_input, missing_input, batch_too_large,
+    out_of_contract (a value outside the data contract: the message names the feature, value, rule) (400),
     bad_request (400, malformed HTTP), length_required (411, no Content-Length), too_large (413,
     Content-Length above AIRGAP_MAX_REQUEST_BYTES, refused before reading), not_found (404),
     method_not_allowed (405), not_ready (503), internal (500).
@@ -161,6 +170,7 @@ class Config:
     model_name: str
     model_version: str
     golden_path: str | None
+    data_contract_path: str
     host: str
     port: int
     threads: int
@@ -176,6 +186,8 @@ class Config:
             model_name=env.get("AIRGAP_MODEL_NAME") or Path(model_path).stem,
             model_version=env.get("AIRGAP_MODEL_VERSION") or "unversioned",
             golden_path=env.get("AIRGAP_GOLDEN_PATH") or None,
+            data_contract_path=env.get("AIRGAP_DATA_CONTRACT_PATH")
+            or os.path.join(os.path.dirname(model_path), "data-contract.json"),
             host=env.get("AIRGAP_HOST") or "0.0.0.0",
             port=_int_env(env, "AIRGAP_PORT", 8080, 0, 65535),
             threads=_int_env(env, "AIRGAP_THREADS", 2, 1, 1024),
@@ -598,6 +610,204 @@ def fit_case(model: Model, name: str, inputs: object, max_batch: int) -> dict[st
 
 
 # ---------------------------------------------------------------------------------------------------
+# Data contract and drift
+
+
+DATA_CONTRACT_FORMAT = "airgap.data-contract/v1"
+DRIFT_WINDOW = 1000  # rows of recent requests the drift index is measured over
+PSI_FLOOR = 1e-4
+
+
+def _bin_index(edges: list[float], value: float) -> int:
+    lo, hi = 0, len(edges)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if value < edges[mid]:
+            hi = mid
+        else:
+            lo = mid + 1
+    return lo
+
+
+def _num_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
+
+
+class DataGuard:
+    """Refuses rows outside the signed data contract and keeps the recent rows' bins for drift.
+
+    The model answers with confidence for any number; the contract is what the model was built and
+    tested on. A row outside it is the caller's error (400 naming the feature, value and rule), and
+    the share of rows the model sees from each reference bin is the drift the operator watches.
+    """
+
+    def __init__(self, doc: object, model: Model) -> None:
+        if not isinstance(doc, dict) or doc.get("format") != DATA_CONTRACT_FORMAT:
+            raise FatalError(f"the data contract is not {DATA_CONTRACT_FORMAT}")
+        spec = next((s for s in model.inputs if s.name == doc.get("input")), None)
+        if spec is None:
+            names = ", ".join(s.name for s in model.inputs)
+            raise FatalError(f"the data contract names input {doc.get('input')!r}; the model's inputs are {names}")
+        features = doc.get("features")
+        if not isinstance(features, list) or not features or not all(isinstance(f, dict) for f in features):
+            raise FatalError("the data contract lists no features")
+        if len(spec.shape) != 2 or (isinstance(spec.shape[1], int) and spec.shape[1] != len(features)):
+            raise FatalError(
+                f"the data contract has {len(features)} features but input '{spec.name}' is {spec.shape_text()}: "
+                "a contract describes the columns of a [batch, features] input"
+            )
+        self.input = spec.name
+        self.features = features
+        self.names = [str(f.get("name")) for f in features]
+        self._lock = threading.Lock()
+        self.violations: dict[tuple[str, str], int] = {}
+        baseline = {b.get("name"): b for b in doc.get("baseline", []) if isinstance(b, dict)}
+        self._baseline: list[Any] = [baseline.get(n) for n in self.names]
+        self._window: list[list[int]] = [[] for _ in self.names]
+        self._counts: list[list[int]] = [
+            [0] * len(b["shares"]) if b is not None else [] for b in self._baseline
+        ]
+        self._next = 0
+
+    def check(self, feeds: dict[str, np.ndarray]) -> None:
+        """Raises the 400 for the first value outside the contract; counts it by feature and rule."""
+        array = feeds[self.input]
+        if array.ndim != 2 or array.shape[1] != len(self.features):
+            raise ApiError(
+                400, "out_of_contract", f"input '{self.input}' needs {len(self.features)} columns, one per feature"
+            )
+        for col, feature in enumerate(self.features):
+            column = array[:, col]
+            rule, bad = self._broken(feature, column)
+            if rule is not None:
+                row, value = bad
+                with self._lock:
+                    key = (self.names[col], rule)
+                    self.violations[key] = self.violations.get(key, 0) + 1
+                raise ApiError(
+                    400,
+                    "out_of_contract",
+                    f"{self.input}[{row}][{col}] ({self.names[col]}) = {value} {self._why(feature, rule)}; "
+                    "the model is only trusted inside its data contract (GET /v1/contract)",
+                )
+
+    @staticmethod
+    def _broken(feature: dict[str, Any], column: np.ndarray) -> tuple[str | None, tuple[int, str]]:
+        kind = feature.get("type")
+        if kind == "category":
+            allowed = set(feature.get("allowed") or [])
+            for i, v in enumerate(column.tolist()):
+                text = v if isinstance(v, str) else _num_text(v)
+                if text not in allowed:
+                    return "allowed", (i, json.dumps(text))
+            return None, (0, "")
+        if column.dtype.kind not in "biuf":
+            return None, (0, "")
+        values = column.astype(np.float64)
+        if kind == "int":
+            odd = np.flatnonzero(values != np.floor(values))
+            if odd.size:
+                return "int", (int(odd[0]), _num_text(values[odd[0]]))
+        low, high = feature.get("min"), feature.get("max")
+        if low is not None:
+            under = np.flatnonzero(values < low)
+            if under.size:
+                return "min", (int(under[0]), _num_text(values[under[0]]))
+        if high is not None:
+            over = np.flatnonzero(values > high)
+            if over.size:
+                return "max", (int(over[0]), _num_text(values[over[0]]))
+        return None, (0, "")
+
+    @staticmethod
+    def _why(feature: dict[str, Any], rule: str) -> str:
+        if rule == "min":
+            return f"is below the contract's minimum {_num_text(feature['min'])}"
+        if rule == "max":
+            return f"is above the contract's maximum {_num_text(feature['max'])}"
+        if rule == "int":
+            return "is not a whole number (the contract says int)"
+        shown = ", ".join(str(a) for a in (feature.get("allowed") or [])[:8])
+        return f"is not one of the allowed values ({shown})"
+
+    def observe(self, feeds: dict[str, np.ndarray]) -> None:
+        """Adds an answered request's rows to the sliding window the drift index is computed over."""
+        array = feeds[self.input]
+        bins: list[list[int]] = []
+        for col, base in enumerate(self._baseline):
+            if base is None:
+                bins.append([])
+                continue
+            column = array[:, col].tolist()
+            if base.get("kind") == "category":
+                cats = base["categories"]
+                bins.append([cats.index(t) if t in cats else -1 for t in (
+                    v if isinstance(v, str) else _num_text(v) for v in column)])
+            else:
+                bins.append([_bin_index(base["edges"], float(v)) for v in column])
+        with self._lock:
+            for col, values in enumerate(bins):
+                window, counts = self._window[col], self._counts[col]
+                for b in values:
+                    if b < 0:
+                        continue
+                    window.append(b)
+                    counts[b] += 1
+                    if len(window) > DRIFT_WINDOW:
+                        counts[window.pop(0)] -= 1
+
+    def drift(self) -> list[tuple[str, float, int]]:
+        """Per feature with a baseline: its population stability index over the window, and the rows."""
+        out = []
+        with self._lock:
+            for name, base, counts in zip(self.names, self._baseline, self._counts):
+                total = sum(counts)
+                if base is None or total == 0:
+                    continue
+                psi = 0.0
+                for expected, count in zip(base["shares"], counts):
+                    a, e = max(count / total, PSI_FLOOR), max(float(expected), PSI_FLOOR)
+                    psi += (a - e) * math.log(a / e)
+                out.append((name, psi, total))
+        return out
+
+    def render(self) -> list[str]:
+        """Prometheus lines for out-of-contract counts and drift."""
+        with self._lock:
+            violations = sorted(self.violations.items())
+        lines = [
+            "# HELP airgap_out_of_contract_total Requests refused for a value outside the data contract.",
+            "# TYPE airgap_out_of_contract_total counter",
+            *(
+                f'airgap_out_of_contract_total{{feature="{_label(f)}",rule="{r}"}} {n}'
+                for (f, r), n in violations
+            ),
+            "# HELP airgap_feature_drift_psi Population stability index of recent rows against the reference.",
+            "# TYPE airgap_feature_drift_psi gauge",
+        ]
+        drift = self.drift()
+        lines += [f'airgap_feature_drift_psi{{feature="{_label(n)}"}} {p:.6f}' for n, p, _ in drift]
+        lines += [
+            "# HELP airgap_feature_drift_window_rows Rows the drift index is computed over (at most 1000).",
+            "# TYPE airgap_feature_drift_window_rows gauge",
+            *(f'airgap_feature_drift_window_rows{{feature="{_label(n)}"}} {t}' for n, _, t in drift),
+        ]
+        return lines
+
+
+def load_data_contract(path: str, model: Model) -> DataGuard | None:
+    """The guard for the contract at ``path``, ``None`` when the bundle has none (older bundles)."""
+    if not path or not os.path.isfile(path):
+        return None
+    try:
+        with open(path, "rb") as f:
+            doc = json.loads(f.read(4 << 20), parse_constant=_reject_constant)
+    except (OSError, ValueError) as exc:
+        raise FatalError(f"data contract {path} is unreadable: {one_line(exc)}") from None
+    return DataGuard(doc, model)
+
+
+# ---------------------------------------------------------------------------------------------------
 # Metrics
 
 
@@ -705,6 +915,8 @@ class App:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.model: Model | None = None
+        self.guard: DataGuard | None = None
+        self.contract_doc: bytes | None = None
         self.ready = threading.Event()
         self.metrics = Metrics()
         self.stop = StopSignal()
@@ -733,6 +945,10 @@ class App:
         try:
             start = time.perf_counter()
             model = Model(cfg.model_path, cfg.threads)
+            self.guard = load_data_contract(cfg.data_contract_path, model)
+            if self.guard is not None:
+                with open(cfg.data_contract_path, "rb") as f:
+                    self.contract_doc = f.read(4 << 20)
             if cfg.golden_path:
                 name, inputs = load_golden(cfg.golden_path)[0]
                 feeds = fit_case(model, name, inputs, cfg.max_batch)
@@ -758,6 +974,7 @@ class ConnectionTracker:
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self._busy: dict[socket.socket, bool] = {}
+        self.draining = False  # once set, every connection closes after the answer it is giving
 
     def opened(self, sock: socket.socket) -> None:
         with self._cond:
@@ -767,6 +984,13 @@ class ConnectionTracker:
         with self._cond:
             if sock in self._busy:
                 self._busy[sock] = True
+
+    def idle(self, sock: socket.socket) -> None:
+        """A keep-alive connection between requests: a drain may close it."""
+        with self._cond:
+            if sock in self._busy:
+                self._busy[sock] = False
+                self._cond.notify_all()
 
     def closed(self, sock: socket.socket) -> None:
         with self._cond:
@@ -781,13 +1005,14 @@ class ConnectionTracker:
         """Closes idle connections for reading and waits for the rest; returns how many were abandoned."""
         deadline = time.monotonic() + timeout
         with self._cond:
+            self.draining = True
             for sock, busy in self._busy.items():
                 if not busy:
                     with contextlib.suppress(OSError):  # already closed by the client
                         sock.shutdown(socket.SHUT_RD)  # the handler's read returns EOF, and it ends
-            while self._busy and time.monotonic() < deadline:
+            while any(self._busy.values()) and time.monotonic() < deadline:
                 self._cond.wait(deadline - time.monotonic())
-            return len(self._busy)
+            return sum(self._busy.values())
 
 
 class Server(ThreadingHTTPServer):
@@ -816,7 +1041,13 @@ class Server(ThreadingHTTPServer):
             self.tracker.closed(request)
 
 
-ROUTES = {"/v1/predict": "POST", "/healthz": "GET", "/readyz": "GET", "/metrics": "GET"}
+ROUTES = {
+    "/v1/predict": "POST",
+    "/v1/contract": "GET",
+    "/healthz": "GET",
+    "/readyz": "GET",
+    "/metrics": "GET",
+}
 
 
 def _metrics_path(handler: BaseHTTPRequestHandler) -> str:
@@ -828,7 +1059,12 @@ def _metrics_path(handler: BaseHTTPRequestHandler) -> str:
 class Handler(BaseHTTPRequestHandler):
     server: Server
     server_version = "airgap-server/1"
+    protocol_version = "HTTP/1.1"  # keep-alive: a client under load reuses its connection
     timeout = REQUEST_TIMEOUT_SECONDS
+
+    def handle_one_request(self) -> None:
+        super().handle_one_request()
+        self.server.tracker.idle(self.connection)
 
     def parse_request(self) -> bool:
         self._started = time.perf_counter()
@@ -846,7 +1082,7 @@ class Handler(BaseHTTPRequestHandler):
                 raise ApiError(
                     404,
                     "not_found",
-                    f"there is no {path}; use POST /v1/predict, GET /healthz, GET /readyz or GET /metrics",
+                    f"there is no {path}; use POST /v1/predict, GET /v1/contract, GET /healthz, GET /readyz or GET /metrics",
                 )
             if self.command != method:
                 raise ApiError(
@@ -860,6 +1096,7 @@ class Handler(BaseHTTPRequestHandler):
                 "/healthz": self._healthz,
                 "/readyz": self._readyz,
                 "/metrics": self._metrics,
+                "/v1/contract": self._contract,
             }[path]()
         except ApiError as exc:
             self._send_error(exc)
@@ -888,7 +1125,17 @@ class Handler(BaseHTTPRequestHandler):
     def _metrics(self) -> None:
         app = self.server.app
         text = app.metrics.render(app.info(), app.ready.is_set(), self.server.tracker.in_flight())
+        if app.guard is not None:
+            text += "\n".join(app.guard.render()) + "\n"
         self._send(200, text.encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _contract(self) -> None:
+        app = self.server.app
+        if not app.ready.is_set():
+            raise ApiError(503, "not_ready", "the model is loading or warming up; retry shortly")
+        if app.contract_doc is None:
+            raise ApiError(404, "not_found", "this model was bundled without a data contract")
+        self._send(200, app.contract_doc, "application/json")
 
     def _predict(self) -> None:
         app = self.server.app
@@ -907,7 +1154,12 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(document, dict) or "inputs" not in document or len(document) != 1:
             raise ApiError(400, "bad_json", 'the body must be a JSON object with exactly one key, "inputs"')
         feeds = model.prepare(document["inputs"], app.config.max_batch)
+        guard = app.guard
+        if guard is not None:
+            guard.check(feeds)
         results = app.infer(model, feeds)
+        if guard is not None:
+            guard.observe(feeds)
         self._send_json(
             200,
             {
@@ -922,12 +1174,14 @@ class Handler(BaseHTTPRequestHandler):
     def _read_body(self, limit: int) -> bytes:
         raw = self.headers.get("Content-Length")
         if raw is None or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.close_connection = True  # where this body ends, and the next request starts, is unknown
             raise ApiError(411, "length_required", "send the body with a Content-Length header, not chunked")
         try:
             length = int(raw)
             if length < 0:
                 raise ValueError
         except ValueError:
+            self.close_connection = True
             raise ApiError(400, "bad_request", f"Content-Length {raw!r} is not a byte count") from None
         if length > limit:
             raise ApiError(
@@ -950,14 +1204,17 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, payload, "application/json", error_code, headers)
 
     def _send_error(self, exc: ApiError) -> None:
-        self._send_json(
-            exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.code, exc.headers
-        )
         headers = getattr(self, "headers", None)  # absent when the request line itself was refused
         announced = headers is not None and (
             headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers
         )
-        if announced and not getattr(self, "_body_read", False):
+        unread = announced and not getattr(self, "_body_read", False)
+        if unread:
+            self.close_connection = True  # the unread body would be taken for the next request
+        self._send_json(
+            exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.code, exc.headers
+        )
+        if unread:
             self._discard_unread_body()
 
     def _send(
@@ -972,6 +1229,10 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(payload)))
             self.send_header("Cache-Control", "no-store")
+            if self.server.tracker.draining:  # stopping: this answer is the connection's last
+                self.close_connection = True
+            if self.close_connection:
+                self.send_header("Connection", "close")
             for key, value in headers:
                 self.send_header(key, value)
             self.end_headers()

@@ -6,7 +6,7 @@ model is exactly what this script makes. Opset 13 and IR version 8 keep it loada
 1.16 and later, which older targets may still run.
 
     python examples/tabular/make_model.py               # rewrites examples/tabular/model/
-    python examples/tabular/make_model.py --out DIR     # writes DIR/classifier.onnx and DIR/golden.json
+    python examples/tabular/make_model.py --out DIR     # writes DIR/classifier.onnx, golden.json, reference.csv
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ OPSET = 13
 IR_VERSION = 8
 N_FEATURES, N_HIDDEN, N_CLASSES = 4, 16, 3
 GOLDEN_BATCHES = {"single_row": 1, "pair": 2, "batch_of_four": 4}
+FEATURE_NAMES = ("temperature", "pressure", "vibration", "current")
+REFERENCE_ROWS = 400
 DEFAULT_OUT = Path(__file__).resolve().parent / "model"
 
 
@@ -82,6 +84,16 @@ def build_golden(rng: np.random.Generator) -> dict[str, object]:
     return {"cases": cases}
 
 
+def build_reference(rng: np.random.Generator) -> str:
+    """The reference data the data contract and the drift baseline are derived from, as CSV.
+
+    Drawn after the weights and the golden inputs, so those stay what they were before it existed.
+    """
+    rows = np.round(rng.normal(0.0, 1.0, size=(REFERENCE_ROWS, N_FEATURES)), 2)
+    lines = [",".join(FEATURE_NAMES)] + [",".join(f"{float(v):g}" for v in row) for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def _dump_rows_on_one_line(document: object) -> str:
     """Indented JSON, but each innermost list (one row of features) on one line, for readable diffs."""
 
@@ -102,10 +114,12 @@ def main(argv: list[str] | None = None) -> None:
     rng = np.random.default_rng(SEED)
     model = build_model(rng)
     golden = build_golden(rng)
+    reference = build_reference(rng)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "classifier.onnx").write_bytes(model.SerializeToString(deterministic=True))
     (args.out / "golden.json").write_text(_dump_rows_on_one_line(golden), encoding="utf-8")
-    print(f"wrote {args.out / 'classifier.onnx'} and {args.out / 'golden.json'}")
+    (args.out / "reference.csv").write_text(reference, encoding="utf-8")
+    print(f"wrote classifier.onnx, golden.json and reference.csv to {args.out}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,67 @@
+"""The data contract at bundle time: derived from the reference data, checked against the model and
+the golden inputs before any slow phase, written beside the model so the server enforces it.
+
+The check uses the model server's own ``DataGuard`` (the file that ships in the image), so the
+workstation refuses exactly what the far side would refuse: a golden input outside the contract
+would make the far side's smoke test fail with a 400, hours and a media transfer later.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from airgap.adapters.fs import read_bytes
+from airgap.core.datacontract import DataContract, derive, override, read_csv
+from airgap.core.project import Project
+from airgap.errors import InvalidInputError
+from airgap.services.model_image import server_module
+
+
+def prepare_data_contract(project: Project, project_dir: Path, model: Path) -> dict[str, Any] | None:
+    """The signed ``model/data-contract.json`` for the project, or ``None`` when it declares no ``data``."""
+    spec = project.data
+    if spec is None:
+        return None
+    server = server_module()
+    loaded = server.Model(str(model), 1)
+    names = [s.name for s in loaded.inputs]
+    input_name = spec.input
+    if input_name is None:
+        if len(names) != 1:
+            raise InvalidInputError(
+                f"the model has {len(names)} inputs ({', '.join(names)}); data.input must say which one "
+                "the data contract describes"
+            )
+        input_name = names[0]
+    elif input_name not in names:
+        raise InvalidInputError(
+            f"data.input names {input_name!r}; the model's inputs are {', '.join(names)}",
+            hint="name the [batch, features] input whose columns the contract describes",
+        )
+    if spec.reference is not None:
+        path = project_dir / spec.reference
+        try:
+            text = read_bytes(path, "reference data").decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInputError(f"{path}: the reference data is not UTF-8 text") from None
+        header, rows = read_csv(text, str(path))
+        contract = override(derive(header, rows, input_name), {f.name: f for f in spec.features})
+    else:
+        contract = DataContract(input_name, spec.features, 0, ())
+    doc = contract.to_json()
+    try:
+        guard = server.DataGuard(doc, loaded)
+    except server.FatalError as exc:
+        raise InvalidInputError(f"data: {exc}", hint="see docs/project-file.md#data") from None
+    golden = project_dir / project.model.golden
+    for name, inputs in server.load_golden(str(golden)):
+        feeds = server.fit_case(loaded, name, inputs, project.serving.max_batch)
+        try:
+            guard.check(feeds)
+        except server.ApiError as exc:
+            raise InvalidInputError(
+                f"{golden}: golden case {name!r}: {exc.message.split(';')[0]}",
+                hint="the far side would refuse it: widen data.features in airgap.yaml, or fix the input",
+            ) from None
+    return doc
