@@ -558,7 +558,7 @@ def test_make_model_is_deterministic_and_reproduces_the_committed_files(tmp_path
     for proc in procs:
         _, stderr = proc.communicate(timeout=60)
         assert proc.returncode == 0, stderr.decode()
-    for name in ("classifier.onnx", "golden.json", "reference.csv"):
+    for name in ("classifier.onnx", "golden.json", "reference.csv", "acceptance.csv"):
         committed = (EXAMPLE / "model" / name).read_bytes()
         assert [(out / name).read_bytes() == committed for out in outs] == [True, True], name
 

@@ -46,6 +46,7 @@ COMMANDS = {
     "join",
     "install",
     "smoke",
+    "accept",
     "status",
     "rollback",
     "uninstall",
@@ -414,6 +415,18 @@ def test_smoke_in_a_terminal(far_side: dict[str, Any]) -> None:
         run_tty("smoke", "tty-classifier", "--to", "docker", "--state-dir", str(far_side["state"])),
         "answers its golden inputs",
     )
+
+
+@pytest.mark.docker
+def test_accept_in_a_terminal_shows_the_load_live_and_a_table_that_fits(far_side: dict[str, Any]) -> None:
+    screen = run_tty(
+        "accept", "tty-classifier", "--to", "docker", "--state-dir", str(far_side["state"]), columns=80
+    )
+    text = ok(screen, "tty-classifier 1.0.0 on docker", "kept", "report:")
+    assert "MISSED" not in text
+    assert screen.coloured and screen.live_progress
+    assert re.search(r"✓ load test done in [\d.]+s", text), text
+    assert_fits(screen)
 
 
 @pytest.mark.docker

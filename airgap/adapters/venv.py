@@ -3,9 +3,11 @@ run inside one. Every subprocess goes through :func:`run`, which turns a failure
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +73,49 @@ def model_answers(python: Path, server: Path, model: Path, golden: Path) -> dict
         raise EnvironmentFailure(f"the model does not run in the virtualenv: {proc.stderr.strip()[-300:]}")
     doc = json.loads(proc.stdout)
     return {str(c["name"]): dict(c["outputs"]) for c in doc.get("cases", [])}
+
+
+@contextlib.contextmanager
+def serving(python: Path, server: Path, env: dict[str, str], timeout: float = 120) -> Iterator[int]:
+    """The model server run by ``python`` on a free loopback port (its "listening" log line says
+    which), until the context closes; then stopped with SIGTERM, as an operator would."""
+    import tempfile
+    import time
+
+    with tempfile.TemporaryFile() as log:
+        full = {**os.environ, **env, "AIRGAP_HOST": "127.0.0.1", "AIRGAP_PORT": "0"}
+        try:
+            proc = subprocess.Popen(
+                [str(python), str(server), "serve"], stdout=subprocess.DEVNULL, stderr=log, env=full
+            )
+        except OSError as exc:
+            raise EnvironmentFailure(f"cannot start the model server with {python}: {exc}") from None
+        try:
+            port = None
+            deadline = time.monotonic() + timeout
+            while port is None:
+                log.seek(0)
+                for line in log.read().decode("utf-8", "replace").splitlines():
+                    try:
+                        record = json.loads(line)
+                    except ValueError:
+                        continue
+                    if isinstance(record, dict) and record.get("event") == "listening":
+                        port = int(record["port"])
+                if port is None:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        log.seek(0)
+                        tail = log.read().decode("utf-8", "replace").strip().splitlines()[-1:] or [
+                            "no output"
+                        ]
+                        raise EnvironmentFailure(f"the model server did not start: {tail[0][:300]}")
+                    time.sleep(0.1)
+            yield port
+        finally:
+            if proc.poll() is None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()

@@ -8,6 +8,7 @@ import typer
 from rich.markup import escape
 from rich.text import Text
 
+from airgap.cli.accept import fail_if_missed, render, report_document, run_accept
 from airgap.cli.common import (
     EPILOG,
     STATE,
@@ -106,6 +107,13 @@ def install(
             help="UNSAFE: install a bundle whose signed policy evaluation failed (or is missing).",
         ),
     ] = False,
+    accept: Annotated[
+        bool,
+        typer.Option(
+            "--accept",
+            help="Then prove the deployment contract here, as `airgap accept` does (exit 1 if missed).",
+        ),
+    ] = False,
 ) -> None:
     """Verify, load, run and prove the model answers — on this host, offline.
 
@@ -138,10 +146,12 @@ def install(
     STATE.on_interrupt = "run the same `airgap install` again: it completes or undoes what was started"
     with _progress() as progress, _unsafe_warnings():
         result = _installer(state_dir, progress).install(bundle_path, options)
+        report = run_accept(state_dir, result.receipt.name, target, progress) if accept else None
     r = result.receipt
     if STATE.json:
         _emit_json(
             {
+                "acceptance": report_document(report) if report is not None else None,
                 "name": r.name,
                 "version": r.version,
                 "target": r.target,
@@ -153,6 +163,8 @@ def install(
                 "serve": result.serve,
             }
         )
+        if report is not None:
+            fail_if_missed(report)
         return
     for note in result.recovered:
         err_console.print(f"[yellow]{escape(note)}[/]")
@@ -161,6 +173,9 @@ def install(
             f"{r.name} {r.version} is already installed with --to {r.target} and healthy: nothing to do",
             markup=False,
         )
+        if report is not None:
+            render(report)
+            fail_if_missed(report)
         return
     where = f"http://127.0.0.1:{r.port}" if r.target != "venv" else r.extra.get("venv")
     out_console.print(
@@ -174,6 +189,9 @@ def install(
     if result.prediction:
         answered = json.dumps(result.prediction["outputs"])
         out_console.print(f"it answers: {answered}", markup=False, highlight=False, soft_wrap=True)
+    if report is not None:
+        render(report)
+        fail_if_missed(report)
 
 
 @app.command(epilog=EPILOG)

@@ -41,7 +41,7 @@ from airgap.services.check import (
     policy_directories,
     write_compliance,
 )
-from airgap.services.datacontract import prepare_data_contract
+from airgap.services.datacontract import model_documents
 from airgap.services.manifests import render_manifests, target_kubernetes_version, validate_manifests
 from airgap.services.model_image import (
     PARTIAL_IMAGES,
@@ -215,7 +215,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
         check_model_file(model_src)
         golden = load_golden(project_dir / project.model.golden)
         check_golden_fits(model_src, project_dir / project.model.golden, project.serving.max_batch)
-        data_contract = prepare_data_contract(project, project_dir, model_src)
+        model_docs = model_documents(project, project_dir, model_src)  # the deployment contract
         profile: Profile | None = None
         profile_path = options.target_profile or (
             project_dir / project.target_profile if project.target_profile else None
@@ -252,7 +252,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
             project_dir,
             requirements,
             golden,
-            data_contract,
+            model_docs,
             profile,
             options,
             settings,
@@ -369,7 +369,7 @@ def _build(
     project_dir: Path,
     requirements: tuple[str, ...],
     golden: dict[str, Any],
-    data_contract: dict[str, Any] | None,
+    model_docs: dict[str, dict[str, Any]],
     profile: Profile | None,
     options: BundleOptions,
     settings: ResolverSettings,
@@ -445,8 +445,8 @@ def _build(
     model_name = Path(project.model.path).name
     shutil.copyfile(project_dir / project.model.path, model_dir / model_name)
     write_json(model_dir / "golden.json", golden)
-    if data_contract is not None:  # the server beside the model enforces it and measures drift
-        write_json(model_dir / "data-contract.json", data_contract)
+    for file_name, doc in model_docs.items():  # data contract, acceptance set, SLO: signed, beside the model
+        write_json(model_dir / file_name, doc)
 
     lock_sha = sha256_file(staging / "requirements.lock")
     labels = {

@@ -65,3 +65,20 @@ def prepare_data_contract(project: Project, project_dir: Path, model: Path) -> d
                 hint="the far side would refuse it: widen data.features in airgap.yaml, or fix the input",
             ) from None
     return doc
+
+
+def model_documents(project: Project, project_dir: Path, model: Path) -> dict[str, dict[str, Any]]:
+    """The deployment contract's signed files beside the model (``model/NAME``), by file name:
+    the data contract, the acceptance set with the workstation's scores, and the SLO."""
+    from airgap.services.acceptance import prepare_acceptance
+
+    docs: dict[str, dict[str, Any]] = {}
+    data = prepare_data_contract(project, project_dir, model)
+    if data is not None:
+        docs["data-contract.json"] = data
+    acceptance = prepare_acceptance(project, project_dir, model, data)
+    if acceptance is not None:
+        docs["acceptance.json"] = acceptance
+    if project.slo is not None:
+        docs["slo.json"] = {"format": "airgap.slo/v1", **project.slo.to_json()}
+    return docs

@@ -6,7 +6,7 @@ model is exactly what this script makes. Opset 13 and IR version 8 keep it loada
 1.16 and later, which older targets may still run.
 
     python examples/tabular/make_model.py               # rewrites examples/tabular/model/
-    python examples/tabular/make_model.py --out DIR     # writes DIR/classifier.onnx, golden.json, reference.csv
+    python examples/tabular/make_model.py --out DIR     # writes DIR/classifier.onnx, golden.json, *.csv
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ N_FEATURES, N_HIDDEN, N_CLASSES = 4, 16, 3
 GOLDEN_BATCHES = {"single_row": 1, "pair": 2, "batch_of_four": 4}
 FEATURE_NAMES = ("temperature", "pressure", "vibration", "current")
 REFERENCE_ROWS = 400
+ACCEPTANCE_ROWS = 200
 DEFAULT_OUT = Path(__file__).resolve().parent / "model"
 
 
@@ -94,6 +95,22 @@ def build_reference(rng: np.random.Generator) -> str:
     return "\n".join(lines) + "\n"
 
 
+def build_acceptance(rng: np.random.Generator, model: onnx.ModelProto) -> str:
+    """The labelled acceptance set as CSV: the reference's columns plus ``label``.
+
+    The weights are not trained, so there is no ground truth: the labels are what the model computes
+    (in float64 here), i.e. what it was built to answer. A real project labels from the field.
+    """
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    # Drawn from the reference's population and kept well inside its data contract.
+    rows = np.clip(np.round(rng.normal(0.0, 1.0, size=(ACCEPTANCE_ROWS, N_FEATURES)), 2), -2.5, 2.5)
+    hidden = np.maximum(rows @ w["hidden.weight"] + w["hidden.bias"], 0.0)
+    labels = np.argmax(hidden @ w["head.weight"] + w["head.bias"], axis=1)
+    lines = [",".join((*FEATURE_NAMES, "label"))]
+    lines += [",".join([*(f"{float(v):g}" for v in row), str(int(label))]) for row, label in zip(rows, labels)]
+    return "\n".join(lines) + "\n"
+
+
 def _dump_rows_on_one_line(document: object) -> str:
     """Indented JSON, but each innermost list (one row of features) on one line, for readable diffs."""
 
@@ -115,11 +132,13 @@ def main(argv: list[str] | None = None) -> None:
     model = build_model(rng)
     golden = build_golden(rng)
     reference = build_reference(rng)
+    acceptance = build_acceptance(rng, model)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "classifier.onnx").write_bytes(model.SerializeToString(deterministic=True))
     (args.out / "golden.json").write_text(_dump_rows_on_one_line(golden), encoding="utf-8")
     (args.out / "reference.csv").write_text(reference, encoding="utf-8")
-    print(f"wrote classifier.onnx, golden.json and reference.csv to {args.out}")
+    (args.out / "acceptance.csv").write_text(acceptance, encoding="utf-8")
+    print(f"wrote classifier.onnx, golden.json, reference.csv and acceptance.csv to {args.out}")
 
 
 if __name__ == "__main__":

@@ -7,14 +7,17 @@ installer does the rest (verify, extract, journal, commit) the same way for all 
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from airgap.adapters.runtimes import STATE_LABEL, port_in_use
 from airgap.errors import EnvironmentFailure, UsageError
-from airgap.services.smoketest import Answers, answers_on, healthz
+from airgap.services.smoketest import Answers, answers_on, healthz, wait_ready
 
 if TYPE_CHECKING:  # the --to choices are listed at start-up: the heavy modules load when used
     from airgap.adapters.oci import OciImage
@@ -139,6 +142,10 @@ class Target(Protocol):
         """Whether the installation is running and answering now (never raises: False)."""
         ...
 
+    def endpoint(self, site: Site, receipt: Receipt) -> AbstractContextManager[int]:
+        """A loopback port where the installed server answers, for as long as the context is open."""
+        ...
+
     def undo(self, site: Site, journal: dict[str, Any]) -> str:
         """Puts back what a journalled run changed, newest first; says what runs now."""
         ...
@@ -181,6 +188,13 @@ class BaseTarget:
     def healthy(self, site: Site, receipt: Receipt) -> bool:
         """Healthy while the server on the port answers ``/healthz``."""
         return healthz(receipt.port or 8080)
+
+    @contextlib.contextmanager
+    def endpoint(self, site: Site, receipt: Receipt) -> Iterator[int]:
+        """The published port on ``127.0.0.1``, once the server is ready."""
+        port = receipt.port or 8080
+        wait_ready(port, lambda: True, timeout=30)
+        yield port
 
     def undo(self, site: Site, journal: dict[str, Any]) -> str:
         """Nothing of its own to put back: says what runs now."""

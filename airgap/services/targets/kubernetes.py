@@ -9,14 +9,15 @@ namespaces excepted); rollback applies the previous version's manifests.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.adapters.kubectl import Kubectl, KubectlCli
 from airgap.errors import EnvironmentFailure, InvalidInputError, UsageError
-from airgap.services.smoketest import Answers, answers_on
+from airgap.services.smoketest import Answers, answers_on, wait_ready
 from airgap.services.targets._base import BaseTarget, InstallContext, Site
 from airgap.services.targets._container import push, rewritten_manifests
 
@@ -77,6 +78,15 @@ class KubernetesTarget(BaseTarget):
         kube = self.kubectl(x.get("context"))
         with kube.port_forward(x["namespace"], x["deployment"], int(x["remote_port"])) as local:
             return answers_on(local, contract, ready_timeout=60)
+
+    @contextlib.contextmanager
+    def endpoint(self, site: Site, receipt: Receipt) -> Iterator[int]:
+        """A port-forward to the applied deployment, on a port kubectl picks, once it is ready."""
+        x = receipt.extra
+        kube = self.kubectl(x.get("context"))
+        with kube.port_forward(x["namespace"], x["deployment"], int(x["remote_port"])) as local:
+            wait_ready(local, lambda: True, timeout=60)
+            yield local
 
     def healthy(self, site: Site, receipt: Receipt) -> bool:
         """Healthy while the deployment's rollout is complete, asked now (no waiting)."""

@@ -3,15 +3,17 @@ runs the model in it (no server, no port), and a ``serve it:`` line says how to 
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap.adapters import venv as venvs
 from airgap.errors import InvalidInputError
-from airgap.services.smoketest import Answers
+from airgap.services.smoketest import Answers, wait_ready
 from airgap.services.targets._base import BaseTarget, InstallContext, Site, restored
 
 if TYPE_CHECKING:
@@ -55,6 +57,25 @@ class VenvTarget(BaseTarget):
             content / "model" / "golden.json",
         )
         return outputs, {}
+
+    @contextlib.contextmanager
+    def endpoint(self, site: Site, receipt: Receipt) -> Iterator[int]:
+        """The installed model served from its virtualenv on a free loopback port, for as long as
+        the caller needs it: a virtualenv install runs no server of its own."""
+        from airgap.services.extraction import model_file, read_record
+
+        content = Path(receipt.content)
+        env = {
+            "AIRGAP_MODEL_PATH": str(content / model_file(read_record(content))),
+            "AIRGAP_GOLDEN_PATH": str(content / "model" / "golden.json"),
+            "AIRGAP_MODEL_NAME": receipt.name,
+            "AIRGAP_MODEL_VERSION": receipt.version,
+        }
+        with venvs.serving(
+            Path(receipt.extra["python"]), content / "server" / "airgap_server.py", env
+        ) as port:
+            wait_ready(port, lambda: True, timeout=120, what="the model server in the virtualenv")
+            yield port
 
     def healthy(self, site: Site, receipt: Receipt) -> bool:
         """Healthy while the virtualenv's interpreter is there."""

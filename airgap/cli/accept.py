@@ -1,0 +1,105 @@
+"""``airgap accept``: the installed model proves its deployment contract where it runs."""
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+from rich.markup import escape
+
+from airgap.cli.common import (
+    EPILOG,
+    STATE,
+    RichObserver,
+    StateDirOption,
+    _emit_json,
+    _progress,
+    _state,
+    _Table,
+    app,
+    err_console,
+    out_console,
+)
+from airgap.errors import AnswerIsNo
+from airgap.terminal import ConsoleObserver
+
+if TYPE_CHECKING:
+    from airgap.services.accept import AcceptReport
+
+
+def run_accept(
+    state_dir: Optional[Path], name: str, target: str, progress: Optional[ConsoleObserver]
+) -> "AcceptReport":
+    """Measures the contract of the installed ``name``; shared by ``accept`` and ``install --accept``."""
+    from airgap.services.accept import accept as measure
+    from airgap.services.install import Installer
+
+    installer = Installer(_state(state_dir), RichObserver(progress))
+    return measure(installer.site, name, target, RichObserver(progress))
+
+
+def report_document(report: "AcceptReport") -> dict[str, object]:
+    """The report under ``--json``."""
+    return {
+        "name": report.name,
+        "version": report.version,
+        "target": report.target,
+        "accepted": report.ok,
+        "promises": [p.to_json() for p in report.promises],
+        "figures": report.figures,
+        "report": str(report.report),
+        "markdown": str(report.markdown),
+    }
+
+
+def render(report: "AcceptReport") -> None:
+    """The table of promised against measured, then where the report is."""
+    table = _Table(title=f"{report.name} {report.version} on {report.target}", title_justify="left")
+    table.add_column("", no_wrap=True)
+    table.add_column("promise")
+    table.add_column("promised", no_wrap=True)
+    table.add_column("measured", no_wrap=True)
+    for p in report.promises:
+        mark = "[green]kept[/]" if p.ok else "[bold red]MISSED[/]"
+        table.add_row(mark, escape(f"{p.section}: {p.what}"), escape(p.promised), escape(p.measured))
+    out_console.print(table)
+    out_console.print(f"report: {report.markdown}", markup=False, highlight=False, soft_wrap=True)
+
+
+def fail_if_missed(report: "AcceptReport") -> None:
+    """Exit 1 naming the first promise missed, when any was."""
+    missed = [p for p in report.promises if not p.ok]
+    if missed:
+        first = missed[0]
+        more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
+        raise AnswerIsNo(
+            f"{report.name} {report.version} on {report.target} missed its contract: {first.section}: "
+            f"{first.what}: promised {first.promised}, measured {first.measured}{more}",
+            hint=f"the table and {report.markdown} show every promise",
+        )
+
+
+@app.command(epilog=EPILOG)
+def accept(
+    name: Annotated[str, typer.Argument(metavar="NAME", help="The installed bundle's name.")],
+    to: Annotated[str, typer.Option("--to", help="Which installation.")] = "docker",
+    state_dir: StateDirOption = None,
+) -> None:
+    """Prove the installed model keeps its deployment contract here: data, accuracy, latency.
+
+    Everything comes from the signed bundle: the server must refuse a row outside the data contract
+    and serve the contract it was given; its answers on the labelled acceptance set must meet the
+    thresholds; under a bounded open-loop load at the promised rate (no external tool), its p95/p99
+    latency and error rate must meet the SLO. Prints promised against measured, writes a JSON and
+    a Markdown report under STATE/acceptance/, and exits 1 when any promise is missed.
+
+    Example: airgap accept tabular-classifier --to docker
+    """
+    with _progress() as progress:
+        report = run_accept(state_dir, name, to, progress)
+    if STATE.json:
+        _emit_json(report_document(report))
+    else:
+        render(report)
+    if not report.ok and STATE.json:
+        err_console.print(f"report: {report.markdown}", markup=False)
+    fail_if_missed(report)
