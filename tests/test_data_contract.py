@@ -168,9 +168,11 @@ def test_a_data_input_the_model_lacks_is_refused(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def guarded(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
     directory = tmp_path_factory.mktemp("guarded")
-    header, rows = dc.read_csv((EXAMPLE / "model" / "reference.csv").read_text(), "reference.csv")
+    _, rows = dc.read_csv((EXAMPLE / "model" / "reference.csv").read_text(), "reference.csv")
+    project = parse_project((EXAMPLE / "airgap.yaml").read_text(), "airgap.yaml")
+    doc = prepare_data_contract(project, EXAMPLE, EXAMPLE / "model" / "classifier.onnx")
     contract = directory / "data-contract.json"
-    contract.write_text(json.dumps(dc.derive(header, rows, "features").to_json()))
+    contract.write_text(json.dumps(doc))
     with serving(directory, contract=contract) as running:
         wait_until_ready(running)
         yield running, rows
@@ -211,3 +213,16 @@ def test_drift_stays_low_for_reference_rows_and_rises_for_a_shifted_population(g
     drifted = server.metrics()
     assert drifted['airgap_feature_drift_psi{feature="pressure"}'] > 0.25
     assert drifted['airgap_feature_drift_psi{feature="temperature"}'] < 0.1
+    # the answers are counted per value, and their distribution is compared with the reference's
+    answered = sum(v for k, v in drifted.items() if k.startswith('airgap_predictions_total{output="label"'))
+    assert answered >= 640
+    assert calm['airgap_prediction_drift_psi{output="label"}'] < 0.05
+
+
+def test_the_bundle_records_what_the_model_answers_on_the_reference() -> None:
+    project = parse_project((EXAMPLE / "airgap.yaml").read_text(), "airgap.yaml")
+    doc = prepare_data_contract(project, EXAMPLE, EXAMPLE / "model" / "classifier.onnx")
+    assert doc is not None
+    (label,) = doc["predictions"]
+    assert label["output"] == "label" and sorted(label["values"]) == ["0", "1", "2"]
+    assert sum(label["shares"]) == pytest.approx(1.0)

@@ -229,10 +229,21 @@ def test_install_sh_verifies_installs_airgap_offline_and_airgap_verify_passes(
 def test_install_sh_installs_the_model_into_a_virtualenv_and_it_passes_the_smoke_test(
     far_side: dict[str, Any],
 ) -> None:
-    """The whole far side with nothing but python3, openssl and coreutils, and no network."""
+    """The whole far side with nothing but python3, openssl and coreutils, and no network; and the
+    deployment contract proven there from the virtualenv (`install --accept`)."""
     tar = far_side["bundle"]
-    proc = run_far_side([tar], far_side["public_key"], tar.name, "--state-dir", "/home/op/st")
+    proc = run_far_side(
+        [tar], far_side["public_key"], tar.name, "--state-dir", "/home/op/st", "--", "--accept"
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    for promise in (
+        "serves the signed contract",
+        "accuracy on 200 labelled rows",
+        "p99 latency",
+        "throughput",
+    ):
+        assert promise in proc.stdout, proc.stdout
+    assert "MISSED" not in proc.stdout
     assert "installed tabular-classifier 1.0.0 --to venv" in proc.stdout
     # --state-dir is honoured: trust store, audit log and receipt there, nothing in the default
     assert "state in /home/op/st: yes" in proc.stdout

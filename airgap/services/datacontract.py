@@ -54,6 +54,8 @@ def prepare_data_contract(project: Project, project_dir: Path, model: Path) -> d
         guard = server.DataGuard(doc, loaded)
     except server.FatalError as exc:
         raise InvalidInputError(f"data: {exc}", hint="see docs/project-file.md#data") from None
+    if spec.reference is not None:
+        doc["predictions"] = _prediction_baseline(server, loaded, input_name, rows, project.serving.max_batch)
     golden = project_dir / project.model.golden
     for name, inputs in server.load_golden(str(golden)):
         feeds = server.fit_case(loaded, name, inputs, project.serving.max_batch)
@@ -65,6 +67,42 @@ def prepare_data_contract(project: Project, project_dir: Path, model: Path) -> d
                 hint="the far side would refuse it: widen data.features in airgap.yaml, or fix the input",
             ) from None
     return doc
+
+
+MAX_VALUES = 50  # an output with more distinct answers is a score, not a label
+
+
+def _prediction_baseline(
+    server: Any, loaded: Any, input_name: str, rows: list[list[str]], batch: int
+) -> list[dict[str, Any]]:
+    """What the model answers on the reference data, per label-like output (rank 1, integer, bool or
+    text): each value's share, the baseline the server measures prediction drift against."""
+    try:
+        numbers = [[float(c) for c in row] for row in rows]
+    except ValueError:
+        return []  # text columns: the input tensor is not this table as numbers; no baseline
+    specs = [s for s in loaded.outputs if len(s.shape) == 1 and s.dtype in ("int64", "int32", "bool", "str")]
+    if not specs:
+        return []
+    counts: dict[str, dict[str, int]] = {s.name: {} for s in specs}
+    for start in range(0, len(numbers), batch):
+        feeds = loaded.prepare({input_name: numbers[start : start + batch]}, batch)
+        answers = loaded.outputs_json(loaded.run(feeds))
+        for s in specs:
+            for value in answers[s.name]:
+                text = value if isinstance(value, str) else str(int(value))
+                counts[s.name][text] = counts[s.name].get(text, 0) + 1
+    out = []
+    for s in specs:
+        top = sorted(counts[s.name].items(), key=lambda kv: (-kv[1], kv[0]))[:MAX_VALUES]
+        out.append(
+            {
+                "output": s.name,
+                "values": [v for v, _ in top],
+                "shares": [round(n / len(numbers), 6) for _, n in top],
+            }
+        )
+    return out
 
 
 def model_documents(project: Project, project_dir: Path, model: Path) -> dict[str, dict[str, Any]]:

@@ -37,13 +37,15 @@ HTTP/1.1 with keep-alive (every answer is JSON except /metrics)
     GET  /readyz       → 503 until the warm-up inference succeeded, then
                          200 {"status": "ready", "model_version": v}
     GET  /metrics      → Prometheus text 0.0.4: airgap_requests_total{path,code},
-                         airgap_request_errors_total, airgap_inference_seconds (histogram),
+                         airgap_request_errors_total, airgap_request_seconds{path} and
+                         airgap_inference_seconds (histograms),
                          airgap_model_info{name,version,onnxruntime}, airgap_ready,
                          airgap_requests_in_flight; with a data contract also
                          airgap_out_of_contract_total{feature,rule},
-                         airgap_feature_drift_psi{feature} and airgap_feature_drift_window_rows{feature}
-                         (population stability index of the last 1000 answered rows against the
-                         reference's decile bins; no request payload is kept)
+                         airgap_feature_drift_psi{feature}, airgap_feature_drift_window_rows{feature},
+                         airgap_predictions_total{output,value} and airgap_prediction_drift_psi{output}
+                         (population stability index of the last 1000 answered rows, and answers,
+                         against the reference's; no request payload is kept)
 
     A request must name exactly the model's inputs; values are JSON numbers (whole numbers for integer
     inputs, true/false for bool, strings for string inputs; NaN/Infinity refused), with the model's
@@ -110,6 +112,8 @@ ort.set_default_logger_severity(4)  # see Model: onnxruntime must not write its 
 DEFAULT_MODEL_PATH = "/opt/airgap/model/model.onnx"
 DRAIN_SECONDS = 10.0  # in-flight requests get this long after SIGTERM; Kubernetes grants 30 s by default
 REQUEST_TIMEOUT_SECONDS = 30.0  # a client that stalls mid-request cannot hold a thread for longer
+# Request latency: fine around the tens of milliseconds an SLO usually names (p95 50 ms, p99 100 ms).
+REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 INFERENCE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
 Dim = Union[int, str, None]  # fixed size, symbolic name, or dynamic without a name
@@ -669,7 +673,60 @@ class DataGuard:
         self._counts: list[list[int]] = [
             [0] * len(b["shares"]) if b is not None else [] for b in self._baseline
         ]
-        self._next = 0
+        self._predictions: list[tuple[int, str, list[str], list[float]]] = []
+        names = [s.name for s in model.outputs]
+        for p in doc.get("predictions", []):
+            if isinstance(p, dict) and p.get("output") in names:
+                self._predictions.append(
+                    (names.index(p["output"]), p["output"], list(p["values"]), list(p["shares"]))
+                )
+        self._seen: list[list[int]] = [[] for _ in self._predictions]  # sliding window of value indexes
+        self._totals: list[list[int]] = [[0] * (len(v) + 1) for _, _, v, _ in self._predictions]
+
+    def observe_outputs(self, results: list[Any]) -> None:
+        """Counts the answered labels of each output with a reference distribution ("other" past it)."""
+        for k, (index, _, values, _) in enumerate(self._predictions):
+            answered = results[index]
+            if not isinstance(answered, np.ndarray) or answered.ndim != 1:
+                continue
+            codes = []
+            for v in answered.tolist():
+                text = v if isinstance(v, str) else _num_text(v)
+                codes.append(values.index(text) if text in values else len(values))
+            with self._lock:
+                window, totals = self._seen[k], self._totals[k]
+                for c in codes:
+                    window.append(c)
+                    totals[c] += 1
+                    if len(window) > DRIFT_WINDOW:
+                        window.pop(0)  # the window is for drift; the totals are counters
+
+    def _prediction_lines(self) -> list[str]:
+        lines = [
+            "# HELP airgap_predictions_total Answers per output and value (values past the reference: other).",
+            "# TYPE airgap_predictions_total counter",
+        ]
+        psi_lines = [
+            "# HELP airgap_prediction_drift_psi Population stability index of the last 1000 answers per output.",
+            "# TYPE airgap_prediction_drift_psi gauge",
+        ]
+        with self._lock:
+            for k, (_, output, values, shares) in enumerate(self._predictions):
+                totals, window = list(self._totals[k]), list(self._seen[k])
+                for value, n in zip([*values, "other"], totals):
+                    lines.append(
+                        f'airgap_predictions_total{{output="{_label(output)}",value="{_label(value)}"}} {n}'
+                    )
+                if window:
+                    counts = [0] * (len(values) + 1)
+                    for c in window:
+                        counts[c] += 1
+                    psi = 0.0
+                    for expected, count in zip([*shares, max(0.0, 1.0 - sum(shares))], counts):
+                        a, e = max(count / len(window), PSI_FLOOR), max(float(expected), PSI_FLOOR)
+                        psi += (a - e) * math.log(a / e)
+                    psi_lines.append(f'airgap_prediction_drift_psi{{output="{_label(output)}"}} {psi:.6f}')
+        return lines + psi_lines
 
     def check(self, feeds: dict[str, np.ndarray]) -> None:
         """Raises the 400 for the first value outside the contract; counts it by feature and rule."""
@@ -800,7 +857,7 @@ class DataGuard:
             "# TYPE airgap_feature_drift_window_rows gauge",
             *(f'airgap_feature_drift_window_rows{{feature="{_label(n)}"}} {t}' for n, _, t in drift),
         ]
-        return lines
+        return lines + self._prediction_lines()
 
 
 def load_data_contract(path: str, model: Model) -> DataGuard | None:
@@ -833,12 +890,20 @@ class Metrics:
         self._buckets = [0] * len(INFERENCE_BUCKETS)
         self._sum = 0.0
         self._count = 0
+        self._latency: dict[str, list[float]] = {}  # path -> bucket counts..., sum, count
 
-    def count_request(self, path: str, status: int) -> None:
+    def count_request(self, path: str, status: int, seconds: float | None = None) -> None:
         with self._lock:
             self._requests[(path, status)] = self._requests.get((path, status), 0) + 1
             if status >= 400:
                 self._errors += 1
+            if seconds is not None:
+                row = self._latency.setdefault(path, [0.0] * (len(REQUEST_BUCKETS) + 2))
+                for i, bound in enumerate(REQUEST_BUCKETS):
+                    if seconds <= bound:
+                        row[i] += 1
+                row[-2] += seconds
+                row[-1] += 1
 
     def observe_inference(self, seconds: float) -> None:
         with self._lock:
@@ -852,7 +917,23 @@ class Metrics:
         with self._lock:
             requests, errors = sorted(self._requests.items()), self._errors
             buckets, total, count = list(self._buckets), self._sum, self._count
+            latency = sorted((p, list(row)) for p, row in self._latency.items())
         lines = [
+            "# HELP airgap_request_seconds Time from a request's first byte to its answer, by path.",
+            "# TYPE airgap_request_seconds histogram",
+        ]
+        for path, row in latency:
+            p = _label(path)
+            lines += [
+                f'airgap_request_seconds_bucket{{path="{p}",le="{b:g}"}} {int(n)}'
+                for b, n in zip(REQUEST_BUCKETS, row)
+            ]
+            lines += [
+                f'airgap_request_seconds_bucket{{path="{p}",le="+Inf"}} {int(row[-1])}',
+                f'airgap_request_seconds_sum{{path="{p}"}} {row[-2]:.9f}',
+                f'airgap_request_seconds_count{{path="{p}"}} {int(row[-1])}',
+            ]
+        lines += [
             "# HELP airgap_requests_total HTTP requests answered, by path and status code.",
             "# TYPE airgap_requests_total counter",
             *(f'airgap_requests_total{{path="{_label(p)}",code="{c}"}} {n}' for (p, c), n in requests),
@@ -1175,6 +1256,7 @@ class Handler(BaseHTTPRequestHandler):
         results = app.infer(model, feeds)
         if guard is not None:
             guard.observe(feeds)
+            guard.observe_outputs(results)
         self._send_json(
             200,
             {
@@ -1237,7 +1319,9 @@ class Handler(BaseHTTPRequestHandler):
     ) -> None:
         self._responded = True
         # Counted before the answer leaves: a client that scrapes /metrics next must see this request.
-        self.server.app.metrics.count_request(_metrics_path(self), status)
+        self.server.app.metrics.count_request(
+            _metrics_path(self), status, time.perf_counter() - getattr(self, "_started", time.perf_counter())
+        )
         sent = 0
         try:
             self.send_response(status)
