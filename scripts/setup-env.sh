@@ -48,9 +48,10 @@ readonly ENV_DIR
 #   debootstrap      builds the base image rootfs
 #   curl             registry API probes
 #   shellcheck       the tests lint the bundle's install.sh as POSIX sh
+#   prometheus       promtool: the tests check and unit-test the bundle's alert rules with it
 readonly PACKAGES=(
     docker.io docker-registry podman crun conmon catatonit netavark aardvark-dns
-    fuse-overlayfs uidmap iproute2 util-linux iptables debootstrap curl shellcheck
+    fuse-overlayfs uidmap iproute2 util-linux iptables debootstrap curl shellcheck prometheus
 )
 
 readonly MANIFEST_ACCEPT=(

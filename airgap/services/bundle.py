@@ -369,7 +369,7 @@ def _build(
     project_dir: Path,
     requirements: tuple[str, ...],
     golden: dict[str, Any],
-    model_docs: dict[str, dict[str, Any]],
+    model_docs: dict[str, bytes],
     profile: Profile | None,
     options: BundleOptions,
     settings: ResolverSettings,
@@ -442,11 +442,12 @@ def _build(
     shutil.copyfile(templates_dir() / "server" / "airgap_server.py", staging / "server" / "airgap_server.py")
     model_dir = staging / "model"
     model_dir.mkdir()
+    (staging / "monitoring").mkdir()
     model_name = Path(project.model.path).name
     shutil.copyfile(project_dir / project.model.path, model_dir / model_name)
     write_json(model_dir / "golden.json", golden)
-    for file_name, doc in model_docs.items():  # data contract, acceptance set, SLO: signed, beside the model
-        write_json(model_dir / file_name, doc)
+    for rel, data in model_docs.items():  # the deployment contract and its monitoring: signed content
+        atomic_write_bytes(staging / rel, data)
 
     lock_sha = sha256_file(staging / "requirements.lock")
     labels = {

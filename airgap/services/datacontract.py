@@ -8,6 +8,7 @@ would make the far side's smoke test fail with a 400, hours and a media transfer
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -105,18 +106,34 @@ def _prediction_baseline(
     return out
 
 
-def model_documents(project: Project, project_dir: Path, model: Path) -> dict[str, dict[str, Any]]:
-    """The deployment contract's signed files beside the model (``model/NAME``), by file name:
-    the data contract, the acceptance set with the workstation's scores, and the SLO."""
+def model_documents(project: Project, project_dir: Path, model: Path) -> dict[str, bytes]:
+    """The deployment contract's signed files, by path in the bundle: beside the model the data
+    contract, the acceptance set with the workstation's scores and the SLO; under ``monitoring/``
+    the alert rules (plain and as a PrometheusRule) and the Grafana dashboard for them."""
+    import yaml
+
+    from airgap.core import monitoring
     from airgap.services.acceptance import prepare_acceptance
 
-    docs: dict[str, dict[str, Any]] = {}
+    def pretty(doc: dict[str, Any]) -> bytes:
+        return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+    files: dict[str, bytes] = {}
     data = prepare_data_contract(project, project_dir, model)
     if data is not None:
-        docs["data-contract.json"] = data
+        files["model/data-contract.json"] = pretty(data)
     acceptance = prepare_acceptance(project, project_dir, model, data)
     if acceptance is not None:
-        docs["acceptance.json"] = acceptance
+        files["model/acceptance.json"] = pretty(acceptance)
     if project.slo is not None:
-        docs["slo.json"] = {"format": "airgap.slo/v1", **project.slo.to_json()}
-    return docs
+        files["model/slo.json"] = pretty({"format": "airgap.slo/v1", **project.slo.to_json()})
+    rules = monitoring.alert_rules(
+        project.name, project.slo, data is not None, bool(data and data.get("predictions"))
+    )
+    resource = monitoring.prometheus_rule(project.name, project.kubernetes.namespace, rules)
+    for rel, doc in (("monitoring/alerts.rules.yaml", rules), ("monitoring/prometheusrule.yaml", resource)):
+        files[rel] = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000).encode()
+    files["monitoring/dashboard.json"] = pretty(
+        monitoring.dashboard(project.name, project.version, project.slo)
+    )
+    return files
