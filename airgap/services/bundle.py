@@ -59,7 +59,13 @@ from airgap.services.sign import UnsafeSignWarning as UnsafeSignWarning
 from airgap.services.sign import compliance_verdict as compliance_verdict
 from airgap.services.sign import pack_staging as pack_staging
 from airgap.services.sign import seal as seal
-from airgap.services.wheelhouse import WheelhouseResult, WheelhouseSite, host_wheelhouse, image_wheelhouse
+from airgap.services.wheelhouse import (
+    WheelhouseResult,
+    WheelhouseSite,
+    host_wheelhouse,
+    image_wheelhouse,
+    wheelhouse_record,
+)
 
 RECORD_FORMAT = "airgap.build-record/v1"
 
@@ -556,9 +562,9 @@ def _build(
             "kubernetes_version_source": k8s_source,
         },
         "wheelhouses": {
-            "image": _wh_record(image_wh, staging),
-            **({"host": _wh_record(host_wh, staging)} if host_wh else {}),
-            **({"airgap": _wh_record(airgap_wh, staging)} if airgap_wh else {}),
+            "image": wheelhouse_record(image_wh, staging),
+            **({"host": wheelhouse_record(host_wh, staging)} if host_wh else {}),
+            **({"airgap": wheelhouse_record(airgap_wh, staging)} if airgap_wh else {}),
         },
         **({"airgap_wheelhouse_skipped": airgap_skipped} if airgap_skipped else {}),
         "target_profile": (
@@ -584,17 +590,3 @@ def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]
         for kind, wh in durable.get("wheelhouses", {}).items()
     }
     return durable, run
-
-
-def _wh_record(wh: WheelhouseResult, staging: Path) -> dict[str, Any]:
-    rel = wh.directory.relative_to(staging)
-    return {
-        "lock": str(rel / "requirements.lock"),
-        "lock_sha256": sha256_file(wh.directory / "requirements.lock"),
-        "pins": {p.name: p.version for p in wh.lock.pins},
-        "files": list(wh.files),
-        "best_tags": dict(wh.report.best_tags),
-        "downloaded": wh.downloaded,
-        "built_from_sdist": list(wh.built),
-        "lock_from_cache": wh.from_cache,
-    }

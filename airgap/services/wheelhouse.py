@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.tags import Tag
@@ -30,6 +31,7 @@ from airgap.adapters.wheels import (
     WheelStore,
     describe_files,
     project_of,
+    sha256_file,
 )
 from airgap.core.profile import PythonFacts, canonical_json
 from airgap.core.tags import compute_tags, marker_environment
@@ -274,3 +276,18 @@ def default_cache_dir() -> Path:
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "airgap"
     )
     return Path(base)
+
+
+def wheelhouse_record(wh: WheelhouseResult, staging: Path) -> dict[str, Any]:
+    """What build.json says of a wheelhouse: its lock and hash, pins, files, tags and cache use."""
+    rel = wh.directory.relative_to(staging)
+    return {
+        "lock": str(rel / "requirements.lock"),
+        "lock_sha256": sha256_file(wh.directory / "requirements.lock"),
+        "pins": {p.name: p.version for p in wh.lock.pins},
+        "files": list(wh.files),
+        "best_tags": dict(wh.report.best_tags),
+        "downloaded": wh.downloaded,
+        "built_from_sdist": list(wh.built),
+        "lock_from_cache": wh.from_cache,
+    }
