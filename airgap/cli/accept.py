@@ -4,7 +4,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
-from rich.markup import escape
+from rich.text import Text
 
 from airgap.cli.common import (
     EPILOG,
@@ -54,13 +54,13 @@ def report_document(report: "AcceptReport") -> dict[str, object]:
 def render(report: "AcceptReport") -> None:
     """The table of promised against measured, then where the report is."""
     table = _Table(title=f"{report.name} {report.version} on {report.target}", title_justify="left")
-    table.add_column("", no_wrap=True)
-    table.add_column("promise")
-    table.add_column("promised", no_wrap=True)
-    table.add_column("measured", no_wrap=True)
+    table.add_column("", no_wrap=True, min_width=6)
+    table.add_column("promise", ratio=3, min_width=20)
+    table.add_column("promised", ratio=2)
+    table.add_column("measured", ratio=2)
     for p in report.promises:
-        mark = "[green]kept[/]" if p.ok else "[bold red]MISSED[/]"
-        table.add_row(mark, escape(f"{p.section}: {p.what}"), escape(p.promised), escape(p.measured))
+        mark = Text("kept", style="green") if p.ok else Text("MISSED", style="bold red")
+        table.add_row(mark, f"{p.section}: {p.what}", p.promised, p.measured)
     out_console.print(table)
     out_console.print(f"report: {report.markdown}", markup=False, highlight=False, soft_wrap=True)
 

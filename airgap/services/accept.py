@@ -340,7 +340,7 @@ def _write(
         "promises": [p.to_json() for p in promises],
         "figures": figures,
     }
-    report = base.with_suffix(".json")
+    report = base.parent / f"{base.name}.json"  # the version's dots are not a suffix
     atomic_write_bytes(
         report, (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()
     )
@@ -359,6 +359,6 @@ def _write(
         ),
         "",
     ]
-    markdown = base.with_suffix(".md")
+    markdown = base.parent / f"{base.name}.md"
     atomic_write_bytes(markdown, "\n".join(lines).encode())
     return report, markdown
