@@ -58,6 +58,7 @@ def failing_runs(tmp: Path) -> dict[str, tuple[list[str], int]]:
         "join": (["join", missing + ".parts.sha256", "--state-dir", state], 4),
         "install": (["install", missing + ".airgap.tar", "--to", "docker", "--state-dir", state], 4),
         "smoke": (["smoke", "nothing", "--to", "docker", "--state-dir", state], 4),
+        "accept": (["accept", "nothing", "--to", "docker", "--state-dir", state], 4),
         "status": (["status", "--state-dir", str(broken_state)], 5),
         "rollback": (["rollback", "nothing", "--to", "docker", "--state-dir", state], 2),
         "uninstall": (["uninstall", "nothing", "--to", "docker", "--state-dir", state], 4),
