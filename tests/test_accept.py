@@ -154,6 +154,7 @@ def test_install_accept_proves_the_contract_and_writes_the_report(
         "--accept",
         "--state-dir",
         str(far_side),
+        env={"COLUMNS": "200"},  # a log is wide: each promise on one line of the table
         timeout=600,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
