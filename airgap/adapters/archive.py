@@ -129,9 +129,16 @@ class PartSink:
             self.total += room
             view = view[room:]
 
+    def close(self) -> list[Path]:
+        """Finishes the last part; the temporary files, in order, for a pass over them (parity)
+        before ``commit`` moves them into place."""
+        if self._fh is not None:
+            self._close_current()
+        return [tmp for tmp, _ in self._tmp]
+
     def commit(self) -> list[PartInfo]:
         """Moves the finished temporary files into place: the bundle appears only once it is all on disk."""
-        self._close_current()
+        self.close()
         for tmp, final in self._tmp:
             os.replace(tmp, final)
         return self.parts
@@ -540,59 +547,3 @@ class TimedReader:
         self._requests.put(None)
         if self.owns and not self.pending:
             self.stream.close()
-
-
-class ConcatenatedParts:
-    """Reads parts one after another as one stream, hashing each part as it goes. When a part
-    ends, its digest is compared with the signed index at once, so a bad copy is named by the part
-    that carries it, before anything after it is read."""
-
-    def __init__(self, paths: list[Path], expected: list[tuple[str, int, str]]) -> None:
-        self.paths = paths
-        self.expected = expected
-        self.index = -1
-        self.fh: BinaryIO | None = None
-        self.hash = hashlib.sha256()
-        self.read_in_part = 0
-        self._advance()
-
-    def _advance(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            name, size, sha = self.expected[self.index]
-            if self.read_in_part != size or self.hash.hexdigest() != sha:
-                raise TamperError(
-                    f"part {self.index + 1} of {len(self.expected)} ({name}) is damaged: "
-                    f"{self.read_in_part} bytes with sha256 {self.hash.hexdigest()[:16]}…, "
-                    f"expected {size} bytes with {sha[:16]}…",
-                    hint=f"copy {name} again from the original media, then re-run",
-                )
-        self.index += 1
-        self.fh = None
-        if self.index < len(self.paths):
-            try:
-                self.fh = open_regular(self.paths[self.index], "a bundle part", buffered=False)
-            except EnvironmentFailure as exc:
-                name = self.expected[self.index][0]
-                raise TamperError(f"part {self.index + 1} ({name}) cannot be read: {exc.message}") from None
-            self.hash = hashlib.sha256()
-            self.read_in_part = 0
-
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes across parts; leaving a part checks its size and digest against the index."""
-        out = bytearray()
-        while len(out) < n and self.fh is not None:
-            data = self.fh.read(n - len(out))
-            if not data:
-                self._advance()
-                continue
-            self.hash.update(data)
-            self.read_in_part += len(data)
-            out += data
-        return bytes(out)
-
-    def finish(self) -> None:
-        """Reads whatever the tar reader left (padding), closing and checking the last parts."""
-        while self.fh is not None:
-            if not self.read(CHUNK):
-                break
