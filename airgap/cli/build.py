@@ -21,6 +21,7 @@ from airgap.cli.common import (
     err_console,
     out_console,
 )
+from airgap.cli.media import PARITY_HELP, parity_count
 from airgap.errors import AnswerIsNo
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def bundle(
             help="Split for media: 4G (FAT32), 4.7G (DVD), 25G (BD); decimal units.",
         ),
     ] = None,
+    parity: Annotated[Optional[str], typer.Option("--parity", metavar="K", help=PARITY_HELP)] = None,
     expires: Annotated[
         Optional[str],
         typer.Option(
@@ -148,6 +150,7 @@ def bundle(
     from airgap.services import bundle as svc
     from airgap.services.wheelhouse import default_cache_dir
 
+    count = parity_count(parity, part_size)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key) if key else None
     options = svc.BundleOptions(
@@ -183,6 +186,7 @@ def bundle(
                 expires=expires,
                 observer=RichObserver(progress),
                 unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+                parity=count,
             )
     rec = result.record
     if STATE.json:
@@ -260,6 +264,7 @@ def pack(
             "--part-size", metavar="SIZE", help="Split for media: 4G (FAT32), 4.7G (DVD); decimal units."
         ),
     ] = None,
+    parity: Annotated[Optional[str], typer.Option("--parity", metavar="K", help=PARITY_HELP)] = None,
     expires: Annotated[
         Optional[str],
         typer.Option(
@@ -277,6 +282,7 @@ def pack(
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
 
+    count = parity_count(parity, part_size)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key)
     with _progress() as progress, _unsafe_warnings():
@@ -288,6 +294,7 @@ def pack(
             expires=expires,
             observer=RichObserver(progress),
             unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+            parity=count,
         )
     if STATE.json:
         _emit_json({"bundle": [str(p) for p in packed.files], "manifest_sha256": packed.manifest_sha256})

@@ -151,9 +151,12 @@ def install(
                 "prediction": result.prediction,
                 "curl": result.curl,
                 "serve": result.serve,
+                "repaired": list(result.repaired),
             }
         )
         return
+    for part in result.repaired:
+        out_console.print(f"repaired {part} from parity", markup=False)
     for note in result.recovered:
         err_console.print(f"[yellow]{escape(note)}[/]")
     if result.nothing_to_do:

@@ -335,6 +335,6 @@ def pack(
         hashlib.sha256(manifest_bytes).hexdigest(),
         tuple(parts),
         sum(p.size for p in parts),
-        tuple(PartInfo(s.name, s.size, s.sha256) for s in sink.parity.parity) if sink.parity else (),
+        sink.parity_parts,
         sink.encode_seconds,
     )

@@ -117,6 +117,12 @@ class ParitySink(PartSink):
         """The parity parts, once committed."""
         return [final for _, final in self._parity_tmp]
 
+    @property
+    def parity_parts(self) -> tuple[PartInfo, ...]:
+        """The parity parts as the parity index lists them."""
+        shares = self.parity.parity if self.parity is not None else ()
+        return tuple(PartInfo(s.name, s.size, s.sha256) for s in shares)
+
 
 def write_parts_index(
     out_dir: Path, base_name: str, parts: list[PartInfo], parity: ParityIndex | None, signer: Signer
