@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 
+from airgap.cli.media import parity_count
 from airgap.core.parity import ParityIndex
+from airgap.errors import UsageError
+from airgap.services.state import State
+from airgap.services.verify import VerifiedBundle, VerifyOptions, verify_and_audit
 from tests.bundles import PASS, make_key, pack_demo, synthetic_staging
 from tests.conftest import assert_one_line_error, run_airgap
 from tests.test_bundle_by_hand import run_by_hand
@@ -92,6 +96,17 @@ def test_pack_with_parity_writes_six_data_parts_one_parity_part_and_both_signed_
         assert (out / sig).exists()
 
 
+def verify_here(packed: dict[str, Any], stick: Path) -> VerifiedBundle:
+    """The verify service, in this process, as `airgap verify` calls it (audit record included);
+    asserts the stick was not written to."""
+    before = {p.name: p.read_bytes() for p in stick.iterdir()}
+    state = State(packed["state"])
+    options = VerifyOptions(trusted=tuple(state.trust.keys()))
+    result = verify_and_audit(stick / f"{BASE}.parts.sha256", state, options)
+    assert {p.name: p.read_bytes() for p in stick.iterdir()} == before, "verify changed the media"
+    return result
+
+
 @pytest.mark.parametrize("lost", [*range(6), "parity-000"])
 def test_any_one_missing_part_of_six_with_parity_one_is_rebuilt_and_verify_names_it(
     packed_k1: dict[str, Any], tmp_path: Path, lost: int | str
@@ -99,15 +114,23 @@ def test_any_one_missing_part_of_six_with_parity_one_is_rebuilt_and_verify_names
     stick = media(packed_k1, tmp_path)
     name = f"{BASE}.part-{lost:03d}" if isinstance(lost, int) else f"{BASE}.{lost}"
     (stick / name).unlink()
+    result = verify_here(packed_k1, stick)
+    # A lost data part is rebuilt and named; a lost parity part is not needed to verify.
+    assert [(r.part, r.was) for r in result.handle.repaired] == (
+        [(name, "missing")] if isinstance(lost, int) else []
+    )
+    audit = json.loads((packed_k1["state"] / "audit.log").read_text().splitlines()[-1])
+    assert audit["result"] == "accepted"
+    assert [r["part"] for r in audit["repaired"]] == [r.part for r in result.handle.repaired]
+
+
+def test_the_cli_names_a_rebuilt_part_in_json(packed_k1: dict[str, Any], tmp_path: Path) -> None:
+    stick = media(packed_k1, tmp_path)
+    (stick / f"{BASE}.part-003").unlink()
     proc = verify(packed_k1, stick)
     assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
-    # A lost data part is rebuilt and named; a lost parity part is not needed to verify.
-    assert [r["part"] for r in doc["repaired"]] == ([name] if isinstance(lost, int) else [])
-    assert all(r["was"] == "missing" for r in doc["repaired"])
-    audit = json.loads((packed_k1["state"] / "audit.log").read_text().splitlines()[-1])
-    assert audit["result"] == "accepted" and [r["part"] for r in audit["repaired"]] == [
-        r["part"] for r in doc["repaired"]
+    assert [(r["part"], r["was"]) for r in json.loads(proc.stdout)["repaired"]] == [
+        (f"{BASE}.part-003", "missing")
     ]
 
 
@@ -133,9 +156,7 @@ def test_the_first_part_damaged_in_its_tar_header_is_rebuilt_before_the_manifest
     data = bytearray(part.read_bytes())
     data[0:8] = b"garbage!"
     part.write_bytes(bytes(data))
-    proc = verify(packed_k1, stick)
-    assert proc.returncode == 0, proc.stderr
-    assert [r["part"] for r in json.loads(proc.stdout)["repaired"]] == [part.name]
+    assert [r.part for r in verify_here(packed_k1, stick).handle.repaired] == [part.name]
 
 
 def test_two_missing_parts_with_parity_one_is_exit_3_naming_both(
@@ -175,9 +196,7 @@ def test_parity_two_rebuilds_any_two_missing_parts(
     stick = media(packed_k2, tmp_path)
     for name in lost:
         (stick / f"{BASE}.{name}").unlink()
-    proc = verify(packed_k2, stick)
-    assert proc.returncode == 0, proc.stderr
-    assert sorted(r["part"] for r in json.loads(proc.stdout)["repaired"]) == sorted(
+    assert sorted(r.part for r in verify_here(packed_k2, stick).handle.repaired) == sorted(
         f"{BASE}.{n}" for n in lost if n.startswith("part-")
     )
 
@@ -304,8 +323,6 @@ def test_split_refuses_a_bundle_signed_by_another_key_and_writes_nothing(tmp_pat
     [
         (["--part-size", "1M", "--parity", "0"], "--parity '0'"),
         (["--part-size", "1M", "--parity", "x"], "--parity 'x'"),
-        (["--part-size", "1M", "--parity", "256"], "--parity '256'"),
-        (["--part-size", "1M", "--parity", "-1"], "--parity '-1'"),
         (["--parity", "1"], "--parity needs --part-size"),
     ],
 )
@@ -313,6 +330,13 @@ def test_bad_parity_values_are_one_line_exit_2(tmp_path: Path, args: list[str], 
     proc = run_airgap("pack", str(tmp_path), "--key", str(tmp_path / "none.key"), *args)
     line = assert_one_line_error(proc, 2)
     assert match in line
+
+
+@pytest.mark.parametrize("value", ["256", "-1", "1.5", ""])
+def test_parity_counts_outside_1_to_255_are_usage_errors(value: str) -> None:
+    with pytest.raises(UsageError, match="is not a number of parity parts"):
+        parity_count(value, "1M")
+    assert parity_count("255", "1M") == 255
 
 
 def test_split_into_the_directory_of_its_own_parts_is_refused_exit_2(

@@ -144,13 +144,13 @@ def bundle(
 
       airgap bundle examples/tabular/airgap.yaml --key publisher.key --part-size 4G --expires 90d
     """
+    count = parity_count(parity, part_size)
     from airgap.adapters.docker_engine import DockerEngine
     from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
     from airgap.services.wheelhouse import default_cache_dir
 
-    count = parity_count(parity, part_size)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key) if key else None
     options = svc.BundleOptions(
@@ -279,10 +279,10 @@ def pack(
 
     Example: airgap pack examples/tabular/build/tabular-classifier-1.0.0 --key publisher.key --part-size 4G
     """
+    count = parity_count(parity, part_size)
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
 
-    count = parity_count(parity, part_size)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key)
     with _progress() as progress, _unsafe_warnings():
