@@ -9,8 +9,9 @@ a crash: with parity parts, the opener rebuilds it and reads again.
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from airgap.adapters.archive import CHUNK, open_regular
 from airgap.errors import EnvironmentFailure, TamperError
@@ -70,6 +71,26 @@ class ConcatenatedParts:
             self.read_in_part += len(data)
             out += data
         return bytes(out)
+
+    def readinto(self, view: memoryview) -> int:
+        """Up to ``len(view)`` bytes of the current part straight into ``view`` (no copy), hashed
+        as they pass; 0 only once every part is read and checked."""
+        while self.fh is not None:
+            try:
+                n = cast(io.RawIOBase, self.fh).readinto(view) or 0
+            except OSError as exc:
+                name = self.expected[self.index][0]
+                raise TamperError(
+                    f"part {self.index + 1} ({name}) cannot be read: {exc.strerror or exc}",
+                    hint=f"copy {name} again from the original media, then re-run",
+                ) from None
+            if not n:
+                self._advance()
+                continue
+            self.hash.update(view[:n])
+            self.read_in_part += n
+            return n
+        return 0
 
     def finish(self) -> None:
         """Reads whatever the tar reader left (padding), closing and checking the last parts."""
