@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import shutil
 import subprocess
 from pathlib import Path
@@ -42,8 +43,6 @@ def _packed(root: Path, parity: int) -> dict[str, Any]:
 
 def os_random(n: int) -> bytes:
     """Incompressible, and the same in every run (a seeded generator, not the OS's)."""
-    import random
-
     return random.Random(12).randbytes(n)
 
 
@@ -356,3 +355,41 @@ def _manifest_bytes(bundle: Path) -> bytes:
         member = tf.extractfile("bundle/manifest.json")
         assert member is not None
         return member.read()
+
+
+def test_a_tampered_parity_index_is_refused_exit_3_before_any_part_is_read(
+    packed_k1: dict[str, Any], tmp_path: Path
+) -> None:
+    stick = media(packed_k1, tmp_path)
+    index = stick / f"{BASE}.parity.json"
+    index.write_bytes(index.read_bytes().replace(b'"k":6', b'"k":5'))
+    line = assert_one_line_error(verify(packed_k1, stick), 3)
+    assert "the parity index is not signed by any trusted key" in line
+
+
+@pytest.mark.parametrize("stripe", [4096, 65536, 1 << 20])
+def test_the_code_is_bytewise_so_every_stripe_size_gives_the_same_parity_and_rebuilds(
+    tmp_path: Path, stripe: int
+) -> None:
+    """The parity index records the encoder's stripe, but any decoder stripe rebuilds: the code
+    works byte by byte across the shares (and the last, short share is padded with zeros)."""
+    from airgap.adapters import erasure
+
+    sizes = [300_000, 300_000, 123_457]
+    data = [tmp_path / f"d{i}" for i in range(3)]
+    for i, (path, n) in enumerate(zip(data, sizes)):
+        path.write_bytes(random.Random(i).randbytes(n))
+    reference = erasure.encode(data, 300_000, [tmp_path / "p-ref0", tmp_path / "p-ref1"], 300_000)
+    got = erasure.encode(data, 300_000, [tmp_path / "p0", tmp_path / "p1"], stripe)
+    assert got == reference
+    rebuilt = tmp_path / "rebuilt"
+    [(size, sha)] = erasure.rebuild(
+        [(0, data[0]), (3, tmp_path / "p0"), (4, tmp_path / "p1")],
+        3,
+        5,
+        300_000,
+        [(2, sizes[2], rebuilt)],
+        stripe,
+    )
+    assert rebuilt.read_bytes() == data[2].read_bytes()
+    assert (size, sha) == (sizes[2], hashlib.sha256(data[2].read_bytes()).hexdigest())
