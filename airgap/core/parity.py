@@ -23,7 +23,6 @@ PARITY_FORMAT = "airgap.parity/v1"
 PARITY_INDEX_SUFFIX = ".parity.json"
 CODEC = "zfec-rs-gf256"
 MAX_SHARES = 256  # zfec's limit on m
-MAX_PARITY = 255
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@=,~-]{0,254}$")
 
