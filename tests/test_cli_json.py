@@ -56,6 +56,7 @@ def failing_runs(tmp: Path) -> dict[str, tuple[list[str], int]]:
         "verify": (["verify", missing + ".airgap.tar", "--state-dir", state], 4),
         "inspect": (["inspect", missing + ".airgap.tar"], 4),
         "join": (["join", missing + ".parts.sha256", "--state-dir", state], 4),
+        "split": (["split", missing + ".airgap.tar", "--part-size", "2M", "--key", missing + ".key"], 4),
         "install": (["install", missing + ".airgap.tar", "--to", "docker", "--state-dir", state], 4),
         "smoke": (["smoke", "nothing", "--to", "docker", "--state-dir", state], 4),
         "accept": (["accept", "nothing", "--to", "docker", "--state-dir", state], 4),

@@ -44,6 +44,7 @@ COMMANDS = {
     "verify",
     "inspect",
     "join",
+    "split",
     "install",
     "smoke",
     "accept",
@@ -290,6 +291,28 @@ def test_join_in_a_terminal(packed: Path, publisher: Path, tmp_path: Path) -> No
     )
     ok(screen, "joined", "airgap verify")
     assert dest.stat().st_size == sum(p.stat().st_size for p in packed.parent.glob("*.part-*"))
+
+
+def test_split_in_a_terminal(packed: Path, publisher: Path, tmp_path: Path) -> None:
+    out = tmp_path / "dvd"
+    screen = run_tty(
+        "split",
+        str(packed),
+        "--part-size",
+        "3M",
+        "--parity",
+        "1",
+        "--key",
+        str(publisher.with_suffix(".key")),
+        "--out",
+        str(out),
+        env=ENV,
+        columns=120,
+    )
+    ok(screen, "parity part(s)", "unchanged")
+    assert b"".join(p.read_bytes() for p in sorted(out.glob("*.part-*"))) == b"".join(
+        p.read_bytes() for p in sorted(packed.parent.glob("*.part-*"))
+    )
 
 
 # ------------------------------------------------------------------- bundle and install, end to end

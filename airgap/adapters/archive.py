@@ -14,6 +14,7 @@ writes: the verifier hashes members as they stream past. Only regular files are 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import queue
@@ -129,9 +130,16 @@ class PartSink:
             self.total += room
             view = view[room:]
 
+    def close(self) -> list[Path]:
+        """Finishes the last part; the temporary files, in order, for a pass over them (parity)
+        before ``commit`` moves them into place."""
+        if self._fh is not None:
+            self._close_current()
+        return [tmp for tmp, _ in self._tmp]
+
     def commit(self) -> list[PartInfo]:
         """Moves the finished temporary files into place: the bundle appears only once it is all on disk."""
-        self._close_current()
+        self.close()
         for tmp, final in self._tmp:
             os.replace(tmp, final)
         return self.parts
@@ -459,9 +467,10 @@ class TimedReader:
     A read from a regular file cannot be interrupted, so the reads run in one helper thread and
     the caller waits for each with a deadline; when it passes, the caller gets an
     ``EnvironmentFailure`` (exit 5) instead of hanging, and the stalled thread is abandoned.
-    With ``owns``, ``close`` also closes the stream, but never while a read of it is pending:
-    closing a buffered file waits for the stalled read's lock forever, so such a stream is left
-    to be closed when the process exits.
+    Large reads are read ahead: while the caller hashes one block, the helper reads the next,
+    so reading and hashing overlap. With ``owns``, ``close`` also closes the stream, but never
+    while a read of it is pending: closing a buffered file waits for the stalled read's lock
+    forever, so such a stream is left to be closed when the process exits.
     """
 
     def __init__(self, stream: Any, timeout: float, what: str, owns: bool = False) -> None:
@@ -474,6 +483,8 @@ class TimedReader:
         self._results: queue.SimpleQueue[tuple[bool, Any]] = queue.SimpleQueue()
         self._buf = b""
         self._pos = 0
+        self._ahead = False  # the pending request is a read-ahead, not yet asked for
+        self._eof = False
         self._thread = threading.Thread(target=self._serve, name="airgap-reader", daemon=True)
         self._thread.start()
 
@@ -489,13 +500,15 @@ class TimedReader:
             except BaseException as exc:  # handed to the caller's thread
                 self._results.put((False, exc))
 
-    def _call(self, kind: str, arg: Any) -> Any:
+    def _request(self, kind: str, arg: Any) -> None:
         if self.pending:
             raise EnvironmentFailure(f"reading {self.what} stalled earlier and has not finished")
         self.pending = True
         self._requests.put((kind, arg))
+
+    def _collect(self, timeout: float | None = None) -> Any:
         try:
-            ok, value = self._results.get(timeout=self.timeout)
+            ok, value = self._results.get(timeout=self.timeout if timeout is None else timeout)
             self.pending = False
         except queue.Empty:
             raise EnvironmentFailure(
@@ -506,14 +519,35 @@ class TimedReader:
             raise value
         return value
 
+    def _call(self, kind: str, arg: Any) -> Any:
+        self._request(kind, arg)
+        return self._collect()
+
+    def _refill(self, n: int) -> None:
+        """The buffer is empty: fill it from the read-ahead if one is out, else read ``n`` now."""
+        if self._ahead:
+            self._ahead = False
+            data = self._collect()
+        else:
+            data = self._call("read", n)
+        self._buf = bytes(data)
+        self._pos = 0
+        self._eof = not self._buf
+
+    def _read_ahead(self, n: int) -> None:
+        if not (self._ahead or self._eof or self.pending):
+            self._request("read", n)
+            self._ahead = True
+
     def read(self, n: int) -> bytes:
         """Exactly ``n`` bytes, or fewer only at the end: small reads (headers, padding) are served
         from a read-ahead buffer so that the helper thread is asked once per block, not per header."""
         out = bytearray()
         while len(out) < n:
             if self._pos == len(self._buf):
-                self._buf = bytes(self._call("read", max(n - len(out), READ_AHEAD)))
-                self._pos = 0
+                if self._eof:
+                    break
+                self._refill(max(n - len(out), READ_AHEAD))
                 if not self._buf:
                     break
             take = min(n - len(out), len(self._buf) - self._pos)
@@ -522,77 +556,35 @@ class TimedReader:
         return bytes(out)
 
     def readinto(self, view: memoryview) -> int:
-        """Up to ``len(view)`` bytes: what is buffered first, then large reads straight into ``view``."""
+        """Up to ``len(view)`` bytes: what is buffered or read ahead first, then large reads
+        straight into ``view``; after a large read, the next block is read ahead."""
+        large = len(view) >= READ_AHEAD and hasattr(self.stream, "readinto")
+        if not large:
+            data = self.read(len(view))
+            view[: len(data)] = data
+            return len(data)
+        if self._pos == len(self._buf) and self._ahead:
+            self._refill(len(view))
         if self._pos < len(self._buf):
             take = min(len(view), len(self._buf) - self._pos)
             view[:take] = self._buf[self._pos : self._pos + take]
             self._pos += take
+            if self._pos == len(self._buf):
+                self._read_ahead(len(view))
             return take
-        if len(view) < READ_AHEAD or not hasattr(self.stream, "readinto"):
-            data = self.read(len(view))
-            view[: len(data)] = data
-            return len(data)
-        return int(self._call("readinto", view))
+        if self._eof:
+            return 0
+        n = int(self._call("readinto", view))
+        self._eof = not n
+        self._read_ahead(len(view))
+        return n
 
     def close(self) -> None:
         """Stops the helper thread (a stalled one stays abandoned; it is a daemon) and, when the
         stream is owned and no read of it is pending, closes it."""
+        if self._ahead:
+            with contextlib.suppress(Exception):
+                self._collect(timeout=min(self.timeout, 1.0))
         self._requests.put(None)
         if self.owns and not self.pending:
             self.stream.close()
-
-
-class ConcatenatedParts:
-    """Reads parts one after another as one stream, hashing each part as it goes. When a part
-    ends, its digest is compared with the signed index at once, so a bad copy is named by the part
-    that carries it, before anything after it is read."""
-
-    def __init__(self, paths: list[Path], expected: list[tuple[str, int, str]]) -> None:
-        self.paths = paths
-        self.expected = expected
-        self.index = -1
-        self.fh: BinaryIO | None = None
-        self.hash = hashlib.sha256()
-        self.read_in_part = 0
-        self._advance()
-
-    def _advance(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            name, size, sha = self.expected[self.index]
-            if self.read_in_part != size or self.hash.hexdigest() != sha:
-                raise TamperError(
-                    f"part {self.index + 1} of {len(self.expected)} ({name}) is damaged: "
-                    f"{self.read_in_part} bytes with sha256 {self.hash.hexdigest()[:16]}…, "
-                    f"expected {size} bytes with {sha[:16]}…",
-                    hint=f"copy {name} again from the original media, then re-run",
-                )
-        self.index += 1
-        self.fh = None
-        if self.index < len(self.paths):
-            try:
-                self.fh = open_regular(self.paths[self.index], "a bundle part", buffered=False)
-            except EnvironmentFailure as exc:
-                name = self.expected[self.index][0]
-                raise TamperError(f"part {self.index + 1} ({name}) cannot be read: {exc.message}") from None
-            self.hash = hashlib.sha256()
-            self.read_in_part = 0
-
-    def read(self, n: int) -> bytes:
-        """Up to ``n`` bytes across parts; leaving a part checks its size and digest against the index."""
-        out = bytearray()
-        while len(out) < n and self.fh is not None:
-            data = self.fh.read(n - len(out))
-            if not data:
-                self._advance()
-                continue
-            self.hash.update(data)
-            self.read_in_part += len(data)
-            out += data
-        return bytes(out)
-
-    def finish(self) -> None:
-        """Reads whatever the tar reader left (padding), closing and checking the last parts."""
-        while self.fh is not None:
-            if not self.read(CHUNK):
-                break

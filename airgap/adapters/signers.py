@@ -42,6 +42,14 @@ class Signer(abc.ABC):
         """The signature as a bundle stores it: base64 of the DER signature with the low ``s``,
         and one newline — deterministic, so a rebuild is byte-identical."""
 
+    def trusted_key(self) -> keys.TrustedKey:
+        """The public half, as a verifier holds it: `airgap split` checks that a bundle is this
+        key's own before it signs a new parts index for it. A signer that cannot tell says so."""
+        raise UsageError(
+            f"key {self.key_id[:16]}… cannot give its public key in this build",
+            hint="split with a key file: --key file:/path/to/publisher.key",
+        )
+
 
 class FileSigner(Signer):
     """An encrypted ECDSA P-384 key file from `airgap keys generate`."""
@@ -79,6 +87,10 @@ class FileSigner(Signer):
     def sign(self, data: bytes) -> bytes:
         """See ``Signer.sign``; RFC 6979 and low-s normalisation happen in ``keys.sign``."""
         return keys.sign(self._private, data)
+
+    def trusted_key(self) -> keys.TrustedKey:
+        """See ``Signer.trusted_key``."""
+        return keys.TrustedKey(self._key_id, self.path, self._private.public_key())
 
 
 SignerFactory = Callable[[str, Passphrase], Signer]

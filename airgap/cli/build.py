@@ -21,6 +21,7 @@ from airgap.cli.common import (
     err_console,
     out_console,
 )
+from airgap.cli.media import PARITY_HELP, parity_count
 from airgap.errors import AnswerIsNo
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ def bundle(
             help="Split for media: 4G (FAT32), 4.7G (DVD), 25G (BD); decimal units.",
         ),
     ] = None,
+    parity: Annotated[Optional[str], typer.Option("--parity", metavar="K", help=PARITY_HELP)] = None,
     expires: Annotated[
         Optional[str],
         typer.Option(
@@ -142,6 +144,7 @@ def bundle(
 
       airgap bundle examples/tabular/airgap.yaml --key publisher.key --part-size 4G --expires 90d
     """
+    count = parity_count(parity, part_size)
     from airgap.adapters.docker_engine import DockerEngine
     from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
     from airgap.core.bundle_format import parse_size
@@ -183,6 +186,7 @@ def bundle(
                 expires=expires,
                 observer=RichObserver(progress),
                 unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+                parity=count,
             )
     rec = result.record
     if STATE.json:
@@ -260,6 +264,7 @@ def pack(
             "--part-size", metavar="SIZE", help="Split for media: 4G (FAT32), 4.7G (DVD); decimal units."
         ),
     ] = None,
+    parity: Annotated[Optional[str], typer.Option("--parity", metavar="K", help=PARITY_HELP)] = None,
     expires: Annotated[
         Optional[str],
         typer.Option(
@@ -274,6 +279,7 @@ def pack(
 
     Example: airgap pack examples/tabular/build/tabular-classifier-1.0.0 --key publisher.key --part-size 4G
     """
+    count = parity_count(parity, part_size)
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
 
@@ -288,6 +294,7 @@ def pack(
             expires=expires,
             observer=RichObserver(progress),
             unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+            parity=count,
         )
     if STATE.json:
         _emit_json({"bundle": [str(p) for p in packed.files], "manifest_sha256": packed.manifest_sha256})

@@ -161,11 +161,14 @@ def install(
                 "prediction": result.prediction,
                 "curl": result.curl,
                 "serve": result.serve,
+                "repaired": list(result.repaired),
             }
         )
         if report is not None:
             fail_if_missed(report)
         return
+    for part in result.repaired:
+        out_console.print(f"repaired {part} from parity", markup=False)
     for note in result.recovered:
         err_console.print(f"[yellow]{escape(note)}[/]")
     if result.nothing_to_do:

@@ -50,7 +50,9 @@ def verify(
     Streams the archive once: signature over the manifest first, then every file's size and
     SHA-256, nothing unlisted, every member a plain file with a safe name, no decompression bomb,
     not expired, not older than what is installed. For split bundles, the signed parts index is
-    checked first and a damaged part is named. The outcome is appended to the audit log.
+    checked first and a damaged part is named; with parity parts (`--parity K`), up to K missing
+    or damaged parts are rebuilt in a temporary directory (the media is not touched), checked
+    against the signed index, and named. The outcome is appended to the audit log.
     Exit 3 on any integrity or trust failure, 4 if it is not a bundle at all.
 
     Example: airgap verify tabular-classifier-1.0.0.airgap.tar.parts.sha256 --key publisher.pub
@@ -84,9 +86,12 @@ def verify(
                 "files": len(m.files),
                 "bytes": m.total_size,
                 "warnings": list(result.warnings),
+                "repaired": [r.to_json() for r in result.handle.repaired],
             }
         )
         return
+    for r in result.handle.repaired:
+        out_console.print(f"repaired {r.part} from parity ({r.was}; the media is unchanged)", markup=False)
     for note in result.warnings:
         err_console.print(f"[bold yellow]{escape(note)}[/]")
     out_console.print(
@@ -173,19 +178,32 @@ def join(
     ] = None,
     key: Annotated[Optional[Path], typer.Option("--key", help="Trust exactly this public key.")] = None,
     state_dir: StateDirOption = None,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Hash every part, data and parity, and rebuild the bad ones from parity in place "
+            "(beside the index), so the set of parts is whole again.",
+        ),
+    ] = False,
 ) -> None:
     """Reassemble a split bundle into one file, after every part is checked against the signed index.
 
-    A damaged or missing part is named: copy that one part again from the media, then re-run.
+    With parity parts, up to K missing or damaged parts are rebuilt (checked against the signed
+    index) and named; otherwise a damaged or missing part is named: copy that one part again from
+    the media, then re-run.
 
-    Example: airgap join tabular-classifier-1.0.0.airgap.tar.parts.sha256
+    Example: airgap join tabular-classifier-1.0.0.airgap.tar.parts.sha256 --repair
     """
     from airgap.services.inspect import join_bundle
 
     state = _state(state_dir)
     with _progress() as progress:
-        dest = join_bundle(index, output, _trusted(state, key, None), RichObserver(progress))
+        joined = join_bundle(index, output, _trusted(state, key, None), RichObserver(progress), repair)
     if STATE.json:
-        _emit_json({"joined": str(dest)})
-    else:
-        out_console.print(f"joined {dest}; now run: airgap verify {dest}", markup=False)
+        _emit_json({"joined": str(joined.path), "repaired": [r.to_json() for r in joined.repaired]})
+        return
+    for r in joined.repaired:
+        where = f"rewritten as {r.path}" if repair else "the media is unchanged"
+        out_console.print(f"repaired {r.part} from parity ({r.was}; {where})", markup=False)
+    out_console.print(f"joined {joined.path}; now run: airgap verify {joined.path}", markup=False)

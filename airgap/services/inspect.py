@@ -2,11 +2,13 @@
 
 Inspect reads only the first members of the archive (the manifest and the control files) and
 parses them without trusting them: it is for a quick look at the media, and says so. Join checks
-every part against the signed parts index before writing the joined file.
+every part against the signed parts index before writing the joined file; with parity parts it
+rebuilds a missing or damaged part first (with ``repair``, into the parts directory).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ from airgap.core.bundle_format import PARTS_INDEX_SUFFIX
 from airgap.errors import InvalidInputError
 from airgap.services.formats import reader_for
 from airgap.services.observer import BYTES, NullObserver, Observer
-from airgap.services.opening import locate_bundle
+from airgap.services.opening import BundleHandle, locate_bundle
+from airgap.services.parity import Repair
 
 CHUNK = 1 << 20
 
@@ -51,22 +54,45 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
     }
 
 
+@dataclass(frozen=True)
+class Joined:
+    """The joined bundle file and the parts rebuilt from parity on the way."""
+
+    path: Path
+    repaired: tuple[Repair, ...]
+
+
 def join_bundle(
-    index: Path, output: Path | None, trusted: tuple[keys.TrustedKey, ...], observer: Observer | None = None
-) -> Path:
-    """Reassembles split parts into one bundle file, only if every part matches the signed index."""
+    index: Path,
+    output: Path | None,
+    trusted: tuple[keys.TrustedKey, ...],
+    observer: Observer | None = None,
+    repair: bool = False,
+) -> Joined:
+    """Reassembles split parts into one bundle file, only if every part matches the signed index.
+
+    With parity parts, a missing or damaged part is rebuilt first (into a temporary directory;
+    with ``repair``, every part is hashed and the bad ones — parity parts included — are
+    replaced beside the index, so the media set is whole again)."""
     obs = observer or NullObserver()
     if not index.name.endswith(PARTS_INDEX_SUFFIX):
         raise InvalidInputError(f"{index} is not a parts index (*{PARTS_INDEX_SUFFIX})")
     src = locate_bundle(index)
     src.check_index(trusted)
+    src = src.with_repairs(trusted, obs, in_place=repair)
     dest = output or index.parent / index.name[: -len(PARTS_INDEX_SUFFIX)]
-    # One read: each part is hashed as it is copied, and the joined file appears only if every
-    # part matched the signed index.
-    obs.begin("join", src.total_size(), BYTES)
-    with atomic_writer(dest) as out, src.stream() as stream:
-        for block in iter(lambda: stream.read(CHUNK), b""):
-            out.write(block)
-            obs.advance("join", len(block))
-    obs.end("join")
-    return dest
+
+    def copy(handle: BundleHandle) -> None:
+        # One read: each part is hashed as it is copied, and the joined file appears only if
+        # every part matched the signed index.
+        obs.begin("join", handle.total_size(), BYTES)
+        try:
+            with atomic_writer(dest) as out, handle.stream() as stream:
+                for block in iter(lambda: stream.read(CHUNK), b""):
+                    out.write(block)
+                    obs.advance("join", len(block))
+        finally:
+            obs.end("join")
+
+    src, _ = src.read_repairing(trusted, obs, copy)
+    return Joined(dest, src.repaired)

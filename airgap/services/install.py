@@ -56,6 +56,11 @@ class InstallResult:
     prediction: dict[str, Any] | None = None
     curl: str | None = None  # a shell command that sends the first golden input: paste it to try
     serve: str | None = None  # --to venv: the shell command that serves the model on the port
+    repaired: tuple[str, ...] = ()  # parts rebuilt from parity while verifying ("NAME (missing)")
+
+
+def _repaired(verified: VerifiedBundle) -> tuple[str, ...]:
+    return tuple(f"{r.part} ({r.was})" for r in verified.handle.repaired)
 
 
 class _SmokeFailed(Exception):
@@ -174,7 +179,7 @@ class Installer:
             and current.manifest_sha256 == verified.manifest_sha256
             and target.healthy(self.site, current)
         ):
-            return InstallResult(current, True, recovered)
+            return InstallResult(current, True, recovered, repaired=_repaired(verified))
         journal = Journal(self.state, m.name, options.target)
         content = self.content_root / "bundles" / verified.manifest_sha256
         content_preexisting = content.exists()
@@ -254,6 +259,7 @@ class Installer:
             prediction(contract, answers),
             curl_line(receipt.port or 8080, contract),
             target.serve_command(receipt, record, content),
+            _repaired(verified),
         )
 
     def _admit(

@@ -19,12 +19,13 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from airgap.adapters import keys
-from airgap.adapters.archive import ConcatenatedParts, TarReader, TimedReader, open_regular, read_small
+from airgap.adapters.archive import TarReader, TimedReader, open_regular, read_small
+from airgap.adapters.parts import ConcatenatedParts
 from airgap.core import versions
 from airgap.core.bundle_format import (
     MANIFEST,
@@ -35,6 +36,7 @@ from airgap.core.bundle_format import (
     ROOT,
     Manifest,
 )
+from airgap.core.parity import ParityIndex, parity_index_name
 from airgap.errors import (
     ExpiredError,
     IntegrityError,
@@ -46,8 +48,10 @@ from airgap.errors import (
 )
 from airgap.services.formats import SignedFront, next_named, reader_for
 from airgap.services.observer import BYTES, NullObserver, Observer
+from airgap.services.parity import Repair, RepairSpace, repair
 
 MAX_INDEX = 1 << 20
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,9 @@ class UnsafeOptionWarning(UserWarning):
 class BundleHandle:
     """A bundle on the media: one ``.airgap.tar`` file, or the parts its parts index names.
 
-    Only the index has been read; nothing in it is trusted until ``check_index`` passed.
+    Only the index has been read; nothing in it is trusted until ``check_index`` passed. With a
+    parity index beside it, parts that are missing or damaged are rebuilt (``with_repairs``) into
+    a temporary directory, never on the media unless asked; ``repaired`` names them.
     """
 
     path: Path
@@ -81,14 +87,23 @@ class BundleHandle:
     parts: tuple[tuple[str, str], ...] | None = None  # (name, sha256) from the parts index
     index: bytes | None = None
     index_path: Path | None = None
+    parity_raw: bytes | None = None  # the parity index beside the parts index, not yet checked
+    repaired: tuple[Repair, ...] = ()
+    space: RepairSpace | None = field(default=None, repr=False, compare=False)
 
     @property
     def split(self) -> bool:
         """Whether the bundle is cut into parts (and so has a parts index)."""
         return self.parts is not None
 
+    @property
+    def can_repair(self) -> bool:
+        """Whether parity parts are there to rebuild a missing or damaged part."""
+        return self.parity_raw is not None
+
     def check_index(self, trusted: tuple[keys.TrustedKey, ...]) -> None:
-        """Step 0: the parts index is signed by a trusted key and every part it names is present,
+        """Step 0: the parts index (and the parity index, if any) is signed by a trusted key and
+        every part it names is present — or, with parity, few enough are missing to rebuild —
         before a byte of any part is read."""
         if self.parts is None or self.index is None or self.index_path is None:
             return
@@ -96,12 +111,82 @@ class BundleHandle:
         if not sig_path.exists():
             raise SignatureError(f"the parts index has no signature ({sig_path.name} is missing)")
         verify_with_any(trusted, self.index, read_small(sig_path, MAX_SIG, "a signature"), "the parts index")
+        parity = self.parity(trusted)
         missing = [p.name for p in self.paths if not p.exists()]
-        if missing:
+        if missing and parity is None:
             raise IntegrityError(
                 f"part {missing[0]} is missing ({len(missing)} of {len(self.paths)} parts missing)",
                 hint="copy the missing parts from the original media next to the index",
             )
+        if parity is not None and len(missing) > len(parity.parity):
+            raise IntegrityError(
+                f"{len(missing)} parts are missing: {', '.join(missing)}; {len(parity.parity)} parity "
+                f"part(s) rebuild at most {len(parity.parity)}",
+                hint="copy the missing parts from the original media next to the index",
+            )
+
+    def parity(self, trusted: tuple[keys.TrustedKey, ...]) -> ParityIndex | None:
+        """The parity index, once its signature verified with a trusted key and it names exactly
+        the parts of the signed parts index; None when the bundle has none."""
+        if self.parity_raw is None or self.index is None or self.index_path is None or self.parts is None:
+            return None
+        path = self.index_path.parent / parity_index_name(self.index_path.name)
+        sig = path.parent / (path.name + ".sig")
+        if not sig.exists():
+            raise SignatureError(f"the parity index has no signature ({sig.name} is missing)")
+        verify_with_any(trusted, self.parity_raw, read_small(sig, MAX_SIG, "a signature"), "the parity index")
+        index = ParityIndex.from_bytes(self.parity_raw, path.name)
+        index.check_parts_index(self.index, list(self.parts), path.name)
+        return index
+
+    def with_repairs(
+        self,
+        trusted: tuple[keys.TrustedKey, ...],
+        observer: Observer | None = None,
+        scan: bool = False,
+        in_place: bool = False,
+    ) -> BundleHandle:
+        """This bundle with its bad parts rebuilt from parity: the parts missing or of the wrong
+        size, or (``scan``) every part whose hash differs from the signed index. Rebuilt parts go
+        to a private temporary directory, or (``in_place``, `join --repair`) replace the bad
+        parts — parity parts included — beside the index. Without parity, the handle itself."""
+        parity = self.parity(trusted)
+        if parity is None or self.index_path is None:
+            return self
+        space = None if in_place else RepairSpace()
+        directory = self.index_path.parent
+        done = repair(
+            parity,
+            directory,
+            directory if space is None else space.path,
+            scan=scan or in_place,
+            include_parity=in_place,
+            observer=observer,
+        )
+        if not done:
+            return self
+        moved = {r.part: r.path for r in done}
+        paths = tuple(moved.get(share.name, directory / share.name) for share in parity.data)
+        return replace(self, paths=paths, repaired=tuple(done), space=space)
+
+    def read_repairing(
+        self,
+        trusted: tuple[keys.TrustedKey, ...],
+        observer: Observer | None,
+        read: Callable[[BundleHandle], T],
+    ) -> tuple[BundleHandle, T]:
+        """``read(handle)``; when it fails on the bytes and parity is there, every part is hashed,
+        the damaged ones rebuilt, and ``read`` runs once more. A failure with every part intact
+        is the bundle's own: it is raised as it was."""
+        try:
+            return self, read(self)
+        except (IntegrityError, InvalidInputError):
+            if not self.can_repair:
+                raise
+            again = self.with_repairs(trusted, observer, scan=True)
+            if {r.part for r in again.repaired} <= {r.part for r in self.repaired}:
+                raise
+        return again, read(again)
 
     def part_sizes(self) -> list[tuple[str, int, str]]:
         """(name, size on the media, signed sha256) of each part, in order."""
@@ -191,6 +276,8 @@ def locate_bundle(path: Path) -> BundleHandle:
             else path.parent / f"{path.name}{PARTS_INDEX_SUFFIX}"
         )
         index = read_small(index_path, MAX_INDEX, "a parts index")
+        parity_path = index_path.parent / parity_index_name(index_path.name)
+        parity_raw = read_small(parity_path, MAX_INDEX, "a parity index") if parity_path.exists() else None
         expected: list[tuple[str, str]] = []
         for line in index.decode("utf-8", "replace").splitlines():
             sha, _, name = line.partition("  ")
@@ -198,7 +285,7 @@ def locate_bundle(path: Path) -> BundleHandle:
                 raise TamperError(f"the parts index {index_path.name} is malformed")
             expected.append((name, sha))
         paths = tuple(index_path.parent / n for n, _ in expected)
-        return BundleHandle(path, paths, tuple(expected), index, index_path)
+        return BundleHandle(path, paths, tuple(expected), index, index_path, parity_raw)
     if not path.exists():
         raise InvalidInputError(
             f"{path} does not exist", hint="name the .airgap.tar file or its .parts.sha256 index"
@@ -230,14 +317,28 @@ def open_bundle(path: Path, options: VerifyOptions, observer: Observer | None = 
     obs = observer or NullObserver()
     handle = locate_bundle(path)
     handle.check_index(options.trusted)
-    with handle.stream(options.read_timeout) as stream:
-        obs.begin("verify", handle.total_size(), BYTES)
-        manifest, manifest_sha, key_id, kept = _verify_stream(stream, options, obs)
-    obs.end("verify")
+    handle = handle.with_repairs(options.trusted, obs)
+
+    def read(h: BundleHandle) -> tuple[Manifest, str, str, dict[str, bytes]]:
+        obs.begin("verify", h.total_size(), BYTES)
+        try:
+            with h.stream(options.read_timeout) as stream:
+                return _verify_stream(stream, options, obs)
+        finally:
+            obs.end("verify")
+
+    handle, (manifest, manifest_sha, key_id, kept) = handle.read_repairing(options.trusted, obs, read)
     notes = _check_fresh(manifest, manifest_sha, options)
     for note in notes:
         warnings.warn(note, UnsafeOptionWarning, stacklevel=2)
     return VerifiedBundle(manifest, manifest_sha, key_id, handle.paths, kept, tuple(notes), handle)
+
+
+def verify_stream(stream: BinaryIO, trusted: tuple[keys.TrustedKey, ...]) -> tuple[Manifest, str]:
+    """Steps 1 to 6 over ``stream`` (read to its end): the manifest and its SHA-256, for a caller
+    that copies the bytes as they are checked (`airgap split`)."""
+    manifest, sha, _, _ = _verify_stream(stream, VerifyOptions(trusted=trusted), NullObserver())
+    return manifest, sha
 
 
 def verify_with_any(trusted: tuple[keys.TrustedKey, ...], data: bytes, sig: bytes, what: str) -> str:

@@ -12,7 +12,6 @@ import datetime as dt
 import hashlib
 import re
 import tempfile
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
@@ -20,15 +19,13 @@ from typing import IO, Any, cast
 import zstandard
 
 from airgap import __version__
-from airgap.adapters.archive import PartInfo, PartSink, TarWriter
-from airgap.adapters.fs import atomic_write_bytes
+from airgap.adapters.archive import PartInfo, TarWriter
 from airgap.adapters.signers import Signer
 from airgap.core import versions
 from airgap.core.bundle_format import (
     CONTROL,
     MAX_MANIFEST,
     MAX_RATIO,
-    PARTS_INDEX_SUFFIX,
     ROOT,
     FileEntry,
     ImageEntry,
@@ -41,6 +38,7 @@ from airgap.core.signing import ALLOWED_ALGORITHMS
 from airgap.core.tar_format import OCTAL_LIMIT, zero_padding
 from airgap.errors import InvalidInputError
 from airgap.services.observer import BYTES, NullObserver, Observer
+from airgap.services.parity import ParitySink, write_parts_index
 
 CHUNK = 1 << 20
 COMPRESS_MIN = 256 << 10
@@ -56,11 +54,13 @@ _EXCLUDE = re.compile(r"^(image/model-image\.tar)$")
 class PackResult:
     """What was written and the manifest it was sealed with, so the caller can report and verify it."""
 
-    files: tuple[Path, ...]  # the bundle file, or its parts and the signed parts index
+    files: tuple[Path, ...]  # the bundle file, or its parts (data, then parity) and signed indexes
     manifest: Manifest
     manifest_sha256: str
-    parts: tuple[PartInfo, ...]
+    parts: tuple[PartInfo, ...]  # the data parts (their concatenation is the bundle)
     total_size: int
+    parity_parts: tuple[PartInfo, ...] = ()
+    parity_seconds: float = 0.0  # time spent encoding the parity parts
 
 
 def _content_files(staging: Path) -> list[tuple[str, Path]]:
@@ -206,8 +206,10 @@ def pack(
     metadata: dict[str, Any] | None = None,
     observer: Observer | None = None,
     now: dt.datetime | None = None,
+    parity: int = 0,
 ) -> PackResult:
-    """Writes ``NAME-VERSION.airgap.tar`` (or its parts + signed index) into ``out_dir``.
+    """Writes ``NAME-VERSION.airgap.tar`` (or its parts + signed index, and ``parity`` parity
+    parts with their signed index) into ``out_dir``.
 
     ``created`` is SOURCE_DATE_EPOCH (reproducible); a relative ``expires`` counts from ``now``,
     the signing time. Nothing is named from ``name`` or ``version`` before both are checked.
@@ -296,7 +298,7 @@ def pack(
         )
         sums_sig = signer.sign(sums)
 
-        sink = PartSink(out_dir, base_name, part_size)
+        sink = ParitySink(out_dir, base_name, part_size, parity if part_size is not None else 0, obs)
         try:
             writer = _HashingTarWriter(sink, epoch, ROOT)
             control = dict(zip(CONTROL, (manifest_bytes, manifest_sig, sums, sums_sig)))
@@ -309,6 +311,7 @@ def pack(
                 obs.advance("pack", size, entry.path)
             obs.end("pack")
             writer.close()
+            sink.close()  # and the parity parts are encoded, before anything is replaced
             # A previous pack of the same name and version (whole or split) would be ambiguous.
             for stale in out_dir.glob(f"{base_name}*"):
                 if stale.is_file() and not stale.name.startswith("."):
@@ -323,24 +326,15 @@ def pack(
         except BaseException:
             sink.abort()
             raise
-    written = [out_dir / p.name for p in parts]
+    written = [out_dir / p.name for p in parts] + sink.parity_files
     if part_size is not None:
-        index = render_parts_index(parts)
-        atomic_write_bytes(out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}", index)
-        atomic_write_bytes(out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}.sig", signer.sign(index))
-        written += [
-            out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}",
-            out_dir / f"{base_name}{PARTS_INDEX_SUFFIX}.sig",
-        ]
+        written += write_parts_index(out_dir, base_name, parts, sink.parity, signer)
     return PackResult(
         tuple(written),
         manifest,
         hashlib.sha256(manifest_bytes).hexdigest(),
         tuple(parts),
         sum(p.size for p in parts),
+        sink.parity_parts,
+        sink.encode_seconds,
     )
-
-
-def render_parts_index(parts: Iterable[PartInfo]) -> bytes:
-    """``sha256sum -c`` format, one line per part, in order — and so each part's size is implied."""
-    return "".join(f"{p.sha256}  {p.name}\n" for p in parts).encode()

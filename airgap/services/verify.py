@@ -70,6 +70,7 @@ def verify_and_audit(
             "manifest_sha256": result.manifest_sha256,
             "key_id": result.key_id,
             "warnings": list(result.warnings),
+            "repaired": [r.to_json() for r in result.handle.repaired],
         }
     )
     return result
