@@ -66,6 +66,7 @@ def verify(
         allow_expired=allow_expired,
         installed_versions=state.installed_versions(),
         installed_manifests=state.installed_manifests(),
+        blob_store=state.blob_store,
     )
     with _progress() as progress, _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
