@@ -21,7 +21,7 @@ from airgap.cli.common import (
     err_console,
     out_console,
 )
-from airgap.errors import AnswerIsNo
+from airgap.errors import AnswerIsNo, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -46,6 +46,12 @@ FormatOption = Annotated[
         "airgap reads only v1.",
     ),
 ]
+
+
+def _check_format(value: str) -> None:
+    """Refuses an unknown --format before any key is unlocked or anything is built."""
+    if value not in ("v1", "v2"):
+        raise UsageError(f"--format {value!r}: choose v2 (the default) or v1")
 
 
 @app.command(epilog=EPILOG)
@@ -158,6 +164,7 @@ def bundle(
     from airgap.services import bundle as svc
     from airgap.services.wheelhouse import default_cache_dir
 
+    _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key) if key else None
     options = svc.BundleOptions(
@@ -289,6 +296,7 @@ def pack(
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
 
+    _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key)
     with _progress() as progress, _unsafe_warnings():
