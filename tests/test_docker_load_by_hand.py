@@ -55,7 +55,7 @@ def _unpack(bundle: Path, tmp_path: Path) -> Path:
     """Extracts the bundle, and lays out its files from their blobs with the documented v2 commands
     (docs/bundle-format.md), as an admin without airgap does; returns the tree of files."""
     subprocess.run(["tar", "-xf", str(bundle), "-C", str(tmp_path), "--no-same-owner"], check=True)
-    if not (tmp_path / "bundle" / "paths.sha256").exists():
+    if '"format":"airgap.bundle/v2"' not in (tmp_path / "bundle" / "manifest.json").read_text():
         return tmp_path / "bundle"  # v1: the tree is the archive
     script = "set -euo pipefail\n" + documented_commands("verify-by-hand-v2")
     done = subprocess.run(["bash", "-c", script], cwd=tmp_path / "bundle", capture_output=True, text=True)
