@@ -3,7 +3,7 @@
 # the bundle into a virtualenv (offline), then hands over to `airgap install`, which verifies the
 # whole bundle again. Read it before you run it:
 #
-#   tar -xf NAME-VERSION.airgap.tar bundle/install.sh
+#   tar -xf NAME-VERSION.airgap.tar bundle/install.sh        (v1; v2: see docs/bundle-format.md)
 #   sh bundle/install.sh --key publisher.pub NAME-VERSION.airgap.tar [--prefix DIR] [--state-dir DIR]
 #                        [--python PYTHON] [--verify-only] [-- ARGS for airgap install]
 #
@@ -127,13 +127,25 @@ fi
 [ "$HAVE" -eq "$WANT" ] || die 3 "the bundle is truncated: $HAVE bytes, its archive needs $WANT"
 
 # 4. The control files; the manifest and SHA256SUMS are signed by KEY.
-untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/manifest.json bundle/manifest.json.sig \
-    bundle/SHA256SUMS bundle/SHA256SUMS.sig bundle/install.sh 2>/dev/null || : # checked below
-for f in manifest.json manifest.json.sig SHA256SUMS SHA256SUMS.sig install.sh; do
+untar -x -C "$WORK" --no-same-owner --no-same-permissions -T "$WORK/control" 2>/dev/null || : # checked below
+for f in manifest.json manifest.json.sig SHA256SUMS SHA256SUMS.sig; do
     [ -f "$B/$f" ] || die 4 "$BUNDLE is not an airgap bundle: it has no bundle/$f"
 done
 check_sig "$B/manifest.json"
 check_sig "$B/SHA256SUMS"
+# Format v2 stores each content once, as bundle/blobs/sha256/HASH; the signed manifest's files[]
+# maps each path to its HASH. Canonical JSON has one spelling, so sed reads that map as
+# "HASH  PATH" lines (files[] is the list just before "format").
+V2=''
+if grep -q '"format":"airgap\.bundle/v2"' "$B/manifest.json"; then
+    V2=yes
+    sed -n 's/.*"files":\[\(.*\)\],"format":"airgap\.bundle\/v2".*/\1/p' "$B/manifest.json" |
+        grep -o '"path":"[^"]*","sha256":"[0-9a-f]\{64\}"' |
+        sed 's/^"path":"\([^"]*\)","sha256":"\([0-9a-f]*\)"$/\2  \1/' >"$WORK/paths"
+else
+    untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/install.sh 2>/dev/null || :
+    [ -f "$B/install.sh" ] || die 4 "$BUNDLE is not an airgap bundle: it has no bundle/install.sh"
+fi
 
 # 5. Every member's SHA-256, in one streaming pass (nothing is written to disk), is exactly what
 #    the signed SHA256SUMS lists: nothing changed, missing, unlisted or twice. SHA256SUMS itself and
@@ -146,20 +158,47 @@ grep -Ev '  SHA256SUMS(\.sig)?$' "$WORK/hashes" | LC_ALL=C sort >"$WORK/got"
 LC_ALL=C sort "$B/SHA256SUMS" >"$WORK/want"
 if ! cmp -s "$WORK/got" "$WORK/want"; then
     bad=$(LC_ALL=C comm -3 "$WORK/got" "$WORK/want" | sed 's/^[[:space:]]*//' | head -n1 | cut -c67-)
+    case $bad in blobs/sha256/*)
+        users=$(grep -F "$(printf '%s' "$bad" | cut -c14-77)  " "$WORK/paths" | cut -c67- | head -n3 | tr '\n' ' ')
+        bad="$bad (the content of ${users% })" ;;
+    esac
     die 3 "a file does not match the signed SHA256SUMS: $bad: FAILED (changed, missing, unlisted or twice)"
 fi
-[ "$(sha256sum <"$0")" = "$(sha256sum <"$B/install.sh")" ] ||
+if [ -n "$V2" ]; then
+    # v2: the signed manifest gives each file's hash, and every blob matched it above.
+    SIGNED_SCRIPT=$(sed -n 's/^\([0-9a-f]\{64\}\)  install\.sh$/\1/p' "$WORK/paths")
+    FILES=$WORK/paths
+else
+    SIGNED_SCRIPT=$(sha256sum <"$B/install.sh" | cut -c1-64)
+    FILES=$B/SHA256SUMS
+fi
+[ "$(sha256sum <"$0" | cut -c1-64)" = "$SIGNED_SCRIPT" ] ||
     die 3 "$0 is not the install.sh signed in this bundle: extract it again and read it"
-grep -Eq '^[0-9a-f]{64}  airgap/requirements\.lock$' "$B/SHA256SUMS" ||
+grep -Eq '^[0-9a-f]{64}  airgap/requirements\.lock$' "$FILES" ||
     die 4 "this bundle does not carry airgap (built without a target profile, or for a Python that" \
         "cannot run airgap: see build.json): install airgap, then run airgap install"
 say "verified: manifest and SHA256SUMS signed by $KEY_ID; all $(wc -l <"$WORK/want") files match"
 
 # 6. Only now extract what this script uses (airgap's wheels), and check them again as extracted:
 #    the media could have changed since the pass above.
-untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/airgap 2>"$WORK/out" ||
-    die 3 "the bundle changed while it was read: $(head -n1 "$WORK/out")"
-grep -E '^[0-9a-f]{64}  airgap/' "$B/SHA256SUMS" >"$WORK/ours"
+grep -E '^[0-9a-f]{64}  airgap/' "$FILES" >"$WORK/ours"
+if [ -n "$V2" ]; then
+    # v2: airgap's files are blobs; extract those, then lay each out under its path (a hard link).
+    cut -c1-64 "$WORK/ours" | sort -u | sed 's|^|bundle/blobs/sha256/|' >"$WORK/blobs"
+    untar -x -C "$WORK" --no-same-owner --no-same-permissions -T "$WORK/blobs" 2>"$WORK/out" ||
+        die 3 "the bundle changed while it was read, or stores airgap compressed: $(head -n1 "$WORK/out")"
+    if grep -Eq '(^|/)\.\.?(/|$)' "$WORK/ours"; then
+        die 3 "the manifest names a path that could escape: $(grep -E '(^|/)\.\.?(/|$)' "$WORK/ours" | head -n1)"
+    fi
+    while read -r hash path; do
+        if ! { mkdir -p "$B/$(dirname "$path")" && ln -f "$B/blobs/sha256/$hash" "$B/$path"; }; then
+            die 5 "cannot lay out $path in $WORK"
+        fi
+    done <"$WORK/ours"
+else
+    untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/airgap 2>"$WORK/out" ||
+        die 3 "the bundle changed while it was read: $(head -n1 "$WORK/out")"
+fi
 (cd "$B" && sha256sum --quiet --strict -c "$WORK/ours") >"$WORK/out" 2>&1 ||
     die 3 "a file does not match the signed SHA256SUMS: $(head -n1 "$WORK/out")"
 

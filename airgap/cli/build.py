@@ -22,7 +22,7 @@ from airgap.cli.common import (
     out_console,
 )
 from airgap.cli.media import PARITY_HELP, parity_count
-from airgap.errors import AnswerIsNo
+from airgap.errors import AnswerIsNo, UsageError
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -38,6 +38,21 @@ UnsafeSignOption = Annotated[
         help="UNSAFE: sign although the policy evaluation failed (recorded in the signed manifest).",
     ),
 ]
+FormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        metavar="v2|v1",
+        help="Bundle format: v2 stores each distinct content once (default); v1 for far sides whose "
+        "airgap reads only v1.",
+    ),
+]
+
+
+def _check_format(value: str) -> None:
+    """Refuses an unknown --format before any key is unlocked or anything is built."""
+    if value not in ("v1", "v2"):
+        raise UsageError(f"--format {value!r}: choose v2 (the default) or v1")
 
 
 @app.command(epilog=EPILOG)
@@ -115,6 +130,7 @@ def bundle(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
+    bundle_format: FormatOption = "v2",
     keep_images: Annotated[
         bool,
         typer.Option(
@@ -151,6 +167,7 @@ def bundle(
     from airgap.services import bundle as svc
     from airgap.services.wheelhouse import default_cache_dir
 
+    _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key) if key else None
     options = svc.BundleOptions(
@@ -187,6 +204,7 @@ def bundle(
                 observer=RichObserver(progress),
                 unsafe_sign_failed_policy=unsafe_sign_failed_policy,
                 parity=count,
+                bundle_format=bundle_format,
             )
     rec = result.record
     if STATE.json:
@@ -272,6 +290,7 @@ def pack(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
+    bundle_format: FormatOption = "v2",
 ) -> None:
     """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step).
 
@@ -283,6 +302,7 @@ def pack(
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
 
+    _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key)
     with _progress() as progress, _unsafe_warnings():
@@ -295,6 +315,7 @@ def pack(
             observer=RichObserver(progress),
             unsafe_sign_failed_policy=unsafe_sign_failed_policy,
             parity=count,
+            bundle_format=bundle_format,
         )
     if STATE.json:
         _emit_json({"bundle": [str(p) for p in packed.files], "manifest_sha256": packed.manifest_sha256})

@@ -102,6 +102,7 @@ def pack_staging(
     observer: Observer | None = None,
     unsafe_sign_failed_policy: bool = False,
     parity: int = 0,
+    bundle_format: str = "v2",
 ) -> PackResult:
     """Signs and packs a finished staging directory into the bundle that crosses the gap, if its
     policy evaluation passed (see ``compliance_verdict``)."""
@@ -138,6 +139,7 @@ def pack_staging(
         metadata=metadata,
         observer=observer,
         parity=parity,
+        bundle_format=bundle_format,
     )
 
 
@@ -150,6 +152,7 @@ def seal(
     observer: Observer | None = None,
     unsafe_sign_failed_policy: bool = False,
     parity: int = 0,
+    bundle_format: str = "v2",
 ) -> PackResult | None:
     """The last step of ``airgap bundle``, and its compliance gate.
 
@@ -176,4 +179,5 @@ def seal(
         observer=observer,
         unsafe_sign_failed_policy=unsafe_sign_failed_policy,
         parity=parity,
+        bundle_format=bundle_format,
     )
