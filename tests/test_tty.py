@@ -44,6 +44,7 @@ COMMANDS = {
     "verify",
     "inspect",
     "join",
+    "inventory",
     "install",
     "smoke",
     "status",
