@@ -73,11 +73,16 @@ def _sha256(path: Path, obs: Observer, task: str) -> tuple[str, int] | None:
     return h.hexdigest(), n
 
 
-def store_blobs(store: Path, obs: Observer) -> tuple[list[Blob], int]:
-    """Every blob of the store that still hashes to its name; and how many did not."""
+Inodes = dict[tuple[int, int], Blob]
+
+
+def store_blobs(store: Path, obs: Observer) -> tuple[list[Blob], int, Inodes]:
+    """Every blob of the store that still hashes to its name; how many did not; and the blob
+    each checked file is (by device and inode), so a hard link to it need not be read again."""
     files = list(_store_files(store))
     obs.begin("hash store", sum(size for _, _, size in files), BYTES)
     held: list[Blob] = []
+    inodes: Inodes = {}
     bad = 0
     try:
         for name, path, _ in files:
@@ -86,9 +91,11 @@ def store_blobs(store: Path, obs: Observer) -> tuple[list[Blob], int]:
                 bad += 1
                 continue
             held.append(Blob(name, got[1]))
+            st = path.stat()
+            inodes[(st.st_dev, st.st_ino)] = held[-1]
     finally:
         obs.end("hash store")
-    return held, bad
+    return held, bad, inodes
 
 
 def _receipts(state: State) -> list[Receipt]:
@@ -98,13 +105,20 @@ def _receipts(state: State) -> list[Receipt]:
     return out
 
 
-def _wheels_of(receipt: Receipt, obs: Observer) -> tuple[tuple[str, Blob], ...]:
+def _wheels_of(receipt: Receipt, inodes: Inodes, obs: Observer) -> tuple[tuple[str, Blob], ...]:
     content = Path(receipt.content or "")
     if not receipt.content or not content.is_dir():
         return ()
     wheels = []
     for path in sorted(content.rglob("*.whl")):
-        got = _sha256(path, obs, "hash wheels") if path.is_file() else None
+        if path.is_symlink() or not path.is_file():
+            continue
+        st = path.stat()
+        linked = inodes.get((st.st_dev, st.st_ino))  # install links the store's blob here
+        if linked is not None:
+            wheels.append((path.name, linked))
+            continue
+        got = _sha256(path, obs, "hash wheels")
         if got is not None:
             wheels.append((path.name, Blob(*got)))
     return tuple(wheels)
@@ -170,12 +184,12 @@ def take_inventory(
     — for the publisher's information only — image layers in the engines and blobs in registries
     that installations pushed to."""
     obs = observer or NullObserver()
-    blobs, bad = store_blobs(blob_store(state), obs)
+    blobs, bad, inodes = store_blobs(blob_store(state), obs)
     receipts = _receipts(state)
     obs.begin("hash wheels", None, BYTES)
     try:
         installed = tuple(
-            InstalledBundle(r.name, r.version, r.target, r.manifest_sha256, _wheels_of(r, obs))
+            InstalledBundle(r.name, r.version, r.target, r.manifest_sha256, _wheels_of(r, inodes, obs))
             for r in receipts
             if r.manifest_sha256 and HEX64.fullmatch(r.manifest_sha256)
         )
