@@ -3,7 +3,7 @@
 # the bundle into a virtualenv (offline), then hands over to `airgap install`, which verifies the
 # whole bundle again. Read it before you run it:
 #
-#   tar -xf NAME-VERSION.airgap.tar bundle/install.sh
+#   tar -xf NAME-VERSION.airgap.tar bundle/install.sh        (v1; v2: see docs/bundle-format.md)
 #   sh bundle/install.sh --key publisher.pub NAME-VERSION.airgap.tar [--prefix DIR] [--state-dir DIR]
 #                        [--python PYTHON] [--verify-only] [-- ARGS for airgap install]
 #
@@ -102,13 +102,21 @@ if grep -Evq "$SAFE" "$WORK/names" || grep -Eq '(^|/)\.\.?(/|$)' "$WORK/names"; 
 fi
 # The four control files come first, in this order, and exactly once each: step 5 sets their
 # lines aside by name, so a second copy further on would go unchecked.
+# Format v2 (content-addressed) has a fifth, bundle/paths.sha256: the signed map from each file's
+# path to the blob (bundle/blobs/sha256/HASH) that holds its content.
 printf '%s\n' bundle/manifest.json bundle/manifest.json.sig bundle/SHA256SUMS bundle/SHA256SUMS.sig >"$WORK/control"
 [ "$(head -n1 "$WORK/names")" = bundle/manifest.json ] ||
     die 4 "$BUNDLE is not an airgap bundle: it does not start with bundle/manifest.json"
-head -n4 "$WORK/names" | cmp -s - "$WORK/control" ||
-    die 3 "the bundle's control files are out of order: $(head -n4 "$WORK/names" | tr '\n' ' ')"
-if sed 1,4d "$WORK/names" | grep -qxF -f "$WORK/control"; then
-    die 3 "a control file appears twice in the bundle: $(sed 1,4d "$WORK/names" | grep -xF -f "$WORK/control" | head -n1)"
+V2=''
+if [ "$(sed -n 5p "$WORK/names")" = bundle/paths.sha256 ]; then
+    V2=yes
+    echo bundle/paths.sha256 >>"$WORK/control"
+fi
+N=$(wc -l <"$WORK/control")
+head -n "$N" "$WORK/names" | cmp -s - "$WORK/control" ||
+    die 3 "the bundle's control files are out of order: $(head -n "$N" "$WORK/names" | tr '\n' ' ')"
+if sed "1,${N}d" "$WORK/names" | grep -qxF -f "$WORK/control"; then
+    die 3 "a control file appears twice in the bundle: $(sed "1,${N}d" "$WORK/names" | grep -xF -f "$WORK/control" | head -n1)"
 fi
 END=$(sed -n '$s/^block \([0-9]*\): \*\* Block of NULs \*\*$/\1/p' "$WORK/list")
 [ -n "$END" ] || die 3 "the bundle is truncated: it has no end-of-archive marker"
@@ -127,9 +135,11 @@ fi
 [ "$HAVE" -eq "$WANT" ] || die 3 "the bundle is truncated: $HAVE bytes, its archive needs $WANT"
 
 # 4. The control files; the manifest and SHA256SUMS are signed by KEY.
-untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/manifest.json bundle/manifest.json.sig \
-    bundle/SHA256SUMS bundle/SHA256SUMS.sig bundle/install.sh 2>/dev/null || : # checked below
-for f in manifest.json manifest.json.sig SHA256SUMS SHA256SUMS.sig install.sh; do
+untar -x -C "$WORK" --no-same-owner --no-same-permissions -T "$WORK/control" 2>/dev/null || : # checked below
+[ -n "$V2" ] || untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/install.sh 2>/dev/null || :
+REQUIRED="manifest.json manifest.json.sig SHA256SUMS SHA256SUMS.sig"
+if [ -n "$V2" ]; then REQUIRED="$REQUIRED paths.sha256"; else REQUIRED="$REQUIRED install.sh"; fi
+for f in $REQUIRED; do
     [ -f "$B/$f" ] || die 4 "$BUNDLE is not an airgap bundle: it has no bundle/$f"
 done
 check_sig "$B/manifest.json"
@@ -146,20 +156,47 @@ grep -Ev '  SHA256SUMS(\.sig)?$' "$WORK/hashes" | LC_ALL=C sort >"$WORK/got"
 LC_ALL=C sort "$B/SHA256SUMS" >"$WORK/want"
 if ! cmp -s "$WORK/got" "$WORK/want"; then
     bad=$(LC_ALL=C comm -3 "$WORK/got" "$WORK/want" | sed 's/^[[:space:]]*//' | head -n1 | cut -c67-)
+    case $bad in blobs/sha256/*)
+        users=$(grep -F "$(printf '%s' "$bad" | cut -c14-77)  " "$B/paths.sha256" | cut -c67- | head -n3 | tr '\n' ' ')
+        bad="$bad (the content of ${users% })" ;;
+    esac
     die 3 "a file does not match the signed SHA256SUMS: $bad: FAILED (changed, missing, unlisted or twice)"
 fi
-[ "$(sha256sum <"$0")" = "$(sha256sum <"$B/install.sh")" ] ||
+if [ -n "$V2" ]; then
+    # v2: the signed SHA256SUMS vouches for paths.sha256, and paths.sha256 for each file's hash.
+    SIGNED_SCRIPT=$(sed -n 's/^\([0-9a-f]\{64\}\)  install\.sh$/\1/p' "$B/paths.sha256")
+    FILES=$B/paths.sha256
+else
+    SIGNED_SCRIPT=$(sha256sum <"$B/install.sh" | cut -c1-64)
+    FILES=$B/SHA256SUMS
+fi
+[ "$(sha256sum <"$0" | cut -c1-64)" = "$SIGNED_SCRIPT" ] ||
     die 3 "$0 is not the install.sh signed in this bundle: extract it again and read it"
-grep -Eq '^[0-9a-f]{64}  airgap/requirements\.lock$' "$B/SHA256SUMS" ||
+grep -Eq '^[0-9a-f]{64}  airgap/requirements\.lock$' "$FILES" ||
     die 4 "this bundle does not carry airgap (built without a target profile, or for a Python that" \
         "cannot run airgap: see build.json): install airgap, then run airgap install"
 say "verified: manifest and SHA256SUMS signed by $KEY_ID; all $(wc -l <"$WORK/want") files match"
 
 # 6. Only now extract what this script uses (airgap's wheels), and check them again as extracted:
 #    the media could have changed since the pass above.
-untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/airgap 2>"$WORK/out" ||
-    die 3 "the bundle changed while it was read: $(head -n1 "$WORK/out")"
-grep -E '^[0-9a-f]{64}  airgap/' "$B/SHA256SUMS" >"$WORK/ours"
+grep -E '^[0-9a-f]{64}  airgap/' "$FILES" >"$WORK/ours"
+if [ -n "$V2" ]; then
+    # v2: airgap's files are blobs; extract those, then lay each out under its path (a hard link).
+    cut -c1-64 "$WORK/ours" | sort -u | sed 's|^|bundle/blobs/sha256/|' >"$WORK/blobs"
+    untar -x -C "$WORK" --no-same-owner --no-same-permissions -T "$WORK/blobs" 2>"$WORK/out" ||
+        die 3 "the bundle changed while it was read, or stores airgap compressed: $(head -n1 "$WORK/out")"
+    if grep -Eq '(^|/)\.\.?(/|$)' "$WORK/ours"; then
+        die 3 "paths.sha256 names a path that could escape: $(grep -E '(^|/)\.\.?(/|$)' "$WORK/ours" | head -n1)"
+    fi
+    while read -r hash path; do
+        if ! { mkdir -p "$B/$(dirname "$path")" && ln -f "$B/blobs/sha256/$hash" "$B/$path"; }; then
+            die 5 "cannot lay out $path in $WORK"
+        fi
+    done <"$WORK/ours"
+else
+    untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/airgap 2>"$WORK/out" ||
+        die 3 "the bundle changed while it was read: $(head -n1 "$WORK/out")"
+fi
 (cd "$B" && sha256sum --quiet --strict -c "$WORK/ours") >"$WORK/out" 2>&1 ||
     die 3 "a file does not match the signed SHA256SUMS: $(head -n1 "$WORK/out")"
 

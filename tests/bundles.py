@@ -79,6 +79,9 @@ def pass_policy(staging: Path) -> None:
 
 
 def pack_demo(root: Path, key: Any, version: str = "1.0.0", **kw: Any) -> PackResult:
+    """The synthetic staging directory packed; in format v1 unless ``bundle_format`` says otherwise,
+    since the tamper suites edit v1 members by their paths (v2 has its own: test_attack_v2.py)."""
+    kw.setdefault("bundle_format", "v1")
     st = (
         synthetic_staging(root / "staging", version)
         if not (root / "staging" / f"demo-{version}").exists()

@@ -636,7 +636,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (st_dir / "build.json").write_text(json.dumps({"name": "demo"}))
     from airgap.services.pack import pack
 
-    bundle = pack(st_dir, root / "out", key, EPOCH, name="demo", version="1.0.0").files[0]
+    bundle = pack(st_dir, root / "out", key, EPOCH, name="demo", version="1.0.0", bundle_format="v1").files[0]
     trusted = (keys.TrustedKey(kid, pub, keys.load_public(pub.read_bytes(), str(pub))),)
     data = bundle.read_bytes()
     assert len(data) < 40_000

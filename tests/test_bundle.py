@@ -358,3 +358,46 @@ def test_two_builds_with_the_same_source_date_epoch_give_identical_bundles(
         str(signing_key.with_suffix(".key")),
     )
     assert hashlib.sha256(Path(again["bundle"][0]).read_bytes()).hexdigest() == built["bundle_sha256"]
+
+
+def test_the_example_in_v2_stores_each_content_once_and_is_smaller_than_v1_by_the_duplicates(
+    built: dict[str, Any], signing_key: Path, tmp_path: Path
+) -> None:
+    """v1 and v2 packed from the one staging directory the session built (the image is not built
+    again): v2 has no duplicate blob, each wheel shared by wheelhouses is one member, and it is
+    smaller than v1 by at least the bytes v1 stores twice or three times."""
+    import hashlib
+    import tarfile
+    from collections import Counter
+
+    from airgap.adapters.signers import FileSigner
+    from airgap.services.sign import pack_staging
+    from tests.conftest import PASSPHRASE
+
+    staging = Path(built["staging"])
+    v2 = Path(built["bundle"][0])
+    signer = FileSigner(signing_key.with_suffix(".key"), lambda: PASSPHRASE.encode())
+    v1 = pack_staging(staging, tmp_path, signer, bundle_format="v1").files[0]
+    with tarfile.open(v2) as tf:
+        names = tf.getnames()
+        manifest = json.loads(tf.extractfile("bundle/manifest.json").read())  # type: ignore[union-attr]
+    assert manifest["format"] == "airgap.bundle/v2"
+    blobs = [n.removeprefix("bundle/blobs/sha256/").removesuffix(".zst") for n in names if "/blobs/" in n]
+    assert len(blobs) == len(set(blobs)) == len(manifest["blobs"]), "no content is stored twice"
+    content: dict[str, tuple[str, int]] = {}
+    for path in staging.rglob("*"):
+        rel = path.relative_to(staging).as_posix()
+        if path.is_file() and rel != "image/model-image.tar" and not rel.startswith("."):
+            content[rel] = (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
+    copies = Counter(sha for sha, _ in content.values())
+    size_of = {sha: size for sha, size in content.values()}
+    shared_wheels = {sha for rel, (sha, _) in content.items() if rel.endswith(".whl") and copies[sha] > 1}
+    assert len(shared_wheels) >= 4, "numpy, onnxruntime, protobuf, packaging at least"
+    assert all(blobs.count(sha) == 1 for sha in shared_wheels)
+    duplicate_bytes = sum((n - 1) * size_of[sha] for sha, n in copies.items())
+    saved = v1.stat().st_size - v2.stat().st_size
+    print(
+        f"\nexample bundle: v1 {v1.stat().st_size} bytes, v2 {v2.stat().st_size} bytes, "
+        f"saved {saved}, duplicate bytes {duplicate_bytes}"
+    )
+    assert saved >= duplicate_bytes > 0

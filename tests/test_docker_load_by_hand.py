@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from airgap.core.smoke import compare_contract
+from tests.test_bundle_by_hand import documented_commands
 
 pytestmark = pytest.mark.docker
 
@@ -50,14 +51,25 @@ def _wait_ready(port: int, container: str) -> None:
     pytest.fail(f"the model server never became ready:\n{logs[-2000:]}")
 
 
+def _unpack(bundle: Path, tmp_path: Path) -> Path:
+    """Extracts the bundle, and lays out its files from their blobs with the documented v2 commands
+    (docs/bundle-format.md), as an admin without airgap does; returns the tree of files."""
+    subprocess.run(["tar", "-xf", str(bundle), "-C", str(tmp_path), "--no-same-owner"], check=True)
+    if not (tmp_path / "bundle" / "paths.sha256").exists():
+        return tmp_path / "bundle"  # v1: the tree is the archive
+    script = "set -euo pipefail\n" + documented_commands("verify-by-hand-v2")
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path / "bundle", capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return tmp_path / "tree"
+
+
 def test_plain_docker_load_of_the_bundled_image_answers_the_golden_inputs(
     built: dict[str, Any], tmp_path: Path
 ) -> None:
     bundle = Path(built["bundle"][0])
-    subprocess.run(["tar", "-xf", str(bundle), "-C", str(tmp_path), "--no-same-owner"], check=True)
-    root = tmp_path / "bundle"
+    root = _unpack(bundle, tmp_path)
     layout = root / "image" / "oci"
-    manifest = json.loads((root / "manifest.json").read_text())
+    manifest = json.loads((tmp_path / "bundle" / "manifest.json").read_text())
     image = manifest["images"][0]
     # The docker-archive manifest names the very blobs the signed OCI index does.
     docker_manifest = json.loads((layout / "manifest.json").read_text())
@@ -106,8 +118,7 @@ def test_plain_podman_load_of_the_bundled_image_gives_the_signed_config_digest(
     built: dict[str, Any], tmp_path: Path
 ) -> None:
     bundle = Path(built["bundle"][0])
-    subprocess.run(["tar", "-xf", str(bundle), "-C", str(tmp_path), "--no-same-owner"], check=True)
-    layout = tmp_path / "bundle" / "image" / "oci"
+    layout = _unpack(bundle, tmp_path) / "image" / "oci"
     image = json.loads((tmp_path / "bundle" / "manifest.json").read_text())["images"][0]
     tag = json.loads((layout / "manifest.json").read_text())[0]["RepoTags"][0]
     had = subprocess.run(["podman", "image", "exists", tag], capture_output=True).returncode == 0

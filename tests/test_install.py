@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import tarfile
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.bundles import flip_byte_in, members
-from tests.conftest import assert_one_line_error, bundle, run_airgap
+from tests.conftest import PASSPHRASE, assert_one_line_error, bundle, run_airgap
 
 pytestmark = [pytest.mark.docker, pytest.mark.podman]
 
@@ -288,3 +289,30 @@ def test_port_in_use_sees_a_listener_and_a_bound_socket_but_not_a_free_port() ->
         wildcard.bind(("0.0.0.0", 0))
         wildcard.listen()
         assert port_in_use(wildcard.getsockname()[1])
+
+
+def test_a_v1_bundle_of_the_example_still_verifies_and_installs_to_docker(
+    far_side: Path, built: dict[str, Any], tmp_path: Path, signing_key: Path
+) -> None:
+    """Sites whose other machines run an airgap that reads only v1 get ``--format v1``; this
+    airgap installs it as before."""
+    packed = run_airgap(
+        "--json",
+        "pack",
+        built["staging"],
+        "--key",
+        str(signing_key.with_suffix(".key")),
+        "--format",
+        "v1",
+        "-o",
+        str(tmp_path),
+        env={"AIRGAP_KEY_PASSPHRASE": PASSPHRASE},
+    )
+    assert packed.returncode == 0, packed.stderr
+    v1 = Path(json.loads(packed.stdout)["bundle"][0])
+    with tarfile.open(v1) as tf:
+        assert json.loads(tf.extractfile("bundle/manifest.json").read())["format"] == "airgap.bundle/v1"  # type: ignore[union-attr]
+    proc = install(far_side, v1, "--to", "docker", "--port", "18195")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert json.loads(proc.stdout)["prediction"]["outputs"]["label"] == [2]
+    assert predict(18195)["model_version"] == "1.0.0"

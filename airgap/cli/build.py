@@ -37,6 +37,15 @@ UnsafeSignOption = Annotated[
         help="UNSAFE: sign although the policy evaluation failed (recorded in the signed manifest).",
     ),
 ]
+FormatOption = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        metavar="v2|v1",
+        help="Bundle format: v2 stores each distinct content once (default); v1 for far sides whose "
+        "airgap reads only v1.",
+    ),
+]
 
 
 @app.command(epilog=EPILOG)
@@ -113,6 +122,7 @@ def bundle(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
+    bundle_format: FormatOption = "v2",
     keep_images: Annotated[
         bool,
         typer.Option(
@@ -183,6 +193,7 @@ def bundle(
                 expires=expires,
                 observer=RichObserver(progress),
                 unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+                bundle_format=bundle_format,
             )
     rec = result.record
     if STATE.json:
@@ -267,6 +278,7 @@ def pack(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
+    bundle_format: FormatOption = "v2",
 ) -> None:
     """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step).
 
@@ -288,6 +300,7 @@ def pack(
             expires=expires,
             observer=RichObserver(progress),
             unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+            bundle_format=bundle_format,
         )
     if STATE.json:
         _emit_json({"bundle": [str(p) for p in packed.files], "manifest_sha256": packed.manifest_sha256})

@@ -66,6 +66,7 @@ def verify(
         allow_expired=allow_expired,
         installed_versions=state.installed_versions(),
         installed_manifests=state.installed_manifests(),
+        blob_store=state.blob_store,
     )
     with _progress() as progress, _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
@@ -122,6 +123,7 @@ def inspect(
     )
     table.add_column(style="bold")
     table.add_column()
+    table.add_row("format", info["format"])
     table.add_row("created", f"{info['created']} · expires {info['expires'] or 'never'}")
     table.add_row("signer", f"key {info['key_id']}")
     table.add_row("tool", info["tool"])
@@ -133,7 +135,10 @@ def inspect(
     table.add_row("wheels", f"{len(wheels)}: " + ", ".join(wheels[:8]) + (" …" if len(wheels) > 8 else ""))
     table.add_row("model", ", ".join(info["model"]))
     table.add_row("checklist", _checklist_table(info["policy"]) if info["policy"] else "not evaluated")
-    table.add_row("size", f"{info['bytes'] / 1e6:.1f} MB in {len(info['files'])} files")
+    stored = f", {len(info['blobs'])} blobs" if info["blobs"] else ""
+    if info["external"]:
+        stored += f", {len(info['external'])} left out (external: from the far side's blob store)"
+    table.add_row("size", f"{info['bytes'] / 1e6:.1f} MB in {len(info['files'])} files{stored}")
     for part in info["parts"]:
         table.add_row("part", f"{part['name']} {part['sha256'][:16]}…")
     out_console.print(table)

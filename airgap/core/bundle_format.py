@@ -21,6 +21,7 @@ from airgap.core.signing import DEFAULT_ALGORITHM, allowed_algorithm
 from airgap.errors import IntegrityError, InvalidInputError
 
 FORMAT = "airgap.bundle/v1"
+FORMAT_V2 = "airgap.bundle/v2"  # content-addressed: core/bundle_v2.py
 ROOT = "bundle"
 MANIFEST = f"{ROOT}/manifest.json"
 MANIFEST_SIG = f"{ROOT}/manifest.json.sig"
@@ -82,6 +83,7 @@ class FileEntry:
     compression: str | None = None  # "zstd" when stored compressed
     content_size: int | None = None
     content_sha256: str | None = None
+    external: bool = False  # v2 only: the blob is left out; the far side's blob store holds it
 
     @property
     def content_path(self) -> str:
@@ -96,6 +98,8 @@ class FileEntry:
         if self.compression:
             out["compression"] = self.compression
             out["content"] = {"size": self.content_size, "sha256": self.content_sha256}
+        if self.external:
+            out["external"] = True
         return out
 
     @classmethod
@@ -357,12 +361,14 @@ class Manifest:
     policy: Mapping[str, Any] = field(default_factory=dict)
     extra: Mapping[str, Any] = field(default_factory=dict)
     algorithm: str = DEFAULT_ALGORITHM  # the signer's, from the verifier's allow-list
+    format: str = FORMAT
+    blobs: tuple[FileEntry, ...] = ()  # v2: the stored members, each named by its content
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as a JSON value. Files are sorted by path and the format and algorithm come from the
         constants, so the same contents always give the same signed bytes."""
         return {
-            "format": FORMAT,
+            "format": self.format,
             "name": self.name,
             "version": self.version,
             "created": self.created,
@@ -375,6 +381,11 @@ class Manifest:
             "locks": dict(self.locks),
             "policy": dict(self.policy),
             **({"extra": dict(self.extra)} if self.extra else {}),
+            **(
+                {"blobs": [b.to_json() for b in sorted(self.blobs, key=lambda b: b.path)]}
+                if self.format == FORMAT_V2
+                else {}
+            ),
         }
 
     def to_bytes(self) -> bytes:
@@ -387,8 +398,9 @@ class Manifest:
 
     @property
     def total_size(self) -> int:
-        """Bytes the stored files take in the archive (compressed sizes), for progress and size reports."""
-        return sum(f.size for f in self.files)
+        """Bytes the stored files take in the archive (compressed sizes), for progress and size reports:
+        in v2 the blobs, each once, and nothing for the files whose blob is external."""
+        return sum(f.size for f in (self.blobs if self.format == FORMAT_V2 else self.files))
 
     @property
     def expires_at(self) -> dt.datetime | None:
@@ -408,70 +420,89 @@ class Manifest:
         file listed twice (case-insensitively, over a control file, or as two names that extract to one
         path), a name or version unsafe as a directory or image name, and malformed timestamps, images,
         locks or policy."""
-        try:
-            data = strict_json(raw)
-        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            raise InvalidInputError(f"manifest.json is not JSON: {str(exc)[:120]}") from None
-        if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise InvalidInputError(f"manifest.json is not an {FORMAT} manifest")
-        unknown = sorted(set(data) - _TOP_LEVEL)
-        if unknown:
-            raise _bad(unknown[0], "is not a field this format has")
-        signer = _object(data.get("signer"), "signer", frozenset({"key_id", "algorithm"}))
-        algorithm = allowed_algorithm(signer.get("algorithm")).name
+        data = load_manifest(raw, FORMAT, _TOP_LEVEL)
+        algorithm = signer_algorithm(data)
         files_raw = _list(data.get("files"), "files")
         files = tuple(FileEntry.from_json(f, f"files[{i}]") for i, f in enumerate(files_raw))
-        seen: set[str] = set()
-        content: dict[str, str] = {}
-        for f in files:
-            key = f.path.lower()
-            if key in seen or f.path in CONTROL or f.path.split("/", 1)[0] in ("manifest.json", "SHA256SUMS"):
-                raise IntegrityError(f"manifest lists {f.path} twice or over a control file")
-            seen.add(key)
-            # model/a.json and model/a.json.zst (or A.json) would both be written to one file.
-            other = content.setdefault(f.content_path.lower(), f.path)
-            if other != f.path:
-                raise _bad("files", f"list {other} and {f.path}, which are the same file once extracted")
-        name = data.get("name")
-        if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
-            raise _bad("name", f"must be a lowercase DNS label (a-z, 0-9, '-', at most 63): {name!r:.80}")
-        version = data.get("version")
-        if not isinstance(version, str) or not versions.is_valid(version):
-            raise _bad("version", f"must be a semantic version (such as 1.2.0): {version!r:.80}")
-        created = data.get("created")
-        parse_timestamp(created, "created")
-        expires = data.get("expires")
-        if expires is not None:
-            parse_timestamp(expires, "expires")
-        profile = data.get("target_profile_sha256")
-        if profile is not None and not (isinstance(profile, str) and _HEX64.fullmatch(profile)):
-            raise _bad("target_profile_sha256", "must be 64 lowercase hex digits or null")
-        images = tuple(
-            ImageEntry.from_json(img, f"images[{i}]")
-            for i, img in enumerate(_list(data.get("images", []), "images"))
-        )
-        locks: dict[str, str] = {}
-        for kind, digest in _object(data.get("locks", {}), "locks").items():
-            _text(kind, "locks key", _RULE_ID)
-            if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
-                raise _bad(f"locks.{kind}", "must be 64 lowercase hex digits")
-            locks[kind] = digest
-        extra = data.get("extra", {})
-        return cls(
-            name=name,
-            version=version,
-            created=str(created),
-            expires=expires,
-            tool=_text(data.get("tool"), "tool"),
-            key_id=_digest(signer, "key_id", "signer"),
-            files=files,
-            target_profile_sha256=profile,
-            images=images,
-            locks=locks,
-            policy=check_policy(data.get("policy", {})),
-            extra=dict(_object(extra, "extra")),
-            algorithm=algorithm,
-        )
+        check_distinct(files, ("manifest.json", "SHA256SUMS"))
+        return cls(files=files, algorithm=algorithm, **common_fields(data))
+
+
+def load_manifest(raw: bytes, fmt: str, top_level: frozenset[str]) -> dict[str, Any]:
+    """The manifest's JSON object, read strictly, of format ``fmt`` and with no unknown field."""
+    try:
+        data = strict_json(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInputError(f"manifest.json is not JSON: {str(exc)[:120]}") from None
+    if not isinstance(data, dict) or data.get("format") != fmt:
+        raise InvalidInputError(f"manifest.json is not an {fmt} manifest")
+    unknown = sorted(set(data) - top_level)
+    if unknown:
+        raise _bad(unknown[0], "is not a field this format has")
+    return data
+
+
+def signer_algorithm(data: Mapping[str, Any]) -> str:
+    """The signer's algorithm, which must be on the verifier's allow-list."""
+    signer = _object(data.get("signer"), "signer", frozenset({"key_id", "algorithm"}))
+    return allowed_algorithm(signer.get("algorithm")).name
+
+
+def check_distinct(files: Sequence[FileEntry], reserved: Sequence[str]) -> None:
+    """No file listed twice (case-insensitively), over a control file or under a reserved top
+    directory, and no two names that extract to one path."""
+    seen: set[str] = set()
+    content: dict[str, str] = {}
+    for f in files:
+        key = f.path.lower()
+        if key in seen or f.path in CONTROL or f.path.split("/", 1)[0] in reserved:
+            raise IntegrityError(f"manifest lists {f.path} twice or over a control file")
+        seen.add(key)
+        # model/a.json and model/a.json.zst (or A.json) would both be written to one file.
+        other = content.setdefault(f.content_path.lower(), f.path)
+        if other != f.path:
+            raise _bad("files", f"list {other} and {f.path}, which are the same file once extracted")
+
+
+def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:
+    """Every field but the file lists and the algorithm, checked: the part all formats share."""
+    name = data.get("name")
+    if not isinstance(name, str) or not _DNS_LABEL.fullmatch(name):
+        raise _bad("name", f"must be a lowercase DNS label (a-z, 0-9, '-', at most 63): {name!r:.80}")
+    version = data.get("version")
+    if not isinstance(version, str) or not versions.is_valid(version):
+        raise _bad("version", f"must be a semantic version (such as 1.2.0): {version!r:.80}")
+    created = data.get("created")
+    parse_timestamp(created, "created")
+    expires = data.get("expires")
+    if expires is not None:
+        parse_timestamp(expires, "expires")
+    profile = data.get("target_profile_sha256")
+    if profile is not None and not (isinstance(profile, str) and _HEX64.fullmatch(profile)):
+        raise _bad("target_profile_sha256", "must be 64 lowercase hex digits or null")
+    images = tuple(
+        ImageEntry.from_json(img, f"images[{i}]")
+        for i, img in enumerate(_list(data.get("images", []), "images"))
+    )
+    locks: dict[str, str] = {}
+    for kind, digest in _object(data.get("locks", {}), "locks").items():
+        _text(kind, "locks key", _RULE_ID)
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            raise _bad(f"locks.{kind}", "must be 64 lowercase hex digits")
+        locks[kind] = digest
+    return {
+        "name": name,
+        "version": version,
+        "created": str(created),
+        "expires": expires,
+        "tool": _text(data.get("tool"), "tool"),
+        "key_id": _digest(data["signer"], "key_id", "signer"),
+        "target_profile_sha256": profile,
+        "images": images,
+        "locks": locks,
+        "policy": check_policy(data.get("policy", {})),
+        "extra": dict(_object(data.get("extra", {}), "extra")),
+    }
 
 
 BUILD_RECORD = "build.json"

@@ -477,7 +477,9 @@ def open_target(
     from airgap.services.trust import trusted_keys
     from airgap.services.verify import VerifiedReader, VerifyOptions, verify_and_audit
 
-    options = VerifyOptions(trusted=trusted_keys(state, key), keep=VerifiedReader.keep)
+    options = VerifyOptions(
+        trusted=trusted_keys(state, key), keep=VerifiedReader.keep, blob_store=state.blob_store
+    )
     verified = verify_and_audit(target, state, options, observer, action="check")
     return CheckTarget(VerifiedReader(verified), Path("compliance"))
 

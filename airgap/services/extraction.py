@@ -12,6 +12,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,8 @@ from typing import IO, Any, cast
 import zstandard
 
 from airgap.adapters.archive import TarReader
-from airgap.core.bundle_format import CONTROL, MAX_ZSTD_WINDOW, ROOT, FileEntry
+from airgap.core import bundle_v2
+from airgap.core.bundle_format import CONTROL, FORMAT_V2, MAX_ZSTD_WINDOW, ROOT, FileEntry
 from airgap.errors import EnvironmentFailure, InvalidInputError, TamperError
 from airgap.services.verify import VerifiedBundle
 
@@ -37,6 +39,9 @@ def extract(
 ) -> None:
     """Streams the chosen files out of the bundle into ``dest`` (OCI blobs into the shared ``blobs``),
     re-hashing each one against the verified manifest, decompressing within the signed size."""
+    if verified.manifest.format == FORMAT_V2:
+        _extract_v2(verified, want, dest, blobs, created)
+        return
     entries = {f.path: f for f in verified.manifest.files}
     with verified.handle.stream() as stream:
         reader = TarReader(stream, ROOT)
@@ -70,6 +75,78 @@ def extract(
             _write_member(reader, member, entry, target)
             if created is not None:
                 created.append(target)
+
+
+def _extract_v2(
+    verified: VerifiedBundle, want: Callable[[str], bool], dest: Path, blobs: Path, created: list[Path] | None
+) -> None:
+    """v2: each blob a chosen file needs goes into the shared store once (re-hashed on the way;
+    one already there, or external, is re-hashed there), then every chosen logical path is a
+    hard link to it (a copy only where a link cannot be made). An OCI layout's blobs stay in the
+    store, as in v1: the targets read the image from there."""
+    manifest = verified.manifest
+    chosen = [f for f in manifest.files if want(f.path)]
+    needed = {f.sha256 for f in chosen}
+    stored = {b.path: b for b in manifest.blobs}
+    skip = {*CONTROL, bundle_v2.PATHS}
+    try:
+        blobs.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise disk_error(blobs, exc) from None
+    have: set[str] = set()
+    with verified.handle.stream() as stream:
+        reader = TarReader(stream, ROOT)
+        while True:
+            member = reader.next()
+            if member is None:
+                break
+            entry = stored.get(member.name)
+            if entry is None and f"{ROOT}/{member.name}" in skip:
+                continue
+            if entry is None:
+                raise TamperError(
+                    f"{member.name} appeared in the bundle after it was verified: the media changed"
+                )
+            hexd = bundle_v2.blob_hex(entry)
+            if hexd not in needed:
+                continue
+            target = blobs / hexd
+            if hexd != _file_sha256(target):
+                _write_member(reader, member, entry, target)
+                if created is not None:
+                    created.append(target)
+            have.add(hexd)
+    for hexd in sorted(needed - have):
+        # External (or, were the media changed, missing): the store's copy, re-hashed now.
+        if _file_sha256(blobs / hexd) != hexd:
+            users = ", ".join(f.path for f in chosen if f.sha256 == hexd)
+            raise TamperError(
+                f"blob {hexd} (needed by {users}) is missing from the blob store {blobs} "
+                "or has other content",
+                hint="the store changed since verification: verify again, or ask for a full bundle",
+            )
+    for f in chosen:
+        if "/blobs/sha256/" not in f.path:
+            _link_into(blobs / f.sha256, dest / f.path)
+
+
+def _link_into(blob: Path, target: Path) -> None:
+    """``target`` becomes the store's ``blob``: a hard link, or a copy where none can be made
+    (another file system, a file system without links)."""
+    tmp = target.with_name(f".{target.name}.part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(blob, tmp)
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+                raise
+            shutil.copyfile(blob, tmp)
+        os.replace(tmp, target)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(target, exc) from None
 
 
 def model_file(record: dict[str, Any]) -> str:

@@ -31,7 +31,9 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
     parts = []
     if src.parts:
         parts = [{"name": n, "sha256": sha} for n, sha in src.parts]
+    external = sorted({f.sha256 for f in manifest.files if f.external})
     return {
+        "format": manifest.format,
         "name": manifest.name,
         "version": manifest.version,
         "created": manifest.created,
@@ -45,6 +47,8 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
         "wheels": sorted(p.rsplit("/", 1)[-1] for p in paths if p.endswith(".whl")),
         "model": sorted(p for p in paths if p.startswith("model/")),
         "files": [f.to_json() for f in manifest.files],
+        "blobs": [b.to_json() for b in manifest.blobs],  # v2: the stored members, each content once
+        "external": external,  # v2: contents left out, which the far side's blob store must hold
         "bytes": manifest.total_size,
         "parts": parts,
         "verified": False,

@@ -160,6 +160,7 @@ class Installer:
             installed_versions=self.state.installed_versions(),
             installed_manifests=self.state.installed_manifests(),
             keep=lambda p, s: p in ("build.json", "model/contract.json") or p.startswith("manifests/"),
+            blob_store=self.blobs,
         )
         # 1. Verify, as `airgap verify`; nothing is loaded before this returns.
         verified = verify_and_audit(

@@ -63,6 +63,7 @@ class VerifyOptions:
     keep_limit: int = 32 << 20
     now: dt.datetime | None = None
     read_timeout: float | None = 120.0  # seconds one read of the media may take before exit 5
+    blob_store: Path | None = None  # the far side's shared blob store, for blobs a bundle leaves out
 
 
 class UnsafeOptionWarning(UserWarning):
@@ -290,6 +291,7 @@ def _verify_stream(
         key_id,
         key.algorithm,
         lambda data, sig, what: keys.verify(key.public, data, sig, what),
+        options.blob_store,
     )
     result = fmt.verify(reader, front, lambda p, n: options.keep(p, n) and n <= options.keep_limit, obs)
     return result.manifest, hashlib.sha256(manifest_bytes).hexdigest(), key_id, result.kept

@@ -1,13 +1,15 @@
-"""Packing a staging directory into a signed, reproducible, media-ready bundle (format v1).
+"""Packing a staging directory into a signed, reproducible, media-ready bundle (format v2 or v1).
 
 Two passes over the content: the first hashes every file (compressing with zstd the large ones
 that are not already compressed) so that the manifest — which comes first in the archive, so the
 verifier can check the signature before reading anything else — lists every file; the second
-streams the members into the archive, cut into parts when asked. See docs/bundle-format.md.
+streams the members into the archive, cut into parts when asked. v2 stores each distinct content
+once, as a blob named by its hash (services/pack_v2.py). See docs/bundle-format.md.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -15,17 +17,16 @@ import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, cast
-
-import zstandard
+from typing import Any
 
 from airgap import __version__
-from airgap.adapters.archive import PartInfo, PartSink, TarWriter
+from airgap.adapters.archive import PartInfo, PartSink
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.adapters.signers import Signer
-from airgap.core import versions
+from airgap.core import bundle_v2, versions
 from airgap.core.bundle_format import (
     CONTROL,
+    FORMAT_V2,
     MAX_MANIFEST,
     MAX_RATIO,
     PARTS_INDEX_SUFFIX,
@@ -38,15 +39,14 @@ from airgap.core.bundle_format import (
     render_sums,
 )
 from airgap.core.signing import ALLOWED_ALGORITHMS
-from airgap.core.tar_format import OCTAL_LIMIT, zero_padding
-from airgap.errors import InvalidInputError
+from airgap.core.tar_format import OCTAL_LIMIT
+from airgap.errors import InvalidInputError, UsageError
+from airgap.services import pack_v2
 from airgap.services.observer import BYTES, NullObserver, Observer
+from airgap.services.pack_files import ContentChanged, HashingTarWriter, compress, hash_file, should_compress
 
-CHUNK = 1 << 20
-COMPRESS_MIN = 256 << 10
-ZSTD_LEVEL = 3
-# Already-compressed formats: recompressing them costs time and saves nothing.
-_COMPRESSED_MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ", b"BZh")
+FORMATS = ("v1", "v2")  # what `--format` chooses; v2 is written unless v1 is asked for
+
 # What of a staging directory ships: everything but the docker-save copy of the image.
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _EXCLUDE = re.compile(r"^(image/model-image\.tar)$")
@@ -77,92 +77,29 @@ def _content_files(staging: Path) -> list[tuple[str, Path]]:
     return out
 
 
-def _should_compress(path: Path, size: int) -> bool:
-    if size < COMPRESS_MIN:
-        return False
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-    return not head.startswith(_COMPRESSED_MAGIC)
-
-
-def _hash_file(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of what one read of the file gives (not what ``stat`` said before)."""
-    h = hashlib.sha256()
-    n = 0
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-            n += len(block)
-    return h.hexdigest(), n
-
-
-class _ContentChanged(Exception):
-    """A staging file's bytes differ between the read that hashed it and the read that packs it."""
-
-
-class _HashingTarWriter(TarWriter):
-    """Writes a member's content and hashes exactly the bytes written, in the same read.
-
-    The manifest (first in the archive) needs every hash before any content is written, so each
-    file is read twice; the second read is hashed as it is copied and must give the signed hash,
-    or the pack fails: the signature always covers exactly what was written.
-    """
-
-    def add_checked_file(self, path: str, source: Path, size: int, sha256: str) -> None:
-        self.sink.write(self._header(path, size))
-        h = hashlib.sha256()
-        remaining = size
-        buf = bytearray(CHUNK)
-        with open(source, "rb") as fh:
-            while remaining:
-                n = fh.readinto(memoryview(buf)[: min(CHUNK, remaining)])
-                if not n:
-                    raise _ContentChanged(f"{source} shrank while it was being packed")
-                view = memoryview(buf)[:n]
-                h.update(view)
-                self.sink.write(view)
-                remaining -= n
-            if fh.read(1):
-                raise _ContentChanged(f"{source} grew while it was being packed")
-        if h.hexdigest() != sha256:
-            raise _ContentChanged(f"{source} changed while it was being packed")
-        self.sink.write(zero_padding(size))
-
-
-def _compress(src: Path, dest: Path) -> tuple[int, str, int, str]:
-    """zstd (multi-threaded, deterministic for a given level) with the content size in the header."""
-    content = hashlib.sha256()
-    stored = hashlib.sha256()
-    size = src.stat().st_size
-    cctx = zstandard.ZstdCompressor(
-        level=ZSTD_LEVEL, threads=-1, write_content_size=True, write_checksum=True
-    )
-
-    class _Out:
-        def __init__(self, fh: Any) -> None:
-            self.fh = fh
-            self.n = 0
-
-        def write(self, data: bytes) -> int:
-            stored.update(data)
-            self.n += len(data)
-            return int(self.fh.write(data))
-
-    read = 0
-    try:
-        with open(src, "rb") as fin, open(dest, "wb") as fout:
-            out = _Out(fout)
-            with cctx.stream_writer(cast(IO[bytes], out), size=size, closefd=False) as writer:
-                for block in iter(lambda: fin.read(CHUNK), b""):
-                    content.update(block)
-                    read += len(block)
-                    writer.write(block)
-    except zstandard.ZstdError:
-        read = -1  # the pledged size was not met: the file changed while it was read
-    if read != size:
-        raise _ContentChanged(f"{src} changed size while it was being packed")
-    # The private compressed copy is what is packed; its hash is of the bytes written to it.
-    return out.n, stored.hexdigest(), size, content.hexdigest()
+def _entries_v1(
+    files: list[tuple[str, Path]], work: Path, obs: Observer
+) -> tuple[list[FileEntry], dict[str, tuple[Path, int]]]:
+    """v1: one member per file, large compressible ones as ``.zst``; and where each member's bytes are."""
+    entries: list[FileEntry] = []
+    sources: dict[str, tuple[Path, int]] = {}
+    for rel, path in files:
+        size = path.stat().st_size
+        entry = None
+        if should_compress(path, size):
+            dest = work / hashlib.sha256(rel.encode()).hexdigest()
+            stored_size, stored_sha, csize, csha = compress(path, dest)
+            # Beyond the ratio the verifier accepts, a file is stored as it is.
+            if csize <= max(stored_size, 1) * MAX_RATIO:
+                entry = FileEntry(rel + ".zst", stored_size, stored_sha, "zstd", csize, csha)
+                sources[entry.path] = (dest, stored_size)
+        if entry is None:
+            sha, size = hash_file(path)
+            entry = FileEntry(rel, size, sha)
+            sources[entry.path] = (path, size)
+        entries.append(entry)
+        obs.advance("hash", size, rel)
+    return entries, sources
 
 
 def _expiry(now: dt.datetime, expires: str | None) -> str | None:
@@ -206,12 +143,21 @@ def pack(
     metadata: dict[str, Any] | None = None,
     observer: Observer | None = None,
     now: dt.datetime | None = None,
+    bundle_format: str = "v2",
+    external: frozenset[str] = frozenset(),
 ) -> PackResult:
     """Writes ``NAME-VERSION.airgap.tar`` (or its parts + signed index) into ``out_dir``.
 
     ``created`` is SOURCE_DATE_EPOCH (reproducible); a relative ``expires`` counts from ``now``,
     the signing time. Nothing is named from ``name`` or ``version`` before both are checked.
+    ``bundle_format`` is ``v2`` (content-addressed: each distinct content stored once) or ``v1``.
+    ``external`` (v2 only) holds content SHA-256 hex digests the far side already has: their
+    blobs are left out, and the files that use them are listed with ``"external": true``.
     """
+    if bundle_format not in FORMATS:
+        raise UsageError(f"bundle format {bundle_format!r} is not one of {', '.join(FORMATS)}")
+    if external and bundle_format != "v2":
+        raise UsageError("only a v2 bundle can leave blobs out (external); pack it with format v2")
     obs = observer or NullObserver()
     meta = metadata or {}
     if not 0 <= epoch < OCTAL_LIMIT:
@@ -235,31 +181,18 @@ def pack(
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".airgap-pack-", dir=out_dir) as tmp:
         work = Path(tmp)
-        entries: list[FileEntry] = []
-        sources: dict[str, tuple[Path, int]] = {}
         obs.begin("hash", total_in, BYTES)
-        for rel, path in files:
-            size = path.stat().st_size
-            entry = None
-            if _should_compress(path, size):
-                dest = work / hashlib.sha256(rel.encode()).hexdigest()
-                try:
-                    stored_size, stored_sha, csize, csha = _compress(path, dest)
-                except _ContentChanged as exc:
-                    raise InvalidInputError(
-                        f"{exc}: nothing was written",
-                        hint="stop whatever is changing the staging directory, then pack again",
-                    ) from None
-                # Beyond the ratio the verifier accepts, a file is stored as it is.
-                if csize <= max(stored_size, 1) * MAX_RATIO:
-                    entry = FileEntry(rel + ".zst", stored_size, stored_sha, "zstd", csize, csha)
-                    sources[entry.path] = (dest, stored_size)
-            if entry is None:
-                sha, size = _hash_file(path)
-                entry = FileEntry(rel, size, sha)
-                sources[entry.path] = (path, size)
-            entries.append(entry)
-            obs.advance("hash", size, rel)
+        try:
+            if bundle_format == "v2":
+                logical, stored, sources = pack_v2.layout(files, work, external, obs)
+            else:
+                logical, sources = _entries_v1(files, work, obs)
+                stored = logical
+        except ContentChanged as exc:
+            raise InvalidInputError(
+                f"{exc}: nothing was written",
+                hint="stop whatever is changing the staging directory, then pack again",
+            ) from None
         obs.end("hash")
         manifest = Manifest(
             name=name,
@@ -268,7 +201,7 @@ def pack(
             expires=expiry,
             tool=f"airgap {__version__}",
             key_id=signer.key_id,
-            files=tuple(entries),
+            files=tuple(logical),
             target_profile_sha256=meta.get("target_profile_sha256"),
             images=tuple(
                 ImageEntry.from_json(img, f"images[{i}]") for i, img in enumerate(meta.get("images", ()))
@@ -277,6 +210,8 @@ def pack(
             policy=meta.get("policy", {}),
             algorithm=signer.algorithm,
         )
+        if bundle_format == "v2":
+            manifest = dataclasses.replace(manifest, format=FORMAT_V2, blobs=tuple(stored))
         manifest_bytes = manifest.to_bytes()
         if len(manifest_bytes) > MAX_MANIFEST:
             raise InvalidInputError(
@@ -285,10 +220,16 @@ def pack(
                 hint="bundle fewer files",
             )
         # Never sign what the far side would refuse to parse.
-        Manifest.from_json(manifest_bytes)
+        extra_control: list[tuple[str, bytes]] = []
+        if bundle_format == "v2":
+            bundle_v2.parse_manifest(manifest_bytes)
+            extra_control.append((bundle_v2.PATHS_NAME, bundle_v2.render_paths(logical)))
+        else:
+            Manifest.from_json(manifest_bytes)
         manifest_sig = signer.sign(manifest_bytes)
         sums = render_sums(
-            [(e.path, e.sha256) for e in entries]
+            [(e.path, e.sha256) for e in stored]
+            + [(n, hashlib.sha256(d).hexdigest()) for n, d in extra_control]
             + [
                 ("manifest.json", hashlib.sha256(manifest_bytes).hexdigest()),
                 ("manifest.json.sig", hashlib.sha256(manifest_sig).hexdigest()),
@@ -298,12 +239,14 @@ def pack(
 
         sink = PartSink(out_dir, base_name, part_size)
         try:
-            writer = _HashingTarWriter(sink, epoch, ROOT)
+            writer = HashingTarWriter(sink, epoch, ROOT)
             control = dict(zip(CONTROL, (manifest_bytes, manifest_sig, sums, sums_sig)))
             for member, data in control.items():
                 writer.add_bytes(member.split("/", 1)[1], data)
+            for member_name, data in extra_control:
+                writer.add_bytes(member_name, data)
             obs.begin("pack", manifest.total_size, BYTES)
-            for entry in sorted(entries, key=lambda e: e.path):
+            for entry in sorted(stored, key=lambda e: e.path):
                 src, size = sources[entry.path]
                 writer.add_checked_file(entry.path, src, size, entry.sha256)
                 obs.advance("pack", size, entry.path)
@@ -314,7 +257,7 @@ def pack(
                 if stale.is_file() and not stale.name.startswith("."):
                     stale.unlink()
             parts = sink.commit()
-        except _ContentChanged as exc:
+        except ContentChanged as exc:
             sink.abort()
             raise InvalidInputError(
                 f"{exc}: nothing was written",

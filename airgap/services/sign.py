@@ -101,6 +101,7 @@ def pack_staging(
     expires: str | None = None,
     observer: Observer | None = None,
     unsafe_sign_failed_policy: bool = False,
+    bundle_format: str = "v2",
 ) -> PackResult:
     """Signs and packs a finished staging directory into the bundle that crosses the gap, if its
     policy evaluation passed (see ``compliance_verdict``)."""
@@ -136,6 +137,7 @@ def pack_staging(
         expires=expires,
         metadata=metadata,
         observer=observer,
+        bundle_format=bundle_format,
     )
 
 
@@ -147,6 +149,7 @@ def seal(
     expires: str | None = None,
     observer: Observer | None = None,
     unsafe_sign_failed_policy: bool = False,
+    bundle_format: str = "v2",
 ) -> PackResult | None:
     """The last step of ``airgap bundle``, and its compliance gate.
 
@@ -172,4 +175,5 @@ def seal(
         expires=expires,
         observer=observer,
         unsafe_sign_failed_policy=unsafe_sign_failed_policy,
+        bundle_format=bundle_format,
     )

@@ -42,6 +42,11 @@ class State:
         return TrustStore(self.directory / "trust")
 
     @property
+    def blob_store(self) -> Path:
+        """The content store's shared blobs, each named by its SHA-256 (re-hashed before any use)."""
+        return self.directory / "content" / "oci" / "blobs" / "sha256"
+
+    @property
     def audit_log(self) -> Path:
         """The append-only JSON-lines log of every verify, install, rollback, uninstall and trust change."""
         return self.directory / "audit.log"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from airgap.adapters.archive import Member, TarReader
 from airgap.core.bundle_format import ROOT, Manifest, strict_json
@@ -35,6 +36,9 @@ class SignedFront:
     key_id: str
     algorithm: str  # of the trusted key that verified the signature
     verify_with_signer: Callable[[bytes, bytes, str], None]  # (data, signature, what): raises
+    # The far side's shared blob store (files named by their SHA-256): where a format that lets a
+    # bundle leave content out finds it. None: there is none, and such a bundle cannot verify.
+    blob_store: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -120,9 +124,10 @@ def reader_for(raw: bytes) -> BundleFormat:
 
 
 def _register_builtin() -> None:
-    from airgap.services.formats import v1
+    from airgap.services.formats import v1, v2
 
     register(v1.V1Format())
+    register(v2.V2Format())
 
 
 _register_builtin()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+from collections.abc import Callable, Sequence
 from typing import IO, cast
 
 import zstandard
@@ -57,66 +58,92 @@ class V1Format(BundleFormat):
         #    it. From here on every byte of the archive is determined: the headers of the members
         #    read so far must be exactly the ones the manifest determines.
         manifest = self.parse_manifest(front.manifest_bytes)
-        if manifest.to_bytes() != front.manifest_bytes:
-            # One spelling only: a signed manifest that other readers could read differently
-            # (indented, a BOM, UTF-16, reordered keys, fields restating defaults) is invalid input.
-            raise InvalidInputError(
-                "the signed manifest is not in the canonical form the packer writes "
-                "(sorted keys, no spaces, UTF-8, one trailing newline)",
-                hint="the publisher's tooling wrote an invalid bundle; refuse it and ask for a new one",
-            )
-        if manifest.key_id != front.key_id:
-            raise SignatureError(
-                f"the manifest names signer {manifest.key_id[:16]} but was signed by {front.key_id[:16]}"
-            )
-        if manifest.algorithm != front.algorithm:
-            raise SignatureError(
-                f"the manifest names algorithm {manifest.algorithm} but was signed with {front.algorithm}"
-            )
+        check_signed(manifest, front)
         _check_blob_names(manifest)
-        manifest_sha = hashlib.sha256(front.manifest_bytes).hexdigest()
-        mtime = mtime_of(manifest.created)
-        canonical_signature(front.manifest_sig, MANIFEST_SIG)
-        _exact_header(front.manifest_member, front.manifest_member.size, mtime)
-        _exact_header(front.sig_member, front.sig_member.size, mtime)
+        mtime = check_front_headers(manifest, front)
         # 4. SHA256SUMS is signed by the same key and is exactly the one the manifest determines.
-        expected_sums = render_sums(
-            [(f.path, f.sha256) for f in manifest.files]
-            + [
-                ("manifest.json", manifest_sha),
-                ("manifest.json.sig", hashlib.sha256(front.manifest_sig).hexdigest()),
-            ]
-        )
-        sums_member = next_named(reader, SUMS)
-        _exact_header(sums_member, len(expected_sums), mtime)
-        sums = reader.read(sums_member, len(expected_sums))
-        sums_sig_member = next_named(reader, SUMS_SIG)
-        sums_sig = reader.read(sums_sig_member, MAX_SIG)
-        front.verify_with_signer(sums, sums_sig, "SHA256SUMS")
-        canonical_signature(sums_sig, SUMS_SIG)
-        _exact_header(sums_sig_member, sums_sig_member.size, mtime)
-        if sums != expected_sums:
-            raise TamperError("SHA256SUMS and the manifest disagree about the bundle's files")
-        kept = _verify_members(reader, manifest, mtime, keep, observer)
+        check_sums(reader, front, [(f.path, f.sha256) for f in manifest.files], mtime)
+
+        def keep_as(entry: FileEntry, size: int) -> tuple[str, ...]:
+            record = entry.content_path == BUILD_RECORD
+            if record and size > MAX_BUILD_RECORD:
+                raise InvalidInputError(f"the signed build.json is {size} bytes, over {MAX_BUILD_RECORD}")
+            return (entry.content_path,) if record or keep(entry.content_path, size) else ()
+
+        kept = verify_members(reader, manifest.files, mtime, keep_as, observer)
         # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
         if BUILD_RECORD in kept:
             check_build_record(kept[BUILD_RECORD])
         return FormatResult(manifest, kept)
 
 
-def _verify_members(
+def check_signed(manifest: Manifest, front: SignedFront) -> None:
+    """Step 3 for any format: the manifest is in its one canonical spelling and names the key and
+    algorithm that verified it."""
+    if manifest.to_bytes() != front.manifest_bytes:
+        # One spelling only: a signed manifest that other readers could read differently
+        # (indented, a BOM, UTF-16, reordered keys, fields restating defaults) is invalid input.
+        raise InvalidInputError(
+            "the signed manifest is not in the canonical form the packer writes "
+            "(sorted keys, no spaces, UTF-8, one trailing newline)",
+            hint="the publisher's tooling wrote an invalid bundle; refuse it and ask for a new one",
+        )
+    if manifest.key_id != front.key_id:
+        raise SignatureError(
+            f"the manifest names signer {manifest.key_id[:16]} but was signed by {front.key_id[:16]}"
+        )
+    if manifest.algorithm != front.algorithm:
+        raise SignatureError(
+            f"the manifest names algorithm {manifest.algorithm} but was signed with {front.algorithm}"
+        )
+
+
+def check_front_headers(manifest: Manifest, front: SignedFront) -> int:
+    """Step 3, end: the signature's spelling, and the headers of the two members read so far are
+    exactly the ones the manifest determines. Returns their mtime (the manifest's ``created``)."""
+    mtime = mtime_of(manifest.created)
+    canonical_signature(front.manifest_sig, MANIFEST_SIG)
+    exact_header(front.manifest_member, front.manifest_member.size, mtime)
+    exact_header(front.sig_member, front.sig_member.size, mtime)
+    return mtime
+
+
+def check_sums(reader: TarReader, front: SignedFront, listed: list[tuple[str, str]], mtime: int) -> None:
+    """Step 4: the next two members are SHA256SUMS and its signature by the same key, and
+    SHA256SUMS is exactly the file ``listed`` (path, sha256) and the manifest's two members give."""
+    expected_sums = render_sums(
+        [
+            *listed,
+            ("manifest.json", hashlib.sha256(front.manifest_bytes).hexdigest()),
+            ("manifest.json.sig", hashlib.sha256(front.manifest_sig).hexdigest()),
+        ]
+    )
+    sums_member = next_named(reader, SUMS)
+    exact_header(sums_member, len(expected_sums), mtime)
+    sums = reader.read(sums_member, len(expected_sums))
+    sums_sig_member = next_named(reader, SUMS_SIG)
+    sums_sig = reader.read(sums_sig_member, MAX_SIG)
+    front.verify_with_signer(sums, sums_sig, "SHA256SUMS")
+    canonical_signature(sums_sig, SUMS_SIG)
+    exact_header(sums_sig_member, sums_sig_member.size, mtime)
+    if sums != expected_sums:
+        raise TamperError("SHA256SUMS and the manifest disagree about the bundle's files")
+
+
+def verify_members(
     reader: TarReader,
-    manifest: Manifest,
+    listed: Sequence[FileEntry],
     mtime: int,
-    keep: Keep,
+    keep_as: Callable[[FileEntry, int], tuple[str, ...]],
     obs: Observer,
 ) -> dict[str, bytes]:
-    """Steps 5 and 6: every member after the control files, in the manifest's path order: a
-    regular file with a safe path under bundle/, listed, seen once, with exactly the header the
-    manifest determines, of the declared size and SHA-256; a compressed member's declared
-    expansion is within the bound; and nothing listed is missing."""
-    entries = manifest.by_path()
-    order = sorted(manifest.files, key=lambda f: f.path)
+    """Steps 5 and 6: every member after the control files, in path order of ``listed`` (the
+    stored members the manifest lists): a regular file with a safe path under bundle/, listed,
+    seen once, with exactly the header the manifest determines, of the declared size and
+    SHA-256; a compressed member's declared expansion is within the bound; and nothing listed is
+    missing. A member's content is handed back under each name ``keep_as`` gives for it."""
+    entries = {f.path: f for f in listed}
+    order = sorted(listed, key=lambda f: f.path)
     seen: set[str] = set()
     kept: dict[str, bytes] = {}
     while True:
@@ -137,15 +164,12 @@ def _verify_members(
         seen.add(member.name)
         if member.size != entry.size:
             raise TamperError(f"{member.name} is {member.size} bytes; the manifest says {entry.size}")
-        _exact_header(member, entry.size, mtime)
+        exact_header(member, entry.size, mtime)
         size = entry.content_size if entry.content_size is not None else entry.size
-        record = entry.content_path == BUILD_RECORD
-        if record and size > MAX_BUILD_RECORD:
-            raise InvalidInputError(f"the signed build.json is {size} bytes, over {MAX_BUILD_RECORD}")
-        wanted = record or keep(entry.content_path, size)
+        names = keep_as(entry, size)
         h = hashlib.sha256()
-        buf = bytearray() if wanted and not entry.compression else None
-        frame = _ZstdMember(entry, wanted) if entry.compression else None
+        buf = bytearray() if names and not entry.compression else None
+        frame = _ZstdMember(entry, bool(names)) if entry.compression else None
         for chunk in reader.chunks(member):
             h.update(chunk)
             if buf is not None:
@@ -158,12 +182,10 @@ def _verify_members(
                 f"{member.name} has been modified: "
                 f"sha256 {h.hexdigest()[:16]}…, manifest {entry.sha256[:16]}…"
             )
-        if frame is not None:
-            content = frame.finish()
-            if content is not None:
-                kept[entry.content_path] = content
-        elif buf is not None:
-            kept[entry.content_path] = bytes(buf)
+        content = frame.finish() if frame is not None else bytes(buf) if buf is not None else None
+        if content is not None:
+            for name in names:
+                kept[name] = content
     # 6. Nothing listed is missing.
     missing = sorted(set(entries) - seen)
     if missing:
@@ -201,7 +223,7 @@ def _check_blob_names(manifest: Manifest) -> None:
                 )
 
 
-def _exact_header(member: Member, size: int, mtime: int) -> None:
+def exact_header(member: Member, size: int, mtime: int) -> None:
     """The member's header bytes, as read, must be exactly those the packer writes for it."""
     full = f"{ROOT}/{member.name}"
     expected = member_header(full, size, mtime)

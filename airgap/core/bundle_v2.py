@@ -1,0 +1,155 @@
+"""Bundle format v2 (``airgap.bundle/v2``): content-addressed, as values. See docs/bundle-format.md.
+
+Every distinct content is stored once, as the member ``bundle/blobs/sha256/<hex>`` (``<hex>.zst``
+when stored compressed; ``hex`` is always the SHA-256 of the content, decompressed). The signed
+manifest lists the blobs (``blobs[]``, as stored) and every logical file (``files[]``: path,
+content size and SHA-256, and ``external`` when its blob is left out of the archive); a file's
+SHA-256 is the name of its blob. ``paths.sha256``, a control member, spells the logical files in
+``sha256sum`` format so a reviewer can rebuild and check the tree by hand. Nothing here touches
+the disk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from airgap.core.bundle_format import (
+    _TOP_LEVEL,
+    FORMAT_V2,
+    ROOT,
+    FileEntry,
+    Manifest,
+    _bad,
+    _digest,
+    _int,
+    _list,
+    _object,
+    check_distinct,
+    check_member_path,
+    common_fields,
+    load_manifest,
+    signer_algorithm,
+)
+from airgap.errors import IntegrityError, InvalidInputError
+
+PATHS = f"{ROOT}/paths.sha256"
+PATHS_NAME = "paths.sha256"
+BLOB_DIR = "blobs/sha256"
+TOP_LEVEL_V2 = _TOP_LEVEL | {"blobs"}
+# A logical file may not be named like a control file or live under blobs/: once the tree is
+# materialised beside the blobs, the two would be one path.
+RESERVED = ("manifest.json", "SHA256SUMS", PATHS_NAME, "blobs")
+_BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})(\.zst)?$")
+
+
+def blob_path(hexd: str, compressed: bool) -> str:
+    """The member path (relative to ``bundle/``) of the blob whose content hashes to ``hexd``."""
+    return f"{BLOB_DIR}/{hexd}{'.zst' if compressed else ''}"
+
+
+def blob_hex(entry: FileEntry) -> str:
+    """The content hash a blob entry is named by (the part of its path after ``blobs/sha256/``)."""
+    return entry.content_path.rsplit("/", 1)[1]
+
+
+def render_paths(files: Iterable[FileEntry]) -> bytes:
+    """``paths.sha256``: ``<content sha256>  <logical path>`` per file, sorted by path, external
+    files included (their blob comes from the far side's store)."""
+    return "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path)).encode()
+
+
+def _file_entry(data: object, where: str) -> FileEntry:
+    obj = _object(data, where, frozenset({"path", "size", "sha256", "external"}))
+    path = check_member_path(_text_path(obj, where))
+    external = obj.get("external", False)
+    if external is not True and "external" in obj:
+        raise _bad(f"{where}.external", "must be true when present")
+    return FileEntry(path, _int(obj, "size", where), _digest(obj, "sha256", where), external=bool(external))
+
+
+def _text_path(obj: Mapping[str, Any], where: str) -> str:
+    v = obj.get("path")
+    if not isinstance(v, str) or not v:
+        raise InvalidInputError(f"manifest: {where}.path must be a non-empty string")
+    return v
+
+
+def _blob_entry(data: object, where: str) -> FileEntry:
+    entry = FileEntry.from_json(data, where)
+    m = _BLOB_PATH.fullmatch(entry.path)
+    if m is None or bool(m.group(2)) != bool(entry.compression):
+        raise _bad(f"{where}.path", f"is not a blob path (blobs/sha256/<64 hex>[.zst]): {entry.path!r:.100}")
+    digest = entry.content_sha256 if entry.compression else entry.sha256
+    if m.group(1) != digest:
+        raise IntegrityError(
+            f"{entry.path} is a content-addressed blob whose content hashes to "
+            f"{str(digest)[:16]}…, not to its name",
+            hint="a blob named for other content would poison the shared blob store; refuse this bundle",
+        )
+    return entry
+
+
+def parse_manifest(raw: bytes) -> Manifest:
+    """A v2 manifest from its bytes (after its signature verified), every field and every mapping
+    checked: each blob named by its content and listed once; each file listed once, outside
+    ``blobs/`` and the control names, of the size of the blob it maps to; each blob used by a
+    file; a file marked external exactly when its blob is not in the bundle."""
+    data = load_manifest(raw, FORMAT_V2, TOP_LEVEL_V2)
+    algorithm = signer_algorithm(data)
+    files = tuple(_file_entry(f, f"files[{i}]") for i, f in enumerate(_list(data.get("files"), "files")))
+    check_distinct(files, RESERVED)
+    blobs = tuple(_blob_entry(b, f"blobs[{i}]") for i, b in enumerate(_list(data.get("blobs"), "blobs")))
+    by_hex: dict[str, FileEntry] = {}
+    for blob in blobs:
+        if by_hex.setdefault(blob_hex(blob), blob) is not blob:
+            raise IntegrityError(f"manifest lists blob {blob_hex(blob)[:16]}… twice")
+    used: set[str] = set()
+    for f in files:
+        found = by_hex.get(f.sha256)
+        if f.external:
+            if found is not None:
+                raise IntegrityError(
+                    f"{f.path} is marked external, yet its blob {found.path} is in the bundle"
+                )
+            continue
+        if found is None:
+            raise IntegrityError(
+                f"{f.path} maps to blob {f.sha256[:16]}…, which is not listed in the manifest",
+                hint="the bundle does not carry this file's content; refuse it and ask for a new one",
+            )
+        size = found.content_size if found.compression else found.size
+        if size != f.size:
+            raise IntegrityError(f"{f.path} is {f.size} bytes but its blob {found.path} holds {size}")
+        used.add(f.sha256)
+    unused = sorted(set(by_hex) - used)
+    if unused:
+        raise IntegrityError(f"blob {by_hex[unused[0]].path} is in the manifest but no file maps to it")
+    # A content-addressed logical file (an OCI blob) is named by its content, and every digest an
+    # image names is a file of its layout: present, or external.
+    paths = {f.path for f in files}
+    for f in files:
+        _, sep, name = f.path.rpartition("/blobs/sha256/")
+        if sep and name != f.sha256:
+            raise IntegrityError(
+                f"{f.path} is a content-addressed blob whose content hashes to "
+                f"{f.sha256[:16]}…, not to its name",
+                hint="a blob named for other content would poison the shared blob store; refuse this bundle",
+            )
+    fields = common_fields(data)
+    for image in fields["images"]:
+        for digest in (image.manifest_digest, image.config_digest, *(d for d, _ in image.layers)):
+            if f"{image.layout}/blobs/sha256/{digest.split(':', 1)[1]}" not in paths:
+                raise IntegrityError(
+                    f"image {image.name} names blob {digest[:23]}… that is not in the bundle"
+                )
+    return Manifest(files=files, algorithm=algorithm, format=FORMAT_V2, blobs=blobs, **fields)
+
+
+def files_by_blob(manifest: Manifest) -> dict[str, list[FileEntry]]:
+    """The logical files each content hash stands for (several when a content is shared)."""
+    out: dict[str, list[FileEntry]] = {}
+    for f in manifest.files:
+        out.setdefault(f.sha256, []).append(f)
+    return out
