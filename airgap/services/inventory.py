@@ -36,10 +36,8 @@ CHUNK = 1 << 20
 
 
 def blob_store(state: State) -> Path:
-    """The shared content store install materialises from (the one ``Site.blobs`` names)."""
-    from airgap.services.install import Installer
-
-    return Installer(state).blobs
+    """The shared content store install materialises from and verify checks external blobs in."""
+    return state.blob_store
 
 
 def _store_files(store: Path) -> Iterator[tuple[str, Path, int]]:

@@ -102,9 +102,11 @@ def pack_staging(
     observer: Observer | None = None,
     unsafe_sign_failed_policy: bool = False,
     bundle_format: str = "v2",
+    external: frozenset[str] = frozenset(),
 ) -> PackResult:
     """Signs and packs a finished staging directory into the bundle that crosses the gap, if its
-    policy evaluation passed (see ``compliance_verdict``)."""
+    policy evaluation passed (see ``compliance_verdict``). ``external``: content hashes the far
+    side holds, listed in the signed manifest but left out of the archive (a delta bundle)."""
     record = _staged_record(staging)
     policy = compliance_verdict(staging, unsafe_sign_failed_policy)
     image = record.get("image", {})
@@ -138,6 +140,7 @@ def pack_staging(
         metadata=metadata,
         observer=observer,
         bundle_format=bundle_format,
+        external=external,
     )
 
 
@@ -150,6 +153,7 @@ def seal(
     observer: Observer | None = None,
     unsafe_sign_failed_policy: bool = False,
     bundle_format: str = "v2",
+    external: frozenset[str] = frozenset(),
 ) -> PackResult | None:
     """The last step of ``airgap bundle``, and its compliance gate.
 
@@ -176,4 +180,5 @@ def seal(
         observer=observer,
         unsafe_sign_failed_policy=unsafe_sign_failed_policy,
         bundle_format=bundle_format,
+        external=external,
     )
