@@ -102,21 +102,13 @@ if grep -Evq "$SAFE" "$WORK/names" || grep -Eq '(^|/)\.\.?(/|$)' "$WORK/names"; 
 fi
 # The four control files come first, in this order, and exactly once each: step 5 sets their
 # lines aside by name, so a second copy further on would go unchecked.
-# Format v2 (content-addressed) has a fifth, bundle/paths.sha256: the signed map from each file's
-# path to the blob (bundle/blobs/sha256/HASH) that holds its content.
 printf '%s\n' bundle/manifest.json bundle/manifest.json.sig bundle/SHA256SUMS bundle/SHA256SUMS.sig >"$WORK/control"
 [ "$(head -n1 "$WORK/names")" = bundle/manifest.json ] ||
     die 4 "$BUNDLE is not an airgap bundle: it does not start with bundle/manifest.json"
-V2=''
-if [ "$(sed -n 5p "$WORK/names")" = bundle/paths.sha256 ]; then
-    V2=yes
-    echo bundle/paths.sha256 >>"$WORK/control"
-fi
-N=$(wc -l <"$WORK/control")
-head -n "$N" "$WORK/names" | cmp -s - "$WORK/control" ||
-    die 3 "the bundle's control files are out of order: $(head -n "$N" "$WORK/names" | tr '\n' ' ')"
-if sed "1,${N}d" "$WORK/names" | grep -qxF -f "$WORK/control"; then
-    die 3 "a control file appears twice in the bundle: $(sed "1,${N}d" "$WORK/names" | grep -xF -f "$WORK/control" | head -n1)"
+head -n4 "$WORK/names" | cmp -s - "$WORK/control" ||
+    die 3 "the bundle's control files are out of order: $(head -n4 "$WORK/names" | tr '\n' ' ')"
+if sed 1,4d "$WORK/names" | grep -qxF -f "$WORK/control"; then
+    die 3 "a control file appears twice in the bundle: $(sed 1,4d "$WORK/names" | grep -xF -f "$WORK/control" | head -n1)"
 fi
 END=$(sed -n '$s/^block \([0-9]*\): \*\* Block of NULs \*\*$/\1/p' "$WORK/list")
 [ -n "$END" ] || die 3 "the bundle is truncated: it has no end-of-archive marker"
@@ -136,14 +128,24 @@ fi
 
 # 4. The control files; the manifest and SHA256SUMS are signed by KEY.
 untar -x -C "$WORK" --no-same-owner --no-same-permissions -T "$WORK/control" 2>/dev/null || : # checked below
-[ -n "$V2" ] || untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/install.sh 2>/dev/null || :
-REQUIRED="manifest.json manifest.json.sig SHA256SUMS SHA256SUMS.sig"
-if [ -n "$V2" ]; then REQUIRED="$REQUIRED paths.sha256"; else REQUIRED="$REQUIRED install.sh"; fi
-for f in $REQUIRED; do
+for f in manifest.json manifest.json.sig SHA256SUMS SHA256SUMS.sig; do
     [ -f "$B/$f" ] || die 4 "$BUNDLE is not an airgap bundle: it has no bundle/$f"
 done
 check_sig "$B/manifest.json"
 check_sig "$B/SHA256SUMS"
+# Format v2 stores each content once, as bundle/blobs/sha256/HASH; the signed manifest's files[]
+# maps each path to its HASH. Canonical JSON has one spelling, so sed reads that map as
+# "HASH  PATH" lines (files[] is the list just before "format").
+V2=''
+if grep -q '"format":"airgap\.bundle/v2"' "$B/manifest.json"; then
+    V2=yes
+    sed -n 's/.*"files":\[\(.*\)\],"format":"airgap\.bundle\/v2".*/\1/p' "$B/manifest.json" |
+        grep -o '"path":"[^"]*","sha256":"[0-9a-f]\{64\}"' |
+        sed 's/^"path":"\([^"]*\)","sha256":"\([0-9a-f]*\)"$/\2  \1/' >"$WORK/paths"
+else
+    untar -x -C "$WORK" --no-same-owner --no-same-permissions bundle/install.sh 2>/dev/null || :
+    [ -f "$B/install.sh" ] || die 4 "$BUNDLE is not an airgap bundle: it has no bundle/install.sh"
+fi
 
 # 5. Every member's SHA-256, in one streaming pass (nothing is written to disk), is exactly what
 #    the signed SHA256SUMS lists: nothing changed, missing, unlisted or twice. SHA256SUMS itself and
@@ -157,15 +159,15 @@ LC_ALL=C sort "$B/SHA256SUMS" >"$WORK/want"
 if ! cmp -s "$WORK/got" "$WORK/want"; then
     bad=$(LC_ALL=C comm -3 "$WORK/got" "$WORK/want" | sed 's/^[[:space:]]*//' | head -n1 | cut -c67-)
     case $bad in blobs/sha256/*)
-        users=$(grep -F "$(printf '%s' "$bad" | cut -c14-77)  " "$B/paths.sha256" | cut -c67- | head -n3 | tr '\n' ' ')
+        users=$(grep -F "$(printf '%s' "$bad" | cut -c14-77)  " "$WORK/paths" | cut -c67- | head -n3 | tr '\n' ' ')
         bad="$bad (the content of ${users% })" ;;
     esac
     die 3 "a file does not match the signed SHA256SUMS: $bad: FAILED (changed, missing, unlisted or twice)"
 fi
 if [ -n "$V2" ]; then
-    # v2: the signed SHA256SUMS vouches for paths.sha256, and paths.sha256 for each file's hash.
-    SIGNED_SCRIPT=$(sed -n 's/^\([0-9a-f]\{64\}\)  install\.sh$/\1/p' "$B/paths.sha256")
-    FILES=$B/paths.sha256
+    # v2: the signed manifest gives each file's hash, and every blob matched it above.
+    SIGNED_SCRIPT=$(sed -n 's/^\([0-9a-f]\{64\}\)  install\.sh$/\1/p' "$WORK/paths")
+    FILES=$WORK/paths
 else
     SIGNED_SCRIPT=$(sha256sum <"$B/install.sh" | cut -c1-64)
     FILES=$B/SHA256SUMS
@@ -186,7 +188,7 @@ if [ -n "$V2" ]; then
     untar -x -C "$WORK" --no-same-owner --no-same-permissions -T "$WORK/blobs" 2>"$WORK/out" ||
         die 3 "the bundle changed while it was read, or stores airgap compressed: $(head -n1 "$WORK/out")"
     if grep -Eq '(^|/)\.\.?(/|$)' "$WORK/ours"; then
-        die 3 "paths.sha256 names a path that could escape: $(grep -E '(^|/)\.\.?(/|$)' "$WORK/ours" | head -n1)"
+        die 3 "the manifest names a path that could escape: $(grep -E '(^|/)\.\.?(/|$)' "$WORK/ours" | head -n1)"
     fi
     while read -r hash path; do
         if ! { mkdir -p "$B/$(dirname "$path")" && ln -f "$B/blobs/sha256/$hash" "$B/$path"; }; then

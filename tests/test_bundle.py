@@ -392,7 +392,7 @@ def test_the_example_in_v2_stores_each_content_once_and_is_smaller_than_v1_by_th
     copies = Counter(sha for sha, _ in content.values())
     size_of = {sha: size for sha, size in content.values()}
     shared_wheels = {sha for rel, (sha, _) in content.items() if rel.endswith(".whl") and copies[sha] > 1}
-    assert len(shared_wheels) >= 4, "numpy, onnxruntime, protobuf, packaging at least"
+    assert shared_wheels, "the wheelhouses share wheels (which ones depends on the profiled host)"
     assert all(blobs.count(sha) == 1 for sha in shared_wheels)
     duplicate_bytes = sum((n - 1) * size_of[sha] for sha, n in copies.items())
     saved = v1.stat().st_size - v2.stat().st_size

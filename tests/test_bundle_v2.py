@@ -17,12 +17,13 @@ from typing import Any
 import pytest
 
 from airgap.adapters import keys
+from airgap.core import bundle_v2
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, canonical_json, render_sums
-from airgap.errors import IntegrityError, InvalidInputError, TamperError, UsageError
+from airgap.errors import AirgapError, IntegrityError, InvalidInputError, TamperError, UsageError
 from airgap.services.extraction import extract
 from airgap.services.pack import pack
 from airgap.services.verify import VerifyOptions, verify_bundle
-from tests.bundles import EPOCH, flip_byte_in, make_key, members, pass_policy, rewrite
+from tests.bundles import EPOCH, flip_byte_in, make_key, members, pass_policy
 from tests.conftest import assert_one_line_error, run_airgap
 
 WHEELHOUSES = ("wheels", "host/wheels", "airgap/wheels")
@@ -111,7 +112,6 @@ def test_each_distinct_content_is_one_blob_and_v2_is_smaller_than_v1_by_the_dupl
         "bundle/manifest.json.sig",
         "bundle/SHA256SUMS",
         "bundle/SHA256SUMS.sig",
-        "bundle/paths.sha256",
         *names,
     }
     st = env["staging"]
@@ -248,33 +248,17 @@ def test_a_flipped_byte_in_a_shared_blob_is_rejected(env: dict[str, Any]) -> Non
         _verify(env, bundle)
 
 
-def test_a_changed_paths_map_is_rejected(env: dict[str, Any]) -> None:
-    bundle = _pack(env, "out")
-
-    def edit(info: tarfile.TarInfo, data: bytes) -> list[tuple[tarfile.TarInfo, bytes]]:
-        if info.name == "bundle/paths.sha256":
-            data = data.replace(b"  build.json", b"  build.jsoN")
-        return [(info, data)]
-
-    rewrite(bundle, edit)
-    with pytest.raises(TamperError):
-        _verify(env, bundle)
-
-
 # ------------------------------------------------------------------ hostile manifests (signed)
 
 
 def _hostile(
     env: dict[str, Any],
     files: list[dict[str, Any]],
-    blobs: dict[str, bytes],
-    extra: list[dict[str, Any]] | None = None,
+    stored: dict[str, bytes],
+    listed: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """A v2 archive whose manifest, signed by the trusted key, says what the attack needs."""
-    blob_entries = [
-        {"path": f"blobs/sha256/{h}", "size": len(d), "sha256": hashlib.sha256(d).hexdigest()}
-        for h, d in sorted(blobs.items())
-    ] + (extra or [])
+    """A v2 archive whose manifest, signed by the trusted key, says what the attack needs:
+    ``files``, the compressed blobs ``listed``; the archive holds the blobs ``stored`` (by name)."""
     doc = {
         "format": "airgap.bundle/v2",
         "name": "demo",
@@ -287,30 +271,32 @@ def _hostile(
         "locks": {},
         "policy": {},
         "files": files,
-        "blobs": blob_entries,
+        "blobs": listed or [],
         "signer": {"key_id": env["key"].key_id, "algorithm": SIGNATURE_ALGORITHM},
     }
     manifest = canonical_json(doc)
     msig = env["key"].sign(manifest)
-    paths = "".join(f"{f['sha256']}  {f['path']}\n" for f in files).encode()
+    members_ = sorted((f"blobs/sha256/{n}", d) for n, d in stored.items())
+    try:  # SHA256SUMS as the manifest determines it, so that the attack meets the blob checks
+        listed_sums = [(b.path, b.sha256) for b in bundle_v2.parse_manifest(manifest).blobs]
+    except AirgapError:  # refused at the manifest already: any SHA256SUMS does
+        listed_sums = [(n, hashlib.sha256(d).hexdigest()) for n, d in members_]
     sums = render_sums(
-        [(b["path"], b["sha256"]) for b in blob_entries]
-        + [
-            ("paths.sha256", hashlib.sha256(paths).hexdigest()),
+        [
+            *listed_sums,
             ("manifest.json", hashlib.sha256(manifest).hexdigest()),
             ("manifest.json.sig", hashlib.sha256(msig).hexdigest()),
         ]
     )
     path = env["tmp"] / "hostile.airgap.tar"
+    control = [
+        ("manifest.json", manifest),
+        ("manifest.json.sig", msig),
+        ("SHA256SUMS", sums),
+        ("SHA256SUMS.sig", env["key"].sign(sums)),
+    ]
     with tarfile.open(path, "w", format=tarfile.PAX_FORMAT) as tw:
-        control = [
-            ("manifest.json", manifest),
-            ("manifest.json.sig", msig),
-            ("SHA256SUMS", sums),
-            ("SHA256SUMS.sig", env["key"].sign(sums)),
-            ("paths.sha256", paths),
-        ]
-        for name, data in [*control, *((f"blobs/sha256/{h}", d) for h, d in sorted(blobs.items()))]:
+        for name, data in [*control, *members_]:
             ti = tarfile.TarInfo(f"bundle/{name}")
             ti.size = len(data)
             ti.mtime = EPOCH
@@ -326,19 +312,40 @@ def _file(path: str, data: bytes, **kw: Any) -> dict[str, Any]:
     return {"path": path, "size": len(data), "sha256": hashlib.sha256(data).hexdigest(), **kw}
 
 
+def _zst(name: str, content: bytes) -> dict[str, Any]:
+    """A compressed-blob entry named ``name`` (a hex digest) for ``content``."""
+    return {
+        "path": f"blobs/sha256/{name}.zst",
+        "size": 9,
+        "sha256": "0" * 64,
+        "compression": "zstd",
+        "content": {"size": len(content), "sha256": hashlib.sha256(content).hexdigest()},
+    }
+
+
 @pytest.mark.parametrize(
-    ("files", "blobs", "error", "match"),
+    ("files", "stored", "listed", "error", "match"),
     [
         pytest.param(
             [_file("a.txt", A), _file("b.txt", B)],
             {HA: A},
-            IntegrityError,
-            "which is not listed",
-            id="path-to-an-unlisted-blob",
+            [],
+            TamperError,
+            f"blobs/sha256/{HB} is listed in the manifest but missing",
+            id="path-to-a-blob-not-in-the-archive",
+        ),
+        pytest.param(
+            [_file("a.txt", A)],
+            {HA: A, HB: B},
+            [],
+            TamperError,
+            f"blobs/sha256/{HB} is in the bundle but not in its signed manifest",
+            id="blob-no-file-maps-to",
         ),
         pytest.param(
             [_file("a.txt", A), _file("a.txt", A)],
             {HA: A},
+            [],
             IntegrityError,
             "twice",
             id="two-entries-for-one-path",
@@ -346,48 +353,88 @@ def _file(path: str, data: bytes, **kw: Any) -> dict[str, Any]:
         pytest.param(
             [_file("a.txt", A), _file("A.TXT", A)],
             {HA: A},
+            [],
             IntegrityError,
             "twice",
             id="two-entries-differing-by-case",
         ),
         pytest.param(
-            [_file(f"blobs/sha256/{HB}", A), _file("a.txt", A)],
+            [_file(f"blobs/sha256/{HA}", A)],
             {HA: A},
+            [],
             IntegrityError,
             "over a control file",
             id="path-under-blobs",
         ),
         pytest.param(
-            [_file("paths.sha256", A)],
+            [_file("SHA256SUMS", A)],
             {HA: A},
+            [],
             IntegrityError,
             "over a control file",
-            id="path-over-the-paths-map",
+            id="path-over-a-control-file",
         ),
-        pytest.param([_file("../a.txt", A)], {HA: A}, IntegrityError, "unsafe path", id="path-escaping"),
+        pytest.param([_file("../a.txt", A)], {HA: A}, [], IntegrityError, "unsafe path", id="path-escaping"),
         pytest.param(
-            [_file("a.txt", A)], {HB: A}, IntegrityError, "not to its name", id="blob-named-for-other-content"
+            [_file("a.txt", A)],
+            {},
+            [_zst(HB, A)],
+            IntegrityError,
+            "not to its name",
+            id="compressed-blob-named-for-other-content",
         ),
         pytest.param(
-            [_file("a.txt", A)], {HA: A, HB: B}, IntegrityError, "no file maps to it", id="blob-no-file-uses"
+            [_file("a.txt", A)],
+            {HA: A},
+            [_zst(HB, B)],
+            IntegrityError,
+            "no file maps to it",
+            id="compressed-blob-no-file-uses",
+        ),
+        pytest.param(
+            [_file("a.txt", A)],
+            {},
+            [_zst(HA, A), _zst(HA, A)],
+            IntegrityError,
+            "twice",
+            id="blob-listed-twice",
         ),
         pytest.param(
             [_file("a.txt", A, external=True)],
-            {HA: A},
+            {},
+            [_zst(HA, A)],
             IntegrityError,
             "marked external",
-            id="external-yet-present",
+            id="external-yet-listed",
+        ),
+        pytest.param(
+            [_file("a.txt", A, external=True), _file("b.txt", A)],
+            {HA: A},
+            [],
+            IntegrityError,
+            "external for one file and stored for another",
+            id="external-and-stored",
         ),
         pytest.param(
             [{**_file("a.txt", A), "size": 3}],
             {HA: A},
-            IntegrityError,
-            "its blob",
+            [],
+            TamperError,
+            "the manifest says 3",
             id="size-other-than-its-blob",
+        ),
+        pytest.param(
+            [_file("a.txt", A)],
+            {},
+            [{"path": f"blobs/sha256/{HA}", "size": len(A), "sha256": HA}],
+            InvalidInputError,
+            "not a compressed blob",
+            id="as-is-blob-listed",
         ),
         pytest.param(
             [_file("a.txt", A, external=False)],
             {HA: A},
+            [],
             InvalidInputError,
             "external",
             id="external-false-spelled-out",
@@ -397,26 +444,20 @@ def _file(path: str, data: bytes, **kw: Any) -> dict[str, Any]:
 def test_hostile_v2_manifest_is_refused(
     env: dict[str, Any],
     files: list[dict[str, Any]],
-    blobs: dict[str, bytes],
+    stored: dict[str, bytes],
+    listed: list[dict[str, Any]],
     error: type[Exception],
     match: str,
 ) -> None:
-    bundle = _hostile(env, files, blobs)
+    bundle = _hostile(env, files, stored, listed)
     with pytest.raises(error, match=match):
         _verify(env, bundle)
 
 
-def test_hostile_v2_manifest_with_a_blob_listed_twice_is_refused(env: dict[str, Any]) -> None:
-    twin = {
-        "path": f"blobs/sha256/{HA}.zst",
-        "size": 9,
-        "sha256": "0" * 64,
-        "compression": "zstd",
-        "content": {"size": len(A), "sha256": HA},
-    }
-    bundle = _hostile(env, [_file("a.txt", A)], {HA: A}, extra=[twin])
+def test_a_hostile_v2_manifest_is_one_line_and_exit_3_on_the_cli(env: dict[str, Any]) -> None:
+    bundle = _hostile(env, [_file("a.txt", A), _file("b.txt", B)], {HA: A})
     line = assert_one_line_error(run_airgap("verify", str(bundle), "--state-dir", str(env["state"])), 3)
-    assert "twice" in line
+    assert f"blobs/sha256/{HB}" in line
 
 
 def test_the_hostile_builder_with_honest_input_verifies(env: dict[str, Any]) -> None:
@@ -424,3 +465,60 @@ def test_the_hostile_builder_with_honest_input_verifies(env: dict[str, Any]) -> 
     bundle = _hostile(env, [_file("a.txt", A), _file("b/a.txt", A)], {HA: A})
     verified = _verify(env, bundle)
     assert [(f.path, f.sha256) for f in verified.manifest.files] == [("a.txt", HA), ("b/a.txt", HA)]
+
+
+# ------------------------------------------------------------------ every byte of a v2 archive is signed
+
+
+@pytest.fixture(scope="module")
+def small_v2(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """A small v2 bundle: a shared content under two paths, a .zst blob, an empty file."""
+    from tests.test_attack_archive import _Small
+
+    root = tmp_path_factory.mktemp("small-v2")
+    key, pub, kid = make_key(root, "publisher")
+    st = root / "staging"
+    for house in ("wheels", "host/wheels"):
+        (st / house).mkdir(parents=True)
+        (st / house / "a-1.0-py3-none-any.whl").write_bytes(_wheel("a", 300))
+    (st / "model").mkdir()
+    (st / "model" / "weights.bin").write_bytes(
+        bytes((i * 7919) % 251 for i in range(600)) + b"a" * (256 << 10)
+    )
+    (st / "empty.txt").write_bytes(b"")
+    (st / "build.json").write_text(json.dumps({"name": "demo"}))
+    bundle = pack(st, root / "out", key, EPOCH, name="demo", version="1.0.0").files[0]
+    trusted = (keys.TrustedKey(kid, pub, keys.load_public(pub.read_bytes(), str(pub))),)
+    names = set(members(bundle))
+    assert any(n.endswith(".zst") for n in names) and len([n for n in names if "/blobs/" in n]) == 4
+    verify_bundle(bundle, VerifyOptions(trusted=trusted))
+    return _Small(root=root, data=bundle.read_bytes(), trusted=trusted, bundle=bundle)
+
+
+def test_any_single_byte_change_of_a_v2_bundle_is_rejected(small_v2: dict[str, Any]) -> None:
+    """A deterministic sample of 600 offsets over the whole archive, each byte flipped."""
+    from tests.test_attack_archive import _must_reject
+
+    data = small_v2["data"]
+    step = max(1, len(data) // 600)
+    for at in range(0, len(data), step):
+        mutated = bytearray(data)
+        mutated[at] ^= 0x01 + at % 254
+        _must_reject(small_v2, bytes(mutated))
+
+
+def test_every_header_byte_of_a_zst_blob_changed_is_rejected(
+    small_v2: dict[str, Any],
+) -> None:
+    """A member v2 names by its content (the control files' headers are v1's, tested there)."""
+    from tests.test_attack_archive import _must_reject
+
+    data = small_v2["data"]
+    with tarfile.open(small_v2["bundle"]) as tf:
+        spans = [(m.offset, m.offset_data) for m in tf.getmembers() if m.name.endswith(".zst")]
+    assert len(spans) == 1
+    for start, end in spans:
+        for at in range(start, end):
+            mutated = bytearray(data)
+            mutated[at] ^= 0x01
+            _must_reject(small_v2, bytes(mutated))

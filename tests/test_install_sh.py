@@ -86,10 +86,10 @@ def run_far_side(
         mounts += ["-v", f"{f}:/media/{f.name}:ro"]
     source = extract_from or f"/media/{target}"
     cat = "cat /media/*.part-* |" if extract_from == "-" else ""
-    # As docs/bundle-format.md says: install.sh is a blob in v2, found through paths.sha256.
+    # As docs/bundle-format.md says: install.sh is a blob in v2, named in the signed manifest.
     script = f"""cd /home/op
-{cat} tar -xf {source} bundle/paths.sha256 || exit 99
-hash=$(sed -n 's/^\\([0-9a-f]\\{{64\\}}\\)  install\\.sh$/\\1/p' bundle/paths.sha256)
+{cat} tar -xf {source} bundle/manifest.json || exit 99
+hash=$(grep -o '"path":"install\\.sh","sha256":"[0-9a-f]*"' bundle/manifest.json | cut -d'"' -f8)
 {cat} tar -xOf {source} "bundle/blobs/sha256/$hash" >bundle/install.sh || exit 99
 sh bundle/install.sh --key /keys/publisher.pub /media/{target} "$@"
 rc=$?
@@ -169,13 +169,13 @@ def test_the_bundle_carries_airgap_and_its_dependencies_for_the_far_side_python(
     assert (staging / "install.sh").read_bytes() == INSTALL_SH.read_bytes()
     with tarfile.open(far_side["bundle"]) as tf:
         manifest = json.loads(tf.extractfile("bundle/manifest.json").read())  # type: ignore[union-attr]
-        paths = tf.extractfile("bundle/paths.sha256").read().decode()  # type: ignore[union-attr]
         names = set(tf.getnames())
+    files = {f["path"]: f["sha256"] for f in manifest["files"]}
     digest = hashlib.sha256(lock_text.encode()).hexdigest()
     assert manifest["locks"]["airgap"] == digest
-    assert f"{digest}  airgap/requirements.lock\n" in paths
+    assert files["airgap/requirements.lock"] == digest and f"bundle/blobs/sha256/{digest}" in names
     script = hashlib.sha256(INSTALL_SH.read_bytes()).hexdigest()
-    assert f"{script}  install.sh\n" in paths and f"bundle/blobs/sha256/{script}" in names
+    assert files["install.sh"] == script and f"bundle/blobs/sha256/{script}" in names
 
 
 def test_the_airgap_wheel_is_the_same_bytes_when_built_again(
@@ -253,12 +253,12 @@ def test_a_tampered_wheel_exits_3_before_any_venv_is_created(
     tar = tmp_path / far_side["bundle"].name
     shutil.copyfile(far_side["bundle"], tar)
     with tarfile.open(tar) as tf:
-        paths = tf.extractfile("bundle/paths.sha256").read().decode()  # type: ignore[union-attr]
-    wheel = next(ln for ln in paths.splitlines() if ln[66:].startswith("airgap/wheels/typer-"))
-    blob = f"blobs/sha256/{wheel[:64]}"
+        manifest = json.loads(tf.extractfile("bundle/manifest.json").read())  # type: ignore[union-attr]
+    wheel = next(f for f in manifest["files"] if f["path"].startswith("airgap/wheels/typer-"))
+    blob = f"blobs/sha256/{wheel['sha256']}"
     flip_byte_in(tar, f"bundle/{blob}", offset=100)
     line = refusal(run_far_side([tar], far_side["public_key"], tar.name, "--verify-only"), 3)
-    assert blob in line and wheel[66:] in line and "FAILED" in line
+    assert blob in line and wheel["path"] in line and "FAILED" in line
 
 
 def _append_member(bundle: Path, name: str, data: bytes) -> None:

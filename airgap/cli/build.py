@@ -50,6 +50,12 @@ FormatOption = Annotated[
 ]
 
 
+def _check_format(value: str) -> None:
+    """Refuses an unknown --format before any key is unlocked or anything is built."""
+    if value not in ("v1", "v2"):
+        raise UsageError(f"--format {value!r}: choose v2 (the default) or v1")
+
+
 @app.command(epilog=EPILOG)
 def bundle(
     project_dir: Annotated[
@@ -185,6 +191,7 @@ def bundle(
     from airgap.services import bundle as svc
     from airgap.services.wheelhouse import default_cache_dir
 
+    _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
     # What the far side holds is read (and a bad inventory refused) before the slow build starts.
     held = _held(have, since, since_key, state_dir)
@@ -351,6 +358,7 @@ def pack(
     from airgap.core.bundle_format import parse_size
     from airgap.services import bundle as svc
 
+    _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
     signer = _load_signing_key(key)
     with _progress() as progress, _unsafe_warnings():

@@ -382,7 +382,7 @@ class Manifest:
             "policy": dict(self.policy),
             **({"extra": dict(self.extra)} if self.extra else {}),
             **(
-                {"blobs": [b.to_json() for b in sorted(self.blobs, key=lambda b: b.path)]}
+                {"blobs": [b.to_json() for b in sorted(self.blobs, key=lambda b: b.path) if b.compression]}
                 if self.format == FORMAT_V2
                 else {}
             ),

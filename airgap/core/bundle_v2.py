@@ -2,23 +2,22 @@
 
 Every distinct content is stored once, as the member ``bundle/blobs/sha256/<hex>`` (``<hex>.zst``
 when stored compressed; ``hex`` is always the SHA-256 of the content, decompressed). The signed
-manifest lists the blobs (``blobs[]``, as stored) and every logical file (``files[]``: path,
-content size and SHA-256, and ``external`` when its blob is left out of the archive); a file's
-SHA-256 is the name of its blob. ``paths.sha256``, a control member, spells the logical files in
-``sha256sum`` format so a reviewer can rebuild and check the tree by hand. Nothing here touches
-the disk.
+manifest lists every logical file (``files[]``: path, content size and SHA-256, and ``external``
+when its blob is left out of the archive) and the blobs stored compressed (``blobs[]``); a
+file's SHA-256 is the name of its blob, which is stored as it is unless ``blobs[]`` lists it.
+Nothing is in the archive twice: the control files are v1's, and the map from paths to blobs is
+the signed manifest itself (a reviewer reads it with grep and sed). Nothing here touches the disk.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from airgap.core.bundle_format import (
     _TOP_LEVEL,
     FORMAT_V2,
-    ROOT,
     FileEntry,
     Manifest,
     _bad,
@@ -34,13 +33,11 @@ from airgap.core.bundle_format import (
 )
 from airgap.errors import IntegrityError, InvalidInputError
 
-PATHS = f"{ROOT}/paths.sha256"
-PATHS_NAME = "paths.sha256"
 BLOB_DIR = "blobs/sha256"
 TOP_LEVEL_V2 = _TOP_LEVEL | {"blobs"}
 # A logical file may not be named like a control file or live under blobs/: once the tree is
 # materialised beside the blobs, the two would be one path.
-RESERVED = ("manifest.json", "SHA256SUMS", PATHS_NAME, "blobs")
+RESERVED = ("manifest.json", "SHA256SUMS", "blobs")
 _BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})(\.zst)?$")
 
 
@@ -52,12 +49,6 @@ def blob_path(hexd: str, compressed: bool) -> str:
 def blob_hex(entry: FileEntry) -> str:
     """The content hash a blob entry is named by (the part of its path after ``blobs/sha256/``)."""
     return entry.content_path.rsplit("/", 1)[1]
-
-
-def render_paths(files: Iterable[FileEntry]) -> bytes:
-    """``paths.sha256``: ``<content sha256>  <logical path>`` per file, sorted by path, external
-    files included (their blob comes from the far side's store)."""
-    return "".join(f"{f.sha256}  {f.path}\n" for f in sorted(files, key=lambda f: f.path)).encode()
 
 
 def _file_entry(data: object, where: str) -> FileEntry:
@@ -79,8 +70,10 @@ def _text_path(obj: Mapping[str, Any], where: str) -> str:
 def _blob_entry(data: object, where: str) -> FileEntry:
     entry = FileEntry.from_json(data, where)
     m = _BLOB_PATH.fullmatch(entry.path)
-    if m is None or bool(m.group(2)) != bool(entry.compression):
-        raise _bad(f"{where}.path", f"is not a blob path (blobs/sha256/<64 hex>[.zst]): {entry.path!r:.100}")
+    if m is None or not m.group(2) or not entry.compression:
+        raise _bad(
+            f"{where}.path", f"is not a compressed blob (blobs/sha256/<64 hex>.zst): {entry.path!r:.100}"
+        )
     digest = entry.content_sha256 if entry.compression else entry.sha256
     if m.group(1) != digest:
         raise IntegrityError(
@@ -93,19 +86,22 @@ def _blob_entry(data: object, where: str) -> FileEntry:
 
 def parse_manifest(raw: bytes) -> Manifest:
     """A v2 manifest from its bytes (after its signature verified), every field and every mapping
-    checked: each blob named by its content and listed once; each file listed once, outside
-    ``blobs/`` and the control names, of the size of the blob it maps to; each blob used by a
-    file; a file marked external exactly when its blob is not in the bundle."""
+    checked: each compressed blob named by its content, listed once and used by a file; each
+    file listed once, outside ``blobs/`` and the control names, of the size of the blob it maps
+    to; a file marked external exactly when its content is not in the bundle. ``Manifest.blobs``
+    is every stored member: the compressed ones listed, and one as-is blob per other content."""
     data = load_manifest(raw, FORMAT_V2, TOP_LEVEL_V2)
     algorithm = signer_algorithm(data)
     files = tuple(_file_entry(f, f"files[{i}]") for i, f in enumerate(_list(data.get("files"), "files")))
     check_distinct(files, RESERVED)
-    blobs = tuple(_blob_entry(b, f"blobs[{i}]") for i, b in enumerate(_list(data.get("blobs"), "blobs")))
+    listed = tuple(_blob_entry(b, f"blobs[{i}]") for i, b in enumerate(_list(data.get("blobs"), "blobs")))
     by_hex: dict[str, FileEntry] = {}
-    for blob in blobs:
+    for blob in listed:
         if by_hex.setdefault(blob_hex(blob), blob) is not blob:
             raise IntegrityError(f"manifest lists blob {blob_hex(blob)[:16]}… twice")
-    used: set[str] = set()
+    # Every content a file needs is a blob of the bundle unless the file is external: stored as it
+    # is (blobs/sha256/<sha256>, of the file's size) unless blobs[] lists it compressed.
+    stored: dict[str, FileEntry] = {}
     for f in files:
         found = by_hex.get(f.sha256)
         if f.external:
@@ -114,18 +110,20 @@ def parse_manifest(raw: bytes) -> Manifest:
                     f"{f.path} is marked external, yet its blob {found.path} is in the bundle"
                 )
             continue
-        if found is None:
-            raise IntegrityError(
-                f"{f.path} maps to blob {f.sha256[:16]}…, which is not listed in the manifest",
-                hint="the bundle does not carry this file's content; refuse it and ask for a new one",
-            )
-        size = found.content_size if found.compression else found.size
-        if size != f.size:
-            raise IntegrityError(f"{f.path} is {f.size} bytes but its blob {found.path} holds {size}")
-        used.add(f.sha256)
-    unused = sorted(set(by_hex) - used)
+        blob = found or FileEntry(blob_path(f.sha256, False), f.size, f.sha256)
+        size = blob.content_size if blob.compression else blob.size
+        if size != f.size or stored.setdefault(f.sha256, blob).size != blob.size:
+            raise IntegrityError(f"{f.path} is {f.size} bytes but its blob {blob.path} holds {size}")
+    unused = sorted(set(by_hex) - set(stored))
     if unused:
         raise IntegrityError(f"blob {by_hex[unused[0]].path} is in the manifest but no file maps to it")
+    externals = {f.sha256 for f in files if f.external}
+    both = sorted(externals & set(stored))
+    if both:
+        raise IntegrityError(
+            f"the content {both[0][:16]}… is marked external for one file and stored for another"
+        )
+    blobs = tuple(sorted(stored.values(), key=lambda b: b.path))
     # A content-addressed logical file (an OCI blob) is named by its content, and every digest an
     # image names is a file of its layout: present, or external.
     paths = {f.path for f in files}

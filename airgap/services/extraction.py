@@ -88,7 +88,6 @@ def _extract_v2(
     chosen = [f for f in manifest.files if want(f.path)]
     needed = {f.sha256 for f in chosen}
     stored = {b.path: b for b in manifest.blobs}
-    skip = {*CONTROL, bundle_v2.PATHS}
     try:
         blobs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -101,7 +100,7 @@ def _extract_v2(
             if member is None:
                 break
             entry = stored.get(member.name)
-            if entry is None and f"{ROOT}/{member.name}" in skip:
+            if entry is None and f"{ROOT}/{member.name}" in CONTROL:
                 continue
             if entry is None:
                 raise TamperError(

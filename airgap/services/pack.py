@@ -222,16 +222,13 @@ def pack(
                 hint="bundle fewer files",
             )
         # Never sign what the far side would refuse to parse.
-        extra_control: list[tuple[str, bytes]] = []
         if bundle_format == "v2":
             bundle_v2.parse_manifest(manifest_bytes)
-            extra_control.append((bundle_v2.PATHS_NAME, bundle_v2.render_paths(logical)))
         else:
             Manifest.from_json(manifest_bytes)
         manifest_sig = signer.sign(manifest_bytes)
         sums = render_sums(
             [(e.path, e.sha256) for e in stored]
-            + [(n, hashlib.sha256(d).hexdigest()) for n, d in extra_control]
             + [
                 ("manifest.json", hashlib.sha256(manifest_bytes).hexdigest()),
                 ("manifest.json.sig", hashlib.sha256(manifest_sig).hexdigest()),
@@ -245,8 +242,6 @@ def pack(
             control = dict(zip(CONTROL, (manifest_bytes, manifest_sig, sums, sums_sig)))
             for member, data in control.items():
                 writer.add_bytes(member.split("/", 1)[1], data)
-            for member_name, data in extra_control:
-                writer.add_bytes(member_name, data)
             obs.begin("pack", manifest.total_size, BYTES)
             for entry in sorted(stored, key=lambda e: e.path):
                 src, size = sources[entry.path]

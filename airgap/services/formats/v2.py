@@ -2,8 +2,8 @@
 
 The container, control files and signature frame are v1's, and so is every check of a stored
 member (formats/v1.py); what differs is what the members are: one blob per distinct content,
-named by its SHA-256, and a signed map (``files[]``, and ``paths.sha256`` spelling it for
-``sha256sum``) from every logical path to its blob. A blob the bundle leaves out (``external``)
+named by its SHA-256, and the signed manifest's ``files[]``: the map from every logical path to
+its blob. A blob the bundle leaves out (``external``)
 must be in the far side's blob store with exactly that content: it is re-hashed there, never
 trusted by its name. Memory stays bounded by one chunk plus the small contents handed back.
 """
@@ -26,12 +26,11 @@ from airgap.core.bundle_format import (
     check_build_record,
 )
 from airgap.errors import InvalidInputError, TamperError
-from airgap.services.formats import BundleFormat, FormatResult, Keep, SignedFront, next_named
+from airgap.services.formats import BundleFormat, FormatResult, Keep, SignedFront
 from airgap.services.formats.v1 import (
     check_front_headers,
     check_signed,
     check_sums,
-    exact_header,
     verify_members,
 )
 from airgap.services.observer import Observer
@@ -57,20 +56,8 @@ class V2Format(BundleFormat):
         manifest = self.parse_manifest(front.manifest_bytes)
         check_signed(manifest, front)
         mtime = check_front_headers(manifest, front)
-        # 4. SHA256SUMS is signed by the same key and lists exactly the blobs and paths.sha256;
-        #    paths.sha256 is exactly the map the manifest signs.
-        paths = bundle_v2.render_paths(manifest.files)
-        check_sums(
-            reader,
-            front,
-            [(b.path, b.sha256) for b in manifest.blobs]
-            + [(bundle_v2.PATHS_NAME, hashlib.sha256(paths).hexdigest())],
-            mtime,
-        )
-        paths_member = next_named(reader, bundle_v2.PATHS)
-        exact_header(paths_member, len(paths), mtime)
-        if reader.read(paths_member, len(paths)) != paths:
-            raise TamperError("paths.sha256 and the manifest disagree about the bundle's files")
+        # 4. SHA256SUMS is signed by the same key and lists exactly the blobs.
+        check_sums(reader, front, [(b.path, b.sha256) for b in manifest.blobs], mtime)
         # 5-6. Every blob, as v1 checks every member; its content is handed back under each
         #      logical path that wants it.
         users = bundle_v2.files_by_blob(manifest)
