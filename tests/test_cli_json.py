@@ -63,6 +63,7 @@ def failing_runs(tmp: Path) -> dict[str, tuple[list[str], int]]:
         "status": (["status", "--state-dir", str(broken_state)], 5),
         "rollback": (["rollback", "nothing", "--to", "docker", "--state-dir", state], 2),
         "uninstall": (["uninstall", "nothing", "--to", "docker", "--state-dir", state], 4),
+        "inventory": (["inventory", "--out", str(tmp / "not-a-dir" / "inv.json"), "--state-dir", state], 5),
     }
 
 

@@ -45,6 +45,7 @@ COMMANDS = {
     "inspect",
     "join",
     "split",
+    "inventory",
     "install",
     "smoke",
     "accept",

@@ -162,11 +162,17 @@ def docker_archive_to_oci(
     ref_name: str,
     epoch: int,
     on_bytes: Callable[[int], None] | None = None,
+    *,
+    layer_epoch: int | None = None,
 ) -> OciImage:
     """Converts a ``docker save`` archive of one image into (or into an existing) OCI layout.
 
-    ``on_bytes`` hears the size of each layer of the archive as it is converted.
+    ``on_bytes`` hears the size of each layer of the archive as it is converted. Layer timestamps
+    are clamped to ``layer_epoch`` (default ``epoch``): a value that stays the same from one
+    version to the next keeps the layers that did not change byte-identical, so a delta bundle
+    leaves them out; the config's creation time is ``epoch`` either way.
     """
+    clamp_to = epoch if layer_epoch is None else layer_epoch
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
     try:
@@ -188,7 +194,7 @@ def docker_archive_to_oci(
                     raise InvalidInputError(f"{archive}: layer {layer_name} is missing")
                 fh = tf.extractfile(member)
                 assert fh is not None
-                diff_id, digest, size = _rewrite_layer(fh, blobs, epoch)
+                diff_id, digest, size = _rewrite_layer(fh, blobs, clamp_to)
                 diff_ids.append(diff_id)
                 layers.append((digest, size))
                 if on_bytes is not None:

@@ -16,6 +16,7 @@ from airgap.cli.common import (
     _progress,
     _state,
     _Table,
+    _trusted,
     _unsafe_warnings,
     app,
     err_console,
@@ -27,6 +28,7 @@ from airgap.errors import AnswerIsNo, UsageError
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
+    from airgap.core.inventory import DeltaPlan
     from airgap.core.policy import RuleResult
     from airgap.services.check import CheckOutcome
 
@@ -139,6 +141,29 @@ def bundle(
             "(default: removed, so that re-bundling does not fill the disk).",
         ),
     ] = False,
+    have: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--have",
+            metavar="INVENTORY",
+            help="A delta: leave out every blob the far side's `airgap inventory` says it holds "
+            "(still listed and signed; the far side checks each one). Default: a full bundle.",
+        ),
+    ] = None,
+    since: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--since",
+            metavar="PREVIOUS_BUNDLE",
+            help="A delta: leave out every blob a previous bundle listed (the far side installed it); "
+            "its signature is checked with --since-key or the trust store.",
+        ),
+    ] = None,
+    since_key: Annotated[
+        Optional[Path],
+        typer.Option("--since-key", help="Trust exactly this public key for the --since bundle."),
+    ] = None,
+    state_dir: StateDirOption = None,
 ) -> None:
     """Build everything the far side needs, on a connected workstation with a Docker Engine.
 
@@ -159,6 +184,8 @@ def bundle(
       airgap bundle examples/tabular --profile site-a.json --host-wheelhouse
 
       airgap bundle examples/tabular/airgap.yaml --key publisher.key --part-size 4G --expires 90d
+
+      airgap bundle examples/tabular --key publisher.key --have site-a.inventory.json
     """
     count = parity_count(parity, part_size)
     from airgap.adapters.docker_engine import DockerEngine
@@ -169,6 +196,12 @@ def bundle(
 
     _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
+    # What the far side holds is read (and a bad inventory refused) before the slow build starts.
+    held = _held(have, since, since_key, state_dir)
+    if held and key is None:
+        raise UsageError("--have and --since shape the signed bundle: pass --key too")
+    if held and bundle_format != "v2":
+        raise UsageError("only a v2 bundle can leave out what the far side holds: drop --format v1")
     signer = _load_signing_key(key) if key else None
     options = svc.BundleOptions(
         project_dir=project_dir,
@@ -195,6 +228,7 @@ def bundle(
                 f"{result.staging} is complete but no bundle was written; sign it with `airgap pack` "
                 "or bundle again"
             )
+        delta = _delta_plan(result.staging, held, RichObserver(progress)) if held else None
         with _unsafe_warnings():
             packed = svc.seal(
                 result,
@@ -205,6 +239,7 @@ def bundle(
                 unsafe_sign_failed_policy=unsafe_sign_failed_policy,
                 parity=count,
                 bundle_format=bundle_format,
+                external=delta.external if delta else frozenset(),
             )
     rec = result.record
     if STATE.json:
@@ -214,6 +249,7 @@ def bundle(
                 "record": rec,
                 "bundle": [str(p) for p in packed.files] if packed else None,
                 "manifest_sha256": packed.manifest_sha256 if packed else None,
+                "delta": delta.to_json() if delta else None,
                 "open_below_gate": [
                     {"rule": r.rule.id, "severity": r.rule.severity, "findings": len(r.findings)}
                     for r in result.compliance.below_gate
@@ -254,6 +290,32 @@ def bundle(
             f"signed by key {packed.manifest.key_id[:16]}…, manifest sha256 {packed.manifest_sha256[:16]}…, "
             f"{packed.total_size / 1e6:.1f} MB in {len(packed.parts)} file(s)"
         )
+        if delta is not None:
+            out_console.print(
+                f"delta: left out {len(delta.external)} of {delta.blobs_total} blobs "
+                f"({delta.bytes_left_out / 1e6:.1f} of {delta.bytes_total / 1e6:.1f} MB) the far side holds",
+                markup=False,
+            )
+
+
+def _held(
+    have: Optional[Path], since: Optional[Path], since_key: Optional[Path], state_dir: Optional[Path]
+) -> "list[dict[str, int]]":
+    """What the far side holds, from its inventory and a previous bundle (checked first)."""
+    from airgap.services import delta as svc
+
+    held = []
+    if have is not None:
+        held.append(svc.load_inventory(have).held())
+    if since is not None:
+        held.append(svc.held_since(since, _trusted(_state(state_dir), since_key, None)))
+    return held
+
+
+def _delta_plan(staging: Path, held: "list[dict[str, int]]", observer: RichObserver) -> "DeltaPlan":
+    from airgap.services import delta as svc
+
+    return svc.plan(svc.content_hashes(svc.bundle_files(staging), observer), *held)
 
 
 @app.command(epilog=EPILOG)

@@ -51,6 +51,7 @@ from airgap.services.model_image import (
     record_contract,
     remove_unshipped,
     render_dockerfile,
+    stable_layer_epoch,
 )
 from airgap.services.observer import BYTES, NullObserver, Observer
 from airgap.services.probe import probe_image
@@ -390,7 +391,9 @@ def _build(
     store = WheelStore(cache / "store")
     with phase("base image"):
         base_ref = engine.resolve_digest(project.base_image)
-        check_architecture(engine.inspect_image(base_ref), profile, project, project_dir)
+        base_inspect = engine.inspect_image(base_ref)
+        check_architecture(base_inspect, profile, project, project_dir)
+        layer_epoch = stable_layer_epoch(epoch, base_inspect.get("Created"))
         base_profile = probe_image(engine, base_ref)
         base_py = base_profile.profile.primary_python()
 
@@ -474,7 +477,7 @@ def _build(
         else:
             dockerfile = render_dockerfile(project, project_dir, base_ref, model_name)
             previous = engine.tagged(tag)
-            image_id = build_image(engine, staging, dockerfile, tag, labels, obs, epoch)
+            image_id = build_image(engine, staging, dockerfile, tag, labels, obs, layer_epoch)
             image_ref = tag
             if not options.keep_images:
                 cleanup.extend(remove_unshipped(engine, staging, image_id, previous, tag))
@@ -506,6 +509,7 @@ def _build(
                 f"{project.name}:{project.version}",
                 epoch,
                 on_bytes=lambda n: obs.advance("convert layers", n),
+                layer_epoch=layer_epoch,
             )
         finally:
             obs.end("convert layers")

@@ -80,10 +80,10 @@ def extract(
 def _extract_v2(
     verified: VerifiedBundle, want: Callable[[str], bool], dest: Path, blobs: Path, created: list[Path] | None
 ) -> None:
-    """v2: each blob a chosen file needs goes into the shared store once (re-hashed on the way;
-    one already there, or external, is re-hashed there), then every chosen logical path is a
-    hard link to it (a copy only where a link cannot be made). An OCI layout's blobs stay in the
-    store, as in v1: the targets read the image from there."""
+    """v2: every blob the bundle carries goes into the shared store once (re-hashed on the way;
+    one already there, or an external one a chosen file needs, is re-hashed there), then every
+    chosen logical path is a hard link to it (a copy only where a link cannot be made). An OCI
+    layout's blobs stay in the store, as in v1: the targets read the image from there."""
     manifest = verified.manifest
     chosen = [f for f in manifest.files if want(f.path)]
     needed = {f.sha256 for f in chosen}
@@ -107,8 +107,8 @@ def _extract_v2(
                     f"{member.name} appeared in the bundle after it was verified: the media changed"
                 )
             hexd = bundle_v2.blob_hex(entry)
-            if hexd not in needed:
-                continue
+            # Every blob the bundle carries is kept, not only those this target needs: the store
+            # is what `airgap inventory` reports, so the next delta can leave all of them out.
             target = blobs / hexd
             if hexd != _file_sha256(target):
                 _write_member(reader, member, entry, target)

@@ -110,6 +110,29 @@ def server_module() -> Any:
     return module
 
 
+def stable_layer_epoch(epoch: int, base_created: object) -> int:
+    """The time the model image's layers are clamped to: the base image's creation time (``epoch``,
+    SOURCE_DATE_EPOCH, only when the base image records none).
+
+    Clamping to SOURCE_DATE_EPOCH made every layer's bytes change with it — and it changes with
+    every release — so a delta bundle had to carry the whole image again when only the model
+    changed. The base image is pinned by digest, so its creation time is an input like any other
+    (the same inputs still give the same bytes), it is the same for every version built on that
+    base, and the base's own files, made before it, keep their timestamps. Files the build makes
+    carry that time rather than their build time.
+    """
+    import datetime as dt
+
+    if not isinstance(base_created, str):
+        return epoch
+    try:
+        # Engines write RFC 3339 with nanoseconds ("2024-05-01T10:00:00.123456789Z").
+        when = dt.datetime.fromisoformat(base_created[:19]).replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        return epoch
+    return max(0, int(when.timestamp()))
+
+
 def build_image(
     engine: DockerEngine,
     staging: Path,
@@ -119,8 +142,9 @@ def build_image(
     obs: Observer,
     epoch: int,
 ) -> str:
-    """Builds the model image offline from the staged wheelhouse, with pinned mtimes so the same
-    inputs give the same layers; every image the engine commits is recorded for cleanup."""
+    """Builds the model image offline from the staged wheelhouse, with mtimes pinned to ``epoch``
+    (``stable_layer_epoch``) so the same inputs give the same layers; every image the engine
+    commits is recorded for cleanup."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="airgap-context-") as tmp:

@@ -63,7 +63,9 @@ class PackResult:
     parity_seconds: float = 0.0  # time spent encoding the parity parts
 
 
-def _content_files(staging: Path) -> list[tuple[str, Path]]:
+def content_files(staging: Path) -> list[tuple[str, Path]]:
+    """(bundle path, file) of what a bundle of ``staging`` holds, sorted: the packer and the
+    delta planner (which hashes them to find what the far side holds) read the same list."""
     out = []
     for path in sorted(staging.rglob("*")):
         if path.is_symlink():
@@ -178,7 +180,7 @@ def pack(
             hint="sign with a key from `airgap keys generate`",
         )
     base_name = f"{name}-{version}.airgap.tar"
-    files = _content_files(staging)
+    files = content_files(staging)
     total_in = sum(p.stat().st_size for _, p in files)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".airgap-pack-", dir=out_dir) as tmp:

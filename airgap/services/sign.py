@@ -103,9 +103,11 @@ def pack_staging(
     unsafe_sign_failed_policy: bool = False,
     parity: int = 0,
     bundle_format: str = "v2",
+    external: frozenset[str] = frozenset(),
 ) -> PackResult:
     """Signs and packs a finished staging directory into the bundle that crosses the gap, if its
-    policy evaluation passed (see ``compliance_verdict``)."""
+    policy evaluation passed (see ``compliance_verdict``). ``external``: content hashes the far
+    side holds, listed in the signed manifest but left out of the archive (a delta bundle)."""
     record = _staged_record(staging)
     policy = compliance_verdict(staging, unsafe_sign_failed_policy)
     image = record.get("image", {})
@@ -140,6 +142,7 @@ def pack_staging(
         observer=observer,
         parity=parity,
         bundle_format=bundle_format,
+        external=external,
     )
 
 
@@ -153,6 +156,7 @@ def seal(
     unsafe_sign_failed_policy: bool = False,
     parity: int = 0,
     bundle_format: str = "v2",
+    external: frozenset[str] = frozenset(),
 ) -> PackResult | None:
     """The last step of ``airgap bundle``, and its compliance gate.
 
@@ -180,4 +184,5 @@ def seal(
         unsafe_sign_failed_policy=unsafe_sign_failed_policy,
         parity=parity,
         bundle_format=bundle_format,
+        external=external,
     )
