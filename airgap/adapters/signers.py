@@ -42,6 +42,11 @@ class Signer(abc.ABC):
         """The signature as a bundle stores it: base64 of the DER signature with the low ``s``,
         and one newline — deterministic, so a rebuild is byte-identical."""
 
+    def public_pem(self) -> bytes | None:
+        """The public key (PEM SubjectPublicKeyInfo), when the signer can give it: exported beside
+        what it signed so a reader can compare its key id out of band. None if it cannot."""
+        return None
+
 
 class FileSigner(Signer):
     """An encrypted ECDSA P-384 key file from `airgap keys generate`."""
@@ -79,6 +84,10 @@ class FileSigner(Signer):
     def sign(self, data: bytes) -> bytes:
         """See ``Signer.sign``; RFC 6979 and low-s normalisation happen in ``keys.sign``."""
         return keys.sign(self._private, data)
+
+    def public_pem(self) -> bytes:
+        """The public half of the key file."""
+        return keys.public_pem(self._private.public_key())
 
 
 SignerFactory = Callable[[str, Passphrase], Signer]
