@@ -24,7 +24,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airgap import __version__
 from airgap.adapters import keys
@@ -32,12 +32,14 @@ from airgap.adapters.fs import atomic_write_bytes, read_bytes
 from airgap.adapters.signers import Signer
 from airgap.core import attestation as at
 from airgap.core.bundle_format import canonical_json, strict_json
-from airgap.core.smoke import Mismatch
 from airgap.errors import AirgapError, EnvironmentFailure, InvalidInputError, SignatureError
 from airgap.services.attest import sign_envelope, verify_envelope
-from airgap.services.opening import VerifiedBundle
-from airgap.services.receipts import Receipt
 from airgap.services.state import State
+
+if TYPE_CHECKING:  # types only: `verify` must not pay for numpy (core.smoke) to write its record
+    from airgap.core.smoke import Mismatch
+    from airgap.services.opening import VerifiedBundle
+    from airgap.services.receipts import Receipt
 
 EVIDENCE_FORMAT = "airgap.evidence/v1"
 MAX_EVIDENCE = 256 << 20
