@@ -5,9 +5,9 @@ printed as one line; anything else is a bug, printed as one line too (with the t
 under ``--verbose``) and exit code 70.
 
 One module per group of commands (``probe``, ``build``, ``trust``, ``verify``, ``install``,
-``evidence``), each
-registering on the shared ``app`` of ``common``; this module is the entry point, the one place
-where errors and signals become exit codes and, under ``--json``, the one JSON document on stdout.
+``evidence``), each registering on the shared ``app`` of ``common``; this module is the entry
+point, the one place where errors and signals become exit codes and, under ``--json``, the one
+JSON document on stdout.
 """
 
 import contextlib
