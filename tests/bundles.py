@@ -234,12 +234,17 @@ def signed_env(tmp_path: Path) -> dict[str, Any]:
 
 
 def verify(env: dict[str, Any], target: Path | None = None, *extra: str) -> Any:
-    """``airgap verify`` in a subprocess; asserts it wrote nothing but its audit record."""
+    """``airgap verify`` in a subprocess; asserts it wrote nothing but its audit record and, only
+    for a bundle it accepted, its attestation."""
     before = _tree(env["tmp"])
     proc = run_airgap("verify", str(target or env["bundle"]), "--state-dir", str(env["state"]), *extra)
     after = _tree(env["tmp"])
     changed = {p for p in after.keys() | before.keys() if after.get(p) != before.get(p)}
-    assert changed <= {str(env["state"] / "audit.log")}, f"verify wrote outside its audit log: {changed}"
+    attested = {p for p in changed if Path(p).parent == env["state"] / "attestations"}
+    assert not attested or proc.returncode == 0, f"a bundle verify refused was attested: {attested}"
+    assert changed - attested <= {str(env["state"] / "audit.log")}, (
+        f"verify wrote outside its audit log: {changed}"
+    )
     return proc
 
 

@@ -21,6 +21,7 @@ PYENV = Path("/root/.pyenv/versions")
 EPOCH = "1700000000"
 PASSPHRASE = "correct horse battery staple"
 FOREIGN = ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json"
+CLEAN_IMAGE = "127.0.0.1:5000/airgap/python-openssl:bookworm"
 
 
 def run_airgap(
@@ -193,3 +194,44 @@ def built(project: Path, cache: Path, signing_key: Path, docker_client) -> dict[
     bundle_file = Path(result["bundle"][0])
     result["bundle_sha256"] = hashlib.sha256(bundle_file.read_bytes()).hexdigest()
     return result
+
+
+@pytest.fixture(scope="session")
+def clean_image(docker_client) -> str:  # type: ignore[no-untyped-def]
+    try:
+        docker_client.images.get(CLEAN_IMAGE)
+    except Exception:
+        try:
+            docker_client.images.pull(CLEAN_IMAGE)
+        except Exception as exc:
+            pytest.fail(f"{CLEAN_IMAGE} unavailable ({exc}); run scripts/setup-env.sh first")
+    return CLEAN_IMAGE
+
+
+@pytest.fixture(scope="session")
+def clean_image_bundle(
+    tmp_path_factory: pytest.TempPathFactory, project: Path, cache: Path, signing_key: Path, clean_image: str
+) -> dict[str, Any]:
+    """A real signed bundle of the example whose target profile is the clean image's own: its
+    host wheelhouse is for Debian 12's Python 3.11, so it installs `--to venv` on this host too."""
+    work = tmp_path_factory.mktemp("far-side")
+    probe = run_airgap("probe", "--image", clean_image, "-o", str(work / "profile.json"))
+    assert probe.returncode == 0, probe.stderr
+    result = bundle(
+        project,
+        cache,
+        "--profile",
+        str(work / "profile.json"),
+        "--host-wheelhouse",
+        "--key",
+        str(signing_key.with_suffix(".key")),
+        "-o",
+        str(work / "out"),
+    )
+    return {
+        "bundle": Path(result["bundle"][0]),
+        "staging": Path(result["staging"]),
+        "record": result["record"],
+        "public_key": signing_key.with_suffix(".pub"),
+        "work": work,
+    }

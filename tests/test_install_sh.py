@@ -19,53 +19,19 @@ from packaging.utils import canonicalize_name
 from airgap.adapters import keys
 from airgap.core.wheelhouse import parse_lock
 from tests.bundles import flip_byte_in, make_key, members
-from tests.conftest import EPOCH, FOREIGN, PASSPHRASE, ROOT, bundle, run_airgap
+from tests.conftest import CLEAN_IMAGE, EPOCH, FOREIGN, PASSPHRASE, ROOT, run_airgap
 
 pytestmark = [pytest.mark.docker, pytest.mark.network]
 
-CLEAN_IMAGE = "127.0.0.1:5000/airgap/python-openssl:bookworm"
 INSTALL_SH = ROOT / "bundle_templates" / "install.sh"
 VENV = "/home/op/.local/share/airgap/runtime/venv"  # the default prefix of a normal user
 
 
 @pytest.fixture(scope="session")
-def clean_image(docker_client) -> str:  # type: ignore[no-untyped-def]
-    try:
-        docker_client.images.get(CLEAN_IMAGE)
-    except Exception:
-        try:
-            docker_client.images.pull(CLEAN_IMAGE)
-        except Exception as exc:
-            pytest.fail(f"{CLEAN_IMAGE} unavailable ({exc}); run scripts/setup-env.sh first")
-    return CLEAN_IMAGE
-
-
-@pytest.fixture(scope="session")
-def far_side(
-    tmp_path_factory: pytest.TempPathFactory, project: Path, cache: Path, signing_key: Path, clean_image: str
-) -> dict[str, Any]:
-    """A real signed bundle of the example whose target profile is the clean image's own."""
-    work = tmp_path_factory.mktemp("far-side")
-    probe = run_airgap("probe", "--image", clean_image, "-o", str(work / "profile.json"))
-    assert probe.returncode == 0, probe.stderr
-    result = bundle(
-        project,
-        cache,
-        "--profile",
-        str(work / "profile.json"),
-        "--host-wheelhouse",
-        "--key",
-        str(signing_key.with_suffix(".key")),
-        "-o",
-        str(work / "out"),
-    )
-    return {
-        "bundle": Path(result["bundle"][0]),
-        "staging": Path(result["staging"]),
-        "record": result["record"],
-        "public_key": signing_key.with_suffix(".pub"),
-        "work": work,
-    }
+def far_side(clean_image_bundle: dict[str, Any]) -> dict[str, Any]:
+    """A real signed bundle of the example whose target profile is the clean image's own
+    (``clean_image_bundle`` of conftest, shared with the other tests that need one)."""
+    return clean_image_bundle
 
 
 def key_id_of(pub: Path) -> str:

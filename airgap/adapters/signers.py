@@ -50,6 +50,11 @@ class Signer(abc.ABC):
             hint="split with a key file: --key file:/path/to/publisher.key",
         )
 
+    def public_pem(self) -> bytes | None:
+        """The public key (PEM SubjectPublicKeyInfo), when the signer can give it: exported beside
+        what it signed so a reader can compare its key id out of band. None if it cannot."""
+        return None
+
 
 class FileSigner(Signer):
     """An encrypted ECDSA P-384 key file from `airgap keys generate`."""
@@ -91,6 +96,10 @@ class FileSigner(Signer):
     def trusted_key(self) -> keys.TrustedKey:
         """See ``Signer.trusted_key``."""
         return keys.TrustedKey(self._key_id, self.path, self._private.public_key())
+
+    def public_pem(self) -> bytes:
+        """The public half of the key file."""
+        return keys.public_pem(self._private.public_key())
 
 
 SignerFactory = Callable[[str, Passphrase], Signer]

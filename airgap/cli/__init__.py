@@ -4,9 +4,10 @@ No logic a library user would need lives here. Every expected failure is an ``Ai
 printed as one line; anything else is a bug, printed as one line too (with the traceback only
 under ``--verbose``) and exit code 70.
 
-One module per group of commands (``probe``, ``build``, ``trust``, ``verify``, ``install``), each
-registering on the shared ``app`` of ``common``; this module is the entry point, the one place
-where errors and signals become exit codes and, under ``--json``, the one JSON document on stdout.
+One module per group of commands (``probe``, ``build``, ``trust``, ``verify``, ``install``,
+``evidence``), each registering on the shared ``app`` of ``common``; this module is the entry
+point, the one place where errors and signals become exit codes and, under ``--json``, the one
+JSON document on stdout.
 """
 
 import contextlib
@@ -31,7 +32,7 @@ from airgap.terminal import ignore_signals, signals_interrupt
 # The command modules register their commands on ``app`` when imported; this order is the order
 # of `airgap --help`.
 # isort: off
-from airgap.cli import probe, build, media, trust, verify, install, delta, accept  # noqa: F401
+from airgap.cli import probe, build, media, trust, verify, install, delta, accept, evidence  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

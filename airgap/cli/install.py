@@ -24,11 +24,13 @@ from airgap.cli.common import (
     err_console,
     out_console,
 )
+from airgap.cli.evidence import far_side_evidence, report_evidence
 from airgap.errors import AnswerIsNo
 from airgap.services.targets import names as install_targets
 from airgap.terminal import ConsoleObserver
 
 if TYPE_CHECKING:
+    from airgap.services.evidence import Evidence
     from airgap.services.install import Installer
 
 
@@ -43,10 +45,14 @@ TargetOption = Annotated[
 ]
 
 
-def _installer(state_dir: Optional[Path], progress: Optional[ConsoleObserver] = None) -> "Installer":
+def _installer(
+    state_dir: Optional[Path],
+    progress: Optional[ConsoleObserver] = None,
+    evidence: "Optional[Evidence]" = None,
+) -> "Installer":
     from airgap.services.install import Installer
 
-    return Installer(_state(state_dir), RichObserver(progress))
+    return Installer(_state(state_dir), RichObserver(progress), evidence)
 
 
 def _resolve_target(to: Optional[str]) -> str:
@@ -143,10 +149,14 @@ def install(
         trusted=_trusted(state, key, None),
         unsafe_install_failed_policy=unsafe_install_failed_policy,
     )
+    evidence = far_side_evidence(state)
     STATE.on_interrupt = "run the same `airgap install` again: it completes or undoes what was started"
-    with _progress() as progress, _unsafe_warnings():
-        result = _installer(state_dir, progress).install(bundle_path, options)
-        report = run_accept(state_dir, result.receipt.name, target, progress) if accept else None
+    try:
+        with _progress() as progress, _unsafe_warnings():
+            result = _installer(state_dir, progress, evidence).install(bundle_path, options)
+            report = run_accept(state_dir, result.receipt.name, target, progress) if accept else None
+    finally:
+        attested = report_evidence(evidence)
     r = result.receipt
     if STATE.json:
         _emit_json(
@@ -162,6 +172,7 @@ def install(
                 "curl": result.curl,
                 "serve": result.serve,
                 "repaired": list(result.repaired),
+                **attested,
             }
         )
         if report is not None:
@@ -205,9 +216,17 @@ def smoke(
 ) -> None:
     """Send the golden inputs to an installed model again and compare with the recorded outputs.
 
+    The outcome, with the number of golden cases passed and failed, is kept as an attestation in
+    the state directory (signed by AIRGAP_SITE_KEY if set; `airgap evidence export` carries it).
+
     Example: airgap smoke tabular-classifier --to docker
     """
+    from airgap.services.extraction import read_contract
+
+    evidence = far_side_evidence(_state(state_dir))
     current, mismatches = _installer(state_dir).smoke(name, to)
+    evidence.smoked(current, read_contract(Path(current.content)), mismatches)
+    attested = report_evidence(evidence)
     if STATE.json:
         _emit_json(
             {
@@ -215,6 +234,7 @@ def smoke(
                 "version": current.version,
                 "ok": not mismatches,
                 "mismatches": [m.line() for m in mismatches],
+                **attested,
             }
         )
     if mismatches:

@@ -52,16 +52,19 @@ def verify(
     not expired, not older than what is installed. For split bundles, the signed parts index is
     checked first and a damaged part is named; with parity parts (`--parity K`), up to K missing
     or damaged parts are rebuilt in a temporary directory (the media is not touched), checked
-    against the signed index, and named. The outcome is appended to the audit log.
+    against the signed index, and named. The outcome is appended to the audit log, and an
+    accepted bundle gets an attestation in the state directory (signed by AIRGAP_SITE_KEY if set).
     Exit 3 on any integrity or trust failure, 4 if it is not a bundle at all.
 
     Example: airgap verify tabular-classifier-1.0.0.airgap.tar.parts.sha256 --key publisher.pub
     """
     import warnings as _warnings
 
+    from airgap.cli.evidence import far_side_evidence, report_evidence
     from airgap.services.verify import VerifyOptions, verify_and_audit
 
     state = _state(state_dir)
+    evidence = far_side_evidence(state)
     options = VerifyOptions(
         trusted=_trusted(state, key, trust_dir),
         allow_downgrade=allow_downgrade,
@@ -73,6 +76,8 @@ def verify(
     with _progress() as progress, _warnings.catch_warnings():
         _warnings.simplefilter("ignore")
         result = verify_and_audit(bundle_path, state, options, RichObserver(progress))
+    evidence.verified(bundle_path, result)
+    attested = report_evidence(evidence)
     m = result.manifest
     if STATE.json:
         _emit_json(
@@ -88,6 +93,7 @@ def verify(
                 "bytes": m.total_size,
                 "warnings": list(result.warnings),
                 "repaired": [r.to_json() for r in result.handle.repaired],
+                **attested,
             }
         )
         return

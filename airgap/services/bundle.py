@@ -207,7 +207,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
     """
     obs = observer or NullObserver()
     phase = _Phases(obs)
-    project_dir, _ = locate_project(options.project_dir)
+    project_dir, project_file = locate_project(options.project_dir)
     project_dir = project_dir.resolve()
     epoch = source_date_epoch()
     settings = ResolverSettings(options.settings.index_url, options.settings.ca_bundle, epoch)
@@ -271,6 +271,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
             epoch,
             cleanup,
         )
+        record["project_file"] = {"name": project_file.name, "sha256": sha256_file(project_file)}
         durable, run = split_record(record)
         write_json(staging / "build.json", durable)
         with phase("sbom"):

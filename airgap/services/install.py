@@ -33,6 +33,7 @@ from airgap.core.bundle_format import Manifest, check_build_record
 from airgap.core.smoke import Mismatch, compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services import targets
+from airgap.services.evidence import Evidence
 from airgap.services.extraction import disk_error, extract, read_contract, read_record
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.receipts import Installed, Journal, Receipt
@@ -110,9 +111,12 @@ def check_policy_gate(manifest: Manifest, unsafe: bool) -> str | None:
 class Installer:
     """One far side: its state directory, and the runtimes it has."""
 
-    def __init__(self, state: State, observer: Observer | None = None) -> None:
+    def __init__(
+        self, state: State, observer: Observer | None = None, evidence: Evidence | None = None
+    ) -> None:
         self.state = state
         self.obs = observer or NullObserver()
+        self.evidence = evidence  # attests each smoke-tested install (services/evidence.py)
         self.installed = Installed(state)
         self.content_root = state.directory / "content"
         # Every container this state directory starts carries this label, so that status and
@@ -231,6 +235,8 @@ class Installer:
             restored = self._undo(journal)
             self._remove_extracted(content, content_preexisting, created)
             if isinstance(exc, _SmokeFailed):
+                if self.evidence is not None:
+                    self.evidence.installed(receipt, verified, contract, exc.mismatches)
                 raise AnswerIsNo(
                     f"smoke test failed, the new version removed and {restored}: {exc}",
                     hint="the model does not answer here as it did at bundle time: "
@@ -252,6 +258,8 @@ class Installer:
                 "manifest_sha256": verified.manifest_sha256,
             }
         )
+        if self.evidence is not None:
+            self.evidence.installed(receipt, verified, contract, ())
         return InstallResult(
             receipt,
             False,

@@ -16,6 +16,7 @@ from airgap.adapters.fs import read_bytes
 from airgap.adapters.signers import Signer
 from airgap.core.bundle_format import check_build_record
 from airgap.errors import AnswerIsNo, InvalidInputError
+from airgap.services.attest import write_provenance
 from airgap.services.observer import Observer
 from airgap.services.pack import PackResult, pack
 
@@ -110,6 +111,8 @@ def pack_staging(
     side holds, listed in the signed manifest but left out of the archive (a delta bundle)."""
     record = _staged_record(staging)
     policy = compliance_verdict(staging, unsafe_sign_failed_policy)
+    # The provenance is a content file like any other: the manifest's signature covers its hash.
+    write_provenance(staging, record, signer)
     image = record.get("image", {})
     images = []
     if image.get("digest"):

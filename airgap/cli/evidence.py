@@ -1,0 +1,171 @@
+"""``airgap evidence export`` and ``verify``: the far side's attestations, carried back.
+
+The far-side commands (``verify``, ``install``, ``smoke``) record what they checked through
+``far_side_evidence``; the site key that signs those records is named by ``AIRGAP_SITE_KEY``.
+"""
+
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.markup import escape
+
+from airgap.cli.common import (
+    EPILOG,
+    STATE,
+    StateDirOption,
+    _emit_json,
+    _state,
+    _Table,
+    app,
+    err_console,
+    out_console,
+)
+
+if TYPE_CHECKING:
+    from airgap.services.evidence import Evidence
+    from airgap.services.state import State as StateDir
+
+SITE_KEY_ENV = "AIRGAP_SITE_KEY"
+SITE_PASSPHRASE_ENV = "AIRGAP_SITE_KEY_PASSPHRASE"
+
+evidence_app = typer.Typer(
+    help="Far-side attestations: what verify, install and smoke checked here, and their results.",
+    no_args_is_help=True,
+    rich_markup_mode="markdown",
+)
+app.add_typer(evidence_app, name="evidence")
+
+
+def _site_passphrase() -> bytes:
+    value = os.environ.get(SITE_PASSPHRASE_ENV)
+    if value:
+        return value.encode()
+    if not sys.stdin.isatty():
+        from airgap.errors import UsageError
+
+        raise UsageError(
+            f"{SITE_KEY_ENV} is set but the site key has no passphrase: set {SITE_PASSPHRASE_ENV}",
+            hint=f"or unset {SITE_KEY_ENV} to store attestations unsigned",
+        )
+    return str(typer.prompt("site key passphrase", hide_input=True)).encode()
+
+
+def far_side_evidence(state: "StateDir") -> "Evidence":
+    """The attestation writer of a far-side command, with the site key ``AIRGAP_SITE_KEY`` names
+    (a key URI, as ``--key`` takes). Loaded before the command does anything: a site key that
+    cannot be used stops the command here, never halfway."""
+    from airgap.adapters.signers import signer_from_uri
+    from airgap.errors import AirgapError
+    from airgap.services.evidence import Evidence
+
+    uri = os.environ.get(SITE_KEY_ENV)
+    if not uri:
+        return Evidence(state, None)
+    try:
+        signer = signer_from_uri(uri, _site_passphrase)
+    except AirgapError as exc:
+        exc.message = f"the site key ({SITE_KEY_ENV}={uri}): {exc.message}"
+        raise
+    return Evidence(state, signer)
+
+
+def report_evidence(evidence: "Evidence") -> dict[str, Any]:
+    """Says on stderr which attestation could not be written (the command's outcome stands), and
+    returns the fields a ``--json`` document carries about them."""
+    for problem in evidence.problems:
+        err_console.print(f"[bold yellow]warning: {escape(problem)}[/]", soft_wrap=True)
+    return {
+        "attestations": [str(p) for p in evidence.written],
+        "attestation_problems": list(evidence.problems),
+    }
+
+
+@evidence_app.command("export", epilog=EPILOG)
+def evidence_export(
+    out: Annotated[Path, typer.Option("--out", "-o", help="The evidence file to write.")] = Path(
+        "airgap-evidence.json"
+    ),
+    state_dir: StateDirOption = None,
+) -> None:
+    """Write every far-side attestation of the state directory, and the site public keys that
+    signed them, into one file to carry back across the gap.
+
+    Every attestation is read back strictly first; a damaged one is named (exit 4) and nothing
+    is written. Check the file on the other side with `airgap evidence verify`.
+
+    Example: airgap evidence export --out site-a-evidence.json
+    """
+    from airgap.services.evidence import export
+
+    result = export(_state(state_dir), out)
+    if STATE.json:
+        _emit_json(
+            {
+                "out": str(result.path),
+                "attestations": result.count,
+                "unsigned": result.unsigned,
+                "site_key_ids": list(result.site_key_ids),
+            }
+        )
+        return
+    keys = ", ".join(k[:16] for k in result.site_key_ids) or "none"
+    out_console.print(
+        f"wrote {result.path}: {result.count} attestations ({result.unsigned} unsigned), site keys: {keys}",
+        markup=False,
+    )
+
+
+@evidence_app.command("verify", epilog=EPILOG)
+def evidence_verify(
+    evidence_file: Annotated[
+        Path,
+        typer.Argument(
+            metavar="FILE",
+            help="An evidence file from `airgap evidence export`, or one .intoto.json envelope.",
+        ),
+    ],
+    key: Annotated[
+        Path,
+        typer.Option("--key", help="The public key (PEM) that must have signed every attestation."),
+    ],
+    allow_unsigned: Annotated[
+        bool,
+        typer.Option("--allow-unsigned", help="List unsigned attestations instead of failing on them."),
+    ] = False,
+) -> None:
+    """Check that every attestation in FILE is well formed and signed by KEY (exit 3 if not).
+
+    Works on the far side's evidence (site key) and on a bundle's own
+    `bundle/attestations/provenance.intoto.json` (publisher key). Keys carried inside the file
+    are never trusted: confirm KEY's id out of band.
+
+    Example: airgap evidence verify site-a-evidence.json --key site.pub
+    """
+    from airgap.adapters.fs import read_bytes
+    from airgap.services.evidence import verify_evidence
+
+    checked = verify_evidence(
+        evidence_file, read_bytes(key, "public key"), str(key), allow_unsigned=allow_unsigned
+    )
+    rows = [
+        {
+            "file": c.file,
+            "action": c.action,
+            "result": c.result,
+            "subject": c.subject,
+            "signed_by": c.signed_by,
+        }
+        for c in checked
+    ]
+    if STATE.json:
+        _emit_json({"ok": True, "verified": sum(1 for c in checked if c.signed_by), "attestations": rows})
+        return
+    table = _Table(title=f"{len(checked)} attestations in {evidence_file}", title_justify="left")
+    for col in ("file", "action", "result", "subject", "signed by"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["file"], r["action"], r["result"], r["subject"], (r["signed_by"] or "UNSIGNED")[:16])
+    out_console.print(table)
