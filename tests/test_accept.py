@@ -175,6 +175,9 @@ def test_install_accept_proves_the_contract_and_writes_the_report(
     assert doc["figures"]["acceptance"]["metrics"] == {"accuracy": 1.0, "f1": 1.0}
     assert doc["figures"]["load"]["sent"] == 200 and doc["figures"]["load"]["errors"] == 0
     assert '"action": "accept --to ' + target + '"' in (far_side / "audit.log").read_text()
+    # each run left an attestation of what it measured, for `airgap evidence export` to carry back
+    assert len(list((far_side / "attestations").glob(f"*-accept-{NAME}-*"))) == 2
+    assert doc["attestations"] and Path(doc["attestations"][0]).is_file()
 
 
 def _flipped_bundle(built: dict[str, Any], signing_key: Path, out: Path) -> Path:

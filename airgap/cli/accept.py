@@ -90,14 +90,20 @@ def accept(
     and serve the contract it was given; its answers on the labelled acceptance set must meet the
     thresholds; under a bounded open-loop load at the promised rate (no external tool), its p95/p99
     latency and error rate must meet the SLO. Prints promised against measured, writes a JSON and
-    a Markdown report under STATE/acceptance/, and exits 1 when any promise is missed.
+    a Markdown report under STATE/acceptance/ and an attestation of the outcome (signed by
+    AIRGAP_SITE_KEY if set), and exits 1 when any promise is missed.
 
     Example: airgap accept tabular-classifier --to docker
     """
+    from airgap.cli.evidence import far_side_evidence, report_evidence
+
+    evidence = far_side_evidence(_state(state_dir))
     with _progress() as progress:
         report = run_accept(state_dir, name, to, progress)
+    evidence.accepted(report)
+    attested = report_evidence(evidence)
     if STATE.json:
-        _emit_json(report_document(report))
+        _emit_json({**report_document(report), **attested})
     else:
         render(report)
     if not report.ok and STATE.json:

@@ -155,6 +155,8 @@ def install(
         with _progress() as progress, _unsafe_warnings():
             result = _installer(state_dir, progress, evidence).install(bundle_path, options)
             report = run_accept(state_dir, result.receipt.name, target, progress) if accept else None
+            if report is not None:
+                evidence.accepted(report)
     finally:
         attested = report_evidence(evidence)
     r = result.receipt

@@ -45,6 +45,9 @@ EVIDENCE_FORMAT = "airgap.evidence/v1"
 MAX_EVIDENCE = 256 << 20
 SUFFIX = ".intoto.json"
 
+if TYPE_CHECKING:
+    from airgap.services.accept import AcceptReport
+
 
 def attestations_dir(state: State) -> Path:
     """``STATE/attestations``: one envelope per file, named so that sorting them is their order."""
@@ -154,6 +157,30 @@ class Evidence:
             [],
             failed,
             {"target": receipt.target, "golden": numbers},
+        )
+
+    def accepted(self, report: AcceptReport) -> None:
+        """`airgap accept` measured the deployment contract: every promise, kept or missed, with its
+        numbers, so the record carried back shows what was proven here and what was not."""
+        passed = [
+            f"{p.section}: {p.what}: promised {p.promised}, measured {p.measured}"
+            for p in report.promises
+            if p.ok
+        ]
+        failed = [
+            f"{p.section}: {p.what}: promised {p.promised}, measured {p.measured}"
+            for p in report.promises
+            if not p.ok
+        ]
+        self._write(
+            "accept",
+            report.name,
+            report.version,
+            report.manifest_sha256,
+            passed,
+            [],
+            failed,
+            {"target": report.target, "figures": report.figures, "report": str(report.report)},
         )
 
     # -- writing ---------------------------------------------------------------------------------
