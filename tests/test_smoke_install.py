@@ -305,6 +305,14 @@ def test_changed_model_output_fails_venv_install_with_exit_1_and_removes_the_vir
     line = assert_one_line_error(install(far_side, wrong_outputs, "--to", "venv"), 1)
     assert "1.0.0 restored" in line and "output 'output_probability'" in line
     assert sorted(p.name for p in venvs.iterdir()) == kept, "the failed version's virtualenv must be gone"
+    # The failed install is attested all the same, with its golden numbers (docs/attestations.md).
+    from airgap.core.attestation import parse_envelope
+
+    last = sorted((far_side / "attestations").glob("*-install-*.intoto.json"))[-1]
+    predicate = parse_envelope(last.read_bytes(), str(last), require_signature=False).statement()["predicate"]
+    golden = predicate["airgap"]["golden"]
+    assert predicate["result"] == "FAILED" and predicate["airgap"]["bundle_version"] == "1.1.0", predicate
+    assert golden["failed"] > 0 and golden["passed"] + golden["failed"] == golden["cases"], golden
     [row] = status(far_side)
     assert (row["version"], row["healthy"], row["interrupted"]) == ("1.0.0", True, False)
     assert run_airgap("smoke", NAME, "--to", "venv", "--state-dir", str(far_side)).returncode == 0
