@@ -63,6 +63,11 @@ def failing_runs(tmp: Path) -> dict[str, tuple[list[str], int]]:
         "status": (["status", "--state-dir", str(broken_state)], 5),
         "rollback": (["rollback", "nothing", "--to", "docker", "--state-dir", state], 2),
         "uninstall": (["uninstall", "nothing", "--to", "docker", "--state-dir", state], 4),
+        "evidence export": (
+            ["evidence", "export", "--out", str(tmp / "not-a-dir" / "e.json"), "--state-dir", state],
+            5,
+        ),
+        "evidence verify": (["evidence", "verify", missing + ".json", "--key", missing + ".pub"], 4),
         "inventory": (["inventory", "--out", str(tmp / "not-a-dir" / "inv.json"), "--state-dir", state], 5),
     }
 

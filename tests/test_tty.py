@@ -46,6 +46,8 @@ COMMANDS = {
     "join",
     "split",
     "inventory",
+    "evidence export",
+    "evidence verify",
     "install",
     "smoke",
     "accept",
@@ -246,6 +248,34 @@ def test_verify_in_a_terminal(packed: Path, publisher: Path, tmp_path: Path, col
     ok(screen, "verified", "demo 1.0.0")
     assert screen.coloured and screen.live_progress
     assert re.search(r"✓ verify done in", screen.text)
+
+
+def test_evidence_export_and_verify_in_a_terminal(packed: Path, publisher: Path, tmp_path: Path) -> None:
+    """An accepted verify leaves its attestation; export carries it, verify lists it as a table."""
+    state = str(tmp_path / "state")
+    ok(run_tty("verify", str(packed), "--key", str(publisher.with_suffix(".pub")), "--state-dir", state))
+    out = tmp_path / "evidence.json"
+    ok(run_tty("evidence", "export", "--out", str(out), "--state-dir", state), "wrote", "1 attestations")
+    screen = run_tty(
+        "evidence",
+        "verify",
+        str(out),
+        "--key",
+        str(publisher.with_suffix(".pub")),
+        "--allow-unsigned",
+        columns=80,
+    )
+    ok(screen, "1 attestations in", "verify", "UNSIGNED")
+    assert_fits(screen)
+    refused = run_tty("evidence", "verify", str(out), "--key", str(publisher.with_suffix(".pub")), columns=80)
+    assert refused.exit_code == 3 and "Traceback" not in refused.text, refused.text
+
+
+def test_inventory_in_a_terminal(tmp_path: Path) -> None:
+    out = tmp_path / "inventory.json"
+    screen = run_tty("inventory", "--out", str(out), "--state-dir", str(tmp_path / "state"), columns=80)
+    ok(screen, "inventory:", "blobs", "in the content store")
+    assert json.loads(out.read_text())["format"] == "airgap.inventory/v1"
 
 
 def test_verify_of_a_damaged_part_exits_3_with_one_line_in_a_terminal(
