@@ -65,7 +65,7 @@ def size_arg(text: str) -> int:
 
 def make_staging(root: Path, size: int, compressible: float) -> None:
     """About ``size`` bytes of bundle: blobs named by their SHA-256, text that zstd shrinks, a
-    build record and a passing policy evaluation (`pack` signs nothing without one)."""
+    build record, golden inputs and a passing policy evaluation (`pack` signs nothing without one)."""
     rng = random.Random(42)
     blobs = root / "image" / "oci" / "blobs" / "sha256"
     blobs.mkdir(parents=True)
@@ -77,6 +77,8 @@ def make_staging(root: Path, size: int, compressible: float) -> None:
     (root / "compliance" / "results.json").write_text(
         json.dumps({"failed": False, "fail_on": "high", "summary": {}, "blocking": []})
     )
+    # golden inputs: something the signed provenance can name as its subject (`pack` attests it)
+    (root / "model" / "golden.json").write_text(json.dumps({"cases": []}))
     words = ["tensor", "weight", "bias", "0.125", "-3.5e-2", "layer", "norm"]
     text = " ".join(rng.choice(words) for _ in range(200_000)).encode()
     text_left = int(size * compressible / 0.25)  # zstd -3 keeps about a quarter of this text

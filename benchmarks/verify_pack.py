@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
 import subprocess
 import sys
 import tempfile
@@ -38,39 +37,12 @@ def run_measured(argv: list[str], env: dict[str, str] | None = None) -> tuple[fl
 
 
 def make_staging(root: Path, size: int) -> None:
-    rng = random.Random(42)
-    blobs = root / "image" / "oci" / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    (root / "model").mkdir()
-    (root / "build.json").write_text(
-        json.dumps({"name": "bench", "version": "1.0.0", "source_date_epoch": 1700000000})
-    )
-    written = 0
-    i = 0
-    text_block = " ".join(
-        rng.choice(["tensor", "weight", "bias", "0.125", "-3.5e-2", "layer", "norm"]) for _ in range(200_000)
-    ).encode()
-    while written < size:
-        i += 1
-        n = min(size - written, rng.choice([64 << 20, 256 << 20, 512 << 20]))
-        if i % 10 < 7:
-            path = blobs / f"{i:064x}"
-            with open(path, "wb") as fh:
-                fh.write(b"\x1f\x8b")  # gzip magic: already compressed, stored as is
-                left = n - 2
-                while left > 0:
-                    chunk = os.urandom(min(left, 16 << 20))
-                    fh.write(chunk)
-                    left -= len(chunk)
-        else:
-            path = root / "model" / f"weights-{i}.bin"
-            with open(path, "wb") as fh:
-                left = n
-                while left > 0:
-                    chunk = text_block[: min(left, len(text_block))]
-                    fh.write(chunk)
-                    left -= len(chunk)
-        written += n
+    """The staging directory of benchmarks/transfer.py (blobs named by their content, a passing
+    policy evaluation, as `pack` requires): 70 % incompressible blobs, 30 % text-like model data."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from transfer import make_staging as transfer_staging
+
+    transfer_staging(root, size, compressible=0.1)  # 0.1 of the packed size is about 30 % of the raw
 
 
 def main() -> int:
