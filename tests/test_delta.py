@@ -32,7 +32,11 @@ MB = 1_000_000
 
 
 def _new_model(dest: Path) -> None:
-    """Other weights, same inputs and outputs: the only change of the new version."""
+    """Other weights, same inputs and outputs: the change of the new version. The example's
+    acceptance labels are what its model computes, so they are computed again for the new weights
+    (a real project's labels come from the field and would not change)."""
+    from onnx import numpy_helper
+
     spec = importlib.util.spec_from_file_location(
         "make_model", ROOT / "examples" / "tabular" / "make_model.py"
     )
@@ -41,6 +45,14 @@ def _new_model(dest: Path) -> None:
     spec.loader.exec_module(module)
     model = module.build_model(np.random.default_rng(module.SEED + 1))
     dest.write_bytes(model.SerializeToString(deterministic=True))
+    w = {t.name: numpy_helper.to_array(t).astype(np.float64) for t in model.graph.initializer}
+    csv = dest.parent / "acceptance.csv"
+    header, *lines = csv.read_text().splitlines()
+    rows = [line.split(",")[:-1] for line in lines]
+    x = np.array([[float(v) for v in row] for row in rows])
+    hidden = np.maximum(x @ w["hidden.weight"] + w["hidden.bias"], 0.0)
+    labels = np.argmax(hidden @ w["head.weight"] + w["head.bias"], axis=1)
+    csv.write_text("\n".join([header, *(",".join([*r, str(int(y))]) for r, y in zip(rows, labels))]) + "\n")
 
 
 def _manifest(bundle: Path) -> Manifest:
