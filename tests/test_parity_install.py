@@ -63,7 +63,7 @@ def _install(media: Path, state: Path, signing_key: Path) -> Any:
         "--to",
         "docker",
         "--port",
-        "18431",
+        "18433",
         "--state-dir",
         str(state),
         timeout=600,
