@@ -91,6 +91,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -669,7 +670,7 @@ class DataGuard:
         self.violations: dict[tuple[str, str], int] = {}
         baseline = {b.get("name"): b for b in doc.get("baseline", []) if isinstance(b, dict)}
         self._baseline: list[Any] = [baseline.get(n) for n in self.names]
-        self._window: list[list[int]] = [[] for _ in self.names]
+        self._window: list[deque[int]] = [deque() for _ in self.names]
         self._counts: list[list[int]] = [
             [0] * len(b["shares"]) if b is not None else [] for b in self._baseline
         ]
@@ -680,7 +681,9 @@ class DataGuard:
                 self._predictions.append(
                     (names.index(p["output"]), p["output"], list(p["values"]), list(p["shares"]))
                 )
-        self._seen: list[list[int]] = [[] for _ in self._predictions]  # sliding window of value indexes
+        self._seen: list[deque[int]] = [
+            deque(maxlen=DRIFT_WINDOW) for _ in self._predictions
+        ]  # value indexes
         self._totals: list[list[int]] = [[0] * (len(v) + 1) for _, _, v, _ in self._predictions]
 
     def observe_outputs(self, results: list[Any]) -> None:
@@ -698,8 +701,6 @@ class DataGuard:
                 for c in codes:
                     window.append(c)
                     totals[c] += 1
-                    if len(window) > DRIFT_WINDOW:
-                        window.pop(0)  # the window is for drift; the totals are counters
 
     def _prediction_lines(self) -> list[str]:
         lines = [
@@ -819,7 +820,7 @@ class DataGuard:
                     window.append(b)
                     counts[b] += 1
                     if len(window) > DRIFT_WINDOW:
-                        counts[window.pop(0)] -= 1
+                        counts[window.popleft()] -= 1
 
     def drift(self) -> list[tuple[str, float, int]]:
         """Per feature with a baseline: its population stability index over the window, and the rows."""
