@@ -189,6 +189,10 @@ def test_verify_signs_its_attestation_with_the_site_key_and_export_round_trips(
         "attestations": 2,
         "unsigned": 0,
         "site_key_ids": [far["site_kid"]],
+        "oscal": [
+            str(tmp_path / "evidence.oscal-assessment-results.json"),
+            str(tmp_path / "evidence.oscal-summary.md"),
+        ],
     }
     checked = run_airgap("--json", "evidence", "verify", str(out), "--key", str(far["site_pub"]))
     assert checked.returncode == 0, checked.stderr

@@ -125,7 +125,14 @@ def test_check_with_open_findings_reports_them_and_the_failure_in_one_document(t
     assert doc["kind"] == "failed" and "open finding(s) at or above high" in doc["error"]
     # The results.json fields, in the same document.
     assert doc["failed"] is True and "AG-PSS-PRIVILEGE-ESCALATION" in doc["blocking"], doc
-    reports = ("results.json", "checklist.md", "checklist.cklb")
+    reports = (
+        "results.json",
+        "checklist.md",
+        "checklist.cklb",
+        "oscal-component-definition.json",
+        "oscal-assessment-results.json",
+        "oscal-summary.md",
+    )
     assert doc["written"] == [str(tmp_path / "out" / n) for n in reports]
 
 

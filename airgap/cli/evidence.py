@@ -91,7 +91,9 @@ def evidence_export(
     state_dir: StateDirOption = None,
 ) -> None:
     """Write every far-side attestation of the state directory, and the site public keys that
-    signed them, into one file to carry back across the gap.
+    signed them, into one file to carry back across the gap, with the OSCAL assessment results
+    of those checks (`OUT-stem.oscal-assessment-results.json`) and an ISSO's summary
+    (`OUT-stem.oscal-summary.md`) beside it.
 
     Every attestation is read back strictly first; a damaged one is named (exit 4) and nothing
     is written. Check the file on the other side with `airgap evidence verify`.
@@ -108,6 +110,7 @@ def evidence_export(
                 "attestations": result.count,
                 "unsigned": result.unsigned,
                 "site_key_ids": list(result.site_key_ids),
+                "oscal": [str(p) for p in result.oscal],
             }
         )
         return
@@ -116,6 +119,8 @@ def evidence_export(
         f"wrote {result.path}: {result.count} attestations ({result.unsigned} unsigned), site keys: {keys}",
         markup=False,
     )
+    for path in result.oscal:
+        out_console.print(f"wrote {path}", markup=False)
 
 
 @evidence_app.command("verify", epilog=EPILOG)

@@ -38,6 +38,7 @@ import yaml
 from airgap import __version__
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.adapters.sbom import SBOM_FILE, read_image_archive, resolve_oci_layout
+from airgap.core import oscal
 from airgap.core.checklist import ChecklistContext, render_all
 from airgap.core.policy import Catalog, Evaluation, RuleResult, evaluate, mapping_of, parse_catalog
 from airgap.core.profile import Profile
@@ -50,7 +51,16 @@ if TYPE_CHECKING:
     from airgap.services.observer import Observer
     from airgap.services.state import State
 
-COMPLIANCE_FILES = ("results.json", "checklist.md", "checklist.cklb")
+# The evaluation three ways (results.json, the STIG checklist twice), then OSCAL: the model service's
+# component definition, the assessment results and their summary for the ISSO (docs/oscal.md).
+COMPLIANCE_FILES = (
+    "results.json",
+    "checklist.md",
+    "checklist.cklb",
+    oscal.COMPONENT_FILE,
+    oscal.RESULTS_FILE,
+    oscal.SUMMARY_FILE,
+)
 IMAGE_ARCHIVE = "image/model-image.tar"
 OCI_LAYOUT = "image/oci/"
 # Installing needs the bundle and the image loaded into the runtime's store, on one filesystem.
@@ -383,7 +393,7 @@ class CheckOutcome:
     evaluation: Evaluation
     catalog: Catalog
     facts: Mapping[str, Any]
-    files: Mapping[str, bytes]  # results.json, checklist.md, checklist.cklb
+    files: Mapping[str, bytes]  # COMPLIANCE_FILES
     fail_on: str
 
     @property
@@ -436,12 +446,13 @@ def check_bundle(
         fail_on=fail_on,
         target_host=str(host.get("hostname") or ""),
     )
-    files = render_all(evaluation, ctx, catalog.benchmarks)
+    files = {**render_all(evaluation, ctx, catalog.benchmarks), **oscal.render_check(ctx, evaluation)}
     return CheckOutcome(evaluation, catalog, facts, files, fail_on)
 
 
 def write_compliance(outcome: CheckOutcome, directory: Path) -> list[Path]:
-    """Writes results.json, checklist.md and checklist.cklb into ``directory``, each atomically."""
+    """Writes the COMPLIANCE_FILES (results.json, the checklists, the OSCAL documents) into
+    ``directory``, each atomically."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -266,20 +266,53 @@ class Exported:
     count: int
     unsigned: int
     site_key_ids: tuple[str, ...]
+    oscal: tuple[Path, ...] = ()  # the OSCAL assessment results and their summary, beside ``path``
+
+
+def oscal_paths(out: Path) -> tuple[Path, Path]:
+    """Where the OSCAL assessment results and their Markdown summary go: beside the evidence file,
+    named after it, so that the three travel together."""
+    stem = out.name[: -len(".json")] if out.name.endswith(".json") else out.name
+    return out.with_name(f"{stem}.oscal-assessment-results.json"), out.with_name(f"{stem}.oscal-summary.md")
+
+
+def _write_oscal(out: Path, statements: list[tuple[str, dict[str, Any], str | None]]) -> tuple[Path, Path]:
+    from airgap.core.checklist import ChecklistContext
+    from airgap.core.oscal import render_json
+    from airgap.core.oscal_evidence import Attested, evidence_assessment_results, evidence_summary
+
+    ctx = ChecklistContext(
+        name="site",
+        version=_now(),
+        evaluated_at=dt.datetime.now(dt.timezone.utc),
+        tool=f"airgap {__version__}",
+    )
+    attested = [Attested(f, s, k) for f, s, k in statements]
+    results_path, summary_path = oscal_paths(out)
+    atomic_write_bytes(results_path, render_json(evidence_assessment_results(ctx, out.name, attested)))
+    atomic_write_bytes(summary_path, evidence_summary(ctx, out.name, results_path.name, attested))
+    return results_path, summary_path
 
 
 def export(state: State, out: Path) -> Exported:
     """Gathers every attestation of the state directory, and the site public keys that signed
-    them, into one JSON file. Each envelope is read back strictly first: a damaged file is named."""
+    them, into one JSON file, with the OSCAL assessment results of the far-side checks and their
+    Markdown summary beside it. Each envelope is read back strictly first: a damaged file is named
+    and nothing is written."""
     directory = attestations_dir(state)
     entries: list[dict[str, Any]] = []
     site_keys: list[dict[str, str]] = []
+    statements: list[tuple[str, dict[str, Any], str | None]] = []
     unsigned = 0
     paths = sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
     for path in paths:
         envelope = at.parse_envelope(read_bytes(path, "attestation"), str(path), require_signature=False)
         unsigned += not envelope.signatures
         entries.append({"file": path.name, "envelope": envelope.to_json()})
+        statement = envelope.statement()
+        if statement.get("predicateType") == at.TEST_RESULT:
+            signer = envelope.signatures[0].keyid if envelope.signatures else None
+            statements.append((path.name, statement, signer))
     for path in sorted(directory.glob("site-*.pub")) if directory.is_dir() else []:
         public = keys.load_public(read_bytes(path, "site key"), str(path))
         site_keys.append({"key_id": keys.key_id(public), "pem": keys.public_pem(public).decode("ascii")})
@@ -290,8 +323,9 @@ def export(state: State, out: Path) -> Exported:
         "site_keys": site_keys,
         "attestations": entries,
     }
+    oscal = _write_oscal(out, statements)
     atomic_write_bytes(out, canonical_json(document))
-    return Exported(out, len(entries), unsigned, tuple(k["key_id"] for k in site_keys))
+    return Exported(out, len(entries), unsigned, tuple(k["key_id"] for k in site_keys), oscal)
 
 
 @dataclass(frozen=True)
