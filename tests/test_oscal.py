@@ -6,6 +6,8 @@ not-satisfied finding, and nothing left to a person is ever reported satisfied.
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -16,9 +18,10 @@ import pytest
 from airgap.core import oscal
 from airgap.core.checklist import ChecklistContext
 from airgap.core.oscal_evidence import Attested, control_findings, evidence_assessment_results
-from tests.oscal_schema import assert_valid_oscal
-from tests.test_attestations import _verify, far  # noqa: F401  (the far fixture: a synthetic far side)
+from tests.oscal_schema import assert_valid_oscal, oscal_errors
+from tests.test_attestations import _member, _verify, far  # noqa: F401  (far: a synthetic far side)
 from tests.test_checklist import WAIVER, WHEN, make_bundle, run_check
+
 
 def _docs(outcome: Any) -> tuple[dict[str, Any], dict[str, Any]]:
     cd = assert_valid_oscal(outcome.files[oscal.COMPONENT_FILE])
@@ -85,6 +88,27 @@ def test_the_component_definition_maps_every_rule_to_its_800_53_controls(tmp_pat
     # A control only manual rules cite is said to be the site's, not the component's.
     [ca6] = [r for r in impl["implemented-requirements"] if r["control-id"] == "ca-6"]
     assert "Left to the site" in ca6["description"] and "No automated check" in ca6["remarks"]
+
+
+def test_the_schemas_refuse_what_oscal_does_not_allow(tmp_path: Path) -> None:
+    """The validation is not vacuous: a state OSCAL does not define, a missing UUID, a property name
+    that is not a token and an unknown field are each refused."""
+    _, ar = _docs(run_check(make_bundle(tmp_path / "b", "privileged")))
+    for path, value in (
+        (("findings", 0, "target", "status", "state"), "mostly-satisfied"),
+        (("observations", 0, "uuid"), None),
+        (("observations", 0, "props", 0, "name"), "rule id"),
+        (("observations", 0, "verdict"), "ok"),
+    ):
+        bad = copy.deepcopy(ar)
+        node: Any = bad["assessment-results"]["results"][0]
+        for key in path[:-1]:
+            node = node[key]
+        if value is None:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
+        assert oscal_errors(bad), path
 
 
 def test_a_failing_rule_becomes_a_not_satisfied_finding_tied_to_its_observation(tmp_path: Path) -> None:
@@ -230,6 +254,13 @@ def test_the_example_bundles_oscal_and_the_far_sides_after_a_real_install_and_ac
     from tests.conftest import run_airgap
 
     staging = Path(built["staging"])
+    # In the signed bundle, listed in the manifest with their hashes like every content file.
+    manifest = json.loads(_member(Path(built["bundle"][0]), "bundle/manifest.json"))
+    listed = {f["path"]: f["sha256"] for f in manifest["files"]}
+    for name in (oscal.COMPONENT_FILE, oscal.RESULTS_FILE, oscal.SUMMARY_FILE):
+        raw = (staging / "compliance" / name).read_bytes()
+        assert listed[f"compliance/{name}"] == hashlib.sha256(raw).hexdigest(), name
+        assert _member(Path(built["bundle"][0]), f"bundle/compliance/{name}") == raw
     cd = assert_valid_oscal((staging / "compliance" / oscal.COMPONENT_FILE).read_bytes())
     assert cd["component-definition"]["components"][0]["title"] == "tabular-classifier model service"
     ar = assert_valid_oscal((staging / "compliance" / oscal.RESULTS_FILE).read_bytes())
