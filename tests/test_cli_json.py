@@ -136,6 +136,25 @@ def test_check_with_open_findings_reports_them_and_the_failure_in_one_document(t
     assert doc["written"] == [str(tmp_path / "out" / n) for n in reports]
 
 
+def test_evidence_export_with_a_bundle_that_is_not_there_fails_in_one_document(tmp_path: Path) -> None:
+    """--bundle is verified before anything is written: a missing one is one failure document."""
+    out = tmp_path / "e.json"
+    proc = run_airgap(
+        "--json",
+        "evidence",
+        "export",
+        "--out",
+        str(out),
+        "--bundle",
+        str(tmp_path / "missing.airgap.tar"),
+        "--state-dir",
+        str(tmp_path / "state"),
+    )
+    doc = one_failure_document(proc, 4)
+    assert "missing.airgap.tar" in doc["error"], doc
+    assert list(tmp_path.glob("e.*")) == []
+
+
 def test_a_successful_command_prints_exactly_one_json_document(tmp_path: Path) -> None:
     proc = run_airgap("--json", "keys", "list", "--state-dir", str(tmp_path / "state"))
     assert proc.returncode == 0, proc.stderr

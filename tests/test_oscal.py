@@ -9,7 +9,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pytest
 from airgap.core import oscal
 from airgap.core.checklist import ChecklistContext
 from airgap.core.oscal_evidence import Attested, control_findings, evidence_assessment_results
+from tests.bundles import make_key
 from tests.oscal_schema import assert_valid_oscal, oscal_errors
 from tests.test_attestations import _member, _verify, far  # noqa: F401  (far: a synthetic far side)
 from tests.test_checklist import WAIVER, WHEN, make_bundle, run_check
@@ -246,6 +246,26 @@ def test_export_writes_valid_assessment_results_and_a_summary_beside_the_evidenc
     assert f"airgap evidence verify {out.name} --key site.pub" in text
 
 
+def test_export_with_a_bundle_that_carries_no_oscal_results_is_refused_and_writes_nothing(
+    far: dict[str, Any],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    from tests.conftest import assert_one_line_error, run_airgap
+
+    assert _verify(far, far["site"]).returncode == 0
+    out = tmp_path / "e.json"
+    export = ("evidence", "export", "--out", str(out), "--bundle", str(far["bundle"]))
+    line = assert_one_line_error(run_airgap(*export, "--state-dir", str(far["state"])), 4)
+    assert "carries no OSCAL assessment results" in line, line
+    assert list(tmp_path.glob("e.*")) == []
+    # A bundle that does not verify against the key given is refused before anything is read.
+    _, other, _ = make_key(tmp_path, "other")
+    line = assert_one_line_error(
+        run_airgap(*export, "--key", str(other), "--state-dir", str(far["state"])), 3
+    )
+    assert list(tmp_path.glob("e.*")) == []
+
+
 # ----------------------------------------------------------------------------- the real example
 @pytest.mark.docker
 def test_the_example_bundles_oscal_and_the_far_sides_after_a_real_install_and_accept_validate(
@@ -283,12 +303,16 @@ def test_the_example_bundles_oscal_and_the_far_sides_after_a_real_install_and_ac
     finally:
         run_airgap("uninstall", "tabular-classifier", "--to", "docker", *at_site)
     out = tmp_path / "evidence.json"
-    assert run_airgap("evidence", "export", "-o", str(out), *at_site).returncode == 0
+    exported = run_airgap("evidence", "export", "-o", str(out), "--bundle", bundle, *at_site)
+    assert exported.returncode == 0, exported.stderr
     ar = assert_valid_oscal((tmp_path / "evidence.oscal-assessment-results.json").read_bytes())
-    [result] = ar["assessment-results"]["results"]
+    result, carried = ar["assessment-results"]["results"]
+    assert carried["title"] == "airgap check of tabular-classifier 1.0.0" and carried["findings"]
     actions = [next(p["value"] for p in o["props"] if p["name"] == "action") for o in result["observations"]]
     assert set(actions) == {"verify", "install", "accept"}, actions
     findings = _findings(ar)
     for cid in ("si-7", "si-7.6", "cm-14", "cm-3.2", "cm-4.2"):
         assert findings[cid]["target"]["status"]["state"] == "satisfied", findings[cid]
-    assert os.path.getsize(tmp_path / "evidence.oscal-summary.md") > 0
+    summary = (tmp_path / "evidence.oscal-summary.md").read_text()
+    assert "## tabular-classifier 1.0.0" in summary
+    assert "airgap check of tabular-classifier 1.0.0 (carried in the bundle)" in summary

@@ -271,6 +271,29 @@ def test_evidence_export_and_verify_in_a_terminal(packed: Path, publisher: Path,
     assert refused.exit_code == 3 and "Traceback" not in refused.text, refused.text
 
 
+def test_evidence_export_refuses_a_bundle_without_oscal_results_in_a_terminal(
+    packed: Path, publisher: Path, tmp_path: Path
+) -> None:
+    """--bundle verifies the bundle, then needs the OSCAL results of its check: one line if absent."""
+    out = tmp_path / "evidence.json"
+    screen = run_tty(
+        "evidence",
+        "export",
+        "--out",
+        str(out),
+        "--bundle",
+        str(packed),
+        "--key",
+        str(publisher.with_suffix(".pub")),
+        "--state-dir",
+        str(tmp_path / "state"),
+        columns=80,
+    )
+    assert screen.exit_code == 4 and "Traceback" not in screen.text, screen.text
+    assert "carries no OSCAL assessment results" in " ".join(screen.text.split()), screen.text
+    assert not out.exists()
+
+
 def test_inventory_in_a_terminal(tmp_path: Path) -> None:
     out = tmp_path / "inventory.json"
     screen = run_tty("inventory", "--out", str(out), "--state-dir", str(tmp_path / "state"), columns=80)

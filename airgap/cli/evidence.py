@@ -7,7 +7,7 @@ The far-side commands (``verify``, ``install``, ``smoke``) record what they chec
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
@@ -89,20 +89,34 @@ def evidence_export(
         "airgap-evidence.json"
     ),
     state_dir: StateDirOption = None,
+    bundle: Annotated[
+        Optional[Path],
+        typer.Option(
+            "--bundle",
+            help="Also carry the `airgap check` results this bundle holds into the OSCAL assessment "
+            "results (the bundle is verified first).",
+        ),
+    ] = None,
+    key: Annotated[
+        Optional[Path],
+        typer.Option("--key", help="With --bundle: the publisher's public key, instead of the trust store."),
+    ] = None,
 ) -> None:
     """Write every far-side attestation of the state directory, and the site public keys that
     signed them, into one file to carry back across the gap, with the OSCAL assessment results
     of those checks (`OUT-stem.oscal-assessment-results.json`) and an ISSO's summary
     (`OUT-stem.oscal-summary.md`) beside it.
 
+    With `--bundle`, the bundle is verified in full (exit 3 if it does not verify) and the
+    results of the `airgap check` it carries join the far side's in the OSCAL document.
     Every attestation is read back strictly first; a damaged one is named (exit 4) and nothing
     is written. Check the file on the other side with `airgap evidence verify`.
 
-    Example: airgap evidence export --out site-a-evidence.json
+    Example: airgap evidence export --out site-a-evidence.json --bundle model-1.0.0.airgap.tar
     """
     from airgap.services.evidence import export
 
-    result = export(_state(state_dir), out)
+    result = export(_state(state_dir), out, bundle, key)
     if STATE.json:
         _emit_json(
             {

@@ -205,9 +205,13 @@ def _group(attested: Sequence[Attested]) -> dict[tuple[str, str, str], list[Atte
 
 
 def evidence_assessment_results(
-    ctx: ChecklistContext, evidence_file: str, attested: Sequence[Attested]
+    ctx: ChecklistContext,
+    evidence_file: str,
+    attested: Sequence[Attested],
+    carried: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The far side's assessment results: one result per bundle version assessed here."""
+    """The far side's assessment results: one result per bundle version assessed here, then the
+    ``carried`` results of the ``airgap check`` a verified bundle holds, as they are."""
     results = []
     for (name, version, sha), items in _group(attested).items():
         observations = [_observation(evidence_file, a, name) for a in items]
@@ -260,7 +264,7 @@ def evidence_assessment_results(
             ),
         ),
         "import-ap": import_ap("far-side"),
-        "results": results
+        "results": [*results, *(dict(r) for r in carried)]
         or [
             {
                 "uuid": oscal_uuid("result", "far-side", "none", ctx.timestamp),
@@ -281,8 +285,36 @@ def _md(text: str) -> str:
     return " ".join(text.split()).replace("|", "\\|")
 
 
+def _carried_md(result: Mapping[str, Any]) -> list[str]:
+    findings = [f for f in result.get("findings", []) if isinstance(f, Mapping)]
+
+    def state(f: Mapping[str, Any]) -> str:
+        return str(f.get("target", {}).get("status", {}).get("state", "?"))
+
+    unsatisfied = [f for f in findings if state(f) != "satisfied"]
+    lines = [
+        f"## {_md(str(result.get('title', 'airgap check')))} (carried in the bundle)",
+        "",
+        f"Evaluated {result.get('start', '?')} where the bundle was built; signed with the bundle, "
+        "verified before it was read. "
+        f"**Controls: {len(findings) - len(unsatisfied)} satisfied, {len(unsatisfied)} not satisfied.**",
+        "",
+    ]
+    if unsatisfied:
+        lines += ["| control | why not satisfied |", "|---|---|"]
+        for f in unsatisfied:
+            remarks = str(f.get("target", {}).get("status", {}).get("remarks", ""))
+            lines.append(f"| {_md(str(f.get('title', '?')))} | {_md(remarks)} |")
+        lines.append("")
+    return lines
+
+
 def evidence_summary(
-    ctx: ChecklistContext, evidence_file: str, results_file: str, attested: Sequence[Attested]
+    ctx: ChecklistContext,
+    evidence_file: str,
+    results_file: str,
+    attested: Sequence[Attested],
+    carried: Sequence[Mapping[str, Any]] = (),
 ) -> bytes:
     """The ISSO's page beside the far-side assessment results."""
     groups = _group(attested)
@@ -303,7 +335,7 @@ def evidence_summary(
             "",
         ]
     if not groups:
-        lines += ["Nothing was assessed on this site: no verify, install, smoke or accept is recorded.", ""]
+        lines += ["Nothing was checked on this site: no verify, install, smoke or accept is recorded.", ""]
     for (name, version, sha), items in groups.items():
         findings = control_findings(items)
         open_ = {cid: f for cid, f in findings.items() if f[0] != "satisfied"}
@@ -330,4 +362,6 @@ def evidence_summary(
         ]
         lines += [f"| {control_label(cid)} | {f[0]} | {_md(f[2])} |" for cid, f in findings.items()]
         lines.append("")
+    for result in carried:
+        lines += _carried_md(result)
     return "\n".join(lines).encode()

@@ -269,36 +269,15 @@ class Exported:
     oscal: tuple[Path, ...] = ()  # the OSCAL assessment results and their summary, beside ``path``
 
 
-def oscal_paths(out: Path) -> tuple[Path, Path]:
-    """Where the OSCAL assessment results and their Markdown summary go: beside the evidence file,
-    named after it, so that the three travel together."""
-    stem = out.name[: -len(".json")] if out.name.endswith(".json") else out.name
-    return out.with_name(f"{stem}.oscal-assessment-results.json"), out.with_name(f"{stem}.oscal-summary.md")
-
-
-def _write_oscal(out: Path, statements: list[tuple[str, dict[str, Any], str | None]]) -> tuple[Path, Path]:
-    from airgap.core.checklist import ChecklistContext
-    from airgap.core.oscal import render_json
-    from airgap.core.oscal_evidence import Attested, evidence_assessment_results, evidence_summary
-
-    ctx = ChecklistContext(
-        name="site",
-        version=_now(),
-        evaluated_at=dt.datetime.now(dt.timezone.utc),
-        tool=f"airgap {__version__}",
-    )
-    attested = [Attested(f, s, k) for f, s, k in statements]
-    results_path, summary_path = oscal_paths(out)
-    atomic_write_bytes(results_path, render_json(evidence_assessment_results(ctx, out.name, attested)))
-    atomic_write_bytes(summary_path, evidence_summary(ctx, out.name, results_path.name, attested))
-    return results_path, summary_path
-
-
-def export(state: State, out: Path) -> Exported:
+def export(state: State, out: Path, bundle: Path | None = None, key: Path | None = None) -> Exported:
     """Gathers every attestation of the state directory, and the site public keys that signed
     them, into one JSON file, with the OSCAL assessment results of the far-side checks and their
-    Markdown summary beside it. Each envelope is read back strictly first: a damaged file is named
-    and nothing is written."""
+    Markdown summary beside it — and, given a ``bundle``, the results of the ``airgap check`` it
+    carries (verified first, against the trust store or ``key``). Each envelope is read back
+    strictly first: a damaged file is named and nothing is written."""
+    from airgap.services.oscal import bundle_check_results, write_far_side_oscal
+
+    carried = bundle_check_results(bundle, state, key) if bundle is not None else []
     directory = attestations_dir(state)
     entries: list[dict[str, Any]] = []
     site_keys: list[dict[str, str]] = []
@@ -323,7 +302,7 @@ def export(state: State, out: Path) -> Exported:
         "site_keys": site_keys,
         "attestations": entries,
     }
-    oscal = _write_oscal(out, statements)
+    oscal = write_far_side_oscal(out, statements, carried)
     atomic_write_bytes(out, canonical_json(document))
     return Exported(out, len(entries), unsigned, tuple(k["key_id"] for k in site_keys), oscal)
 
