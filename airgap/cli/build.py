@@ -445,7 +445,8 @@ def check(
 ) -> None:
     """Evaluate the STIG / Pod Security / FIPS / supply-chain policies on a staging directory or bundle.
 
-    Writes results.json, checklist.md and checklist.cklb (STIG Viewer 3). A rule no tool can
+    Writes results.json, checklist.md and checklist.cklb (STIG Viewer 3), and the OSCAL component
+    definition and assessment results with their summary (oscal-*). A rule no tool can
     decide is `not_reviewed`, with the reason. Waivers (with their written justification) come
     from the bundle's build record, or from --project; they appear in the checklist as overrides.
 
