@@ -264,6 +264,14 @@ def test_export_with_a_bundle_that_carries_no_oscal_results_is_refused_and_write
         run_airgap(*export, "--key", str(other), "--state-dir", str(far["state"])), 3
     )
     assert list(tmp_path.glob("e.*")) == []
+    # --key without --bundle is a usage error, not a key silently ignored.
+    line = assert_one_line_error(
+        run_airgap(
+            "evidence", "export", "--out", str(out), "--key", str(other), "--state-dir", str(far["state"])
+        ),
+        2,
+    )
+    assert "--bundle" in line and not out.exists()
 
 
 # ----------------------------------------------------------------------------- the real example

@@ -116,6 +116,10 @@ def evidence_export(
     """
     from airgap.services.evidence import export
 
+    if key is not None and bundle is None:
+        from airgap.errors import UsageError
+
+        raise UsageError("--key names the key of a --bundle, and no --bundle was given")
     result = export(_state(state_dir), out, bundle, key)
     if STATE.json:
         _emit_json(
