@@ -211,7 +211,9 @@ def test_a_failed_install_makes_its_controls_not_satisfied_and_a_missing_check_i
     assert (cm32["state"], cm32["reason"]) == ("not-satisfied", "fail") and "golden case 'a'" in cm32[
         "remarks"
     ]
-    assert findings["si-7.15"]["target"]["status"]["state"] == "satisfied"  # verify alone addresses it
+    # The install verified the bundle before its golden test failed: integrity stays satisfied.
+    for cid in ("si-7", "si-7.6", "si-7.15", "cm-14"):
+        assert findings[cid]["target"]["status"]["state"] == "satisfied", cid
     accept = findings["cm-4.2"]["target"]["status"]
     assert (accept["state"], accept["reason"]) == ("not-satisfied", "other")
     assert "Not assessed: no airgap accept ran here" in accept["remarks"]
@@ -219,6 +221,11 @@ def test_a_failed_install_makes_its_controls_not_satisfied_and_a_missing_check_i
     attested.append(_attested("install", "PASSED", "2023-11-14T23:00:00Z", signed=False))
     status = control_findings(attested)["cm-3.2"]
     assert status[0] == "satisfied" and "Unsigned evidence (install)" in status[2]
+    # An UNSAFE override taken by verify leaves the integrity controls not satisfied.
+    overridden = _attested("verify", "WARNED", "2023-11-15T00:00:00Z")
+    overridden.statement["predicate"]["warnedTests"].append("UNSAFE: expired bundle accepted")
+    si7 = control_findings([*attested, overridden])["si-7"]
+    assert (si7[0], si7[1]) == ("not-satisfied", "other") and "UNSAFE: expired" in si7[2]
 
 
 def test_export_writes_valid_assessment_results_and_a_summary_beside_the_evidence(

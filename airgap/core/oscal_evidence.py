@@ -15,9 +15,11 @@ attestation of every command that addresses it:
 - ``accept``: CM-3(2), CM-4(2) — the deployment contract measured on the site: the change tested,
   and the controls verified after it.
 
-A control is ``satisfied`` only when the latest attestation of each command addressing it that
-ran here passed without an UNSAFE override; a failure makes it ``not-satisfied`` (reason
-``fail``), an override ``not-satisfied`` (reason ``other``). A control no command here addressed
+The integrity controls (SI-7, SI-7(6), SI-7(15), CM-14) are concluded from the verification:
+``verify`` and ``install`` record one only for a bundle that verified, so they are ``satisfied``
+unless an UNSAFE override was taken (``not-satisfied``, reason ``other``). The testing controls
+(CM-3(2), CM-4(2)) are concluded from the golden and acceptance results: a failure in the latest
+run of a command makes them ``not-satisfied`` (reason ``fail``). A control no command here addressed
 is ``not-satisfied`` (reason ``other``) with the remark that it was not assessed — never omitted,
 never satisfied. An unsigned attestation is kept, and said to prove nothing about who wrote it.
 Pure: statements in, JSON values out.
@@ -51,6 +53,8 @@ ACTION_CONTROLS: Mapping[str, tuple[str, ...]] = {
     "accept": ("CM-3(2)", "CM-4(2)"),
 }
 ACTIONS = tuple(ACTION_CONTROLS)
+INTEGRITY = frozenset(control_id(c) for c in ("SI-7", "SI-7(6)", "SI-7(15)", "CM-14"))
+"""The controls of the verification itself: concluded from its overrides, not from golden tests."""
 
 
 @dataclass(frozen=True)
@@ -175,8 +179,14 @@ def control_findings(attested: Sequence[Attested]) -> dict[str, tuple[str, str, 
                 [],
             )
             continue
-        failed = [a for a in ran if a.result == "FAILED"]
-        warned = [a for a in ran if a.result == "WARNED"]
+        if cid in INTEGRITY:
+            # An attestation of verify or install exists only for a bundle that verified: what
+            # failed in an install is its golden test (CM-3(2)), not the signature or the hashes.
+            failed = []
+            warned = [a for a in ran if a.tests("warnedTests")]
+        else:
+            failed = [a for a in ran if a.result == "FAILED"]
+            warned = []
         unsigned = [a for a in ran if not a.signed_by]
         note = (
             f" Unsigned evidence ({', '.join(a.action for a in unsigned)}): "
