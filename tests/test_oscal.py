@@ -228,6 +228,15 @@ def test_a_failed_install_makes_its_controls_not_satisfied_and_a_missing_check_i
     assert (si7[0], si7[1]) == ("not-satisfied", "other") and "UNSAFE: expired" in si7[2]
 
 
+def test_a_site_with_no_record_has_valid_results_with_every_control_not_assessed() -> None:
+    ar = assert_valid_oscal(evidence_assessment_results(CTX, "evidence.json", []))
+    findings = _findings(ar)
+    assert set(findings) == {"si-7", "si-7.6", "si-7.15", "cm-14", "cm-3.2", "cm-4.2"}
+    for finding in findings.values():
+        status = finding["target"]["status"]
+        assert status["state"] == "not-satisfied" and status["remarks"].startswith("Not assessed"), status
+
+
 def test_export_writes_valid_assessment_results_and_a_summary_beside_the_evidence(
     far: dict[str, Any],  # noqa: F811
     tmp_path: Path,

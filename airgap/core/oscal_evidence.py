@@ -175,7 +175,10 @@ def control_findings(attested: Sequence[Attested]) -> dict[str, tuple[str, str, 
             out[cid] = (
                 "not-satisfied",
                 "other",
-                "Not assessed: no airgap " + " or ".join(missing) + " ran here for this bundle.",
+                "Not assessed: no airgap "
+                + " or ".join(missing)
+                + " ran here"
+                + (" for this bundle." if attested else "."),
                 [],
             )
             continue
@@ -263,6 +266,7 @@ def evidence_assessment_results(
                 "findings": findings,
             }
         )
+    nothing = control_findings([])  # every control "not assessed", for a site with no record
     document: dict[str, Any] = {
         "uuid": oscal_uuid("assessment-results", "far-side", evidence_file, ctx.timestamp),
         "metadata": metadata(
@@ -283,7 +287,22 @@ def evidence_assessment_results(
                     "The state directory holds no attestation of verify, install, smoke or accept."
                 ),
                 "start": ctx.timestamp,
-                "reviewed-controls": {"control-selections": [{"include-controls": []}]},
+                "reviewed-controls": {
+                    "control-selections": [{"include-controls": [{"control-id": c} for c in nothing]}]
+                },
+                "findings": [
+                    {
+                        "uuid": oscal_uuid("finding", "far-side", "none", ctx.timestamp, cid),
+                        "title": f"{control_label(cid)}: not-satisfied",
+                        "description": f"{control_label(cid)} on this site: {remarks}",
+                        "target": {
+                            "type": "statement-id",
+                            "target-id": f"{cid}_smt",
+                            "status": {"state": state, "reason": reason, "remarks": remarks},
+                        },
+                    }
+                    for cid, (state, reason, remarks, _) in nothing.items()
+                ],
                 "remarks": "Nothing was assessed on this site.",
             }
         ],
