@@ -172,6 +172,11 @@ def test_compliance_trestles_models_load_the_documents(tmp_path: Path) -> None:
     assert loaded.components and loaded.components[0].control_implementations
     results = AssessmentResults.model_validate(ar["assessment-results"])
     assert results.results[0].findings
+    far_side = evidence_assessment_results(
+        CTX, "e.json", [_attested("verify", "PASSED", "2023-11-14T22:00:00Z")]
+    )
+    loaded_far = AssessmentResults.model_validate(far_side["assessment-results"])
+    assert loaded_far.results[0].observations
 
 
 # ------------------------------------------------------------------------------------- far side
