@@ -223,13 +223,9 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
     content = Path(candidate.content)
     if not content.exists():
         raise EnvironmentFailure(f"the content of the candidate {name} {candidate.version} is gone")
-    new = Receipt.from_json(candidate.to_json())
-    new.port = current.port
+    as_current = getattr(target, "as_current", None)
+    new = as_current(candidate, current) if as_current else Receipt.from_json(candidate.to_json())
     new.installed_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    if new.container:
-        from airgap.services.targets._container import container_suffix
-
-        new.container = f"airgap-{new.name}-{new.version}-{container_suffix(new)}"
     journal = Journal(installer.state, name, target_name)
     journal.step("verified", name=name, target=target_name, new=new.to_json(), old=current.to_json())
     contract = read_contract(content)

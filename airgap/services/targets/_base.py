@@ -214,6 +214,14 @@ class BaseTarget:
         """Nothing of its own to remove."""
         return []
 
+    def as_current(self, candidate: Receipt, current: Receipt) -> Receipt:
+        """The receipt a promoted candidate runs under: its version, on the current one's port."""
+        from airgap.services.receipts import Receipt
+
+        promoted = Receipt.from_json(candidate.to_json())
+        promoted.port = current.port
+        return promoted
+
     def discard(self, site: Site, receipt: Receipt) -> list[str]:
         """Removes what ``receipt`` used that no receipt in the state directory names any more (a
         replaced or promoted candidate); says what was removed."""

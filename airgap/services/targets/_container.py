@@ -142,6 +142,12 @@ class ContainerTarget(BaseTarget):
                 removed.append(f"image {receipt.image_id[:19]}")
         return removed
 
+    def as_current(self, candidate: Receipt, current: Receipt) -> Receipt:
+        """The candidate on the current port, in a container named as an install would name it."""
+        promoted = super().as_current(candidate, current)
+        promoted.container = f"airgap-{promoted.name}-{promoted.version}-{container_suffix(promoted)}"
+        return promoted
+
     def discard(self, site: Site, receipt: Receipt) -> list[str]:
         """Removes the container, unless a receipt still names it, and its image, unless a receipt
         on the same runtime still uses it."""
