@@ -12,6 +12,9 @@ from airgap.core.contractspec import PromoteSpec
 from airgap.core.smoke import compare_case
 
 PROMOTE_FORMAT = "airgap.promote/v1"
+# Below this, a p95 difference between two servers on one host is scheduling noise, not a
+# regression: a candidate within it of the current p95 keeps the latency threshold whatever the ratio.
+LATENCY_SLACK_MS = 2.0
 
 
 @dataclass(frozen=True)
@@ -107,9 +110,9 @@ def judge(
         checks.append(
             Check(
                 f"p95 latency (current {cur.p95_ms:.1f} ms, candidate {cand.p95_ms:.1f} ms)",
-                f"≤ {spec.max_p95_ratio:g}× current",
+                f"≤ {spec.max_p95_ratio:g}× current (or +{LATENCY_SLACK_MS:g} ms)",
                 f"{ratio:.2f}×",
-                ratio <= spec.max_p95_ratio,
+                ratio <= spec.max_p95_ratio or cand.p95_ms - cur.p95_ms <= LATENCY_SLACK_MS,
             )
         )
     return checks
