@@ -300,9 +300,13 @@ def status(state_dir: StateDirOption = None) -> None:
             where = r.get("venv") or where
         elif r["port"]:
             where += f" :{r['port']}"
-        table.add_row(
-            r["name"], r["target"], r["version"], health, where, r["previous"] or "-", r["installed_at"]
-        )
+        version = r["version"]
+        if r.get("candidate"):
+            beside = r["candidate"]
+            version += f" (candidate {beside['version']}" + (
+                f" :{beside['port']})" if r["target"] != "venv" and beside.get("port") else ")"
+            )
+        table.add_row(r["name"], r["target"], version, health, where, r["previous"] or "-", r["installed_at"])
     out_console.print(table)
 
 
