@@ -62,7 +62,28 @@ def releases(
         timeout=900,
     )
     assert proc.returncode == 0, proc.stderr
-    return {"v100": Path(clean_image_bundle["bundle"]), "v101": Path(json.loads(proc.stdout)["bundle"][0])}
+    result = json.loads(proc.stdout)
+    # 1.0.1 again, signed, but holding 1.0.0's golden outputs: a candidate that fails its smoke test.
+    staging = root / "repacked" / Path(result["staging"]).name
+    shutil.copytree(result["staging"], staging)
+    old = json.loads((Path(clean_image_bundle["staging"]) / "model" / "contract.json").read_text())
+    (staging / "model" / "contract.json").write_text(json.dumps(old, indent=2))
+    packed = run_airgap(
+        "--json",
+        "pack",
+        str(staging),
+        "--key",
+        str(signing_key.with_suffix(".key")),
+        "-o",
+        str(root / "repacked-out"),
+        env={"SOURCE_DATE_EPOCH": EPOCH, "AIRGAP_KEY_PASSPHRASE": PASSPHRASE},
+    )
+    assert packed.returncode == 0, packed.stderr
+    return {
+        "v100": Path(clean_image_bundle["bundle"]),
+        "v101": Path(result["bundle"][0]),
+        "v101-wrong": Path(json.loads(packed.stdout)["bundle"][0]),
+    }
 
 
 def airgap(far: Path, *args: str) -> Any:
@@ -206,3 +227,30 @@ def test_candidate_compare_promote_rollback_on_venv(far: Path, releases: dict[st
     assert proc.returncode == 0, proc.stderr
     assert status_row(far, "venv")["version"] == "1.0.0"
     assert venv_answers(far, "current") == "1.0.0"
+
+
+def test_a_candidate_that_fails_its_smoke_test_is_removed_and_the_current_version_is_untouched(
+    far: Path, releases: dict[str, Path]
+) -> None:
+    port = PORT + 10
+    # Nothing installed: a candidate has nothing to run beside (exit 4).
+    line = assert_one_line_error(
+        airgap(far, "install", str(releases["v101"]), "--to", "docker", "--candidate"), 4
+    )
+    assert "a candidate runs beside the current version" in line
+    proc = airgap(far, "install", str(releases["v100"]), "--to", "docker", "--port", str(port))
+    assert proc.returncode == 0, proc.stderr
+    before = status_row(far, "docker")
+    proc = airgap(far, "install", str(releases["v101-wrong"]), "--to", "docker", "--candidate")
+    line = assert_one_line_error(proc, 1)
+    assert "candidate" in line and "failed its smoke test" in line and "1.0.0 still runs" in line
+    after = status_row(far, "docker")
+    assert (
+        after["candidate"] is None
+        and after["version"] == "1.0.0"
+        and after["container"] == before["container"]
+    )
+    assert answering(port) == "1.0.0" and answering(port + 1) is None
+    docker = Installer(State(far))._started_here()
+    assert [c for _, _, c in docker if c.endswith("-candidate")] == []
+    assert not (far / "journal" / f"{NAME}--docker--candidate.json").exists()

@@ -543,6 +543,7 @@ def test_compare_and_promote_in_a_terminal(tty_bundle: dict[str, Any], far_side:
         "--to",
         "docker",
         "--candidate",
+        "--allow-downgrade",  # 1.1.0 was installed (and rolled back) before
         "--port",
         str(_free_port()),
         "--state-dir",
