@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from airgap.core.contractspec import PromoteSpec
 from airgap.core.project import parse_project
 from airgap.core.promotion import disagreement, judge, metric_drop, spec_from_json
 from airgap.errors import InvalidInputError
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_one_line_error, run_airgap
 
 EXAMPLE = (ROOT / "examples" / "tabular" / "airgap.yaml").read_text()
 
@@ -65,3 +67,34 @@ def test_a_candidate_is_judged_on_agreement_metric_drop_and_p95_ratio() -> None:
     # A sub-millisecond difference is noise, whatever its ratio.
     assert judge(spec, 1, 1, {}, {}, [0.5] * 10, [1.5] * 10)[-1].ok
     assert metric_drop("rmse", 1.0, 0.5) == -0.5 and metric_drop("f1", 0.9, 0.8) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("target", ["registry", "podman-kube"])
+def test_a_target_that_cannot_promote_in_place_refuses_a_candidate_before_reading_the_bundle(
+    target: str, tmp_path: Path
+) -> None:
+    proc = run_airgap(
+        "install",
+        str(tmp_path / "missing.airgap.tar"),
+        "--to",
+        target,
+        "--candidate",
+        "--state-dir",
+        str(tmp_path),
+    )
+    line = assert_one_line_error(proc, 2)
+    assert f"--to {target} cannot run a candidate" in line
+
+
+def test_a_candidate_is_not_accepted_at_install_time(tmp_path: Path) -> None:
+    proc = run_airgap(
+        "install",
+        str(tmp_path / "x.airgap.tar"),
+        "--to",
+        "venv",
+        "--candidate",
+        "--accept",
+        "--state-dir",
+        str(tmp_path),
+    )
+    assert "airgap compare" in assert_one_line_error(proc, 2)
