@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -159,9 +160,7 @@ def install_candidate(installer: Installer, bundle: Path, options: InstallOption
         raise
     except BaseException as exc:
         _undo(installer, journal)
-        if not content_preexisting and content != Path(current.content):
-            import shutil
-
+        if not content_preexisting:
             shutil.rmtree(content, ignore_errors=True)
         for path in created:
             if path.is_relative_to(installer.blobs):
