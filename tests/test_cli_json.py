@@ -60,6 +60,8 @@ def failing_runs(tmp: Path) -> dict[str, tuple[list[str], int]]:
         "install": (["install", missing + ".airgap.tar", "--to", "docker", "--state-dir", state], 4),
         "smoke": (["smoke", "nothing", "--to", "docker", "--state-dir", state], 4),
         "accept": (["accept", "nothing", "--to", "docker", "--state-dir", state], 4),
+        "compare": (["compare", "nothing", "--to", "docker", "--state-dir", state], 4),
+        "promote": (["promote", "nothing", "--to", "venv", "--state-dir", state], 4),
         "status": (["status", "--state-dir", str(broken_state)], 5),
         "rollback": (["rollback", "nothing", "--to", "docker", "--state-dir", state], 2),
         "uninstall": (["uninstall", "nothing", "--to", "docker", "--state-dir", state], 4),

@@ -51,6 +51,8 @@ COMMANDS = {
     "install",
     "smoke",
     "accept",
+    "compare",
+    "promote",
     "status",
     "rollback",
     "uninstall",
@@ -553,6 +555,34 @@ def test_rollback_in_a_terminal(
         "rollback", "tty-classifier", "--to", "docker", "--state-dir", str(far_side["state"]), timeout=900
     )
     ok(screen, "rolled back", "1.0.0", "smoke test passed")
+
+
+@pytest.mark.docker
+def test_compare_and_promote_in_a_terminal(tty_bundle: dict[str, Any], far_side: dict[str, Any]) -> None:
+    state = str(far_side["state"])
+    beside = run_airgap(
+        "install",
+        str(tty_bundle["bundle"]),
+        "--to",
+        "docker",
+        "--candidate",
+        "--allow-downgrade",  # 1.1.0 was installed (and rolled back) before
+        "--port",
+        str(_free_port()),
+        "--state-dir",
+        state,
+        timeout=900,
+    )
+    assert beside.returncode == 0, beside.stderr
+    screen = run_tty(
+        "compare", "tty-classifier", "--to", "docker", "--state-dir", state, columns=80, timeout=300
+    )
+    text = ok(screen, "candidate 1.0.0 against current", "agreement", "meets", "thresholds from")
+    assert "MISSES" not in text and "differs:" not in text
+    assert screen.coloured
+    assert_fits(screen)
+    promoted = run_tty("promote", "tty-classifier", "--to", "docker", "--state-dir", state, timeout=300)
+    ok(promoted, "promoted", "tty-classifier 1.0.0", "smoke test passed", "airgap rollback")
 
 
 @pytest.mark.docker

@@ -25,7 +25,7 @@ from airgap.cli.common import (
     out_console,
 )
 from airgap.cli.evidence import far_side_evidence, report_evidence
-from airgap.errors import AnswerIsNo
+from airgap.errors import AnswerIsNo, UsageError
 from airgap.services.targets import names as install_targets
 from airgap.terminal import ConsoleObserver
 
@@ -120,6 +120,14 @@ def install(
             help="Then prove the deployment contract here, as `airgap accept` does (exit 1 if missed).",
         ),
     ] = False,
+    candidate: Annotated[
+        bool,
+        typer.Option(
+            "--candidate",
+            help="Run it beside the current version (own name and port), without switching: "
+            "then `airgap compare` and `airgap promote`.",
+        ),
+    ] = False,
 ) -> None:
     """Verify, load, run and prove the model answers — on this host, offline.
 
@@ -133,6 +141,11 @@ def install(
     """
     from airgap.services.install import InstallOptions
 
+    if candidate and accept:
+        raise UsageError(
+            "--accept proves the current version; a candidate is judged with `airgap compare NAME`",
+            hint="drop --accept, or accept the candidate after `airgap promote NAME`",
+        )
     target = _resolve_target(to)
     state = _state(state_dir)
     options = InstallOptions(
@@ -148,6 +161,7 @@ def install(
         allow_expired=allow_expired,
         trusted=_trusted(state, key, None),
         unsafe_install_failed_policy=unsafe_install_failed_policy,
+        candidate=candidate,
     )
     evidence = far_side_evidence(state)
     STATE.on_interrupt = "run the same `airgap install` again: it completes or undoes what was started"
@@ -167,6 +181,7 @@ def install(
                 "name": r.name,
                 "version": r.version,
                 "target": r.target,
+                "candidate": candidate,
                 "nothing_to_do": result.nothing_to_do,
                 "recovered": list(result.recovered),
                 "receipt": r.to_json(),
@@ -194,9 +209,18 @@ def install(
             fail_if_missed(report)
         return
     where = f"http://127.0.0.1:{r.port}" if r.target != "venv" else r.extra.get("venv")
+    what = "installed the candidate" if candidate else "installed"
     out_console.print(
-        f"[green]installed[/] {escape(f'{r.name} {r.version} --to {r.target} at {where}')}: smoke test passed"
+        f"[green]{what}[/] {escape(f'{r.name} {r.version} --to {r.target} at {where}')}: smoke test passed"
     )
+    if candidate:
+        out_console.print(
+            f"beside the current version; next: airgap compare {r.name} --to {r.target}, "
+            f"then airgap promote {r.name} --to {r.target}",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     # Commands to paste: printed whole on one line each, never wrapped or styled.
     if result.serve:
         out_console.print(f"serve it: {result.serve}", markup=False, highlight=False, soft_wrap=True)
@@ -276,9 +300,13 @@ def status(state_dir: StateDirOption = None) -> None:
             where = r.get("venv") or where
         elif r["port"]:
             where += f" :{r['port']}"
-        table.add_row(
-            r["name"], r["target"], r["version"], health, where, r["previous"] or "-", r["installed_at"]
-        )
+        version = r["version"]
+        if r.get("candidate"):
+            beside = r["candidate"]
+            version += f" (candidate {beside['version']}" + (
+                f" :{beside['port']})" if r["target"] != "venv" and beside.get("port") else ")"
+            )
+        table.add_row(r["name"], r["target"], version, health, where, r["previous"] or "-", r["installed_at"])
     out_console.print(table)
 
 

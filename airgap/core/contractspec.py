@@ -201,3 +201,45 @@ def parse_acceptance(lines: Lines, data: Mapping[str, Any]) -> AcceptanceSpec:
             raise lines.error(where, f"{metric} needs acceptance.scores: the output with the scores")
         out.append((str(metric), float(bound)))
     return AcceptanceSpec(path, str(names["label"]), str(names["output"]), names["scores"], tuple(out))
+
+
+@dataclass(frozen=True)
+class PromoteSpec:
+    """What a candidate must show against the current version before it is promoted (`airgap compare`):
+    the share of inputs both answer alike, the most an acceptance metric may fall, and the most the
+    candidate's p95 latency may grow, as a multiple of the current version's."""
+
+    min_agreement: float = 0.95
+    max_metric_drop: float = 0.02
+    max_p95_ratio: float = 1.5
+
+    def to_json(self) -> dict[str, Any]:
+        """The thresholds as the bundle records them (``model/promote.json``)."""
+        return {
+            "min_agreement": self.min_agreement,
+            "max_metric_drop": self.max_metric_drop,
+            "max_p95_ratio": self.max_p95_ratio,
+        }
+
+
+def parse_promote(lines: Lines, data: Mapping[str, Any]) -> PromoteSpec:
+    """``promote``: the thresholds `airgap compare` judges a candidate by; each has a default."""
+    block = mapping(lines, data, "promote", "")
+    expect(lines, block, "promote", {"min_agreement", "max_metric_drop", "max_p95_ratio"})
+    default = PromoteSpec()
+    values: dict[str, float] = {}
+    for key, low, high in (
+        ("min_agreement", 0.0, 1.0),
+        ("max_metric_drop", 0.0, 1e9),
+        ("max_p95_ratio", 1.0, 1000.0),
+    ):
+        value = block.get(key, getattr(default, key))
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or value != value
+            or not low <= value <= high
+        ):
+            raise lines.error(f"promote.{key}", f"must be a number from {low:g} to {high:g}, got {value!r}")
+        values[key] = float(value)
+    return PromoteSpec(**values)

@@ -17,9 +17,11 @@ from packaging.requirements import InvalidRequirement, Requirement
 from airgap.core.contractspec import (
     AcceptanceSpec,
     DataSpec,
+    PromoteSpec,
     SloSpec,
     parse_acceptance,
     parse_data,
+    parse_promote,
     parse_slo,
 )
 from airgap.core.yamlfields import Lines as _Lines
@@ -134,6 +136,7 @@ class Project:
     data: DataSpec | None = None
     slo: SloSpec | None = None
     acceptance: AcceptanceSpec | None = None
+    promote: PromoteSpec | None = None
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -157,6 +160,7 @@ _TOP_KEYS = {
     "data",
     "slo",
     "acceptance",
+    "promote",
 }
 
 
@@ -335,6 +339,7 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
     data_spec = parse_data(lines, data) if data.get("data") is not None else None
     slo_spec = parse_slo(lines, data) if data.get("slo") is not None else None
     acceptance_spec = parse_acceptance(lines, data) if data.get("acceptance") is not None else None
+    promote_spec = parse_promote(lines, data) if data.get("promote") is not None else None
 
     return Project(
         name=name,
@@ -352,6 +357,7 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
         data=data_spec,
         slo=slo_spec,
         acceptance=acceptance_spec,
+        promote=promote_spec,
         raw=data,
     )
 

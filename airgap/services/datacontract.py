@@ -127,6 +127,8 @@ def model_documents(project: Project, project_dir: Path, model: Path) -> dict[st
         files["model/acceptance.json"] = pretty(acceptance)
     if project.slo is not None:
         files["model/slo.json"] = pretty({"format": "airgap.slo/v1", **project.slo.to_json()})
+    if project.promote is not None:
+        files["model/promote.json"] = pretty({"format": "airgap.promote/v1", **project.promote.to_json()})
     rules = monitoring.alert_rules(
         project.name, project.slo, data is not None, bool(data and data.get("predictions"))
     )

@@ -160,7 +160,12 @@ class Installer:
     def install(self, bundle: Path, options: InstallOptions) -> InstallResult:
         """Verifies the bundle, then extracts, deploys and smoke-tests it on ``options.target``, and
         commits its receipt only when the smoke test passed; anything failing after verification is
-        undone (the previous version runs again) before the error is raised."""
+        undone (the previous version runs again) before the error is raised. With
+        ``options.candidate`` the version runs beside the current one instead (services/candidate.py)."""
+        if options.candidate:
+            from airgap.services.candidate import install_candidate
+
+            return install_candidate(self, bundle, options)
         target = targets.get(options.target)
         verify_opts = VerifyOptions(
             trusted=options.trusted,
@@ -374,7 +379,9 @@ class Installer:
         known: set[str] = set()
         receipts = {(name, target) for name, target, _, _ in self.installed.all()}
         for name, target, cur, prev in self.installed.all():
+            cand = self.installed.candidate(name, target)
             known |= {c for c in (cur.container, prev.container if prev else None) if c}
+            known |= {cand.container} if cand and cand.container else set()
             t = targets.find(target)
             out.append(
                 {
@@ -387,6 +394,9 @@ class Installer:
                     "venv": (cur.extra or {}).get("venv"),
                     "installed_at": cur.installed_at,
                     "previous": prev.version if prev else None,
+                    "candidate": {"version": cand.version, "port": cand.port, "container": cand.container}
+                    if cand
+                    else None,
                     "manifest_sha256": cur.manifest_sha256,
                     "interrupted": Journal(self.state, name, target).exists(),
                     "state": "installed",
@@ -478,7 +488,9 @@ class Installer:
         strays = self._started_here(**{"io.airgap.name": name, "io.airgap.target": target})
         if current is None and not journal.exists() and not strays:
             raise InvalidInputError(f"{name} is not installed with --to {target}")
-        removed: list[str] = []
+        from airgap.services.candidate import forget
+
+        removed: list[str] = forget(self, name, target) if current is not None else []
         if journal.exists():
             version = (journal.load().get("new") or {}).get("version")
             self._undo(journal)
@@ -511,6 +523,7 @@ def _loose_row(
         "port": port,
         "installed_at": "-",
         "previous": None,
+        "candidate": None,
         "manifest_sha256": None,
         "interrupted": True,
         "state": state,

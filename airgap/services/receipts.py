@@ -81,11 +81,34 @@ class Installed:
         entry = data["names"].setdefault(receipt.name, {"highest_version": receipt.version, "targets": {}})
         entry["highest_version"] = _highest(entry.get("highest_version"), receipt.version)
         entry.setdefault("manifests", {})[receipt.manifest_sha256] = receipt.version
+        candidate = (entry["targets"].get(receipt.target) or {}).get("candidate")
         entry["targets"][receipt.target] = {
             "current": receipt.to_json(),
             "previous": previous.to_json() if previous else None,
         }
+        if candidate:  # a candidate runs beside whatever is current: a new current keeps it
+            entry["targets"][receipt.target]["candidate"] = candidate
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        write_json(self.path, data)
+
+    def candidate(self, name: str, target: str) -> Receipt | None:
+        """The candidate of one (name, target): a version running beside the current one."""
+        entry = self.load()["names"].get(name, {}).get("targets", {}).get(target, {})
+        return Receipt.from_json(entry["candidate"]) if entry.get("candidate") else None
+
+    def put_candidate(self, name: str, target: str, receipt: Receipt | None) -> None:
+        """Records ``receipt`` as the candidate of (name, target), replacing any older one
+        (atomically); None forgets the candidate. The current and previous stay as they are."""
+        data = self.load()
+        entry = data["names"].get(name, {}).get("targets", {}).get(target)
+        if entry is None:
+            raise InvalidInputError(f"{name} is not installed with --to {target}")
+        if receipt is None:
+            entry.pop("candidate", None)
+        else:
+            entry["candidate"] = receipt.to_json()
+            versions_seen = data["names"][name].setdefault("manifests", {})
+            versions_seen[receipt.manifest_sha256] = receipt.version
         write_json(self.path, data)
 
     def drop(self, name: str, target: str) -> None:
@@ -105,13 +128,21 @@ class Installed:
                     out.append((name, target, Receipt.from_json(t["current"]), prev))
         return out
 
+    def receipts(self) -> list[Receipt]:
+        """Every receipt recorded here: current, previous and candidate of every installation."""
+        out: list[Receipt] = []
+        for name, target, cur, prev in self.all():
+            out += [r for r in (cur, prev, self.candidate(name, target)) if r is not None]
+        return out
+
     def images_in_use(self, targets: Collection[str], besides: tuple[str, str] | None = None) -> set[str]:
         """Image ids that receipts (current or previous) of ``targets`` still name, leaving out the
         (name, target) ``besides``: an image one of them needs, to run or to roll back to, stays."""
         used: set[str] = set()
         for name, target, cur, prev in self.all():
             if target in targets and (name, target) != besides:
-                used |= {r.image_id for r in (cur, prev) if r is not None and r.image_id}
+                cand = self.candidate(name, target)
+                used |= {r.image_id for r in (cur, prev, cand) if r is not None and r.image_id}
         return used
 
 

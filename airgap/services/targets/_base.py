@@ -43,6 +43,7 @@ class InstallOptions:
     allow_expired: bool = False
     trusted: tuple[Any, ...] = ()
     unsafe_install_failed_policy: bool = False
+    candidate: bool = False  # beside the current version, under names of its own, without switching
 
 
 @dataclass(frozen=True)
@@ -174,6 +175,7 @@ class BaseTarget:
     rank = 100
     needs_image = True
     host_port = False
+    candidates = False  # can run a candidate beside the current version (services/candidate.py)
 
     def wants(self, path: str) -> bool:
         """The model, contract, manifests, build record and server; the image, or the host wheelhouse."""
@@ -210,6 +212,19 @@ class BaseTarget:
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
         """Nothing of its own to remove."""
+        return []
+
+    def as_current(self, candidate: Receipt, current: Receipt) -> Receipt:
+        """The receipt a promoted candidate runs under: its version, on the current one's port."""
+        from airgap.services.receipts import Receipt
+
+        promoted = Receipt.from_json(candidate.to_json())
+        promoted.port = current.port
+        return promoted
+
+    def discard(self, site: Site, receipt: Receipt) -> list[str]:
+        """Removes what ``receipt`` used that no receipt in the state directory names any more (a
+        replaced or promoted candidate); says what was removed."""
         return []
 
     def serve_command(self, receipt: Receipt, record: dict[str, Any], content: Path) -> str | None:

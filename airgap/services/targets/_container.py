@@ -22,6 +22,7 @@ class ContainerTarget(BaseTarget):
     """A hardened container on a runtime, serving on ``127.0.0.1:PORT`` with host networking."""
 
     host_port = True
+    candidates = True
 
     def __init__(
         self, name: str, runtime: Callable[[], Runtime], shares_images_with: frozenset[str], rank: int
@@ -37,6 +38,8 @@ class ContainerTarget(BaseTarget):
         r = ctx.receipt
         r.image_id = load_image(ctx, rt)
         r.container = f"airgap-{r.name}-{r.version}-{container_suffix(r)}"
+        if ctx.options.candidate:
+            r.container += "-candidate"
         self.switch_container(ctx, rt, r.image_id)
 
     def switch_container(self, ctx: InstallContext, rt: Runtime, image: str) -> None:
@@ -134,6 +137,29 @@ class ContainerTarget(BaseTarget):
             besides = (receipt.name, receipt.target)
             if receipt.image_id and receipt.image_id not in site.installed.images_in_use(
                 self.shares_images_with, besides
+            ):
+                rt.remove_image(receipt.image_id)
+                removed.append(f"image {receipt.image_id[:19]}")
+        return removed
+
+    def as_current(self, candidate: Receipt, current: Receipt) -> Receipt:
+        """The candidate on the current port, in a container named as an install would name it."""
+        promoted = super().as_current(candidate, current)
+        promoted.container = f"airgap-{promoted.name}-{promoted.version}-{container_suffix(promoted)}"
+        return promoted
+
+    def discard(self, site: Site, receipt: Receipt) -> list[str]:
+        """Removes the container, unless a receipt still names it, and its image, unless a receipt
+        on the same runtime still uses it."""
+        removed: list[str] = []
+        named = {r.container for r in site.installed.receipts()}
+        with quiet():
+            rt = self.runtime()
+            if receipt.container and receipt.container not in named:
+                rt.remove(receipt.container)
+                removed.append(f"container {receipt.container}")
+            if receipt.image_id and receipt.image_id not in site.installed.images_in_use(
+                self.shares_images_with
             ):
                 rt.remove_image(receipt.image_id)
                 removed.append(f"image {receipt.image_id[:19]}")

@@ -32,6 +32,7 @@ class KubernetesTarget(BaseTarget):
 
     name = "kubernetes"
     rank = 50
+    candidates = True
 
     def __init__(self, kubectl: Callable[[str | None], Kubectl] = KubectlCli) -> None:
         self.kubectl = kubectl
@@ -47,18 +48,44 @@ class KubernetesTarget(BaseTarget):
         (content / "deploy").mkdir(exist_ok=True)
         path = content / "deploy" / "kubernetes.yaml"
         atomic_write_bytes(path, text.encode())
-        namespace, deployment = _deployment(text, options.namespace)
-        where = {
+        where = self._where(ctx, path, text)
+        promoted = None
+        if options.candidate:
+            # Beside the current Deployment: its own, with its own Service. What a promote applies
+            # (the bundle's own manifests, rolling the current Deployment to this image) is kept too.
+            promoted, text = where, candidate_manifests(text)
+            path = content / "deploy" / "kubernetes-candidate.yaml"
+            atomic_write_bytes(path, text.encode())
+            where = self._where(ctx, path, text)
+        r.extra = {"registry_ref": ref, **where, **({"promoted": promoted} if promoted else {})}
+        ctx.journal.step("created", kube=where)  # before apply: an undo knows what to take back
+        self._apply_and_wait(r.extra, text, f"{r.name} {r.version}")
+        ctx.journal.step("started")
+
+    @staticmethod
+    def _where(ctx: InstallContext, path: Path, text: str) -> dict[str, Any]:
+        namespace, deployment = _deployment(text, ctx.options.namespace)
+        return {
             "manifests": str(path),
             "namespace": namespace,
             "deployment": deployment,
             "remote_port": int(ctx.record.get("serving", {}).get("port", 8080)),
-            "context": options.kube_context,
+            "context": ctx.options.kube_context,
         }
-        r.extra = {"registry_ref": ref, **where}
-        ctx.journal.step("created", kube=where)  # before apply: an undo knows what to take back
-        self._apply_and_wait(r.extra, text, f"{r.name} {r.version}")
-        ctx.journal.step("started")
+
+    def as_current(self, candidate: Receipt, current: Receipt) -> Receipt:
+        """The candidate promoted: the bundle's own manifests (the current Deployment's name) at the
+        candidate's image."""
+        promoted = super().as_current(candidate, current)
+        promoted.extra = {"registry_ref": candidate.extra.get("registry_ref"), **candidate.extra["promoted"]}
+        return promoted
+
+    def discard(self, site: Site, receipt: Receipt) -> list[str]:
+        """Deletes a candidate's own Deployment, Service and policy (a promoted one's were applied
+        under the current names)."""
+        if not receipt.extra.get("promoted"):
+            return []
+        return self.remove(site, receipt)
 
     def _apply_and_wait(self, where: dict[str, Any], text: str, what: str) -> None:
         kube = self.kubectl(where.get("context"))
@@ -153,6 +180,19 @@ def _deployment(text: str, namespace: str | None) -> tuple[str, str]:
             meta = doc.get("metadata") or {}
             return str(meta.get("namespace") or namespace or "default"), str(meta["name"])
     raise InvalidInputError("the bundle's manifests hold no Deployment: there is nothing to roll out")
+
+
+def candidate_manifests(text: str) -> str:
+    """The bundle's manifests (one YAML stream) made into the candidate's: a second Deployment with
+    its own Service and ingress policy, names suffixed ``-candidate`` (core/candidate_manifests.py)."""
+    import yaml
+
+    from airgap.core.candidate_manifests import candidate_objects
+
+    objects = candidate_objects(d for d in yaml.safe_load_all(text) if d)
+    if not objects:
+        raise InvalidInputError("the bundle's manifests hold no Deployment: there is no candidate to run")
+    return yaml.safe_dump_all(objects, sort_keys=False)
 
 
 def _read(path: object) -> str | None:

@@ -18,6 +18,8 @@ def _docker() -> Runtime:
 class RegistryTarget(ContainerTarget):
     """A container target whose image comes back from the registry it was pushed to."""
 
+    candidates = False  # it cannot roll back in place, so it cannot promote: install the bundle
+
     def deploy(self, ctx: InstallContext) -> None:
         """Pushes the image, writes the manifests rewritten to it, pulls it back by digest and runs
         it hardened."""

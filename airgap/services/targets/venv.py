@@ -26,6 +26,7 @@ class VenvTarget(BaseTarget):
     name = "venv"
     rank = 60
     needs_image = False
+    candidates = True
 
     def deploy(self, ctx: InstallContext) -> None:
         """A fresh virtualenv for this version from the host wheelhouse, offline and hash-checked."""
@@ -37,6 +38,13 @@ class VenvTarget(BaseTarget):
             )
         python = ctx.options.python or sys.executable
         venv = ctx.site.state.directory / "venvs" / r.name / f"{r.version}-{r.manifest_sha256[:12]}"
+        if ctx.options.candidate:
+            # Beside the current one; never over a virtualenv a receipt (a promoted candidate) names.
+            named = {x.extra.get("venv") for x in ctx.site.installed.receipts()}
+            n = 1
+            while str(venv) in named or n == 1:
+                venv = venv.with_name(f"{r.version}-{r.manifest_sha256[:12]}-candidate{n if n > 1 else ''}")
+                n += 1
         if venv.exists():
             shutil.rmtree(venv)
         venv.parent.mkdir(parents=True, exist_ok=True)
@@ -97,6 +105,14 @@ class VenvTarget(BaseTarget):
             return []
         shutil.rmtree(receipt.extra["venv"], ignore_errors=True)
         return [f"virtualenv {receipt.extra['venv']}"]
+
+    def discard(self, site: Site, receipt: Receipt) -> list[str]:
+        """Deletes the version's virtualenv unless a receipt (a promoted candidate) still names it."""
+        venv = receipt.extra.get("venv")
+        if not venv or venv in {r.extra.get("venv") for r in site.installed.receipts()}:
+            return []
+        shutil.rmtree(venv, ignore_errors=True)
+        return [f"virtualenv {venv}"]
 
     def serve_command(self, receipt: Receipt, record: dict[str, Any], content: Path) -> str | None:
         """The environment and command line that serve the installed model on its port from the

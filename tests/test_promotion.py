@@ -1,0 +1,100 @@
+"""The ``promote`` thresholds in ``airgap.yaml`` and how a candidate is judged against them (pure)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from airgap.core.contractspec import PromoteSpec
+from airgap.core.project import parse_project
+from airgap.core.promotion import disagreement, judge, metric_drop, spec_from_json
+from airgap.errors import InvalidInputError
+from tests.conftest import ROOT, assert_one_line_error, run_airgap
+
+EXAMPLE = (ROOT / "examples" / "tabular" / "airgap.yaml").read_text()
+
+
+def test_promote_thresholds_are_read_with_defaults_for_what_is_left_out() -> None:
+    project = parse_project(EXAMPLE + "\npromote:\n  min_agreement: 0.99\n", "airgap.yaml")
+    assert project.promote == PromoteSpec(min_agreement=0.99, max_metric_drop=0.02, max_p95_ratio=1.5)
+    assert parse_project(EXAMPLE, "airgap.yaml").promote is None
+    assert spec_from_json(None) == PromoteSpec()
+    assert spec_from_json(PromoteSpec(0.9, 0.1, 3).to_json()) == PromoteSpec(0.9, 0.1, 3)
+
+
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        (
+            "promote:\n  min_agreement: 1.5\n",
+            r"airgap\.yaml:\d+: promote\.min_agreement: must be a number from 0 to 1",
+        ),
+        (
+            "promote:\n  max_p95_ratio: 0.5\n",
+            r"airgap\.yaml:\d+: promote\.max_p95_ratio: must be a number from 1",
+        ),
+        ("promote:\n  max_metric_drop: yes\n", r"promote\.max_metric_drop: must be a number"),
+        ("promote:\n  agreement: 0.9\n", r"promote"),
+    ],
+)
+def test_a_bad_promote_section_names_the_field_and_its_line(section: str, message: str) -> None:
+    with pytest.raises(InvalidInputError, match=message):
+        parse_project(EXAMPLE + "\n" + section, "airgap.yaml")
+
+
+def test_answers_disagree_on_the_predicted_class_not_on_scores_within_tolerance() -> None:
+    a = {"label": [1], "probabilities": [[0.2, 0.8]]}
+    assert (
+        disagreement("row 1", a, {"label": [1], "probabilities": [[0.3, 0.7]]}, "label", 1e-4, 1e-5) is None
+    )
+    said = disagreement("row 1", a, {"label": [0], "probabilities": [[0.6, 0.4]]}, "label", 1e-4, 1e-5)
+    assert said is not None and "row 1" in said and "label" in said
+    # With no labelled output named, every output must agree within the tolerance.
+    assert disagreement("golden x", a, {"label": [1], "probabilities": [[0.3, 0.7]]}, None, 1e-4, 1e-5)
+
+
+def test_a_candidate_is_judged_on_agreement_metric_drop_and_p95_ratio() -> None:
+    spec = PromoteSpec(min_agreement=0.95, max_metric_drop=0.02, max_p95_ratio=1.5)
+    fast, slow = [10.0] * 100, [30.0] * 100
+    checks = judge(spec, 99, 100, {"accuracy": 0.9, "mae": 1.0}, {"accuracy": 0.89, "mae": 1.5}, fast, slow)
+    by = {c.what.split(" ")[0]: c for c in checks}
+    assert by["agreement"].ok and by["agreement"].measured.startswith("99.00%")
+    assert by["accuracy"].ok  # dropped 0.01, within 0.02
+    assert not by["mae"].ok  # an error metric got worse by 0.5
+    assert not by["p95"].ok and by["p95"].measured == "3.00×"
+    assert not judge(spec, 90, 100, {}, {}, fast, fast)[0].ok
+    # A sub-millisecond difference is noise, whatever its ratio.
+    assert judge(spec, 1, 1, {}, {}, [0.5] * 10, [1.5] * 10)[-1].ok
+    assert metric_drop("rmse", 1.0, 0.5) == -0.5 and metric_drop("f1", 0.9, 0.8) == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize("target", ["registry", "podman-kube"])
+def test_a_target_that_cannot_promote_in_place_refuses_a_candidate_before_reading_the_bundle(
+    target: str, tmp_path: Path
+) -> None:
+    proc = run_airgap(
+        "install",
+        str(tmp_path / "missing.airgap.tar"),
+        "--to",
+        target,
+        "--candidate",
+        "--state-dir",
+        str(tmp_path),
+    )
+    line = assert_one_line_error(proc, 2)
+    assert f"--to {target} cannot run a candidate" in line
+
+
+def test_a_candidate_is_not_accepted_at_install_time(tmp_path: Path) -> None:
+    proc = run_airgap(
+        "install",
+        str(tmp_path / "x.airgap.tar"),
+        "--to",
+        "venv",
+        "--candidate",
+        "--accept",
+        "--state-dir",
+        str(tmp_path),
+    )
+    assert "airgap compare" in assert_one_line_error(proc, 2)
