@@ -22,6 +22,7 @@ from airgap.core.contractspec import (
     parse_data,
     parse_slo,
 )
+from airgap.core.rebuild import TargetSpec, parse_targets
 from airgap.core.yamlfields import Lines as _Lines
 from airgap.core.yamlfields import expect as _expect
 from airgap.core.yamlfields import integer as _int
@@ -134,6 +135,7 @@ class Project:
     data: DataSpec | None = None
     slo: SloSpec | None = None
     acceptance: AcceptanceSpec | None = None
+    targets: tuple[TargetSpec, ...] = ()  # extra interpreters whose wheelhouses the bundle carries
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -157,6 +159,7 @@ _TOP_KEYS = {
     "data",
     "slo",
     "acceptance",
+    "targets",
 }
 
 
@@ -352,6 +355,7 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
         data=data_spec,
         slo=slo_spec,
         acceptance=acceptance_spec,
+        targets=parse_targets(lines, data),
         raw=data,
     )
 
