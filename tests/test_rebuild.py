@@ -13,7 +13,6 @@ import base64
 import hashlib
 import json
 import shutil
-import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.conftest import PASSPHRASE, assert_one_line_error, bundle, run_airgap
+from tests.test_attestations import _member, openssl_verifies
 
 pytestmark = [pytest.mark.docker]
 
@@ -60,16 +60,6 @@ def site_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = run_airgap("keys", "generate", "-o", str(prefix), env=ENV)
     assert proc.returncode == 0, proc.stderr
     return prefix
-
-
-def _member(bundle_file: Path, suffix: str) -> bytes:
-    with tarfile.open(bundle_file) as tar:
-        for m in tar.getmembers():
-            if m.name.endswith(suffix):
-                fh = tar.extractfile(m)
-                assert fh is not None
-                return fh.read()
-    raise AssertionError(f"{suffix} not in {bundle_file}")
 
 
 def test_the_bundle_carries_a_python39_wheelhouse_for_the_target(targeted: dict[str, Any]) -> None:
@@ -114,17 +104,18 @@ def test_rebuild_onto_bullseye_offline_signed_by_site_key_installs_and_answers_g
     assert doc["base_image"]["python"].startswith("3.9.")
     assert doc["wheelhouse"] == "py3.9-glibc2.31"
     new_bundle = Path(doc["bundle"][0])
-    original_sha = hashlib.sha256(_member(targeted["bundle"], "/manifest.json")).hexdigest()
+    original_sha = hashlib.sha256(_member(targeted["bundle"], "bundle/manifest.json")).hexdigest()
     assert doc["rebuilt_from"]["manifest_sha256"] == original_sha
     assert doc["rebuilt_from"]["name"] == "tabular-classifier"
 
-    record = json.loads(_member(new_bundle, "build.json"))
+    record = json.loads(_member(new_bundle, "bundle/build.json"))
     assert record["rebuilt_from"]["manifest_sha256"] == original_sha
     assert record["base_image"]["resolved"].startswith("127.0.0.1:5000/airgap/site-base@sha256:")
     assert "FROM 127.0.0.1:5000/airgap/site-base@sha256:" in record["image"]["dockerfile"]
 
     # The provenance, signed by the site key, names the original bundle as a resolved dependency.
-    envelope = json.loads(_member(new_bundle, "attestations/provenance.intoto.json"))
+    envelope = json.loads(_member(new_bundle, "bundle/attestations/provenance.intoto.json"))
+    assert openssl_verifies(envelope, site_key.with_suffix(".pub"), tmp_path)
     statement = json.loads(base64.b64decode(envelope["payload"]))
     deps = statement["predicate"]["buildDefinition"]["resolvedDependencies"]
     origin = [d for d in deps if d["digest"].get("sha256") == original_sha]

@@ -86,7 +86,7 @@ def test_the_first_wheelhouse_that_fits_entirely_is_chosen_host_wheelhouses_neve
 def test_no_fit_names_every_wheel_that_does_not_install_and_what_to_bundle() -> None:
     fit = choose([Candidate("image", "", "3.11", tuple(f[7:] for f in FILES[:2]))], PY39)
     assert fit.chosen is None
-    line = fit.reason("site:py39 (Python 3.9.2)", PY39[0])
+    line = fit.reason("site:py39 (Python 3.9.2)", [Tag("cp39", "cp39", "linux_x86_64"), *PY39])
     assert line == (
         "no wheelhouse in the bundle installs on site:py39 (Python 3.9.2) "
         "(best tag cp39-cp39-manylinux_2_17_x86_64): "

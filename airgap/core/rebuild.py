@@ -111,8 +111,9 @@ class Fit:
     chosen: Candidate | None
     misfits: Mapping[str, tuple[str, ...]]  # candidate kind -> the wheels that do not install
 
-    def reason(self, site: str, best_tag: Tag) -> str:
+    def reason(self, site: str, tags: Sequence[Tag]) -> str:
         """The one line that says which wheels do not fit, per wheelhouse the bundle carries."""
+        best_tag = next((t for t in tags if not t.platform.startswith("linux_")), tags[0])
         parts = []
         for kind, wheels in self.misfits.items():
             shown = ", ".join(wheels[:4]) + (f" (+{len(wheels) - 4} more)" if len(wheels) > 4 else "")

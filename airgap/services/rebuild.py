@@ -146,7 +146,7 @@ def rebuild(
     if chosen.chosen is None:
         site = f"{options.base} (Python {py.version_str}, glibc {py.glibc or 'none'})"
         raise InvalidInputError(
-            chosen.reason(site, tags[0]),
+            chosen.reason(site, tags),
             hint=fit.suggestion(f"{py.minor[0]}.{py.minor[1]}", py.glibc),
         )
     cand = chosen.chosen
