@@ -10,6 +10,7 @@ wheelhouse. A bundle without that wheelhouse is refused within seconds, naming t
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import shutil
@@ -72,7 +73,12 @@ def test_the_bundle_carries_a_python39_wheelhouse_for_the_target(targeted: dict[
 
 
 def test_rebuild_onto_bullseye_offline_signed_by_site_key_installs_and_answers_golden(
-    targeted: dict[str, Any], signing_key: Path, site_key: Path, site_image: str, tmp_path: Path
+    targeted: dict[str, Any],
+    signing_key: Path,
+    site_key: Path,
+    site_image: str,
+    tmp_path: Path,
+    docker_client: Any,
 ) -> None:
     state = tmp_path / "state"
     assert (
@@ -149,6 +155,8 @@ def test_rebuild_onto_bullseye_offline_signed_by_site_key_installs_and_answers_g
         assert smoke.returncode == 0, smoke.stderr
     finally:
         run_airgap("uninstall", "tabular-classifier", "--to", "docker", "--state-dir", str(state))
+        with contextlib.suppress(Exception):  # the image this test's rebuild tagged
+            docker_client.images.remove("airgap/tabular-classifier:1.0.0-site")
 
 
 def test_rebuild_on_a_base_no_wheelhouse_fits_fails_in_seconds_naming_the_wheels(
