@@ -2,7 +2,8 @@
 # Set up (or check) the container environment airgap needs on a Debian 12
 # machine without systemd: Docker Engine, a loopback image registry, podman,
 # a debootstrapped python base image pushed to that registry, and that image
-# plus openssl (the bare far side bundle/install.sh is tested on).
+# plus openssl (the bare far side bundle/install.sh is tested on), and a second,
+# older "site-approved" base (bullseye, Python 3.9) that `airgap rebuild` is tested on.
 #
 #   scripts/setup-env.sh          set up whatever is missing (idempotent)
 #   scripts/setup-env.sh --check  only report; exit 1 if anything is not ready
@@ -20,6 +21,11 @@ readonly BASE_IMAGE="$REGISTRY/$BASE_REPO:$BASE_TAG"
 readonly OPENSSL_REPO=airgap/python-openssl
 readonly OPENSSL_IMAGE="$REGISTRY/$OPENSSL_REPO:$BASE_TAG"
 readonly SUITE=bookworm
+# A second, older base image: the "site-approved" base `airgap rebuild` is tested against
+# (another Debian release, another Python: bullseye ships 3.9 and glibc 2.31).
+readonly SITE_SUITE=bullseye
+readonly SITE_REPO=airgap/site-base
+readonly SITE_IMAGE="$REGISTRY/$SITE_REPO:$SITE_SUITE"
 
 readonly CONF_DIR=/etc/airgap-env
 readonly STATE_DIR=/var/lib/airgap-env
@@ -459,6 +465,81 @@ ensure_base_image() {
     say "base image: digest $BASE_IMAGE@$reg_digest"
 }
 
+# --------------------------------------------- 5b. site base image (bullseye)
+
+# The site image's registry digest, empty if the registry does not have it.
+site_registry_digest() {
+    curl -fsS --max-time 10 -o /dev/null -D - "${MANIFEST_ACCEPT[@]}" \
+        "http://$REGISTRY/v2/$SITE_REPO/manifests/$SITE_SUITE" 2>/dev/null |
+        tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}' || true
+}
+
+# Same recipe as build_base_image, for SITE_SUITE; the bookworm mirror serves bullseye too.
+build_site_base_image() {
+    local mirror started=$SECONDS
+    mirror=$(debian_mirror)
+    ROOTFS=$(mktemp -d /var/tmp/airgap-rootfs.XXXXXX)
+    trap cleanup_rootfs EXIT
+    say "site base image: debootstrap $SITE_SUITE from $mirror (log $LOG_DIR/debootstrap-$SITE_SUITE.log) ..."
+    debootstrap --variant=minbase --include=python3,python3-venv \
+        "$SITE_SUITE" "$ROOTFS" "$mirror" </dev/null >>"$LOG_DIR/debootstrap-$SITE_SUITE.log" 2>&1 || {
+        tail -n 20 "$LOG_DIR/debootstrap-$SITE_SUITE.log" >&2
+        die "debootstrap $SITE_SUITE failed; see $LOG_DIR/debootstrap-$SITE_SUITE.log"
+    }
+    (
+        cd "$ROOTFS"
+        rm -rf var/lib/apt/lists/* var/cache/apt/*.bin \
+            var/cache/apt/archives/*.deb var/cache/apt/archives/partial/* \
+            var/cache/debconf/*-old var/lib/dpkg/*-old \
+            var/log/* tmp/* var/tmp/* dev/*
+        mkdir -p var/lib/apt/lists/partial
+        rm -f etc/hostname
+        : >etc/resolv.conf
+    )
+    tar --numeric-owner --xattrs -C "$ROOTFS" -c . |
+        docker import \
+            --change 'CMD ["/usr/bin/python3"]' \
+            --change 'ENV LANG=C.UTF-8' \
+            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+            --change 'ENV PYTHONUNBUFFERED=1' \
+            --change "LABEL org.opencontainers.image.title=airgap-site-base org.opencontainers.image.description=debootstrap-minbase-$SITE_SUITE-python3" \
+            --message "debootstrap --variant=minbase --include=python3,python3-venv $SITE_SUITE $mirror" \
+            - "$SITE_IMAGE" >/dev/null
+    cleanup_rootfs
+    trap - EXIT
+    say "site base image: built $SITE_IMAGE in $((SECONDS - started)) s"
+}
+
+# Built only when neither the registry nor the engine has it; otherwise the copies are resynced.
+ensure_site_base_image() {
+    local reg_digest engine_has=0
+    reg_digest=$(site_registry_digest)
+    docker image inspect "$SITE_IMAGE" >/dev/null 2>&1 && engine_has=1
+    if ((CHECK_ONLY)); then
+        [[ -n $reg_digest ]] || not_ready "site base image" "registry has no $SITE_REPO:$SITE_SUITE"
+        ((engine_has)) || not_ready "site base image" "docker engine has no $SITE_IMAGE"
+        [[ -z $reg_digest ]] || ((!engine_has)) || say "site base image: $SITE_IMAGE@$reg_digest"
+        return
+    fi
+    mkdir -p "$LOG_DIR"
+    if [[ -n $reg_digest ]] && ((engine_has)); then
+        say "site base image: already built and pushed"
+    elif [[ -n $reg_digest ]]; then
+        docker pull -q "$SITE_IMAGE" >/dev/null
+        say "site base image: engine lost it, pulled from registry"
+    else
+        ((engine_has)) || build_site_base_image
+        docker push "$SITE_IMAGE" >>"$LOG_DIR/docker-push.log" 2>&1 || {
+            tail -n 20 "$LOG_DIR/docker-push.log" >&2
+            die "docker push $SITE_IMAGE failed"
+        }
+        say "site base image: pushed to $REGISTRY"
+    fi
+    reg_digest=$(site_registry_digest)
+    [[ -n $reg_digest ]] || die "registry does not list $SITE_IMAGE after push"
+    say "site base image: digest $SITE_IMAGE@$reg_digest"
+}
+
 # ----------------------------------------------- 6. openssl test image
 
 # The base image digest the openssl image was built FROM (its label), empty if none.
@@ -631,6 +712,8 @@ main() {
     if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
 
     ensure_base_image
+    if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
+    ensure_site_base_image
     if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
     ensure_openssl_image
     if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi

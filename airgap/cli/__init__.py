@@ -32,7 +32,8 @@ from airgap.terminal import ignore_signals, signals_interrupt
 # The command modules register their commands on ``app`` when imported; this order is the order
 # of `airgap --help`.
 # isort: off
-from airgap.cli import probe, build, media, trust, verify, install, candidate, delta, accept, evidence  # noqa: F401
+from airgap.cli import probe, build, media, trust, verify, install, candidate, rebuild  # noqa: F401
+from airgap.cli import delta, accept, evidence  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

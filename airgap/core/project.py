@@ -24,6 +24,7 @@ from airgap.core.contractspec import (
     parse_promote,
     parse_slo,
 )
+from airgap.core.rebuild import TargetSpec, parse_targets
 from airgap.core.yamlfields import Lines as _Lines
 from airgap.core.yamlfields import expect as _expect
 from airgap.core.yamlfields import integer as _int
@@ -137,6 +138,7 @@ class Project:
     slo: SloSpec | None = None
     acceptance: AcceptanceSpec | None = None
     promote: PromoteSpec | None = None
+    targets: tuple[TargetSpec, ...] = ()  # extra interpreters whose wheelhouses the bundle carries
     raw: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     @property
@@ -161,6 +163,7 @@ _TOP_KEYS = {
     "slo",
     "acceptance",
     "promote",
+    "targets",
 }
 
 
@@ -358,6 +361,7 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
         slo=slo_spec,
         acceptance=acceptance_spec,
         promote=promote_spec,
+        targets=parse_targets(lines, data),
         raw=data,
     )
 

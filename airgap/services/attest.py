@@ -114,6 +114,16 @@ def provenance_statement(staging: Path, record: dict[str, Any]) -> bytes:
             }
         )
     resolved += locks
+    origin = record.get("rebuilt_from") or {}  # `airgap rebuild`: the bundle this one was rebuilt from
+    if origin.get("manifest_sha256"):
+        resolved.append(
+            {
+                "name": f"airgap bundle {origin.get('name')} {origin.get('version')}",
+                "uri": f"airgap-bundle:{origin.get('name')}@{origin.get('version')}",
+                "digest": {"sha256": origin["manifest_sha256"]},
+                "annotations": {"publisherKeyId": origin.get("publisher_key_id"), "role": "rebuilt-from"},
+            }
+        )
     project = record.get("project_file") or {}
     profile = record.get("target_profile") or None
     predicate = {

@@ -65,6 +65,7 @@ from airgap.services.wheelhouse import (
     WheelhouseSite,
     host_wheelhouse,
     image_wheelhouse,
+    target_wheelhouses,
     wheelhouse_record,
 )
 
@@ -398,15 +399,12 @@ def _build(
         base_profile = probe_image(engine, base_ref)
         base_py = base_profile.profile.primary_python()
 
-    with phase("image wheelhouse"):
+    site = WheelhouseSite(staging, store, cache / "locks")
+    with phase("image wheelhouse"):  # and the wheelhouses of airgap.yaml's extra targets
         image_wh = image_wheelhouse(
-            ImageResolver(engine, base_ref, settings, cache),
-            base_ref,
-            base_py,
-            requirements,
-            WheelhouseSite(staging, store, cache / "locks"),
-            obs,
+            ImageResolver(engine, base_ref, settings, cache), base_ref, base_py, requirements, site, obs
         )
+        targets_wh = target_wheelhouses(project.targets, base_py, base_ref, requirements, settings, site, obs)
 
     host_wh: WheelhouseResult | None = None
     if options.host_wheelhouse and profile is not None:
@@ -570,6 +568,7 @@ def _build(
             "image": wheelhouse_record(image_wh, staging),
             **({"host": wheelhouse_record(host_wh, staging)} if host_wh else {}),
             **({"airgap": wheelhouse_record(airgap_wh, staging)} if airgap_wh else {}),
+            **targets_wh,
         },
         **({"airgap_wheelhouse_skipped": airgap_skipped} if airgap_skipped else {}),
         "target_profile": (

@@ -34,6 +34,7 @@ from airgap.adapters.wheels import (
     sha256_file,
 )
 from airgap.core.profile import PythonFacts, canonical_json
+from airgap.core.rebuild import TargetSpec, target_facts
 from airgap.core.tags import compute_tags, marker_environment
 from airgap.core.wheelhouse import Lock, Pin, WheelhouseReport, parse_lock, verify_wheelhouse
 from airgap.errors import IntegrityError, InvalidInputError
@@ -291,3 +292,31 @@ def wheelhouse_record(wh: WheelhouseResult, staging: Path) -> dict[str, Any]:
         "built_from_sdist": list(wh.built),
         "lock_from_cache": wh.from_cache,
     }
+
+
+def target_wheelhouses(
+    targets: Sequence[TargetSpec],
+    base_py: PythonFacts,
+    base_label: str,
+    requirements: Sequence[str],
+    settings: ResolverSettings,
+    site: WheelhouseSite,
+    observer: Observer | None = None,
+) -> dict[str, dict[str, Any]]:
+    """The wheelhouses of the project's extra ``targets`` (``targets/py3.9/``), each resolved as a
+    host wheelhouse is, for the base image's platform with the target's Python (and glibc), so a
+    far site can rebuild the image on a base with that Python (`airgap rebuild`). Identical wheels
+    are stored once by the v2 format; build.json records each wheelhouse like the image's."""
+    out: dict[str, dict[str, Any]] = {}
+    for target in targets:
+        py = target_facts(base_py, target)
+        wh = host_wheelhouse(
+            ForeignResolver(settings),
+            py,
+            f"python {target.python} on {base_label}",
+            requirements,
+            WheelhouseSite(site.dest / "targets" / target.key, site.store, site.lock_cache),
+            observer,
+        )
+        out[target.key] = {**wheelhouse_record(wh, site.dest), "python": target.python, "glibc": py.glibc}
+    return out
