@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -22,6 +23,7 @@ import pytest
 
 from tests.conftest import PASSPHRASE, assert_one_line_error, bundle, run_airgap
 from tests.test_attestations import _member, openssl_verifies
+from tests.tty import run_tty
 
 pytestmark = [pytest.mark.docker]
 
@@ -87,9 +89,9 @@ def test_rebuild_onto_bullseye_offline_signed_by_site_key_installs_and_answers_g
         ).returncode
         == 0
     )
+    # Run as a field engineer runs it: in an 80-column terminal, every phase live.
     started = time.monotonic()
-    proc = run_airgap(
-        "--json",
+    screen = run_tty(
         "rebuild",
         str(targeted["bundle"]),
         "--base",
@@ -101,21 +103,27 @@ def test_rebuild_onto_bullseye_offline_signed_by_site_key_installs_and_answers_g
         "-o",
         str(tmp_path / "rebuilt"),
         env=ENV,
+        columns=80,
         timeout=900,
     )
     seconds = time.monotonic() - started
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
-    print(f"\nrebuild onto {site_image}: {seconds:.1f} s (phases {doc['phases']})")
-    assert doc["base_image"]["python"].startswith("3.9.")
-    assert doc["wheelhouse"] == "py3.9-glibc2.31"
-    new_bundle = Path(doc["bundle"][0])
+    text = screen.text
+    assert screen.exit_code == 0 and "Traceback" not in text, text[-3000:]
+    print(f"\nrebuild onto {site_image}: {seconds:.1f} s")
+    assert "rebuilt tabular-classifier 1.0.0" in text and "signed by site key" in text, text[-3000:]
+    assert "match the signed contract" in text, text[-3000:]
+    assert screen.coloured and screen.live_progress
+    for phase in ("verify", "probe base", "extract", "model image", "golden check", "sign"):
+        assert re.search(rf"✓ {phase} done in \d+\.\ds", text), (phase, text[-3000:])
+    rebuilt = sorted((tmp_path / "rebuilt").glob("tabular-classifier-1.0.0*.airgap.tar"))
+    assert len(rebuilt) == 1, rebuilt
+    new_bundle = rebuilt[0]
     original_sha = hashlib.sha256(_member(targeted["bundle"], "bundle/manifest.json")).hexdigest()
-    assert doc["rebuilt_from"]["manifest_sha256"] == original_sha
-    assert doc["rebuilt_from"]["name"] == "tabular-classifier"
 
     record = json.loads(_member(new_bundle, "bundle/build.json"))
     assert record["rebuilt_from"]["manifest_sha256"] == original_sha
+    assert record["rebuilt_from"]["name"] == "tabular-classifier"
+    assert record["wheelhouses"]["image"]["python"].startswith("3.9"), record["wheelhouses"]["image"]
     assert record["base_image"]["resolved"].startswith("127.0.0.1:5000/airgap/site-base@sha256:")
     assert "FROM 127.0.0.1:5000/airgap/site-base@sha256:" in record["image"]["dockerfile"]
 

@@ -490,42 +490,6 @@ def test_install_end_to_end_in_a_terminal(tty_bundle: dict[str, Any], far_side: 
 
 
 @pytest.mark.docker
-def test_rebuild_in_a_terminal_shows_every_phase_live(
-    tty_bundle: dict[str, Any], publisher: Path, tmp_path: Path, docker_client: Any
-) -> None:
-    """The bundle rebuilt onto the loopback base image (its own Python: the image wheelhouse fits),
-    signed by a second key, with live progress in an 80-column terminal."""
-    site = tmp_path / "site"
-    ok(run_tty("keys", "generate", "-o", str(site), env=ENV), "key id")
-    try:
-        screen = run_tty(
-            "rebuild",
-            str(tty_bundle["bundle"]),
-            "--base",
-            "127.0.0.1:5000/airgap/python-base:bookworm",
-            "--key",
-            str(site.with_suffix(".key")),
-            "--publisher-key",
-            str(publisher.with_suffix(".pub")),
-            "--state-dir",
-            str(tmp_path / "state"),
-            "-o",
-            str(tmp_path / "rebuilt"),
-            env=ENV,
-            columns=80,
-            timeout=900,
-        )
-        ok(screen, "rebuilt tty-classifier 1.0.0", "match the signed contract", "signed by site key")
-        assert screen.coloured and screen.live_progress
-        for phase in ("verify", "probe base", "extract", "model image", "golden check", "sign"):
-            assert re.search(rf"✓ {phase} done in \d+\.\ds", screen.text), (phase, screen.text[-3000:])
-        assert list((tmp_path / "rebuilt").glob("tty-classifier-1.0.0*.airgap.tar*"))
-    finally:
-        with contextlib.suppress(Exception):
-            docker_client.images.remove("airgap/tty-classifier:1.0.0-site")
-
-
-@pytest.mark.docker
 def test_smoke_in_a_terminal(far_side: dict[str, Any]) -> None:
     ok(
         run_tty("smoke", "tty-classifier", "--to", "docker", "--state-dir", str(far_side["state"])),
