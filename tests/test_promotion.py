@@ -98,3 +98,45 @@ def test_a_candidate_is_not_accepted_at_install_time(tmp_path: Path) -> None:
         str(tmp_path),
     )
     assert "airgap compare" in assert_one_line_error(proc, 2)
+
+
+def test_compare_stops_when_the_port_answers_as_another_model_or_version() -> None:
+    """A stale server on the candidate's port (here: one answering as 0.9.0) must not be judged
+    as the candidate: compare would pass or fail on the wrong model."""
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from airgap.errors import EnvironmentFailure
+    from airgap.services.compare import _ask
+    from airgap.services.receipts import Receipt
+
+    class Stale(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"model": "clf", "model_version": "0.9.0", "outputs": {"label": [1]}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Stale)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+
+        def receipt(version: str) -> Receipt:
+            return Receipt("clf", version, "docker", "0" * 64, "k", "b", "t", "/nowhere", port=port)
+
+        assert _ask(port, "current", receipt("0.9.0"), {"x": [[1.0]]}) == {"label": [1]}
+        with pytest.raises(
+            EnvironmentFailure, match=r"answers as clf 0\.9\.0, not as the candidate clf 1\.0\.1"
+        ):
+            _ask(port, "candidate", receipt("1.0.1"), {"x": [[1.0]]})
+    finally:
+        server.shutdown()
+        server.server_close()

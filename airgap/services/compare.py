@@ -83,8 +83,12 @@ def _model_doc(receipt: Receipt, name: str) -> dict[str, Any] | None:
     return doc if isinstance(doc, dict) else None
 
 
-def _ask(port: int, who: str, inputs: dict[str, Any]) -> dict[str, Any] | str:
-    """The outputs, or why there are none (a refusal is an answer that differs)."""
+def _ask(port: int, who: str, receipt: Receipt, inputs: dict[str, Any]) -> dict[str, Any] | str:
+    """The outputs, or why there are none (a refusal is an answer that differs).
+
+    Every answer must name the model and version the receipt says runs on that port: a compare
+    that reached some other server (a stale process on the port, the other version) would judge
+    the wrong model and could pass, so it stops instead."""
     try:
         status, body = request_json(port, "/v1/predict", {"inputs": inputs}, timeout=30)
     except (OSError, ValueError) as exc:
@@ -93,6 +97,13 @@ def _ask(port: int, who: str, inputs: dict[str, Any]) -> dict[str, Any] | str:
             hint="see airgap status; airgap smoke NAME --to TARGET says more",
         ) from None
     if status == 200 and isinstance(body, dict) and isinstance(body.get("outputs"), dict):
+        said = (body.get("model"), body.get("model_version"))
+        if said != (receipt.name, receipt.version):
+            raise EnvironmentFailure(
+                f"the server on port {port} answers as {said[0]} {said[1]}, not as the {who} "
+                f"{receipt.name} {receipt.version}: another server holds that port",
+                hint="see airgap status; stop what holds the port, or install the version again",
+            )
         return dict(body["outputs"])
     error = body.get("error") if isinstance(body, dict) else None
     return f"HTTP {status} {error.get('code') if isinstance(error, dict) else ''}".strip()
@@ -132,6 +143,7 @@ def compare(site: Site, name: str, target: str) -> CompareReport:
     units = list(_units(contract, acceptance))
     answers: dict[str, list[Any]] = {"current": [], "candidate": []}
     timings: dict[str, list[float]] = {"current": [], "candidate": []}
+    receipts = {"current": current, "candidate": candidate}
     with ExitStack() as stack:
         ports = {
             "current": stack.enter_context(t.endpoint(site, current)),
@@ -139,14 +151,14 @@ def compare(site: Site, name: str, target: str) -> CompareReport:
         }
         for _, inputs in units:
             for who in ("current", "candidate"):
-                answers[who].append(_ask(ports[who], who, inputs))
+                answers[who].append(_ask(ports[who], who, receipts[who], inputs))
         singles = [inputs for _, inputs in units] or [{}]
         for i in range(WARM_UP + LATENCY_REQUESTS):
             inputs = singles[i % len(singles)]
             order = ("current", "candidate") if i % 2 == 0 else ("candidate", "current")
             for who in order:
                 start = time.perf_counter()
-                _ask(ports[who], who, inputs)
+                _ask(ports[who], who, receipts[who], inputs)
                 if i >= WARM_UP:
                     timings[who].append((time.perf_counter() - start) * 1000)
     disagreements: list[dict[str, Any]] = []
