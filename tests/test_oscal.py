@@ -19,7 +19,7 @@ from airgap.core.checklist import ChecklistContext
 from airgap.core.oscal_evidence import Attested, control_findings, evidence_assessment_results
 from tests.bundles import make_key
 from tests.oscal_schema import assert_valid_oscal, oscal_errors
-from tests.test_attestations import _member, _verify, far  # noqa: F401  (far: a synthetic far side)
+from tests.test_attestations import SITE, _member, _verify, far  # noqa: F401  (far: a synthetic far side)
 from tests.test_checklist import WAIVER, WHEN, make_bundle, run_check
 
 
@@ -224,10 +224,13 @@ def test_a_failed_install_makes_its_controls_not_satisfied_and_a_missing_check_i
     accept = findings["cm-4.2"]["target"]["status"]
     assert (accept["state"], accept["reason"]) == ("not-satisfied", "other")
     assert "Not assessed: no airgap accept ran here" in accept["remarks"]
-    # A later passing install is what counts now; the unsigned record is said to prove nothing.
+    # A later passing install is what counts now, but unsigned it proves nothing: not satisfied.
     attested.append(_attested("install", "PASSED", "2023-11-14T23:00:00Z", signed=False))
     status = control_findings(attested)["cm-3.2"]
-    assert status[0] == "satisfied" and "Unsigned evidence (install)" in status[2]
+    assert status[:2] == ("not-satisfied", "other") and "Unsigned evidence (install)" in status[2]
+    # Signed, the same passing install satisfies it.
+    attested[-1] = _attested("install", "PASSED", "2023-11-14T23:00:00Z")
+    assert control_findings(attested)["cm-3.2"][0] == "satisfied"
     # An UNSAFE override taken by verify leaves the integrity controls not satisfied.
     overridden = _attested("verify", "WARNED", "2023-11-15T00:00:00Z")
     overridden.statement["predicate"]["warnedTests"].append("UNSAFE: expired bundle accepted")
@@ -262,7 +265,10 @@ def test_export_writes_valid_assessment_results_and_a_summary_beside_the_evidenc
     assert [o["title"] for o in result["observations"]] == ["verify of demo 1.0.0: PASSED"] * 2
     assert result["observations"][1]["remarks"].startswith("Unsigned")
     findings = _findings(ar)
-    assert findings["si-7.6"]["target"]["status"]["state"] == "satisfied"
+    # The latest verify is unsigned: reported, but it proves nothing.
+    si76 = findings["si-7.6"]["target"]["status"]
+    assert (si76["state"], si76["reason"]) == ("not-satisfied", "other"), si76
+    assert "Unsigned evidence (verify)" in si76["remarks"]
     assert findings["cm-3.2"]["target"]["status"]["state"] == "not-satisfied"
     text = summary.read_text()
     assert "**1 attestation(s) are UNSIGNED**" in text and "| CM-3(2) | not-satisfied |" in text
@@ -325,10 +331,22 @@ def test_the_example_bundles_oscal_and_the_far_sides_after_a_real_install_and_ac
     assert trust.returncode == 0, trust.stderr
     at_site = ("--state-dir", str(state))
     bundle = built["bundle"][0]
+    # The site signs what it checked: only signed evidence satisfies a control.
+    make_key(tmp_path, "site")
+    site = {**SITE, "AIRGAP_SITE_KEY": f"file:{tmp_path / 'site.key'}"}
     try:
-        assert run_airgap("verify", bundle, *at_site).returncode == 0
+        assert run_airgap("verify", bundle, *at_site, env=site).returncode == 0
         installed = run_airgap(
-            "install", bundle, "--to", "docker", "--port", "18347", "--accept", *at_site, timeout=600
+            "install",
+            bundle,
+            "--to",
+            "docker",
+            "--port",
+            "18347",
+            "--accept",
+            *at_site,
+            env=site,
+            timeout=600,
         )
         assert installed.returncode == 0, installed.stdout + installed.stderr
     finally:

@@ -178,6 +178,11 @@ def test_candidate_compare_promote_rollback_on_docker(far: Path, releases: dict[
     assert (
         report["ok"] and not report["disagreements"] and report["checks"][0]["measured"].startswith("100.00%")
     )
+    # ...but it is the bundle that runs already: promoting it would stop the running version
+    # first (they share the container name). Refused, and the current version keeps answering.
+    proc = airgap(far, "promote", NAME, "--to", "docker")
+    assert proc.returncode == 4 and "is the bundle that runs already" in proc.stderr, proc.stderr
+    assert answering(PORT) == "1.0.1" and answering(PORT + 1) == "1.0.1"
 
     # 5. Rollback undoes the promote: 1.0.0 answers on the normal port again.
     proc = airgap(far, "rollback", NAME, "--to", "docker")

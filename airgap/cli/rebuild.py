@@ -53,19 +53,14 @@ def rebuild(
             "own directory, since the new bundle has the same name).",
         ),
     ] = None,
-    publisher_key: Annotated[
-        Optional[Path],
-        typer.Option(
-            "--publisher-key", help="Trust exactly this public key for BUNDLE instead of the trust store."
-        ),
-    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
     """Rebuild a bundle's model image offline on the site's approved base, signed by the site key.
 
     For a site whose policy rejects the base image the bundle was built on. Steps, all offline:
 
-      1. verify BUNDLE exactly as `install` does (signature, every hash, trusted publisher key);
+      1. verify BUNDLE exactly as `install` does (signature, every hash, a publisher key in this
+         site's trust store; no key on the command line: the result is signed by the site);
          nothing is extracted before that passes;
       2. probe --base inside itself with the network off: its Python, wheel tags and glibc;
       3. pick the bundle's wheelhouse that installs there (the image's, or one of the extra
@@ -79,7 +74,7 @@ def rebuild(
          and provenance name the original bundle (name, version, manifest hash, publisher key id)
          and the new base digest.
 
-    Install the result like any bundle once the site key is trusted (`airgap trust add site.pub`).
+    Install the result like any bundle once the site key is trusted (`airgap keys trust site.pub`).
 
     Example: airgap rebuild tabular-classifier-1.0.0.airgap.tar --base registry.site/python:3.9 --key site.key
     """
@@ -95,9 +90,9 @@ def rebuild(
         base=base,
         signer=signer,
         verify=VerifyOptions(
-            trusted=_trusted(state, publisher_key, None),
-            installed_versions=state.installed_versions(),
-            installed_manifests=state.installed_manifests(),
+            # The trust store only: a key named on the command line would let any bundle come out
+            # signed by the site key, which every install here trusts.
+            trusted=_trusted(state, None, None),
             blob_store=state.blob_store,
         ),
         output_dir=output or bundle_path.resolve().parent / "rebuilt",

@@ -203,9 +203,19 @@ def control_findings(attested: Sequence[Attested]) -> dict[str, tuple[str, str, 
         elif warned:
             what = "; ".join(f"{a.action}: " + "; ".join(a.tests("warnedTests")) for a in warned)
             out[cid] = ("not-satisfied", "other", f"Passed only with an UNSAFE override: {what}.{note}", ran)
+        elif unsigned:
+            # A record with no signature could have been written by anyone with the state
+            # directory: it is reported, never counted as proof.
+            what = ", ".join(f"{a.action} at {a.when}" for a in ran)
+            out[cid] = (
+                "not-satisfied",
+                "other",
+                f"Passed, but not proven: {what}.{note} Configure AIRGAP_SITE_KEY and run it again.",
+                ran,
+            )
         else:
             what = ", ".join(f"{a.action} at {a.when}" for a in ran)
-            out[cid] = ("satisfied", "pass", f"Passed: {what}.{note}", ran)
+            out[cid] = ("satisfied", "pass", f"Passed: {what}.", ran)
     return out
 
 

@@ -73,7 +73,8 @@ def _undo(installer: Installer, journal: Journal) -> str:
 
 def install_candidate(installer: Installer, bundle: Path, options: InstallOptions) -> InstallResult:
     """Verifies the bundle as `install` does, then runs it beside the current version of its name
-    and smoke-tests it there; records it as the candidate (replacing an older one) when it passed.
+    and smoke-tests it there; records it as the candidate when it passed. An older candidate gives
+    way first (its name and port are the new one's) and is not put back if the new one fails.
     Nothing of the current version is stopped, changed or removed, whatever fails."""
     from airgap.services.install import InstallResult, _repaired
 
@@ -218,6 +219,14 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
             f"{name} has no candidate to promote with --to {target_name}",
             hint="run one beside the current version first: "
             f"airgap install BUNDLE --to {target_name} --candidate",
+        )
+    if candidate.manifest_sha256 == current.manifest_sha256:
+        # The same bundle shares its content and, once promoted, the current version's container
+        # name: the switch would remove the running version before starting "the new" one.
+        raise InvalidInputError(
+            f"the candidate of {name} is the bundle that runs already ({current.version}, "
+            f"manifest {current.manifest_sha256[:12]}…): there is nothing to promote",
+            hint=f"install another version with --candidate, or remove this one: airgap uninstall {name}",
         )
     content = Path(candidate.content)
     if not content.exists():

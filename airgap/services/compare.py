@@ -163,12 +163,12 @@ def compare(site: Site, name: str, target: str) -> CompareReport:
                     timings[who].append((time.perf_counter() - start) * 1000)
     disagreements: list[dict[str, Any]] = []
     for (unit, _), a, b in zip(units, answers["current"], answers["candidate"]):
+        why: str | None
         if isinstance(a, str) or isinstance(b, str):
-            why = (
-                None
-                if a == b
-                else f"current: {a if isinstance(a, str) else 'answered'}, candidate: "
-                + (b if isinstance(b, str) else "answered")
+            # A refusal is never agreement, even when both refuse alike: two servers that answer
+            # nothing would otherwise agree completely.
+            why = f"current: {a if isinstance(a, str) else 'answered'}, candidate: " + (
+                b if isinstance(b, str) else "answered"
             )
         else:
             why = disagreement(unit, a, b, output, rtol, atol)

@@ -245,8 +245,15 @@ def rebuild(
         _unlink(staging / "signature.json")
         write_json(staging / "signature.json", {**algorithm.describe(), "key_id": options.signer.key_id})
         with phase("sign"):
+            # The original's expiry travels with it: a site rebuild must not outlive what the
+            # publisher signed.
             packed = pack_staging(
-                staging, out_dir, options.signer, observer=obs, bundle_format=options.bundle_format
+                staging,
+                out_dir,
+                options.signer,
+                observer=obs,
+                bundle_format=options.bundle_format,
+                expires=verified.manifest.expires,
             )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -287,6 +294,8 @@ def _swap_wheelhouse(staging: Path, record: dict[str, Any], cand: fit.Candidate)
     os.replace(src / "requirements.lock", staging / "requirements.lock")
     shutil.rmtree(src)
     (staging / "targets" / back).parent.mkdir(parents=True, exist_ok=True)
+    if (staging / "targets" / back).exists() or back in wheelhouses:
+        back = f"{back}-image"  # a target for the image's own Python: keep both, never merge
     os.replace(parked, staging / "targets" / back)
     image = wheelhouses["image"]
     chosen = wheelhouses.pop(cand.kind)
@@ -319,8 +328,16 @@ def _check_golden(engine: DockerEngine, tag: str, model_file: str, contract: dic
             f"the rebuilt image cannot run the model: {line[:300]}",
             hint="rebuild on a base image the bundle's wheelhouse supports, or ask for a new bundle",
         )
-    doc = json.loads(res.stdout)
-    answers = {str(c["name"]): c["outputs"] for c in doc["cases"]}
+    try:
+        doc = json.loads(res.stdout)
+        answers = {str(c["name"]): c["outputs"] for c in doc["cases"]}
+        ort = str(doc["onnxruntime"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise AnswerIsNo(
+            f"the rebuilt image's golden run printed no usable answers ({type(exc).__name__}: "
+            f"{str(exc)[:200]})",
+            hint="nothing was signed; run the image by hand to see what its server prints",
+        ) from None
     mismatches = compare_contract(contract, answers)
     if mismatches:
         raise AnswerIsNo(
@@ -328,7 +345,7 @@ def _check_golden(engine: DockerEngine, tag: str, model_file: str, contract: dic
             f"{summary(mismatches)}",
             hint="nothing was signed; the model must be re-bundled and re-validated for this base",
         )
-    return str(doc["onnxruntime"])
+    return ort
 
 
 def _save_oci(
