@@ -3,6 +3,8 @@ and which of a bundle's wheelhouses installs on a site's Python (the refusal nam
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from packaging.tags import Tag
 
@@ -97,3 +99,20 @@ def test_no_fit_names_every_wheel_that_does_not_install_and_what_to_bundle() -> 
         == "add `targets: [{python: '3.9', glibc: '2.31'}]` to airgap.yaml and bundle again"
     )
     assert misfits(["not-a-wheel.whl"], PY39) == ("not-a-wheel.whl",)
+
+
+def test_a_rebuild_refuses_a_bundle_checked_against_rules_this_airgap_does_not_have(tmp_path: Path) -> None:
+    """The publisher's own rules (policies.paths) are not in the bundle: re-checking without them
+    would sign a compliance result that silently drops them."""
+    import json
+
+    from airgap.services.check import load_catalog, policy_directories
+    from airgap.services.rebuild import _same_rules
+
+    builtin = [r.id for r in load_catalog(policy_directories()).rules]
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"rules": [{"id": i} for i in builtin]}))
+    _same_rules(results)  # airgap's own rules only: the re-check covers them all
+    results.write_text(json.dumps({"rules": [{"id": i} for i in [*builtin, "SITE-CUSTOM-1"]]}))
+    with pytest.raises(InvalidInputError, match=r"rules this airgap does not have \(SITE-CUSTOM-1\)"):
+        _same_rules(results)

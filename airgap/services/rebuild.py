@@ -42,7 +42,13 @@ from airgap.core.signing import allowed_algorithm
 from airgap.core.smoke import compare_contract, summary
 from airgap.core.tags import compute_tags
 from airgap.errors import AnswerIsNo, IntegrityError, InvalidInputError, UsageError
-from airgap.services.check import DirectoryReader, check_bundle, policy_directories, write_compliance
+from airgap.services.check import (
+    DirectoryReader,
+    check_bundle,
+    load_catalog,
+    policy_directories,
+    write_compliance,
+)
 from airgap.services.extraction import extract
 from airgap.services.model_image import build_image, remove_unshipped, stable_layer_epoch
 from airgap.services.observer import BYTES, NullObserver, Observer
@@ -233,6 +239,7 @@ def rebuild(
             write_staging_sbom(staging, timestamp=when, engine=engine)
         with phase("compliance"):
             policy = record.get("policy") or {}
+            _same_rules(staging / "compliance" / "results.json")
             outcome = check_bundle(
                 DirectoryReader(staging),
                 evaluated_at=when,
@@ -266,6 +273,25 @@ def rebuild(
         phases=phase.seconds,
         seconds=round(time.monotonic() - started, 1),
     )
+
+
+def _same_rules(original_results: Path) -> None:
+    """The publisher's check may have used rules of its own (``policies.paths``) that this airgap
+    does not carry; re-checking without them would sign a result that silently drops them."""
+    try:
+        doc = json.loads(original_results.read_bytes())
+        original = {str(r["id"]) for r in doc.get("rules") or []}
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return  # a bundle without readable results: the re-check below is all there is
+    here = {rule.id for rule in load_catalog(policy_directories()).rules}
+    missing = sorted(original - here)
+    if missing:
+        raise InvalidInputError(
+            f"the bundle was checked against rules this airgap does not have ({', '.join(missing[:8])}"
+            f"{', …' if len(missing) > 8 else ''}): a rebuild checked without them would drop them",
+            hint="ask the publisher for those policy files' rules in the built-in catalog, or for a "
+            "bundle built on the site's base image",
+        )
 
 
 def _unlink(path: Path) -> None:
