@@ -8,6 +8,7 @@ and serves both targets.
 
 from __future__ import annotations
 
+import base64
 import json
 import shutil
 from collections.abc import Iterator
@@ -163,9 +164,15 @@ def test_candidate_compare_promote_rollback_on_docker(far: Path, releases: dict[
     assert "MISSES" in shown.stdout and "differs: " in shown.stdout
 
     # 3. Promote: the normal port answers as the candidate; the candidate's own port is free again.
-    proc = airgap(far, "promote", NAME, "--to", "docker")
+    proc = airgap(far, "--json", "promote", NAME, "--to", "docker")
     assert proc.returncode == 0, proc.stderr
     assert answering(PORT) == "1.0.1" and answering(PORT + 1) is None
+    # The promoted version's smoke test where it now runs is attested, as `airgap smoke` is.
+    [attestation] = json.loads(proc.stdout)["attestations"]
+    envelope = json.loads(Path(attestation).read_text())
+    predicate = json.loads(base64.b64decode(envelope["payload"]))["predicate"]
+    assert predicate["result"] == "PASSED" and predicate["airgap"]["action"] == "smoke"
+    assert predicate["airgap"]["bundle_version"] == "1.0.1"
     row = status_row(far, "docker")
     assert row["version"] == "1.0.1" and row["previous"] == "1.0.0" and row["candidate"] is None
     assert not row["container"].endswith("-candidate")

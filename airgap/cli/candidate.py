@@ -20,6 +20,7 @@ from airgap.cli.common import (
     app,
     out_console,
 )
+from airgap.cli.evidence import far_side_evidence, report_evidence
 from airgap.errors import AnswerIsNo
 
 if TYPE_CHECKING:
@@ -116,12 +117,17 @@ def promote(
     from airgap.services.install import Installer, InstallOptions
 
     STATE.on_interrupt = "run `airgap status`: the next install, promote or rollback completes or undoes it"
-    with _progress() as progress:
-        installer = Installer(_state(state_dir), RichObserver(progress))
-        result = switch(installer, name, to, InstallOptions(target=to))
+    state = _state(state_dir)
+    evidence = far_side_evidence(state)  # the promoted version's smoke test, attested like `smoke`
+    try:
+        with _progress() as progress:
+            installer = Installer(state, RichObserver(progress), evidence)
+            result = switch(installer, name, to, InstallOptions(target=to))
+    finally:
+        attested = report_evidence(evidence)
     r = result.receipt
     if STATE.json:
-        _emit_json({"name": name, "version": r.version, "target": to, "port": r.port})
+        _emit_json({"name": name, "version": r.version, "target": to, "port": r.port, **attested})
         return
     where = f" at http://127.0.0.1:{r.port}" if r.target != "venv" else ""
     out_console.print(

@@ -234,10 +234,12 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
     as_current = getattr(target, "as_current", None)
     new = as_current(candidate, current) if as_current else Receipt.from_json(candidate.to_json())
     new.installed_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    # Read before the journal starts: damaged content is refused with nothing to undo.
+    contract = read_contract(content)
+    record = read_record(content)
     journal = Journal(installer.state, name, target_name)
     journal.step("verified", name=name, target=target_name, new=new.to_json(), old=current.to_json())
-    contract = read_contract(content)
-    ctx = InstallContext(installer.site, options, new, current, read_record(content), content, journal)
+    ctx = InstallContext(installer.site, options, new, current, record, content, journal)
     try:
         target.rollback(ctx)  # the same switch: start this version in place of the current one
         answers, failures = target.answers(installer.site, new, contract)
@@ -245,6 +247,8 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
         installer._undo(journal)
         raise
     mismatches = compare_contract(contract, answers, failures)
+    if installer.evidence is not None:  # the smoke test of the promoted version, where it now runs
+        installer.evidence.smoked(new, contract, mismatches)
     if mismatches:
         restored = installer._undo(journal)
         raise AnswerIsNo(
