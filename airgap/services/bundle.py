@@ -53,7 +53,7 @@ from airgap.services.model_image import (
     render_dockerfile,
     stable_layer_epoch,
 )
-from airgap.services.observer import BYTES, NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer, Phases
 from airgap.services.probe import probe_image
 from airgap.services.selfcontained import airgap_wheelhouse
 from airgap.services.sign import UnsafeSignWarning as UnsafeSignWarning
@@ -95,24 +95,6 @@ class BundleResult:
     record: dict[str, Any]
     compliance: CheckOutcome
     cleanup: tuple[str, ...] = ()  # what this run removed that an earlier one, or the build, left behind
-
-
-class _Phases:
-    """Times each phase for the build record (and the benchmark that reads it)."""
-
-    def __init__(self, observer: Observer) -> None:
-        self.observer = observer
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        self.observer.begin(name, None)
-        try:
-            yield
-        finally:
-            self.observer.end(name)
-            self.seconds[name] = round(time.monotonic() - started, 3)
 
 
 def locate_project(path: Path) -> tuple[Path, Path]:
@@ -207,7 +189,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
     partial directory and the images this run made are removed, so no half-built bundle is left.
     """
     obs = observer or NullObserver()
-    phase = _Phases(obs)
+    phase = Phases(obs)
     project_dir, project_file = locate_project(options.project_dir)
     project_dir = project_dir.resolve()
     epoch = source_date_epoch()
@@ -385,7 +367,7 @@ def _build(
     cache: Path,
     engine: DockerEngine,
     obs: Observer,
-    phase: _Phases,
+    phase: Phases,
     staging: Path,
     epoch: int,
     cleanup: list[str],

@@ -28,7 +28,7 @@ from airgap.services.receipts import Journal, Receipt
 from airgap.services.smoketest import curl_line, prediction
 from airgap.services.targets import InstallContext, InstallOptions, Target
 from airgap.services.targets._base import quiet
-from airgap.services.verify import VerifyOptions, verify_and_audit
+from airgap.services.verify import verify_and_audit
 
 if TYPE_CHECKING:
     from airgap.services.install import Installer, InstallResult
@@ -85,15 +85,7 @@ def install_candidate(installer: Installer, bundle: Path, options: InstallOption
             hint="use --to docker, podman or venv (for Kubernetes the bundle's manifests render a "
             "-candidate Deployment: docs/install.md)",
         )
-    verify_opts = VerifyOptions(
-        trusted=options.trusted,
-        allow_downgrade=options.allow_downgrade,
-        allow_expired=options.allow_expired,
-        installed_versions=installer.state.installed_versions(),
-        installed_manifests=installer.state.installed_manifests(),
-        keep=lambda p, s: p in ("build.json", "model/contract.json") or p.startswith("manifests/"),
-        blob_store=installer.blobs,
-    )
+    verify_opts = installer.verify_options(options)
     # 1. Verify, as `airgap verify`; nothing is loaded before this returns.
     verified = verify_and_audit(
         bundle,

@@ -157,6 +157,19 @@ class Installer:
         return "venv", "no container runtime is usable here"
 
     # -- install -------------------------------------------------------------------------------
+    def verify_options(self, options: InstallOptions) -> VerifyOptions:
+        """How an install (current or candidate) verifies: the site's trust and version history,
+        and the small files the install reads handed back by the verifier."""
+        return VerifyOptions(
+            trusted=options.trusted,
+            allow_downgrade=options.allow_downgrade,
+            allow_expired=options.allow_expired,
+            installed_versions=self.state.installed_versions(),
+            installed_manifests=self.state.installed_manifests(),
+            keep=lambda p, s: p in ("build.json", "model/contract.json") or p.startswith("manifests/"),
+            blob_store=self.blobs,
+        )
+
     def install(self, bundle: Path, options: InstallOptions) -> InstallResult:
         """Verifies the bundle, then extracts, deploys and smoke-tests it on ``options.target``, and
         commits its receipt only when the smoke test passed; anything failing after verification is
@@ -167,15 +180,7 @@ class Installer:
 
             return install_candidate(self, bundle, options)
         target = targets.get(options.target)
-        verify_opts = VerifyOptions(
-            trusted=options.trusted,
-            allow_downgrade=options.allow_downgrade,
-            allow_expired=options.allow_expired,
-            installed_versions=self.state.installed_versions(),
-            installed_manifests=self.state.installed_manifests(),
-            keep=lambda p, s: p in ("build.json", "model/contract.json") or p.startswith("manifests/"),
-            blob_store=self.blobs,
-        )
+        verify_opts = self.verify_options(options)
         # 1. Verify, as `airgap verify`; nothing is loaded before this returns.
         verified = verify_and_audit(
             bundle, self.state, verify_opts, self.obs, action=f"install --to {options.target}"

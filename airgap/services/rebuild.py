@@ -24,7 +24,6 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +50,7 @@ from airgap.services.check import (
 )
 from airgap.services.extraction import extract
 from airgap.services.model_image import build_image, remove_unshipped, stable_layer_epoch
-from airgap.services.observer import BYTES, NullObserver, Observer
+from airgap.services.observer import BYTES, NullObserver, Observer, Phases
 from airgap.services.pack import PackResult
 from airgap.services.probe import probe_image
 from airgap.services.sign import pack_staging
@@ -87,31 +86,13 @@ class RebuildResult:
     seconds: float
 
 
-class _Phases:
-    """Times each phase, reported to the observer as it runs."""
-
-    def __init__(self, observer: Observer) -> None:
-        self.observer = observer
-        self.seconds: dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        started = time.monotonic()
-        self.observer.begin(name, None)
-        try:
-            yield
-        finally:
-            self.observer.end(name)
-            self.seconds[name] = round(time.monotonic() - started, 3)
-
-
 def rebuild(
     options: RebuildOptions, state: State, engine: DockerEngine, observer: Observer | None = None
 ) -> RebuildResult:
     """Verifies, checks the fit, rebuilds, re-checks and signs; raises on every failure and leaves
     no staging directory behind. The original bundle is never modified."""
     obs = observer or NullObserver()
-    phase = _Phases(obs)
+    phase = Phases(obs)
     started = time.monotonic()
     out_dir = options.output_dir.resolve()
     if out_dir == options.bundle.resolve().parent:
