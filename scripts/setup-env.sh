@@ -375,16 +375,18 @@ cleanup_rootfs() {
     ROOTFS=""
 }
 
-build_base_image() {
-    local mirror started=$SECONDS
+# debootstrap_image SUITE IMAGE TITLE LOG: a minbase Debian SUITE with python3 and venv, trimmed
+# and imported as IMAGE (both the test base image and the site base image are made this way).
+debootstrap_image() {
+    local suite=$1 image=$2 title=$3 log=$4 mirror
     mirror=$(debian_mirror)
     ROOTFS=$(mktemp -d /var/tmp/airgap-rootfs.XXXXXX)
     trap cleanup_rootfs EXIT
-    say "base image: debootstrap $SUITE from $mirror (log $LOG_DIR/debootstrap.log) ..."
+    say "$title: debootstrap $suite from $mirror (log $log) ..."
     debootstrap --variant=minbase --include=python3,python3-venv \
-        "$SUITE" "$ROOTFS" "$mirror" </dev/null >>"$LOG_DIR/debootstrap.log" 2>&1 || {
-        tail -n 20 "$LOG_DIR/debootstrap.log" >&2
-        die "debootstrap failed; see $LOG_DIR/debootstrap.log"
+        "$suite" "$ROOTFS" "$mirror" </dev/null >>"$log" 2>&1 || {
+        tail -n 20 "$log" >&2
+        die "debootstrap $suite failed; see $log"
     }
 
     # Trim what an image does not need: apt lists/caches, logs, the build
@@ -406,11 +408,16 @@ build_base_image() {
             --change 'ENV LANG=C.UTF-8' \
             --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
             --change 'ENV PYTHONUNBUFFERED=1' \
-            --change "LABEL org.opencontainers.image.title=airgap-python-base org.opencontainers.image.description=debootstrap-minbase-$SUITE-python3" \
-            --message "debootstrap --variant=minbase --include=python3,python3-venv $SUITE $mirror" \
-            - "$BASE_IMAGE" >/dev/null
+            --change "LABEL org.opencontainers.image.title=airgap-${title// /-} org.opencontainers.image.description=debootstrap-minbase-$suite-python3" \
+            --message "debootstrap --variant=minbase --include=python3,python3-venv $suite $mirror" \
+            - "$image" >/dev/null
     cleanup_rootfs
     trap - EXIT
+}
+
+build_base_image() {
+    local started=$SECONDS
+    debootstrap_image "$SUITE" "$BASE_IMAGE" "python base" "$LOG_DIR/debootstrap.log"
     say "base image: built $BASE_IMAGE in $((SECONDS - started)) s"
 }
 
@@ -474,39 +481,10 @@ site_registry_digest() {
         tr -d '\r' | awk -F': ' 'tolower($1)=="docker-content-digest"{print $2}' || true
 }
 
-# Same recipe as build_base_image, for SITE_SUITE; the bookworm mirror serves bullseye too.
+# The same recipe for SITE_SUITE; the bookworm mirror serves bullseye too.
 build_site_base_image() {
-    local mirror started=$SECONDS
-    mirror=$(debian_mirror)
-    ROOTFS=$(mktemp -d /var/tmp/airgap-rootfs.XXXXXX)
-    trap cleanup_rootfs EXIT
-    say "site base image: debootstrap $SITE_SUITE from $mirror (log $LOG_DIR/debootstrap-$SITE_SUITE.log) ..."
-    debootstrap --variant=minbase --include=python3,python3-venv \
-        "$SITE_SUITE" "$ROOTFS" "$mirror" </dev/null >>"$LOG_DIR/debootstrap-$SITE_SUITE.log" 2>&1 || {
-        tail -n 20 "$LOG_DIR/debootstrap-$SITE_SUITE.log" >&2
-        die "debootstrap $SITE_SUITE failed; see $LOG_DIR/debootstrap-$SITE_SUITE.log"
-    }
-    (
-        cd "$ROOTFS"
-        rm -rf var/lib/apt/lists/* var/cache/apt/*.bin \
-            var/cache/apt/archives/*.deb var/cache/apt/archives/partial/* \
-            var/cache/debconf/*-old var/lib/dpkg/*-old \
-            var/log/* tmp/* var/tmp/* dev/*
-        mkdir -p var/lib/apt/lists/partial
-        rm -f etc/hostname
-        : >etc/resolv.conf
-    )
-    tar --numeric-owner --xattrs -C "$ROOTFS" -c . |
-        docker import \
-            --change 'CMD ["/usr/bin/python3"]' \
-            --change 'ENV LANG=C.UTF-8' \
-            --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-            --change 'ENV PYTHONUNBUFFERED=1' \
-            --change "LABEL org.opencontainers.image.title=airgap-site-base org.opencontainers.image.description=debootstrap-minbase-$SITE_SUITE-python3" \
-            --message "debootstrap --variant=minbase --include=python3,python3-venv $SITE_SUITE $mirror" \
-            - "$SITE_IMAGE" >/dev/null
-    cleanup_rootfs
-    trap - EXIT
+    local started=$SECONDS
+    debootstrap_image "$SITE_SUITE" "$SITE_IMAGE" "site base" "$LOG_DIR/debootstrap-$SITE_SUITE.log"
     say "site base image: built $SITE_IMAGE in $((SECONDS - started)) s"
 }
 
