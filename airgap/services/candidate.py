@@ -212,9 +212,10 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
             hint="run one beside the current version first: "
             f"airgap install BUNDLE --to {target_name} --candidate",
         )
-    if candidate.manifest_sha256 == current.manifest_sha256:
+    if candidate.manifest_sha256 == current.manifest_sha256 and target_name != "kubernetes":
         # The same bundle shares its content and, once promoted, the current version's container
-        # name: the switch would remove the running version before starting "the new" one.
+        # or virtualenv name: the switch would remove the running version before starting "the
+        # new" one. (Kubernetes promotes by a rolling update of the current Deployment.)
         raise InvalidInputError(
             f"the candidate of {name} is the bundle that runs already ({current.version}, "
             f"manifest {current.manifest_sha256[:12]}…): there is nothing to promote",
