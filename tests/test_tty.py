@@ -561,7 +561,7 @@ def test_rollback_in_a_terminal(
 @pytest.mark.docker
 def test_compare_and_promote_in_a_terminal(tty_bundle: dict[str, Any], far_side: dict[str, Any]) -> None:
     state = str(far_side["state"])
-    beside = run_airgap(
+    beside = run_tty(
         "install",
         str(tty_bundle["bundle"]),
         "--to",
@@ -572,9 +572,11 @@ def test_compare_and_promote_in_a_terminal(tty_bundle: dict[str, Any], far_side:
         str(_free_port()),
         "--state-dir",
         state,
+        columns=200,
         timeout=900,
     )
-    assert beside.returncode == 0, beside.stderr
+    ok(beside, "installed the candidate", "beside the current version")
+    assert beside.coloured and beside.live_progress
     screen = run_tty(
         "compare", "tty-classifier", "--to", "docker", "--state-dir", state, columns=80, timeout=300
     )
