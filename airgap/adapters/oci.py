@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -132,6 +133,85 @@ def _rewrite_layer(src: IO[bytes], dest_dir: Path, epoch: int) -> tuple[str, str
         raise
 
 
+# The rewrite of a layer is a pure function of its bytes, the clamp time and the compression
+# settings; the key names all of them, so a cache written by another airgap is never misread.
+_LAYER_CACHE_KEY = f"v1-gzip{GZIP_LEVEL}-pax"
+
+
+def _source_digest(member_file: IO[bytes]) -> str:
+    """SHA-256 of a saved layer as the engine wrote it: the layer cache's key, from the bytes
+    themselves (never from the archive's own claims)."""
+    h = hashlib.sha256()
+    while chunk := member_file.read(CHUNK):
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class LayerCache:
+    """Converted layers of earlier conversions, by the SHA-256 of the saved layer and the clamp
+    time: a re-bundle whose base and dependency layers did not change skips re-compressing them
+    (the gzip pass is most of the conversion's time). An entry is a small JSON record and the blob
+    it names; a blob is re-hashed before it is reused, so a damaged cache costs a rewrite, never a
+    wrong layer."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _record(self, source: str, epoch: int) -> Path:
+        return self.root / _LAYER_CACHE_KEY / f"{source}-{epoch}.json"
+
+    def get(self, source: str, epoch: int, blobs: Path) -> tuple[str, str, int] | None:
+        """(diff id, blob digest, size) with the blob linked into ``blobs``, or None."""
+        try:
+            entry = json.loads(self._record(source, epoch).read_text())
+            diff_id, digest, size = str(entry["diff_id"]), str(entry["digest"]), int(entry["size"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        hexd = digest.removeprefix("sha256:")
+        cached = self.root / "blobs" / hexd
+        try:
+            if cached.stat().st_size != size or _file_sha256(cached) != hexd:
+                return None
+        except OSError:
+            return None
+        _place(cached, blobs / hexd)
+        return diff_id, digest, size
+
+    def put(self, source: str, epoch: int, blob: Path, diff_id: str, digest: str, size: int) -> None:
+        """Keeps ``blob`` (already in a layout) for later conversions; best effort."""
+        with contextlib.suppress(OSError):
+            (self.root / "blobs").mkdir(parents=True, exist_ok=True)
+            self._record(source, epoch).parent.mkdir(parents=True, exist_ok=True)
+            _place(blob, self.root / "blobs" / digest.removeprefix("sha256:"))
+            record = self._record(source, epoch)
+            tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps({"diff_id": diff_id, "digest": digest, "size": size}))
+            os.replace(tmp, record)
+
+
+def _place(src: Path, dest: Path) -> None:
+    """``dest`` gets ``src``'s bytes: a hard link where the file system allows it, else a copy;
+    written under a temporary name and renamed, so a reader never sees half a blob."""
+    if dest.exists():
+        return
+    tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    try:
+        os.link(src, tmp)
+    except OSError:
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dest)
+
+
 def _write_blob(blobs: Path, data: bytes) -> tuple[str, int]:
     hexd = hashlib.sha256(data).hexdigest()
     path = blobs / hexd
@@ -145,6 +225,10 @@ def _write_blob(blobs: Path, data: bytes) -> tuple[str, int]:
 def _normalize_config(config: dict[str, Any], diff_ids: list[str], epoch: int) -> dict[str, Any]:
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
     out = {k: v for k, v in config.items() if k not in ("container", "container_config", "id", "parent")}
+    if isinstance(out.get("config"), dict) and "Image" in out["config"]:
+        # The id of the engine's intermediate image the last step ran on: different in every
+        # build that did not come from the cache, though the image is the same.
+        out["config"] = {**out["config"], "Image": ""}
     out["created"] = created
     out["rootfs"] = {"type": "layers", "diff_ids": diff_ids}
     history = []
@@ -164,14 +248,17 @@ def docker_archive_to_oci(
     on_bytes: Callable[[int], None] | None = None,
     *,
     layer_epoch: int | None = None,
+    layer_cache: Path | None = None,
 ) -> OciImage:
     """Converts a ``docker save`` archive of one image into (or into an existing) OCI layout.
 
     ``on_bytes`` hears the size of each layer of the archive as it is converted. Layer timestamps
     are clamped to ``layer_epoch`` (default ``epoch``): a value that stays the same from one
     version to the next keeps the layers that did not change byte-identical, so a delta bundle
-    leaves them out; the config's creation time is ``epoch`` either way.
+    leaves them out; the config's creation time is ``epoch`` either way. ``layer_cache``: a
+    directory where converted layers are kept and reused (``LayerCache``).
     """
+    cache = LayerCache(layer_cache) if layer_cache is not None else None
     clamp_to = epoch if layer_epoch is None else layer_epoch
     blobs = layout / "blobs" / "sha256"
     blobs.mkdir(parents=True, exist_ok=True)
@@ -194,7 +281,19 @@ def docker_archive_to_oci(
                     raise InvalidInputError(f"{archive}: layer {layer_name} is missing")
                 fh = tf.extractfile(member)
                 assert fh is not None
-                diff_id, digest, size = _rewrite_layer(fh, blobs, clamp_to)
+                source = ""
+                hit = None
+                if cache is not None:
+                    source = _source_digest(fh)
+                    hit = cache.get(source, clamp_to, blobs)
+                    fh.seek(0)
+                if hit is not None:
+                    diff_id, digest, size = hit
+                else:
+                    diff_id, digest, size = _rewrite_layer(fh, blobs, clamp_to)
+                    if cache is not None:
+                        blob = blobs / digest.removeprefix("sha256:")
+                        cache.put(source, clamp_to, blob, diff_id, digest, size)
                 diff_ids.append(diff_id)
                 layers.append((digest, size))
                 if on_bytes is not None:
