@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -22,6 +23,10 @@ from airgap.adapters.interfaces import ImageRunner
 from airgap.errors import EnvironmentFailure, InvalidInputError
 
 LABEL_ROLE = "io.airgap.role"
+# Every image `airgap bundle` or `rebuild` builds carries it; image removal touches no other image.
+OWN_LABEL = "io.airgap.tool.version"
+# The build stage of airgap's Dockerfile carries this one (build labels reach the last stage only).
+STAGE_LABEL = "io.airgap.stage"
 # The classic builder's progress: " ---> Using cache" precedes a reused image's id, " ---> 1a2b3c4d5e6f"
 # alone on a line is the image a step just committed.
 _STEP_IMAGE = re.compile(r"^\s*---> ([0-9a-f]{12,64})\s*$")
@@ -220,6 +225,7 @@ class DockerEngine(ImageRunner):
         labels: Mapping[str, str],
         on_line: Callable[[str], None] | None = None,
         on_image: Callable[[str], None] | None = None,
+        cache: bool = True,
     ) -> str:
         """Builds ``context`` with the network disabled and returns the image id.
 
@@ -237,6 +243,7 @@ class DockerEngine(ImageRunner):
                 labels=dict(labels),
                 network_mode="none",
                 pull=False,
+                nocache=not cache,
                 rm=True,
                 forcerm=True,
                 decode=True,
@@ -259,7 +266,9 @@ class DockerEngine(ImageRunner):
                             cached = True
                         elif (m := _STEP_IMAGE.match(line)) is not None:
                             if not cached and on_image is not None:
-                                on_image(m.group(1))
+                                # recorded by full id: a short one is a prefix that could match
+                                # images that are not this build's
+                                on_image(str(self.client.images.get(m.group(1)).id))
                             cached = False
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and "ID" in aux:
@@ -291,10 +300,13 @@ class DockerEngine(ImageRunner):
             except docker.errors.ImageNotFound:
                 return None
 
-    def remove_unused_image(self, image_id: str) -> int | None:
-        """Removes an untagged image nothing depends on; its size, or None when it was kept.
+    def remove_unused_image(self, image_id: str, *, ours: bool = False) -> int | None:
+        """Removes an untagged image airgap built that nothing depends on; its size, or None when
+        it was kept.
 
-        Never forced: an image with a tag, a container or a child image is someone's, and stays.
+        Never forced: an image with a tag, a container or a child image is someone's, and stays;
+        so does an image without one of airgap's labels, unless the caller knows it is ``ours``
+        (a step image this run's own build committed): a user's image is never ours to remove.
         """
         with _engine_errors(f"removing image {image_id[:19]}"):
             try:
@@ -303,14 +315,34 @@ class DockerEngine(ImageRunner):
                 return None
             if [t for t in image.attrs.get("RepoTags") or [] if t != "<none>:<none>"]:
                 return None
+            labels = (image.attrs.get("Config") or {}).get("Labels") or {}
+            if not ours and OWN_LABEL not in labels and STAGE_LABEL not in labels:
+                return None
             try:
                 self.client.images.remove(image.id, force=False, noprune=False)
             except (docker.errors.APIError, docker.errors.ImageNotFound):
                 return None  # in use by a container, a parent of another image, or already gone
             return int(image.attrs.get("Size") or 0)
 
+    def wait_for_build_steps(self, ids: Sequence[str], limit: float = 30.0) -> None:
+        """Waits until no container runs from any of ``ids`` (the step images a build committed):
+        after a client stops listening, the engine finishes (and may commit) the step it was on,
+        then removes its container. Polls that condition, bounded by ``limit`` seconds."""
+        wanted = set(ids)
+        deadline = time.monotonic() + limit
+        with _engine_errors("listing build containers"):
+            while time.monotonic() < deadline:
+                running = [
+                    c
+                    for c in self.client.api.containers(all=True)
+                    if str(c.get("ImageID") or "") in wanted
+                ]
+                if not running:
+                    return
+                time.sleep(0.1)
+
     def remove_build_images(self, ids: Sequence[str]) -> tuple[int, int]:
-        """Removes what a build committed (``ids``, short or full) and every untagged image on top.
+        """Removes what a build committed (``ids``, full image ids) and every untagged image on top.
 
         Children first, each only if nothing uses it (see ``remove_unused_image``): the model
         image (tagged) and its history stay. The images on top cover the step the engine was
@@ -321,12 +353,8 @@ class DockerEngine(ImageRunner):
         children: dict[str, list[str]] = {}
         for image in images:
             children.setdefault(str(image.get("ParentId") or ""), []).append(str(image["Id"]))
-        full = [
-            str(image["Id"])
-            for wanted in ids
-            for image in images
-            if str(image["Id"]).removeprefix("sha256:").startswith(wanted.removeprefix("sha256:"))
-        ]
+        known = {str(image["Id"]) for image in images}
+        full = [wanted for wanted in ids if wanted in known]  # full ids only: never a prefix match
         order: list[str] = []
 
         def visit(image_id: str) -> None:
@@ -338,8 +366,9 @@ class DockerEngine(ImageRunner):
         for image_id in reversed(full):
             visit(image_id)
         count = size = 0
+        recorded = set(full)
         for image_id in order:
-            freed = self.remove_unused_image(image_id)
+            freed = self.remove_unused_image(image_id, ours=image_id in recorded)
             if freed is not None:
                 count += 1
                 size += freed

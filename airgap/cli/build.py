@@ -141,6 +141,14 @@ def bundle(
             "(default: removed, so that re-bundling does not fill the disk).",
         ),
     ] = False,
+    no_build_cache: Annotated[
+        bool,
+        typer.Option(
+            "--no-build-cache",
+            help="Run every step of the image build again instead of reusing the engine's cached "
+            "steps (the image must come out the same; this proves it).",
+        ),
+    ] = False,
     have: Annotated[
         Optional[Path],
         typer.Option(
@@ -213,6 +221,7 @@ def bundle(
         cache_dir=cache_dir or default_cache_dir(),
         signer=signer,
         keep_images=keep_images,
+        build_cache=not no_build_cache,
     )
     STATE.on_interrupt = (
         "nothing was written and partial work was removed (a run killed harder is cleaned up by the next)"

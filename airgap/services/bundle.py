@@ -24,6 +24,7 @@ from typing import Any
 
 from airgap import __version__
 from airgap.adapters.docker_engine import DockerEngine
+from airgap.adapters.engine_lease import EngineLease
 from airgap.adapters.fs import atomic_write_bytes, read_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
@@ -84,6 +85,7 @@ class BundleOptions:
     settings: ResolverSettings = field(default_factory=ResolverSettings)
     cache_dir: Path | None = None
     keep_images: bool = False  # keep the images the build made and did not ship (and the old tag's)
+    build_cache: bool = True  # reuse the engine's cached build steps
     signer: Signer | None = None  # the key the bundle will be signed with, for the checklist
 
 
@@ -232,7 +234,35 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
     out_dir = (options.output_dir or project_dir / "build").resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / project.slug
-    cleanup = list(reclaim_partials(out_dir, project.slug, engine))
+    with EngineLease() as lease:
+        return _build_in_place(
+            options, project, project_dir, project_file, requirements, golden, model_docs, profile,
+            settings, cache, engine, obs, phase, out_dir, final, epoch, lease,
+        )  # fmt: skip
+
+
+def _build_in_place(
+    options: BundleOptions,
+    project: Project,
+    project_dir: Path,
+    project_file: Path,
+    requirements: tuple[str, ...],
+    golden: dict[str, Any],
+    model_docs: dict[str, bytes],
+    profile: Profile | None,
+    settings: ResolverSettings,
+    cache: Path,
+    engine: DockerEngine,
+    obs: Observer,
+    phase: Phases,
+    out_dir: Path,
+    final: Path,
+    epoch: int,
+    lease: EngineLease,
+) -> BundleResult:
+    """The build, in a partial directory swapped into place only when complete, while holding
+    the engine ``lease`` (so no concurrent build removes an image this one uses)."""
+    cleanup = list(reclaim_partials(out_dir, project.slug, engine, lease))
     staging = out_dir / f".{project.slug}.partial-{uuid.uuid4().hex[:8]}"
     staging.mkdir()
     lock = hold_partial(staging)
@@ -253,6 +283,7 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
             staging,
             epoch,
             cleanup,
+            lease,
         )
         record["project_file"] = {"name": project_file.name, "sha256": sha256_file(project_file)}
         durable, run = split_record(record)
@@ -285,11 +316,20 @@ def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | No
     except BaseException:
         # Interrupted or failed: the images this run's build committed, then its directory.
         if not options.keep_images:
-            _remove_recorded_images(staging, engine, settle=2.0)
+            _remove_recorded_images(staging, engine, lease, interrupted=True)
         shutil.rmtree(staging, ignore_errors=True)
         raise
     finally:
         lock.close()
+    if not options.keep_images:
+        # What concurrent builds left for the last one to finish (this one, if it is alone now).
+        with contextlib.suppress(AirgapError):
+            deferred = lease.remove_when_alone([], engine.remove_build_images)
+            if deferred and deferred[0]:
+                cleanup.append(
+                    f"removed {deferred[0]} image(s) concurrent builds made and did not ship "
+                    f"({deferred[1] / 1e6:.0f} MB)"
+                )
     return BundleResult(final, record, outcome, tuple(cleanup))
 
 
@@ -306,7 +346,7 @@ def hold_partial(staging: Path) -> Any:
     return fh
 
 
-def reclaim_partials(out_dir: Path, slug: str, engine: DockerEngine) -> Iterator[str]:
+def reclaim_partials(out_dir: Path, slug: str, engine: DockerEngine, lease: EngineLease) -> Iterator[str]:
     """Removes what killed earlier runs left: partial directories nobody holds, and their images.
 
     A run that is still going holds the lock inside its partial directory and is left alone; a
@@ -326,17 +366,20 @@ def reclaim_partials(out_dir: Path, slug: str, engine: DockerEngine) -> Iterator
             except OSError:
                 pass  # no lock file: killed before it took one
         size = sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-        images = _remove_recorded_images(path, engine)
+        images = _remove_recorded_images(path, engine, lease)
         shutil.rmtree(path, ignore_errors=True)
         note = f"reclaimed {path.name} left by an interrupted earlier run ({size / 1e6:.1f} MB"
         yield note + (f", {images} image(s))" if images else ")")
 
 
-def _remove_recorded_images(staging: Path, engine: DockerEngine, settle: float = 0.0) -> int:
+def _remove_recorded_images(
+    staging: Path, engine: DockerEngine, lease: EngineLease, *, interrupted: bool = False
+) -> int:
     """Removes the recorded images (and untagged ones built on them) nothing uses; returns how many.
 
-    ``settle``: after an interrupted build, the engine may still commit the step it was on;
-    a second pass after that long removes it too.
+    ``interrupted``: the engine may still be finishing the step it was on when the client went
+    away; its build container is waited for (a condition, bounded) before the images are removed,
+    so a step committed after the interrupt goes too.
     """
     try:
         ids = (staging / PARTIAL_IMAGES).read_text().split()
@@ -344,15 +387,13 @@ def _remove_recorded_images(staging: Path, engine: DockerEngine, settle: float =
         return 0
     if not ids:
         return 0
-    removed = 0
     try:
-        removed += engine.remove_build_images(ids)[0]
-        if settle:
-            time.sleep(settle)
-            removed += engine.remove_build_images(ids)[0]
+        if interrupted:
+            engine.wait_for_build_steps(ids)
+        removed = lease.remove_when_alone(ids, engine.remove_build_images)
     except AirgapError:
-        pass  # the engine is gone: nothing more can be removed now
-    return removed
+        return 0  # the engine is gone: nothing more can be removed now
+    return removed[0] if removed else 0
 
 
 def _build(
@@ -371,6 +412,7 @@ def _build(
     staging: Path,
     epoch: int,
     cleanup: list[str],
+    lease: EngineLease,
 ) -> dict[str, Any]:
     store = WheelStore(cache / "store")
     with phase("base image"):
@@ -458,10 +500,12 @@ def _build(
         else:
             dockerfile = render_dockerfile(project, project_dir, base_ref, model_name)
             previous = engine.tagged(tag)
-            image_id = build_image(engine, staging, dockerfile, tag, labels, obs, layer_epoch)
+            image_id = build_image(
+                engine, staging, dockerfile, tag, labels, obs, layer_epoch, cache=options.build_cache
+            )
             image_ref = tag
             if not options.keep_images:
-                cleanup.extend(remove_unshipped(engine, staging, image_id, previous, tag))
+                cleanup.extend(remove_unshipped(engine, staging, image_id, previous, tag, lease))
 
     with phase("model contract"):
         contract = record_contract(engine, image_ref, project, model_name, golden, image_wh)
@@ -491,6 +535,7 @@ def _build(
                 epoch,
                 on_bytes=lambda n: obs.advance("convert layers", n),
                 layer_epoch=layer_epoch,
+                layer_cache=cache / "layers",
             )
         finally:
             obs.end("convert layers")

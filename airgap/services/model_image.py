@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 
 from airgap.adapters.docker_engine import DockerEngine, RunSpec
+from airgap.adapters.engine_lease import EngineLease
 from airgap.core.profile import Profile
 from airgap.core.project import SEVERITIES, Project
 from airgap.errors import AnswerIsNo, IntegrityError, InvalidInputError
@@ -141,6 +142,8 @@ def build_image(
     labels: dict[str, str],
     obs: Observer,
     epoch: int,
+    *,
+    cache: bool = True,
 ) -> str:
     """Builds the model image offline from the staged wheelhouse, with mtimes pinned to ``epoch``
     (``stable_layer_epoch``) so the same inputs give the same layers; every image the engine
@@ -176,25 +179,38 @@ def build_image(
                 labels,
                 on_line=lambda line: obs.advance("docker build", 0, line[:60]),
                 on_image=committed,
+                cache=cache,
             )
         finally:
             obs.end("docker build")
 
 
 def remove_unshipped(
-    engine: DockerEngine, staging: Path, image_id: str, previous: str | None, tag: str
+    engine: DockerEngine,
+    staging: Path,
+    image_id: str,
+    previous: str | None,
+    tag: str,
+    lease: EngineLease,
 ) -> list[str]:
     """After a build: removes the images it made that the model image does not stand on (the
-    build stage), and the image the tag named before, once nothing uses either."""
+    build stage), and the image the tag named before, once nothing uses either — and only when
+    no other build holds the engine ``lease`` (else the last one to finish removes them)."""
     try:
         ids = (staging / PARTIAL_IMAGES).read_text().split()
     except OSError:
         ids = []
     if previous and previous != image_id:
         ids.append(previous)
-    count, freed = engine.remove_build_images(ids)
+    removed = lease.remove_when_alone(ids, engine.remove_build_images)
     with contextlib.suppress(OSError):
         (staging / PARTIAL_IMAGES).unlink()  # the rest is the shipped image's own history
+    if removed is None:
+        return [
+            "left the build-stage images for the build still running on this engine to remove "
+            "when it finishes (removing them now would break it)"
+        ]
+    count, freed = removed
     if not count:
         return []
     return [

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap.adapters.docker_engine import DockerEngine, RunSpec
+from airgap.adapters.engine_lease import EngineLease
 from airgap.adapters.fs import atomic_write_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
@@ -169,8 +170,9 @@ def rebuild(
             previous = engine.tagged(tag)
             new_dockerfile = dockerfile.replace(old_base, base_ref)
             layer_epoch = stable_layer_epoch(epoch, base_inspect.get("Created"))
-            image_id = build_image(engine, staging, new_dockerfile, tag, labels, obs, layer_epoch)
-            remove_unshipped(engine, staging, image_id, previous, tag)
+            with EngineLease() as lease:
+                image_id = build_image(engine, staging, new_dockerfile, tag, labels, obs, layer_epoch)
+                remove_unshipped(engine, staging, image_id, previous, tag, lease)
         with phase("golden check"):
             ort = _check_golden(engine, tag, model_file, contract)
             pinned = (record["wheelhouses"]["image"].get("pins") or {}).get("onnxruntime")
