@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-bash scripts/setup-env.sh >/dev/null
-bash scripts/dev-install.sh >/dev/null
+echo "== 0. this machine: the engines, the registry, the base images and .venv (first run: a few minutes)"
+bash scripts/setup-env.sh
+bash scripts/dev-install.sh
 export PATH="$PWD/.venv/bin:$PATH"
 work=${AIRGAP_DEMO_DIR:-$PWD/build/demo}
 port=${AIRGAP_DEMO_PORT:-18080}

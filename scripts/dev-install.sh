@@ -27,7 +27,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ "$lock" -nt "$stamp
     exit 1
   fi
   touch "$stamp"
-  echo "dev-install: installed airgap $(.venv/bin/airgap --version | cut -d' ' -f2) and its dev tools from $lock into .venv"
+  echo "dev-install: installed airgap $(.venv/bin/airgap --version | cut -d' ' -f2) and its dev tools from $lock into .venv in ${SECONDS} s"
 else
   echo "dev-install: .venv already up to date"
 fi

@@ -70,7 +70,8 @@ readonly MANIFEST_ACCEPT=(
 CHECK_ONLY=0
 NOT_READY=0
 
-say() { printf '%s\n' "$*"; }
+# Every line says how far into the set-up it is, so a newcomer sees what takes the time.
+say() { printf 'setup [%4ss] %s\n' "$SECONDS" "$*"; }
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 # In --check mode a missing piece is recorded, not fixed.
 not_ready() { say "$1: NOT READY ($2)"; NOT_READY=1; }

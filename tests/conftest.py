@@ -108,6 +108,20 @@ def sys_tags_of(interpreter: Sequence[str], pkg_dir: str | None = None) -> list[
     return list(json.loads(out))
 
 
+# The fixtures that stand for a real engine: a test that uses one (directly or through a bundle
+# fixture) belongs to the engine tier whether or not its module says so, so `--fast` never
+# starts an image build by accident.
+ENGINE_FIXTURES = frozenset({"docker_client", "base_image", "clean_image"})
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Marks every test that needs the engine ``docker``: the fast tier is ``-m "not docker and
+    not podman"``."""
+    for item in items:
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)
+
+
 @pytest.fixture(scope="session")
 def docker_client():  # type: ignore[no-untyped-def]
     """The real Docker Engine. Absent engine is a failure with the fix named, never a skip."""
@@ -134,12 +148,16 @@ def base_image(docker_client) -> str:  # type: ignore[no-untyped-def]
 
 
 def bundle(project: Path, cache: Path, *extra: str) -> dict[str, Any]:
+    """`airgap bundle` as the fixtures use it: ``--keep-images`` keeps the engine's build cache
+    warm for the next bundle (the removal of unshipped images is proven on its own, in
+    test_interrupts)."""
     proc = run_airgap(
         "--json",
         "bundle",
         str(project),
         "--cache-dir",
         str(cache),
+        "--keep-images",
         *extra,
         env={"SOURCE_DATE_EPOCH": EPOCH, "AIRGAP_KEY_PASSPHRASE": PASSPHRASE},
         timeout=900,
@@ -235,3 +253,17 @@ def clean_image_bundle(
         "public_key": signing_key.with_suffix(".pub"),
         "work": work,
     }
+
+
+@pytest.fixture(scope="session")
+def built_v110(
+    project: Path, cache: Path, signing_key: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """Version 1.1.0 of the example, signed by the same key: the upgrade every far-side suite
+    installs over 1.0.0 (bundled once per session)."""
+    src = tmp_path_factory.mktemp("v110") / "tabular"
+    shutil.copytree(project, src, ignore=shutil.ignore_patterns("build"))
+    (src / "airgap.yaml").write_text(
+        (src / "airgap.yaml").read_text().replace('version: "1.0.0"', 'version: "1.1.0"')
+    )
+    return Path(bundle(src, cache, "--key", str(signing_key.with_suffix(".key")))["bundle"][0])

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.bundles import flip_byte_in, members
-from tests.conftest import PASSPHRASE, assert_one_line_error, bundle, run_airgap
+from tests.conftest import PASSPHRASE, assert_one_line_error, run_airgap
 
 pytestmark = [pytest.mark.docker, pytest.mark.podman]
 
@@ -32,17 +32,11 @@ def media(built: dict[str, Any], tmp_path_factory: pytest.TempPathFactory, signi
 
 
 @pytest.fixture(scope="session")
-def media_v2(project: Path, cache: Path, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Version 1.1.0 of the same project, signed by the same key."""
-    v2 = tmp_path_factory.mktemp("v2") / "tabular"
-    shutil.copytree(project, v2, ignore=shutil.ignore_patterns("build"))
-    (v2 / "airgap.yaml").write_text(
-        (v2 / "airgap.yaml").read_text().replace('version: "1.0.0"', 'version: "1.1.0"')
-    )
-    result = bundle(v2, cache, "--key", str(signing_key.with_suffix(".key")))
+def media_v2(built_v110: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Version 1.1.0 of the same project, signed by the same key, on its own stick."""
     stick = tmp_path_factory.mktemp("usb2")
-    shutil.copy(result["bundle"][0], stick)
-    return stick / Path(result["bundle"][0]).name
+    shutil.copy(built_v110, stick)
+    return stick / built_v110.name
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ deletes what it applied) and says so. The image push to the loopback registry is
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from airgap.services.install import Installer, InstallOptions
 from airgap.services.smoketest import answers_on
 from airgap.services.state import State
 from airgap.services.targets.kubernetes import KubernetesTarget
-from tests.conftest import bundle, run_airgap
+from tests.conftest import run_airgap
 from tests.kubefake import RecordedKubectl, model_server, wrong_server
 
 pytestmark = [pytest.mark.docker]
@@ -62,14 +61,9 @@ def far_side(tmp_path: Path, signing_key: Path) -> Iterator[Installer]:
 
 
 @pytest.fixture(scope="module")
-def v2(project: Path, cache: Path, signing_key: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Version 1.1.0 of the example, signed by the same key."""
-    src = tmp_path_factory.mktemp("k8s-v2") / "tabular"
-    shutil.copytree(project, src, ignore=shutil.ignore_patterns("build"))
-    (src / "airgap.yaml").write_text(
-        (src / "airgap.yaml").read_text().replace('version: "1.0.0"', 'version: "1.1.0"')
-    )
-    return Path(bundle(src, cache, "--key", str(signing_key.with_suffix(".key")))["bundle"][0])
+def v2(built_v110: Path) -> Path:
+    """Version 1.1.0 of the example, signed by the same key (the session's)."""
+    return built_v110
 
 
 def options(installer: Installer, target: str = "kubernetes", port: int | None = None) -> InstallOptions:

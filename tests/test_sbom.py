@@ -39,7 +39,7 @@ from airgap.core.sbom import parse_dpkg_status
 from airgap.core.wheelhouse import parse_lock
 from airgap.errors import IntegrityError, InvalidInputError
 from airgap.services.check import DirectoryReader, check_bundle
-from tests.conftest import ROOT, run_airgap
+from tests.conftest import ROOT, bundle
 
 WHEN = datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)
 EPOCH = "1700000000"
@@ -424,24 +424,15 @@ def test_write_staging_sbom_makes_the_sbom_rule_pass(synthetic_staging: Path) ->
 
 
 @pytest.fixture(scope="session")
-def staging(tmp_path_factory: pytest.TempPathFactory, docker_client: Any) -> Path:
-    """`airgap bundle examples/tabular` once, into a temporary output directory."""
+def staging(tmp_path_factory: pytest.TempPathFactory, docker_client: Any, cache: Path) -> Path:
+    """`airgap bundle examples/tabular` once, unsigned (no --key: a staging directory and no
+    bundle), into a temporary output directory; the session's warm cache."""
     project = tmp_path_factory.mktemp("sbom-project") / "tabular"
     shutil.copytree(ROOT / "examples" / "tabular", project, ignore=shutil.ignore_patterns("build"))
     out = tmp_path_factory.mktemp("sbom-out")
-    proc = run_airgap(
-        "--json",
-        "bundle",
-        str(project),
-        "--output",
-        str(out),
-        "--cache-dir",
-        str(tmp_path_factory.mktemp("sbom-cache")),
-        env={"SOURCE_DATE_EPOCH": EPOCH},
-        timeout=900,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return Path(json.loads(proc.stdout)["staging"])
+    result = bundle(project, cache, "--output", str(out))
+    assert result["bundle"] is None
+    return Path(result["staging"])
 
 
 @pytest.fixture(scope="session")
