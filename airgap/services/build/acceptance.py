@@ -13,6 +13,7 @@ from typing import Any
 
 from airgap.adapters.fs import read_bytes
 from airgap.core import acceptance as metrics
+from airgap.core.acceptance import evaluate, predictions
 from airgap.core.datacontract import MISSING, read_csv
 from airgap.core.project import Project
 from airgap.errors import AnswerIsNo, InvalidInputError
@@ -72,43 +73,6 @@ def load_rows(
         except ValueError:
             labels.append(label)
     return features, rows, labels
-
-
-def predictions(outputs: dict[str, Any], output: str, scores: str | None) -> tuple[list[Any], list[float]]:
-    """The predicted labels (one per row) and, when named, the positive class's scores."""
-    if output not in outputs:
-        raise InvalidInputError(
-            f"the model has no output {output!r} (acceptance.output); it has {', '.join(outputs)}"
-        )
-    labels = [_one(v) for v in outputs[output]]
-    got: list[float] = []
-    if scores is not None:
-        if scores not in outputs:
-            raise InvalidInputError(f"the model has no output {scores!r} (acceptance.scores)")
-        for v in outputs[scores]:
-            got.append(_positive_score(v))
-    return labels, got
-
-
-def _one(value: Any) -> Any:
-    while isinstance(value, list) and len(value) == 1:
-        value = value[0]
-    return value
-
-
-def _positive_score(value: Any) -> float:
-    if isinstance(value, dict):  # ZipMap: {"0": p0, "1": p1}
-        return float(value[sorted(value, key=lambda k: (len(str(k)), str(k)))[-1]])
-    if isinstance(value, list):
-        return float(value[-1])
-    return float(value)
-
-
-def evaluate(
-    spec_thresholds: dict[str, float], labels: list[Any], predicted: list[Any], scores: list[float]
-) -> dict[str, float]:
-    """Each metric's value on the set."""
-    return {m: round(metrics.score(m, labels, predicted, scores), 6) for m in spec_thresholds}
 
 
 def prepare_acceptance(

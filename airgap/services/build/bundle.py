@@ -30,10 +30,11 @@ from airgap.adapters.sbom import write_staging_sbom
 from airgap.adapters.signers import Signer
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
 from airgap.core.profile import Profile
-from airgap.core.project import PROJECT_FILE, Project, parse_project, parse_requirements_in
+from airgap.core.project import Project
 from airgap.core.signing import allowed_algorithm
 from airgap.errors import AirgapError, InvalidInputError
 from airgap.resources import templates_dir
+from airgap.services.build.airgap_payload import airgap_wheelhouse
 from airgap.services.build.check import (
     CheckOutcome,
     DirectoryReader,
@@ -42,7 +43,6 @@ from airgap.services.build.check import (
     write_compliance,
 )
 from airgap.services.build.datacontract import model_documents
-from airgap.services.manifests import render_manifests, target_kubernetes_version, validate_manifests
 from airgap.services.build.model_image import (
     PARTIAL_IMAGES,
     build_image,
@@ -53,9 +53,8 @@ from airgap.services.build.model_image import (
     render_dockerfile,
     stable_layer_epoch,
 )
-from airgap.services.observer import BYTES, NullObserver, Observer, Phases
 from airgap.services.build.probe import probe_image
-from airgap.services.build.airgap_payload import airgap_wheelhouse
+from airgap.services.build.project import load_project, locate_project
 from airgap.services.build.sign import UnsafeSignWarning as UnsafeSignWarning
 from airgap.services.build.sign import compliance_verdict as compliance_verdict
 from airgap.services.build.sign import pack_staging as pack_staging
@@ -68,6 +67,8 @@ from airgap.services.build.wheelhouse import (
     target_wheelhouses,
     wheelhouse_record,
 )
+from airgap.services.manifests import render_manifests, target_kubernetes_version, validate_manifests
+from airgap.services.observer import BYTES, NullObserver, Observer, Phases
 
 RECORD_FORMAT = "airgap.build-record/v1"
 
@@ -95,42 +96,6 @@ class BundleResult:
     record: dict[str, Any]
     compliance: CheckOutcome
     cleanup: tuple[str, ...] = ()  # what this run removed that an earlier one, or the build, left behind
-
-
-def locate_project(path: Path) -> tuple[Path, Path]:
-    """(project directory, project file) from either one: `bundle DIR` and `bundle DIR/airgap.yaml`."""
-    if path.is_dir():
-        return path, path / PROJECT_FILE
-    if path.is_file():
-        return path.parent, path
-    raise InvalidInputError(
-        f"{path} does not exist",
-        hint=f"pass the project directory (the one holding {PROJECT_FILE}) or its {PROJECT_FILE}",
-    )
-
-
-def load_project(project_path: Path) -> tuple[Project, tuple[str, ...]]:
-    """The validated project and its requirements; every referenced file must exist inside it.
-
-    ``project_path`` is the project directory or its project file.
-    """
-    project_dir, path = locate_project(project_path)
-    if not path.exists():
-        raise InvalidInputError(
-            f"{project_dir} has no {PROJECT_FILE}",
-            hint=f"pass the project directory that holds {PROJECT_FILE} (docs/project-file.md describes it)",
-        )
-    text = read_bytes(path, "project file").decode("utf-8", "replace")
-    project = parse_project(text, str(path))
-    if project.requirements_file:
-        req_path = project_dir / project.requirements_file
-        reqs = parse_requirements_in(read_bytes(req_path, "requirements file").decode(), str(req_path))
-    else:
-        reqs = project.requirements
-    for what, rel in (("model", project.model.path), ("golden inputs", project.model.golden)):
-        if not (project_dir / rel).is_file():
-            raise InvalidInputError(f"{path}: the {what} file {rel} does not exist in {project_dir}")
-    return project, reqs
 
 
 def check_model_file(model: Path) -> None:

@@ -46,6 +46,7 @@ from airgap.core.project import DIGEST_REF, PolicySpec, Waiver
 from airgap.core.sbom import summarize
 from airgap.errors import EnvironmentFailure, InvalidInputError
 from airgap.resources import policies_dir
+from airgap.services.build.project import load_project
 
 if TYPE_CHECKING:
     from airgap.services.observer import Observer
@@ -485,8 +486,8 @@ def open_target(
     before one byte of it is evaluated (its reports go into ``./compliance``)."""
     if target.is_dir():
         return CheckTarget(DirectoryReader(target), target / "compliance")
-    from airgap.services.trust import trusted_keys
     from airgap.services.media.verify import VerifiedReader, VerifyOptions, verify_and_audit
+    from airgap.services.trust import trusted_keys
 
     options = VerifyOptions(
         trusted=trusted_keys(state, key), keep=VerifiedReader.keep, blob_store=state.blob_store
@@ -516,8 +517,6 @@ def check_inputs(
     policy directories and brings its ``fail_on``; an explicit ``fail_on`` wins over both, and
     ``high`` is the default.
     """
-    from airgap.services.build.bundle import load_project
-
     record = json.loads(reader.read("build.json")) if "build.json" in reader.list() else {}
     policy = record.get("policy") or {}
     waivers = tuple(Waiver(w["rule"], w["justification"]) for w in policy.get("waivers", []))

@@ -10,18 +10,32 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from airgap.adapters.fs import read_bytes
 from airgap.adapters.signers import Signer
 from airgap.core.bundle_format import check_build_record
 from airgap.errors import AnswerIsNo, InvalidInputError
-from airgap.services.attest import write_provenance
-from airgap.services.observer import Observer
+from airgap.services.build.check import CheckOutcome
 from airgap.services.build.pack import PackResult, pack
+from airgap.services.build.provenance import write_provenance
+from airgap.services.observer import Observer
 
-if TYPE_CHECKING:
-    from airgap.services.build.bundle import BundleResult
+
+class Staged(Protocol):
+    """What sealing needs of a finished build (``bundle.BundleResult`` is one): the staging
+    directory and its policy verdict. Declared here so that signing does not depend on the build
+    that produced the directory."""
+
+    @property
+    def staging(self) -> Path:
+        """The staging directory, complete but for its provenance."""
+        ...
+
+    @property
+    def compliance(self) -> CheckOutcome:
+        """The policy evaluation of the staging directory."""
+        ...
 
 
 class UnsafeSignWarning(UserWarning):
@@ -150,7 +164,7 @@ def pack_staging(
 
 
 def seal(
-    result: BundleResult,
+    result: Staged,
     signer: Signer | None,
     *,
     part_size: int | None = None,

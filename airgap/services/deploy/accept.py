@@ -20,8 +20,8 @@ from airgap.adapters.fs import atomic_write_bytes
 from airgap.adapters.http import request_json
 from airgap.adapters.loadgen import run_load
 from airgap.core import acceptance as metrics
+from airgap.core.acceptance import evaluate, predictions
 from airgap.errors import InvalidInputError
-from airgap.services.build.acceptance import evaluate, predictions
 from airgap.services.deploy import targets
 from airgap.services.deploy.targets._base import Site
 from airgap.services.observer import NullObserver, Observer

@@ -18,35 +18,65 @@ import datetime as dt
 import errno
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from airgap.core.smoke import compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services.deploy import targets
-from airgap.services.deploy.receipts import Journal, Receipt
+from airgap.services.deploy.receipts import Installed, Journal, Receipt
+from airgap.services.deploy.reporting import InstallResult, Witness, repaired
 from airgap.services.deploy.smoketest import curl_line, prediction
-from airgap.services.deploy.targets import InstallContext, InstallOptions, Target
+from airgap.services.deploy.targets import InstallContext, InstallOptions, Site, Target
 from airgap.services.deploy.targets._base import quiet
 from airgap.services.media.extraction import disk_error, extract, read_contract, read_record
-from airgap.services.media.verify import verify_and_audit
-
-if TYPE_CHECKING:
-    from airgap.services.deploy.install import Installer, InstallResult
+from airgap.services.media.verify import VerifiedBundle, VerifyOptions, verify_and_audit
+from airgap.services.observer import Observer
+from airgap.services.state import State
 
 CANDIDATE = "candidate"
 
 
-def _runs_candidates(target: Target) -> bool:
-    return bool(getattr(target, "candidates", False))
+class Installer(Protocol):
+    """What a candidate uses of the installer (services/deploy/install.py): the far side's state,
+    and the steps an install and a candidate share — admitted, recovered and undone alike."""
+
+    state: State
+    obs: Observer
+    evidence: Witness | None
+    installed: Installed
+    site: Site
+    content_root: Path
+
+    @property
+    def blobs(self) -> Path:
+        """The shared OCI blob store of the content store."""
+        ...
+
+    def verify_options(self, options: InstallOptions) -> VerifyOptions:
+        """How an install verifies: the site's trust and version history."""
+        ...
+
+    def admit(
+        self, bundle: Path, options: InstallOptions, verified: VerifiedBundle, target: Target
+    ) -> dict[str, Any]:
+        """The checks between verification and the first step; returns the signed build record."""
+        ...
+
+    def recover(self, name: str, target: str) -> tuple[str, ...]:
+        """Finishes or undoes an interrupted install of (name, target); says what it did."""
+        ...
+
+    def undo(self, journal: Journal) -> str:
+        """Puts back what a journalled run changed; says what runs now."""
+        ...
 
 
 def _discard(installer: Installer, target: Target | None, receipt: Receipt) -> list[str]:
     """What only ``receipt`` used, removed by its target (best effort: a clean-up)."""
-    discard = getattr(target, "discard", None)
-    if discard is None:
+    if target is None:
         return []
     with quiet():
-        return list(discard(installer.site, receipt))
+        return list(target.discard(installer.site, receipt))
     return []
 
 
@@ -76,10 +106,8 @@ def install_candidate(installer: Installer, bundle: Path, options: InstallOption
     and smoke-tests it there; records it as the candidate when it passed. An older candidate gives
     way first (its name and port are the new one's) and is not put back if the new one fails.
     Nothing of the current version is stopped, changed or removed, whatever fails."""
-    from airgap.services.deploy.install import InstallResult, _repaired
-
     target = targets.get(options.target)
-    if not _runs_candidates(target):
+    if not target.candidates:
         raise UsageError(
             f"--to {options.target} cannot run a candidate beside the current version",
             hint="use --to docker, podman or venv (for Kubernetes the bundle's manifests render a "
@@ -95,7 +123,7 @@ def install_candidate(installer: Installer, bundle: Path, options: InstallOption
         action=f"install --candidate --to {options.target}",
     )
     m = verified.manifest
-    record = installer._admit(bundle, options, verified, target)
+    record = installer.admit(bundle, options, verified, target)
     current, _ = installer.installed.get(m.name, options.target)
     if current is None:
         raise InvalidInputError(
@@ -180,7 +208,7 @@ def install_candidate(installer: Installer, bundle: Path, options: InstallOption
         prediction(contract, answers),
         curl_line(port, contract) if target.host_port else None,
         None,
-        _repaired(verified),
+        repaired(verified),
     )
 
 
@@ -200,10 +228,8 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
     """Makes the candidate current on the current version's name and port, smoke-tested before it is
     committed; the old current becomes previous (rollback brings it back). Journalled like an
     install: a failure, or a run killed half-way, puts the old current back."""
-    from airgap.services.deploy.install import InstallResult
-
     target = targets.get(target_name)
-    installer._recover(name, target_name)  # an interrupted install of NAME is finished or undone first
+    installer.recover(name, target_name)  # an interrupted install of NAME is finished or undone first
     current, _ = installer.installed.get(name, target_name)
     candidate = installer.installed.candidate(name, target_name)
     if current is None or candidate is None:
@@ -224,8 +250,7 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
     content = Path(candidate.content)
     if not content.exists():
         raise EnvironmentFailure(f"the content of the candidate {name} {candidate.version} is gone")
-    as_current = getattr(target, "as_current", None)
-    new = as_current(candidate, current) if as_current else Receipt.from_json(candidate.to_json())
+    new = target.as_current(candidate, current)
     new.installed_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     # Read before the journal starts: damaged content is refused with nothing to undo.
     contract = read_contract(content)
@@ -237,13 +262,13 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
         target.rollback(ctx)  # the same switch: start this version in place of the current one
         answers, failures = target.answers(installer.site, new, contract)
     except BaseException:
-        installer._undo(journal)
+        installer.undo(journal)
         raise
     mismatches = compare_contract(contract, answers, failures)
     if installer.evidence is not None:  # the smoke test of the promoted version, where it now runs
         installer.evidence.smoked(new, contract, mismatches)
     if mismatches:
-        restored = installer._undo(journal)
+        restored = installer.undo(journal)
         raise AnswerIsNo(
             f"the promoted {name} {new.version} fails its smoke test, {restored}: {summary(mismatches)}"
         )

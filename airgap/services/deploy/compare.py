@@ -19,11 +19,11 @@ from typing import Any
 
 from airgap.adapters.http import request_json
 from airgap.core import acceptance as metrics
+from airgap.core.acceptance import evaluate, predictions
 from airgap.core.contractspec import PromoteSpec
 from airgap.core.promotion import Check, disagreement, judge, spec_from_json
 from airgap.core.smoke import DEFAULT_ATOL, DEFAULT_RTOL
 from airgap.errors import EnvironmentFailure, InvalidInputError
-from airgap.services.build.acceptance import evaluate, predictions
 from airgap.services.deploy import targets
 from airgap.services.deploy.receipts import Receipt
 from airgap.services.deploy.targets._base import Site

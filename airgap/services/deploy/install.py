@@ -24,7 +24,6 @@ import json
 import shutil
 import subprocess
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,35 +32,18 @@ from airgap.core.bundle_format import Manifest, check_build_record
 from airgap.core.smoke import Mismatch, compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services.deploy import targets
+from airgap.services.deploy.candidate import forget, install_candidate
 from airgap.services.deploy.receipts import Installed, Journal, Receipt
+from airgap.services.deploy.reporting import InstallResult, Witness, repaired
 from airgap.services.deploy.smoketest import curl_line, prediction
 from airgap.services.deploy.targets import InstallContext, InstallOptions, Site, Target
 from airgap.services.deploy.targets._base import quiet as _quiet
-from airgap.services.evidence.attestations import Evidence
 from airgap.services.media.extraction import disk_error, extract, read_contract, read_record
 from airgap.services.media.verify import UnsafeOptionWarning, VerifiedBundle, VerifyOptions, verify_and_audit
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
 
 __all__ = ["InstallOptions", "InstallResult", "Installer", "Receipt", "check_policy_gate"]
-
-
-@dataclass(frozen=True)
-class InstallResult:
-    """What an install (or rollback) did, for the CLI to report."""
-
-    receipt: Receipt
-    nothing_to_do: bool
-    recovered: tuple[str, ...]
-    smoke: tuple[Mismatch, ...] = ()
-    prediction: dict[str, Any] | None = None
-    curl: str | None = None  # a shell command that sends the first golden input: paste it to try
-    serve: str | None = None  # --to venv: the shell command that serves the model on the port
-    repaired: tuple[str, ...] = ()  # parts rebuilt from parity while verifying ("NAME (missing)")
-
-
-def _repaired(verified: VerifiedBundle) -> tuple[str, ...]:
-    return tuple(f"{r.part} ({r.was})" for r in verified.handle.repaired)
 
 
 class _SmokeFailed(Exception):
@@ -112,7 +94,7 @@ class Installer:
     """One far side: its state directory, and the runtimes it has."""
 
     def __init__(
-        self, state: State, observer: Observer | None = None, evidence: Evidence | None = None
+        self, state: State, observer: Observer | None = None, evidence: Witness | None = None
     ) -> None:
         self.state = state
         self.obs = observer or NullObserver()
@@ -177,8 +159,6 @@ class Installer:
         ``options.candidate`` the version runs beside the current one instead
         (services/deploy/candidate.py)."""
         if options.candidate:
-            from airgap.services.deploy.candidate import install_candidate
-
             return install_candidate(self, bundle, options)
         target = targets.get(options.target)
         verify_opts = self.verify_options(options)
@@ -187,15 +167,15 @@ class Installer:
             bundle, self.state, verify_opts, self.obs, action=f"install --to {options.target}"
         )
         m = verified.manifest
-        record = self._admit(bundle, options, verified, target)
-        recovered = self._recover(m.name, options.target)
+        record = self.admit(bundle, options, verified, target)
+        recovered = self.recover(m.name, options.target)
         current, previous = self.installed.get(m.name, options.target)
         if (
             current
             and current.manifest_sha256 == verified.manifest_sha256
             and target.healthy(self.site, current)
         ):
-            return InstallResult(current, True, recovered, repaired=_repaired(verified))
+            return InstallResult(current, True, recovered, repaired=repaired(verified))
         journal = Journal(self.state, m.name, options.target)
         content = self.content_root / "bundles" / verified.manifest_sha256
         content_preexisting = content.exists()
@@ -243,7 +223,7 @@ class Installer:
         except BaseException as exc:
             # Fail closed, whatever failed (the smoke test, the engine, a full disk, a bug): undo every
             # step (the previous version runs again) and remove what this run extracted.
-            restored = self._undo(journal)
+            restored = self.undo(journal)
             self._remove_extracted(content, content_preexisting, created)
             if isinstance(exc, _SmokeFailed):
                 if self.evidence is not None:
@@ -279,10 +259,10 @@ class Installer:
             prediction(contract, answers),
             curl_line(receipt.port or 8080, contract),
             target.serve_command(receipt, record, content),
-            _repaired(verified),
+            repaired(verified),
         )
 
-    def _admit(
+    def admit(
         self, bundle: Path, options: InstallOptions, verified: VerifiedBundle, target: Target
     ) -> dict[str, Any]:
         """The checks between verification and the first step: the compliance gate, an image for a
@@ -335,7 +315,9 @@ class Installer:
                 path.unlink(missing_ok=True)
 
     # -- recovery ------------------------------------------------------------------------------
-    def _recover(self, name: str, target: str) -> tuple[str, ...]:
+    def recover(self, name: str, target: str) -> tuple[str, ...]:
+        """Finishes or undoes an interrupted install of (name, target), as its journal says; says
+        what it did (nothing when no journal is left)."""
         journal = Journal(self.state, name, target)
         if not journal.exists():
             return ()
@@ -347,12 +329,12 @@ class Installer:
                 targets.get(target).finish(self.site, new, data.get("old") or {})
             journal.clear()
             return (f"completed the interrupted install of {name} {new.get('version')} ({target})",)
-        self._undo(journal)
+        self.undo(journal)
         return (
             f"rolled back an interrupted install of {name} {data.get('new', {}).get('version')} ({target})",
         )
 
-    def _undo(self, journal: Journal) -> str:
+    def undo(self, journal: Journal) -> str:
         """Puts back what the journalled run changed, newest first; safe to run twice. Says what
         runs now (the old version restored, or nothing), or that the undo failed too."""
         data = journal.data or (journal.load() if journal.exists() else {})
@@ -464,11 +446,11 @@ class Installer:
             t.rollback(ctx)
             answers, failures = t.answers(self.site, previous, contract)
         except BaseException:
-            self._undo(journal)
+            self.undo(journal)
             raise
         mismatches = compare_contract(contract, answers, failures)
         if mismatches:
-            self._undo(journal)
+            self.undo(journal)
             raise AnswerIsNo(f"the previous version fails its smoke test: {summary(mismatches)}")
         self.installed.put(previous, current)
         t.finish(self.site, previous.to_json(), current.to_json())
@@ -494,12 +476,10 @@ class Installer:
         strays = self._started_here(**{"io.airgap.name": name, "io.airgap.target": target})
         if current is None and not journal.exists() and not strays:
             raise InvalidInputError(f"{name} is not installed with --to {target}")
-        from airgap.services.deploy.candidate import forget
-
         removed: list[str] = forget(self, name, target) if current is not None else []
         if journal.exists():
             version = (journal.load().get("new") or {}).get("version")
-            self._undo(journal)
+            self.undo(journal)
             removed.append(f"the interrupted install of {version}")
         t = targets.find(target)
         for r in (current, previous):

@@ -126,6 +126,7 @@ class Target(Protocol):
     rank: int  # where it is listed among the --to choices
     needs_image: bool  # False: installs from the host wheelhouse instead
     host_port: bool  # listens on 127.0.0.1:PORT of this host: the port is checked before anything starts
+    candidates: bool  # can run a candidate beside the current version (services/deploy/candidate.py)
 
     def wants(self, path: str) -> bool:
         """Whether the bundle file at ``path`` (its content path) is extracted for this target."""
@@ -161,6 +162,15 @@ class Target(Protocol):
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
         """Removes an installed version; says what was removed."""
+        ...
+
+    def as_current(self, candidate: Receipt, current: Receipt) -> Receipt:
+        """The receipt a promoted candidate runs under: its version, in the current one's place."""
+        ...
+
+    def discard(self, site: Site, receipt: Receipt) -> list[str]:
+        """Removes what ``receipt`` used that no receipt in the state directory names any more (a
+        replaced or promoted candidate); says what was removed."""
         ...
 
     def serve_command(self, receipt: Receipt, record: dict[str, Any], content: Path) -> str | None:
