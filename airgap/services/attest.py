@@ -10,9 +10,9 @@ from __future__ import annotations
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from airgap.adapters import keys
-from airgap.adapters.signers import Signer
 from airgap.core import attestation as at
 from airgap.errors import SignatureError
+from airgap.ports import Signer
 
 
 def sign_envelope(payload: bytes, signer: Signer | None) -> at.Envelope:

@@ -23,16 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from airgap import __version__
-from airgap.adapters.docker_engine import DockerEngine
 from airgap.adapters.fs import atomic_write_bytes, read_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
-from airgap.adapters.signers import Signer
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
 from airgap.core.profile import Profile
 from airgap.core.project import Project
 from airgap.core.signing import allowed_algorithm
 from airgap.errors import AirgapError, InvalidInputError
+from airgap.ports import ImageEngine, Signer
 from airgap.resources import templates_dir
 from airgap.services.build.airgap_payload import airgap_wheelhouse
 from airgap.services.build.check import (
@@ -147,7 +146,7 @@ def _rfc3339(epoch: int) -> str:
 PLACEHOLDER_DIGEST = "sha256:" + "0" * 64  # renders templates before the real digests exist
 
 
-def bundle(options: BundleOptions, engine: DockerEngine, observer: Observer | None = None) -> BundleResult:
+def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | None = None) -> BundleResult:
     """Builds the staging directory in a locked partial directory and swaps it into place only when complete.
 
     Input that can be refused without the engine is refused first; on failure or interrupt the
@@ -271,7 +270,7 @@ def hold_partial(staging: Path) -> Any:
     return fh
 
 
-def reclaim_partials(out_dir: Path, slug: str, engine: DockerEngine) -> Iterator[str]:
+def reclaim_partials(out_dir: Path, slug: str, engine: ImageEngine) -> Iterator[str]:
     """Removes what killed earlier runs left: partial directories nobody holds, and their images.
 
     A run that is still going holds the lock inside its partial directory and is left alone; a
@@ -297,7 +296,7 @@ def reclaim_partials(out_dir: Path, slug: str, engine: DockerEngine) -> Iterator
         yield note + (f", {images} image(s))" if images else ")")
 
 
-def _remove_recorded_images(staging: Path, engine: DockerEngine, settle: float = 0.0) -> int:
+def _remove_recorded_images(staging: Path, engine: ImageEngine, settle: float = 0.0) -> int:
     """Removes the recorded images (and untagged ones built on them) nothing uses; returns how many.
 
     ``settle``: after an interrupted build, the engine may still commit the step it was on;
@@ -330,7 +329,7 @@ def _build(
     options: BundleOptions,
     settings: ResolverSettings,
     cache: Path,
-    engine: DockerEngine,
+    engine: ImageEngine,
     obs: Observer,
     phase: Phases,
     staging: Path,

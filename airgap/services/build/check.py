@@ -45,6 +45,7 @@ from airgap.core.profile import Profile
 from airgap.core.project import DIGEST_REF, PolicySpec, Waiver
 from airgap.core.sbom import summarize
 from airgap.errors import EnvironmentFailure, InvalidInputError
+from airgap.ports import BundleReader as BundleReader
 from airgap.resources import policies_dir
 from airgap.services.build.project import load_project
 
@@ -75,16 +76,6 @@ UNAME_ARCH = {
     "s390x": "s390x",
     "riscv64": "riscv64",
 }
-
-
-class BundleReader(Protocol):
-    """The port ``check`` reads a bundle through: relative POSIX paths in, bytes out."""
-
-    def list(self) -> list[str]:
-        """Every regular file of the bundle, as relative POSIX paths."""
-
-    def read(self, path: str) -> bytes:
-        """One file's bytes; raises InvalidInputError if it is not in the bundle."""
 
 
 @runtime_checkable

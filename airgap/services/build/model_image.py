@@ -16,10 +16,10 @@ from typing import Any
 
 import jinja2
 
-from airgap.adapters.docker_engine import DockerEngine, RunSpec
 from airgap.core.profile import Profile
 from airgap.core.project import SEVERITIES, Project
 from airgap.errors import AnswerIsNo, IntegrityError, InvalidInputError
+from airgap.ports import ImageEngine, RunSpec
 from airgap.resources import templates_dir
 from airgap.services.build.check import policy_directories
 from airgap.services.build.wheelhouse import WheelhouseResult
@@ -134,7 +134,7 @@ def stable_layer_epoch(epoch: int, base_created: object) -> int:
 
 
 def build_image(
-    engine: DockerEngine,
+    engine: ImageEngine,
     staging: Path,
     dockerfile: str,
     tag: str,
@@ -182,7 +182,7 @@ def build_image(
 
 
 def remove_unshipped(
-    engine: DockerEngine, staging: Path, image_id: str, previous: str | None, tag: str
+    engine: ImageEngine, staging: Path, image_id: str, previous: str | None, tag: str
 ) -> list[str]:
     """After a build: removes the images it made that the model image does not stand on (the
     build stage), and the image the tag named before, once nothing uses either."""
@@ -204,7 +204,7 @@ def remove_unshipped(
 
 
 def record_contract(
-    engine: DockerEngine,
+    engine: ImageEngine,
     image_ref: str,
     project: Project,
     model_name: str,

@@ -20,7 +20,6 @@ from typing import Any
 
 from airgap import __version__
 from airgap.adapters.archive import PartInfo
-from airgap.adapters.signers import Signer
 from airgap.core import bundle_v2, versions
 from airgap.core.bundle_format import (
     CONTROL,
@@ -38,6 +37,7 @@ from airgap.core.bundle_format import (
 from airgap.core.signing import ALLOWED_ALGORITHMS
 from airgap.core.tar_format import OCTAL_LIMIT
 from airgap.errors import InvalidInputError, UsageError
+from airgap.ports import Signer
 from airgap.services.build import pack_v2
 from airgap.services.build.pack_files import (
     ContentChanged,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from airgap.adapters import probe_script
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.adapters.interfaces import ImageRunner
 from airgap.core.profile import Profile
 from airgap.core.profile_warnings import ProfileWarning, profile_warnings
 from airgap.errors import EnvironmentFailure
+from airgap.ports import ImageRunner
 from airgap.services.observer import NullObserver, Observer
 
 SECTIONS = 14  # the collector's concurrent sections, for progress reporting

@@ -17,9 +17,9 @@ from typing import Any
 
 from airgap import __version__
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.adapters.signers import Signer
 from airgap.core import attestation as at
 from airgap.errors import EnvironmentFailure, InvalidInputError
+from airgap.ports import Signer
 from airgap.services.attest import sign_envelope
 
 PROVENANCE = "attestations/provenance.intoto.json"

@@ -28,11 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from airgap.adapters.docker_engine import DockerEngine, RunSpec
 from airgap.adapters.fs import atomic_write_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
-from airgap.adapters.signers import Signer
 from airgap.adapters.wheels import sha256_file
 from airgap.core import rebuild as fit
 from airgap.core.bundle_format import check_build_record
@@ -41,6 +39,7 @@ from airgap.core.signing import allowed_algorithm
 from airgap.core.smoke import compare_contract, summary
 from airgap.core.tags import compute_tags
 from airgap.errors import AnswerIsNo, IntegrityError, InvalidInputError, UsageError
+from airgap.ports import ImageEngine, RunSpec, Signer
 from airgap.services.build.check import (
     DirectoryReader,
     check_bundle,
@@ -87,7 +86,7 @@ class RebuildResult:
 
 
 def rebuild(
-    options: RebuildOptions, state: State, engine: DockerEngine, observer: Observer | None = None
+    options: RebuildOptions, state: State, engine: ImageEngine, observer: Observer | None = None
 ) -> RebuildResult:
     """Verifies, checks the fit, rebuilds, re-checks and signs; raises on every failure and leaves
     no staging directory behind. The original bundle is never modified."""
@@ -312,7 +311,7 @@ def _swap_wheelhouse(staging: Path, record: dict[str, Any], cand: fit.Candidate)
     wheelhouses[back] = {**image, "lock": f"targets/{back}/requirements.lock", "python": orig_py}
 
 
-def _check_golden(engine: DockerEngine, tag: str, model_file: str, contract: dict[str, Any]) -> str:
+def _check_golden(engine: ImageEngine, tag: str, model_file: str, contract: dict[str, Any]) -> str:
     """Runs the golden inputs in the rebuilt image (network off) and holds the answers to the signed
     contract's outputs, within its tolerance; returns the image's onnxruntime version."""
     res = engine.run(
@@ -356,7 +355,7 @@ def _check_golden(engine: DockerEngine, tag: str, model_file: str, contract: dic
 
 
 def _save_oci(
-    engine: DockerEngine,
+    engine: ImageEngine,
     tag: str,
     staging: Path,
     record: dict[str, Any],

@@ -2,7 +2,8 @@
 
 A staging directory is signed only if its policy evaluation passed (or the publisher said
 ``--unsafe-sign-failed-policy``, which the signed manifest records); the key is a ``Signer``
-(adapters/signers.py) chosen by the CLI from ``--key``, so nothing here sees key material.
+(airgap/ports.py; the signers are in adapters/signers.py) chosen by the CLI from ``--key``, so
+nothing here sees key material.
 """
 
 from __future__ import annotations
@@ -13,9 +14,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from airgap.adapters.fs import read_bytes
-from airgap.adapters.signers import Signer
 from airgap.core.bundle_format import check_build_record
 from airgap.errors import AnswerIsNo, InvalidInputError
+from airgap.ports import Signer
 from airgap.services.build.check import CheckOutcome
 from airgap.services.build.pack import PackResult, pack
 from airgap.services.build.provenance import write_provenance

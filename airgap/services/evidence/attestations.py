@@ -29,10 +29,10 @@ from typing import TYPE_CHECKING, Any
 from airgap import __version__
 from airgap.adapters import keys
 from airgap.adapters.fs import atomic_write_bytes, read_bytes
-from airgap.adapters.signers import Signer
 from airgap.core import attestation as at
 from airgap.core.bundle_format import canonical_json, strict_json
 from airgap.errors import AirgapError, EnvironmentFailure, InvalidInputError, SignatureError
+from airgap.ports import Signer
 from airgap.services.attest import sign_envelope, verify_envelope
 from airgap.services.state import State
 

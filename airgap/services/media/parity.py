@@ -26,7 +26,6 @@ from pathlib import Path
 from airgap.adapters import erasure
 from airgap.adapters.archive import PartInfo, PartSink
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.adapters.signers import Signer
 from airgap.core.bundle_format import PARTS_INDEX_SUFFIX
 from airgap.core.parity import (
     PARITY_INDEX_SUFFIX,
@@ -37,6 +36,7 @@ from airgap.core.parity import (
     stripe_for,
 )
 from airgap.errors import EnvironmentFailure, TamperError
+from airgap.ports import Signer
 from airgap.services.observer import BYTES, NullObserver, Observer
 
 

@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import BinaryIO
 
 from airgap.adapters.archive import PartInfo
-from airgap.adapters.signers import Signer
 from airgap.core.bundle_format import PARTS_INDEX_SUFFIX
 from airgap.core.parity import check_layout
 from airgap.errors import UsageError
+from airgap.ports import Signer
 from airgap.services.media.opening import BundleHandle, locate_bundle, verify_stream
 from airgap.services.media.parity import ParitySink, Repair, write_parts_index
 from airgap.services.observer import BYTES, NullObserver, Observer

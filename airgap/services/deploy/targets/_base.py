@@ -20,8 +20,8 @@ from airgap.errors import EnvironmentFailure, UsageError
 from airgap.services.deploy.smoketest import Answers, answers_on, healthz, wait_ready
 
 if TYPE_CHECKING:  # the --to choices are listed at start-up: the heavy modules load when used
-    from airgap.adapters.oci import OciImage
     from airgap.core.bundle_format import Manifest
+    from airgap.ports import OciImage
     from airgap.services.deploy.receipts import Installed, Journal, Receipt
     from airgap.services.observer import Observer
     from airgap.services.state import State
@@ -109,7 +109,7 @@ class InstallContext:
 
     def oci_image(self) -> OciImage:
         """The bundle's image in the content store's OCI layout."""
-        from airgap.adapters.oci import OciImage
+        from airgap.ports import OciImage
 
         if self.manifest is None or not self.manifest.images:
             raise UsageError(f"{self.receipt.name} {self.receipt.version}: no image to load here")

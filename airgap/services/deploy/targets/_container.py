@@ -8,13 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airgap import ports
 from airgap.adapters.runtimes import ContainerSpec, Runtime
 from airgap.errors import EnvironmentFailure, TamperError, UsageError
 from airgap.services.deploy.smoketest import healthz, wait_ready
 from airgap.services.deploy.targets._base import BaseTarget, InstallContext, InstallOptions, Site, quiet
 
 if TYPE_CHECKING:
-    from airgap.adapters.oci import OciImage
+    from airgap.ports import OciImage
     from airgap.services.deploy.receipts import Receipt
 
 
@@ -194,9 +195,8 @@ def push(options: InstallOptions, receipt: Receipt, image: OciImage) -> str:
 
     if not options.registry:
         raise UsageError(f"--to {options.target} needs --registry HOST:PORT")
-    return Registry(options.registry, options.insecure_registry, options.ca_bundle).push_image(
-        image, f"airgap/{receipt.name}", receipt.version
-    )
+    registry: ports.Registry = Registry(options.registry, options.insecure_registry, options.ca_bundle)
+    return registry.push_image(image, f"airgap/{receipt.name}", receipt.version)
 
 
 def rewritten_manifests(content: Path, record: dict[str, Any], ref: str) -> str:

@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.adapters.kubectl import Kubectl, KubectlCli
+from airgap.adapters.kubectl import KubectlCli
 from airgap.errors import EnvironmentFailure, InvalidInputError, UsageError
+from airgap.ports import Kubectl
 from airgap.services.deploy.smoketest import Answers, answers_on, wait_ready
 from airgap.services.deploy.targets._base import BaseTarget, InstallContext, Site
 from airgap.services.deploy.targets._container import push, rewritten_manifests
