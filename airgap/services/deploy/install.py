@@ -104,7 +104,7 @@ class Installer:
         # Every container this state directory starts carries this label, so that status and
         # uninstall find it even when no receipt or journal names it (an install killed mid-step).
         self.state_label = hashlib.sha256(str(state.directory.resolve()).encode()).hexdigest()[:16]
-        self.site = Site(state, self.obs, self.installed, self.content_root, self.state_label)
+        self.site = Site(state, self.obs, self.installed, self.content_root, self.state_label, targets.find)
 
     @property
     def blobs(self) -> Path:

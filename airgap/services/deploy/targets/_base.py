@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +55,7 @@ class Site:
     installed: Installed
     content_root: Path
     state_label: str  # carried by every container this state directory starts
+    find_target: Callable[[str], Target | None]  # the --to registry (targets.find): who holds a port
 
     @property
     def blobs(self) -> Path:
@@ -74,12 +75,10 @@ class Site:
         """Refuses a port something already listens on, naming it and the way out (exit 5)."""
         if not port_in_use(port):
             return
-        from airgap.services.deploy.targets import find
-
         holders = [
             f"{name} {r.version} (--to {target})"
             for name, target, r, _ in self.installed.all()
-            if r.port == port and (t := find(target)) is not None and t.host_port
+            if r.port == port and (t := self.find_target(target)) is not None and t.host_port
         ]
         by = f" by {', '.join(holders)}" if holders else " by another program"
         raise EnvironmentFailure(

@@ -39,7 +39,7 @@ from airgap.core.bundle_format import (
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
 from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import IntegrityError, InvalidInputError, SignatureError, TamperError
-from airgap.services.media.formats import BundleFormat, FormatResult, Keep, SignedFront, next_named
+from airgap.services.media.formats._registry import BundleFormat, FormatResult, Keep, SignedFront, next_named
 from airgap.services.observer import Observer
 
 CHUNK_OUT = 128 << 10  # the most decompressed output held at once

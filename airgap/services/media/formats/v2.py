@@ -26,7 +26,7 @@ from airgap.core.bundle_format import (
     check_build_record,
 )
 from airgap.errors import InvalidInputError, TamperError
-from airgap.services.media.formats import BundleFormat, FormatResult, Keep, SignedFront
+from airgap.services.media.formats._registry import BundleFormat, FormatResult, Keep, SignedFront
 from airgap.services.media.formats.v1 import (
     check_front_headers,
     check_signed,
