@@ -17,6 +17,7 @@ from airgap.core.acceptance import evaluate, predictions
 from airgap.core.datacontract import MISSING, read_csv
 from airgap.core.project import Project
 from airgap.errors import AnswerIsNo, InvalidInputError
+from airgap.services.build.model_image import server_module
 
 FORMAT = "airgap.acceptance/v1"
 MAX_ROWS = 100_000
@@ -79,8 +80,6 @@ def prepare_acceptance(
     project: Project, project_dir: Path, model: Path, data_contract: dict[str, Any] | None
 ) -> dict[str, Any] | None:
     """``model/acceptance.json``: the rows, labels and thresholds, and the workstation's scores."""
-    from airgap.services.build.model_image import server_module
-
     spec = project.acceptance
     if spec is None:
         return None

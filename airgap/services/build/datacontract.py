@@ -16,6 +16,7 @@ from airgap.adapters.fs import read_bytes
 from airgap.core.datacontract import DataContract, derive, override, read_csv
 from airgap.core.project import Project
 from airgap.errors import InvalidInputError
+from airgap.services.build.acceptance import prepare_acceptance
 from airgap.services.build.model_image import server_module
 
 
@@ -113,7 +114,6 @@ def model_documents(project: Project, project_dir: Path, model: Path) -> dict[st
     import yaml
 
     from airgap.core import monitoring
-    from airgap.services.build.acceptance import prepare_acceptance
 
     def pretty(doc: dict[str, Any]) -> bytes:
         return (json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode()

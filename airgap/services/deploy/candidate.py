@@ -36,7 +36,7 @@ from airgap.services.state import State
 CANDIDATE = "candidate"
 
 
-class Installer(Protocol):
+class InstallSteps(Protocol):
     """What a candidate uses of the installer (services/deploy/install.py): the far side's state,
     and the steps an install and a candidate share — admitted, recovered and undone alike."""
 
@@ -71,7 +71,7 @@ class Installer(Protocol):
         ...
 
 
-def _discard(installer: Installer, target: Target | None, receipt: Receipt) -> list[str]:
+def _discard(installer: InstallSteps, target: Target | None, receipt: Receipt) -> list[str]:
     """What only ``receipt`` used, removed by its target (best effort: a clean-up)."""
     if target is None:
         return []
@@ -83,12 +83,12 @@ def _discard(installer: Installer, target: Target | None, receipt: Receipt) -> l
 class CandidateJournal(Journal):
     """The journal of a candidate's install: beside the install journal, never mistaken for it."""
 
-    def __init__(self, installer: Installer, name: str, target: str) -> None:
+    def __init__(self, installer: InstallSteps, name: str, target: str) -> None:
         super().__init__(installer.state, name, target)
         self.path = self.path.with_name(f"{name}--{target}--{CANDIDATE}.json")
 
 
-def _undo(installer: Installer, journal: Journal) -> str:
+def _undo(installer: InstallSteps, journal: Journal) -> str:
     data = journal.data or (journal.load() if journal.exists() else {})
     if not data:
         return "nothing left of it"
@@ -101,7 +101,7 @@ def _undo(installer: Installer, journal: Journal) -> str:
     return said
 
 
-def install_candidate(installer: Installer, bundle: Path, options: InstallOptions) -> InstallResult:
+def install_candidate(installer: InstallSteps, bundle: Path, options: InstallOptions) -> InstallResult:
     """Verifies the bundle as `install` does, then runs it beside the current version of its name
     and smoke-tests it there; records it as the candidate when it passed. An older candidate gives
     way first (its name and port are the new one's) and is not put back if the new one fails.
@@ -212,7 +212,7 @@ def install_candidate(installer: Installer, bundle: Path, options: InstallOption
     )
 
 
-def _free_port(installer: Installer, target: Target, current: Receipt, older: Receipt | None) -> int:
+def _free_port(installer: InstallSteps, target: Target, current: Receipt, older: Receipt | None) -> int:
     """The older candidate's port, else the first port above the current one that nothing holds."""
     from airgap.adapters.runtimes import port_in_use
 
@@ -224,7 +224,7 @@ def _free_port(installer: Installer, target: Target, current: Receipt, older: Re
     return port
 
 
-def promote(installer: Installer, name: str, target_name: str, options: InstallOptions) -> InstallResult:
+def promote(installer: InstallSteps, name: str, target_name: str, options: InstallOptions) -> InstallResult:
     """Makes the candidate current on the current version's name and port, smoke-tested before it is
     committed; the old current becomes previous (rollback brings it back). Journalled like an
     install: a failure, or a run killed half-way, puts the old current back."""
@@ -293,7 +293,7 @@ def promote(installer: Installer, name: str, target_name: str, options: InstallO
     return InstallResult(new, False, (), (), prediction(contract, answers), None, None)
 
 
-def forget(installer: Installer, name: str, target_name: str) -> list[str]:
+def forget(installer: InstallSteps, name: str, target_name: str) -> list[str]:
     """Removes the candidate of (name, target) and what only it used (uninstall calls this first)."""
     removed: list[str] = []
     journal = CandidateJournal(installer, name, target_name)
