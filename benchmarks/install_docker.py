@@ -103,8 +103,8 @@ def _airgap_load(bundle: Path, key: Path) -> float:
     from airgap.adapters import keys
     from airgap.adapters.oci import OciImage, docker_archive_stream
     from airgap.adapters.runtimes import DockerRuntime
-    from airgap.services.extraction import extract
-    from airgap.services.verify import VerifyOptions, verify_bundle
+    from airgap.services.media.extraction import extract
+    from airgap.services.media.verify import VerifyOptions, verify_bundle
 
     public = keys.load_public(key.read_bytes(), str(key))
     verified = verify_bundle(

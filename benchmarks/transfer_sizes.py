@@ -50,7 +50,7 @@ def airgap(*args: str, epoch: int = EPOCH) -> dict[str, Any]:
 
 def unique_content(staging: Path) -> tuple[int, int]:
     """(sum of all content, sum of distinct content) of what a bundle of ``staging`` holds."""
-    from airgap.services.delta import bundle_files
+    from airgap.services.build.delta import bundle_files
 
     seen: dict[str, int] = {}
     total = 0

@@ -19,9 +19,9 @@ from airgap.adapters import keys
 from airgap.adapters.signers import FileSigner, Signer
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, canonical_json, render_sums
 from airgap.errors import AirgapError
-from airgap.services.pack import PackResult, pack
+from airgap.services.build.pack import PackResult, pack
+from airgap.services.media.verify import VerifyOptions, verify_bundle
 from airgap.services.state import State
-from airgap.services.verify import VerifyOptions, verify_bundle
 from tests.conftest import assert_one_line_error, run_airgap
 
 PASS = b"correct horse battery staple"

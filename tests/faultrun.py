@@ -2,7 +2,7 @@
 after it journals STEP — a pulled plug at a known point, for the crash-recovery tests.
 
 The hook is installed here, in the test's process, through the journal's plugin point
-(``airgap.services.receipts.STEP_HOOKS``); airgap itself reads no fault-injection setting.
+(``airgap.services.deploy.receipts.STEP_HOOKS``); airgap itself reads no fault-injection setting.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import signal
 import sys
 
 from airgap.cli import main
-from airgap.services.receipts import STEP_HOOKS
+from airgap.services.deploy.receipts import STEP_HOOKS
 
 
 def kill_at(step: str) -> None:

@@ -32,7 +32,7 @@ Backend = Callable[[], AbstractContextManager[int]]
 
 
 class RecordedKubectl:
-    """Implements ``airgap.adapters.kubectl.Kubectl``; see the module docstring."""
+    """Implements ``airgap.ports.Kubectl``; see the module docstring."""
 
     def __init__(self, backend: Backend, rollouts: list[Rollout] | None = None) -> None:
         self.backend = backend

@@ -1,7 +1,7 @@
 """An install target that lives in tests: the bundled model server run as a plain process on
 127.0.0.1:PORT, with the Python running the tests (which has onnxruntime).
 
-It is written as a module of ``airgap.services.targets`` would be — one file, one ``TARGET`` — and
+It is written as a module of ``airgap.services.deploy.targets`` would be — one file, one ``TARGET`` — and
 ``tests/test_target_plugin.py`` drops it into that package's search path to show that a new
 ``--to`` needs that one file and nothing else.
 """
@@ -15,10 +15,10 @@ import subprocess
 import sys
 from typing import Any
 
-from airgap.services.extraction import model_file
-from airgap.services.receipts import Receipt
-from airgap.services.smoketest import wait_ready
-from airgap.services.targets import BaseTarget, InstallContext, Site
+from airgap.services.deploy.receipts import Receipt
+from airgap.services.deploy.smoketest import wait_ready
+from airgap.services.deploy.targets import BaseTarget, InstallContext, Site
+from airgap.services.media.extraction import model_file
 
 
 def _alive(pid: int) -> bool:

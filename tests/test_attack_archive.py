@@ -30,7 +30,7 @@ from airgap.adapters import keys
 from airgap.adapters.archive import TimedReader
 from airgap.core.tar_format import member_header
 from airgap.errors import AirgapError, EnvironmentFailure
-from airgap.services.verify import VerifyOptions, verify_bundle
+from airgap.services.media.verify import VerifyOptions, verify_bundle
 from tests.bundles import (
     EPOCH,
     LONG_LICENSE,
@@ -637,7 +637,7 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (st_dir / "licenses" / f"{LONG_LICENSE}.txt").write_text("MIT\n")
     (st_dir / "empty.txt").write_bytes(b"")
     (st_dir / "build.json").write_text(json.dumps({"name": "demo"}))
-    from airgap.services.pack import pack
+    from airgap.services.build.pack import pack
 
     bundle = pack(st_dir, root / "out", key, EPOCH, name="demo", version="1.0.0", bundle_format="v1").files[0]
     trusted = (keys.TrustedKey(kid, pub, keys.load_public(pub.read_bytes(), str(pub))),)

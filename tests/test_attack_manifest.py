@@ -31,10 +31,10 @@ from airgap.adapters import keys
 from airgap.adapters.archive import PartSink, TarWriter
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, FileEntry, Manifest, canonical_json, render_sums
 from airgap.errors import AirgapError, InvalidInputError, RollbackError
+from airgap.services.deploy.receipts import Installed, Receipt
+from airgap.services.media.verify import VerifyOptions, verify_bundle
 from airgap.services.observer import NullObserver
-from airgap.services.receipts import Installed, Receipt
 from airgap.services.state import State
-from airgap.services.verify import VerifyOptions, verify_bundle
 from tests.bundles import EPOCH, PASS, flip_byte_in, make_key, members, pack_demo, synthetic_staging
 from tests.conftest import ROOT, assert_one_line_error, run_airgap
 
@@ -821,7 +821,7 @@ def test_audit_failure_after_a_good_verify_is_an_environment_failure(far: dict[s
 def test_internal_error_is_not_doubled(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> None:
     """A bug surfaces as one line that says "internal error" once, with the exception's type."""
     from airgap import cli
-    from airgap.services import verify as verify_service
+    from airgap.services.media import verify as verify_service
 
     def bug(*_: object, **__: object) -> None:
         raise RuntimeError("an unexpected state")
@@ -884,8 +884,8 @@ def test_image_naming_a_blob_the_bundle_lacks_is_rejected(far: dict[str, Any]) -
 def test_poisoned_blob_already_in_the_store_is_replaced_not_reused(far: dict[str, Any]) -> None:
     """A store file whose bytes do not hash to its name (left by an older airgap, or tampered with
     on disk) is never reused: extraction rewrites it from the verified bundle."""
-    from airgap.services.extraction import extract
-    from airgap.services.verify import VerifyOptions, verify_bundle
+    from airgap.services.media.extraction import extract
+    from airgap.services.media.verify import VerifyOptions, verify_bundle
 
     good = forge(far, files={"build.json": b"{}", BLOB: GOOD_CONFIG})
     blobs = far["tmp"] / "store" / "oci" / "blobs" / "sha256"

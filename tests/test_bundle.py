@@ -43,7 +43,7 @@ def test_bundle_writes_a_complete_staging_directory(built: dict[str, Any]) -> No
         "build.json",
     ):
         assert (root / rel).exists(), rel
-    from airgap.services.bundle import split_record
+    from airgap.services.build.bundle import split_record
 
     assert json.loads((root / "build.json").read_text()) == split_record(rec)[0]
     assert "phases" not in json.loads((root / "build.json").read_text())
@@ -336,8 +336,8 @@ def test_sdist_only_requirement_becomes_a_locked_wheel_built_offline(tmp_path: P
         default_ca_bundle,
         sha256_file,
     )
-    from airgap.services.probe import probe_image
-    from airgap.services.wheelhouse import WheelhouseSite, image_wheelhouse
+    from airgap.services.build.probe import probe_image
+    from airgap.services.build.wheelhouse import WheelhouseSite, image_wheelhouse
 
     engine = DockerEngine()
     ref = engine.resolve_digest(base_image)
@@ -379,7 +379,7 @@ def test_the_example_in_v2_stores_each_content_once_and_is_smaller_than_v1_by_th
     from collections import Counter
 
     from airgap.adapters.signers import FileSigner
-    from airgap.services.sign import pack_staging
+    from airgap.services.build.sign import pack_staging
     from tests.conftest import PASSPHRASE
 
     staging = Path(built["staging"])

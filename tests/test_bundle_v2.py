@@ -20,9 +20,9 @@ from airgap.adapters import keys
 from airgap.core import bundle_v2
 from airgap.core.bundle_format import SIGNATURE_ALGORITHM, canonical_json, render_sums
 from airgap.errors import AirgapError, IntegrityError, InvalidInputError, TamperError, UsageError
-from airgap.services.extraction import extract
-from airgap.services.pack import pack
-from airgap.services.verify import VerifyOptions, verify_bundle
+from airgap.services.build.pack import pack
+from airgap.services.media.extraction import extract
+from airgap.services.media.verify import VerifyOptions, verify_bundle
 from tests.bundles import EPOCH, flip_byte_in, make_key, members, pass_policy
 from tests.conftest import assert_one_line_error, run_airgap
 

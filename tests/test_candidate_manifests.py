@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from airgap.core.candidate_manifests import candidate_objects
-from airgap.services import targets
-from airgap.services.candidate import promote
-from airgap.services.install import Installer, InstallOptions
+from airgap.services.deploy import targets
+from airgap.services.deploy.candidate import promote
+from airgap.services.deploy.install import Installer, InstallOptions
+from airgap.services.deploy.targets.kubernetes import KubernetesTarget
 from airgap.services.manifests import RenderedFile, validate_manifests
 from airgap.services.state import State
-from airgap.services.targets.kubernetes import KubernetesTarget
 from tests.conftest import run_airgap
 from tests.kubefake import RecordedKubectl, model_server
 from tests.test_manifests import objects, rendered

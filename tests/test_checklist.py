@@ -19,7 +19,7 @@ import pytest
 
 from airgap.core.project import Waiver, parse_project
 from airgap.errors import InvalidInputError
-from airgap.services.check import (
+from airgap.services.build.check import (
     COMPLIANCE_FILES,
     CheckOutcome,
     DirectoryReader,

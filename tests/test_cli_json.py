@@ -185,7 +185,7 @@ def test_a_bug_or_a_signal_under_json_is_one_document_too(
 ) -> None:
     """Outcomes that do not come from an AirgapError still end in the one failure document."""
     from airgap import cli
-    from airgap.services import verify as verify_service
+    from airgap.services.media import verify as verify_service
 
     def stop(*_: object, **__: object) -> None:
         raise raised

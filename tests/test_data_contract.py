@@ -13,7 +13,7 @@ import pytest
 from airgap.core import datacontract as dc
 from airgap.core.project import parse_project
 from airgap.errors import InvalidInputError
-from airgap.services.datacontract import prepare_data_contract
+from airgap.services.build.datacontract import prepare_data_contract
 from tests.test_server import Server, serving, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 
 from airgap.core.bundle_format import Manifest
-from airgap.services.formats import reader_for
-from airgap.services.inventory import blob_store
+from airgap.services.deploy.inventory import blob_store
+from airgap.services.media.formats import reader_for
 from airgap.services.state import State
 from tests.bundles import members
 from tests.conftest import EPOCH, FOREIGN, PASSPHRASE, ROOT, assert_one_line_error, run_airgap

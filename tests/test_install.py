@@ -248,7 +248,7 @@ def test_uninstall_keeps_an_image_another_installation_still_needs_to_roll_back_
 
 
 def test_log_tail_keeps_the_last_lines_on_one_line_with_repeats_counted() -> None:
-    from airgap.services.smoketest import log_tail
+    from airgap.services.deploy.smoketest import log_tail
 
     fatal = json.dumps(
         {

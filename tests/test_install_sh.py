@@ -148,7 +148,7 @@ def test_the_airgap_wheel_is_the_same_bytes_when_built_again(
     far_side: dict[str, Any], tmp_path: Path
 ) -> None:
     from airgap.adapters.wheels import ResolverSettings, WheelStore, default_ca_bundle
-    from airgap.services.selfcontained import build_airgap_wheel, source_root
+    from airgap.services.build.airgap_payload import build_airgap_wheel, source_root
 
     settings = ResolverSettings(ca_bundle=default_ca_bundle())
     ca = str(settings.ca_bundle) if settings.ca_bundle else None
@@ -164,7 +164,7 @@ def test_a_far_side_python_too_old_for_airgap_gets_no_airgap_wheelhouse(tmp_path
     from airgap.adapters.wheels import ForeignResolver, ResolverSettings, WheelStore
     from airgap.core.profile import Profile
     from airgap.errors import InvalidInputError
-    from airgap.services.selfcontained import airgap_wheelhouse
+    from airgap.services.build.airgap_payload import airgap_wheelhouse
 
     doc = json.loads(FOREIGN.read_text())
     doc["pythons"][0]["version"] = [3, 6, 8]

@@ -15,8 +15,8 @@ import pytest
 
 from airgap.core.inventory import FORMAT, Blob, Inventory, plan_delta
 from airgap.errors import InvalidInputError
-from airgap.services.inventory import blob_store
-from airgap.services.model_image import stable_layer_epoch
+from airgap.services.build.model_image import stable_layer_epoch
+from airgap.services.deploy.inventory import blob_store
 from airgap.services.state import State
 from tests.conftest import assert_one_line_error, run_airgap
 
@@ -133,7 +133,7 @@ def test_layers_are_clamped_to_the_base_image_creation_not_to_each_release_epoch
 
 def test_since_reads_the_previous_bundles_signed_list_of_content(tmp_path: Path) -> None:
     from airgap.adapters import keys
-    from airgap.services.delta import held_since
+    from airgap.services.build.delta import held_since
     from tests.bundles import make_key, pack_demo
 
     signer, pub, _ = make_key(tmp_path, "publisher")
@@ -173,7 +173,7 @@ def test_since_refuses_a_previous_bundle_signed_by_an_untrusted_key(tmp_path: Pa
 
 
 def test_inventory_names_the_wheels_of_installed_bundles(tmp_path: Path) -> None:
-    from airgap.services.receipts import Installed, Receipt
+    from airgap.services.deploy.receipts import Installed, Receipt
 
     state = State(tmp_path / "state")
     wheel = b"PK\x03\x04 a wheel"
@@ -203,8 +203,8 @@ def test_inventory_names_the_wheels_of_installed_bundles(tmp_path: Path) -> None
 def test_install_keeps_every_blob_a_bundle_carries_so_the_next_delta_can_leave_it_out(tmp_path: Path) -> None:
     """A target extracts only what it runs; the store keeps every blob, and the inventory lists it."""
     from airgap.adapters import keys
-    from airgap.services.extraction import extract
-    from airgap.services.verify import VerifyOptions, verify_bundle
+    from airgap.services.media.extraction import extract
+    from airgap.services.media.verify import VerifyOptions, verify_bundle
     from tests.bundles import make_key, pack_demo
 
     signer, pub, _ = make_key(tmp_path, "publisher")

@@ -17,11 +17,11 @@ import pytest
 
 from airgap.adapters.kubectl import Rollout
 from airgap.errors import AnswerIsNo, EnvironmentFailure
-from airgap.services import targets
-from airgap.services.install import Installer, InstallOptions
-from airgap.services.smoketest import answers_on
+from airgap.services.deploy import targets
+from airgap.services.deploy.install import Installer, InstallOptions
+from airgap.services.deploy.smoketest import answers_on
+from airgap.services.deploy.targets.kubernetes import KubernetesTarget
 from airgap.services.state import State
-from airgap.services.targets.kubernetes import KubernetesTarget
 from tests.conftest import run_airgap
 from tests.kubefake import RecordedKubectl, model_server, wrong_server
 

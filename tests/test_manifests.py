@@ -16,7 +16,7 @@ import yaml
 from airgap.adapters.oci import read_layout
 from airgap.adapters.registry import Registry
 from airgap.errors import InvalidInputError
-from airgap.services.bundle import load_project
+from airgap.services.build.project import load_project
 from airgap.services.manifests import (
     RenderedFile,
     for_podman,

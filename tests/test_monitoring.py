@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from airgap.core.project import parse_project
-from airgap.services.datacontract import model_documents
+from airgap.services.build.datacontract import model_documents
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tabular"

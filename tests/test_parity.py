@@ -21,8 +21,8 @@ import pytest
 from airgap.cli.media import parity_count
 from airgap.core.parity import ParityIndex
 from airgap.errors import UsageError
+from airgap.services.media.verify import VerifiedBundle, VerifyOptions, verify_and_audit
 from airgap.services.state import State
-from airgap.services.verify import VerifiedBundle, VerifyOptions, verify_and_audit
 from tests.bundles import PASS, make_key, pack_demo, synthetic_staging
 from tests.conftest import assert_one_line_error, run_airgap
 from tests.test_bundle_by_hand import run_by_hand

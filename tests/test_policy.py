@@ -34,7 +34,7 @@ from airgap.core.policy import (
 from airgap.core.project import Waiver
 from airgap.errors import InvalidInputError
 from airgap.resources import policies_dir
-from airgap.services.check import load_catalog
+from airgap.services.build.check import load_catalog
 from tests.conftest import ROOT
 from tests.disa import DISA
 

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from airgap.adapters.http import request_json
-from airgap.services import targets
-from airgap.services.install import Installer
+from airgap.services.deploy import targets
+from airgap.services.deploy.install import Installer
 from airgap.services.state import State
 from tests.conftest import EPOCH, PASSPHRASE, assert_one_line_error, run_airgap
 from tests.test_delta import _new_model

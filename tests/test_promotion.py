@@ -108,8 +108,8 @@ def test_compare_stops_when_the_port_answers_as_another_model_or_version() -> No
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
     from airgap.errors import EnvironmentFailure
-    from airgap.services.compare import _ask
-    from airgap.services.receipts import Receipt
+    from airgap.services.deploy.compare import _ask
+    from airgap.services.deploy.receipts import Receipt
 
     class Stale(BaseHTTPRequestHandler):
         def do_POST(self) -> None:

@@ -106,8 +106,8 @@ def test_a_rebuild_refuses_a_bundle_checked_against_rules_this_airgap_does_not_h
     would sign a compliance result that silently drops them."""
     import json
 
-    from airgap.services.check import load_catalog, policy_directories
-    from airgap.services.rebuild import _same_rules
+    from airgap.services.build.check import load_catalog, policy_directories
+    from airgap.services.build.rebuild import _same_rules
 
     builtin = [r.id for r in load_catalog(policy_directories()).rules]
     results = tmp_path / "results.json"

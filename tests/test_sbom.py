@@ -38,7 +38,7 @@ from airgap.adapters.sbom import (
 from airgap.core.sbom import parse_dpkg_status
 from airgap.core.wheelhouse import parse_lock
 from airgap.errors import IntegrityError, InvalidInputError
-from airgap.services.check import DirectoryReader, check_bundle
+from airgap.services.build.check import DirectoryReader, check_bundle
 from tests.conftest import ROOT, bundle
 
 WHEN = datetime(2023, 11, 14, 22, 13, 20, tzinfo=timezone.utc)

@@ -15,8 +15,8 @@ import pytest
 
 from airgap.core.project import Waiver
 from airgap.errors import AirgapError, AnswerIsNo
-from airgap.services.bundle import BundleResult, seal
-from airgap.services.check import DirectoryReader, check_bundle, check_inputs, open_target
+from airgap.services.build.bundle import BundleResult, seal
+from airgap.services.build.check import DirectoryReader, check_bundle, check_inputs, open_target
 from airgap.services.state import State
 from airgap.services.trust import trusted_keys
 from tests.bundles import make_key

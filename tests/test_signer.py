@@ -18,12 +18,12 @@ from airgap.adapters.signers import SIGNER_FOR_URI_SCHEME, FileSigner, Signer, s
 from airgap.core.bundle_format import Manifest
 from airgap.core.signing import ALLOWED_ALGORITHMS, ECDSA_P384_SHA384
 from airgap.errors import InvalidInputError, SignatureError, UnsupportedFormatError, UsageError
-from airgap.services import formats
-from airgap.services.formats import BundleFormat, FormatResult, Keep, SignedFront
-from airgap.services.inspect import inspect_bundle
+from airgap.services.media import formats
+from airgap.services.media.formats import BundleFormat, FormatResult, Keep, SignedFront
+from airgap.services.media.inspect import inspect_bundle
+from airgap.services.media.verify import VerifyOptions, verify_bundle
 from airgap.services.observer import Observer
 from airgap.services.state import State
-from airgap.services.verify import VerifyOptions, verify_bundle
 from tests.bundles import (
     EPOCH,
     PASS,

@@ -164,7 +164,7 @@ def status(state: Path) -> list[dict[str, Any]]:
 
 def started_by(state: Path, runtime: str = "docker") -> list[str]:
     """Containers that carry this state directory's label, running or not."""
-    from airgap.services.install import Installer
+    from airgap.services.deploy.install import Installer
     from airgap.services.state import State
 
     label = Installer(State(state)).state_label
@@ -343,7 +343,7 @@ def test_a_model_server_that_dies_before_ready_has_its_last_log_lines_in_the_err
     """Port 80 on a host where unprivileged processes may not bind below 1024: the hardened, non-root
     container cannot listen; its log says so, and the error quotes it after the container is gone."""
     from airgap.errors import EnvironmentFailure
-    from airgap.services.install import Installer, InstallOptions
+    from airgap.services.deploy.install import Installer, InstallOptions
     from airgap.services.state import State
 
     assert Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip() == "1024"

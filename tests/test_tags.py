@@ -14,7 +14,7 @@ from dataclasses import replace
 import pytest
 from packaging.tags import sys_tags
 
-from airgap.adapters import collector
+from airgap.adapters import probe_script as collector
 from airgap.core.profile import ElfFacts, Profile, PythonFacts
 from airgap.core.tags import LINUX_TAG_FIRST, compute_tags, evaluate_marker, marker_environment, platform_tags
 from tests.conftest import find_python, sys_tags_of

@@ -1,4 +1,4 @@
-"""A new install target is one file in ``airgap/services/targets/`` and nothing else.
+"""A new install target is one file in ``airgap/services/deploy/targets/`` and nothing else.
 
 ``tests/process_target.py`` is such a file. Here it is copied into a directory added to the
 package's search path — exactly what dropping it into the package does — and a real signed bundle
@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-import airgap.services.targets as targets_pkg
+import airgap.services.deploy.targets as targets_pkg
 from airgap.adapters.runtimes import port_in_use
 from airgap.errors import UsageError
-from airgap.services import targets
-from airgap.services.install import Installer, InstallOptions
-from airgap.services.smoketest import healthz
+from airgap.services.deploy import targets
+from airgap.services.deploy.install import Installer, InstallOptions
+from airgap.services.deploy.smoketest import healthz
 from airgap.services.state import State
 from tests.conftest import ROOT, run_airgap
 
@@ -43,7 +43,7 @@ def dropped_in(tmp_path: Path) -> Iterator[str]:
     finally:
         targets_pkg.__path__.remove(str(extra))
         targets.unregister("process")
-        sys.modules.pop("airgap.services.targets.process", None)
+        sys.modules.pop("airgap.services.deploy.targets.process", None)
 
 
 def test_a_target_module_dropped_into_the_package_installs_smokes_and_uninstalls_a_real_bundle(

@@ -608,8 +608,8 @@ def test_tasks_with_and_without_a_total_render_in_a_terminal(capsys: pytest.Capt
 
     from rich.console import Console
 
+    from airgap.cli.rendering import ConsoleObserver
     from airgap.services.observer import BYTES
-    from airgap.terminal import ConsoleObserver
 
     screen = io.StringIO()
     console = Console(file=screen, force_terminal=True, width=100, color_system="256")
@@ -640,8 +640,8 @@ def test_outside_a_terminal_each_task_is_one_line_as_it_starts_and_ends(
 
     from rich.console import Console
 
+    from airgap.cli.rendering import ConsoleObserver
     from airgap.services.observer import BYTES
-    from airgap.terminal import ConsoleObserver
 
     with ConsoleObserver(Console(file=io.StringIO(), force_terminal=False)) as obs:
         obs.begin("save image")

@@ -11,7 +11,6 @@ import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,8 @@ import docker
 import docker.errors
 import requests.exceptions
 
-from airgap.adapters.interfaces import ImageRunner
 from airgap.errors import EnvironmentFailure, InvalidInputError
+from airgap.ports import ImageRunner, RunResult, RunSpec
 
 LABEL_ROLE = "io.airgap.role"
 # Every image `airgap bundle` or `rebuild` builds carries it; image removal touches no other image.
@@ -31,40 +30,6 @@ STAGE_LABEL = "io.airgap.stage"
 # alone on a line is the image a step just committed.
 _STEP_IMAGE = re.compile(r"^\s*---> ([0-9a-f]{12,64})\s*$")
 _CACHE_HIT = re.compile(r"^\s*---> Using cache\s*$")
-
-
-@dataclass(frozen=True)
-class Mount:
-    """A host path bound into a build-step container; read-only unless the step writes its output there."""
-
-    source: Path
-    target: str
-    read_only: bool = True
-
-
-@dataclass(frozen=True)
-class RunResult:
-    """What a finished container left: its exit code, and stdout and stderr kept apart so output read as data
-    never mixes with diagnostics."""
-
-    exit_code: int
-    stdout: bytes
-    stderr: bytes
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """One short-lived container: what to run and with how little privilege."""
-
-    image: str
-    argv: Sequence[str]
-    network: str = "none"  # "none" or "host": this engine runs without a bridge
-    mounts: Sequence[Mount] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
-    user: str | None = None
-    read_only: bool = True
-    timeout: float = 600.0
-    workdir: str | None = None
 
 
 def registry_of(ref: str) -> str:

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from airgap.adapters.interfaces import ImageRunner
 from airgap.core.sbom import (
     Distro,
     OsPackage,
@@ -32,6 +31,7 @@ from airgap.core.sbom import (
     parse_rpm_query,
 )
 from airgap.errors import IntegrityError, InvalidInputError
+from airgap.ports import ImageRunner
 
 DPKG_STATUS = "var/lib/dpkg/status"
 DPKG_STATUS_D = "var/lib/dpkg/status.d/"

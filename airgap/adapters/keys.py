@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -22,7 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.core.signing import ECDSA_P384_SHA384
+from airgap.core.signing import TrustedKey as TrustedKey
+from airgap.core.signing import key_algorithm as key_algorithm
+from airgap.core.signing import key_id as key_id
 from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError, SignatureError, UsageError
 
 PASSPHRASE_ENV = "AIRGAP_KEY_PASSPHRASE"
@@ -30,12 +30,6 @@ PASSPHRASE_ENV = "AIRGAP_KEY_PASSPHRASE"
 P384_ORDER = (
     0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFC7634D81F4372DDF581A0DB248B0A77AECEC196ACCC52973
 )
-
-
-def key_id(public: ec.EllipticCurvePublicKey) -> str:
-    """The SHA-256 of the DER SubjectPublicKeyInfo: what a reviewer can recompute with openssl."""
-    der = public.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return hashlib.sha256(der).hexdigest()
 
 
 def public_pem(public: ec.EllipticCurvePublicKey) -> bytes:
@@ -130,27 +124,6 @@ def verify(public: ec.EllipticCurvePublicKey, data: bytes, signature_b64: bytes,
         raise SignatureError(
             f"the signature of {what} does not verify with key {key_id(public)[:16]}"
         ) from None
-
-
-def key_algorithm(public: ec.EllipticCurvePublicKey) -> str:
-    """The signature algorithm a public key verifies: only P-384 keys load, so ECDSA P-384/SHA-384."""
-    if public.curve.name != "secp384r1":  # pragma: no cover - load_public refuses other curves
-        raise InvalidInputError(f"key {key_id(public)[:16]} is not an ECDSA P-384 key")
-    return ECDSA_P384_SHA384
-
-
-@dataclass(frozen=True)
-class TrustedKey:
-    """A public key the far side trusts, with the id and algorithm a manifest must name."""
-
-    key_id: str
-    path: Path
-    public: ec.EllipticCurvePublicKey
-
-    @property
-    def algorithm(self) -> str:
-        """The algorithm of signatures this key verifies (checked against the manifest's)."""
-        return key_algorithm(self.public)
 
 
 class TrustStore:

@@ -15,43 +15,13 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from typing import Protocol
 
 from airgap.errors import EnvironmentFailure
+from airgap.ports import Kubectl as Kubectl
+from airgap.ports import Rollout as Rollout
 
 FORWARDING = re.compile(r"Forwarding from 127\.0\.0\.1:(\d+) -> \d+")
 ROLLED_OUT = "successfully rolled out"
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """Where a deployment's rollout stands: complete or not, and kubectl's words for it."""
-
-    complete: bool
-    message: str
-
-
-class Kubectl(Protocol):
-    """What the kubernetes install target asks of a cluster."""
-
-    def apply(self, manifests: str) -> None:
-        """Applies the multi-document YAML (raises EnvironmentFailure when the cluster refuses it)."""
-
-    def delete(self, manifests: str) -> None:
-        """Deletes the objects the YAML names; objects already gone are not an error."""
-
-    def rollout_status(self, namespace: str, deployment: str, timeout: float) -> Rollout:
-        """Whether the deployment's newest rollout is complete, waiting up to ``timeout`` seconds
-        (0: the state now, no waiting). Never raises for "not complete": that is the answer."""
-
-    def rollout_undo(self, namespace: str, deployment: str) -> None:
-        """Returns the deployment to its previous revision."""
-
-    def port_forward(self, namespace: str, deployment: str, remote_port: int) -> AbstractContextManager[int]:
-        """A forward from an ephemeral local port on 127.0.0.1 to ``remote_port`` of one of the
-        deployment's pods, open for the ``with`` block; yields the local port."""
 
 
 class KubectlCli:

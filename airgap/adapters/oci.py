@@ -21,11 +21,11 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, cast
 
 from airgap.errors import IntegrityError, InvalidInputError
+from airgap.ports import OciImage as OciImage
 
 MANIFEST_MT = "application/vnd.oci.image.manifest.v1+json"
 INDEX_MT = "application/vnd.oci.image.index.v1+json"
@@ -72,23 +72,6 @@ class _GzipSink:
 
     def close(self) -> None:
         self.gz.close()
-
-
-@dataclass(frozen=True)
-class OciImage:
-    """Where an OCI layout holds one image, and the digests that name it."""
-
-    layout: Path
-    manifest_digest: str
-    config_digest: str
-    layers: tuple[tuple[str, int], ...]  # (blob digest, size)
-    ref_name: str
-
-    @property
-    def blobs(self) -> list[str]:
-        """Every blob digest the image needs (manifest, config, layers): what must be copied, kept or checked
-        for it."""
-        return [self.manifest_digest, self.config_digest, *(d for d, _ in self.layers)]
 
 
 def _clamp(ti: tarfile.TarInfo, epoch: int) -> tarfile.TarInfo:

@@ -30,7 +30,6 @@ from airgap.adapters.image_contents import (
 )
 from airgap.adapters.image_contents import read_image_archive as read_image_archive
 from airgap.adapters.image_contents import resolve_oci_layout as resolve_oci_layout
-from airgap.adapters.interfaces import ImageRunner
 from airgap.core.policy import mapping_of
 from airgap.core.sbom import (
     Distro,
@@ -44,6 +43,7 @@ from airgap.core.sbom import (
 )
 from airgap.core.wheelhouse import parse_lock
 from airgap.errors import AirgapError, IntegrityError, InvalidInputError
+from airgap.ports import ImageRunner
 
 SBOM_FILE = "sbom.cdx.json"
 MAX_METADATA = 16 << 20

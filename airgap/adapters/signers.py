@@ -1,4 +1,4 @@
-"""The signer port: what signs a bundle, chosen by a key URI.
+"""The signers behind the ``Signer`` port (``airgap/ports.py``), chosen by a key URI.
 
 ``--key`` names a signer by URI, as securesystemslib does: ``file:PATH`` (or a plain path) is an
 encrypted PKCS#8 key file on the workstation; other schemes (``pkcs11:`` for an HSM) get their own
@@ -8,7 +8,6 @@ class registered in ``SIGNER_FOR_URI_SCHEME``, and no caller changes. Services r
 
 from __future__ import annotations
 
-import abc
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -18,42 +17,10 @@ from urllib.parse import unquote
 from airgap.adapters import keys
 from airgap.core.signing import ECDSA_P384_SHA384
 from airgap.errors import UsageError
+from airgap.ports import Signer as Signer
 
 Passphrase = Callable[[], bytes]
 """Asked only by a signer that needs one, and only once (a prompt or AIRGAP_KEY_PASSPHRASE)."""
-
-
-class Signer(abc.ABC):
-    """Signs bytes for a bundle. The verifier checks ``algorithm`` against its allow-list and
-    ``key_id`` against the manifest, so both are part of the port, not details of a key."""
-
-    @property
-    @abc.abstractmethod
-    def key_id(self) -> str:
-        """SHA-256 of the public key's DER SubjectPublicKeyInfo (64 hex digits)."""
-
-    @property
-    @abc.abstractmethod
-    def algorithm(self) -> str:
-        """The signature algorithm's name, as core/signing.py spells it."""
-
-    @abc.abstractmethod
-    def sign(self, data: bytes) -> bytes:
-        """The signature as a bundle stores it: base64 of the DER signature with the low ``s``,
-        and one newline — deterministic, so a rebuild is byte-identical."""
-
-    def trusted_key(self) -> keys.TrustedKey:
-        """The public half, as a verifier holds it: `airgap split` checks that a bundle is this
-        key's own before it signs a new parts index for it. A signer that cannot tell says so."""
-        raise UsageError(
-            f"key {self.key_id[:16]}… cannot give its public key in this build",
-            hint="split with a key file: --key file:/path/to/publisher.key",
-        )
-
-    def public_pem(self) -> bytes | None:
-        """The public key (PEM SubjectPublicKeyInfo), when the signer can give it: exported beside
-        what it signed so a reader can compare its key id out of band. None if it cannot."""
-        return None
 
 
 class FileSigner(Signer):

@@ -37,12 +37,12 @@ from packaging.utils import (
     parse_wheel_filename,
 )
 
-from airgap.adapters.docker_engine import DockerEngine, Mount, RunSpec
 from airgap.adapters.fs import watch_directory
 from airgap.core.profile import PythonFacts
 from airgap.core.tags import cpython_abis, interpreter_version, marker_environment, platform_tags
 from airgap.core.wheelhouse import WheelFile
 from airgap.errors import EnvironmentFailure, IntegrityError, InvalidInputError
+from airgap.ports import ContainerRunner, Mount, RunSpec
 
 CHUNK = 1 << 20
 MAX_METADATA = 4 << 20
@@ -189,7 +189,7 @@ def _fail_step(what: str, stderr: bytes, hint: str | None = None) -> Environment
 class ImageResolver:
     """pip-compile, pip download and offline sdist builds, each in a fresh container of the base image."""
 
-    def __init__(self, engine: DockerEngine, image: str, settings: ResolverSettings, cache: Path) -> None:
+    def __init__(self, engine: ContainerRunner, image: str, settings: ResolverSettings, cache: Path) -> None:
         self.engine = engine
         self.image = image
         self.settings = settings

@@ -26,8 +26,8 @@ from airgap.cli.common import (
     failure_document,
     print_document,
 )
+from airgap.cli.rendering import ignore_signals, signals_interrupt
 from airgap.errors import AirgapError, Interrupted
-from airgap.terminal import ignore_signals, signals_interrupt
 
 # The command modules register their commands on ``app`` when imported; this order is the order
 # of `airgap --help`.

@@ -19,19 +19,19 @@ from airgap.cli.common import (
     err_console,
     out_console,
 )
+from airgap.cli.rendering import ConsoleObserver
 from airgap.errors import AnswerIsNo
-from airgap.terminal import ConsoleObserver
 
 if TYPE_CHECKING:
-    from airgap.services.accept import AcceptReport
+    from airgap.services.deploy.accept import AcceptReport
 
 
 def run_accept(
     state_dir: Optional[Path], name: str, target: str, progress: Optional[ConsoleObserver]
 ) -> "AcceptReport":
     """Measures the contract of the installed ``name``; shared by ``accept`` and ``install --accept``."""
-    from airgap.services.accept import accept as measure
-    from airgap.services.install import Installer
+    from airgap.services.deploy.accept import accept as measure
+    from airgap.services.deploy.install import Installer
 
     installer = Installer(_state(state_dir), RichObserver(progress))
     return measure(installer.site, name, target, RichObserver(progress))

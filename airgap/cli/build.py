@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
     from airgap.core.inventory import DeltaPlan
     from airgap.core.policy import RuleResult
-    from airgap.services.check import CheckOutcome
+    from airgap.services.build.check import CheckOutcome
 
 # ----------------------------------------------------------------------------- bundle
 UnsafeSignOption = Annotated[
@@ -199,8 +199,8 @@ def bundle(
     from airgap.adapters.docker_engine import DockerEngine
     from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
     from airgap.core.bundle_format import parse_size
-    from airgap.services import bundle as svc
-    from airgap.services.wheelhouse import default_cache_dir
+    from airgap.services.build import bundle as svc
+    from airgap.services.build.wheelhouse import default_cache_dir
 
     _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
@@ -311,7 +311,7 @@ def _held(
     have: Optional[Path], since: Optional[Path], since_key: Optional[Path], state_dir: Optional[Path]
 ) -> "list[dict[str, int]]":
     """What the far side holds, from its inventory and a previous bundle (checked first)."""
-    from airgap.services import delta as svc
+    from airgap.services.build import delta as svc
 
     held = []
     if have is not None:
@@ -322,7 +322,7 @@ def _held(
 
 
 def _delta_plan(staging: Path, held: "list[dict[str, int]]", observer: RichObserver) -> "DeltaPlan":
-    from airgap.services import delta as svc
+    from airgap.services.build import delta as svc
 
     return svc.plan(svc.content_hashes(svc.bundle_files(staging), observer), *held)
 
@@ -371,7 +371,7 @@ def pack(
     """
     count = parity_count(parity, part_size)
     from airgap.core.bundle_format import parse_size
-    from airgap.services import bundle as svc
+    from airgap.services.build import bundle as svc
 
     _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
@@ -461,7 +461,7 @@ def check(
 
     Example: airgap check examples/tabular/build/tabular-classifier-1.0.0 --fail-on medium
     """
-    from airgap.services import check as svc
+    from airgap.services.build import check as svc
 
     with _progress() as progress:
         opened = svc.open_target(target, _state(state_dir), key, RichObserver(progress))

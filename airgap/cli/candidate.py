@@ -24,7 +24,7 @@ from airgap.cli.evidence import far_side_evidence, report_evidence
 from airgap.errors import AnswerIsNo
 
 if TYPE_CHECKING:
-    from airgap.services.compare import CompareReport
+    from airgap.services.deploy.compare import CompareReport
 
 
 def render(report: "CompareReport") -> None:
@@ -73,8 +73,8 @@ def compare(
 
     Example: airgap compare tabular-classifier --to docker
     """
-    from airgap.services.compare import compare as measure
-    from airgap.services.install import Installer
+    from airgap.services.deploy.compare import compare as measure
+    from airgap.services.deploy.install import Installer
 
     with _progress() as progress:
         installer = Installer(_state(state_dir), RichObserver(progress))
@@ -113,8 +113,8 @@ def promote(
 
     Example: airgap promote tabular-classifier --to docker
     """
-    from airgap.services.candidate import promote as switch
-    from airgap.services.install import Installer, InstallOptions
+    from airgap.services.deploy.candidate import promote as switch
+    from airgap.services.deploy.install import Installer, InstallOptions
 
     STATE.on_interrupt = "run `airgap status`: the next install, promote or rollback completes or undoes it"
     state = _state(state_dir)

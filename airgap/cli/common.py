@@ -20,8 +20,8 @@ from rich.table import Table
 
 from airgap import __version__
 from airgap.adapters.keys import PASSPHRASE_ENV
+from airgap.cli.rendering import ConsoleObserver
 from airgap.errors import EXIT_CODES
-from airgap.terminal import ConsoleObserver
 
 if TYPE_CHECKING:
     import typer.core

@@ -38,7 +38,7 @@ def inventory(
 
     Example: airgap inventory --out site-a.inventory.json --state-dir /var/lib/airgap
     """
-    from airgap.services.inventory import take_inventory, write_inventory
+    from airgap.services.deploy.inventory import take_inventory, write_inventory
 
     state = _state(state_dir)
     target = out or Path("inventory.json")

@@ -25,7 +25,7 @@ from airgap.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from airgap.services.evidence import Evidence
+    from airgap.services.evidence.attestations import Evidence
     from airgap.services.state import State as StateDir
 
 SITE_KEY_ENV = "AIRGAP_SITE_KEY"
@@ -59,7 +59,7 @@ def far_side_evidence(state: "StateDir") -> "Evidence":
     cannot be used stops the command here, never halfway."""
     from airgap.adapters.signers import signer_from_uri
     from airgap.errors import AirgapError
-    from airgap.services.evidence import Evidence
+    from airgap.services.evidence.attestations import Evidence
 
     uri = os.environ.get(SITE_KEY_ENV)
     if not uri:
@@ -114,7 +114,7 @@ def evidence_export(
 
     Example: airgap evidence export --out site-a-evidence.json --bundle model-1.0.0.airgap.tar
     """
-    from airgap.services.evidence import export
+    from airgap.services.evidence.attestations import export
 
     if key is not None and bundle is None:
         from airgap.errors import UsageError
@@ -168,7 +168,7 @@ def evidence_verify(
     Example: airgap evidence verify site-a-evidence.json --key site.pub
     """
     from airgap.adapters.fs import read_bytes
-    from airgap.services.evidence import verify_evidence
+    from airgap.services.evidence.attestations import verify_evidence
 
     checked = verify_evidence(
         evidence_file, read_bytes(key, "public key"), str(key), allow_unsigned=allow_unsigned

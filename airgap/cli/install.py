@@ -25,13 +25,13 @@ from airgap.cli.common import (
     out_console,
 )
 from airgap.cli.evidence import far_side_evidence, report_evidence
+from airgap.cli.rendering import ConsoleObserver
 from airgap.errors import AnswerIsNo, UsageError
-from airgap.services.targets import names as install_targets
-from airgap.terminal import ConsoleObserver
+from airgap.services.deploy.targets import names as install_targets
 
 if TYPE_CHECKING:
-    from airgap.services.evidence import Evidence
-    from airgap.services.install import Installer
+    from airgap.services.deploy.install import Installer
+    from airgap.services.evidence.attestations import Evidence
 
 
 # ----------------------------------------------------------------------------- install and after
@@ -50,13 +50,13 @@ def _installer(
     progress: Optional[ConsoleObserver] = None,
     evidence: "Optional[Evidence]" = None,
 ) -> "Installer":
-    from airgap.services.install import Installer
+    from airgap.services.deploy.install import Installer
 
     return Installer(_state(state_dir), RichObserver(progress), evidence)
 
 
 def _resolve_target(to: Optional[str]) -> str:
-    from airgap.services.install import Installer
+    from airgap.services.deploy.install import Installer
 
     if to:
         return to
@@ -139,7 +139,7 @@ def install(
 
     Example: airgap install tabular-classifier-1.0.0.airgap.tar --to docker --port 8080
     """
-    from airgap.services.install import InstallOptions
+    from airgap.services.deploy.install import InstallOptions
 
     if candidate and accept:
         raise UsageError(
@@ -247,7 +247,7 @@ def smoke(
 
     Example: airgap smoke tabular-classifier --to docker
     """
-    from airgap.services.extraction import read_contract
+    from airgap.services.media.extraction import read_contract
 
     evidence = far_side_evidence(_state(state_dir))
     current, mismatches = _installer(state_dir).smoke(name, to)
@@ -320,7 +320,7 @@ def rollback(
 
     Example: airgap rollback tabular-classifier --to docker
     """
-    from airgap.services.install import InstallOptions
+    from airgap.services.deploy.install import InstallOptions
 
     with _progress() as progress:
         result = _installer(state_dir, progress).rollback(name, to, InstallOptions(target=to))

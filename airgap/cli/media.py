@@ -72,7 +72,7 @@ def split(
     Example: airgap split tabular-classifier-1.0.0.airgap.tar --part-size 4.7G --parity 1 --key publisher.key
     """
     from airgap.core.bundle_format import parse_size
-    from airgap.services.split import split_bundle
+    from airgap.services.media.split import split_bundle
 
     count = parity_count(parity, part_size)
     size = parse_size(part_size)

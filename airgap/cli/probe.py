@@ -20,7 +20,7 @@ from airgap.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from airgap.services.probe import ProbeResult
+    from airgap.services.build.probe import ProbeResult
 
 
 # ----------------------------------------------------------------------------- probe
@@ -75,7 +75,7 @@ def probe(
 
       airgap probe --export-script airgap-probe.py   # then: python3 airgap-probe.py -o site-a.json
     """
-    from airgap.services import probe as svc
+    from airgap.services.build import probe as svc
 
     if export_script is not None:
         svc.export_script(export_script)
@@ -129,7 +129,7 @@ def profile_cmd(
     from airgap.core.profile import Profile
     from airgap.core.profile_warnings import profile_warnings
     from airgap.core.tags import compute_tags, marker_environment
-    from airgap.services.probe import ProbeResult
+    from airgap.services.build.probe import ProbeResult
 
     data = read_bytes(file, "profile")
     prof = Profile.from_json(data, str(file))

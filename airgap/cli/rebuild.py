@@ -79,9 +79,9 @@ def rebuild(
     Example: airgap rebuild tabular-classifier-1.0.0.airgap.tar --base registry.site/python:3.9 --key site.key
     """
     from airgap.adapters.docker_engine import DockerEngine
-    from airgap.services.rebuild import RebuildOptions
-    from airgap.services.rebuild import rebuild as run_rebuild
-    from airgap.services.verify import VerifyOptions
+    from airgap.services.build.rebuild import RebuildOptions
+    from airgap.services.build.rebuild import rebuild as run_rebuild
+    from airgap.services.media.verify import VerifyOptions
 
     state = _state(state_dir)
     signer = _load_signing_key(key)

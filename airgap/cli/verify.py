@@ -61,7 +61,7 @@ def verify(
     import warnings as _warnings
 
     from airgap.cli.evidence import far_side_evidence, report_evidence
-    from airgap.services.verify import VerifyOptions, verify_and_audit
+    from airgap.services.media.verify import VerifyOptions, verify_and_audit
 
     state = _state(state_dir)
     evidence = far_side_evidence(state)
@@ -121,7 +121,7 @@ def inspect(
 
     Example: airgap inspect tabular-classifier-1.0.0.airgap.tar
     """
-    from airgap.services.inspect import inspect_bundle
+    from airgap.services.media.inspect import inspect_bundle
 
     info = inspect_bundle(bundle_path)
     if STATE.json:
@@ -206,7 +206,7 @@ def join(
 
     Example: airgap join tabular-classifier-1.0.0.airgap.tar.parts.sha256 --repair
     """
-    from airgap.services.inspect import join_bundle
+    from airgap.services.media.inspect import join_bundle
 
     state = _state(state_dir)
     with _progress() as progress:

@@ -5,6 +5,9 @@ nothing but airgap itself (no scikit-learn there), and the same functions score 
 workstation, so both sides agree on what "accuracy 0.97" means. Definitions follow scikit-learn's
 (``accuracy_score``, ``f1_score(average="macro")``, ``roc_auc_score`` for two classes,
 ``mean_absolute_error``, ``root_mean_squared_error``); the tests compare them with it.
+
+The model's raw outputs are read into labels and scores here too (``predictions``), so the
+workstation's acceptance set, `airgap accept` and `airgap compare` read them the same way.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from airgap.errors import InvalidInputError
 
 Label = Any  # an int, a string or a float, as the model answers it
 
@@ -136,3 +141,40 @@ def latency(samples_ms: Sequence[float]) -> Latency:
         p99_ms=percentile(ordered, 99),
         max_ms=float(ordered[-1]) if ordered else math.nan,
     )
+
+
+def predictions(outputs: dict[str, Any], output: str, scores: str | None) -> tuple[list[Any], list[float]]:
+    """The predicted labels (one per row) and, when named, the positive class's scores."""
+    if output not in outputs:
+        raise InvalidInputError(
+            f"the model has no output {output!r} (acceptance.output); it has {', '.join(outputs)}"
+        )
+    labels = [_one(v) for v in outputs[output]]
+    got: list[float] = []
+    if scores is not None:
+        if scores not in outputs:
+            raise InvalidInputError(f"the model has no output {scores!r} (acceptance.scores)")
+        for v in outputs[scores]:
+            got.append(_positive_score(v))
+    return labels, got
+
+
+def _one(value: Any) -> Any:
+    while isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    return value
+
+
+def _positive_score(value: Any) -> float:
+    if isinstance(value, dict):  # ZipMap: {"0": p0, "1": p1}
+        return float(value[sorted(value, key=lambda k: (len(str(k)), str(k)))[-1]])
+    if isinstance(value, list):
+        return float(value[-1])
+    return float(value)
+
+
+def evaluate(
+    spec_thresholds: dict[str, float], labels: list[Any], predicted: list[Any], scores: list[float]
+) -> dict[str, float]:
+    """Each metric's value on the set."""
+    return {m: round(score(m, labels, predicted, scores), 6) for m in spec_thresholds}

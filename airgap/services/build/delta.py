@@ -1,0 +1,93 @@
+"""Delta bundles, on the workstation: which blobs of a new bundle the far side already holds.
+
+Two sources say what the far side holds: its inventory (`airgap inventory`, carried back like a
+target profile; signed by nobody) and a previous bundle it verified and installed (``--since``;
+its signature is checked with a trusted key before its manifest is read). Neither is trusted for
+integrity: every blob left out is still listed, with its hash and size, in the new bundle's signed
+manifest and is re-hashed on the far side. A wrong claim costs a failed verification there
+(exit 3, naming the blob), never a byte accepted unchecked.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+
+from airgap.adapters import keys
+from airgap.adapters.archive import TarReader
+from airgap.adapters.fs import read_bytes
+from airgap.core.bundle_format import FORMAT as FORMAT_V1
+from airgap.core.bundle_format import MANIFEST, MANIFEST_SIG, MAX_MANIFEST, MAX_SIG, ROOT
+from airgap.core.inventory import DeltaPlan, Inventory, merge_held, plan_delta
+from airgap.services.media.formats import next_named, reader_for
+from airgap.services.media.opening import locate_bundle, verify_with_any
+from airgap.services.observer import BYTES, NullObserver, Observer
+
+CHUNK = 1 << 20
+
+
+def load_inventory(path: Path) -> Inventory:
+    """The far side's inventory, read strictly (a bad one is one line, exit 4)."""
+    return Inventory.from_bytes(read_bytes(path, "inventory"))
+
+
+def held_since(bundle: Path, trusted: tuple[keys.TrustedKey, ...]) -> dict[str, int]:
+    """Every content hash (and size) a previous bundle's signed manifest lists — those it carried
+    and those it left out as external — once its signature is checked with a trusted key.
+
+    Only the signed front is read: a previous delta cannot be verified whole here, where its
+    external blobs are not, and its manifest is all that says what the far side was sent. The
+    far side is assumed to keep every blob of a bundle it installed, as install does since
+    format v2; of a v1 bundle, only the image's blobs, which v1 installs kept.
+    """
+    handle = locate_bundle(bundle)
+    handle.check_index(trusted)
+    with handle.stream(120.0) as stream:
+        reader = TarReader(stream, ROOT, first=MANIFEST)
+        first = next_named(reader, MANIFEST, not_a_bundle=True)
+        manifest_bytes = reader.read(first, MAX_MANIFEST)
+        manifest_sig = reader.read(next_named(reader, MANIFEST_SIG), MAX_SIG)
+    verify_with_any(trusted, manifest_bytes, manifest_sig, f"the manifest of {bundle.name}")
+    manifest = reader_for(manifest_bytes).parse_manifest(manifest_bytes)
+    held: dict[str, int] = {}
+    for entry in manifest.files:
+        if manifest.format == FORMAT_V1 and "/blobs/sha256/" not in entry.path:
+            continue  # a v1 install keeps only the image's blobs in the shared store
+        if entry.content_sha256 is not None and entry.content_size is not None:
+            held[entry.content_sha256] = entry.content_size
+        else:
+            held[entry.sha256] = entry.size
+    return held
+
+
+def bundle_files(staging: Path) -> list[tuple[str, Path]]:
+    """(bundle path, file) of what the packer puts in a bundle of ``staging``."""
+    from airgap.services.build.pack import content_files
+
+    return content_files(staging)
+
+
+def content_hashes(files: list[tuple[str, Path]], observer: Observer | None = None) -> dict[str, int]:
+    """sha256 hex -> size of the files a bundle will hold, as blobs are named."""
+    obs = observer or NullObserver()
+    obs.begin("delta", sum(p.stat().st_size for _, p in files), BYTES)
+    out: dict[str, int] = {}
+    try:
+        for _, path in files:
+            h = hashlib.sha256()
+            n = 0
+            with open(path, "rb") as fh:
+                for block in iter(lambda: fh.read(CHUNK), b""):
+                    h.update(block)
+                    n += len(block)
+                    obs.advance("delta", len(block))
+            out[h.hexdigest()] = n
+    finally:
+        obs.end("delta")
+    return out
+
+
+def plan(content: Mapping[str, int], *held: Mapping[str, int]) -> DeltaPlan:
+    """What to leave out: every blob of ``content`` some source says the far side holds."""
+    return plan_delta(content, merge_held(held))

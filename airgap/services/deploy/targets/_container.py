@@ -1,0 +1,228 @@
+"""What the container targets share: loading the signed image into a runtime, switching from the
+old container to the new one step by step, and pushing the image to a registry byte for byte."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from airgap import ports
+from airgap.adapters.runtimes import ContainerSpec, Runtime
+from airgap.errors import EnvironmentFailure, TamperError, UsageError
+from airgap.services.deploy.smoketest import healthz, wait_ready
+from airgap.services.deploy.targets._base import BaseTarget, InstallContext, InstallOptions, Site, quiet
+
+if TYPE_CHECKING:
+    from airgap.ports import OciImage
+    from airgap.services.deploy.receipts import Receipt
+
+
+class ContainerTarget(BaseTarget):
+    """A hardened container on a runtime, serving on ``127.0.0.1:PORT`` with host networking."""
+
+    host_port = True
+    candidates = True
+
+    def __init__(
+        self, name: str, runtime: Callable[[], Runtime], shares_images_with: frozenset[str], rank: int
+    ) -> None:
+        self.name = name
+        self.runtime = runtime
+        self.shares_images_with = shares_images_with  # targets whose images live in the same runtime
+        self.rank = rank
+
+    def deploy(self, ctx: InstallContext) -> None:
+        """Loads the signed image and switches from the old container to a new one."""
+        rt = self.runtime()
+        r = ctx.receipt
+        r.image_id = load_image(ctx, rt)
+        r.container = f"airgap-{r.name}-{r.version}-{container_suffix(r)}"
+        if ctx.options.candidate:
+            r.container += "-candidate"
+        self.switch_container(ctx, rt, r.image_id)
+
+    def switch_container(self, ctx: InstallContext, rt: Runtime, image: str) -> None:
+        """Creates the new container, stops the old one, starts the new one and waits for it:
+        the one sequence every container target and rollback share, journalled step by step."""
+        r, journal = ctx.receipt, ctx.journal
+        assert r.container
+        port = r.port or 8080
+        limits = (ctx.record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
+        labels = ctx.site.labels(r.name, r.version, self.name)
+        rt.remove(r.container)  # a leftover of an undone run
+        rt.create(
+            ContainerSpec(
+                r.container, image, port, memory_bytes(limits["memory"]), nano_cpus(limits["cpu"]), labels
+            )
+        )
+        journal.step("created", container=r.container)
+        if ctx.current and ctx.current.container:
+            rt.stop(ctx.current.container)
+        journal.step("stopped-old")
+        ctx.site.check_port(port)  # the old version is stopped: whatever holds the port now is not ours
+        rt.start(r.container)
+        journal.step("started")
+        name = r.container
+        wait_ready(
+            port,
+            lambda: rt.state(name) == "running",
+            logs=lambda: rt.logs(name),
+            what=f"the model server in container {name}",
+        )
+
+    def healthy(self, site: Site, receipt: Receipt) -> bool:
+        """Healthy while the container runs and its server answers ``/healthz``."""
+        try:
+            running = bool(receipt.container) and self.runtime().state(receipt.container or "") == "running"
+        except (OSError, EnvironmentFailure, ValueError):
+            return False
+        return running and healthz(receipt.port or 8080)
+
+    def undo(self, site: Site, journal: dict[str, Any]) -> str:
+        """Removes the new container, starts the old one again and waits until it answers, and removes an
+        image the run loaded that no installation uses; says whether the old version runs again."""
+        old = journal.get("old") or {}
+        said = f"{old.get('version')} restored" if old else "nothing left installed"
+        with quiet():
+            rt = self.runtime()
+            if journal.get("container"):
+                with quiet():
+                    rt.remove(journal["container"])
+            if "stopped-old" in journal.get("steps", []) and old.get("container"):
+                try:
+                    rt.start(old["container"])
+                    # Restored means answering again, not just started.
+                    wait_ready(old.get("port") or 8080, lambda: rt.state(old["container"]) == "running", 60)
+                except (EnvironmentFailure, OSError) as exc:
+                    said = f"{old.get('version')} not restored (it did not start again: {exc})"
+            image = journal.get("image_id")
+            if (
+                image
+                and journal.get("image_preexisting") is False
+                and image not in site.installed.images_in_use(self.shares_images_with)
+            ):
+                rt.remove_image(image)
+        return said
+
+    def finish(self, site: Site, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """Removes the old version's container (its image stays, for rollback)."""
+        if old.get("container") and old.get("container") != new.get("container"):
+            with quiet():
+                self.runtime().remove(old["container"])
+
+    def rollback(self, ctx: InstallContext) -> None:
+        """Re-creates the previous version's container from its still-loaded image."""
+        rt = self.runtime()
+        prev = ctx.receipt
+        if not prev.image_id or not rt.has_image(prev.image_id):
+            raise EnvironmentFailure(
+                f"the image of {prev.name} {prev.version} is no longer loaded",
+                hint=f"install its bundle again: airgap install {prev.bundle}",
+            )
+        prev.container = prev.container or f"airgap-{prev.name}-{prev.version}"
+        self.switch_container(ctx, rt, prev.image_id)
+
+    def remove(self, site: Site, receipt: Receipt) -> list[str]:
+        """Removes the container, and its image unless another installation on the same runtime still names
+        it."""
+        removed: list[str] = []
+        if not receipt.container:
+            return removed
+        with quiet():
+            rt = self.runtime()
+            rt.remove(receipt.container)
+            removed.append(f"container {receipt.container}")
+            # An image another installation still runs, or would roll back to, stays loaded.
+            besides = (receipt.name, receipt.target)
+            if receipt.image_id and receipt.image_id not in site.installed.images_in_use(
+                self.shares_images_with, besides
+            ):
+                rt.remove_image(receipt.image_id)
+                removed.append(f"image {receipt.image_id[:19]}")
+        return removed
+
+    def as_current(self, candidate: Receipt, current: Receipt) -> Receipt:
+        """The candidate on the current port, in a container named as an install would name it."""
+        promoted = super().as_current(candidate, current)
+        promoted.container = f"airgap-{promoted.name}-{promoted.version}-{container_suffix(promoted)}"
+        return promoted
+
+    def discard(self, site: Site, receipt: Receipt) -> list[str]:
+        """Removes the container, unless a receipt still names it, and its image, unless a receipt
+        on the same runtime still uses it."""
+        removed: list[str] = []
+        named = {r.container for r in site.installed.receipts()}
+        with quiet():
+            rt = self.runtime()
+            if receipt.container and receipt.container not in named:
+                rt.remove(receipt.container)
+                removed.append(f"container {receipt.container}")
+            if receipt.image_id and receipt.image_id not in site.installed.images_in_use(
+                self.shares_images_with
+            ):
+                rt.remove_image(receipt.image_id)
+                removed.append(f"image {receipt.image_id[:19]}")
+        return removed
+
+
+def load_image(ctx: InstallContext, rt: Runtime) -> str:
+    """Loads the signed image into ``rt`` (or names the one already there); returns its id, which
+    must be the signed config digest."""
+    from airgap.adapters.oci import docker_archive_stream
+
+    image = ctx.oci_image()
+    tag = f"airgap/{ctx.receipt.name}:{ctx.receipt.version}"
+    config_id = image.config_digest
+    preexisting = rt.has_image(config_id)
+    if not preexisting:
+        ctx.site.observer.begin("load image", None)
+        image_id = rt.load(docker_archive_stream(image, tag), tag)
+        ctx.site.observer.end("load image")
+        if image_id.removeprefix("sha256:") != config_id.removeprefix("sha256:"):
+            raise TamperError(f"the runtime loaded image {image_id}, not the signed {config_id}")
+    else:
+        rt.tag(config_id, tag)
+    ctx.journal.step("loaded", image_id=config_id, image_preexisting=preexisting)
+    return config_id
+
+
+def push(options: InstallOptions, receipt: Receipt, image: OciImage) -> str:
+    """The signed image's blobs and manifest, byte for byte, to the far side's registry; returns
+    the reference by digest."""
+    from airgap.adapters.registry import Registry
+
+    if not options.registry:
+        raise UsageError(f"--to {options.target} needs --registry HOST:PORT")
+    registry: ports.Registry = Registry(options.registry, options.insecure_registry, options.ca_bundle)
+    return registry.push_image(image, f"airgap/{receipt.name}", receipt.version)
+
+
+def rewritten_manifests(content: Path, record: dict[str, Any], ref: str) -> str:
+    """The bundle's Kubernetes manifests as one YAML stream, their image pointed at ``ref``."""
+    old = record["manifests"]["image"]
+    texts = [
+        p.read_text().replace(f"image: {old}", f"image: {ref}")
+        for p in sorted((content / "manifests").glob("*.yaml"))
+    ]
+    return "---\n".join(texts)
+
+
+def container_suffix(r: Receipt) -> str:
+    """Bundle digest and state directory in the name: two state directories never share a container."""
+    return f"{r.manifest_sha256[:8]}-{hashlib.sha256(r.content.encode()).hexdigest()[:6]}"
+
+
+def memory_bytes(q: str) -> int:
+    """A Kubernetes memory quantity (``512Mi``, ``1G``) in bytes."""
+    units = {"Ki": 1 << 10, "Mi": 1 << 20, "Gi": 1 << 30, "Ti": 1 << 40, "K": 10**3, "M": 10**6, "G": 10**9}
+    for suffix, mult in units.items():
+        if q.endswith(suffix):
+            return int(float(q[: -len(suffix)]) * mult)
+    return int(q)
+
+
+def nano_cpus(q: str) -> int:
+    """A Kubernetes CPU quantity (``500m``, ``1``) in billionths of a CPU."""
+    return int(q[:-1]) * 1_000_000 if q.endswith("m") else int(float(q) * 1e9)

@@ -1,0 +1,118 @@
+"""The frame every bundle format shares, the reader port each format implements, and their registry.
+
+The package (``formats/__init__.py``) registers the built-in formats and re-exports these names.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from airgap.adapters.archive import Member, TarReader
+from airgap.core.bundle_format import ROOT, Manifest, strict_json
+from airgap.errors import InvalidInputError, TamperError, UnsupportedFormatError
+from airgap.services.observer import Observer
+
+Keep = Callable[[str, int], bool]
+"""(content path, content size) -> whether the reader hands the member's content back."""
+
+
+@dataclass(frozen=True)
+class SignedFront:
+    """The frame every format starts with, as read and checked by the opener: the manifest's
+    exact bytes and their signature (both members), and the trusted key that verified them."""
+
+    manifest_bytes: bytes
+    manifest_sig: bytes
+    manifest_member: Member
+    sig_member: Member
+    key_id: str
+    algorithm: str  # of the trusted key that verified the signature
+    verify_with_signer: Callable[[bytes, bytes, str], None]  # (data, signature, what): raises
+    # The far side's shared blob store (files named by their SHA-256): where a format that lets a
+    # bundle leave content out finds it. None: there is none, and such a bundle cannot verify.
+    blob_store: Path | None = None
+
+
+@dataclass(frozen=True)
+class FormatResult:
+    """What a format reader proves: the typed manifest, and the small members it handed back."""
+
+    manifest: Manifest
+    kept: dict[str, bytes]
+
+
+class BundleFormat(abc.ABC):
+    """A reader for one bundle format. Verification raises on every failure and returns only
+    once every byte of the archive is what the signed manifest determines."""
+
+    name: str = ""
+
+    @abc.abstractmethod
+    def parse_manifest(self, raw: bytes) -> Manifest:
+        """The typed manifest from its bytes (already signature-checked when verifying; not when
+        ``airgap inspect`` takes a quick look)."""
+
+    @abc.abstractmethod
+    def verify(self, reader: TarReader, front: SignedFront, keep: Keep, observer: Observer) -> FormatResult:
+        """Checks everything after the signed front, streaming ``reader`` to its end."""
+
+
+def next_named(reader: TarReader, name: str, not_a_bundle: bool = False) -> Member:
+    """The next member, which must be ``name``: control files have one fixed order."""
+    member = reader.next()
+    full = f"{ROOT}/{member.name}" if member else None
+    if full != name:
+        if not_a_bundle:
+            raise InvalidInputError(f"not an airgap bundle: the archive does not start with {name}")
+        raise TamperError(f"the bundle's control files are out of order: expected {name}, found {full}")
+    assert member is not None
+    return member
+
+
+_READERS: dict[str, BundleFormat] = {}
+
+
+def register(reader: BundleFormat) -> BundleFormat:
+    """Makes ``reader`` the one for its format name; returns it, so a module can register on import."""
+    if not reader.name:
+        raise ValueError("a bundle format needs a name")
+    _READERS[reader.name] = reader
+    return reader
+
+
+def unregister(name: str) -> None:
+    """Removes a reader (tests register a fake format and take it away again)."""
+    _READERS.pop(name, None)
+
+
+def known_formats() -> tuple[str, ...]:
+    """The format names this build reads, for messages and `airgap version`-style reports."""
+    return tuple(sorted(_READERS))
+
+
+def format_of(raw: bytes) -> str:
+    """The ``format`` a manifest declares, read as strictly as the manifest itself will be."""
+    try:
+        data = strict_json(raw)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        raise InvalidInputError(f"manifest.json is not JSON: {str(exc)[:120]}") from None
+    fmt = data.get("format") if isinstance(data, dict) else None
+    if not isinstance(fmt, str):
+        raise InvalidInputError("manifest.json is not an airgap bundle manifest (it has no format)")
+    return fmt
+
+
+def reader_for(raw: bytes) -> BundleFormat:
+    """The registered reader for the format ``raw`` declares; an unknown one is one line, exit 4."""
+    fmt = format_of(raw)
+    reader = _READERS.get(fmt)
+    if reader is None:
+        raise UnsupportedFormatError(
+            f"the bundle is in format {fmt[:60]!r}, which this airgap cannot read "
+            f"(it reads {', '.join(known_formats())})",
+            hint="install a newer airgap here, or ask the publisher for a bundle in a format it reads",
+        )
+    return reader

@@ -1,0 +1,336 @@
+"""Bundle format ``airgap.bundle/v1`` (docs/bundle-format.md): steps 3 to 6b of verification.
+
+The opener has already checked steps 0 to 2 (the parts index, the frame, the manifest's
+signature). From step 3 every byte of the archive is determined by the signed manifest, and this
+reader proves it while streaming: memory is bounded by one chunk plus the small members it hands
+back. Tampering raises TamperError, a bad signature SignatureError, input that is not a v1
+bundle InvalidInputError.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import functools
+import hashlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, cast
+
+import zstandard
+
+from airgap.adapters import keys
+from airgap.adapters.archive import Member, TarReader
+from airgap.core.bundle_format import (
+    BUILD_RECORD,
+    FORMAT,
+    MANIFEST_SIG,
+    MAX_BUILD_RECORD,
+    MAX_SIG,
+    MAX_ZSTD_WINDOW,
+    ROOT,
+    SUMS,
+    SUMS_SIG,
+    FileEntry,
+    Manifest,
+    check_build_record,
+    render_sums,
+)
+from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
+from airgap.core.zstd_frame import FrameError, FrameWalker
+from airgap.errors import IntegrityError, InvalidInputError, SignatureError, TamperError
+from airgap.services.media.formats._registry import BundleFormat, FormatResult, Keep, SignedFront, next_named
+from airgap.services.observer import Observer
+
+CHUNK_OUT = 128 << 10  # the most decompressed output held at once
+
+
+class V1Format(BundleFormat):
+    """The tar layout the packer (services/build/pack.py) writes today."""
+
+    name = FORMAT
+
+    def parse_manifest(self, raw: bytes) -> Manifest:
+        """See ``BundleFormat.parse_manifest``: ``Manifest.from_json`` checks every field."""
+        return Manifest.from_json(raw)
+
+    def verify(self, reader: TarReader, front: SignedFront, keep: Keep, observer: Observer) -> FormatResult:
+        """Steps 3 to 6b; see the module docstring."""
+        # 3. Only now is the manifest parsed and validated, and it must name the key that signed
+        #    it. From here on every byte of the archive is determined: the headers of the members
+        #    read so far must be exactly the ones the manifest determines.
+        manifest = self.parse_manifest(front.manifest_bytes)
+        check_signed(manifest, front)
+        _check_blob_names(manifest)
+        mtime = check_front_headers(manifest, front)
+        # 4. SHA256SUMS is signed by the same key and is exactly the one the manifest determines.
+        check_sums(reader, front, [(f.path, f.sha256) for f in manifest.files], mtime)
+
+        def keep_as(entry: FileEntry, size: int) -> tuple[str, ...]:
+            record = entry.content_path == BUILD_RECORD
+            if record and size > MAX_BUILD_RECORD:
+                raise InvalidInputError(f"the signed build.json is {size} bytes, over {MAX_BUILD_RECORD}")
+            return (entry.content_path,) if record or keep(entry.content_path, size) else ()
+
+        kept = verify_members(reader, manifest.files, mtime, keep_as, observer)
+        # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
+        if BUILD_RECORD in kept:
+            check_build_record(kept[BUILD_RECORD])
+        return FormatResult(manifest, kept)
+
+
+def check_signed(manifest: Manifest, front: SignedFront) -> None:
+    """Step 3 for any format: the manifest is in its one canonical spelling and names the key and
+    algorithm that verified it."""
+    if manifest.to_bytes() != front.manifest_bytes:
+        # One spelling only: a signed manifest that other readers could read differently
+        # (indented, a BOM, UTF-16, reordered keys, fields restating defaults) is invalid input.
+        raise InvalidInputError(
+            "the signed manifest is not in the canonical form the packer writes "
+            "(sorted keys, no spaces, UTF-8, one trailing newline)",
+            hint="the publisher's tooling wrote an invalid bundle; refuse it and ask for a new one",
+        )
+    if manifest.key_id != front.key_id:
+        raise SignatureError(
+            f"the manifest names signer {manifest.key_id[:16]} but was signed by {front.key_id[:16]}"
+        )
+    if manifest.algorithm != front.algorithm:
+        raise SignatureError(
+            f"the manifest names algorithm {manifest.algorithm} but was signed with {front.algorithm}"
+        )
+
+
+def check_front_headers(manifest: Manifest, front: SignedFront) -> int:
+    """Step 3, end: the signature's spelling, and the headers of the two members read so far are
+    exactly the ones the manifest determines. Returns their mtime (the manifest's ``created``)."""
+    mtime = mtime_of(manifest.created)
+    canonical_signature(front.manifest_sig, MANIFEST_SIG)
+    exact_header(front.manifest_member, front.manifest_member.size, mtime)
+    exact_header(front.sig_member, front.sig_member.size, mtime)
+    return mtime
+
+
+def check_sums(reader: TarReader, front: SignedFront, listed: list[tuple[str, str]], mtime: int) -> None:
+    """Step 4: the next two members are SHA256SUMS and its signature by the same key, and
+    SHA256SUMS is exactly the file ``listed`` (path, sha256) and the manifest's two members give."""
+    expected_sums = render_sums(
+        [
+            *listed,
+            ("manifest.json", hashlib.sha256(front.manifest_bytes).hexdigest()),
+            ("manifest.json.sig", hashlib.sha256(front.manifest_sig).hexdigest()),
+        ]
+    )
+    sums_member = next_named(reader, SUMS)
+    exact_header(sums_member, len(expected_sums), mtime)
+    sums = reader.read(sums_member, len(expected_sums))
+    sums_sig_member = next_named(reader, SUMS_SIG)
+    sums_sig = reader.read(sums_sig_member, MAX_SIG)
+    front.verify_with_signer(sums, sums_sig, "SHA256SUMS")
+    canonical_signature(sums_sig, SUMS_SIG)
+    exact_header(sums_sig_member, sums_sig_member.size, mtime)
+    if sums != expected_sums:
+        raise TamperError("SHA256SUMS and the manifest disagree about the bundle's files")
+
+
+def verify_members(
+    reader: TarReader,
+    listed: Sequence[FileEntry],
+    mtime: int,
+    keep_as: Callable[[FileEntry, int], tuple[str, ...]],
+    obs: Observer,
+) -> dict[str, bytes]:
+    """Steps 5 and 6: every member after the control files, in path order of ``listed`` (the
+    stored members the manifest lists): a regular file with a safe path under bundle/, listed,
+    seen once, with exactly the header the manifest determines, of the declared size and
+    SHA-256; a compressed member's declared expansion is within the bound; and nothing listed is
+    missing. A member's content is handed back under each name ``keep_as`` gives for it."""
+    entries = {f.path: f for f in listed}
+    order = sorted(listed, key=lambda f: f.path)
+    seen: set[str] = set()
+    kept: dict[str, bytes] = {}
+    while True:
+        member = reader.next()
+        if member is None:
+            break
+        entry = entries.get(member.name)
+        if entry is None:
+            raise TamperError(f"{member.name} is in the bundle but not in its signed manifest")
+        if member.name in seen:
+            raise TamperError(f"{member.name} appears twice in the bundle")
+        due = order[len(seen)]
+        if entry is not due:
+            raise TamperError(
+                f"{due.path} is listed in the manifest but missing from the bundle "
+                f"({member.name} is at byte {member.offset}, where {due.path} is due)"
+            )
+        seen.add(member.name)
+        if member.size != entry.size:
+            raise TamperError(f"{member.name} is {member.size} bytes; the manifest says {entry.size}")
+        exact_header(member, entry.size, mtime)
+        size = entry.content_size if entry.content_size is not None else entry.size
+        names = keep_as(entry, size)
+        h = hashlib.sha256()
+        buf = bytearray() if names and not entry.compression else None
+        frame = _ZstdMember(entry, bool(names)) if entry.compression else None
+        for chunk in reader.chunks(member):
+            if frame is not None:
+                # Both release the GIL: the stored bytes are hashed while the frame inflates.
+                hashed = _hasher().submit(h.update, chunk)
+                frame.update(chunk)
+                hashed.result()
+            else:
+                h.update(chunk)
+            if buf is not None:
+                buf += chunk
+            obs.advance("verify", len(chunk))
+        if h.hexdigest() != entry.sha256:
+            raise TamperError(
+                f"{member.name} has been modified: "
+                f"sha256 {h.hexdigest()[:16]}…, manifest {entry.sha256[:16]}…"
+            )
+        content = frame.finish() if frame is not None else bytes(buf) if buf is not None else None
+        if content is not None:
+            for name in names:
+                kept[name] = content
+    # 6. Nothing listed is missing.
+    missing = sorted(set(entries) - seen)
+    if missing:
+        raise TamperError(
+            f"{missing[0]} is listed in the manifest but missing from the bundle ({len(missing)} missing)"
+        )
+    return kept
+
+
+@functools.lru_cache(maxsize=1)
+def _hasher() -> ThreadPoolExecutor:
+    """One helper thread for the whole process, hashing a compressed member's stored bytes."""
+    return ThreadPoolExecutor(1, thread_name_prefix="airgap-hash")
+
+
+def _check_blob_names(manifest: Manifest) -> None:
+    """A content-addressed blob is named by the hash of its content, and every blob an image
+    names is in the bundle. The install side shares one blob store between bundles and reuses a
+    blob by name, so a blob whose name is not its hash would poison it for every later bundle.
+    Step 5 then proves each member's content is the hash the manifest gives, hence its name."""
+    present: set[str] = set()
+    for entry in manifest.files:
+        head, sep, name = entry.content_path.rpartition("/blobs/sha256/")
+        if not sep and entry.content_path.startswith("blobs/sha256/"):
+            head, name = "", entry.content_path[len("blobs/sha256/") :]
+        elif not sep:
+            continue
+        digest = entry.content_sha256 if entry.compression else entry.sha256
+        if name != digest:
+            raise IntegrityError(
+                f"{entry.path} is a content-addressed blob whose content hashes to "
+                f"{str(digest)[:16]}…, not to its name",
+                hint="a blob named for other content would poison the shared blob store; refuse this bundle",
+            )
+        present.add(f"{head}/{name}" if head else name)
+    for image in manifest.images:
+        for digest in (image.manifest_digest, image.config_digest, *(d for d, _ in image.layers)):
+            if f"{image.layout}/{digest.split(':', 1)[1]}" not in present:
+                raise IntegrityError(
+                    f"image {image.name} names blob {digest[:23]}… that is not in the bundle"
+                )
+
+
+def exact_header(member: Member, size: int, mtime: int) -> None:
+    """The member's header bytes, as read, must be exactly those the packer writes for it."""
+    full = f"{ROOT}/{member.name}"
+    expected = member_header(full, size, mtime)
+    at = first_difference(member.header, expected)
+    if at is not None:
+        raise TamperError(
+            f"{full}: byte {member.offset + at} of the archive differs from the header the signed "
+            f"manifest determines ({', '.join(differing_fields(member.header, expected)[:4])})"
+        )
+
+
+def canonical_signature(sig: bytes, name: str) -> None:
+    """A signature member is exactly base64 of the DER signature, with the low ``s``, and a newline:
+    a variant spelling of the same signature, or its (r, n - s) twin, would be bytes of the bundle
+    that nothing else checks."""
+    try:
+        der = base64.b64decode(sig.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise SignatureError(f"{name} is not base64") from None
+    if base64.b64encode(der) + b"\n" != sig:
+        raise SignatureError(f"{name} is not spelled as the packer writes it (base64 and one newline)")
+    if not keys.is_low_s(der):
+        raise SignatureError(f"{name} is not in the low-s form the packer writes (its twin (r, n-s) is)")
+
+
+class _Sink:
+    """Where a member's decompressed bytes go during verification: hashed, counted, bounded."""
+
+    def __init__(self, entry: FileEntry, keep: bool) -> None:
+        self.entry = entry
+        self.limit = entry.content_size or 0
+        self.hash = hashlib.sha256()
+        self.size = 0
+        self.data = bytearray() if keep else None
+
+    def write(self, data: bytes) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise TamperError(f"{self.entry.path} inflates past its signed content size ({self.limit} bytes)")
+        self.hash.update(data)
+        if self.data is not None:
+            self.data += data
+        return len(data)
+
+
+class _ZstdMember:
+    """Checks a ``.zst`` member as it streams past: exactly one zstd frame that declares the
+    signed content size, with nothing after it, decompressing to exactly the signed content.
+    Output is produced in bounded pieces, so a frame that lies cannot grow memory."""
+
+    def __init__(self, entry: FileEntry, keep: bool) -> None:
+        self.entry = entry
+        self.walker = FrameWalker()
+        self.sink = _Sink(entry, keep)
+        self.writer = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_writer(
+            cast(IO[bytes], self.sink), write_size=CHUNK_OUT, write_return_read=True, closefd=False
+        )
+        self.error: str | None = None
+
+    def update(self, chunk: bytes | memoryview) -> None:
+        # The first fault is kept and reported after the member's hash is checked: a changed
+        # byte is "modified" before it is "not a valid zstd member".
+        if self.error is not None:
+            return
+        try:
+            self.walker.update(chunk)
+            declared = self.walker.content_size
+            if declared is not None and declared != self.entry.content_size:
+                raise FrameError(
+                    f"its frame declares {declared} bytes of content; "
+                    f"the manifest says {self.entry.content_size}"
+                )
+            self.writer.write(chunk)
+        except (FrameError, zstandard.ZstdError) as exc:
+            self.error = str(exc)
+        except IntegrityError as exc:
+            self.error = exc.message
+
+    def finish(self) -> bytes | None:
+        if self.error is None:
+            try:
+                self.walker.finish()
+                self.writer.flush()  # type: ignore[no-untyped-call]
+            except (FrameError, zstandard.ZstdError) as exc:
+                self.error = str(exc)
+            except IntegrityError as exc:
+                self.error = exc.message
+        if self.error is not None:
+            raise TamperError(f"{self.entry.path} is not a valid zstd member: {self.error}")
+        if (
+            self.sink.size != self.entry.content_size
+            or self.sink.hash.hexdigest() != self.entry.content_sha256
+        ):
+            raise TamperError(
+                f"{self.entry.path} decompresses to content that differs from the manifest "
+                f"({self.sink.size} bytes, sha256 {self.sink.hash.hexdigest()[:16]}…)"
+            )
+        return bytes(self.sink.data) if self.sink.data is not None else None
