@@ -24,18 +24,31 @@ FOREIGN = ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json"
 CLEAN_IMAGE = "127.0.0.1:5000/airgap/python-openssl:bookworm"
 
 
+# What a run in this process cannot reproduce the way a new process would: colour and width are
+# read by the consoles when airgap is first imported, and PYTHONPATH only at start-up.
+_PROCESS_ONLY_ENV = frozenset({"NO_COLOR", "FORCE_COLOR", "TERM", "COLUMNS", "LINES", "PYTHONPATH"})
+
+
 def run_airgap(
     *args: str,
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 300,
     kill_at: str | None = None,
+    process: bool = False,
 ) -> subprocess.CompletedProcess[str]:
     """Runs the real command line, as a user would, and captures what they would see.
+
+    In this process (``airgap.cli.main(argv)``, the console script's own entry point, with
+    stdout and stderr captured as a pipe would carry them) unless a new process is needed:
+    ``process=True``, an environment that only takes effect at start-up, or ``kill_at``. A new
+    process costs most of a second of imports; the fast tier runs hundreds of commands.
 
     ``kill_at``: through ``tests.faultrun``, the process is killed (SIGKILL) right after it
     journals that install step.
     """
+    if not process and kill_at is None and not (_PROCESS_ONLY_ENV & set(env or {})):
+        return _run_in_process(list(args), env or {}, cwd)
     full_env = dict(os.environ)
     full_env.update(env or {})
     entry = ["-m", "airgap"]
@@ -50,6 +63,41 @@ def run_airgap(
         cwd=cwd,
         timeout=timeout,
     )
+
+
+def _run_in_process(
+    argv: list[str], env: dict[str, str], cwd: Path | None
+) -> subprocess.CompletedProcess[str]:
+    """``airgap.cli.main(argv)`` with the environment, directory and standard streams of a child
+    process: stdin is empty and not a terminal, stdout and stderr are byte pipes read back as a
+    child's would be (universal newlines)."""
+    import contextlib
+    import io
+
+    from airgap.cli import main
+
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    saved_stdin = sys.stdin
+    try:
+        os.environ.update(env)
+        if cwd is not None:
+            os.chdir(cwd)
+        sys.stdin = io.TextIOWrapper(io.BytesIO(b""), encoding="utf-8")
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(argv)
+    finally:
+        sys.stdin = saved_stdin
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+    def read(stream: io.TextIOWrapper) -> str:
+        raw = stream.buffer.getvalue()  # type: ignore[attr-defined]
+        return io.TextIOWrapper(io.BytesIO(raw), encoding="utf-8", newline=None).read()
+
+    return subprocess.CompletedProcess(["airgap", *argv], code, read(out), read(err))
 
 
 # A progress line written when stderr is not a terminal: "[   1.2s] base image: done in 0.9s".
