@@ -87,7 +87,7 @@ def _extract_v2(
     manifest = verified.manifest
     chosen = [f for f in manifest.files if want(f.path)]
     needed = {f.sha256 for f in chosen}
-    stored = {b.path: b for b in manifest.blobs}
+    stored = {b.path: b for b in manifest.stored}
     try:
         blobs.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -57,7 +57,7 @@ class V2Format(BundleFormat):
         check_signed(manifest, front)
         mtime = check_front_headers(manifest, front)
         # 4. SHA256SUMS is signed by the same key and lists exactly the blobs.
-        check_sums(reader, front, [(b.path, b.sha256) for b in manifest.blobs], mtime)
+        check_sums(reader, front, [(b.path, b.sha256) for b in manifest.stored], mtime)
         # 5-6. Every blob, as v1 checks every member; its content is handed back under each
         #      logical path that wants it.
         users = bundle_v2.files_by_blob(manifest)
@@ -65,7 +65,7 @@ class V2Format(BundleFormat):
         def names(blob: FileEntry, size: int) -> tuple[str, ...]:
             return tuple(f.path for f in users[bundle_v2.blob_hex(blob)] if _wanted(f.path, size, keep))
 
-        kept = verify_members(reader, manifest.blobs, mtime, names, observer)
+        kept = verify_members(reader, manifest.stored, mtime, names, observer)
         # 6c. Every blob left out is in the far side's store, with exactly its content.
         kept.update(check_external(manifest, front.blob_store, keep))
         # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
