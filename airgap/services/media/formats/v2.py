@@ -21,12 +21,14 @@ from airgap.core.bundle_format import (
     BUILD_RECORD,
     FORMAT_V2,
     MAX_BUILD_RECORD,
+    MAX_RATIO,
     FileEntry,
     Manifest,
     check_build_record,
 )
 from airgap.errors import InvalidInputError, TamperError
-from airgap.services.media.formats._registry import BundleFormat, FormatResult, Keep, SignedFront
+from airgap.services.media.formats._registry import BundleFormat, FormatResult, Keep, Layout, SignedFront
+from airgap.services.media.formats._writing import compress, hash_file, should_compress
 from airgap.services.media.formats.v1 import (
     check_front_headers,
     check_signed,
@@ -42,6 +44,49 @@ class V2Format(BundleFormat):
     """The content-addressed layout ``airgap pack`` writes by default."""
 
     name = FORMAT_V2
+    option = "v2"
+    summary = "v2 stores each distinct content once"
+    supports_external_blobs = True
+    stores_each_content_once = True
+
+    def layout(
+        self, files: list[tuple[str, Path]], work: Path, external: frozenset[str], observer: Observer
+    ) -> Layout:
+        """See ``BundleFormat.layout``: each distinct content once, as a blob named by its hash. A
+        large compressible content is compressed once, whichever of its paths comes first; a
+        content in ``external`` is hashed but not stored."""
+        logical: list[FileEntry] = []
+        blobs: dict[str, FileEntry] = {}
+        sources: dict[str, tuple[Path, int]] = {}
+        seen: set[str] = set()
+        for rel, path in files:
+            size = path.stat().st_size
+            sha: str | None = None
+            if should_compress(path, size):
+                dest = work / hashlib.sha256(rel.encode()).hexdigest()
+                stored_size, stored_sha, size, sha = compress(path, dest)
+                if sha in seen or sha in external:
+                    dest.unlink()
+                elif size <= max(stored_size, 1) * MAX_RATIO:
+                    # Beyond the ratio the verifier accepts, a content is stored as it is (below).
+                    blob = FileEntry(
+                        bundle_v2.blob_path(sha, True), stored_size, stored_sha, "zstd", size, sha
+                    )
+                    blobs[sha] = blob
+                    sources[blob.path] = (dest, stored_size)
+                else:
+                    dest.unlink()
+            if sha is None:
+                sha, size = hash_file(path)
+            if sha not in seen and sha not in external and sha not in blobs:
+                blob = FileEntry(bundle_v2.blob_path(sha, False), size, sha)
+                blobs[sha] = blob
+                sources[blob.path] = (path, size)
+            seen.add(sha)
+            logical.append(FileEntry(rel, size, sha, external=sha in external))
+            observer.advance("hash", size, rel)
+        stored = tuple(sorted(blobs.values(), key=lambda b: b.path))
+        return Layout(tuple(logical), stored, sources, stored)
 
     def parse_manifest(self, raw: bytes) -> Manifest:
         """See ``BundleFormat.parse_manifest``: ``bundle_v2.parse_manifest`` checks every field
