@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from airgap.adapters.archive import Member, TarReader
 from airgap.core.bundle_format import ROOT, FileEntry, Manifest, strict_json
@@ -19,6 +21,8 @@ from airgap.services.observer import Observer
 
 Keep = Callable[[str, int], bool]
 """(content path, content size) -> whether the reader hands the member's content back."""
+OpenStream = Callable[[], AbstractContextManager[BinaryIO]]
+"""Opens the bundle's bytes, in order, once more (``BundleHandle.stream``)."""
 
 
 @dataclass(frozen=True)
@@ -77,6 +81,20 @@ class BundleFormat(abc.ABC):
         """The members for ``files`` ((bundle path, file), sorted), compressing into ``work``;
         ``external`` content hashes are listed but not stored. A read-only format cannot."""
         raise UsageError(f"bundle format {self.name} is read here, never written")
+
+    def extract(
+        self,
+        stream: OpenStream,
+        manifest: Manifest,
+        want: Callable[[str], bool],
+        dest: Path,
+        blobs: Path,
+        created: list[Path] | None,
+    ) -> None:
+        """Streams the files ``want`` chooses of a verified bundle into ``dest`` (OCI blobs into the
+        shared store ``blobs``), re-hashing each one against ``manifest``; appends every file it
+        writes to ``created``. The media may have changed since verification: what differs raises."""
+        raise UnsupportedFormatError(f"bundle format {self.name} is verified here, never extracted")
 
     @abc.abstractmethod
     def parse_manifest(self, raw: bytes) -> Manifest:
@@ -148,7 +166,11 @@ def format_of(raw: bytes) -> str:
 
 def reader_for(raw: bytes) -> BundleFormat:
     """The registered reader for the format ``raw`` declares; an unknown one is one line, exit 4."""
-    fmt = format_of(raw)
+    return format_named(format_of(raw))
+
+
+def format_named(fmt: str) -> BundleFormat:
+    """The registered format whose manifest ``format`` is ``fmt``; an unknown one is one line, exit 4."""
     reader = _READERS.get(fmt)
     if reader is None:
         raise UnsupportedFormatError(

@@ -1,4 +1,7 @@
-"""Bundle format ``airgap.bundle/v1`` (docs/bundle-format.md): steps 3 to 6b of verification.
+"""Bundle format ``airgap.bundle/v1`` (docs/bundle-format.md): one member per file.
+
+The packer's layout (``layout``), verification's steps 3 to 6b (``verify``) and extraction
+(``extract``) of this version, in one class.
 
 The opener has already checked steps 0 to 2 (the parts index, the frame, the manifest's
 signature). From step 3 every byte of the archive is determined by the signed manifest, and this
@@ -24,6 +27,7 @@ from airgap.adapters import keys
 from airgap.adapters.archive import Member, TarReader
 from airgap.core.bundle_format import (
     BUILD_RECORD,
+    CONTROL,
     FORMAT,
     MANIFEST_SIG,
     MAX_BUILD_RECORD,
@@ -41,11 +45,13 @@ from airgap.core.bundle_format import (
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
 from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import IntegrityError, InvalidInputError, SignatureError, TamperError
+from airgap.services.media.formats._extracting import disk_error, file_sha256, write_member
 from airgap.services.media.formats._registry import (
     BundleFormat,
     FormatResult,
     Keep,
     Layout,
+    OpenStream,
     SignedFront,
     next_named,
 )
@@ -85,6 +91,50 @@ class V1Format(BundleFormat):
             entries.append(entry)
             observer.advance("hash", size, rel)
         return Layout(tuple(entries), tuple(entries), sources, None)
+
+    def extract(
+        self,
+        stream: OpenStream,
+        manifest: Manifest,
+        want: Callable[[str], bool],
+        dest: Path,
+        blobs: Path,
+        created: list[Path] | None,
+    ) -> None:
+        """See ``BundleFormat.extract``: each chosen member to its path, an OCI blob to the store."""
+        entries = {f.path: f for f in manifest.files}
+        with stream() as opened:
+            reader = TarReader(opened, ROOT)
+            while True:
+                member = reader.next()
+                if member is None:
+                    break
+                entry = entries.get(member.name)
+                if entry is None and f"{ROOT}/{member.name}" in CONTROL:
+                    continue
+                if entry is None:
+                    raise TamperError(
+                        f"{member.name} appeared in the bundle after it was verified: the media changed"
+                    )
+                if not want(entry.content_path):
+                    continue
+                if "/blobs/sha256/" in entry.content_path:
+                    target = blobs / entry.content_path.rsplit("/", 1)[1]
+                    # A blob already in the shared store is reused only if its bytes still hash to
+                    # its name; anything else there is replaced from this verified bundle.
+                    if target.name == file_sha256(target):
+                        for _ in reader.chunks(member):
+                            pass
+                        continue
+                else:
+                    target = dest / entry.content_path
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise disk_error(target.parent, exc) from None
+                write_member(reader, member, entry, target)
+                if created is not None:
+                    created.append(target)
 
     def parse_manifest(self, raw: bytes) -> Manifest:
         """See ``BundleFormat.parse_manifest``: ``Manifest.from_json`` checks every field."""

@@ -1,4 +1,5 @@
-"""Bundle format ``airgap.bundle/v2`` (docs/bundle-format.md, "Format v2"): steps 3 to 6c.
+"""Bundle format ``airgap.bundle/v2`` (docs/bundle-format.md, "Format v2"): the packer's layout,
+verification's steps 3 to 6c, and extraction into the far side's blob store.
 
 The container, control files and signature frame are v1's, and so is every check of a stored
 member (formats/v1.py); what differs is what the members are: one blob per distinct content,
@@ -13,21 +14,32 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from airgap.adapters.archive import TarReader
 from airgap.core import bundle_v2
 from airgap.core.bundle_format import (
     BUILD_RECORD,
+    CONTROL,
     FORMAT_V2,
     MAX_BUILD_RECORD,
     MAX_RATIO,
+    ROOT,
     FileEntry,
     Manifest,
     check_build_record,
 )
 from airgap.errors import InvalidInputError, TamperError
-from airgap.services.media.formats._registry import BundleFormat, FormatResult, Keep, Layout, SignedFront
+from airgap.services.media.formats._extracting import disk_error, file_sha256, link_into, write_member
+from airgap.services.media.formats._registry import (
+    BundleFormat,
+    FormatResult,
+    Keep,
+    Layout,
+    OpenStream,
+    SignedFront,
+)
 from airgap.services.media.formats._writing import compress, hash_file, should_compress
 from airgap.services.media.formats.v1 import (
     check_front_headers,
@@ -87,6 +99,63 @@ class V2Format(BundleFormat):
             observer.advance("hash", size, rel)
         stored = tuple(sorted(blobs.values(), key=lambda b: b.path))
         return Layout(tuple(logical), stored, sources, stored)
+
+    def extract(
+        self,
+        stream: OpenStream,
+        manifest: Manifest,
+        want: Callable[[str], bool],
+        dest: Path,
+        blobs: Path,
+        created: list[Path] | None,
+    ) -> None:
+        """See ``BundleFormat.extract``: every blob the bundle carries goes into the shared store
+        once (re-hashed on the way; one already there, or an external one a chosen file needs, is
+        re-hashed there), then every chosen logical path is a hard link to it (a copy only where a
+        link cannot be made). An OCI layout's blobs stay in the store, as in v1: the targets read
+        the image from there."""
+        chosen = [f for f in manifest.files if want(f.path)]
+        needed = {f.sha256 for f in chosen}
+        stored = {b.path: b for b in manifest.stored}
+        try:
+            blobs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise disk_error(blobs, exc) from None
+        have: set[str] = set()
+        with stream() as opened:
+            reader = TarReader(opened, ROOT)
+            while True:
+                member = reader.next()
+                if member is None:
+                    break
+                entry = stored.get(member.name)
+                if entry is None and f"{ROOT}/{member.name}" in CONTROL:
+                    continue
+                if entry is None:
+                    raise TamperError(
+                        f"{member.name} appeared in the bundle after it was verified: the media changed"
+                    )
+                hexd = bundle_v2.blob_hex(entry)
+                # Every blob the bundle carries is kept, not only those this target needs: the
+                # store is what `airgap inventory` reports, so the next delta can leave all out.
+                target = blobs / hexd
+                if hexd != file_sha256(target):
+                    write_member(reader, member, entry, target)
+                    if created is not None:
+                        created.append(target)
+                have.add(hexd)
+        for hexd in sorted(needed - have):
+            # External (or, were the media changed, missing): the store's copy, re-hashed now.
+            if file_sha256(blobs / hexd) != hexd:
+                users = ", ".join(f.path for f in chosen if f.sha256 == hexd)
+                raise TamperError(
+                    f"blob {hexd} (needed by {users}) is missing from the blob store {blobs} "
+                    "or has other content",
+                    hint="the store changed since verification: verify again, or ask for a full bundle",
+                )
+        for f in chosen:
+            if "/blobs/sha256/" not in f.path:
+                link_into(blobs / f.sha256, dest / f.path)
 
     def parse_manifest(self, raw: bytes) -> Manifest:
         """See ``BundleFormat.parse_manifest``: ``bundle_v2.parse_manifest`` checks every field
