@@ -13,13 +13,14 @@ import hashlib
 import os
 import shutil
 import stat
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, BinaryIO, cast
 
 import zstandard
 
-from airgap.adapters.archive import TarReader
-from airgap.core.bundle_format import MAX_ZSTD_WINDOW, FileEntry
+from airgap.adapters.archive import Member, TarReader
+from airgap.core.bundle_format import CONTROL, MAX_ZSTD_WINDOW, ROOT, FileEntry
 from airgap.errors import EnvironmentFailure, TamperError
 
 CHUNK = 1 << 20
@@ -55,6 +56,13 @@ def disk_error(path: Path, exc: OSError) -> EnvironmentFailure:
 
 def file_sha256(path: Path) -> str | None:
     """The SHA-256 of a regular file, streamed; None when there is no such regular file."""
+    found = stored_blob(path, False)
+    return found[0] if found is not None else None
+
+
+def stored_blob(path: Path, keep: bool) -> tuple[str, int, bytes | None] | None:
+    """(SHA-256, size, content if ``keep``) of a regular file in the blob store, streamed and never
+    following a link; None when there is no such regular file."""
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
@@ -63,9 +71,34 @@ def file_sha256(path: Path) -> str | None:
         if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
             return None
         h = hashlib.sha256()
+        size = 0
+        buf = bytearray() if keep else None
         for block in iter(lambda: fh.read(CHUNK), b""):
             h.update(block)
-        return h.hexdigest()
+            size += len(block)
+            if buf is not None:
+                buf += block
+        return h.hexdigest(), size, bytes(buf) if buf is not None else None
+
+
+def members(
+    stream: BinaryIO, entries: Mapping[str, FileEntry]
+) -> Iterator[tuple[TarReader, Member, FileEntry]]:
+    """(reader, member, its entry) for each member after the control files of a verified bundle's
+    ``stream``; a member ``entries`` does not list means the media changed since verification."""
+    reader = TarReader(stream, ROOT)
+    while True:
+        member = reader.next()
+        if member is None:
+            return
+        entry = entries.get(member.name)
+        if entry is None and f"{ROOT}/{member.name}" in CONTROL:
+            continue
+        if entry is None:
+            raise TamperError(
+                f"{member.name} appeared in the bundle after it was verified: the media changed"
+            )
+        yield reader, member, entry
 
 
 class _BoundedFile:

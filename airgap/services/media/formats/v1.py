@@ -27,7 +27,6 @@ from airgap.adapters import keys
 from airgap.adapters.archive import Member, TarReader
 from airgap.core.bundle_format import (
     BUILD_RECORD,
-    CONTROL,
     FORMAT,
     MANIFEST_SIG,
     MAX_BUILD_RECORD,
@@ -45,7 +44,7 @@ from airgap.core.bundle_format import (
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
 from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import IntegrityError, InvalidInputError, SignatureError, TamperError
-from airgap.services.media.formats._extracting import disk_error, file_sha256, write_member
+from airgap.services.media.formats._extracting import disk_error, file_sha256, members, write_member
 from airgap.services.media.formats._registry import (
     BundleFormat,
     FormatResult,
@@ -104,18 +103,7 @@ class V1Format(BundleFormat):
         """See ``BundleFormat.extract``: each chosen member to its path, an OCI blob to the store."""
         entries = {f.path: f for f in manifest.files}
         with stream() as opened:
-            reader = TarReader(opened, ROOT)
-            while True:
-                member = reader.next()
-                if member is None:
-                    break
-                entry = entries.get(member.name)
-                if entry is None and f"{ROOT}/{member.name}" in CONTROL:
-                    continue
-                if entry is None:
-                    raise TamperError(
-                        f"{member.name} appeared in the bundle after it was verified: the media changed"
-                    )
+            for reader, member, entry in members(opened, entries):
                 if not want(entry.content_path):
                     continue
                 if "/blobs/sha256/" in entry.content_path:

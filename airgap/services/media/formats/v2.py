@@ -12,8 +12,6 @@ trusted by its name. Memory stays bounded by one chunk plus the small contents h
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,17 +19,22 @@ from airgap.adapters.archive import TarReader
 from airgap.core import bundle_v2
 from airgap.core.bundle_format import (
     BUILD_RECORD,
-    CONTROL,
     FORMAT_V2,
     MAX_BUILD_RECORD,
     MAX_RATIO,
-    ROOT,
     FileEntry,
     Manifest,
     check_build_record,
 )
 from airgap.errors import InvalidInputError, TamperError
-from airgap.services.media.formats._extracting import disk_error, file_sha256, link_into, write_member
+from airgap.services.media.formats._extracting import (
+    disk_error,
+    file_sha256,
+    link_into,
+    members,
+    stored_blob,
+    write_member,
+)
 from airgap.services.media.formats._registry import (
     BundleFormat,
     FormatResult,
@@ -48,8 +51,6 @@ from airgap.services.media.formats.v1 import (
     verify_members,
 )
 from airgap.services.observer import Observer
-
-CHUNK = 1 << 20
 
 
 class V2Format(BundleFormat):
@@ -123,18 +124,7 @@ class V2Format(BundleFormat):
             raise disk_error(blobs, exc) from None
         have: set[str] = set()
         with stream() as opened:
-            reader = TarReader(opened, ROOT)
-            while True:
-                member = reader.next()
-                if member is None:
-                    break
-                entry = stored.get(member.name)
-                if entry is None and f"{ROOT}/{member.name}" in CONTROL:
-                    continue
-                if entry is None:
-                    raise TamperError(
-                        f"{member.name} appeared in the bundle after it was verified: the media changed"
-                    )
+            for reader, member, entry in members(opened, stored):
                 hexd = bundle_v2.blob_hex(entry)
                 # Every blob the bundle carries is kept, not only those this target needs: the
                 # store is what `airgap inventory` reports, so the next delta can leave all out.
@@ -230,24 +220,3 @@ def check_external(manifest: Manifest, store: Path | None, keep: Keep) -> dict[s
             for path in wanted:
                 kept[path] = data
     return kept
-
-
-def stored_blob(path: Path, keep: bool) -> tuple[str, int, bytes | None] | None:
-    """(SHA-256, size, content if ``keep``) of a regular file in the blob store, streamed and never
-    following a link; None when there is no such regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            return None
-        h = hashlib.sha256()
-        size = 0
-        buf = bytearray() if keep else None
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-            size += len(block)
-            if buf is not None:
-                buf += block
-        return h.hexdigest(), size, bytes(buf) if buf is not None else None
