@@ -24,6 +24,7 @@ from airgap.cli.common import (
 )
 from airgap.cli.media import PARITY_HELP, parity_count
 from airgap.errors import AnswerIsNo, UsageError
+from airgap.services.media import formats
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -40,21 +41,25 @@ UnsafeSignOption = Annotated[
         help="UNSAFE: sign although the policy evaluation failed (recorded in the signed manifest).",
     ),
 ]
+# The formats this airgap writes, the default first: the choices and help of --format.
+_FORMATS = sorted(formats.names(), key=lambda option: option != formats.DEFAULT)
 FormatOption = Annotated[
     str,
     typer.Option(
         "--format",
-        metavar="v2|v1",
-        help="Bundle format: v2 stores each distinct content once (default); v1 for far sides whose "
-        "airgap reads only v1.",
+        metavar="|".join(_FORMATS),
+        help="Bundle format: "
+        + "; ".join(formats.get(o).summary + (" (default)" if o == formats.DEFAULT else "") for o in _FORMATS)
+        + ".",
     ),
 ]
 
 
 def _check_format(value: str) -> None:
     """Refuses an unknown --format before any key is unlocked or anything is built."""
-    if value not in ("v1", "v2"):
-        raise UsageError(f"--format {value!r}: choose v2 (the default) or v1")
+    if value not in _FORMATS:
+        choices = " or ".join(o + (" (the default)" if o == formats.DEFAULT else "") for o in _FORMATS)
+        raise UsageError(f"--format {value!r}: choose {choices}")
 
 
 @app.command(epilog=EPILOG)
@@ -132,7 +137,7 @@ def bundle(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
-    bundle_format: FormatOption = "v2",
+    bundle_format: FormatOption = formats.DEFAULT,
     keep_images: Annotated[
         bool,
         typer.Option(
@@ -208,7 +213,7 @@ def bundle(
     held = _held(have, since, since_key, state_dir)
     if held and key is None:
         raise UsageError("--have and --since shape the signed bundle: pass --key too")
-    if held and bundle_format != "v2":
+    if held and not formats.get(bundle_format).supports_external_blobs:
         raise UsageError("only a v2 bundle can leave out what the far side holds: drop --format v1")
     signer = _load_signing_key(key) if key else None
     options = svc.BundleOptions(
@@ -361,7 +366,7 @@ def pack(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
-    bundle_format: FormatOption = "v2",
+    bundle_format: FormatOption = formats.DEFAULT,
 ) -> None:
     """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step).
 

@@ -362,7 +362,9 @@ class Manifest:
     extra: Mapping[str, Any] = field(default_factory=dict)
     algorithm: str = DEFAULT_ALGORITHM  # the signer's, from the verifier's allow-list
     format: str = FORMAT
-    blobs: tuple[FileEntry, ...] = ()  # v2: the stored members, each named by its content
+    # The stored members when a format stores them apart from the files (v2: each content once,
+    # named by it, listed as the manifest's ``blobs``); None when each file is its own member.
+    blobs: tuple[FileEntry, ...] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The manifest as a JSON value. Files are sorted by path and the format and algorithm come from the
@@ -383,7 +385,7 @@ class Manifest:
             **({"extra": dict(self.extra)} if self.extra else {}),
             **(
                 {"blobs": [b.to_json() for b in sorted(self.blobs, key=lambda b: b.path) if b.compression]}
-                if self.format == FORMAT_V2
+                if self.blobs is not None
                 else {}
             ),
         }
@@ -397,10 +399,16 @@ class Manifest:
         return {f.path: f for f in self.files}
 
     @property
+    def stored(self) -> tuple[FileEntry, ...]:
+        """The archive's members after the control files: the blobs where the format lists them,
+        else the files."""
+        return self.files if self.blobs is None else self.blobs
+
+    @property
     def total_size(self) -> int:
         """Bytes the stored files take in the archive (compressed sizes), for progress and size reports:
         in v2 the blobs, each once, and nothing for the files whose blob is external."""
-        return sum(f.size for f in (self.blobs if self.format == FORMAT_V2 else self.files))
+        return sum(f.size for f in self.stored)
 
     @property
     def expires_at(self) -> dt.datetime | None:

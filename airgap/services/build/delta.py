@@ -17,7 +17,6 @@ from pathlib import Path
 from airgap.adapters import keys
 from airgap.adapters.archive import TarReader
 from airgap.adapters.fs import read_bytes
-from airgap.core.bundle_format import FORMAT as FORMAT_V1
 from airgap.core.bundle_format import MANIFEST, MANIFEST_SIG, MAX_MANIFEST, MAX_SIG, ROOT
 from airgap.core.inventory import DeltaPlan, Inventory, merge_held, plan_delta
 from airgap.services.media.formats import next_named, reader_for
@@ -49,10 +48,11 @@ def held_since(bundle: Path, trusted: tuple[keys.TrustedKey, ...]) -> dict[str, 
         manifest_bytes = reader.read(first, MAX_MANIFEST)
         manifest_sig = reader.read(next_named(reader, MANIFEST_SIG), MAX_SIG)
     verify_with_any(trusted, manifest_bytes, manifest_sig, f"the manifest of {bundle.name}")
-    manifest = reader_for(manifest_bytes).parse_manifest(manifest_bytes)
+    fmt = reader_for(manifest_bytes)
+    manifest = fmt.parse_manifest(manifest_bytes)
     held: dict[str, int] = {}
     for entry in manifest.files:
-        if manifest.format == FORMAT_V1 and "/blobs/sha256/" not in entry.path:
+        if not fmt.stores_each_content_once and "/blobs/sha256/" not in entry.path:
             continue  # a v1 install keeps only the image's blobs in the shared store
         if entry.content_sha256 is not None and entry.content_size is not None:
             held[entry.content_sha256] = entry.content_size

@@ -3,13 +3,12 @@
 Two passes over the content: the first hashes every file (compressing with zstd the large ones
 that are not already compressed) so that the manifest — which comes first in the archive, so the
 verifier can check the signature before reading anything else — lists every file; the second
-streams the members into the archive, cut into parts when asked. v2 stores each distinct content
-once, as a blob named by its hash (services/build/pack_v2.py). See docs/bundle-format.md.
+streams the members into the archive, cut into parts when asked. How the files become members is
+the format's (``BundleFormat.layout`` in services/media/formats/). See docs/bundle-format.md.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as dt
 import hashlib
 import re
@@ -20,14 +19,11 @@ from typing import Any
 
 from airgap import __version__
 from airgap.adapters.archive import PartInfo
-from airgap.core import bundle_v2, versions
+from airgap.core import versions
 from airgap.core.bundle_format import (
     CONTROL,
-    FORMAT_V2,
     MAX_MANIFEST,
-    MAX_RATIO,
     ROOT,
-    FileEntry,
     ImageEntry,
     Manifest,
     check_member_path,
@@ -38,18 +34,10 @@ from airgap.core.signing import ALLOWED_ALGORITHMS
 from airgap.core.tar_format import OCTAL_LIMIT
 from airgap.errors import InvalidInputError, UsageError
 from airgap.ports import Signer
-from airgap.services.build import pack_v2
-from airgap.services.build.pack_files import (
-    ContentChanged,
-    HashingTarWriter,
-    compress,
-    hash_file,
-    should_compress,
-)
+from airgap.services.media import formats
+from airgap.services.media.formats._writing import ContentChanged, HashingTarWriter
 from airgap.services.media.parity import ParitySink, write_parts_index
 from airgap.services.observer import BYTES, NullObserver, Observer
-
-FORMATS = ("v1", "v2")  # what `--format` chooses; v2 is written unless v1 is asked for
 
 # What of a staging directory ships: everything but the docker-save copy of the image.
 DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
@@ -83,31 +71,6 @@ def content_files(staging: Path) -> list[tuple[str, Path]]:
             continue
         out.append((check_member_path(rel), path))
     return out
-
-
-def _entries_v1(
-    files: list[tuple[str, Path]], work: Path, obs: Observer
-) -> tuple[list[FileEntry], dict[str, tuple[Path, int]]]:
-    """v1: one member per file, large compressible ones as ``.zst``; and where each member's bytes are."""
-    entries: list[FileEntry] = []
-    sources: dict[str, tuple[Path, int]] = {}
-    for rel, path in files:
-        size = path.stat().st_size
-        entry = None
-        if should_compress(path, size):
-            dest = work / hashlib.sha256(rel.encode()).hexdigest()
-            stored_size, stored_sha, csize, csha = compress(path, dest)
-            # Beyond the ratio the verifier accepts, a file is stored as it is.
-            if csize <= max(stored_size, 1) * MAX_RATIO:
-                entry = FileEntry(rel + ".zst", stored_size, stored_sha, "zstd", csize, csha)
-                sources[entry.path] = (dest, stored_size)
-        if entry is None:
-            sha, size = hash_file(path)
-            entry = FileEntry(rel, size, sha)
-            sources[entry.path] = (path, size)
-        entries.append(entry)
-        obs.advance("hash", size, rel)
-    return entries, sources
 
 
 def _expiry(now: dt.datetime, expires: str | None) -> str | None:
@@ -152,7 +115,7 @@ def pack(
     observer: Observer | None = None,
     now: dt.datetime | None = None,
     parity: int = 0,
-    bundle_format: str = "v2",
+    bundle_format: str = formats.DEFAULT,
     external: frozenset[str] = frozenset(),
 ) -> PackResult:
     """Writes ``NAME-VERSION.airgap.tar`` (or its parts + signed index, and ``parity`` parity
@@ -160,13 +123,13 @@ def pack(
 
     ``created`` is SOURCE_DATE_EPOCH (reproducible); a relative ``expires`` counts from ``now``,
     the signing time. Nothing is named from ``name`` or ``version`` before both are checked.
-    ``bundle_format`` is ``v2`` (content-addressed: each distinct content stored once) or ``v1``.
-    ``external`` (v2 only) holds content SHA-256 hex digests the far side already has: their
-    blobs are left out, and the files that use them are listed with ``"external": true``.
+    ``bundle_format`` is a ``--format`` choice (``formats.names()``; v2, content-addressed, by
+    default). ``external`` (only a format that ``supports_external_blobs``) holds content SHA-256
+    hex digests the far side already has: their blobs are left out, and the files that use them
+    are listed with ``"external": true``.
     """
-    if bundle_format not in FORMATS:
-        raise UsageError(f"bundle format {bundle_format!r} is not one of {', '.join(FORMATS)}")
-    if external and bundle_format != "v2":
+    fmt = formats.get(bundle_format)
+    if external and not fmt.supports_external_blobs:
         raise UsageError("only a v2 bundle can leave blobs out (external); pack it with format v2")
     obs = observer or NullObserver()
     meta = metadata or {}
@@ -193,11 +156,7 @@ def pack(
         work = Path(tmp)
         obs.begin("hash", total_in, BYTES)
         try:
-            if bundle_format == "v2":
-                logical, stored, sources = pack_v2.layout(files, work, external, obs)
-            else:
-                logical, sources = _entries_v1(files, work, obs)
-                stored = logical
+            layout = fmt.layout(files, work, external, obs)
         except ContentChanged as exc:
             raise InvalidInputError(
                 f"{exc}: nothing was written",
@@ -211,7 +170,7 @@ def pack(
             expires=expiry,
             tool=f"airgap {__version__}",
             key_id=signer.key_id,
-            files=tuple(logical),
+            files=layout.files,
             target_profile_sha256=meta.get("target_profile_sha256"),
             images=tuple(
                 ImageEntry.from_json(img, f"images[{i}]") for i, img in enumerate(meta.get("images", ()))
@@ -219,9 +178,9 @@ def pack(
             locks=meta.get("locks", {}),
             policy=meta.get("policy", {}),
             algorithm=signer.algorithm,
+            format=fmt.name,
+            blobs=layout.blobs,
         )
-        if bundle_format == "v2":
-            manifest = dataclasses.replace(manifest, format=FORMAT_V2, blobs=tuple(stored))
         manifest_bytes = manifest.to_bytes()
         if len(manifest_bytes) > MAX_MANIFEST:
             raise InvalidInputError(
@@ -230,13 +189,10 @@ def pack(
                 hint="bundle fewer files",
             )
         # Never sign what the far side would refuse to parse.
-        if bundle_format == "v2":
-            bundle_v2.parse_manifest(manifest_bytes)
-        else:
-            Manifest.from_json(manifest_bytes)
+        fmt.parse_manifest(manifest_bytes)
         manifest_sig = signer.sign(manifest_bytes)
         sums = render_sums(
-            [(e.path, e.sha256) for e in stored]
+            [(e.path, e.sha256) for e in layout.stored]
             + [
                 ("manifest.json", hashlib.sha256(manifest_bytes).hexdigest()),
                 ("manifest.json.sig", hashlib.sha256(manifest_sig).hexdigest()),
@@ -251,8 +207,8 @@ def pack(
             for member, data in control.items():
                 writer.add_bytes(member.split("/", 1)[1], data)
             obs.begin("pack", manifest.total_size, BYTES)
-            for entry in sorted(stored, key=lambda e: e.path):
-                src, size = sources[entry.path]
+            for entry in sorted(layout.stored, key=lambda e: e.path):
+                src, size = layout.sources[entry.path]
                 writer.add_checked_file(entry.path, src, size, entry.sha256)
                 obs.advance("pack", size, entry.path)
             obs.end("pack")

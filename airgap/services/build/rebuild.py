@@ -52,6 +52,7 @@ from airgap.services.build.model_image import build_image, remove_unshipped, sta
 from airgap.services.build.pack import PackResult
 from airgap.services.build.probe import probe_image
 from airgap.services.build.sign import pack_staging
+from airgap.services.media import formats
 from airgap.services.media.extraction import extract
 from airgap.services.media.verify import VerifyOptions, verify_and_audit
 from airgap.services.observer import BYTES, NullObserver, Observer, Phases
@@ -70,7 +71,7 @@ class RebuildOptions:
     signer: Signer
     verify: VerifyOptions
     output_dir: Path
-    bundle_format: str = "v2"
+    bundle_format: str = formats.DEFAULT
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from airgap.ports import Signer
 from airgap.services.build.check import CheckOutcome
 from airgap.services.build.pack import PackResult, pack
 from airgap.services.build.provenance import write_provenance
+from airgap.services.media import formats
 from airgap.services.observer import Observer
 
 
@@ -118,7 +119,7 @@ def pack_staging(
     observer: Observer | None = None,
     unsafe_sign_failed_policy: bool = False,
     parity: int = 0,
-    bundle_format: str = "v2",
+    bundle_format: str = formats.DEFAULT,
     external: frozenset[str] = frozenset(),
 ) -> PackResult:
     """Signs and packs a finished staging directory into the bundle that crosses the gap, if its
@@ -173,7 +174,7 @@ def seal(
     observer: Observer | None = None,
     unsafe_sign_failed_policy: bool = False,
     parity: int = 0,
-    bundle_format: str = "v2",
+    bundle_format: str = formats.DEFAULT,
     external: frozenset[str] = frozenset(),
 ) -> PackResult | None:
     """The last step of ``airgap bundle``, and its compliance gate.

@@ -50,7 +50,7 @@ def inspect_bundle(path: Path) -> dict[str, Any]:
         "wheels": sorted(p.rsplit("/", 1)[-1] for p in paths if p.endswith(".whl")),
         "model": sorted(p for p in paths if p.startswith("model/")),
         "files": [f.to_json() for f in manifest.files],
-        "blobs": [b.to_json() for b in manifest.blobs],  # v2: the stored members, each content once
+        "blobs": [b.to_json() for b in manifest.blobs or ()],  # v2: the stored members, each content once
         "external": external,  # v2: contents left out, which the far side's blob store must hold
         "bytes": manifest.total_size,
         "parts": parts,

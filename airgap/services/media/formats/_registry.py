@@ -1,22 +1,28 @@
-"""The frame every bundle format shares, the reader port each format implements, and their registry.
+"""The frame every bundle format shares, the port each format implements, and their registry.
 
-The package (``formats/__init__.py``) registers the built-in formats and re-exports these names.
+The port is here, not in ``airgap/ports.py``: it exchanges service-level values (the tar reader,
+the signed front, the observer), which the ports module may not import. The package
+(``formats/__init__.py``) registers the built-in formats and re-exports these names.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from airgap.adapters.archive import Member, TarReader
-from airgap.core.bundle_format import ROOT, Manifest, strict_json
-from airgap.errors import InvalidInputError, TamperError, UnsupportedFormatError
+from airgap.core.bundle_format import ROOT, FileEntry, Manifest, strict_json
+from airgap.errors import InvalidInputError, TamperError, UnsupportedFormatError, UsageError
 from airgap.services.observer import Observer
 
 Keep = Callable[[str, int], bool]
 """(content path, content size) -> whether the reader hands the member's content back."""
+OpenStream = Callable[[], AbstractContextManager[BinaryIO]]
+"""Opens the bundle's bytes, in order, once more (``BundleHandle.stream``)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,17 @@ class SignedFront:
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How a format stores a staging directory's files: what the manifest lists, and the members
+    written after the control files, with where each member's bytes are."""
+
+    files: tuple[FileEntry, ...]  # the manifest's files[], sorted by path
+    stored: tuple[FileEntry, ...]  # the archive's members after the control files, sorted by path
+    sources: dict[str, tuple[Path, int]]  # member path -> (file holding its bytes, size)
+    blobs: tuple[FileEntry, ...] | None  # the manifest's blob list, None when the members are the files
+
+
+@dataclass(frozen=True)
 class FormatResult:
     """What a format reader proves: the typed manifest, and the small members it handed back."""
 
@@ -45,10 +62,39 @@ class FormatResult:
 
 
 class BundleFormat(abc.ABC):
-    """A reader for one bundle format. Verification raises on every failure and returns only
-    once every byte of the archive is what the signed manifest determines."""
+    """One bundle format: how the packer lays a staging directory out, how a bundle is verified
+    (raising on every failure, returning only once every byte of the archive is what the signed
+    manifest determines), and how a verified bundle's members are streamed out."""
 
-    name: str = ""
+    name: str = ""  # the manifest's ``format``
+    option: str = ""  # what ``--format`` calls it; "" for a format this airgap does not write
+    summary: str = ""  # one clause for ``--format``'s help
+    # Whether a bundle may leave out contents the far side holds (listed, not stored: "external").
+    supports_external_blobs: bool = False
+    # Whether an install keeps every content the bundle carries in the far side's blob store
+    # (else only the image's blobs): what a delta may assume the far side still holds.
+    stores_each_content_once: bool = False
+
+    def layout(
+        self, files: list[tuple[str, Path]], work: Path, external: frozenset[str], observer: Observer
+    ) -> Layout:
+        """The members for ``files`` ((bundle path, file), sorted), compressing into ``work``;
+        ``external`` content hashes are listed but not stored. A read-only format cannot."""
+        raise UsageError(f"bundle format {self.name} is read here, never written")
+
+    def extract(
+        self,
+        stream: OpenStream,
+        manifest: Manifest,
+        want: Callable[[str], bool],
+        dest: Path,
+        blobs: Path,
+        created: list[Path] | None,
+    ) -> None:
+        """Streams the files ``want`` chooses of a verified bundle into ``dest`` (OCI blobs into the
+        shared store ``blobs``), re-hashing each one against ``manifest``; appends every file it
+        writes to ``created``. The media may have changed since verification: what differs raises."""
+        raise UnsupportedFormatError(f"bundle format {self.name} is verified here, never extracted")
 
     @abc.abstractmethod
     def parse_manifest(self, raw: bytes) -> Manifest:
@@ -83,6 +129,19 @@ def register(reader: BundleFormat) -> BundleFormat:
     return reader
 
 
+def names() -> tuple[str, ...]:
+    """What ``--format`` chooses from: the formats this airgap writes, sorted."""
+    return tuple(sorted(r.option for r in _READERS.values() if r.option))
+
+
+def get(option: str) -> BundleFormat:
+    """The format ``--format`` names; an unknown one is a usage error (exit 2)."""
+    for reader in _READERS.values():
+        if reader.option and reader.option == option:
+            return reader
+    raise UsageError(f"bundle format {option!r} is not one of {', '.join(names())}")
+
+
 def unregister(name: str) -> None:
     """Removes a reader (tests register a fake format and take it away again)."""
     _READERS.pop(name, None)
@@ -107,7 +166,11 @@ def format_of(raw: bytes) -> str:
 
 def reader_for(raw: bytes) -> BundleFormat:
     """The registered reader for the format ``raw`` declares; an unknown one is one line, exit 4."""
-    fmt = format_of(raw)
+    return format_named(format_of(raw))
+
+
+def format_named(fmt: str) -> BundleFormat:
+    """The registered format whose manifest ``format`` is ``fmt``; an unknown one is one line, exit 4."""
     reader = _READERS.get(fmt)
     if reader is None:
         raise UnsupportedFormatError(

@@ -1,4 +1,7 @@
-"""Bundle format ``airgap.bundle/v1`` (docs/bundle-format.md): steps 3 to 6b of verification.
+"""Bundle format ``airgap.bundle/v1`` (docs/bundle-format.md): one member per file.
+
+The packer's layout (``layout``), verification's steps 3 to 6b (``verify``) and extraction
+(``extract``) of this version, in one class.
 
 The opener has already checked steps 0 to 2 (the parts index, the frame, the manifest's
 signature). From step 3 every byte of the archive is determined by the signed manifest, and this
@@ -15,6 +18,7 @@ import functools
 import hashlib
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import IO, cast
 
 import zstandard
@@ -26,6 +30,7 @@ from airgap.core.bundle_format import (
     FORMAT,
     MANIFEST_SIG,
     MAX_BUILD_RECORD,
+    MAX_RATIO,
     MAX_SIG,
     MAX_ZSTD_WINDOW,
     ROOT,
@@ -39,16 +44,85 @@ from airgap.core.bundle_format import (
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
 from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import IntegrityError, InvalidInputError, SignatureError, TamperError
-from airgap.services.media.formats._registry import BundleFormat, FormatResult, Keep, SignedFront, next_named
+from airgap.services.media.formats._extracting import disk_error, file_sha256, members, write_member
+from airgap.services.media.formats._registry import (
+    BundleFormat,
+    FormatResult,
+    Keep,
+    Layout,
+    OpenStream,
+    SignedFront,
+    next_named,
+)
+from airgap.services.media.formats._writing import compress, hash_file, should_compress
 from airgap.services.observer import Observer
 
 CHUNK_OUT = 128 << 10  # the most decompressed output held at once
 
 
 class V1Format(BundleFormat):
-    """The tar layout the packer (services/build/pack.py) writes today."""
+    """One member per file, a large compressible one as ``.zst``."""
 
     name = FORMAT
+    option = "v1"
+    summary = "v1 for far sides whose airgap reads only v1"
+
+    def layout(
+        self, files: list[tuple[str, Path]], work: Path, external: frozenset[str], observer: Observer
+    ) -> Layout:
+        """See ``BundleFormat.layout``: v1 stores every file, so ``external`` is never given."""
+        entries: list[FileEntry] = []
+        sources: dict[str, tuple[Path, int]] = {}
+        for rel, path in files:
+            size = path.stat().st_size
+            entry = None
+            if should_compress(path, size):
+                dest = work / hashlib.sha256(rel.encode()).hexdigest()
+                stored_size, stored_sha, csize, csha = compress(path, dest)
+                # Beyond the ratio the verifier accepts, a file is stored as it is.
+                if csize <= max(stored_size, 1) * MAX_RATIO:
+                    entry = FileEntry(rel + ".zst", stored_size, stored_sha, "zstd", csize, csha)
+                    sources[entry.path] = (dest, stored_size)
+            if entry is None:
+                sha, size = hash_file(path)
+                entry = FileEntry(rel, size, sha)
+                sources[entry.path] = (path, size)
+            entries.append(entry)
+            observer.advance("hash", size, rel)
+        return Layout(tuple(entries), tuple(entries), sources, None)
+
+    def extract(
+        self,
+        stream: OpenStream,
+        manifest: Manifest,
+        want: Callable[[str], bool],
+        dest: Path,
+        blobs: Path,
+        created: list[Path] | None,
+    ) -> None:
+        """See ``BundleFormat.extract``: each chosen member to its path, an OCI blob to the store."""
+        entries = {f.path: f for f in manifest.files}
+        with stream() as opened:
+            for reader, member, entry in members(opened, entries):
+                if not want(entry.content_path):
+                    continue
+                if "/blobs/sha256/" in entry.content_path:
+                    target = blobs / entry.content_path.rsplit("/", 1)[1]
+                    # A blob already in the shared store is reused only if its bytes still hash to
+                    # its name; anything else there is replaced from this verified bundle.
+                    if target.name == file_sha256(target):
+                        for _ in reader.chunks(member):
+                            pass
+                        continue
+                else:
+                    target = dest / entry.content_path
+                try:
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                except OSError as exc:
+                    raise disk_error(target.parent, exc) from None
+                write_member(reader, member, entry, target)
+                if created is not None:
+                    created.append(target)
 
     def parse_manifest(self, raw: bytes) -> Manifest:
         """See ``BundleFormat.parse_manifest``: ``Manifest.from_json`` checks every field."""

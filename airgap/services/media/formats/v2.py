@@ -1,4 +1,5 @@
-"""Bundle format ``airgap.bundle/v2`` (docs/bundle-format.md, "Format v2"): steps 3 to 6c.
+"""Bundle format ``airgap.bundle/v2`` (docs/bundle-format.md, "Format v2"): the packer's layout,
+verification's steps 3 to 6c, and extraction into the far side's blob store.
 
 The container, control files and signature frame are v1's, and so is every check of a stored
 member (formats/v1.py); what differs is what the members are: one blob per distinct content,
@@ -11,8 +12,7 @@ trusted by its name. Memory stays bounded by one chunk plus the small contents h
 from __future__ import annotations
 
 import hashlib
-import os
-import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from airgap.adapters.archive import TarReader
@@ -21,12 +21,29 @@ from airgap.core.bundle_format import (
     BUILD_RECORD,
     FORMAT_V2,
     MAX_BUILD_RECORD,
+    MAX_RATIO,
     FileEntry,
     Manifest,
     check_build_record,
 )
 from airgap.errors import InvalidInputError, TamperError
-from airgap.services.media.formats._registry import BundleFormat, FormatResult, Keep, SignedFront
+from airgap.services.media.formats._extracting import (
+    disk_error,
+    file_sha256,
+    link_into,
+    members,
+    stored_blob,
+    write_member,
+)
+from airgap.services.media.formats._registry import (
+    BundleFormat,
+    FormatResult,
+    Keep,
+    Layout,
+    OpenStream,
+    SignedFront,
+)
+from airgap.services.media.formats._writing import compress, hash_file, should_compress
 from airgap.services.media.formats.v1 import (
     check_front_headers,
     check_signed,
@@ -35,13 +52,100 @@ from airgap.services.media.formats.v1 import (
 )
 from airgap.services.observer import Observer
 
-CHUNK = 1 << 20
-
 
 class V2Format(BundleFormat):
     """The content-addressed layout ``airgap pack`` writes by default."""
 
     name = FORMAT_V2
+    option = "v2"
+    summary = "v2 stores each distinct content once"
+    supports_external_blobs = True
+    stores_each_content_once = True
+
+    def layout(
+        self, files: list[tuple[str, Path]], work: Path, external: frozenset[str], observer: Observer
+    ) -> Layout:
+        """See ``BundleFormat.layout``: each distinct content once, as a blob named by its hash. A
+        large compressible content is compressed once, whichever of its paths comes first; a
+        content in ``external`` is hashed but not stored."""
+        logical: list[FileEntry] = []
+        blobs: dict[str, FileEntry] = {}
+        sources: dict[str, tuple[Path, int]] = {}
+        seen: set[str] = set()
+        for rel, path in files:
+            size = path.stat().st_size
+            sha: str | None = None
+            if should_compress(path, size):
+                dest = work / hashlib.sha256(rel.encode()).hexdigest()
+                stored_size, stored_sha, size, sha = compress(path, dest)
+                if sha in seen or sha in external:
+                    dest.unlink()
+                elif size <= max(stored_size, 1) * MAX_RATIO:
+                    # Beyond the ratio the verifier accepts, a content is stored as it is (below).
+                    blob = FileEntry(
+                        bundle_v2.blob_path(sha, True), stored_size, stored_sha, "zstd", size, sha
+                    )
+                    blobs[sha] = blob
+                    sources[blob.path] = (dest, stored_size)
+                else:
+                    dest.unlink()
+            if sha is None:
+                sha, size = hash_file(path)
+            if sha not in seen and sha not in external and sha not in blobs:
+                blob = FileEntry(bundle_v2.blob_path(sha, False), size, sha)
+                blobs[sha] = blob
+                sources[blob.path] = (path, size)
+            seen.add(sha)
+            logical.append(FileEntry(rel, size, sha, external=sha in external))
+            observer.advance("hash", size, rel)
+        stored = tuple(sorted(blobs.values(), key=lambda b: b.path))
+        return Layout(tuple(logical), stored, sources, stored)
+
+    def extract(
+        self,
+        stream: OpenStream,
+        manifest: Manifest,
+        want: Callable[[str], bool],
+        dest: Path,
+        blobs: Path,
+        created: list[Path] | None,
+    ) -> None:
+        """See ``BundleFormat.extract``: every blob the bundle carries goes into the shared store
+        once (re-hashed on the way; one already there, or an external one a chosen file needs, is
+        re-hashed there), then every chosen logical path is a hard link to it (a copy only where a
+        link cannot be made). An OCI layout's blobs stay in the store, as in v1: the targets read
+        the image from there."""
+        chosen = [f for f in manifest.files if want(f.path)]
+        needed = {f.sha256 for f in chosen}
+        stored = {b.path: b for b in manifest.stored}
+        try:
+            blobs.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise disk_error(blobs, exc) from None
+        have: set[str] = set()
+        with stream() as opened:
+            for reader, member, entry in members(opened, stored):
+                hexd = bundle_v2.blob_hex(entry)
+                # Every blob the bundle carries is kept, not only those this target needs: the
+                # store is what `airgap inventory` reports, so the next delta can leave all out.
+                target = blobs / hexd
+                if hexd != file_sha256(target):
+                    write_member(reader, member, entry, target)
+                    if created is not None:
+                        created.append(target)
+                have.add(hexd)
+        for hexd in sorted(needed - have):
+            # External (or, were the media changed, missing): the store's copy, re-hashed now.
+            if file_sha256(blobs / hexd) != hexd:
+                users = ", ".join(f.path for f in chosen if f.sha256 == hexd)
+                raise TamperError(
+                    f"blob {hexd} (needed by {users}) is missing from the blob store {blobs} "
+                    "or has other content",
+                    hint="the store changed since verification: verify again, or ask for a full bundle",
+                )
+        for f in chosen:
+            if "/blobs/sha256/" not in f.path:
+                link_into(blobs / f.sha256, dest / f.path)
 
     def parse_manifest(self, raw: bytes) -> Manifest:
         """See ``BundleFormat.parse_manifest``: ``bundle_v2.parse_manifest`` checks every field
@@ -57,7 +161,7 @@ class V2Format(BundleFormat):
         check_signed(manifest, front)
         mtime = check_front_headers(manifest, front)
         # 4. SHA256SUMS is signed by the same key and lists exactly the blobs.
-        check_sums(reader, front, [(b.path, b.sha256) for b in manifest.blobs], mtime)
+        check_sums(reader, front, [(b.path, b.sha256) for b in manifest.stored], mtime)
         # 5-6. Every blob, as v1 checks every member; its content is handed back under each
         #      logical path that wants it.
         users = bundle_v2.files_by_blob(manifest)
@@ -65,7 +169,7 @@ class V2Format(BundleFormat):
         def names(blob: FileEntry, size: int) -> tuple[str, ...]:
             return tuple(f.path for f in users[bundle_v2.blob_hex(blob)] if _wanted(f.path, size, keep))
 
-        kept = verify_members(reader, manifest.blobs, mtime, names, observer)
+        kept = verify_members(reader, manifest.stored, mtime, names, observer)
         # 6c. Every blob left out is in the far side's store, with exactly its content.
         kept.update(check_external(manifest, front.blob_store, keep))
         # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
@@ -116,24 +220,3 @@ def check_external(manifest: Manifest, store: Path | None, keep: Keep) -> dict[s
             for path in wanted:
                 kept[path] = data
     return kept
-
-
-def stored_blob(path: Path, keep: bool) -> tuple[str, int, bytes | None] | None:
-    """(SHA-256, size, content if ``keep``) of a regular file in the blob store, streamed and never
-    following a link; None when there is no such regular file."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
-    except OSError:
-        return None
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            return None
-        h = hashlib.sha256()
-        size = 0
-        buf = bytearray() if keep else None
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            h.update(block)
-            size += len(block)
-            if buf is not None:
-                buf += block
-        return h.hexdigest(), size, bytes(buf) if buf is not None else None

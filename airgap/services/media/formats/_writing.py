@@ -1,8 +1,8 @@
 """Reading staging files for the packer: hashing, zstd, and copying exactly what was hashed.
 
-Shared by both format writers (services/build/pack.py, services/build/pack_v2.py). A file is read once to
-hash (and, when large and compressible, compress) it, and once more to write it, hashed again
-as it is copied: the signature always covers exactly what was written.
+Shared by every format's layout (``BundleFormat.layout``) and the packer (services/build/pack.py).
+A file is read once to hash (and, when large and compressible, compress) it, and once more to
+write it, hashed again as it is copied: the signature always covers exactly what was written.
 """
 
 from __future__ import annotations
