@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import errno
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from airgap.core.build_record import BuildRecord
 from airgap.core.smoke import compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services.deploy import targets
@@ -57,7 +58,7 @@ class InstallSteps(Protocol):
 
     def admit(
         self, bundle: Path, options: InstallOptions, verified: VerifiedBundle, target: Target
-    ) -> dict[str, Any]:
+    ) -> BuildRecord:
         """The checks between verification and the first step; returns the signed build record."""
         ...
 

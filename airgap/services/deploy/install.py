@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from airgap.adapters.runtimes import STATE_LABEL, DockerRuntime, PodmanRuntime, Runtime
-from airgap.core.bundle_format import Manifest, check_build_record
+from airgap.core.build_record import BuildRecord
+from airgap.core.bundle_format import Manifest
 from airgap.core.smoke import Mismatch, compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services.deploy import targets
@@ -176,7 +177,7 @@ class Installer:
         ):
             return InstallResult(current, True, recovered, repaired=repaired(verified))
         journal = Journal(self.state, m.name, options.target)
-        port = options.port or int(record.get("serving", {}).get("port", 8080))
+        port = options.port or record.port
         if target.host_port and not (current and current.port == port and current.target == options.target):
             self.site.check_port(port)  # before any slow step; the version being replaced frees its own
         receipt = self.new_receipt(bundle, options.target, verified, port)
@@ -253,7 +254,7 @@ class Installer:
 
     def admit(
         self, bundle: Path, options: InstallOptions, verified: VerifiedBundle, target: Target
-    ) -> dict[str, Any]:
+    ) -> BuildRecord:
         """The checks between verification and the first step: the compliance gate, an image for a
         target that needs one, a signed build record; a refusal is audited. Returns the record."""
         m = verified.manifest
@@ -274,7 +275,7 @@ class Installer:
                 raise InvalidInputError(
                     f"{m.name} {m.version} has no signed build.json: it is not installable"
                 )
-            return check_build_record(verified.kept["build.json"])
+            return BuildRecord.from_json(verified.kept["build.json"])
         except InvalidInputError as exc:
             self._audit_refusal(bundle, options.target, m, exc)
             raise

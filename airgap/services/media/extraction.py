@@ -22,6 +22,7 @@ import zstandard
 
 from airgap.adapters.archive import TarReader
 from airgap.core import bundle_v2
+from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import CONTROL, FORMAT_V2, MAX_ZSTD_WINDOW, ROOT, FileEntry
 from airgap.errors import EnvironmentFailure, InvalidInputError, TamperError
 from airgap.services.media.verify import VerifiedBundle
@@ -148,17 +149,18 @@ def _link_into(blob: Path, target: Path) -> None:
         raise disk_error(target, exc) from None
 
 
-def model_file(record: dict[str, Any]) -> str:
+def model_file(record: BuildRecord) -> str:
     """The model file the signed build record names (checked as a safe path at verify time)."""
-    file = (record.get("model") or {}).get("file")
-    if not isinstance(file, str):
+    file = record.model.file
+    if file is None:
         raise InvalidInputError("the signed build.json names no model.file: there is nothing to serve")
     return file
 
 
-def read_record(content: Path) -> dict[str, Any]:
-    """The signed build.json of an installed bundle, from the content store."""
-    return dict(json.loads((content / "build.json").read_text()))
+def read_record(content: Path) -> BuildRecord:
+    """The signed build.json of an installed bundle, from the content store (re-hashed against the
+    signed manifest when it was extracted)."""
+    return BuildRecord.from_json((content / "build.json").read_bytes())
 
 
 def read_contract(content: Path) -> dict[str, Any]:
