@@ -52,9 +52,16 @@ def _integer(data: Mapping[str, Any], key: str, where: str = "") -> int | None:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
         return value
-    if isinstance(value, str) and value.isdigit():
-        return int(value)
     raise build_record_error(f"{where}{key}", f"must be an integer: {value!r:.40}")
+
+
+def _list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise build_record_error(f"{where}{key}", f"must be a list, not {type(value).__name__}")
+    return value
 
 
 def _strings(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, str]:
@@ -93,6 +100,7 @@ class ImageRecord:
     user: str | None = None
     dockerfile: str | None = None
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    layers: tuple[Any, ...] = ()  # the OCI layers as recorded ({"digest", "size"}), for the manifest
 
 
 @dataclass(frozen=True)
@@ -190,6 +198,7 @@ class BuildRecord:
                 user=_text(image, "user", "image."),
                 dockerfile=_text(image, "dockerfile", "image."),
                 labels=_strings(image, "labels", "image."),
+                layers=tuple(_list(image, "layers", "image.")),
             ),
             base_image=BaseImageRecord(
                 requested=_text(base, "requested", "base_image."),
