@@ -519,7 +519,8 @@ _CPU = re.compile(r"^(?:[0-9]{1,6}m|[0-9]{1,4}(?:\.[0-9]{1,3})?)$")
 _MEMORY = re.compile(r"^[0-9]{1,12}(?:\.[0-9]{1,3})?(?:Ki|Mi|Gi|Ti|K|M|G)?$")
 
 
-def _build_bad(field_name: str, why: str) -> InvalidInputError:
+def build_record_error(field_name: str, why: str) -> InvalidInputError:
+    """The refusal of a malformed build.json, naming the field (core/build_record.py uses it too)."""
     return InvalidInputError(
         f"build.json is malformed: {field_name} {why}",
         hint="a bundle carrying it is refused; rebuild it with `airgap bundle`",
@@ -533,9 +534,9 @@ def check_build_record(raw: bytes) -> dict[str, Any]:
     try:
         data = strict_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise _build_bad("the document", f"is not UTF-8 JSON ({str(exc)[:80]})") from None
+        raise build_record_error("the document", f"is not UTF-8 JSON ({str(exc)[:80]})") from None
     if not isinstance(data, dict):
-        raise _build_bad("the document", f"must be an object, not {type(data).__name__}")
+        raise build_record_error("the document", f"must be an object, not {type(data).__name__}")
     serving = data.get("serving")
     if serving is not None:
         _build_object(serving, "serving")
@@ -543,7 +544,7 @@ def check_build_record(raw: bytes) -> dict[str, Any]:
         if port is not None and (
             not isinstance(port, int) or isinstance(port, bool) or not 1 <= port <= 65535
         ):
-            raise _build_bad("serving.port", f"must be a TCP port (1-65535): {port!r:.40}")
+            raise build_record_error("serving.port", f"must be a TCP port (1-65535): {port!r:.40}")
     resources = data.get("resources")
     if resources is not None:
         _build_object(resources, "resources")
@@ -553,16 +554,16 @@ def check_build_record(raw: bytes) -> dict[str, Any]:
             for key, pattern in (("cpu", _CPU), ("memory", _MEMORY)):
                 value = limits.get(key)
                 if not isinstance(value, str) or not pattern.fullmatch(value):
-                    raise _build_bad(f"resources.limits.{key}", f"is not a quantity: {value!r:.40}")
+                    raise build_record_error(f"resources.limits.{key}", f"is not a quantity: {value!r:.40}")
     manifests = data.get("manifests")
     if manifests is not None:
         _build_object(manifests, "manifests")
         image = manifests.get("image")
         if image is not None and (not isinstance(image, str) or not _IMAGE_REF.fullmatch(image)):
-            raise _build_bad("manifests.image", f"is not an image reference: {image!r:.80}")
+            raise build_record_error("manifests.image", f"is not an image reference: {image!r:.80}")
         namespace = manifests.get("namespace")
         if namespace is not None and (not isinstance(namespace, str) or not _DNS_LABEL.fullmatch(namespace)):
-            raise _build_bad("manifests.namespace", f"is not a DNS label: {namespace!r:.80}")
+            raise build_record_error("manifests.namespace", f"is not a DNS label: {namespace!r:.80}")
     model = data.get("model")
     if model is not None:
         _build_object(model, "model")
@@ -570,13 +571,13 @@ def check_build_record(raw: bytes) -> dict[str, Any]:
         try:
             check_member_path(file if isinstance(file, str) else "")
         except IntegrityError:
-            raise _build_bad("model.file", f"is not a safe relative path: {file!r:.80}") from None
+            raise build_record_error("model.file", f"is not a safe relative path: {file!r:.80}") from None
     return data
 
 
 def _build_object(value: object, field_name: str) -> None:
     if not isinstance(value, dict):
-        raise _build_bad(field_name, f"must be an object, not {type(value).__name__}")
+        raise build_record_error(field_name, f"must be an object, not {type(value).__name__}")
 
 
 def _no_constant(name: str) -> Any:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from airgap.adapters.fs import read_bytes
-from airgap.core.bundle_format import check_build_record
+from airgap.core.build_record import BuildRecord
 from airgap.errors import AnswerIsNo, InvalidInputError
 from airgap.ports import Signer
 from airgap.services.build.check import CheckOutcome
@@ -90,18 +90,18 @@ def compliance_verdict(staging: Path, unsafe_sign_failed_policy: bool = False) -
     return verdict
 
 
-def _staged_record(staging: Path) -> dict[str, Any]:
+def _staged_record(staging: Path) -> BuildRecord:
     """The staging directory's build record, checked as the far side will check it, with the
     fields the packer needs: a bad record is refused here (exit 4), never signed."""
-    record = check_build_record(read_bytes(staging / "build.json", "build record"))
-    epoch = record.get("source_date_epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+    record = BuildRecord.from_json(read_bytes(staging / "build.json", "build record"))
+    epoch = record.source_date_epoch
+    if epoch is None or epoch < 0:
         raise InvalidInputError(
             f"{staging / 'build.json'}: source_date_epoch must be a non-negative integer, not {epoch!r:.40}",
             hint="re-run `airgap bundle` to write a complete staging directory",
         )
-    for key in ("name", "version"):
-        if not isinstance(record.get(key), str):
+    for key, value in (("name", record.name), ("version", record.version)):
+        if value is None:
             raise InvalidInputError(
                 f"{staging / 'build.json'}: {key} must be a string",
                 hint="re-run `airgap bundle` to write a complete staging directory",
@@ -128,33 +128,34 @@ def pack_staging(
     record = _staged_record(staging)
     policy = compliance_verdict(staging, unsafe_sign_failed_policy)
     # The provenance is a content file like any other: the manifest's signature covers its hash.
-    write_provenance(staging, record, signer)
-    image = record.get("image", {})
+    write_provenance(staging, dict(record.raw), signer)
+    image = record.image
     images = []
-    if image.get("digest"):
+    if image.digest:
         images.append(
             {
-                "name": f"{record['name']}:{record['version']}",
+                "name": f"{record.name}:{record.version}",
                 "layout": "image/oci",
-                "manifest_digest": image.get("digest"),
-                "config_digest": image.get("config_digest"),
-                "layers": image.get("layers", []),
-                "user": image.get("user"),
+                "manifest_digest": image.digest,
+                "config_digest": image.config_digest,
+                "layers": list(image.layers),
+                "user": image.user,
             }
         )
     metadata = {
-        "target_profile_sha256": (record.get("target_profile") or {}).get("sha256"),
+        "target_profile_sha256": (record.raw.get("target_profile") or {}).get("sha256"),
         "images": images,
-        "locks": {kind: wh["lock_sha256"] for kind, wh in record.get("wheelhouses", {}).items()},
+        "locks": {kind: wh.lock_sha256 for kind, wh in record.wheelhouses.items()},
         "policy": policy,
     }
+    assert record.name is not None and record.version is not None and record.source_date_epoch is not None
     return pack(
         staging,
         out_dir,
         signer,
-        int(record["source_date_epoch"]),
-        name=record["name"],
-        version=record["version"],
+        record.source_date_epoch,
+        name=record.name,
+        version=record.version,
         part_size=part_size,
         expires=expires,
         metadata=metadata,

@@ -24,6 +24,7 @@ from airgap.core.acceptance import evaluate, predictions
 from airgap.errors import InvalidInputError
 from airgap.services.deploy import targets
 from airgap.services.deploy.targets._base import Site
+from airgap.services.media.extraction import read_record
 from airgap.services.observer import NullObserver, Observer
 
 REPORT_FORMAT = "airgap.acceptance-report/v1"
@@ -98,8 +99,7 @@ def accept(site: Site, name: str, target: str, observer: Observer | None = None)
             f"{name} {current.version} was bundled without a deployment contract: nothing to accept",
             hint="declare data, slo and acceptance in airgap.yaml (docs/project-file.md) and bundle again",
         )
-    record = json.loads((content / "build.json").read_text())
-    max_batch = int((record.get("serving") or {}).get("max_batch") or 64)
+    max_batch = read_record(content).serving.max_batch or 64
     golden = json.loads((content / "model" / "golden.json").read_text())
     promises: list[Promise] = []
     figures: dict[str, Any] = {}

@@ -5,7 +5,8 @@ A candidate is verified and smoke-tested exactly like an install, but under name
 container or virtualenv with a ``-candidate`` suffix, another host port) and without stopping the
 current version: it is recorded as the *candidate* of NAME, never as current. A candidate that
 fails its smoke test is removed and the current version was never touched. Its install has a
-journal of its own (``NAME--TARGET--candidate``), so a killed run is undone by the next one.
+journal of its own (``NAME--TARGET--candidate``, services/deploy/receipts.py), so a killed run is
+undone by the next one; the installer's receipt, recovery and undo are the candidate's too.
 
 Promote is a switch through the install journal, like a rollback: the candidate's version is
 started on the current version's name and port, smoke-tested, and committed as current with the
@@ -14,16 +15,15 @@ old current as *previous*, so `airgap rollback NAME` undoes a promote the way it
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
-import shutil
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
+from airgap.core.build_record import BuildRecord
 from airgap.core.smoke import compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services.deploy import targets
-from airgap.services.deploy.receipts import Installed, Journal, Receipt
+from airgap.services.deploy.receipts import CANDIDATE, Installed, Journal, Receipt, now
 from airgap.services.deploy.reporting import InstallResult, Witness, repaired
 from airgap.services.deploy.smoketest import curl_line, prediction
 from airgap.services.deploy.targets import InstallContext, InstallOptions, Site, Target
@@ -33,7 +33,7 @@ from airgap.services.media.verify import VerifiedBundle, VerifyOptions, verify_a
 from airgap.services.observer import Observer
 from airgap.services.state import State
 
-CANDIDATE = "candidate"
+__all__ = ["CANDIDATE", "InstallSteps", "forget", "install_candidate", "promote"]
 
 
 class InstallSteps(Protocol):
@@ -58,12 +58,21 @@ class InstallSteps(Protocol):
 
     def admit(
         self, bundle: Path, options: InstallOptions, verified: VerifiedBundle, target: Target
-    ) -> dict[str, Any]:
+    ) -> BuildRecord:
         """The checks between verification and the first step; returns the signed build record."""
         ...
 
-    def recover(self, name: str, target: str) -> tuple[str, ...]:
-        """Finishes or undoes an interrupted install of (name, target); says what it did."""
+    def new_receipt(self, bundle: Path, target: str, verified: VerifiedBundle, port: int) -> Receipt:
+        """The receipt of a verified bundle about to be installed on ``target``."""
+        ...
+
+    def remove_extracted(self, content: Path, preexisting: bool, created: list[Path]) -> None:
+        """Removes what a failed run extracted."""
+        ...
+
+    def recover(self, name: str, target: str, candidate: bool = False) -> tuple[str, ...]:
+        """Finishes or undoes an interrupted install (or candidate install) of (name, target);
+        says what it did."""
         ...
 
     def undo(self, journal: Journal) -> str:
@@ -78,27 +87,6 @@ def _discard(installer: InstallSteps, target: Target | None, receipt: Receipt) -
     with quiet():
         return list(target.discard(installer.site, receipt))
     return []
-
-
-class CandidateJournal(Journal):
-    """The journal of a candidate's install: beside the install journal, never mistaken for it."""
-
-    def __init__(self, installer: InstallSteps, name: str, target: str) -> None:
-        super().__init__(installer.state, name, target)
-        self.path = self.path.with_name(f"{name}--{target}--{CANDIDATE}.json")
-
-
-def _undo(installer: InstallSteps, journal: Journal) -> str:
-    data = journal.data or (journal.load() if journal.exists() else {})
-    if not data:
-        return "nothing left of it"
-    try:
-        targets.get(data.get("target", "")).undo(installer.site, data)
-        said = "the candidate removed"
-    except (AnswerIsNo, EnvironmentFailure, UsageError, OSError) as exc:
-        said = f"removing the candidate failed too ({exc})"
-    journal.clear()
-    return said
 
 
 def install_candidate(installer: InstallSteps, bundle: Path, options: InstallOptions) -> InstallResult:
@@ -131,29 +119,16 @@ def install_candidate(installer: InstallSteps, bundle: Path, options: InstallOpt
             "a candidate runs beside the current version",
             hint=f"install it first: airgap install {bundle} --to {options.target}",
         )
-    journal = CandidateJournal(installer, m.name, options.target)
-    recovered: tuple[str, ...] = ()
-    if journal.exists():
-        _undo(installer, journal)
-        recovered = (f"removed an interrupted candidate install of {m.name} ({options.target})",)
+    recovered = installer.recover(m.name, options.target, candidate=True)
+    journal = Journal(installer.state, m.name, options.target, CANDIDATE)
     older = installer.installed.candidate(m.name, options.target)
     port = options.port or _free_port(installer, target, current, older)
     if target.host_port and not (older and older.port == port):
         installer.site.check_port(port)
-    content = installer.content_root / "bundles" / verified.manifest_sha256
+    receipt = installer.new_receipt(bundle, options.target, verified, port)
+    content = Path(receipt.content)
     content_preexisting = content.exists()
     created: list[Path] = []
-    receipt = Receipt(
-        name=m.name,
-        version=m.version,
-        target=options.target,
-        manifest_sha256=verified.manifest_sha256,
-        key_id=verified.key_id,
-        bundle=str(Path(bundle).resolve()),
-        installed_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        content=str(content),
-        port=port,
-    )
     if older is not None:
         # The older candidate gives way first: its port and names are the new one's to take.
         installer.installed.put_candidate(m.name, options.target, None)
@@ -180,12 +155,8 @@ def install_candidate(installer: InstallSteps, bundle: Path, options: InstallOpt
     except KeyboardInterrupt:
         raise
     except BaseException as exc:
-        _undo(installer, journal)
-        if not content_preexisting:
-            shutil.rmtree(content, ignore_errors=True)
-        for path in created:
-            if path.is_relative_to(installer.blobs):
-                path.unlink(missing_ok=True)
+        installer.undo(journal)
+        installer.remove_extracted(content, content_preexisting, created)
         if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
             raise disk_error(installer.state.directory, exc) from None
         raise
@@ -251,7 +222,7 @@ def promote(installer: InstallSteps, name: str, target_name: str, options: Insta
     if not content.exists():
         raise EnvironmentFailure(f"the content of the candidate {name} {candidate.version} is gone")
     new = target.as_current(candidate, current)
-    new.installed_at = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    new.installed_at = now()
     # Read before the journal starts: damaged content is refused with nothing to undo.
     contract = read_contract(content)
     record = read_record(content)
@@ -296,9 +267,7 @@ def promote(installer: InstallSteps, name: str, target_name: str, options: Insta
 def forget(installer: InstallSteps, name: str, target_name: str) -> list[str]:
     """Removes the candidate of (name, target) and what only it used (uninstall calls this first)."""
     removed: list[str] = []
-    journal = CandidateJournal(installer, name, target_name)
-    if journal.exists():
-        _undo(installer, journal)
+    if installer.recover(name, target_name, candidate=True):
         removed.append("an interrupted candidate install")
     try:
         candidate = installer.installed.candidate(name, target_name)

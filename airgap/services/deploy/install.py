@@ -17,7 +17,6 @@ the same sequence for all of them.
 
 from __future__ import annotations
 
-import datetime as dt
 import errno
 import hashlib
 import json
@@ -28,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 from airgap.adapters.runtimes import STATE_LABEL, DockerRuntime, PodmanRuntime, Runtime
-from airgap.core.bundle_format import Manifest, check_build_record
+from airgap.core.build_record import BuildRecord
+from airgap.core.bundle_format import Manifest
 from airgap.core.smoke import Mismatch, compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services.deploy import targets
 from airgap.services.deploy.candidate import forget, install_candidate
-from airgap.services.deploy.receipts import Installed, Journal, Receipt
+from airgap.services.deploy.receipts import CANDIDATE, Installed, Journal, Receipt, now
 from airgap.services.deploy.reporting import InstallResult, Witness, repaired
 from airgap.services.deploy.smoketest import curl_line, prediction
 from airgap.services.deploy.targets import InstallContext, InstallOptions, Site, Target
@@ -177,23 +177,13 @@ class Installer:
         ):
             return InstallResult(current, True, recovered, repaired=repaired(verified))
         journal = Journal(self.state, m.name, options.target)
-        content = self.content_root / "bundles" / verified.manifest_sha256
-        content_preexisting = content.exists()
-        created: list[Path] = []
-        port = options.port or int(record.get("serving", {}).get("port", 8080))
+        port = options.port or record.port
         if target.host_port and not (current and current.port == port and current.target == options.target):
             self.site.check_port(port)  # before any slow step; the version being replaced frees its own
-        receipt = Receipt(
-            name=m.name,
-            version=m.version,
-            target=options.target,
-            manifest_sha256=verified.manifest_sha256,
-            key_id=verified.key_id,
-            bundle=str(Path(bundle).resolve()),
-            installed_at=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            content=str(content),
-            port=port,
-        )
+        receipt = self.new_receipt(bundle, options.target, verified, port)
+        content = Path(receipt.content)
+        content_preexisting = content.exists()
+        created: list[Path] = []
         ctx = InstallContext(self.site, options, receipt, current, record, content, journal, m)
         try:
             journal.step(
@@ -224,7 +214,7 @@ class Installer:
             # Fail closed, whatever failed (the smoke test, the engine, a full disk, a bug): undo every
             # step (the previous version runs again) and remove what this run extracted.
             restored = self.undo(journal)
-            self._remove_extracted(content, content_preexisting, created)
+            self.remove_extracted(content, content_preexisting, created)
             if isinstance(exc, _SmokeFailed):
                 if self.evidence is not None:
                     self.evidence.installed(receipt, verified, contract, exc.mismatches)
@@ -264,7 +254,7 @@ class Installer:
 
     def admit(
         self, bundle: Path, options: InstallOptions, verified: VerifiedBundle, target: Target
-    ) -> dict[str, Any]:
+    ) -> BuildRecord:
         """The checks between verification and the first step: the compliance gate, an image for a
         target that needs one, a signed build record; a refusal is audited. Returns the record."""
         m = verified.manifest
@@ -285,7 +275,7 @@ class Installer:
                 raise InvalidInputError(
                     f"{m.name} {m.version} has no signed build.json: it is not installable"
                 )
-            return check_build_record(verified.kept["build.json"])
+            return BuildRecord.from_json(verified.kept["build.json"])
         except InvalidInputError as exc:
             self._audit_refusal(bundle, options.target, m, exc)
             raise
@@ -307,7 +297,26 @@ class Installer:
         except EnvironmentFailure as audit_exc:
             exc.message = f"{exc.message} (and the audit record could not be written: {audit_exc.message})"
 
-    def _remove_extracted(self, content: Path, preexisting: bool, created: list[Path]) -> None:
+    def new_receipt(self, bundle: Path, target: str, verified: VerifiedBundle, port: int) -> Receipt:
+        """The receipt of a verified bundle about to be installed on ``target`` (as the current
+        version or as a candidate): what it is, who signed it, where its content goes, its port.
+        The target fills in what it creates (container, image, ``extra``) as it deploys."""
+        m = verified.manifest
+        return Receipt(
+            name=m.name,
+            version=m.version,
+            target=target,
+            manifest_sha256=verified.manifest_sha256,
+            key_id=verified.key_id,
+            bundle=str(Path(bundle).resolve()),
+            installed_at=now(),
+            content=str(self.content_root / "bundles" / verified.manifest_sha256),
+            port=port,
+        )
+
+    def remove_extracted(self, content: Path, preexisting: bool, created: list[Path]) -> None:
+        """Removes what a failed run extracted: its content directory (unless an earlier install
+        had it already) and the blobs it added to the shared store."""
         if not preexisting:
             shutil.rmtree(content, ignore_errors=True)
         for path in created:
@@ -315,13 +324,17 @@ class Installer:
                 path.unlink(missing_ok=True)
 
     # -- recovery ------------------------------------------------------------------------------
-    def recover(self, name: str, target: str) -> tuple[str, ...]:
+    def recover(self, name: str, target: str, candidate: bool = False) -> tuple[str, ...]:
         """Finishes or undoes an interrupted install of (name, target), as its journal says; says
-        what it did (nothing when no journal is left)."""
-        journal = Journal(self.state, name, target)
+        what it did (nothing when no journal is left). With ``candidate``, the interrupted install
+        of a candidate (its own journal): always undone, the current version never touched."""
+        journal = Journal(self.state, name, target, CANDIDATE if candidate else None)
         if not journal.exists():
             return ()
         data = journal.load()
+        if candidate:
+            self.undo(journal)
+            return (f"removed an interrupted candidate install of {name} ({target})",)
         if "committed" in data.get("steps", []):
             # The receipt was written: only the clean-up was cut short.
             new = data.get("new") or {}

@@ -1,5 +1,5 @@
 """What the far side remembers about installs: receipts (``installed.json``) and the journal of the
-install in flight (``journal/NAME--TARGET.json``).
+install in flight (``journal/NAME--TARGET.json``; a candidate's, ``journal/NAME--TARGET--candidate.json``).
 
 A receipt is written only after the smoke test passed; the journal is written before every step,
 so that a run killed at any point is undone (or finished) by the next one.
@@ -7,6 +7,7 @@ so that a run killed at any point is undone (or finished) by the next one.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import re
 from collections.abc import Callable, Collection
@@ -23,6 +24,13 @@ DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 # A plugin point, empty in production: each hook is called with the name of every journalled step
 # right after it is written. The crash-recovery tests add one that kills the process at a chosen step.
 STEP_HOOKS: list[Callable[[str], None]] = []
+
+CANDIDATE = "candidate"  # the kind of journal a candidate's install keeps beside the install journal
+
+
+def now() -> str:
+    """The time a receipt is made, as receipts record it (UTC, to the second)."""
+    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass
@@ -157,11 +165,17 @@ def _highest(recorded: object, new: str) -> str:
 class Journal:
     """The in-flight install of one (name, target); its presence means the last run did not finish."""
 
-    def __init__(self, state: State, name: str, target: str) -> None:
+    def __init__(self, state: State, name: str, target: str, kind: str | None = None) -> None:
+        """The journal of (name, target); ``kind`` CANDIDATE is a candidate's install, kept beside
+        the install journal (``NAME--TARGET--candidate.json``) and never mistaken for it."""
         # The file is named from these: only DNS-label names may name it.
         if not DNS_LABEL.fullmatch(name) or not DNS_LABEL.fullmatch(target):
             raise InvalidInputError(f"no installation is named {name!r} --to {target!r}")
-        self.path = state.directory / "journal" / f"{name}--{target}.json"
+        if kind not in (None, CANDIDATE):
+            raise ValueError(f"no journal kind {kind!r}")
+        suffix = f"--{kind}" if kind else ""
+        self.path = state.directory / "journal" / f"{name}--{target}{suffix}.json"
+        self.candidate = kind == CANDIDATE
         self.data: dict[str, Any] = {}
 
     def exists(self) -> bool:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from airgap.core.build_record import BuildRecord
 from airgap.errors import InvalidInputError
 from airgap.services.media.formats import format_named
 from airgap.services.media.formats._extracting import disk_error as disk_error
@@ -33,17 +34,18 @@ def extract(
     fmt.extract(verified.handle.stream, verified.manifest, want, dest, blobs, created)
 
 
-def model_file(record: dict[str, Any]) -> str:
+def model_file(record: BuildRecord) -> str:
     """The model file the signed build record names (checked as a safe path at verify time)."""
-    file = (record.get("model") or {}).get("file")
-    if not isinstance(file, str):
+    file = record.model.file
+    if file is None:
         raise InvalidInputError("the signed build.json names no model.file: there is nothing to serve")
     return file
 
 
-def read_record(content: Path) -> dict[str, Any]:
-    """The signed build.json of an installed bundle, from the content store."""
-    return dict(json.loads((content / "build.json").read_text()))
+def read_record(content: Path) -> BuildRecord:
+    """The signed build.json of an installed bundle, from the content store (re-hashed against the
+    signed manifest when it was extracted)."""
+    return BuildRecord.from_json((content / "build.json").read_bytes())
 
 
 def read_contract(content: Path) -> dict[str, Any]:

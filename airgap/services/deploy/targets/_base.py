@@ -20,6 +20,7 @@ from airgap.errors import EnvironmentFailure, UsageError
 from airgap.services.deploy.smoketest import Answers, answers_on, healthz, wait_ready
 
 if TYPE_CHECKING:  # the --to choices are listed at start-up: the heavy modules load when used
+    from airgap.core.build_record import BuildRecord
     from airgap.core.bundle_format import Manifest
     from airgap.ports import OciImage
     from airgap.services.deploy.receipts import Installed, Journal, Receipt
@@ -101,7 +102,7 @@ class InstallContext:
     options: InstallOptions
     receipt: Receipt
     current: Receipt | None
-    record: dict[str, Any]  # the signed build.json
+    record: BuildRecord  # the signed build.json
     content: Path  # this bundle's directory in the content store
     journal: Journal
     manifest: Manifest | None = None
@@ -172,7 +173,7 @@ class Target(Protocol):
         replaced or promoted candidate); says what was removed."""
         ...
 
-    def serve_command(self, receipt: Receipt, record: dict[str, Any], content: Path) -> str | None:
+    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
         """For a target that runs no server: the shell command that serves the installed model."""
         ...
 
@@ -236,7 +237,7 @@ class BaseTarget:
         replaced or promoted candidate); says what was removed."""
         return []
 
-    def serve_command(self, receipt: Receipt, record: dict[str, Any], content: Path) -> str | None:
+    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
         """None: the target runs a server of its own."""
         return None
 

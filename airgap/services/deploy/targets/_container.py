@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING, Any
 
 from airgap import ports
 from airgap.adapters.runtimes import ContainerSpec, Runtime
-from airgap.errors import EnvironmentFailure, TamperError, UsageError
+from airgap.errors import EnvironmentFailure, InvalidInputError, TamperError, UsageError
 from airgap.services.deploy.smoketest import healthz, wait_ready
 from airgap.services.deploy.targets._base import BaseTarget, InstallContext, InstallOptions, Site, quiet
 
 if TYPE_CHECKING:
+    from airgap.core.build_record import BuildRecord
     from airgap.ports import OciImage
     from airgap.services.deploy.receipts import Receipt
 
@@ -49,7 +50,7 @@ class ContainerTarget(BaseTarget):
         r, journal = ctx.receipt, ctx.journal
         assert r.container
         port = r.port or 8080
-        limits = (ctx.record.get("resources") or {}).get("limits") or {"cpu": "1", "memory": "1Gi"}
+        limits = ctx.record.resource_limits or {"cpu": "1", "memory": "1Gi"}
         labels = ctx.site.labels(r.name, r.version, self.name)
         rt.remove(r.container)  # a leftover of an undone run
         rt.create(
@@ -199,9 +200,11 @@ def push(options: InstallOptions, receipt: Receipt, image: OciImage) -> str:
     return registry.push_image(image, f"airgap/{receipt.name}", receipt.version)
 
 
-def rewritten_manifests(content: Path, record: dict[str, Any], ref: str) -> str:
+def rewritten_manifests(content: Path, record: BuildRecord, ref: str) -> str:
     """The bundle's Kubernetes manifests as one YAML stream, their image pointed at ``ref``."""
-    old = record["manifests"]["image"]
+    old = record.manifests.image
+    if old is None:
+        raise InvalidInputError("the signed build.json names no manifests.image: no manifest to rewrite")
     texts = [
         p.read_text().replace(f"image: {old}", f"image: {ref}")
         for p in sorted((content / "manifests").glob("*.yaml"))

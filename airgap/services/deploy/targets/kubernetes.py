@@ -70,7 +70,7 @@ class KubernetesTarget(BaseTarget):
             "manifests": str(path),
             "namespace": namespace,
             "deployment": deployment,
-            "remote_port": int(ctx.record.get("serving", {}).get("port", 8080)),
+            "remote_port": ctx.record.port,
             "context": ctx.options.kube_context,
         }
 

@@ -17,6 +17,7 @@ from airgap.services.deploy.smoketest import Answers, wait_ready
 from airgap.services.deploy.targets._base import BaseTarget, InstallContext, Site, restored
 
 if TYPE_CHECKING:
+    from airgap.core.build_record import BuildRecord
     from airgap.services.deploy.receipts import Receipt
 
 
@@ -114,11 +115,13 @@ class VenvTarget(BaseTarget):
         shutil.rmtree(venv, ignore_errors=True)
         return [f"virtualenv {venv}"]
 
-    def serve_command(self, receipt: Receipt, record: dict[str, Any], content: Path) -> str | None:
+    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
         """The environment and command line that serve the installed model on its port from the
         virtualenv."""
+        from airgap.services.media.extraction import model_file
+
         env = {
-            "AIRGAP_MODEL_PATH": str(content / record["model"]["file"]),
+            "AIRGAP_MODEL_PATH": str(content / model_file(record)),
             "AIRGAP_GOLDEN_PATH": str(content / "model" / "golden.json"),
             "AIRGAP_MODEL_NAME": receipt.name,
             "AIRGAP_MODEL_VERSION": receipt.version,

@@ -25,6 +25,7 @@ import zstandard
 
 from airgap.adapters import keys
 from airgap.adapters.archive import Member, TarReader
+from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import (
     BUILD_RECORD,
     FORMAT,
@@ -38,7 +39,6 @@ from airgap.core.bundle_format import (
     SUMS_SIG,
     FileEntry,
     Manifest,
-    check_build_record,
     render_sums,
 )
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
@@ -149,7 +149,7 @@ class V1Format(BundleFormat):
         kept = verify_members(reader, manifest.files, mtime, keep_as, observer)
         # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
         if BUILD_RECORD in kept:
-            check_build_record(kept[BUILD_RECORD])
+            BuildRecord.from_json(kept[BUILD_RECORD])
         return FormatResult(manifest, kept)
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from airgap.adapters.archive import TarReader
 from airgap.core import bundle_v2
+from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import (
     BUILD_RECORD,
     FORMAT_V2,
@@ -24,7 +25,6 @@ from airgap.core.bundle_format import (
     MAX_RATIO,
     FileEntry,
     Manifest,
-    check_build_record,
 )
 from airgap.errors import InvalidInputError, TamperError
 from airgap.services.media.formats._extracting import (
@@ -174,7 +174,7 @@ class V2Format(BundleFormat):
         kept.update(check_external(manifest, front.blob_store, keep))
         # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
         if BUILD_RECORD in kept:
-            check_build_record(kept[BUILD_RECORD])
+            BuildRecord.from_json(kept[BUILD_RECORD])
         return FormatResult(manifest, kept)
 
 

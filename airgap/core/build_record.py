@@ -1,0 +1,221 @@
+"""The signed build record (``build.json``) as one typed value.
+
+``bundle`` writes the record as a mapping and signs its bytes; every reader after that (install,
+the targets, candidate, accept, rebuild, sign, provenance, check, the SBOM, the CLI) takes a
+`BuildRecord`: parsed once, here, from the signed bytes, with every field the far side acts on
+checked for its type. `BuildRecord.from_json` returns a valid record or raises InvalidInputError
+naming the field. The parsed mapping is kept (``raw``) for what is written or signed again, so the
+bytes of ``build.json`` never depend on this model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+from airgap.core.bundle_format import build_record_error, check_build_record
+
+__all__ = [
+    "BaseImageRecord",
+    "BuildRecord",
+    "ImageRecord",
+    "ManifestsRecord",
+    "ModelRecord",
+    "ServingRecord",
+    "WheelhouseRecord",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+def _object(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return _EMPTY
+    if not isinstance(value, dict):
+        raise build_record_error(f"{where}{key}", f"must be an object, not {type(value).__name__}")
+    return value
+
+
+def _text(data: Mapping[str, Any], key: str, where: str = "") -> str | None:
+    value = data.get(key)
+    if value is None or isinstance(value, str):
+        return value
+    raise build_record_error(f"{where}{key}", f"must be a string, not {type(value).__name__}")
+
+
+def _integer(data: Mapping[str, Any], key: str, where: str = "") -> int | None:
+    value = data.get(key)
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    raise build_record_error(f"{where}{key}", f"must be an integer: {value!r:.40}")
+
+
+def _list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
+    value = data.get(key)
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise build_record_error(f"{where}{key}", f"must be a list, not {type(value).__name__}")
+    return value
+
+
+def _strings(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, str]:
+    value = _object(data, key, where)
+    for k, v in value.items():
+        if not isinstance(v, str):
+            raise build_record_error(f"{where}{key}.{k}", f"must be a string, not {type(v).__name__}")
+    return MappingProxyType(dict(value))
+
+
+@dataclass(frozen=True)
+class ServingRecord:
+    """How the model server listens: its port, and the largest batch it takes."""
+
+    port: int | None = None
+    max_batch: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    """The ONNX model: its path in the bundle (a safe relative path), hash, onnxruntime version."""
+
+    file: str | None = None
+    sha256: str | None = None
+    onnxruntime: str | None = None
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """The model image as it was built: tag, ids, user, labels and its Dockerfile."""
+
+    tag: str | None = None
+    id: str | None = None
+    digest: str | None = None
+    config_digest: str | None = None
+    user: str | None = None
+    dockerfile: str | None = None
+    labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    layers: tuple[Any, ...] = ()  # the OCI layers as recorded ({"digest", "size"}), for the manifest
+
+
+@dataclass(frozen=True)
+class BaseImageRecord:
+    """The base image: as the project asked for it, as it was resolved, and its Python."""
+
+    requested: str | None = None
+    resolved: str | None = None
+    python: str | None = None
+
+
+@dataclass(frozen=True)
+class WheelhouseRecord:
+    """One wheelhouse: its lock's hash, its pins, the Python it is for (a target wheelhouse)."""
+
+    lock_sha256: str | None = None
+    pins: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
+    python: str | None = None
+    raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+
+@dataclass(frozen=True)
+class ManifestsRecord:
+    """The Kubernetes manifests: the image reference they name, their namespace, their version."""
+
+    image: str | None = None
+    namespace: str | None = None
+    kubernetes_version: str | None = None
+
+
+@dataclass(frozen=True)
+class BuildRecord:
+    """``build.json``, parsed and checked (the fields the code reads); ``raw`` is the signed mapping."""
+
+    name: str | None
+    version: str | None
+    source_date_epoch: int | None
+    serving: ServingRecord
+    resource_limits: Mapping[str, str] | None
+    model: ModelRecord
+    image: ImageRecord
+    base_image: BaseImageRecord
+    manifests: ManifestsRecord
+    wheelhouses: Mapping[str, WheelhouseRecord]
+    policy: Mapping[str, Any]
+    raw: Mapping[str, Any]
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> BuildRecord:
+        """The record from its signed bytes, or InvalidInputError naming the field that is wrong."""
+        return cls.from_mapping(check_build_record(raw))
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any]) -> BuildRecord:
+        """The record from a mapping already read as JSON (the one ``bundle`` is writing)."""
+        if not isinstance(data, Mapping):
+            raise build_record_error("the document", f"must be an object, not {type(data).__name__}")
+        serving = _object(data, "serving", "")
+        resources = _object(data, "resources", "")
+        model = _object(data, "model", "")
+        image = _object(data, "image", "")
+        base = _object(data, "base_image", "")
+        manifests = _object(data, "manifests", "")
+        wheelhouses = {}
+        for kind, wh in _object(data, "wheelhouses", "").items():
+            if not isinstance(wh, dict):
+                raise build_record_error(f"wheelhouses.{kind}", f"must be an object, not {type(wh).__name__}")
+            where = f"wheelhouses.{kind}."
+            wheelhouses[kind] = WheelhouseRecord(
+                lock_sha256=_text(wh, "lock_sha256", where),
+                pins=_strings(wh, "pins", where),
+                python=_text(wh, "python", where),
+                raw=MappingProxyType(wh),
+            )
+        limits = _strings(resources, "limits", "resources.") if resources.get("limits") else None
+        return cls(
+            name=_text(data, "name"),
+            version=_text(data, "version"),
+            source_date_epoch=_integer(data, "source_date_epoch"),
+            serving=ServingRecord(
+                port=_integer(serving, "port", "serving."),
+                max_batch=_integer(serving, "max_batch", "serving."),
+            ),
+            resource_limits=limits,
+            model=ModelRecord(
+                file=_text(model, "file", "model."),
+                sha256=_text(model, "sha256", "model."),
+                onnxruntime=_text(model, "onnxruntime", "model."),
+            ),
+            image=ImageRecord(
+                tag=_text(image, "tag", "image."),
+                id=_text(image, "id", "image."),
+                digest=_text(image, "digest", "image."),
+                config_digest=_text(image, "config_digest", "image."),
+                user=_text(image, "user", "image."),
+                dockerfile=_text(image, "dockerfile", "image."),
+                labels=_strings(image, "labels", "image."),
+                layers=tuple(_list(image, "layers", "image.")),
+            ),
+            base_image=BaseImageRecord(
+                requested=_text(base, "requested", "base_image."),
+                resolved=_text(base, "resolved", "base_image."),
+                python=_text(base, "python", "base_image."),
+            ),
+            manifests=ManifestsRecord(
+                image=_text(manifests, "image", "manifests."),
+                namespace=_text(manifests, "namespace", "manifests."),
+                kubernetes_version=_text(manifests, "kubernetes_version", "manifests."),
+            ),
+            wheelhouses=MappingProxyType(wheelhouses),
+            policy=MappingProxyType(dict(_object(data, "policy", ""))),
+            raw=MappingProxyType(dict(data)),
+        )
+
+    @property
+    def port(self) -> int:
+        """The port the model server listens on (8080 when the record names none)."""
+        return self.serving.port or 8080

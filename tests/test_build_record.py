@@ -1,0 +1,54 @@
+"""The signed build record as one typed value: parsed once, every field it acts on checked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from airgap.core.build_record import BuildRecord
+from airgap.errors import InvalidInputError
+
+RECORD = {
+    "name": "iris",
+    "version": "1.2.0",
+    "source_date_epoch": 1700000000,
+    "serving": {"port": 9000, "max_batch": 16},
+    "resources": {"limits": {"cpu": "500m", "memory": "512Mi"}},
+    "model": {"file": "model/iris.onnx", "sha256": "0" * 64, "onnxruntime": "1.17.3"},
+    "image": {"tag": "airgap/iris:1.2.0", "labels": {"a": "b"}},
+    "base_image": {"requested": "python:3.11-slim", "resolved": "py@sha256:" + "1" * 64, "python": "3.11"},
+    "manifests": {"image": "registry.local/iris:1.2.0", "namespace": "models"},
+    "wheelhouses": {"image": {"lock_sha256": "2" * 64, "pins": {"onnxruntime": "1.17.3"}}},
+}
+
+
+def test_a_record_is_read_once_into_typed_fields_and_keeps_its_mapping() -> None:
+    record = BuildRecord.from_json(json.dumps(RECORD).encode())
+    assert (record.name, record.version, record.source_date_epoch) == ("iris", "1.2.0", 1700000000)
+    assert (record.port, record.serving.max_batch) == (9000, 16)
+    assert record.resource_limits == {"cpu": "500m", "memory": "512Mi"}
+    assert record.model.file == "model/iris.onnx"
+    assert record.manifests.namespace == "models"
+    assert record.wheelhouses["image"].pins["onnxruntime"] == "1.17.3"
+    assert record.raw == RECORD
+
+
+def test_a_record_without_serving_serves_on_8080() -> None:
+    assert BuildRecord.from_json(b"{}").port == 8080
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"serving": {"port": 0}}, "serving.port"),
+        ({"serving": {"max_batch": "many"}}, "serving.max_batch"),
+        ({"model": {"file": "../etc/passwd"}}, "model.file"),
+        ({"image": "airgap/iris"}, "image"),
+        ({"wheelhouses": {"image": {"pins": {"onnxruntime": 1}}}}, "wheelhouses.image.pins.onnxruntime"),
+        ({"name": 7}, "name"),
+    ],
+)
+def test_a_malformed_record_is_refused_naming_the_field(change: dict[str, object], field: str) -> None:
+    with pytest.raises(InvalidInputError, match=f"build.json is malformed: {field} "):
+        BuildRecord.from_json(json.dumps({**RECORD, **change}).encode())
