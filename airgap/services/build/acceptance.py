@@ -30,11 +30,7 @@ def load_rows(
     spec = project.acceptance
     assert spec is not None
     path = project_dir / spec.data
-    try:
-        text = read_bytes(path, "acceptance data").decode("utf-8")
-    except UnicodeDecodeError:
-        raise InvalidInputError(f"{path}: the acceptance data is not UTF-8 text") from None
-    header, cells = read_csv(text, str(path))
+    header, cells = read_csv_file(path, "acceptance data")
     if spec.label not in header:
         raise InvalidInputError(
             f"{path}: no column {spec.label!r} (acceptance.label)", hint=f"columns: {', '.join(header)}"
@@ -146,3 +142,13 @@ def prepare_acceptance(
         "thresholds": thresholds,
         "workstation": {"onnxruntime": onnxruntime.__version__, "metrics": values},
     }
+
+
+def read_csv_file(path: Path, what: str) -> tuple[list[str], list[list[str]]]:
+    """A project's CSV file (acceptance or reference data): UTF-8 text, refused in one line
+    naming ``what`` and the file otherwise."""
+    try:
+        text = read_bytes(path, what).decode("utf-8")
+    except UnicodeDecodeError:
+        raise InvalidInputError(f"{path}: the {what} is not UTF-8 text") from None
+    return read_csv(text, str(path))

@@ -12,11 +12,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from airgap.adapters.fs import read_bytes
-from airgap.core.datacontract import DataContract, derive, override, read_csv
+from airgap.core.datacontract import DataContract, derive, override
 from airgap.core.project import Project
 from airgap.errors import InvalidInputError
-from airgap.services.build.acceptance import prepare_acceptance
+from airgap.services.build.acceptance import prepare_acceptance, read_csv_file
 from airgap.services.build.model_image import server_module
 
 
@@ -42,12 +41,7 @@ def prepare_data_contract(project: Project, project_dir: Path, model: Path) -> d
             hint="name the [batch, features] input whose columns the contract describes",
         )
     if spec.reference is not None:
-        path = project_dir / spec.reference
-        try:
-            text = read_bytes(path, "reference data").decode("utf-8")
-        except UnicodeDecodeError:
-            raise InvalidInputError(f"{path}: the reference data is not UTF-8 text") from None
-        header, rows = read_csv(text, str(path))
+        header, rows = read_csv_file(project_dir / spec.reference, "reference data")
         contract = override(derive(header, rows, input_name), {f.name: f for f in spec.features})
     else:
         contract = DataContract(input_name, spec.features, 0, ())

@@ -10,7 +10,6 @@ manifest and is re-hashed on the far side. A wrong claim costs a failed verifica
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -20,10 +19,9 @@ from airgap.adapters.fs import read_bytes
 from airgap.core.bundle_format import MANIFEST, MANIFEST_SIG, MAX_MANIFEST, MAX_SIG, ROOT
 from airgap.core.inventory import DeltaPlan, Inventory, merge_held, plan_delta
 from airgap.services.media.formats import next_named, reader_for
+from airgap.services.media.formats._writing import hash_file
 from airgap.services.media.opening import locate_bundle, verify_with_any
 from airgap.services.observer import BYTES, NullObserver, Observer
-
-CHUNK = 1 << 20
 
 
 def load_inventory(path: Path) -> Inventory:
@@ -75,14 +73,8 @@ def content_hashes(files: list[tuple[str, Path]], observer: Observer | None = No
     out: dict[str, int] = {}
     try:
         for _, path in files:
-            h = hashlib.sha256()
-            n = 0
-            with open(path, "rb") as fh:
-                for block in iter(lambda: fh.read(CHUNK), b""):
-                    h.update(block)
-                    n += len(block)
-                    obs.advance("delta", len(block))
-            out[h.hexdigest()] = n
+            sha, size = hash_file(path, lambda n: obs.advance("delta", n))
+            out[sha] = size
     finally:
         obs.end("delta")
     return out

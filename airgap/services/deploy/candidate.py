@@ -23,12 +23,13 @@ from airgap.core.build_record import BuildRecord
 from airgap.core.smoke import compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services.deploy import targets
+from airgap.services.deploy.deploying import deploy_and_smoke
 from airgap.services.deploy.receipts import CANDIDATE, Installed, Journal, Receipt, now
 from airgap.services.deploy.reporting import InstallResult, Witness, repaired
 from airgap.services.deploy.smoketest import curl_line, prediction
 from airgap.services.deploy.targets import InstallContext, InstallOptions, Site, Target
 from airgap.services.deploy.targets._base import quiet
-from airgap.services.media.extraction import disk_error, extract, read_contract, read_record
+from airgap.services.media.extraction import disk_error, read_contract, read_record
 from airgap.services.media.verify import VerifiedBundle, VerifyOptions, verify_and_audit
 from airgap.services.observer import Observer
 from airgap.services.state import State
@@ -136,14 +137,9 @@ def install_candidate(installer: InstallSteps, bundle: Path, options: InstallOpt
     ctx = InstallContext(installer.site, options, receipt, None, record, content, journal, m)
     try:
         journal.step("verified", name=m.name, target=options.target, new=receipt.to_json(), old=None)
-        installer.obs.begin("extract", None)
-        extract(bundle, verified, target.wants, content, installer.blobs, created)
-        installer.obs.end("extract")
-        journal.step("extracted")
-        contract = read_contract(content)
-        target.deploy(ctx)
-        answers, failures = target.answers(installer.site, receipt, contract)
-        mismatches = compare_contract(contract, answers, failures)
+        contract, answers, mismatches = deploy_and_smoke(
+            ctx, target, bundle, verified, installer.blobs, created, installer.obs
+        )
         if mismatches:
             raise AnswerIsNo(
                 f"the candidate {m.name} {m.version} failed its smoke test and was removed "

@@ -33,12 +33,13 @@ from airgap.core.smoke import Mismatch, compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
 from airgap.services.deploy import targets
 from airgap.services.deploy.candidate import forget, install_candidate
+from airgap.services.deploy.deploying import deploy_and_smoke
 from airgap.services.deploy.receipts import CANDIDATE, Installed, Journal, Receipt, now
 from airgap.services.deploy.reporting import InstallResult, Witness, repaired
 from airgap.services.deploy.smoketest import curl_line, prediction
 from airgap.services.deploy.targets import InstallContext, InstallOptions, Site, Target
 from airgap.services.deploy.targets._base import quiet as _quiet
-from airgap.services.media.extraction import disk_error, extract, read_contract, read_record
+from airgap.services.media.extraction import disk_error, read_contract, read_record
 from airgap.services.media.verify import UnsafeOptionWarning, VerifiedBundle, VerifyOptions, verify_and_audit
 from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
@@ -193,16 +194,11 @@ class Installer:
                 new=receipt.to_json(),
                 old=current.to_json() if current else None,
             )
-            # 2. Stream what this target needs out of the bundle, re-hashing every byte.
-            self.obs.begin("extract", None)
-            extract(bundle, verified, target.wants, content, self.blobs, created)
-            self.obs.end("extract")
-            journal.step("extracted")
-            contract = read_contract(content)
-            target.deploy(ctx)
-            answers, failures = target.answers(self.site, receipt, contract)
-            # 3. The model must answer its golden inputs as it did at bundle time, here.
-            mismatches = compare_contract(contract, answers, failures)
+            # 2. Stream what this target needs out of the bundle, re-hashing every byte, deploy it;
+            # 3. the model must answer its golden inputs as it did at bundle time, here.
+            contract, answers, mismatches = deploy_and_smoke(
+                ctx, target, bundle, verified, self.blobs, created, self.obs
+            )
             if mismatches:
                 raise _SmokeFailed(mismatches)
             # 4. Commit: the receipt, then clean up what the old version used and the new one does not.

@@ -8,6 +8,7 @@ write it, hashed again as it is copied: the signature always covers exactly what
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any, cast
 
@@ -32,14 +33,17 @@ def should_compress(path: Path, size: int) -> bool:
     return not head.startswith(_COMPRESSED_MAGIC)
 
 
-def hash_file(path: Path) -> tuple[str, int]:
-    """SHA-256 and size of what one read of the file gives (not what ``stat`` said before)."""
+def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:
+    """SHA-256 and size of what one read of the file gives (not what ``stat`` said before);
+    ``on_bytes`` hears each block's size, for progress."""
     h = hashlib.sha256()
     n = 0
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(CHUNK), b""):
             h.update(block)
             n += len(block)
+            if on_bytes is not None:
+                on_bytes(len(block))
     return h.hexdigest(), n
 
 
