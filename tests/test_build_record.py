@@ -47,8 +47,47 @@ def test_a_record_without_serving_serves_on_8080() -> None:
         ({"image": "airgap/iris"}, "image"),
         ({"wheelhouses": {"image": {"pins": {"onnxruntime": 1}}}}, "wheelhouses.image.pins.onnxruntime"),
         ({"name": 7}, "name"),
+        ({"wheelhouses": {"image": {"lock": 3}}}, "wheelhouses.image.lock"),
+        ({"wheelhouses": {"image": {"built_from_sdist": "pkg"}}}, "wheelhouses.image.built_from_sdist"),
+        ({"wheelhouses": {"image": {"built_from_sdist": [1]}}}, r"wheelhouses.image.built_from_sdist\[0\]"),
+        ({"wheelhouses": {"image": {"downloaded": "3"}}}, "wheelhouses.image.downloaded"),
+        ({"project_file": ["airgap.yaml"]}, "project_file"),
+        ({"project_file": {"sha256": 1}}, "project_file.sha256"),
+        ({"target_profile": {"hostname": 5}}, "target_profile.hostname"),
+        ({"rebuilt_from": {"manifest_sha256": 5}}, "rebuilt_from.manifest_sha256"),
+        ({"rebuilt_from": "iris"}, "rebuilt_from"),
+        ({"phases": {"sbom": "fast"}}, "phases.sbom"),
     ],
 )
 def test_a_malformed_record_is_refused_naming_the_field(change: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidInputError, match=f"build.json is malformed: {field} "):
         BuildRecord.from_json(json.dumps({**RECORD, **change}).encode())
+
+
+def test_the_build_side_fields_are_read_with_their_defaults() -> None:
+    record = BuildRecord.from_json(json.dumps(RECORD).encode())
+    wh = record.wheelhouses["image"]
+    assert (wh.lock, wh.built_from_sdist, wh.downloaded) == (None, (), None)
+    assert record.project_file.name is None and record.project_file.sha256 is None
+    assert (record.target_profile, record.rebuilt_from, dict(record.phases)) == (None, None, {})
+    empty = BuildRecord.from_json(json.dumps({**RECORD, "target_profile": {}, "rebuilt_from": {}}).encode())
+    assert (empty.target_profile, empty.rebuilt_from) == (None, None)
+    full = BuildRecord.from_mapping(
+        {
+            **RECORD,
+            "wheelhouses": {
+                "image": {"lock": "requirements.lock", "built_from_sdist": ["a"], "downloaded": 2},
+            },
+            "project_file": {"name": "airgap.yaml", "sha256": "3" * 64},
+            "target_profile": {"sha256": "4" * 64, "hostname": "site", "arch": "x86_64"},
+            "rebuilt_from": {"name": "iris", "version": "1.1.0", "manifest_sha256": "5" * 64},
+            "phases": {"sbom": 1.5, "project": 0},
+        }
+    )
+    wh = full.wheelhouses["image"]
+    assert (wh.lock, wh.built_from_sdist, wh.downloaded) == ("requirements.lock", ("a",), 2)
+    assert (full.project_file.name, full.project_file.sha256) == ("airgap.yaml", "3" * 64)
+    assert full.target_profile is not None and full.target_profile.hostname == "site"
+    assert full.rebuilt_from is not None and full.rebuilt_from.publisher_key_id is None
+    assert full.rebuilt_from.manifest_sha256 == "5" * 64
+    assert dict(full.phases) == {"sbom": 1.5, "project": 0}

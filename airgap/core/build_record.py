@@ -23,7 +23,10 @@ __all__ = [
     "ImageRecord",
     "ManifestsRecord",
     "ModelRecord",
+    "OriginRecord",
+    "ProjectFileRecord",
     "ServingRecord",
+    "TargetProfileRecord",
     "WheelhouseRecord",
 ]
 
@@ -72,6 +75,22 @@ def _strings(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, str]
     return MappingProxyType(dict(value))
 
 
+def _string_list(data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+    value = _list(data, key, where)
+    for i, v in enumerate(value):
+        if not isinstance(v, str):
+            raise build_record_error(f"{where}{key}[{i}]", f"must be a string, not {type(v).__name__}")
+    return tuple(value)
+
+
+def _seconds(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, float]:
+    value = _object(data, key, where)
+    for k, v in value.items():
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise build_record_error(f"{where}{key}.{k}", f"must be a number, not {type(v).__name__}")
+    return MappingProxyType(dict(value))
+
+
 @dataclass(frozen=True)
 class ServingRecord:
     """How the model server listens: its port, and the largest batch it takes."""
@@ -114,11 +133,16 @@ class BaseImageRecord:
 
 @dataclass(frozen=True)
 class WheelhouseRecord:
-    """One wheelhouse: its lock's hash, its pins, the Python it is for (a target wheelhouse)."""
+    """One wheelhouse: its lock (path in the bundle) and the lock's hash, its pins, the Python it
+    is for (a target wheelhouse), the packages built from sdists; ``downloaded`` is a fact of the
+    run, in the writer's in-memory record only (build.json does not carry it)."""
 
     lock_sha256: str | None = None
     pins: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     python: str | None = None
+    lock: str | None = None
+    built_from_sdist: tuple[str, ...] = ()
+    downloaded: int | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
@@ -129,6 +153,33 @@ class ManifestsRecord:
     image: str | None = None
     namespace: str | None = None
     kubernetes_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ProjectFileRecord:
+    """The project file (airgap.yaml) the bundle was built from: its name and hash."""
+
+    name: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetProfileRecord:
+    """The site profile the bundle was built for: its hash, the host it describes, its arch."""
+
+    sha256: str | None = None
+    hostname: str | None = None
+    arch: str | None = None
+
+
+@dataclass(frozen=True)
+class OriginRecord:
+    """``rebuilt_from``: the signed bundle an ``airgap rebuild`` started from."""
+
+    name: str | None = None
+    version: str | None = None
+    manifest_sha256: str | None = None
+    publisher_key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +198,10 @@ class BuildRecord:
     wheelhouses: Mapping[str, WheelhouseRecord]
     policy: Mapping[str, Any]
     raw: Mapping[str, Any]
+    project_file: ProjectFileRecord = ProjectFileRecord()
+    target_profile: TargetProfileRecord | None = None  # None when absent or empty
+    rebuilt_from: OriginRecord | None = None  # None when absent or empty
+    phases: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # in-memory record only
 
     @classmethod
     def from_json(cls, raw: bytes) -> BuildRecord:
@@ -173,9 +228,15 @@ class BuildRecord:
                 lock_sha256=_text(wh, "lock_sha256", where),
                 pins=_strings(wh, "pins", where),
                 python=_text(wh, "python", where),
+                lock=_text(wh, "lock", where),
+                built_from_sdist=_string_list(wh, "built_from_sdist", where),
+                downloaded=_integer(wh, "downloaded", where),
                 raw=MappingProxyType(wh),
             )
         limits = _strings(resources, "limits", "resources.") if resources.get("limits") else None
+        project_file = _object(data, "project_file", "")
+        profile = _object(data, "target_profile", "")
+        origin = _object(data, "rebuilt_from", "")
         return cls(
             name=_text(data, "name"),
             version=_text(data, "version"),
@@ -213,6 +274,30 @@ class BuildRecord:
             wheelhouses=MappingProxyType(wheelhouses),
             policy=MappingProxyType(dict(_object(data, "policy", ""))),
             raw=MappingProxyType(dict(data)),
+            project_file=ProjectFileRecord(
+                name=_text(project_file, "name", "project_file."),
+                sha256=_text(project_file, "sha256", "project_file."),
+            ),
+            target_profile=(
+                TargetProfileRecord(
+                    sha256=_text(profile, "sha256", "target_profile."),
+                    hostname=_text(profile, "hostname", "target_profile."),
+                    arch=_text(profile, "arch", "target_profile."),
+                )
+                if profile
+                else None
+            ),
+            rebuilt_from=(
+                OriginRecord(
+                    name=_text(origin, "name", "rebuilt_from."),
+                    version=_text(origin, "version", "rebuilt_from."),
+                    manifest_sha256=_text(origin, "manifest_sha256", "rebuilt_from."),
+                    publisher_key_id=_text(origin, "publisher_key_id", "rebuilt_from."),
+                )
+                if origin
+                else None
+            ),
+            phases=_seconds(data, "phases", ""),
         )
 
     @property
