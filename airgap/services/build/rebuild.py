@@ -34,6 +34,7 @@ from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
 from airgap.adapters.wheels import sha256_file
 from airgap.core import rebuild as fit
+from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import check_build_record
 from airgap.core.project import Waiver
 from airgap.core.signing import allowed_algorithm
@@ -130,7 +131,8 @@ def rebuild(
         tags = compute_tags(py)
     # 3. Which wheelhouse fits, from the signed file names alone: refused before any extraction.
     files = [f.content_path for f in verified.manifest.files]
-    chosen = fit.choose(fit.candidates(record, files), tags)
+    typed = BuildRecord.from_mapping(record)
+    chosen = fit.choose(fit.candidates(typed.wheelhouses, typed.base_image.python, files), tags)
     if chosen.chosen is None:
         site = f"{options.base} (Python {py.version_str}, glibc {py.glibc or 'none'})"
         raise InvalidInputError(
