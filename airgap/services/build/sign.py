@@ -128,7 +128,7 @@ def pack_staging(
     record = _staged_record(staging)
     policy = compliance_verdict(staging, unsafe_sign_failed_policy)
     # The provenance is a content file like any other: the manifest's signature covers its hash.
-    write_provenance(staging, dict(record.raw), signer)
+    write_provenance(staging, record, signer)
     image = record.image
     images = []
     if image.digest:
