@@ -91,3 +91,32 @@ def test_the_build_side_fields_are_read_with_their_defaults() -> None:
     assert full.rebuilt_from is not None and full.rebuilt_from.publisher_key_id is None
     assert full.rebuilt_from.manifest_sha256 == "5" * 64
     assert dict(full.phases) == {"sbom": 1.5, "project": 0}
+
+
+def test_a_lenient_read_takes_a_mistyped_field_as_absent_and_still_refuses_a_non_object() -> None:
+    mistyped = {
+        **RECORD,
+        "name": 7,
+        "source_date_epoch": "1700000000",
+        "image": {"tag": 5, "user": "1000", "labels": {"a": 1}},
+        "base_image": [],
+        "policy": "strict",
+        "wheelhouses": {"image": "requirements.lock", "py3.9": {"lock": 3, "python": "3.9"}},
+    }
+    with pytest.raises(InvalidInputError, match="build.json is malformed: base_image must be an object"):
+        BuildRecord.from_mapping(mistyped)
+    record = BuildRecord.from_mapping(mistyped, lenient=True)
+    assert (record.name, record.version, record.source_date_epoch) == (None, "1.2.0", None)
+    assert (record.image.tag, record.image.user, dict(record.image.labels)) == (None, "1000", {})
+    assert record.image.present and not record.base_image.present
+    assert (dict(record.policy), list(record.wheelhouses)) == ({}, ["py3.9"])
+    assert (record.wheelhouses["py3.9"].lock, record.wheelhouses["py3.9"].python) == (None, "3.9")
+    with pytest.raises(InvalidInputError, match="build.json is malformed: the document must be an object"):
+        BuildRecord.from_mapping([], lenient=True)  # type: ignore[arg-type]
+
+
+def test_a_section_is_present_only_as_a_non_empty_object() -> None:
+    record = BuildRecord.from_json(json.dumps(RECORD).encode())
+    assert record.image.present and record.base_image.present
+    empty = BuildRecord.from_json(json.dumps({**RECORD, "image": {}, "base_image": None}).encode())
+    assert not empty.image.present and not empty.base_image.present
