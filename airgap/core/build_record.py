@@ -5,7 +5,10 @@ the targets, candidate, accept, rebuild, sign, provenance, check, the SBOM, the 
 `BuildRecord`: parsed once, here, from the signed bytes, with every field the far side acts on
 checked for its type. `BuildRecord.from_json` returns a valid record or raises InvalidInputError
 naming the field. The parsed mapping is kept (``raw``) for what is written or signed again, so the
-bytes of ``build.json`` never depend on this model.
+bytes of ``build.json`` never depend on this model: a writer that changes a record (rebuild) edits
+a copy of ``raw`` and parses the result again. The checklist and the SBOM, which also read an
+unsigned staging directory's record, parse it leniently (``from_mapping(..., lenient=True)``): a
+field of the wrong type reads as absent.
 """
 
 from __future__ import annotations

@@ -143,7 +143,7 @@ def pack_staging(
             }
         )
     metadata = {
-        "target_profile_sha256": (record.raw.get("target_profile") or {}).get("sha256"),
+        "target_profile_sha256": record.target_profile.sha256 if record.target_profile else None,
         "images": images,
         "locks": {kind: wh.lock_sha256 for kind, wh in record.wheelhouses.items()},
         "policy": policy,
