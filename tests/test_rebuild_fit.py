@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from packaging.tags import Tag
 
+from airgap.core.build_record import BuildRecord
 from airgap.core.profile import Profile
 from airgap.core.project import parse_project
 from airgap.core.rebuild import Candidate, TargetSpec, candidates, choose, misfits, suggestion, target_facts
@@ -78,7 +79,8 @@ PY39 = [Tag("cp39", "cp39", "manylinux_2_17_x86_64"), Tag("py3", "none", "any")]
 
 
 def test_the_first_wheelhouse_that_fits_entirely_is_chosen_host_wheelhouses_never() -> None:
-    found = candidates(RECORD, FILES)
+    record = BuildRecord.from_mapping(RECORD)
+    found = candidates(record.wheelhouses, record.base_image.python, FILES)
     assert [c.kind for c in found] == ["image", "py3.9"]
     fit = choose(found, PY39)
     assert fit.chosen is not None and fit.chosen.kind == "py3.9" and fit.chosen.directory == "targets/py3.9"

@@ -30,6 +30,7 @@ from airgap.adapters.image_contents import (
 )
 from airgap.adapters.image_contents import read_image_archive as read_image_archive
 from airgap.adapters.image_contents import resolve_oci_layout as resolve_oci_layout
+from airgap.core.build_record import BuildRecord
 from airgap.core.policy import mapping_of
 from airgap.core.sbom import (
     Distro,
@@ -154,7 +155,7 @@ def _same_version(a: str, b: str) -> bool:
 # --------------------------------------------------------------------------------------- the SBOM
 
 
-def _build_record(staging: Path) -> dict[str, Any]:
+def _build_record(staging: Path) -> BuildRecord:
     path = staging / "build.json"
     try:
         data = json.loads(path.read_text())
@@ -166,7 +167,8 @@ def _build_record(staging: Path) -> dict[str, Any]:
         raise InvalidInputError(f"cannot read {path}: {exc}") from None
     if not isinstance(data, dict):
         raise InvalidInputError(f"{path} is not a build record")
-    return data
+    # An unsigned staging directory's record, read as found: a field of the wrong type is absent.
+    return BuildRecord.from_mapping(data, lenient=True)
 
 
 def _arch(config: Mapping[str, Any]) -> str:
@@ -186,16 +188,14 @@ def staging_sbom_inputs(
             staging / "host" / "requirements.lock", staging / "host" / "wheels", "host"
         )
     model: ModelInfo | None = None
-    model_rec = mapping_of(record.get("model"))
-    model_file = model_rec.get("file")
-    if isinstance(model_file, str) and normalize_member(model_file) == model_file:
+    model_file = record.model.file
+    if model_file is not None and normalize_member(model_file) == model_file:
         digest = sha256_file(staging / model_file)
-        recorded = model_rec.get("sha256")
+        recorded = record.model.sha256
         if recorded and recorded != digest:
             raise IntegrityError(f"{model_file}: SHA-256 {digest} is not the {recorded} build.json records")
         model = ModelInfo(model_file, digest)
-    image_rec = mapping_of(record.get("image"))
-    base_rec = mapping_of(record.get("base_image"))
+    image_rec, base_rec = record.image, record.base_image
     contents = read_staging_image(staging, scan_layers=True)
     packages: list[OsPackage] = []
     distro: Distro | None = None
@@ -204,29 +204,29 @@ def staging_sbom_inputs(
         distro = distro_of(contents)
         packages, source = os_packages(contents)
         config = mapping_of(contents.config.get("config"))
-        ref = str(image_rec.get("tag") or (contents.repo_tags[0] if contents.repo_tags else "model-image"))
+        ref = image_rec.tag or (contents.repo_tags[0] if contents.repo_tags else "model-image")
         if source == "rpm":
             source = "rpm: the image has an rpm database, not read (no container engine given)"
             if engine is not None:
                 try:
-                    packages = rpm_packages(str(image_rec.get("id") or ref), engine)
+                    packages = rpm_packages(image_rec.id or ref, engine)
                     source = "rpm: rpm -qa inside the image, network off"
                 except AirgapError as exc:
                     source = f"rpm: the image has an rpm database that could not be read: {exc.one_line()}"
         image = ImageInfo(
             ref=ref,
             image_id=contents.config_digest,
-            manifest_digest=contents.manifest_digest or _digest_or_none(image_rec.get("digest")),
+            manifest_digest=contents.manifest_digest or _digest_or_none(image_rec.digest),
             architecture=_arch(contents.config),
             os=str(contents.config.get("os") or "linux"),
-            user=str(config.get("User") or image_rec.get("user") or ""),
-            base_requested=str(base_rec.get("requested") or ""),
-            base_resolved=str(base_rec.get("resolved") or ""),
+            user=str(config.get("User") or image_rec.user or ""),
+            base_requested=base_rec.requested or "",
+            base_resolved=base_rec.resolved or "",
             os_packages_source=source,
         )
     return SbomInputs(
-        name=str(record.get("name") or staging.name),
-        version=str(record.get("version") or "0.0.0"),
+        name=record.name or staging.name,
+        version=record.version or "0.0.0",
         timestamp=timestamp,
         tool_version=__version__,
         wheels=tuple(wheels),

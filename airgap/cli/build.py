@@ -203,6 +203,7 @@ def bundle(
     count = parity_count(parity, part_size)
     from airgap.adapters.docker_engine import DockerEngine
     from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
+    from airgap.core.build_record import BuildRecord
     from airgap.core.bundle_format import parse_size
     from airgap.services.build import bundle as svc
     from airgap.services.build.wheelhouse import default_cache_dir
@@ -271,23 +272,27 @@ def bundle(
             }
         )
         return
-    table = _Table(title=f"bundle {rec['name']} {rec['version']}", show_header=False, title_justify="left")
+    # The writer's in-memory record: build.json's fields and this run's (downloads, phase timings).
+    built_record = BuildRecord.from_mapping(rec)
+    image = built_record.image
+    table = _Table(
+        title=f"bundle {built_record.name} {built_record.version}", show_header=False, title_justify="left"
+    )
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("base image", rec["base_image"]["resolved"])
-    table.add_row(
-        "model image", f"{rec['image']['tag']} ({rec['image']['id'][:19]}) user {rec['image']['user']}"
-    )
-    for kind, wh in rec["wheelhouses"].items():
-        built = f", built offline: {', '.join(wh['built_from_sdist'])}" if wh["built_from_sdist"] else ""
+    table.add_row("base image", built_record.base_image.resolved)
+    table.add_row("model image", f"{image.tag} ({(image.id or '')[:19]}) user {image.user}")
+    for kind, wh in built_record.wheelhouses.items():
+        built = f", built offline: {', '.join(wh.built_from_sdist)}" if wh.built_from_sdist else ""
         table.add_row(
             f"{kind} wheelhouse",
-            f"{len(wh['pins'])} pins, {wh['downloaded']} downloaded{built} · "
-            f"lock sha256 {wh['lock_sha256'][:16]}…",
+            f"{len(wh.pins)} pins, {wh.downloaded} downloaded{built} · "
+            f"lock sha256 {(wh.lock_sha256 or '')[:16]}…",
         )
-    table.add_row("model", f"{rec['model']['file']} (onnxruntime {rec['model']['onnxruntime']})")
+    model = built_record.model
+    table.add_row("model", f"{model.file} (onnxruntime {model.onnxruntime})")
     table.add_row("checklist", _summary_line(result.compliance))
-    table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in rec["phases"].items()))
+    table.add_row("phases", ", ".join(f"{k} {v:.1f}s" for k, v in built_record.phases.items()))
     out_console.print(table)
     if result.compliance.below_gate:
         _print_findings(

@@ -5,7 +5,10 @@ the targets, candidate, accept, rebuild, sign, provenance, check, the SBOM, the 
 `BuildRecord`: parsed once, here, from the signed bytes, with every field the far side acts on
 checked for its type. `BuildRecord.from_json` returns a valid record or raises InvalidInputError
 naming the field. The parsed mapping is kept (``raw``) for what is written or signed again, so the
-bytes of ``build.json`` never depend on this model.
+bytes of ``build.json`` never depend on this model: a writer that changes a record (rebuild) edits
+a copy of ``raw`` and parses the result again. The checklist and the SBOM, which also read an
+unsigned staging directory's record, parse it leniently (``from_mapping(..., lenient=True)``): a
+field of the wrong type reads as absent.
 """
 
 from __future__ import annotations
@@ -23,53 +26,84 @@ __all__ = [
     "ImageRecord",
     "ManifestsRecord",
     "ModelRecord",
+    "OriginRecord",
+    "ProjectFileRecord",
     "ServingRecord",
+    "TargetProfileRecord",
     "WheelhouseRecord",
 ]
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 
 
-def _object(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
-    value = data.get(key)
-    if value is None:
-        return _EMPTY
-    if not isinstance(value, dict):
-        raise build_record_error(f"{where}{key}", f"must be an object, not {type(value).__name__}")
-    return value
+class _Fields:
+    """Reads one field of a given type; a wrong type is refused naming the field or, leniently,
+    read as absent (its default)."""
 
+    def __init__(self, lenient: bool) -> None:
+        self.lenient = lenient
 
-def _text(data: Mapping[str, Any], key: str, where: str = "") -> str | None:
-    value = data.get(key)
-    if value is None or isinstance(value, str):
+    def _refuse(self, name: str, why: str) -> None:
+        if not self.lenient:
+            raise build_record_error(name, why)
+
+    def mapping(self, data: Mapping[str, Any], key: str, where: str) -> Mapping[str, Any]:
+        value = data.get(key)
+        if value is None:
+            return _EMPTY
+        if not isinstance(value, dict):
+            self._refuse(f"{where}{key}", f"must be an object, not {type(value).__name__}")
+            return _EMPTY
         return value
-    raise build_record_error(f"{where}{key}", f"must be a string, not {type(value).__name__}")
 
-
-def _integer(data: Mapping[str, Any], key: str, where: str = "") -> int | None:
-    value = data.get(key)
-    if value is None:
+    def text(self, data: Mapping[str, Any], key: str, where: str = "") -> str | None:
+        value = data.get(key)
+        if value is None or isinstance(value, str):
+            return value
+        self._refuse(f"{where}{key}", f"must be a string, not {type(value).__name__}")
         return None
-    if isinstance(value, int) and not isinstance(value, bool):
+
+    def integer(self, data: Mapping[str, Any], key: str, where: str = "") -> int | None:
+        value = data.get(key)
+        if value is None:
+            return None
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        self._refuse(f"{where}{key}", f"must be an integer: {value!r:.40}")
+        return None
+
+    def array(self, data: Mapping[str, Any], key: str, where: str) -> list[Any]:
+        value = data.get(key)
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            self._refuse(f"{where}{key}", f"must be a list, not {type(value).__name__}")
+            return []
         return value
-    raise build_record_error(f"{where}{key}", f"must be an integer: {value!r:.40}")
 
+    def strings(self, data: Mapping[str, Any], key: str, where: str) -> Mapping[str, str]:
+        value = self.mapping(data, key, where)
+        for k, v in value.items():
+            if not isinstance(v, str):
+                self._refuse(f"{where}{key}.{k}", f"must be a string, not {type(v).__name__}")
+                return _EMPTY
+        return MappingProxyType(dict(value))
 
-def _list(data: Mapping[str, Any], key: str, where: str) -> list[Any]:
-    value = data.get(key)
-    if value is None:
-        return []
-    if not isinstance(value, list):
-        raise build_record_error(f"{where}{key}", f"must be a list, not {type(value).__name__}")
-    return value
+    def string_array(self, data: Mapping[str, Any], key: str, where: str) -> tuple[str, ...]:
+        value = self.array(data, key, where)
+        for i, v in enumerate(value):
+            if not isinstance(v, str):
+                self._refuse(f"{where}{key}[{i}]", f"must be a string, not {type(v).__name__}")
+                return ()
+        return tuple(value)
 
-
-def _strings(data: Mapping[str, Any], key: str, where: str) -> Mapping[str, str]:
-    value = _object(data, key, where)
-    for k, v in value.items():
-        if not isinstance(v, str):
-            raise build_record_error(f"{where}{key}.{k}", f"must be a string, not {type(v).__name__}")
-    return MappingProxyType(dict(value))
+    def seconds(self, data: Mapping[str, Any], key: str, where: str) -> Mapping[str, float]:
+        value = self.mapping(data, key, where)
+        for k, v in value.items():
+            if isinstance(v, bool) or not isinstance(v, (int, float)):
+                self._refuse(f"{where}{key}.{k}", f"must be a number, not {type(v).__name__}")
+                return _EMPTY
+        return MappingProxyType(dict(value))
 
 
 @dataclass(frozen=True)
@@ -101,6 +135,7 @@ class ImageRecord:
     dockerfile: str | None = None
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     layers: tuple[Any, ...] = ()  # the OCI layers as recorded ({"digest", "size"}), for the manifest
+    present: bool = False  # build.json has an image section (a non-empty object)
 
 
 @dataclass(frozen=True)
@@ -110,15 +145,21 @@ class BaseImageRecord:
     requested: str | None = None
     resolved: str | None = None
     python: str | None = None
+    present: bool = False  # build.json has a base_image section (a non-empty object)
 
 
 @dataclass(frozen=True)
 class WheelhouseRecord:
-    """One wheelhouse: its lock's hash, its pins, the Python it is for (a target wheelhouse)."""
+    """One wheelhouse: its lock (path in the bundle) and the lock's hash, its pins, the Python it
+    is for (a target wheelhouse), the packages built from sdists; ``downloaded`` is a fact of the
+    run, in the writer's in-memory record only (build.json does not carry it)."""
 
     lock_sha256: str | None = None
     pins: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     python: str | None = None
+    lock: str | None = None
+    built_from_sdist: tuple[str, ...] = ()
+    downloaded: int | None = None
     raw: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
 
@@ -129,6 +170,33 @@ class ManifestsRecord:
     image: str | None = None
     namespace: str | None = None
     kubernetes_version: str | None = None
+
+
+@dataclass(frozen=True)
+class ProjectFileRecord:
+    """The project file (airgap.yaml) the bundle was built from: its name and hash."""
+
+    name: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetProfileRecord:
+    """The site profile the bundle was built for: its hash, the host it describes, its arch."""
+
+    sha256: str | None = None
+    hostname: str | None = None
+    arch: str | None = None
+
+
+@dataclass(frozen=True)
+class OriginRecord:
+    """``rebuilt_from``: the signed bundle an ``airgap rebuild`` started from."""
+
+    name: str | None = None
+    version: str | None = None
+    manifest_sha256: str | None = None
+    publisher_key_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -147,6 +215,10 @@ class BuildRecord:
     wheelhouses: Mapping[str, WheelhouseRecord]
     policy: Mapping[str, Any]
     raw: Mapping[str, Any]
+    project_file: ProjectFileRecord = ProjectFileRecord()
+    target_profile: TargetProfileRecord | None = None  # None when absent or empty
+    rebuilt_from: OriginRecord | None = None  # None when absent or empty
+    phases: Mapping[str, float] = field(default_factory=lambda: _EMPTY)  # in-memory record only
 
     @classmethod
     def from_json(cls, raw: bytes) -> BuildRecord:
@@ -154,65 +226,104 @@ class BuildRecord:
         return cls.from_mapping(check_build_record(raw))
 
     @classmethod
-    def from_mapping(cls, data: Mapping[str, Any]) -> BuildRecord:
-        """The record from a mapping already read as JSON (the one ``bundle`` is writing)."""
+    def from_mapping(cls, data: Mapping[str, Any], *, lenient: bool = False) -> BuildRecord:
+        """The record from a mapping already read as JSON (the one ``bundle`` is writing).
+
+        ``lenient``: for an unsigned staging directory's record, which the checklist and the SBOM
+        read as they find it: a field of the wrong type reads as absent instead of being refused
+        (a document that is not an object is refused all the same)."""
         if not isinstance(data, Mapping):
             raise build_record_error("the document", f"must be an object, not {type(data).__name__}")
-        serving = _object(data, "serving", "")
-        resources = _object(data, "resources", "")
-        model = _object(data, "model", "")
-        image = _object(data, "image", "")
-        base = _object(data, "base_image", "")
-        manifests = _object(data, "manifests", "")
+        f = _Fields(lenient)
+        serving = f.mapping(data, "serving", "")
+        resources = f.mapping(data, "resources", "")
+        model = f.mapping(data, "model", "")
+        image = f.mapping(data, "image", "")
+        base = f.mapping(data, "base_image", "")
+        manifests = f.mapping(data, "manifests", "")
         wheelhouses = {}
-        for kind, wh in _object(data, "wheelhouses", "").items():
+        for kind, wh in f.mapping(data, "wheelhouses", "").items():
             if not isinstance(wh, dict):
+                if lenient:
+                    continue
                 raise build_record_error(f"wheelhouses.{kind}", f"must be an object, not {type(wh).__name__}")
             where = f"wheelhouses.{kind}."
             wheelhouses[kind] = WheelhouseRecord(
-                lock_sha256=_text(wh, "lock_sha256", where),
-                pins=_strings(wh, "pins", where),
-                python=_text(wh, "python", where),
+                lock_sha256=f.text(wh, "lock_sha256", where),
+                pins=f.strings(wh, "pins", where),
+                python=f.text(wh, "python", where),
+                lock=f.text(wh, "lock", where),
+                built_from_sdist=f.string_array(wh, "built_from_sdist", where),
+                downloaded=f.integer(wh, "downloaded", where),
                 raw=MappingProxyType(wh),
             )
-        limits = _strings(resources, "limits", "resources.") if resources.get("limits") else None
+        limits = f.strings(resources, "limits", "resources.") if resources.get("limits") else None
+        project_file = f.mapping(data, "project_file", "")
+        profile = f.mapping(data, "target_profile", "")
+        origin = f.mapping(data, "rebuilt_from", "")
         return cls(
-            name=_text(data, "name"),
-            version=_text(data, "version"),
-            source_date_epoch=_integer(data, "source_date_epoch"),
+            name=f.text(data, "name"),
+            version=f.text(data, "version"),
+            source_date_epoch=f.integer(data, "source_date_epoch"),
             serving=ServingRecord(
-                port=_integer(serving, "port", "serving."),
-                max_batch=_integer(serving, "max_batch", "serving."),
+                port=f.integer(serving, "port", "serving."),
+                max_batch=f.integer(serving, "max_batch", "serving."),
             ),
             resource_limits=limits,
             model=ModelRecord(
-                file=_text(model, "file", "model."),
-                sha256=_text(model, "sha256", "model."),
-                onnxruntime=_text(model, "onnxruntime", "model."),
+                file=f.text(model, "file", "model."),
+                sha256=f.text(model, "sha256", "model."),
+                onnxruntime=f.text(model, "onnxruntime", "model."),
             ),
             image=ImageRecord(
-                tag=_text(image, "tag", "image."),
-                id=_text(image, "id", "image."),
-                digest=_text(image, "digest", "image."),
-                config_digest=_text(image, "config_digest", "image."),
-                user=_text(image, "user", "image."),
-                dockerfile=_text(image, "dockerfile", "image."),
-                labels=_strings(image, "labels", "image."),
-                layers=tuple(_list(image, "layers", "image.")),
+                tag=f.text(image, "tag", "image."),
+                id=f.text(image, "id", "image."),
+                digest=f.text(image, "digest", "image."),
+                config_digest=f.text(image, "config_digest", "image."),
+                user=f.text(image, "user", "image."),
+                dockerfile=f.text(image, "dockerfile", "image."),
+                labels=f.strings(image, "labels", "image."),
+                layers=tuple(f.array(image, "layers", "image.")),
+                present=bool(image),
             ),
             base_image=BaseImageRecord(
-                requested=_text(base, "requested", "base_image."),
-                resolved=_text(base, "resolved", "base_image."),
-                python=_text(base, "python", "base_image."),
+                requested=f.text(base, "requested", "base_image."),
+                resolved=f.text(base, "resolved", "base_image."),
+                python=f.text(base, "python", "base_image."),
+                present=bool(base),
             ),
             manifests=ManifestsRecord(
-                image=_text(manifests, "image", "manifests."),
-                namespace=_text(manifests, "namespace", "manifests."),
-                kubernetes_version=_text(manifests, "kubernetes_version", "manifests."),
+                image=f.text(manifests, "image", "manifests."),
+                namespace=f.text(manifests, "namespace", "manifests."),
+                kubernetes_version=f.text(manifests, "kubernetes_version", "manifests."),
             ),
             wheelhouses=MappingProxyType(wheelhouses),
-            policy=MappingProxyType(dict(_object(data, "policy", ""))),
+            policy=MappingProxyType(dict(f.mapping(data, "policy", ""))),
             raw=MappingProxyType(dict(data)),
+            project_file=ProjectFileRecord(
+                name=f.text(project_file, "name", "project_file."),
+                sha256=f.text(project_file, "sha256", "project_file."),
+            ),
+            target_profile=(
+                TargetProfileRecord(
+                    sha256=f.text(profile, "sha256", "target_profile."),
+                    hostname=f.text(profile, "hostname", "target_profile."),
+                    arch=f.text(profile, "arch", "target_profile."),
+                )
+                if profile
+                else None
+            ),
+            rebuilt_from=(
+                OriginRecord(
+                    name=f.text(origin, "name", "rebuilt_from."),
+                    version=f.text(origin, "version", "rebuilt_from."),
+                    manifest_sha256=f.text(origin, "manifest_sha256", "rebuilt_from."),
+                    publisher_key_id=f.text(origin, "publisher_key_id", "rebuilt_from."),
+                )
+                if origin
+                else None
+            ),
+            phases=f.seconds(data, "phases", ""),
         )
 
     @property

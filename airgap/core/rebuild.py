@@ -13,7 +13,7 @@ import dataclasses
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from packaging.tags import Tag
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
@@ -121,17 +121,34 @@ class Fit:
         return f"no wheelhouse in the bundle installs on {site} (best tag {best_tag}): " + "; ".join(parts)
 
 
-def candidates(record: Mapping[str, Any], files: Sequence[str]) -> list[Candidate]:
-    """The wheelhouses named in the signed build record, with their wheels from the manifest."""
+class WheelhouseFacts(Protocol):
+    """What a candidate is made of: a build record's wheelhouse (core/build_record.py's
+    WheelhouseRecord; named structurally, as that module imports the project model, which imports
+    this one)."""
+
+    @property
+    def lock(self) -> str | None:
+        """The wheelhouse's lock, relative to the bundle (None: the image's, at the top)."""
+
+    @property
+    def python(self) -> str | None:
+        """The Python a target wheelhouse is for."""
+
+
+def candidates(
+    wheelhouses: Mapping[str, WheelhouseFacts], image_python: str | None, files: Sequence[str]
+) -> list[Candidate]:
+    """The wheelhouses named in the signed build record (``image_python``: its base image's
+    Python), with their wheels from the manifest."""
     out: list[Candidate] = []
-    for kind, wh in (record.get("wheelhouses") or {}).items():
+    for kind, wh in wheelhouses.items():
         if kind not in ("image",) and not str(kind).startswith("py"):
             continue  # the host and airgap wheelhouses are for the bare host, not an image
-        lock = str(wh.get("lock") or "requirements.lock")
+        lock = wh.lock or "requirements.lock"
         directory = lock.rpartition("/")[0]
         prefix = f"{directory}/wheels/" if directory else "wheels/"
         wheels = tuple(sorted(f[len(prefix) :] for f in files if f.startswith(prefix) and f.endswith(".whl")))
-        python = (record.get("base_image") or {}).get("python") if kind == "image" else wh.get("python")
+        python = image_python if kind == "image" else wh.python
         out.append(Candidate(str(kind), directory, python, wheels))
     return out
 

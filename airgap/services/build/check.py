@@ -39,6 +39,7 @@ from airgap import __version__
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.adapters.sbom import SBOM_FILE, read_image_archive, resolve_oci_layout
 from airgap.core import oscal
+from airgap.core.build_record import BuildRecord
 from airgap.core.checklist import ChecklistContext, render_all
 from airgap.core.policy import Catalog, Evaluation, RuleResult, evaluate, mapping_of, parse_catalog
 from airgap.core.profile import Profile
@@ -237,9 +238,9 @@ def _image_config(reader: BundleReader, files: set[str]) -> tuple[dict[str, Any]
     return None, None
 
 
-def _image_facts(record: Mapping[str, Any], config: Mapping[str, Any] | None) -> dict[str, Any] | None:
-    rec = mapping_of(record.get("image"))
-    if not rec and config is None:
+def _image_facts(record: BuildRecord, config: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    rec = record.image
+    if not rec.present and config is None:
         return None
     cfg = mapping_of(config.get("config")) if config else {}
     arch = None
@@ -247,13 +248,14 @@ def _image_facts(record: Mapping[str, Any], config: Mapping[str, Any] | None) ->
         arch = UNAME_ARCH.get(config["architecture"], config["architecture"])
         if arch == "arm":
             arch = {"v6": "armv6l", "v7": "armv7l"}.get(str(config.get("variant")), "armv7l")
-    labels = cfg.get("Labels") if isinstance(cfg.get("Labels"), dict) else rec.get("labels")
+    cfg_labels = cfg.get("Labels")
+    labels: Mapping[str, Any] = cfg_labels if isinstance(cfg_labels, dict) else rec.labels
     return {
-        "ref": rec.get("tag"),
-        "id": rec.get("id") or rec.get("config_digest"),
-        "digest": rec.get("digest"),
-        "user": (cfg.get("User") if cfg else None) or rec.get("user"),
-        "labels": dict(labels) if isinstance(labels, dict) else {},
+        "ref": rec.tag,
+        "id": rec.id or rec.config_digest,
+        "digest": rec.digest,
+        "user": (cfg.get("User") if cfg else None) or rec.user,
+        "labels": dict(labels),
         "exposed_ports": sorted(cfg.get("ExposedPorts") or {}) if cfg else [],
         "env": list(cfg.get("Env") or []) if cfg else [],
         "arch": arch,
@@ -266,12 +268,13 @@ def build_facts(reader: BundleReader, project: Mapping[str, Any] | None = None) 
     present = set(files)
     sources: dict[str, str] = {}
 
-    record: dict[str, Any] = {}
+    record = BuildRecord.from_mapping({}, lenient=True)
     if "build.json" in present:
         loaded = _json_file(reader, "build.json")
         if not isinstance(loaded, dict):
             raise InvalidInputError("build.json in the bundle is not a build record")
-        record = loaded
+        # Possibly an unsigned staging directory's record, read as found: a mistyped field is absent.
+        record = BuildRecord.from_mapping(loaded, lenient=True)
         sources.update(image="build.json", base_image="build.json", project="build.json")
 
     config, config_source = _image_config(reader, present)
@@ -279,12 +282,12 @@ def build_facts(reader: BundleReader, project: Mapping[str, Any] | None = None) 
         sources["image"] = config_source
     image = _image_facts(record, config)
 
-    base_rec = mapping_of(record.get("base_image"))
+    base_rec = record.base_image
     base_image = None
-    if base_rec:
-        resolved = str(base_rec.get("resolved") or "")
+    if base_rec.present:
+        resolved = base_rec.resolved or ""
         base_image = {
-            "requested": base_rec.get("requested"),
+            "requested": base_rec.requested,
             "resolved": resolved or None,
             "pinned_by_digest": DIGEST_REF.match(resolved) is not None,
         }
@@ -328,8 +331,8 @@ def build_facts(reader: BundleReader, project: Mapping[str, Any] | None = None) 
         size = sum(int(sizer(p)) for p in files if not p.startswith("compliance/"))
 
     proj = dict(project) if project else {}
-    proj.setdefault("name", record.get("name"))
-    proj.setdefault("version", record.get("version"))
+    proj.setdefault("name", record.name)
+    proj.setdefault("version", record.version)
     proj.setdefault("namespace", None)
     return {
         "manifests": _manifests(reader, files),
@@ -508,8 +511,9 @@ def check_inputs(
     policy directories and brings its ``fail_on``; an explicit ``fail_on`` wins over both, and
     ``high`` is the default.
     """
-    record = json.loads(reader.read("build.json")) if "build.json" in reader.list() else {}
-    policy = record.get("policy") or {}
+    loaded = json.loads(reader.read("build.json")) if "build.json" in reader.list() else {}
+    record = BuildRecord.from_mapping(loaded, lenient=True)
+    policy: Mapping[str, Any] = record.policy
     waivers = tuple(Waiver(w["rule"], w["justification"]) for w in policy.get("waivers", []))
     dirs = None
     if project_dir is not None:
@@ -517,7 +521,7 @@ def check_inputs(
         waivers = project.policies.waivers
         dirs = policy_directories(project_dir, project.policies)
         policy = {"fail_on": project.policies.fail_on}
-    epoch = int(record.get("source_date_epoch") or 0)
+    epoch = record.source_date_epoch or 0
     return CheckInputs(
         evaluated_at=datetime.fromtimestamp(epoch, timezone.utc),
         waivers=waivers,

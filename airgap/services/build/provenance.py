@@ -18,6 +18,7 @@ from typing import Any
 from airgap import __version__
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.core import attestation as at
+from airgap.core.build_record import BuildRecord
 from airgap.errors import EnvironmentFailure, InvalidInputError
 from airgap.ports import Signer
 from airgap.services.attest import sign_envelope
@@ -45,25 +46,20 @@ def _digest_hex(value: object) -> str | None:
     return None
 
 
-def provenance_statement(staging: Path, record: dict[str, Any]) -> bytes:
+def provenance_statement(staging: Path, record: BuildRecord) -> bytes:
     """The SLSA provenance v1 statement of a staging directory, from its signed build record and
     the files themselves (hashed here, so a subject is what will be packed)."""
-    name, version = str(record["name"]), str(record["version"])
+    name, version = str(record.name), str(record.version)
     subjects: list[at.Subject] = []
-    image = record.get("image") or {}
-    image_digest = _digest_hex(image.get("digest"))
+    image_digest = _digest_hex(record.image.digest)
     if image_digest:
         subjects.append(at.Subject(f"airgap/{name}", image_digest))
-    for rel in (
-        str((record.get("model") or {}).get("file") or ""),
-        "model/contract.json",
-        "model/golden.json",
-    ):
+    for rel in (record.model.file or "", "model/contract.json", "model/golden.json"):
         if rel and (staging / rel).is_file():
             subjects.append(at.Subject(rel, _sha256(staging / rel)))
     locks = []
-    for kind, wh in sorted((record.get("wheelhouses") or {}).items()):
-        rel = str(wh.get("lock") or "")
+    for kind, wh in sorted(record.wheelhouses.items()):
+        rel = wh.lock or ""
         if rel and (staging / rel).is_file():
             digest = _sha256(staging / rel)
             subjects.append(at.Subject(rel, digest))
@@ -73,31 +69,31 @@ def provenance_statement(staging: Path, record: dict[str, Any]) -> bytes:
             f"{staging} has nothing to attest (no image, model or lock)",
             hint="build the staging directory with `airgap bundle`",
         )
-    base = record.get("base_image") or {}
+    base = record.base_image
     resolved: list[dict[str, Any]] = []
-    base_digest = _digest_hex(str(base.get("resolved") or "").rpartition("@")[2])
+    base_digest = _digest_hex((base.resolved or "").rpartition("@")[2])
     if base_digest:
         resolved.append(
             {
                 "name": "base image",
-                "uri": str(base.get("resolved")),
+                "uri": str(base.resolved),
                 "digest": {"sha256": base_digest},
-                "annotations": {"requested": base.get("requested"), "python": base.get("python")},
+                "annotations": {"requested": base.requested, "python": base.python},
             }
         )
     resolved += locks
-    origin = record.get("rebuilt_from") or {}  # `airgap rebuild`: the bundle this one was rebuilt from
-    if origin.get("manifest_sha256"):
+    origin = record.rebuilt_from  # `airgap rebuild`: the bundle this one was rebuilt from
+    if origin is not None and origin.manifest_sha256:
         resolved.append(
             {
-                "name": f"airgap bundle {origin.get('name')} {origin.get('version')}",
-                "uri": f"airgap-bundle:{origin.get('name')}@{origin.get('version')}",
-                "digest": {"sha256": origin["manifest_sha256"]},
-                "annotations": {"publisherKeyId": origin.get("publisher_key_id"), "role": "rebuilt-from"},
+                "name": f"airgap bundle {origin.name} {origin.version}",
+                "uri": f"airgap-bundle:{origin.name}@{origin.version}",
+                "digest": {"sha256": origin.manifest_sha256},
+                "annotations": {"publisherKeyId": origin.publisher_key_id, "role": "rebuilt-from"},
             }
         )
-    project = record.get("project_file") or {}
-    profile = record.get("target_profile") or None
+    project = record.project_file
+    profile = record.target_profile
     predicate = {
         "buildDefinition": {
             "buildType": at.BUILD_TYPE,
@@ -105,17 +101,19 @@ def provenance_statement(staging: Path, record: dict[str, Any]) -> bytes:
                 "project": {
                     "name": name,
                     "version": version,
-                    "file": project.get("name"),
-                    "sha256": project.get("sha256"),
+                    "file": project.name,
+                    "sha256": project.sha256,
                 },
                 "targetProfile": (
-                    {k: profile.get(k) for k in ("sha256", "hostname", "arch")} if profile else None
+                    {"sha256": profile.sha256, "hostname": profile.hostname, "arch": profile.arch}
+                    if profile
+                    else None
                 ),
-                "policy": record.get("policy") or {},
+                "policy": dict(record.policy),
             },
             "internalParameters": {
-                "sourceDateEpoch": record.get("source_date_epoch"),
-                "kubernetesVersion": (record.get("manifests") or {}).get("kubernetes_version"),
+                "sourceDateEpoch": record.source_date_epoch,
+                "kubernetesVersion": record.manifests.kubernetes_version,
             },
             "resolvedDependencies": resolved,
         },
@@ -127,7 +125,7 @@ def provenance_statement(staging: Path, record: dict[str, Any]) -> bytes:
     return at.statement(subjects, at.SLSA_PROVENANCE, predicate)
 
 
-def write_provenance(staging: Path, record: dict[str, Any], signer: Signer) -> Path:
+def write_provenance(staging: Path, record: BuildRecord, signer: Signer) -> Path:
     """Writes the signed provenance into the staging directory, where the packer finds it."""
     envelope = sign_envelope(provenance_statement(staging, record), signer)
     path = staging / PROVENANCE

@@ -34,7 +34,7 @@ from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
 from airgap.adapters.wheels import sha256_file
 from airgap.core import rebuild as fit
-from airgap.core.bundle_format import check_build_record
+from airgap.core.build_record import BuildRecord
 from airgap.core.project import Waiver
 from airgap.core.signing import allowed_algorithm
 from airgap.core.smoke import compare_contract, summary
@@ -112,10 +112,10 @@ def rebuild(
             f"{options.bundle} has no {', '.join(missing)}: it cannot be rebuilt and re-checked",
             hint="ask the publisher for a bundle built by `airgap bundle`",
         )
-    record = check_build_record(verified.kept["build.json"])
+    record = BuildRecord.from_json(verified.kept["build.json"])
     contract = json.loads(verified.kept["model/contract.json"])
-    dockerfile = (record.get("image") or {}).get("dockerfile")
-    old_base = str((record.get("base_image") or {}).get("resolved") or "")
+    dockerfile = record.image.dockerfile
+    old_base = record.base_image.resolved or ""
     if not isinstance(dockerfile, str) or not old_base or old_base not in dockerfile:
         raise InvalidInputError(
             f"{verified.manifest.name} {verified.manifest.version} ships a prebuilt image with no "
@@ -130,7 +130,7 @@ def rebuild(
         tags = compute_tags(py)
     # 3. Which wheelhouse fits, from the signed file names alone: refused before any extraction.
     files = [f.content_path for f in verified.manifest.files]
-    chosen = fit.choose(fit.candidates(record, files), tags)
+    chosen = fit.choose(fit.candidates(record.wheelhouses, record.base_image.python, files), tags)
     if chosen.chosen is None:
         site = f"{options.base} (Python {py.version_str}, glibc {py.glibc or 'none'})"
         raise InvalidInputError(
@@ -152,12 +152,17 @@ def rebuild(
                 state.blob_store,
             )
         if cand.directory:
-            _swap_wheelhouse(staging, record, cand)
-        epoch = int(record["source_date_epoch"])
-        model_file = str(record["model"]["file"])
-        new_record = json.loads(json.dumps(record))
+            record = _swap_wheelhouse(staging, record, cand)
+        name, version = record.name, record.version
+        epoch, model_file = record.source_date_epoch, record.model.file
+        if name is None or version is None or epoch is None or model_file is None:
+            raise InvalidInputError(
+                f"{slug}'s build.json has no name, version, source_date_epoch or model file: "
+                "it cannot be rebuilt",
+                hint="ask the publisher for a bundle built by `airgap bundle`",
+            )
         with phase("model image"):
-            labels = dict((record.get("image") or {}).get("labels") or {})
+            labels = dict(record.image.labels)
             labels.update(
                 {
                     "org.opencontainers.image.base.name": options.base,
@@ -166,7 +171,7 @@ def rebuild(
                     "io.airgap.rebuilt-from": f"{slug} sha256:{verified.manifest_sha256}",
                 }
             )
-            tag = f"airgap/{record['name']}:{record['version']}-site"
+            tag = f"airgap/{name}:{version}-site"
             previous = engine.tagged(tag)
             new_dockerfile = dockerfile.replace(old_base, base_ref)
             layer_epoch = stable_layer_epoch(epoch, base_inspect.get("Created"))
@@ -175,16 +180,16 @@ def rebuild(
                 remove_unshipped(engine, staging, image_id, previous, tag, lease)
         with phase("golden check"):
             ort = _check_golden(engine, tag, model_file, contract)
-            pinned = (record["wheelhouses"]["image"].get("pins") or {}).get("onnxruntime")
+            pinned = record.wheelhouses["image"].pins.get("onnxruntime")
             if pinned and pinned != ort:
                 raise IntegrityError(
                     f"the rebuilt image runs onnxruntime {ort} but its lock pins {pinned}: "
                     "the image is not built from the wheelhouse"
                 )
         with phase("save image"):
-            oci = _save_oci(engine, tag, staging, record, epoch, layer_epoch, obs)
-        old_image = str((record.get("image") or {}).get("digest") or "")
-        _relink_manifests(staging, new_record, old_image, oci.manifest_digest)
+            oci = _save_oci(engine, tag, staging, f"{name}:{version}", epoch, layer_epoch, obs)
+        old_image = record.image.digest or ""
+        _relink_manifests(staging, old_image, oci.manifest_digest)
         inspect = engine.inspect_image(tag)
         rebuilt_from = {
             "format": REBUILT_FORMAT,
@@ -196,32 +201,36 @@ def rebuild(
             "image_digest": old_image,
         }
         base = {"requested": options.base, "resolved": base_ref, "python": py.version_str, "glibc": py.glibc}
-        new_record.update(
+        # The new record is a copy of the original with its own fields set: never the parsed one.
+        doc = _copy(record)
+        doc.update(
             {
                 "base_image": base,
                 "rebuilt_from": rebuilt_from,
-                "model": {**new_record["model"], "onnxruntime": ort},
+                "model": {**doc["model"], "onnxruntime": ort},
+                "image": {
+                    **{k: v for k, v in doc["image"].items() if k != "id"},
+                    "tag": tag,
+                    "labels": inspect.get("Config", {}).get("Labels") or {},
+                    "user": inspect.get("Config", {}).get("User"),
+                    "dockerfile": new_dockerfile,
+                    "digest": oci.manifest_digest,
+                    "config_digest": oci.config_digest,
+                    "layers": [{"digest": d, "size": s} for d, s in oci.layers],
+                },
             }
         )
-        new_record["image"].update(
-            {
-                "tag": tag,
-                "labels": inspect.get("Config", {}).get("Labels") or {},
-                "user": inspect.get("Config", {}).get("User"),
-                "dockerfile": new_dockerfile,
-                "digest": oci.manifest_digest,
-                "config_digest": oci.config_digest,
-                "layers": [{"digest": d, "size": s} for d, s in oci.layers],
-            }
-        )
-        new_record["image"].pop("id", None)
-        _write(staging / "build.json", new_record)
+        if old_image and record.manifests.image is not None:
+            # The Kubernetes manifests name the image by digest: they name the rebuilt one.
+            relinked = record.manifests.image.replace(old_image, oci.manifest_digest)
+            doc["manifests"] = {**doc["manifests"], "image": relinked}
+        _write(staging / "build.json", dict(BuildRecord.from_mapping(doc).raw))
         when = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
         with phase("sbom"):
             _unlink(staging / "sbom.cdx.json")
             write_staging_sbom(staging, timestamp=when, engine=engine)
         with phase("compliance"):
-            policy = record.get("policy") or {}
+            policy = record.policy
             _same_rules(staging / "compliance" / "results.json")
             outcome = check_bundle(
                 DirectoryReader(staging),
@@ -283,16 +292,22 @@ def _unlink(path: Path) -> None:
         path.unlink()
 
 
+def _copy(record: BuildRecord) -> dict[str, Any]:
+    """A deep copy of the record's mapping, to edit into a new record."""
+    copied: dict[str, Any] = json.loads(json.dumps(dict(record.raw)))
+    return copied
+
+
 def _write(path: Path, doc: dict[str, Any]) -> None:
     _unlink(path)
     atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
 
 
-def _swap_wheelhouse(staging: Path, record: dict[str, Any], cand: fit.Candidate) -> None:
+def _swap_wheelhouse(staging: Path, record: BuildRecord, cand: fit.Candidate) -> BuildRecord:
     """The chosen target's wheelhouse becomes the image's (top-level ``wheels/`` and lock); the
-    original image wheelhouse moves to ``targets/pyX.Y``, so the new bundle can go back."""
-    wheelhouses = record["wheelhouses"]
-    orig_py = ".".join(str((record.get("base_image") or {}).get("python") or "3").split(".")[:2])
+    original image wheelhouse moves to ``targets/pyX.Y``, so the new bundle can go back. Returns
+    the record that says so: a new one, re-parsed (``record`` is not changed)."""
+    orig_py = ".".join((record.base_image.python or "3").split(".")[:2])
     back = f"py{orig_py}"
     parked = staging / f".image-{uuid.uuid4().hex[:8]}"
     parked.mkdir()
@@ -303,15 +318,15 @@ def _swap_wheelhouse(staging: Path, record: dict[str, Any], cand: fit.Candidate)
     os.replace(src / "requirements.lock", staging / "requirements.lock")
     shutil.rmtree(src)
     (staging / "targets" / back).parent.mkdir(parents=True, exist_ok=True)
-    if (staging / "targets" / back).exists() or back in wheelhouses:
+    if (staging / "targets" / back).exists() or back in record.wheelhouses:
         back = f"{back}-image"  # a target for the image's own Python: keep both, never merge
     os.replace(parked, staging / "targets" / back)
-    image = wheelhouses["image"]
-    chosen = wheelhouses.pop(cand.kind)
-    chosen.pop("python", None)
-    chosen.pop("glibc", None)
+    image = dict(record.wheelhouses["image"].raw)
+    chosen = {k: v for k, v in record.wheelhouses[cand.kind].raw.items() if k not in ("python", "glibc")}
+    wheelhouses = {kind: dict(wh.raw) for kind, wh in record.wheelhouses.items() if kind != cand.kind}
     wheelhouses["image"] = {**chosen, "lock": "requirements.lock"}
     wheelhouses[back] = {**image, "lock": f"targets/{back}/requirements.lock", "python": orig_py}
+    return BuildRecord.from_mapping({**record.raw, "wheelhouses": wheelhouses})
 
 
 def _check_golden(engine: ImageEngine, tag: str, model_file: str, contract: dict[str, Any]) -> str:
@@ -361,7 +376,7 @@ def _save_oci(
     engine: ImageEngine,
     tag: str,
     staging: Path,
-    record: dict[str, Any],
+    ref: str,
     epoch: int,
     layer_epoch: int,
     obs: Observer,
@@ -376,17 +391,14 @@ def _save_oci(
     return docker_archive_to_oci(
         archive,
         staging / "image" / "oci",
-        f"{record['name']}:{record['version']}",
+        ref,
         epoch,
         layer_epoch=layer_epoch,
     )
 
 
-def _relink_manifests(staging: Path, record: dict[str, Any], old: str, new: str) -> None:
-    """The Kubernetes manifests name the image by digest: point them at the rebuilt one."""
-    manifests = record.get("manifests") or {}
-    if old and isinstance(manifests.get("image"), str):
-        manifests["image"] = manifests["image"].replace(old, new)
+def _relink_manifests(staging: Path, old: str, new: str) -> None:
+    """The Kubernetes manifests name the image by digest: point their files at the rebuilt one."""
     directory = staging / "manifests"
     if not old or not directory.is_dir():
         return

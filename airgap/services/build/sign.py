@@ -128,7 +128,7 @@ def pack_staging(
     record = _staged_record(staging)
     policy = compliance_verdict(staging, unsafe_sign_failed_policy)
     # The provenance is a content file like any other: the manifest's signature covers its hash.
-    write_provenance(staging, dict(record.raw), signer)
+    write_provenance(staging, record, signer)
     image = record.image
     images = []
     if image.digest:
@@ -143,7 +143,7 @@ def pack_staging(
             }
         )
     metadata = {
-        "target_profile_sha256": (record.raw.get("target_profile") or {}).get("sha256"),
+        "target_profile_sha256": record.target_profile.sha256 if record.target_profile else None,
         "images": images,
         "locks": {kind: wh.lock_sha256 for kind, wh in record.wheelhouses.items()},
         "policy": policy,
