@@ -13,7 +13,7 @@ layer may import it.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -160,6 +160,105 @@ class Registry(Protocol):
         ...
 
 
+# -- container runtimes ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """What the install service asks a runtime to run: the container name, the image, the port it serves on,
+    and the limits that stop a misbehaving model from starving the host. The hardening itself is not a
+    choice and so is not a field."""
+
+    name: str
+    image: str  # an image id or tag
+    port: int
+    memory_bytes: int
+    nano_cpus: int
+    labels: dict[str, str] = field(default_factory=dict)
+    restart: str = "unless-stopped"
+
+
+class ContainerRuntime(Protocol):
+    """A far-side container runtime (Docker, Podman), as the container install targets and the
+    installer drive it: load the signed image, switch containers, find what a state directory
+    started. Each implementation turns its own failures into ``EnvironmentFailure``."""
+
+    name: str
+
+    def load(self, archive: Iterable[bytes], tag: str) -> str:
+        """Loads a docker-archive stream; returns the image id, compared with the signed config digest."""
+        ...
+
+    def has_image(self, image_id: str) -> bool:
+        """Whether an image with this id is already loaded: one another install loaded is tagged, not loaded
+        again, and rollback needs the previous version's image still there."""
+        ...
+
+    def tag(self, image_id: str, tag: str) -> None:
+        """Names an image already loaded (another install may have loaded it under another name)."""
+        ...
+
+    def remove_image(self, image_id: str) -> None:
+        """Removes an image by id, by force; one already gone is not an error. The caller must know no other
+        install uses it."""
+        ...
+
+    def create(self, spec: ContainerSpec) -> None:
+        """Creates (not starts) a hardened container, so the old version serves until the new one starts."""
+        ...
+
+    def start(self, name: str) -> None:
+        """Starts a container made by ``create``; it serves once its port answers, not when this returns."""
+        ...
+
+    def stop(self, name: str) -> None:
+        """Stops a container; a missing one is not an error, so undo can always run."""
+        ...
+
+    def remove(self, name: str) -> None:
+        """Removes a container, running or not; a missing one is not an error, so leftovers of an undone run
+        can be cleared blindly."""
+        ...
+
+    def state(self, name: str) -> str | None:
+        """``running``, ``exited``, ... or None when no such container exists: what ready and healthy mean."""
+        ...
+
+    def containers(self, labels: dict[str, str] | None = None) -> list[str]:
+        """Names of the containers airgap created, those with ``labels`` too: how status and uninstall find
+        what a state directory started when no receipt names it."""
+        ...
+
+    def labels(self, name: str) -> dict[str, str]:
+        """The container's labels (empty when there is none): which target started it."""
+        ...
+
+    def logs(self, name: str) -> str:
+        """The tail of the container's log, for the error message when the model server does not come up."""
+        ...
+
+
+class PullingRuntime(ContainerRuntime, Protocol):
+    """A runtime that also pulls by digest: ``--to registry`` runs the image back from the registry it
+    pushed to, to prove the registry serves exactly what was signed (Docker)."""
+
+    def pull(self, ref: str) -> str:
+        """Pulls ``ref`` (a registry reference, by digest) and returns the image id."""
+        ...
+
+
+class KubePlayRuntime(ContainerRuntime, Protocol):
+    """A runtime that also plays Kubernetes YAML on one node: ``--to podman-kube`` (Podman)."""
+
+    def kube_play(self, yaml_text: str, network: str) -> None:
+        """Runs the YAML's pods, replacing those of the same names."""
+        ...
+
+    def kube_down(self, yaml_text: str) -> None:
+        """Tears down what ``kube_play`` of the same YAML started; never raises, so undo can always run."""
+        ...
+
+
 # -- kubectl ----------------------------------------------------------------------------------------
 
 
@@ -251,3 +350,27 @@ class BundleReader(Protocol):
     def read(self, path: str) -> bytes:
         """One file's bytes; raises InvalidInputError if it is not in the bundle."""
         ...
+
+
+# -- the far side's adapters ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Adapters:
+    """The factories the far side's installer and install targets make their adapters with: the CLI
+    passes the real ones (``airgap.cli.wiring.real_adapters``), a fast test its fakes. Each factory
+    raises ``EnvironmentFailure`` when what it makes is not there (no Docker Engine answers, podman
+    is not installed), as the adapter's constructor does."""
+
+    docker: Callable[[], PullingRuntime]
+    podman: Callable[[], KubePlayRuntime]
+    registry: Callable[[str, bool, Path | None], Registry]  # url, insecure, CA bundle
+    kubectl: Callable[[str | None], Kubectl]  # the kubeconfig context, or the current one
+
+    def runtime(self, name: str) -> ContainerRuntime:
+        """The container runtime named ``name`` (``docker`` or ``podman``)."""
+        if name == "docker":
+            return self.docker()
+        if name == "podman":
+            return self.podman()
+        raise UsageError(f"no container runtime is named {name!r}: docker or podman")

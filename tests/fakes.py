@@ -7,10 +7,13 @@ service that starts needing it fails loudly here instead of passing on a stub.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from airgap.errors import EnvironmentFailure
+from airgap.ports import Adapters, ContainerSpec
 
 
 @dataclass
@@ -86,3 +89,104 @@ def image_id(n: int) -> str:
 def record_images(staging: Path, ids: Sequence[str], name: str) -> None:
     """What a build records in its partial directory as it commits step images."""
     (staging / name).write_text("".join(f"{i}\n" for i in ids))
+
+
+@dataclass
+class FakeContainer:
+    """One container in a fake runtime: its image, labels and state."""
+
+    image: str
+    labels: dict[str, str]
+    state: str = "created"
+
+
+class FakeRuntime:
+    """The container-runtime port (``ports.ContainerRuntime``) over dicts of images and containers,
+    with the real adapters' rules: ``containers`` lists only airgap's (install-labelled) ones,
+    narrowed by labels; stopping or removing what is not there is not an error; starting it is.
+    Loading an image is not supported (the engine tier loads real ones)."""
+
+    INSTALL_LABEL = "io.airgap.install"  # what the adapters put on every container they create
+
+    def __init__(self, name: str = "docker") -> None:
+        self.name = name
+        self.images: set[str] = set()
+        self.tags: dict[str, str] = {}  # tag -> image id
+        self.by_name: dict[str, FakeContainer] = {}  # every container, whatever its state
+
+    def add_container(self, name: str, image: str, labels: dict[str, str], state: str = "running") -> None:
+        """A container as an earlier run left it (airgap's install label added, as create adds it)."""
+        self.images.add(image)
+        self.by_name[name] = FakeContainer(image, {self.INSTALL_LABEL: "1", **labels}, state)
+
+    def load(self, archive: Iterable[bytes], tag: str) -> str:
+        raise NotImplementedError("FakeRuntime does not load images: use the engine tier")
+
+    def has_image(self, image_id: str) -> bool:
+        return image_id in self.images
+
+    def tag(self, image_id: str, tag: str) -> None:
+        if image_id not in self.images:
+            raise EnvironmentFailure(f"{self.name}: tagging the image failed: no image {image_id}")
+        self.tags[tag] = image_id
+
+    def remove_image(self, image_id: str) -> None:
+        self.images.discard(image_id)
+        self.tags = {t: i for t, i in self.tags.items() if i != image_id}
+
+    def create(self, spec: ContainerSpec) -> None:
+        if spec.name in self.by_name:
+            raise EnvironmentFailure(f"{self.name}: creating {spec.name} failed: the name is in use")
+        self.by_name[spec.name] = FakeContainer(spec.image, {self.INSTALL_LABEL: "1", **spec.labels})
+
+    def start(self, name: str) -> None:
+        if name not in self.by_name:
+            raise EnvironmentFailure(f"{self.name}: starting {name} failed: no such container")
+        self.by_name[name].state = "running"
+
+    def stop(self, name: str) -> None:
+        if name in self.by_name:
+            self.by_name[name].state = "exited"
+
+    def remove(self, name: str) -> None:
+        self.by_name.pop(name, None)
+
+    def state(self, name: str) -> str | None:
+        c = self.by_name.get(name)
+        return None if c is None else c.state
+
+    def containers(self, labels: dict[str, str] | None = None) -> list[str]:
+        wanted = {self.INSTALL_LABEL: "1", **(labels or {})}
+        return sorted(
+            n for n, c in self.by_name.items() if all(c.labels.get(k) == v for k, v in wanted.items())
+        )
+
+    def labels(self, name: str) -> dict[str, str]:
+        c = self.by_name.get(name)
+        return {} if c is None else dict(c.labels)
+
+    def logs(self, name: str) -> str:
+        return ""
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        raise NotImplementedError(f"FakeRuntime does not support {name}: extend it or use the engine tier")
+
+
+def fake_adapters(docker: FakeRuntime | None = None, podman: FakeRuntime | None = None) -> Adapters:
+    """The far side's adapters with fake runtimes; a runtime given as None is not there (its factory
+    raises EnvironmentFailure, as the real adapter's constructor does), nor are a registry or kubectl."""
+
+    def runtime(rt: FakeRuntime | None, what: str) -> Any:
+        if rt is None:
+            raise EnvironmentFailure(f"{what} is not there (fake)")
+        return rt
+
+    def absent(*_: object) -> Any:
+        raise EnvironmentFailure("not there (fake)")
+
+    return Adapters(
+        docker=lambda: runtime(docker, "docker"),
+        podman=lambda: runtime(podman, "podman"),
+        registry=absent,
+        kubectl=absent,
+    )

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from airgap.cli.wiring import real_adapters
 from airgap.core.candidate_manifests import candidate_objects
 from airgap.services.deploy import targets
 from airgap.services.deploy.candidate import promote
@@ -78,7 +79,7 @@ def test_a_kubernetes_candidate_is_applied_beside_the_current_one_then_promoted_
         ).returncode
         == 0
     )
-    installer = Installer(State(state))
+    installer = Installer(State(state), adapters=real_adapters())
     opts = InstallOptions(
         "kubernetes",
         registry="127.0.0.1:5000",

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from airgap.adapters.kubectl import Rollout
+from airgap.cli.wiring import real_adapters
 from airgap.errors import AnswerIsNo, EnvironmentFailure
 from airgap.services.deploy import targets
 from airgap.services.deploy.install import Installer, InstallOptions
@@ -53,7 +54,7 @@ def far_side(tmp_path: Path, signing_key: Path) -> Iterator[Installer]:
         ).returncode
         == 0
     )
-    installer = Installer(State(state))
+    installer = Installer(State(state), adapters=real_adapters())
     yield installer
     for row in installer.status():
         if row["target"] == "docker":

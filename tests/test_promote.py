@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from airgap.adapters.http import request_json
+from airgap.cli.wiring import real_adapters
 from airgap.services.deploy import targets
 from airgap.services.deploy.install import Installer
 from airgap.services.state import State
@@ -206,7 +207,7 @@ def test_candidate_compare_promote_rollback_on_docker(far: Path, releases: dict[
 
 def venv_answers(far: Path, which: str) -> str:
     """The version a virtualenv install answers as, served from its virtualenv on a free port."""
-    installer = Installer(State(far))
+    installer = Installer(State(far), adapters=real_adapters())
     current, _ = installer.installed.get(NAME, "venv")
     receipt = current if which == "current" else installer.installed.candidate(NAME, "venv")
     assert receipt is not None
@@ -263,6 +264,6 @@ def test_a_candidate_that_fails_its_smoke_test_is_removed_and_the_current_versio
         and after["container"] == before["container"]
     )
     assert answering(port) == "1.0.0" and answering(port + 1) is None
-    docker = Installer(State(far))._started_here()
+    docker = Installer(State(far), adapters=real_adapters())._started_here()
     assert [c for _, _, c in docker if c.endswith("-candidate")] == []
     assert not (far / "journal" / f"{NAME}--docker--candidate.json").exists()

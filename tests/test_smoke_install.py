@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 from airgap.adapters.runtimes import port_in_use
+from airgap.cli.wiring import real_adapters
 from airgap.core.smoke import Tolerance, compare_output
 from tests import sklmodels
 from tests.conftest import EPOCH, PASSPHRASE, ROOT, assert_one_line_error, bundle, run_airgap
@@ -167,7 +168,7 @@ def started_by(state: Path, runtime: str = "docker") -> list[str]:
     from airgap.services.deploy.install import Installer
     from airgap.services.state import State
 
-    label = Installer(State(state)).state_label
+    label = Installer(State(state), adapters=real_adapters()).state_label
     out = subprocess.run(
         [runtime, "ps", "-a", "--filter", f"label=io.airgap.state={label}", "--format", "{{.Names}}"],
         capture_output=True,
@@ -349,7 +350,8 @@ def test_a_model_server_that_dies_before_ready_has_its_last_log_lines_in_the_err
     assert Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text().strip() == "1024"
     state = State(far_side)
     with pytest.raises(EnvironmentFailure) as failure:
-        Installer(state).install(good, InstallOptions("docker", port=80, trusted=tuple(state.trust.keys())))
+        installer = Installer(state, adapters=real_adapters())
+        installer.install(good, InstallOptions("docker", port=80, trusted=tuple(state.trust.keys())))
     line = failure.value.one_line()
     assert "stopped before it was ready on port 80; its last log lines: " in line
     assert "fatal: cannot listen on 127.0.0.1:80: Permission denied" in line

@@ -17,6 +17,7 @@ import pytest
 
 import airgap.services.deploy.targets as targets_pkg
 from airgap.adapters.runtimes import port_in_use
+from airgap.cli.wiring import real_adapters
 from airgap.errors import UsageError
 from airgap.services.deploy import targets
 from airgap.services.deploy.install import Installer, InstallOptions
@@ -57,7 +58,7 @@ def test_a_target_module_dropped_into_the_package_installs_smokes_and_uninstalls
         ).returncode
         == 0
     )
-    installer = Installer(State(state))
+    installer = Installer(State(state), adapters=real_adapters())
     options = InstallOptions(dropped_in, port=PORT, trusted=tuple(State(state).trust.keys()))
     try:
         result = installer.install(Path(built["bundle"][0]), options)

@@ -15,10 +15,10 @@ import json
 import socket
 import subprocess
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 from airgap.errors import EnvironmentFailure
+from airgap.ports import ContainerSpec as ContainerSpec  # declared with the port; named here too
 
 LABEL = "io.airgap.install"
 STATE_LABEL = "io.airgap.state"  # which state directory started the container (a digest of its path)
@@ -41,24 +41,10 @@ def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
     return False
 
 
-@dataclass(frozen=True)
-class ContainerSpec:
-    """What the install service asks a runtime to run: the container name, the image, the port it serves on,
-    and the limits that stop a misbehaving model from starving the host. The hardening itself is not a
-    choice and so is not a field."""
-
-    name: str
-    image: str  # an image id or tag
-    port: int
-    memory_bytes: int
-    nano_cpus: int
-    labels: dict[str, str] = field(default_factory=dict)
-    restart: str = "unless-stopped"
-
-
 class Runtime(abc.ABC):
-    """The port every install target that runs containers drives, so the install service is written once for
-    Docker and Podman; each implementation turns its own failures into ``EnvironmentFailure``."""
+    """The base of both runtimes: the container-runtime port (``ports.ContainerRuntime``) every install
+    target that runs containers drives, so the install service is written once for Docker and Podman;
+    each implementation turns its own failures into ``EnvironmentFailure``."""
 
     name: str
 

@@ -20,6 +20,7 @@ from airgap.cli.common import (
     out_console,
 )
 from airgap.cli.rendering import ConsoleObserver
+from airgap.cli.wiring import real_adapters
 from airgap.errors import AnswerIsNo
 
 if TYPE_CHECKING:
@@ -33,7 +34,7 @@ def run_accept(
     from airgap.services.deploy.accept import accept as measure
     from airgap.services.deploy.install import Installer
 
-    installer = Installer(_state(state_dir), RichObserver(progress))
+    installer = Installer(_state(state_dir), RichObserver(progress), adapters=real_adapters())
     return measure(installer.site, name, target, RichObserver(progress))
 
 

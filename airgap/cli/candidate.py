@@ -21,6 +21,7 @@ from airgap.cli.common import (
     out_console,
 )
 from airgap.cli.evidence import far_side_evidence, report_evidence
+from airgap.cli.wiring import real_adapters
 from airgap.errors import AnswerIsNo
 
 if TYPE_CHECKING:
@@ -77,7 +78,7 @@ def compare(
     from airgap.services.deploy.install import Installer
 
     with _progress() as progress:
-        installer = Installer(_state(state_dir), RichObserver(progress))
+        installer = Installer(_state(state_dir), RichObserver(progress), adapters=real_adapters())
         progress_task = "compare"
         installer.obs.begin(progress_task, None)
         try:
@@ -121,7 +122,7 @@ def promote(
     evidence = far_side_evidence(state)  # the promoted version's smoke test, attested like `smoke`
     try:
         with _progress() as progress:
-            installer = Installer(state, RichObserver(progress), evidence)
+            installer = Installer(state, RichObserver(progress), evidence, adapters=real_adapters())
             result = switch(installer, name, to, InstallOptions(target=to))
     finally:
         attested = report_evidence(evidence)

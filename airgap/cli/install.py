@@ -26,6 +26,7 @@ from airgap.cli.common import (
 )
 from airgap.cli.evidence import far_side_evidence, report_evidence
 from airgap.cli.rendering import ConsoleObserver
+from airgap.cli.wiring import real_adapters
 from airgap.errors import AnswerIsNo, UsageError
 from airgap.services.deploy.targets import names as install_targets
 
@@ -52,7 +53,7 @@ def _installer(
 ) -> "Installer":
     from airgap.services.deploy.install import Installer
 
-    return Installer(_state(state_dir), RichObserver(progress), evidence)
+    return Installer(_state(state_dir), RichObserver(progress), evidence, adapters=real_adapters())
 
 
 def _resolve_target(to: Optional[str]) -> str:
@@ -60,7 +61,7 @@ def _resolve_target(to: Optional[str]) -> str:
 
     if to:
         return to
-    target, why = Installer.default_target()
+    target, why = Installer.default_target(real_adapters())
     err_console.print(f"installing with --to {target}: {why}", markup=False)
     return target
 

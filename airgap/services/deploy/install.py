@@ -26,11 +26,12 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from airgap.adapters.runtimes import STATE_LABEL, DockerRuntime, PodmanRuntime, Runtime
+from airgap.adapters.runtimes import STATE_LABEL
 from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import Manifest
 from airgap.core.smoke import Mismatch, compare_contract, summary
 from airgap.errors import AnswerIsNo, EnvironmentFailure, InvalidInputError, UsageError
+from airgap.ports import Adapters, ContainerRuntime
 from airgap.services.deploy import targets
 from airgap.services.deploy.candidate import forget, install_candidate
 from airgap.services.deploy.deploying import deploy_and_smoke
@@ -92,12 +93,19 @@ def check_policy_gate(manifest: Manifest, unsafe: bool) -> str | None:
 
 
 class Installer:
-    """One far side: its state directory, and the runtimes it has."""
+    """One far side: its state directory, and the adapters it has (``adapters``: the runtimes,
+    registry and kubectl its targets drive; the CLI passes the real ones)."""
 
     def __init__(
-        self, state: State, observer: Observer | None = None, evidence: Witness | None = None
+        self,
+        state: State,
+        observer: Observer | None = None,
+        evidence: Witness | None = None,
+        *,
+        adapters: Adapters,
     ) -> None:
         self.state = state
+        self.adapters = adapters
         self.obs = observer or NullObserver()
         self.evidence = evidence  # attests each smoke-tested install (services/evidence/attestations.py)
         self.installed = Installed(state)
@@ -105,20 +113,22 @@ class Installer:
         # Every container this state directory starts carries this label, so that status and
         # uninstall find it even when no receipt or journal names it (an install killed mid-step).
         self.state_label = hashlib.sha256(str(state.directory.resolve()).encode()).hexdigest()[:16]
-        self.site = Site(state, self.obs, self.installed, self.content_root, self.state_label, targets.find)
+        self.site = Site(
+            state, self.obs, self.installed, self.content_root, self.state_label, targets.find, adapters
+        )
 
     @property
     def blobs(self) -> Path:
         """The shared OCI blob store of the content store."""
         return self.site.blobs
 
-    def _started_here(self, **labels: str) -> list[tuple[str, Runtime, str]]:
+    def _started_here(self, **labels: str) -> list[tuple[str, ContainerRuntime, str]]:
         """(target, runtime, container) of every container this state directory started that still
         exists, with ``labels`` too; runtimes that are not there have none."""
         found = []
-        for runtime_target, make in (("docker", DockerRuntime), ("podman", PodmanRuntime)):
+        for runtime_target in ("docker", "podman"):
             try:
-                rt: Runtime = make()
+                rt = self.adapters.runtime(runtime_target)
                 names = rt.containers({STATE_LABEL: self.state_label, **labels})
             except EnvironmentFailure:
                 continue
@@ -128,10 +138,10 @@ class Installer:
         return found
 
     @staticmethod
-    def default_target() -> tuple[str, str]:
+    def default_target(adapters: Adapters) -> tuple[str, str]:
         """What this host can do, best first; and why it was chosen."""
         try:
-            DockerRuntime()
+            adapters.docker()
             return "docker", "the Docker Engine answers"
         except EnvironmentFailure:
             pass

@@ -22,7 +22,7 @@ from airgap.services.deploy.smoketest import Answers, answers_on, healthz, wait_
 if TYPE_CHECKING:  # the --to choices are listed at start-up: the heavy modules load when used
     from airgap.core.build_record import BuildRecord
     from airgap.core.bundle_format import Manifest
-    from airgap.ports import OciImage
+    from airgap.ports import Adapters, OciImage
     from airgap.services.deploy.receipts import Installed, Journal, Receipt
     from airgap.services.observer import Observer
     from airgap.services.state import State
@@ -49,7 +49,8 @@ class InstallOptions:
 
 @dataclass(frozen=True)
 class Site:
-    """The far side as every target sees it: its state directory, receipts, content store, progress."""
+    """The far side as every target sees it: its state directory, receipts, content store, progress,
+    and the adapters (runtimes, registry, kubectl) a target makes what it drives with."""
 
     state: State
     observer: Observer
@@ -57,6 +58,7 @@ class Site:
     content_root: Path
     state_label: str  # carried by every container this state directory starts
     find_target: Callable[[str], Target | None]  # the --to registry (targets.find): who holds a port
+    adapters: Adapters
 
     @property
     def blobs(self) -> Path:

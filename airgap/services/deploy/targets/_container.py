@@ -4,39 +4,41 @@ old container to the new one step by step, and pushing the image to a registry b
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from airgap import ports
-from airgap.adapters.runtimes import ContainerSpec, Runtime
 from airgap.errors import EnvironmentFailure, InvalidInputError, TamperError, UsageError
+from airgap.ports import ContainerRuntime, ContainerSpec
 from airgap.services.deploy.smoketest import healthz, wait_ready
-from airgap.services.deploy.targets._base import BaseTarget, InstallContext, InstallOptions, Site, quiet
+from airgap.services.deploy.targets._base import BaseTarget, InstallContext, Site, quiet
 
 if TYPE_CHECKING:
     from airgap.core.build_record import BuildRecord
-    from airgap.ports import OciImage
     from airgap.services.deploy.receipts import Receipt
 
 
 class ContainerTarget(BaseTarget):
-    """A hardened container on a runtime, serving on ``127.0.0.1:PORT`` with host networking."""
+    """A hardened container on a runtime, serving on ``127.0.0.1:PORT`` with host networking.
+
+    ``runtime_name`` names the runtime (``docker``, ``podman``) the site's adapters make for it."""
 
     host_port = True
     candidates = True
 
-    def __init__(
-        self, name: str, runtime: Callable[[], Runtime], shares_images_with: frozenset[str], rank: int
-    ) -> None:
+    def __init__(self, name: str, runtime_name: str, shares_images_with: frozenset[str], rank: int) -> None:
         self.name = name
-        self.runtime = runtime
+        self.runtime_name = runtime_name
         self.shares_images_with = shares_images_with  # targets whose images live in the same runtime
         self.rank = rank
 
+    def runtime(self, site: Site) -> ContainerRuntime:
+        """The runtime this target drives, made by the site's adapters (EnvironmentFailure when it is
+        not there)."""
+        return site.adapters.runtime(self.runtime_name)
+
     def deploy(self, ctx: InstallContext) -> None:
         """Loads the signed image and switches from the old container to a new one."""
-        rt = self.runtime()
+        rt = self.runtime(ctx.site)
         r = ctx.receipt
         r.image_id = load_image(ctx, rt)
         r.container = f"airgap-{r.name}-{r.version}-{container_suffix(r)}"
@@ -44,7 +46,7 @@ class ContainerTarget(BaseTarget):
             r.container += "-candidate"
         self.switch_container(ctx, rt, r.image_id)
 
-    def switch_container(self, ctx: InstallContext, rt: Runtime, image: str) -> None:
+    def switch_container(self, ctx: InstallContext, rt: ContainerRuntime, image: str) -> None:
         """Creates the new container, stops the old one, starts the new one and waits for it:
         the one sequence every container target and rollback share, journalled step by step."""
         r, journal = ctx.receipt, ctx.journal
@@ -75,8 +77,9 @@ class ContainerTarget(BaseTarget):
 
     def healthy(self, site: Site, receipt: Receipt) -> bool:
         """Healthy while the container runs and its server answers ``/healthz``."""
+        name = receipt.container or ""
         try:
-            running = bool(receipt.container) and self.runtime().state(receipt.container or "") == "running"
+            running = bool(name) and self.runtime(site).state(name) == "running"
         except (OSError, EnvironmentFailure, ValueError):
             return False
         return running and healthz(receipt.port or 8080)
@@ -87,7 +90,7 @@ class ContainerTarget(BaseTarget):
         old = journal.get("old") or {}
         said = f"{old.get('version')} restored" if old else "nothing left installed"
         with quiet():
-            rt = self.runtime()
+            rt = self.runtime(site)
             if journal.get("container"):
                 with quiet():
                     rt.remove(journal["container"])
@@ -111,11 +114,11 @@ class ContainerTarget(BaseTarget):
         """Removes the old version's container (its image stays, for rollback)."""
         if old.get("container") and old.get("container") != new.get("container"):
             with quiet():
-                self.runtime().remove(old["container"])
+                self.runtime(site).remove(old["container"])
 
     def rollback(self, ctx: InstallContext) -> None:
         """Re-creates the previous version's container from its still-loaded image."""
-        rt = self.runtime()
+        rt = self.runtime(ctx.site)
         prev = ctx.receipt
         if not prev.image_id or not rt.has_image(prev.image_id):
             raise EnvironmentFailure(
@@ -132,7 +135,7 @@ class ContainerTarget(BaseTarget):
         if not receipt.container:
             return removed
         with quiet():
-            rt = self.runtime()
+            rt = self.runtime(site)
             rt.remove(receipt.container)
             removed.append(f"container {receipt.container}")
             # An image another installation still runs, or would roll back to, stays loaded.
@@ -156,7 +159,7 @@ class ContainerTarget(BaseTarget):
         removed: list[str] = []
         named = {r.container for r in site.installed.receipts()}
         with quiet():
-            rt = self.runtime()
+            rt = self.runtime(site)
             if receipt.container and receipt.container not in named:
                 rt.remove(receipt.container)
                 removed.append(f"container {receipt.container}")
@@ -168,7 +171,7 @@ class ContainerTarget(BaseTarget):
         return removed
 
 
-def load_image(ctx: InstallContext, rt: Runtime) -> str:
+def load_image(ctx: InstallContext, rt: ContainerRuntime) -> str:
     """Loads the signed image into ``rt`` (or names the one already there); returns its id, which
     must be the signed config digest."""
     from airgap.adapters.oci import docker_archive_stream
@@ -189,14 +192,13 @@ def load_image(ctx: InstallContext, rt: Runtime) -> str:
     return config_id
 
 
-def push(options: InstallOptions, receipt: Receipt, image: OciImage) -> str:
-    """The signed image's blobs and manifest, byte for byte, to the far side's registry; returns
-    the reference by digest."""
-    from airgap.adapters.registry import Registry
-
+def push(ctx: InstallContext) -> str:
+    """The signed image's blobs and manifest, byte for byte, to the far side's registry (made by the
+    site's adapters); returns the reference by digest."""
+    options, receipt, image = ctx.options, ctx.receipt, ctx.oci_image()
     if not options.registry:
         raise UsageError(f"--to {options.target} needs --registry HOST:PORT")
-    registry: ports.Registry = Registry(options.registry, options.insecure_registry, options.ca_bundle)
+    registry = ctx.site.adapters.registry(options.registry, options.insecure_registry, options.ca_bundle)
     return registry.push_image(image, f"airgap/{receipt.name}", receipt.version)
 
 

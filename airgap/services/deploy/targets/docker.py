@@ -2,12 +2,6 @@
 
 from __future__ import annotations
 
-from airgap.adapters.runtimes import DockerRuntime, Runtime
 from airgap.services.deploy.targets._container import ContainerTarget
 
-
-def _docker() -> Runtime:
-    return DockerRuntime()
-
-
-TARGET = ContainerTarget("docker", _docker, frozenset({"docker", "registry"}), rank=10)
+TARGET = ContainerTarget("docker", "docker", frozenset({"docker", "registry"}), rank=10)

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.adapters.kubectl import KubectlCli
 from airgap.errors import EnvironmentFailure, InvalidInputError, UsageError
 from airgap.ports import Kubectl
 from airgap.services.deploy.smoketest import Answers, answers_on, wait_ready
@@ -29,14 +28,18 @@ ROLLOUT_TIMEOUT = 300.0
 
 
 class KubernetesTarget(BaseTarget):
-    """A cluster reached through the kubectl port; ``kubectl`` makes one for a ``--context``."""
+    """A cluster reached through the kubectl port, made for a ``--context`` by the site's adapters,
+    or by ``kubectl`` when one is given (a test's fake cluster)."""
 
     name = "kubernetes"
     rank = 50
     candidates = True
 
-    def __init__(self, kubectl: Callable[[str | None], Kubectl] = KubectlCli) -> None:
+    def __init__(self, kubectl: Callable[[str | None], Kubectl] | None = None) -> None:
         self.kubectl = kubectl
+
+    def _kubectl(self, site: Site, context: str | None) -> Kubectl:
+        return (self.kubectl or site.adapters.kubectl)(context)
 
     def deploy(self, ctx: InstallContext) -> None:
         """Pushes the image, applies the manifests rewritten to it by digest, and waits for the
@@ -44,7 +47,7 @@ class KubernetesTarget(BaseTarget):
         options, r, content = ctx.options, ctx.receipt, ctx.content
         if not options.registry:
             raise UsageError("--to kubernetes needs --registry HOST:PORT (the cluster's registry)")
-        ref = push(options, r, ctx.oci_image())
+        ref = push(ctx)
         text = rewritten_manifests(content, ctx.record, ref)
         (content / "deploy").mkdir(exist_ok=True)
         path = content / "deploy" / "kubernetes.yaml"
@@ -60,7 +63,7 @@ class KubernetesTarget(BaseTarget):
             where = self._where(ctx, path, text)
         r.extra = {"registry_ref": ref, **where, **({"promoted": promoted} if promoted else {})}
         ctx.journal.step("created", kube=where)  # before apply: an undo knows what to take back
-        self._apply_and_wait(r.extra, text, f"{r.name} {r.version}")
+        self._apply_and_wait(ctx.site, r.extra, text, f"{r.name} {r.version}")
         ctx.journal.step("started")
 
     @staticmethod
@@ -88,8 +91,8 @@ class KubernetesTarget(BaseTarget):
             return []
         return self.remove(site, receipt)
 
-    def _apply_and_wait(self, where: dict[str, Any], text: str, what: str) -> None:
-        kube = self.kubectl(where.get("context"))
+    def _apply_and_wait(self, site: Site, where: dict[str, Any], text: str, what: str) -> None:
+        kube = self._kubectl(site, where.get("context"))
         kube.apply(text)
         rollout = kube.rollout_status(where["namespace"], where["deployment"], ROLLOUT_TIMEOUT)
         if not rollout.complete:
@@ -103,7 +106,7 @@ class KubernetesTarget(BaseTarget):
         """The golden cases sent through a port-forward to the applied deployment, on a port kubectl
         picks."""
         x = receipt.extra
-        kube = self.kubectl(x.get("context"))
+        kube = self._kubectl(site, x.get("context"))
         with kube.port_forward(x["namespace"], x["deployment"], int(x["remote_port"])) as local:
             return answers_on(local, contract, ready_timeout=60)
 
@@ -111,7 +114,7 @@ class KubernetesTarget(BaseTarget):
     def endpoint(self, site: Site, receipt: Receipt) -> Iterator[int]:
         """A port-forward to the applied deployment, on a port kubectl picks, once it is ready."""
         x = receipt.extra
-        kube = self.kubectl(x.get("context"))
+        kube = self._kubectl(site, x.get("context"))
         with kube.port_forward(x["namespace"], x["deployment"], int(x["remote_port"])) as local:
             wait_ready(local, lambda: True, timeout=60)
             yield local
@@ -122,7 +125,8 @@ class KubernetesTarget(BaseTarget):
         if not x.get("namespace"):
             return False  # a receipt that never recorded where it was applied
         try:
-            return self.kubectl(x.get("context")).rollout_status(x["namespace"], x["deployment"], 0).complete
+            kube = self._kubectl(site, x.get("context"))
+            return kube.rollout_status(x["namespace"], x["deployment"], 0).complete
         except (EnvironmentFailure, OSError):
             return False
 
@@ -138,13 +142,13 @@ class KubernetesTarget(BaseTarget):
         if old_text is not None:
             what = f"{old.get('version')}"
             try:
-                self._apply_and_wait(old_where, old_text, what)
+                self._apply_and_wait(site, old_where, old_text, what)
             except EnvironmentFailure as exc:
                 return f"{what} not restored ({exc.message})"
             return f"{what} restored (its manifests applied again, its rollout complete)"
         new_text = _read(new.get("manifests"))
         if new_text is not None:
-            self.kubectl(new.get("context")).delete(_without_namespaces(new_text))
+            self._kubectl(site, new.get("context")).delete(_without_namespaces(new_text))
         return f"nothing left installed (deployment/{new['deployment']} deleted from {new['namespace']})"
 
     def rollback(self, ctx: InstallContext) -> None:
@@ -158,7 +162,7 @@ class KubernetesTarget(BaseTarget):
                 hint=f"install its bundle again: airgap install {prev.bundle}",
             )
         ctx.journal.step("created", kube=prev.extra)
-        self._apply_and_wait(prev.extra, text, f"{prev.name} {prev.version}")
+        self._apply_and_wait(ctx.site, prev.extra, text, f"{prev.name} {prev.version}")
         ctx.journal.step("started")
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
@@ -167,7 +171,7 @@ class KubernetesTarget(BaseTarget):
         text = _read(x.get("manifests"))
         if text is None:
             return []
-        self.kubectl(x.get("context")).delete(_without_namespaces(text))
+        self._kubectl(site, x.get("context")).delete(_without_namespaces(text))
         return [f"deployment/{x.get('deployment')} in namespace {x.get('namespace')}"]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from airgap.adapters.runtimes import PodmanRuntime
 from airgap.services.deploy.targets._container import ContainerTarget
 
-TARGET = ContainerTarget("podman", PodmanRuntime, frozenset({"podman", "podman-kube"}), rank=20)
+TARGET = ContainerTarget("podman", "podman", frozenset({"podman", "podman-kube"}), rank=20)

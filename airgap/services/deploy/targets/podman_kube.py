@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.adapters.runtimes import PodmanRuntime
 from airgap.services.deploy.smoketest import wait_ready
 from airgap.services.deploy.targets._base import BaseTarget, InstallContext, Site, restored
 from airgap.services.deploy.targets._container import load_image, push, rewritten_manifests
@@ -30,10 +29,10 @@ class PodmanKubeTarget(BaseTarget):
 
         from airgap.services.manifests import RenderedFile, for_podman
 
-        rt = PodmanRuntime()
+        rt = ctx.site.adapters.podman()
         r, content, current = ctx.receipt, ctx.content, ctx.current
         if ctx.options.registry:
-            ref = push(ctx.options, r, ctx.oci_image())
+            ref = push(ctx)
             r.extra["registry_ref"] = ref
         else:
             load_image(ctx, rt)
@@ -66,7 +65,7 @@ class PodmanKubeTarget(BaseTarget):
 
     def undo(self, site: Site, journal: dict[str, Any]) -> str:
         """Takes the new pod down and plays the old version's YAML again."""
-        rt = PodmanRuntime()
+        rt = site.adapters.podman()
         new_yaml = _kube_yaml(journal)
         if new_yaml:
             rt.kube_down(new_yaml.read_text())
@@ -80,7 +79,7 @@ class PodmanKubeTarget(BaseTarget):
         kube_yaml = _kube_yaml(receipt.extra)
         if kube_yaml is None:
             return []
-        PodmanRuntime().kube_down(kube_yaml.read_text())
+        site.adapters.podman().kube_down(kube_yaml.read_text())
         return ["podman pod"]
 
 

@@ -5,7 +5,6 @@ serves exactly what was signed."""
 from __future__ import annotations
 
 from airgap.adapters.fs import atomic_write_bytes
-from airgap.adapters.runtimes import DockerRuntime, Runtime
 from airgap.errors import UsageError
 from airgap.services.deploy.targets._base import InstallContext
 from airgap.services.deploy.targets._container import (
@@ -14,10 +13,6 @@ from airgap.services.deploy.targets._container import (
     push,
     rewritten_manifests,
 )
-
-
-def _docker() -> Runtime:
-    return DockerRuntime()
 
 
 class RegistryTarget(ContainerTarget):
@@ -31,7 +26,7 @@ class RegistryTarget(ContainerTarget):
         options, r, content = ctx.options, ctx.receipt, ctx.content
         if not options.registry:
             raise UsageError("--to registry needs --registry HOST:PORT")
-        ref = push(options, r, ctx.oci_image())
+        ref = push(ctx)
         ctx.journal.step("pushed", registry_ref=ref)
         manifests = rewritten_manifests(content, ctx.record, ref)
         (content / "deploy").mkdir(exist_ok=True)
@@ -40,7 +35,7 @@ class RegistryTarget(ContainerTarget):
         )
         r.extra = {"registry_ref": ref, "manifests": str(content / "deploy")}
         # Prove the registry serves exactly the signed image: run it from there, by digest.
-        rt = DockerRuntime()
+        rt = ctx.site.adapters.docker()
         r.container = f"airgap-{r.name}-{r.version}-{container_suffix(r)}-registry"
         r.image_id = rt.pull(ref)
         self.switch_container(ctx, rt, ref)
@@ -51,4 +46,4 @@ class RegistryTarget(ContainerTarget):
         raise UsageError("rollback of --to registry: install the previous bundle again")
 
 
-TARGET = RegistryTarget("registry", _docker, frozenset({"docker", "registry"}), rank=40)
+TARGET = RegistryTarget("registry", "docker", frozenset({"docker", "registry"}), rank=40)
