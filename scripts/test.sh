@@ -3,7 +3,8 @@
 # every test, engine tests included. Extra arguments go to pytest (e.g. -k probe).
 #
 #   bash scripts/test.sh           lint, types, the fast tier and the engine tier
-#   bash scripts/test.sh --fast    lint, types and the fast tier only (no engine, no index): minutes
+#   bash scripts/test.sh --fast    lint, types and the fast tier only: minutes (its tests use no
+#                                  engine and no index; the set-up still readies the machine's tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

@@ -48,7 +48,7 @@ def run_airgap(
     journals that install step.
     """
     if not process and kill_at is None and not (_PROCESS_ONLY_ENV & set(env or {})):
-        return _run_in_process(list(args), env or {}, cwd)
+        return _run_in_process(list(args), env or {}, cwd, timeout)
     full_env = dict(os.environ)
     full_env.update(env or {})
     entry = ["-m", "airgap"]
@@ -66,17 +66,22 @@ def run_airgap(
 
 
 def _run_in_process(
-    argv: list[str], env: dict[str, str], cwd: Path | None
+    argv: list[str], env: dict[str, str], cwd: Path | None, timeout: float
 ) -> subprocess.CompletedProcess[str]:
     """``airgap.cli.main(argv)`` with the environment, directory and standard streams of a child
     process: stdin is empty and not a terminal, stdout and stderr are byte pipes read back as a
     child's would be (universal newlines)."""
     import contextlib
     import io
+    import signal
 
     from airgap.cli import main
 
     saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    # An interrupted command leaves its signals ignored (it is reporting): not this process's.
+    saved_handlers = {
+        sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGALRM)
+    }
     out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
     err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
     saved_stdin = sys.stdin
@@ -85,9 +90,20 @@ def _run_in_process(
         if cwd is not None:
             os.chdir(cwd)
         sys.stdin = io.TextIOWrapper(io.BytesIO(b""), encoding="utf-8")
+
+        def expired(signum: int, frame: object) -> None:
+            raise subprocess.TimeoutExpired(["airgap", *argv], timeout)
+
+        # A command that hangs fails its test after ``timeout``, as a child would, rather than
+        # stopping the whole run. (main() reports it as an internal error: the test sees 70.)
+        signal.signal(signal.SIGALRM, expired)
+        signal.setitimer(signal.ITIMER_REAL, timeout)
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             code = main(argv)
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        for sig, handler in saved_handlers.items():
+            signal.signal(sig, handler)
         sys.stdin = saved_stdin
         os.chdir(saved_cwd)
         os.environ.clear()

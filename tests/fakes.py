@@ -12,27 +12,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airgap.core.build_images import ImageFacts, removal_plan
 from airgap.errors import EnvironmentFailure
 from airgap.ports import Adapters, ContainerSpec
 
 
 @dataclass
 class FakeImage:
-    """One image in the fake engine: its parent, tags and labels."""
+    """One image in the fake engine: its parent, tags, registry digests and labels."""
 
     id: str
     parent: str = ""
     tags: list[str] = field(default_factory=list)
     labels: dict[str, str] = field(default_factory=dict)
     size: int = 1000
+    digests: list[str] = field(default_factory=list)
 
 
 class FakeEngine:
-    """The image engine port over a dict of images, with the removal rules of the real adapter:
-    full ids only; children first; never an image with a tag or a child left; beyond the ids
-    given, only images with airgap's labels."""
-
-    OWN = ("io.airgap.tool.version", "io.airgap.stage")
+    """The image engine port over a dict of images. Removal follows the same plan as the real
+    adapter (``core.build_images.removal_plan``); what the fake adds is the engine's own refusal
+    of an image a container or a child image still uses."""
 
     def __init__(self) -> None:
         self.images: dict[str, FakeImage] = {}
@@ -40,37 +40,33 @@ class FakeEngine:
         self.waited: list[list[str]] = []
         self.removals: list[list[str]] = []
 
-    def add(self, image_id: str, parent: str = "", *, tags: Sequence[str] = (), own: bool = True) -> str:
-        """An image in the engine (``own``: it carries airgap's label)."""
-        labels = {"io.airgap.stage": "install"} if own else {}
-        self.images[image_id] = FakeImage(image_id, parent, list(tags), labels)
+    def add(
+        self,
+        image_id: str,
+        parent: str = "",
+        *,
+        tags: Sequence[str] = (),
+        own: bool = True,
+        digests: Sequence[str] = (),
+    ) -> str:
+        """An image in the engine (``own``: it carries airgap's stage label)."""
+        labels = {"io.airgap.stage": "1"} if own else {}
+        self.images[image_id] = FakeImage(image_id, parent, list(tags), labels, 1000, list(digests))
         return image_id
 
     def remove_build_images(self, ids: Sequence[str]) -> tuple[int, int]:
         self.removals.append(list(ids))
-        recorded = [i for i in ids if i in self.images]
+        facts = [
+            ImageFacts(i.id, i.parent, tuple(i.tags), tuple(i.digests), dict(i.labels), i.size)
+            for i in self.images.values()
+        ]
         count = size = 0
-        order: list[str] = []
-
-        def visit(image_id: str) -> None:
-            for child in [c.id for c in self.images.values() if c.parent == image_id]:
-                visit(child)
-            if image_id not in order:
-                order.append(image_id)
-
-        for image_id in reversed(recorded):
-            visit(image_id)
-        for image_id in order:
-            image = self.images.get(image_id)
-            if image is None or image.tags or image_id in self.running_from:
+        for image_id in removal_plan(facts, ids):
+            in_use = image_id in self.running_from or any(c.parent == image_id for c in self.images.values())
+            if in_use:
                 continue
-            if any(c.parent == image_id for c in self.images.values()):
-                continue
-            if image_id not in recorded and not any(k in image.labels for k in self.OWN):
-                continue
-            del self.images[image_id]
+            size += self.images.pop(image_id).size
             count += 1
-            size += image.size
         return count, size
 
     def wait_for_build_steps(self, ids: Sequence[str], limit: float = 30.0) -> None:

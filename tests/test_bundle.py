@@ -61,9 +61,11 @@ def test_bundle_writes_a_complete_staging_directory(built: dict[str, Any]) -> No
 @pytest.fixture(scope="module")
 def rebundled(built: dict[str, Any], project: Path, cache: Path, signing_key: Path) -> dict[str, Any]:
     """The session's bundle made again: the same project, profile, key and SOURCE_DATE_EPOCH,
-    every image build step run again (--no-build-cache), the wheels and converted layers from the
-    cache the first run warmed. The staging directory is the first one's, replaced."""
+    every image build step run again (--no-build-cache) and every layer converted again (the
+    converted-layer cache emptied), the wheels from the cache the first run warmed. The staging
+    directory is the first one's, replaced."""
     lock_before = (staging(built) / "requirements.lock").read_bytes()
+    shutil.rmtree(cache / "layers", ignore_errors=True)  # every layer converted again too
     again = bundle(
         project,
         cache,
@@ -360,8 +362,8 @@ def test_sdist_only_requirement_becomes_a_locked_wheel_built_offline(tmp_path: P
 def test_two_builds_with_the_same_source_date_epoch_give_identical_bundles(
     built: dict[str, Any], rebundled: dict[str, Any]
 ) -> None:
-    """The first build ran from a cold cache; this one ran every image build step again, with
-    the wheels and converted layers from the warm cache: the bytes must not care."""
+    """The first build ran from a cold cache; this one ran every image build step and layer
+    conversion again, with the wheels from the warm cache: the bytes must not care."""
     import hashlib
 
     again = rebundled

@@ -7,7 +7,6 @@ turned into an airgap error here, with a message that says what to do.
 from __future__ import annotations
 
 import contextlib
-import re
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,18 +17,13 @@ import docker
 import docker.errors
 import requests.exceptions
 
+from airgap.core.build_images import ImageFacts, StepReader, removal_plan
 from airgap.errors import EnvironmentFailure, InvalidInputError
 from airgap.ports import ImageRunner, RunResult, RunSpec
 
 LABEL_ROLE = "io.airgap.role"
-# Every image `airgap bundle` or `rebuild` builds carries it; image removal touches no other image.
-OWN_LABEL = "io.airgap.tool.version"
-# The build stage of airgap's Dockerfile carries this one (build labels reach the last stage only).
-STAGE_LABEL = "io.airgap.stage"
 # The classic builder's progress: " ---> Using cache" precedes a reused image's id, " ---> 1a2b3c4d5e6f"
 # alone on a line is the image a step just committed.
-_STEP_IMAGE = re.compile(r"^\s*---> ([0-9a-f]{12,64})\s*$")
-_CACHE_HIT = re.compile(r"^\s*---> Using cache\s*$")
 
 
 def registry_of(ref: str) -> str:
@@ -200,7 +194,7 @@ class DockerEngine(ImageRunner):
         """
         log: list[str] = []
         image_id: str | None = None
-        cached = False
+        steps = StepReader()
         with _engine_errors(f"building {tag}"):
             stream = self.client.api.build(
                 path=str(context),
@@ -227,14 +221,11 @@ class DockerEngine(ImageRunner):
                     if on_line is not None:
                         on_line(text.rstrip())
                     for line in text.splitlines():
-                        if _CACHE_HIT.match(line):
-                            cached = True
-                        elif (m := _STEP_IMAGE.match(line)) is not None:
-                            if not cached and on_image is not None:
-                                # recorded by full id: a short one is a prefix that could match
-                                # images that are not this build's
-                                on_image(str(self.client.images.get(m.group(1)).id))
-                            cached = False
+                        short = steps.feed(line)
+                        if short is not None and on_image is not None:
+                            # recorded by full id: a short one is a prefix that could match
+                            # images that are not this build's
+                            on_image(str(self.client.images.get(short).id))
                 aux = chunk.get("aux")
                 if isinstance(aux, dict) and "ID" in aux:
                     image_id = str(aux["ID"])
@@ -265,30 +256,6 @@ class DockerEngine(ImageRunner):
             except docker.errors.ImageNotFound:
                 return None
 
-    def remove_unused_image(self, image_id: str, *, ours: bool = False) -> int | None:
-        """Removes an untagged image airgap built that nothing depends on; its size, or None when
-        it was kept.
-
-        Never forced: an image with a tag, a container or a child image is someone's, and stays;
-        so does an image without one of airgap's labels, unless the caller knows it is ``ours``
-        (a step image this run's own build committed): a user's image is never ours to remove.
-        """
-        with _engine_errors(f"removing image {image_id[:19]}"):
-            try:
-                image = self.client.images.get(image_id)
-            except docker.errors.ImageNotFound:
-                return None
-            if [t for t in image.attrs.get("RepoTags") or [] if t != "<none>:<none>"]:
-                return None
-            labels = (image.attrs.get("Config") or {}).get("Labels") or {}
-            if not ours and OWN_LABEL not in labels and STAGE_LABEL not in labels:
-                return None
-            try:
-                self.client.images.remove(image.id, force=False, noprune=False)
-            except (docker.errors.APIError, docker.errors.ImageNotFound):
-                return None  # in use by a container, a parent of another image, or already gone
-            return int(image.attrs.get("Size") or 0)
-
     def wait_for_build_steps(self, ids: Sequence[str], limit: float = 30.0) -> None:
         """Waits until no container runs from any of ``ids`` (the step images a build committed):
         after a client stops listening, the engine finishes (and may commit) the step it was on,
@@ -300,41 +267,38 @@ class DockerEngine(ImageRunner):
                 running = [
                     c
                     for c in self.client.api.containers(all=True)
-                    if str(c.get("ImageID") or "") in wanted
+                    if str(c.get("ImageID") or "") in wanted and c.get("State") in ("created", "running")
                 ]
                 if not running:
                     return
                 time.sleep(0.1)
 
     def remove_build_images(self, ids: Sequence[str]) -> tuple[int, int]:
-        """Removes what a build committed (``ids``, full image ids) and every untagged image on top.
-
-        Children first, each only if nothing uses it (see ``remove_unused_image``): the model
-        image (tagged) and its history stay. The images on top cover the step the engine was
-        committing while an interrupted client stopped listening. Returns (count, bytes) removed.
-        """
+        """Removes what a build committed (``ids``, full image ids) and the images on top, as
+        ``core.build_images.removal_plan`` allows (airgap-labelled, untagged, never pulled),
+        children first; an image the engine says is in use (a container, a child) stays.
+        Returns (count, bytes) removed."""
         with _engine_errors("listing images"):
-            images = self.client.api.images(all=True)
-        children: dict[str, list[str]] = {}
-        for image in images:
-            children.setdefault(str(image.get("ParentId") or ""), []).append(str(image["Id"]))
-        known = {str(image["Id"]) for image in images}
-        full = [wanted for wanted in ids if wanted in known]  # full ids only: never a prefix match
-        order: list[str] = []
-
-        def visit(image_id: str) -> None:
-            for child in children.get(image_id, []):
-                visit(child)
-            if image_id not in order:
-                order.append(image_id)
-
-        for image_id in reversed(full):
-            visit(image_id)
+            listed = self.client.api.images(all=True)
+        facts = [
+            ImageFacts(
+                str(i["Id"]),
+                str(i.get("ParentId") or ""),
+                tuple(i.get("RepoTags") or ()),
+                tuple(i.get("RepoDigests") or ()),
+                dict(i.get("Labels") or {}),
+                int(i.get("Size") or 0),
+            )
+            for i in listed
+        ]
+        sizes = {f.id: f.size for f in facts}
         count = size = 0
-        recorded = set(full)
-        for image_id in order:
-            freed = self.remove_unused_image(image_id, ours=image_id in recorded)
-            if freed is not None:
-                count += 1
-                size += freed
+        for image_id in removal_plan(facts, ids):
+            with _engine_errors(f"removing image {image_id[:19]}"):
+                try:
+                    self.client.images.remove(image_id, force=False, noprune=False)
+                except (docker.errors.APIError, docker.errors.ImageNotFound):
+                    continue  # in use by a container or a child image, or already gone
+            count += 1
+            size += sizes[image_id]
         return count, size

@@ -25,11 +25,10 @@ _FULL_ID = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 
 def lease_directory() -> Path:
-    """Per user, shared by every cache directory: two builds on one engine meet here whatever
-    ``--cache-dir`` each was given."""
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
-    base = Path(runtime) / "airgap" if runtime else Path.home() / ".cache" / "airgap"
-    return base / "engine-leases"
+    """Per user, whatever ``--cache-dir`` or session variables a run has: two builds of one user
+    on one engine meet here from a terminal, cron or a CI runner alike. (Not shared between
+    users: a pending list another user could write would let them name images to remove.)"""
+    return Path.home() / ".cache" / "airgap" / "engine-leases"
 
 
 def _engine_key() -> str:

@@ -20,6 +20,7 @@ import shutil
 import tarfile
 import tempfile
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, cast
@@ -130,12 +131,20 @@ def _source_digest(member_file: IO[bytes]) -> str:
     return h.hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
+def _blob_digests(path: Path) -> tuple[str, str]:
+    """(SHA-256 of a gzip blob, SHA-256 of what it decompresses to), in one read: a cached layer
+    is reused only when both are what its record says, so neither a damaged blob nor a record
+    pointing at another blob can put a wrong layer into a bundle."""
+    blob, diff = hashlib.sha256(), hashlib.sha256()
+    inflate = zlib.decompressobj(wbits=31)  # gzip framing
     with open(path, "rb", buffering=0) as fh:
         while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+            blob.update(chunk)
+            diff.update(inflate.decompress(chunk))
+    diff.update(inflate.flush())
+    if not inflate.eof:
+        return blob.hexdigest(), ""
+    return blob.hexdigest(), diff.hexdigest()
 
 
 class LayerCache:
@@ -161,11 +170,13 @@ class LayerCache:
         hexd = digest.removeprefix("sha256:")
         cached = self.root / "blobs" / hexd
         try:
-            if cached.stat().st_size != size or _file_sha256(cached) != hexd:
+            if cached.stat().st_size != size:
                 return None
-        except OSError:
+            if _blob_digests(cached) != (hexd, diff_id.removeprefix("sha256:")):
+                return None
+        except (OSError, zlib.error):  # unreadable, or not a gzip stream: a miss, rewritten
             return None
-        _place(cached, blobs / hexd)
+        _place(cached, blobs / hexd, replace=True)
         return diff_id, digest, size
 
     def put(self, source: str, epoch: int, blob: Path, diff_id: str, digest: str, size: int) -> None:
@@ -173,17 +184,18 @@ class LayerCache:
         with contextlib.suppress(OSError):
             (self.root / "blobs").mkdir(parents=True, exist_ok=True)
             self._record(source, epoch).parent.mkdir(parents=True, exist_ok=True)
-            _place(blob, self.root / "blobs" / digest.removeprefix("sha256:"))
+            _place(blob, self.root / "blobs" / digest.removeprefix("sha256:"), replace=True)
             record = self._record(source, epoch)
             tmp = record.with_name(f".{record.name}.{os.getpid()}.tmp")
             tmp.write_text(json.dumps({"diff_id": diff_id, "digest": digest, "size": size}))
             os.replace(tmp, record)
 
 
-def _place(src: Path, dest: Path) -> None:
+def _place(src: Path, dest: Path, *, replace: bool = False) -> None:
     """``dest`` gets ``src``'s bytes: a hard link where the file system allows it, else a copy;
-    written under a temporary name and renamed, so a reader never sees half a blob."""
-    if dest.exists():
+    written under a temporary name and renamed, so a reader never sees half a blob. An existing
+    ``dest`` is kept unless ``replace`` (a damaged cached blob is then replaced, not kept)."""
+    if dest.exists() and (not replace or dest.samefile(src)):
         return
     tmp = dest.with_name(f".{dest.name}.{os.getpid()}.tmp")
     with contextlib.suppress(FileNotFoundError):

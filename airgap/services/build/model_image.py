@@ -17,6 +17,7 @@ from typing import Any
 import jinja2
 
 from airgap.adapters.engine_lease import EngineLease
+from airgap.core.build_images import label_stages
 from airgap.core.profile import Profile
 from airgap.core.project import SEVERITIES, Project
 from airgap.errors import AnswerIsNo, IntegrityError, InvalidInputError
@@ -32,7 +33,8 @@ PARTIAL_IMAGES = ".images"  # in a .partial staging directory: the image ids the
 
 def render_dockerfile(project: Project, project_dir: Path, base_ref: str, model_file: str) -> str:
     """The model image's Dockerfile: the project's own template or the shipped one, rendered
-    strictly, so a misspelt variable is an error rather than an empty string in the image."""
+    strictly, so a misspelt variable is an error rather than an empty string in the image; every
+    stage labelled as airgap's, so that what its steps commit can be cleaned up, and nothing else."""
     if project.image.dockerfile_template:
         loader: jinja2.BaseLoader = jinja2.FileSystemLoader(str(project_dir))
         name = project.image.dockerfile_template
@@ -44,16 +46,18 @@ def render_dockerfile(project: Project, project_dir: Path, base_ref: str, model_
     )
     try:
         template = env.get_template(name)
-        return template.render(
-            base_image=base_ref,
-            model_file=model_file,
-            name=project.name,
-            version=project.version,
-            port=project.serving.port,
-            threads=project.serving.threads,
-            max_batch=project.serving.max_batch,
-            max_request_bytes=project.serving.max_request_bytes,
-            uid=IMAGE_UID,
+        return label_stages(
+            template.render(
+                base_image=base_ref,
+                model_file=model_file,
+                name=project.name,
+                version=project.version,
+                port=project.serving.port,
+                threads=project.serving.threads,
+                max_batch=project.serving.max_batch,
+                max_request_bytes=project.serving.max_request_bytes,
+                uid=IMAGE_UID,
+            )
         )
     except jinja2.TemplateError as exc:
         raise InvalidInputError(f"Dockerfile template {name}: {exc}") from None
