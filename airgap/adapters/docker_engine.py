@@ -257,19 +257,21 @@ class DockerEngine(ImageRunner):
                 return None
 
     def wait_for_build_steps(self, ids: Sequence[str], limit: float = 30.0) -> None:
-        """Waits until no container runs from any of ``ids`` (the step images a build committed):
-        after a client stops listening, the engine finishes (and may commit) the step it was on,
-        then removes its container. Polls that condition, bounded by ``limit`` seconds."""
+        """Waits until no container made from any of ``ids`` (the step images this build
+        committed; never the base) exists: after a client stops listening, the engine finishes
+        the step it was on, may commit it once its container has exited, and only then removes
+        the container. An exited container still counts for that reason. Polls that condition,
+        bounded by ``limit`` seconds."""
         wanted = set(ids)
         deadline = time.monotonic() + limit
         with _engine_errors("listing build containers"):
             while time.monotonic() < deadline:
-                running = [
+                present = [
                     c
                     for c in self.client.api.containers(all=True)
-                    if str(c.get("ImageID") or "") in wanted and c.get("State") in ("created", "running")
+                    if str(c.get("ImageID") or "") in wanted
                 ]
-                if not running:
+                if not present:
                     return
                 time.sleep(0.1)
 
