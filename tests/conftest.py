@@ -261,18 +261,16 @@ def signing_key(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return prefix
 
 
+def built_args(signing_key: Path) -> tuple[str, ...]:
+    """How the session's bundle is made (besides project and cache): a test that makes it again
+    to compare bytes must use exactly these."""
+    return ("--profile", str(FOREIGN), "--host-wheelhouse", "--key", str(signing_key.with_suffix(".key")))
+
+
 @pytest.fixture(scope="session")
 def built(project: Path, cache: Path, signing_key: Path, docker_client) -> dict[str, Any]:  # type: ignore[no-untyped-def]
     """The example bundled once per session from a cold cache, signed: staging + bundle."""
-    result = bundle(
-        project,
-        cache,
-        "--profile",
-        str(FOREIGN),
-        "--host-wheelhouse",
-        "--key",
-        str(signing_key.with_suffix(".key")),
-    )
+    result = bundle(project, cache, *built_args(signing_key))
     bundle_file = Path(result["bundle"][0])
     result["bundle_sha256"] = hashlib.sha256(bundle_file.read_bytes()).hexdigest()
     return result

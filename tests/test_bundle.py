@@ -19,7 +19,7 @@ from packaging.utils import parse_wheel_filename
 
 from airgap.core.profile import Profile
 from airgap.core.tags import compute_tags
-from tests.conftest import FOREIGN, bundle
+from tests.conftest import FOREIGN, built_args, bundle
 
 pytestmark = [pytest.mark.docker, pytest.mark.network]
 
@@ -66,16 +66,7 @@ def rebundled(built: dict[str, Any], project: Path, cache: Path, signing_key: Pa
     directory is the first one's, replaced."""
     lock_before = (staging(built) / "requirements.lock").read_bytes()
     shutil.rmtree(cache / "layers", ignore_errors=True)  # every layer converted again too
-    again = bundle(
-        project,
-        cache,
-        "--profile",
-        str(FOREIGN),
-        "--host-wheelhouse",
-        "--key",
-        str(signing_key.with_suffix(".key")),
-        "--no-build-cache",
-    )
+    again = bundle(project, cache, *built_args(signing_key), "--no-build-cache")
     return {**again, "lock_before": lock_before}
 
 
