@@ -20,7 +20,7 @@ from rich.table import Table
 
 from airgap import __version__
 from airgap.adapters.keys import PASSPHRASE_ENV
-from airgap.cli.rendering import ConsoleObserver
+from airgap.cli.rendering import ConsoleObserver, SafeConsole
 from airgap.errors import EXIT_CODES
 
 if TYPE_CHECKING:
@@ -103,8 +103,10 @@ def _plain_help() -> None:
 
 
 _plain_help()
-err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False, soft_wrap=True)
+# Every line airgap prints goes through one of these two: neither lets a control character of a
+# name it quotes reach the terminal (``SafeConsole``).
+err_console: Console = SafeConsole(stderr=True, highlight=False)
+out_console: Console = SafeConsole(highlight=False, soft_wrap=True)
 
 
 class _Table(Table):
