@@ -398,6 +398,19 @@ def test_a_key_file_with_a_second_key_block_is_refused(tmp_path: Path) -> None:
     assert "2 PEM blocks" in line, line
 
 
+def test_a_signing_key_file_with_a_second_key_block_is_refused(tmp_path: Path) -> None:
+    make_key(tmp_path, "first")
+    make_key(tmp_path, "second")
+    both = tmp_path / "both.key"
+    both.write_bytes((tmp_path / "first.key").read_bytes() + (tmp_path / "second.key").read_bytes())
+    env = {**SITE_PASS, "AIRGAP_SITE_KEY": f"file:{both}"}
+    out = tmp_path / "evidence.json"
+    proc = run_airgap("evidence", "export", "-o", str(out), "--state-dir", str(tmp_path / "state"), env=env)
+    line = assert_one_line_error(proc, 4)
+    assert "2 PEM blocks" in line, line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("after", [b"junk\n", b"\x30\x76\x30\x10", b"-----END PUBLIC KEY-----\n"])
 def test_a_key_file_with_anything_after_the_key_is_refused(tmp_path: Path, after: bytes) -> None:
     _, pub, _ = make_key(tmp_path, "publisher")

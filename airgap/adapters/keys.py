@@ -69,6 +69,7 @@ def load_private(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivat
         data = path.read_bytes()
     except OSError as exc:
         raise InvalidInputError(f"cannot read signing key {path}: {exc.strerror}") from None
+    _one_pem_block(data, str(path))
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError:
@@ -85,10 +86,32 @@ def load_private(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivat
     return key
 
 
-_PEM_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 ]{1,40}-----")
 _PEM_PUBLIC = re.compile(
     rb"\A\s*-----BEGIN PUBLIC KEY-----\r?\n([A-Za-z0-9+/=\r\n]{1,4096})-----END PUBLIC KEY-----\s*\Z"
 )
+
+
+_PEM_BEGIN = re.compile(rb"-----BEGIN [A-Z0-9 ]{1,40}-----")
+_PEM_END = re.compile(rb"-----END [A-Z0-9 ]{1,40}-----")
+
+
+def _one_pem_block(data: bytes, origin: str) -> None:
+    """Exactly one PEM block, and nothing but whitespace before or after it: a second key would
+    otherwise sit unseen behind the first, which is the one the PEM reader takes."""
+    blocks = len(_PEM_BEGIN.findall(data))
+    if blocks > 1:
+        raise InvalidInputError(
+            f"{origin} holds {blocks} PEM blocks: a key file must hold exactly one key",
+            hint="split it, confirm each key id out of band, and use the one you mean",
+        )
+    end = _PEM_END.search(data)
+    begin = _PEM_BEGIN.search(data)
+    if begin is not None and (
+        data[: begin.start()].strip() or (end is not None and data[end.end() :].strip())
+    ):
+        raise InvalidInputError(
+            f"{origin} has data before or after its key: a key file holds one key and nothing else"
+        )
 
 
 def load_public(data: bytes, origin: str) -> ec.EllipticCurvePublicKey:
@@ -98,12 +121,7 @@ def load_public(data: bytes, origin: str) -> ec.EllipticCurvePublicKey:
     key (or any other data) would otherwise be trusted by its first key while a reviewer reading
     it may see, and confirm, another.
     """
-    blocks = len(_PEM_BEGIN.findall(data))
-    if blocks > 1:
-        raise InvalidInputError(
-            f"{origin} holds {blocks} PEM blocks: a key file must hold exactly one public key",
-            hint="split it, confirm each key id out of band, and trust the one you mean",
-        )
+    _one_pem_block(data, origin)
     match = _PEM_PUBLIC.fullmatch(data)
     if match is None:
         raise InvalidInputError(
