@@ -309,3 +309,37 @@ def test_terminal_escapes_in_progress_task_names_are_shown_escaped_in_a_log(
     for raw in (*RAW, "\x1b", "\r"):
         assert raw not in err, (raw, err)
     assert err.count(SHOWN) == 2, err
+
+
+def test_every_console_airgap_prints_with_is_the_sanitising_one() -> None:
+    """One place, not every call site: the two consoles are SafeConsole, no module makes another,
+    and nothing but the JSON document (ASCII-escaped by ``json.dumps``) and ``--version`` writes to
+    stdout or stderr around them."""
+    from airgap.cli import common
+    from airgap.cli.rendering import SafeConsole
+
+    assert isinstance(common.out_console, SafeConsole) and isinstance(common.err_console, SafeConsole)
+    root = Path(common.__file__).resolve().parent.parent
+    made, writes = [], []
+    for path in root.rglob("*.py"):
+        if path.name == "probe_script.py":  # the stand-alone collector: no rich, prints JSON only
+            continue
+        text = path.read_text()
+        made += [path.name for line in text.splitlines() if "Console(" in line and "SafeConsole(" not in line]
+        writes += [
+            f"{path.name}: {line.strip()}"
+            for line in text.splitlines()
+            if (
+                "sys.stdout.write(" in line
+                or "sys.stderr.write(" in line
+                or line.strip().startswith("print(")
+            )
+        ]
+    assert made == [], made
+    assert sorted(writes) == sorted(
+        [
+            'common.py: print(f"airgap {__version__}")',
+            'common.py: sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\\n")',
+            "rendering.py: sys.stderr.write(",
+        ]
+    ), writes
