@@ -308,9 +308,38 @@ def test_keys_trust_for_every_name_says_so(scoped: dict[str, Any]) -> None:
         }
     ]
     assert run_airgap("verify", str(scoped["bundle"]), "--state-dir", state).returncode == 0
-    # Without --for the key is trusted for every name too, and a warning line says so.
-    bare = run_airgap("keys", "trust", str(scoped["pub"]), "--state-dir", state)
+    # Without --for a new key is trusted for every name too, and a warning line says so.
+    other_state = str(scoped["tmp"] / "other-state")
+    bare = run_airgap("keys", "trust", str(scoped["pub"]), "--state-dir", other_state)
     assert bare.returncode == 0 and "trusted for every bundle name" in bare.stderr, bare.stderr
+    assert "for every name (*)" in bare.stdout, bare.stdout
+
+
+def test_trusting_a_scoped_key_again_only_adds_names_and_never_widens_it_silently(
+    scoped: dict[str, Any],
+) -> None:
+    """A script that trusts the key it was handed (the bundled install.sh runs `keys trust KEY`)
+    must not undo the site's scope: without --for the names stay; --for adds; '*' absorbs."""
+    state = str(scoped["state"])
+
+    def trust(*extra: str) -> dict[str, Any]:
+        proc = run_airgap("--json", "keys", "trust", str(scoped["pub"]), *extra, "--state-dir", state)
+        assert proc.returncode == 0, proc.stderr
+        assert "warning" not in proc.stderr, proc.stderr
+        return json.loads(proc.stdout)  # type: ignore[no-any-return]
+
+    assert trust() == {**trust(), "names": ["fraud-model"], "changed": False}
+    line = assert_one_line_error(run_airgap("verify", str(scoped["bundle"]), "--state-dir", state), 3)
+    assert "not for demo" in line, line
+    assert trust("--for", "demo")["names"] == ["demo", "fraud-model"]
+    assert trust("--for", "*")["names"] == ["*"]
+    assert trust("--for", "demo")["names"] == ["*"]
+    audit = [json.loads(ln) for ln in (scoped["state"] / "audit.log").read_text().splitlines()]
+    assert [r.get("names") for r in audit if r["action"] == "keys trust"] == [
+        ["fraud-model"],
+        ["demo", "fraud-model"],
+        ["*"],
+    ]
 
 
 def test_a_trust_entry_from_before_scopes_is_read_as_every_name_with_a_warning(

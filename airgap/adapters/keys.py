@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography.exceptions import InvalidSignature
@@ -180,13 +181,25 @@ def verify(public: ec.EllipticCurvePublicKey, data: bytes, signature_b64: bytes,
 
 
 SCOPE_FORMAT = "airgap.trust-scope/v1"
+
+
+@dataclass(frozen=True)
+class Trusted:
+    """What ``TrustStore.trust`` did: the key, the names it is now trusted for, and whether that
+    changed (trusting a key again for names it already has changes nothing)."""
+
+    key_id: str
+    names: tuple[str, ...]
+    changed: bool
+
+
 MAX_TRUST_FILE = 64 << 10
 
 
 class TrustStore:
     """Public keys the far side trusts, in ``<state>/trust``: one PEM file per key id, and beside
     it ``<id>.scope.json`` naming the bundles that key may sign (``{"format", "key_id", "names"}``,
-    ``names`` a list of bundle names or ``["*"]``).
+    ``names`` a list of bundle names or ``["*"]``). ``trust`` only adds names (see there).
 
     A key file with no scope file was trusted before trust had a scope; it is read as trusted for
     every name, as it was then (``TrustedKey.scope_recorded`` false), and ``keys list`` says so on
@@ -246,24 +259,44 @@ class TrustStore:
             raise damaged
         return names
 
-    def trust(self, pem: bytes, origin: str, names: tuple[str, ...] = (EVERY_NAME,)) -> str:
-        """Adds a public key (atomically, named by its id) trusted for ``names``, and returns the id.
+    def trust(self, pem: bytes, origin: str, names: tuple[str, ...] | None = None) -> Trusted:
+        """Adds a public key (atomically, named by its id) trusted for ``names``; says what it did.
+
+        Trust only grows through this: ``names`` are added to those a key is already trusted for
+        (``*`` absorbs every name), and without ``names`` a key that is already trusted keeps its
+        names while a new one is trusted for every name. Narrowing is ``remove`` then ``trust``.
+        So a script that trusts the key it was handed (the bundled ``install.sh``) never widens,
+        nor narrows, what the site decided. A key trusted before scopes existed, or whose scope
+        file is damaged, takes ``names`` as given: that is how it is scoped.
 
         The scope is written before the key, so an interrupted trust never leaves a key that reads
-        as trusted for every name; trusting a key again replaces its scope.
+        as trusted for every name.
         """
         public = load_public(pem, origin)
         kid = key_id(public)
+        before: tuple[str, ...] | None = None
+        if (self.directory / f"{kid}.pem").exists():
+            with contextlib.suppress(IntegrityError):
+                before = self._scope(kid)
+        if names is None:
+            after = before if before is not None else (EVERY_NAME,)
+        elif before is None:
+            after = names
+        else:
+            combined = sorted({*before, *names})
+            after = (EVERY_NAME,) if EVERY_NAME in combined else parse_scope(",".join(combined))
+        if after == before:
+            return Trusted(kid, after, changed=False)
         try:
             self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:
             raise EnvironmentFailure(
                 f"cannot create the trust store {self.directory}: {exc.strerror}"
             ) from None
-        scope = {"format": SCOPE_FORMAT, "key_id": kid, "names": list(names)}
+        scope = {"format": SCOPE_FORMAT, "key_id": kid, "names": list(after)}
         atomic_write_bytes(self._scope_path(kid), (json.dumps(scope, sort_keys=True) + "\n").encode())
         atomic_write_bytes(self.directory / f"{kid}.pem", public_pem(public))
-        return kid
+        return Trusted(kid, after, changed=True)
 
     def remove(self, prefix: str) -> str:
         """Removes the one key whose id starts with ``prefix``; an ambiguous prefix removes none."""

@@ -68,8 +68,9 @@ def keys_trust(
         typer.Option(
             "--for",
             metavar="NAME[,NAME]",
-            help="The bundle names this key may sign (comma-separated), or '*' for every name. "
-            "Without it the key is trusted for every name, and a warning says so.",
+            help="The bundle names this key may sign (comma-separated), added to those it has; "
+            "'*' for every name. Without it a new key is trusted for every name (a warning says so) "
+            "and a trusted one keeps its names.",
         ),
     ] = None,
     state_dir: StateDirOption = None,
@@ -79,28 +80,42 @@ def keys_trust(
     A bundle verifies only if its signed name is one the key is trusted for: a key trusted
     `--for tabular-classifier` cannot sign, install or raise the highest version of any other
     name. `--for '*'` trusts the key for every name (a site key that rebuilds every model, say).
-    Trusting a key again replaces its names.
+    Trusting a key again adds names and never removes any: to narrow a key's names, `airgap keys
+    remove` it and trust it again.
 
     Example: airgap keys trust publisher.pub --for tabular-classifier,fraud-model
     """
     from airgap.adapters.fs import read_bytes
     from airgap.core.signing import EVERY_NAME, describe_scope, parse_scope
 
-    scope = parse_scope(names if names is not None else EVERY_NAME)
+    scope = parse_scope(names) if names is not None else None
     state = _state(state_dir)
-    kid = state.trust.trust(read_bytes(public_key, "public key"), str(public_key), scope)
-    state.audit({"action": "keys trust", "key_id": kid, "names": list(scope), "result": "accepted"})
-    if names is None:
+    done = state.trust.trust(read_bytes(public_key, "public key"), str(public_key), scope)
+    kid = done.key_id
+    if done.changed:
+        state.audit({"action": "keys trust", "key_id": kid, "names": list(done.names), "result": "accepted"})
+    if names is None and done.changed and EVERY_NAME in done.names:
         err_console.print(
             f"[bold yellow]warning: key {kid[:16]} is trusted for every bundle name; "
             "limit it with --for NAME[,NAME][/]",
             soft_wrap=True,
         )
     if STATE.json:
-        _emit_json({"key_id": kid, "names": list(scope), "trust_store": str(state.trust.directory)})
+        _emit_json(
+            {
+                "key_id": kid,
+                "names": list(done.names),
+                "changed": done.changed,
+                "trust_store": str(state.trust.directory),
+            }
+        )
+    elif done.changed:
+        out_console.print(
+            f"trusted key {kid} for {describe_scope(done.names)} in {state.trust.directory}", markup=False
+        )
     else:
         out_console.print(
-            f"trusted key {kid} for {describe_scope(scope)} in {state.trust.directory}", markup=False
+            f"key {kid} is already trusted for {describe_scope(done.names)}; nothing changed", markup=False
         )
 
 
