@@ -382,7 +382,7 @@ def test_verify_install_and_smoke_each_leave_a_signed_attestation_with_the_golde
     assert statements["install"]["airgap"]["target"] == "venv"
 
     out = tmp_path / "evidence.json"
-    assert run_airgap("evidence", "export", "-o", str(out), *far).returncode == 0
+    assert run_airgap("evidence", "export", "-o", str(out), *far, env=env).returncode == 0
     checked = run_airgap("--json", "evidence", "verify", str(out), "--key", str(site.with_suffix(".pub")))
     assert checked.returncode == 0, checked.stderr
     assert [a["action"] for a in json.loads(checked.stdout)["attestations"]] == ["verify", "install", "smoke"]
