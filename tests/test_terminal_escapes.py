@@ -27,7 +27,7 @@ from airgap.cli.rendering import printable
 from airgap.core import attestation as at
 from airgap.services.attest import sign_envelope
 from tests.bundles import PASS, make_key, pack_demo
-from tests.conftest import PASSPHRASE, run_airgap
+from tests.conftest import PASSPHRASE, message_lines, run_airgap
 from tests.tty import Screen, run_tty
 
 # OSC 0 (set the window title) ended by BEL, CSI 2J (clear the screen), CR, then right-to-left
@@ -80,37 +80,39 @@ def _strings(value: object) -> list[str]:
 
 
 # ------------------------------------------------------------------------------ every command
-def _commands(work: Path) -> dict[str, list[str]]:
-    """Each command, run so that it prints a name the user did not type by accident: a path, a
-    key prefix, an installation name, all HOSTILE. Most stop at a one-line error naming it."""
+def _commands(work: Path) -> dict[str, tuple[list[str], int]]:
+    """Each command, run so that it prints a name the user did not type by accident — a path, a
+    key prefix, an installation name, all HOSTILE — with the exit code it documents for that: most
+    stop at a one-line error naming it (4 not found, 5 cannot write there, 2 a usage mistake)."""
     p = str(work / HOSTILE)
     state = str(work / "state")
+    venv = ["--to", "venv", "--state-dir", state]
     return {
-        "probe": ["probe", "--output", f"{p}/nodir/profile.json"],
-        "profile": ["profile", p],
-        "bundle": ["bundle", p],
-        "pack": ["pack", p, "--key", p],
-        "check": ["check", p],
-        "keys generate": ["keys", "generate", "-o", f"{p}/nodir/k"],
-        "keys trust": ["keys", "trust", p, "--state-dir", state],
-        "keys list": ["keys", "list", "--state-dir", p],
-        "keys remove": ["keys", "remove", HOSTILE, "--state-dir", state],
-        "verify": ["verify", p, "--state-dir", state],
-        "inspect": ["inspect", p],
-        "join": ["join", p, "-o", str(work / "joined.tar")],
-        "split": ["split", p, "--part-size", "2M", "--key", p],
-        "inventory": ["inventory", "--state-dir", state, "--out", f"{p}/nodir/inventory.json"],
-        "evidence export": ["evidence", "export", "--state-dir", state, "--out", f"{p}/nodir/e.json"],
-        "evidence verify": ["evidence", "verify", p, "--key", p],
-        "install": ["install", p, "--state-dir", state],
-        "rebuild": ["rebuild", p, "--base", "x", "--key", p, "--state-dir", state],
-        "smoke": ["smoke", HOSTILE, "--state-dir", state],
-        "accept": ["accept", HOSTILE, "--state-dir", state],
-        "compare": ["compare", HOSTILE, "--state-dir", state],
-        "promote": ["promote", HOSTILE, "--state-dir", state],
-        "status": ["status", "--state-dir", p],  # installed names are signed DNS labels: none to show
-        "rollback": ["rollback", HOSTILE, "--state-dir", state],
-        "uninstall": ["uninstall", HOSTILE, "--state-dir", state],
+        "probe": (["probe", "--output", f"{p}/nodir/profile.json"], 5),
+        "profile": (["profile", p], 4),
+        "bundle": (["bundle", p], 4),
+        "pack": (["pack", p, "--key", p], 4),
+        "check": (["check", p], 4),
+        "keys generate": (["keys", "generate", "-o", f"{p}/nodir/k"], 5),
+        "keys trust": (["keys", "trust", p, "--state-dir", state], 4),
+        "keys list": (["keys", "list", "--state-dir", p], 0),
+        "keys remove": (["keys", "remove", HOSTILE, "--state-dir", state], 2),
+        "verify": (["verify", p, "--state-dir", state], 4),
+        "inspect": (["inspect", p], 4),
+        "join": (["join", p, "-o", str(work / "joined.tar")], 4),
+        "split": (["split", p, "--part-size", "2M", "--key", p], 4),
+        "inventory": (["inventory", "--state-dir", state, "--out", f"{p}/nodir/inventory.json"], 5),
+        "evidence export": (["evidence", "export", "--state-dir", state, "--out", f"{p}/nodir/e.json"], 5),
+        "evidence verify": (["evidence", "verify", p, "--key", p], 4),
+        "install": (["install", p, *venv], 4),
+        "rebuild": (["rebuild", p, "--base", "x", "--key", p, "--state-dir", state], 4),
+        "smoke": (["smoke", HOSTILE, *venv], 4),
+        "accept": (["accept", HOSTILE, *venv], 4),
+        "compare": (["compare", HOSTILE, *venv], 4),
+        "promote": (["promote", HOSTILE, *venv], 4),
+        "status": (["status", "--state-dir", p], 0),  # installed names are signed DNS labels: none to show
+        "rollback": (["rollback", HOSTILE, *venv], 2),
+        "uninstall": (["uninstall", HOSTILE, *venv], 4),
     }
 
 
@@ -131,20 +133,27 @@ def test_the_sweep_covers_every_command(tmp_path: Path) -> None:
 def test_terminal_escapes_in_a_name_are_shown_escaped_by_every_command_in_a_pipe(
     command: str, tmp_path: Path
 ) -> None:
-    args = _commands(tmp_path)[command]
+    args, code = _commands(tmp_path)[command]
     proc = run_airgap(*args, env=ENV, timeout=120)
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
     assert_piped_safe(proc, shown=command != "status")
+    if code:
+        assert len(message_lines(proc.stderr)) == 1, proc.stderr
     failed = run_airgap("--json", *args, env=ENV, timeout=120)
     if failed.returncode != 0:
-        doc = assert_json_safe(failed, HOSTILE.replace("\r", " ").replace("\x85", " ").split(" ")[0])
-        assert doc["ok"] is False
+        doc = assert_json_safe(failed, "x\x1b]0;pwned\x07\x1b[2J")
+        assert doc["ok"] is False and doc["exit_code"] == code
+    # Nothing was written anywhere but the state directory.
+    assert {p.name for p in tmp_path.iterdir()} <= {"state"}
 
 
 @pytest.mark.parametrize("command", sorted(_commands(Path("/"))))
 def test_terminal_escapes_in_a_name_are_shown_escaped_by_every_command_in_a_terminal(
     command: str, tmp_path: Path
 ) -> None:
-    screen = run_tty(*_commands(tmp_path)[command], env=ENV, timeout=120)
+    args, code = _commands(tmp_path)[command]
+    screen = run_tty(*args, env=ENV, timeout=120)
+    assert screen.exit_code == code, screen.text
     assert_tty_safe(screen, shown=command != "status")
 
 
