@@ -352,3 +352,13 @@ def test_every_console_airgap_prints_with_is_the_sanitising_one() -> None:
             "rendering.py: sys.stderr.write(",
         ]
     ), writes
+
+
+def test_rich_markup_in_a_name_with_controls_is_still_shown_as_written(tmp_path: Path) -> None:
+    """The sanitiser and markup escaping compose: a name that is both markup and control
+    characters is shown literally, neither styled nor hidden nor acted on."""
+    name = "[conceal]a\x1b[bold]b\x07[/]\\[red]c"
+    proc = run_airgap("profile", str(tmp_path / name))
+    assert proc.returncode == 4
+    assert "[conceal]a\\x1b[bold]b\\x07[/]\\[red]c" in proc.stderr, proc.stderr
+    assert "\x1b" not in proc.stderr and "\x07" not in proc.stderr
