@@ -374,6 +374,10 @@ def test_a_tampered_trust_scope_is_refused_rather_than_read_as_any_scope(
         run_airgap("verify", str(scoped["bundle"]), "--state-dir", str(scoped["state"])), 3
     )
     assert "is not a scope airgap wrote" in line, line
+    # The damaged entry can still be removed, and the key trusted again.
+    state = str(scoped["state"])
+    assert run_airgap("keys", "remove", scoped["kid"][:12], "--state-dir", state).returncode == 0
+    assert list((scoped["state"] / "trust").iterdir()) == []
 
 
 @pytest.mark.parametrize("names", ["Demo", "*,demo", "", "a/b", "demo\x1b[2J"])

@@ -299,14 +299,17 @@ class TrustStore:
         return Trusted(kid, after, changed=True)
 
     def remove(self, prefix: str) -> str:
-        """Removes the one key whose id starts with ``prefix``; an ambiguous prefix removes none."""
-        matches = [k for k in self.keys() if k.key_id.startswith(prefix.lower())]
-        if len(matches) != 1:
+        """Removes the one key whose id starts with ``prefix``, and its scope; an ambiguous prefix
+        removes none. Read by file name only, so that an entry whose scope file is damaged (which
+        ``keys`` refuses) can still be removed."""
+        found = sorted(self.directory.glob("*.pem")) if self.directory.is_dir() else []
+        matches = [p for p in found if p.stem.startswith(prefix.lower())]
+        if len(matches) != 1 or not prefix:
             raise UsageError(f"{len(matches)} trusted keys match {prefix!r}; give more of the key id")
-        os.unlink(matches[0].path)
+        os.unlink(matches[0])
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(self._scope_path(matches[0].key_id))
-        return matches[0].key_id
+            os.unlink(self._scope_path(matches[0].stem))
+        return matches[0].stem
 
 
 def _read_small(path: Path, what: str) -> bytes:
