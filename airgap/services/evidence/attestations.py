@@ -105,6 +105,7 @@ class Evidence:
         m = verified.manifest
         passed = [
             f"manifest signature by trusted key {verified.key_id}",
+            f"that key trusted here for the name {m.name}",
             "the archive byte-exact to the signed manifest: nothing unlisted, nothing after the end",
             f"every file's size and SHA-256 ({len(m.files)} files, {m.total_size} bytes)",
             "not expired",
@@ -131,7 +132,12 @@ class Evidence:
     ) -> None:
         """An install ran its smoke test: committed when ``mismatches`` is empty, undone otherwise."""
         passed, failed, numbers = _golden(contract, mismatches)
-        passed = [f"manifest signature by trusted key {verified.key_id}", "every file's SHA-256", *passed]
+        passed = [
+            f"manifest signature by trusted key {verified.key_id}",
+            f"that key trusted here for the name {verified.manifest.name}",
+            "every file's SHA-256",
+            *passed,
+        ]
         self._write(
             "install",
             receipt.name,
