@@ -108,7 +108,7 @@ def _hostile(good: dict[str, Any]) -> dict[str, bytes]:
 
 def test_hostile_envelopes_are_refused_in_one_line(tmp_path: Path) -> None:
     from airgap.errors import InvalidInputError
-    from airgap.services.evidence.attestations import verify_evidence
+    from airgap.services.evidence.export import verify_evidence
 
     good, pub = _signed_envelope(tmp_path)
     (tmp_path / "good.intoto.json").write_text(json.dumps(good))

@@ -116,7 +116,7 @@ def evidence_export(
 
     Example: airgap evidence export --out site-a-evidence.json --bundle model-1.0.0.airgap.tar
     """
-    from airgap.services.evidence.attestations import export
+    from airgap.services.evidence.export import export
 
     if key is not None and bundle is None:
         from airgap.errors import UsageError
@@ -182,7 +182,7 @@ def evidence_verify(
     Example: airgap evidence verify site-a-evidence.json --key site.pub
     """
     from airgap.adapters.fs import read_bytes
-    from airgap.services.evidence.attestations import verify_evidence
+    from airgap.services.evidence.export import verify_evidence
 
     checked = verify_evidence(
         evidence_file, read_bytes(key, "public key"), str(key), allow_unsigned=allow_unsigned
