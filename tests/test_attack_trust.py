@@ -224,6 +224,47 @@ def test_an_evidence_export_with_a_record_changed_is_refused(exported: dict[str,
     assert "differs from its signed manifest" in line, line
 
 
+def test_a_failed_install_removed_from_the_state_directory_before_export_is_refused(
+    exported: dict[str, Any],
+) -> None:
+    """The export's manifest lists what it found; the chain of records shows what was removed
+    before it looked: each record names its place and the hash of the one before it."""
+    directory = exported["state"] / "attestations"
+    records = sorted(directory.glob("*.intoto.json"))
+    chain = []
+    for path in records:
+        statement = json.loads(base64.b64decode(json.loads(path.read_text())["payload"]))
+        ours = statement["predicate"]["airgap"]
+        chain.append((ours["action"], ours["sequence"], ours["previous_sha256"]))
+    assert [(a, n) for a, n, _ in chain] == [("verify", 1), ("verify", 2), ("install", 3)], chain
+    assert chain[0][2] is None
+    assert (
+        chain[2][2]
+        == subprocess.run(
+            ["sha256sum", str(records[1])], capture_output=True, text=True, check=True
+        ).stdout.split()[0]
+    )
+    # A later verify follows the failed install; then the failed install is deleted on the site.
+    bundle = next((exported["tmp"] / "out").glob("*.airgap.tar"))
+    verified = run_airgap("verify", str(bundle), "--state-dir", str(exported["state"]), env=exported["env"])
+    assert verified.returncode == 0, verified.stderr
+    records[2].unlink()
+    before = snapshot(exported["tmp"], exported["state"])
+    proc = run_airgap(
+        "evidence",
+        "export",
+        "-o",
+        str(exported["out"]),
+        "--state-dir",
+        str(exported["state"]),
+        env=exported["env"],
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert set(snapshot(exported["tmp"], exported["state"])) == set(before)
+    line = assert_one_line_error(evidence_verify(exported), 3)
+    assert "lacks record 3 of the 4 the site wrote" in line, line
+
+
 def test_an_unsigned_export_is_refused_unless_listed_with_allow_unsigned(exported: dict[str, Any]) -> None:
     out = exported["tmp"] / "unsigned.json"
     proc = run_airgap("evidence", "export", "-o", str(out), "--state-dir", str(exported["state"]))

@@ -17,17 +17,20 @@ a site key that cannot be used stops the command before it does anything.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import getpass
+import hashlib
 import os
 import socket
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap import __version__
-from airgap.adapters.fs import atomic_write_bytes
+from airgap.adapters.fs import atomic_write_bytes, read_bytes
 from airgap.core import attestation as at
 from airgap.errors import AirgapError, EnvironmentFailure
 from airgap.ports import Signer
@@ -200,6 +203,16 @@ class Evidence:
         details: dict[str, Any],
     ) -> None:
         when = dt.datetime.now(dt.timezone.utc)
+        ours: dict[str, Any] = {
+            "action": action,
+            "when": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "who": who(),
+            "bundle_name": name,
+            "bundle_version": version,
+            "manifest_sha256": manifest_sha256,
+            "site_key_id": self.signer.key_id if self.signer else None,
+            **details,
+        }
         predicate = {
             "result": "FAILED" if failed else ("WARNED" if warned else "PASSED"),
             "configuration": [
@@ -208,16 +221,7 @@ class Evidence:
             "passedTests": passed,
             "warnedTests": warned,
             "failedTests": failed,
-            "airgap": {
-                "action": action,
-                "when": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "who": who(),
-                "bundle_name": name,
-                "bundle_version": version,
-                "manifest_sha256": manifest_sha256,
-                "site_key_id": self.signer.key_id if self.signer else None,
-                **details,
-            },
+            "airgap": ours,
         }
         subject = at.Subject(f"{name}-{version}.airgap.tar:bundle/manifest.json", manifest_sha256)
         directory = attestations_dir(self.state)
@@ -225,14 +229,19 @@ class Evidence:
             directory / f"{when.strftime('%Y%m%dT%H%M%S%fZ')}-{action}-{name}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         )
         try:
-            envelope = sign_envelope(at.statement([subject], at.TEST_RESULT, predicate), self.signer)
             try:
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as exc:
                 raise EnvironmentFailure(f"cannot create {directory}: {exc.strerror}") from None
             if self.signer is not None:
                 self._keep_site_key(directory)
-            atomic_write_bytes(path, envelope.to_bytes(), mode=0o600)
+            with _chain_lock(directory):
+                # Each record names its place and the hash of the one before it (signed with it),
+                # so that a record removed from this directory leaves a gap the export shows.
+                sequence, previous = _last_link(directory)
+                ours.update({"sequence": sequence, "previous_sha256": previous})
+                envelope = sign_envelope(at.statement([subject], at.TEST_RESULT, predicate), self.signer)
+                atomic_write_bytes(path, envelope.to_bytes(), mode=0o600)
             self.written.append(path)
         except (AirgapError, OSError, ValueError) as exc:
             reason = exc.one_line() if isinstance(exc, AirgapError) else str(exc)
@@ -259,3 +268,37 @@ class Evidence:
         path = directory / f"site-{self.signer.key_id}.pub"
         if not path.exists():
             atomic_write_bytes(path, pem)
+
+
+CHAIN_LOCK = ".chain.lock"
+
+
+@contextlib.contextmanager
+def _chain_lock(directory: Path) -> Iterator[None]:
+    """One writer at a time appends to the chain of records (two far-side commands at once must
+    not both take the same place)."""
+    fd = os.open(directory / CHAIN_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _last_link(directory: Path) -> tuple[int, str | None]:
+    """The place of the next record and the SHA-256 of the last one written (None for the first).
+
+    The last record is the last by name (names start with the time, and writers take turns under
+    the lock). One that cannot be read as a chained record starts the chain again at 1, after it.
+    """
+    records = sorted(directory.glob(f"*{SUFFIX}"))
+    if not records:
+        return 1, None
+    raw = read_bytes(records[-1], "attestation")
+    previous = hashlib.sha256(raw).hexdigest()
+    try:
+        extra = at.parse_envelope(raw, str(records[-1]), require_signature=False).statement()["predicate"]
+        sequence = extra.get("airgap", {}).get("sequence")
+    except (AirgapError, AttributeError):
+        sequence = None
+    return (sequence + 1 if isinstance(sequence, int) and sequence > 0 else 1), previous

@@ -329,6 +329,61 @@ def _check_seal(
             raise TamperError(f"record {name} of {origin} differs from its signed manifest")
 
 
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_chain(entries: list[tuple[str, at.Envelope]], origin: str) -> None:
+    """Step 5: the site's records form one unbroken chain. Each far-side record names its place
+    (``sequence``, from 1) and the SHA-256 of the record written before it (``previous_sha256``),
+    signed with it; a place missing, taken twice, or a record that does not follow the one before
+    it means a record was removed from ``STATE/attestations/`` before the export — which the
+    export's own manifest cannot show, since it lists what it found. Raises TamperError (exit 3).
+    Records written before records were chained (no ``sequence``) are not part of it; the last
+    records of the chain can still be removed unseen (nothing follows them)."""
+    digests = {hashlib.sha256(env.to_bytes()).hexdigest() for _, env in entries}
+    links: dict[int, tuple[str, str | None, str]] = {}
+    for name, envelope in entries:
+        predicate = envelope.statement()["predicate"]
+        ours = predicate.get("airgap") if isinstance(predicate.get("airgap"), dict) else {}
+        if "sequence" not in ours:
+            continue
+        sequence, previous = ours.get("sequence"), ours.get("previous_sha256")
+        if (
+            not isinstance(sequence, int)
+            or isinstance(sequence, bool)
+            or sequence < 1
+            or not (previous is None or (isinstance(previous, str) and _HEX64.fullmatch(previous)))
+        ):
+            raise TamperError(f"record {name} of {origin} has no valid place in the site's chain of records")
+        if sequence in links:
+            raise TamperError(
+                f"records {links[sequence][0]} and {name} of {origin} both claim place {sequence} "
+                "in the site's chain of records"
+            )
+        links[sequence] = (name, previous, hashlib.sha256(envelope.to_bytes()).hexdigest())
+    if not links:
+        return
+    last = max(links)
+    missing = [k for k in range(1, last + 1) if k not in links]
+    if missing:
+        raise TamperError(
+            f"{origin} lacks record {missing[0]} of the {last} the site wrote: "
+            f"{len(missing)} removed from its state directory before the export",
+            hint="refuse this evidence; the site's audit log lists every verify and install",
+        )
+    for sequence in range(1, last + 1):
+        name, previous, _ = links[sequence]
+        expected_ok = (
+            previous is None or previous in digests if sequence == 1 else previous == links[sequence - 1][2]
+        )
+        if not expected_ok:
+            raise TamperError(
+                f"record {name} of {origin} does not follow the record before it in the site's chain "
+                "(one was removed or replaced before the export)",
+                hint="refuse this evidence; the site's audit log lists every verify and install",
+            )
+
+
 def verify_evidence(
     path: Path, public_pem: bytes, key_origin: str, *, allow_unsigned: bool = False
 ) -> list[Checked]:
@@ -352,6 +407,7 @@ def verify_evidence(
     ]
     if seal is not None:
         _check_seal(seal, envelopes, public, origin, allow_unsigned)
+        _check_chain(envelopes, origin)
     for name, envelope in envelopes:
         where = f"{origin}: {name}"
         statement = envelope.statement()
