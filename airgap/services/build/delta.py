@@ -17,7 +17,7 @@ from airgap.adapters import keys
 from airgap.adapters.archive import TarReader
 from airgap.adapters.fs import read_bytes
 from airgap.core.bundle_format import MANIFEST, MANIFEST_SIG, MAX_MANIFEST, MAX_SIG, ROOT
-from airgap.core.inventory import DeltaPlan, Inventory, merge_held, plan_delta
+from airgap.core.inventory import MAX_INVENTORY, DeltaPlan, Inventory, merge_held, plan_delta
 from airgap.services.media.formats import next_named, reader_for
 from airgap.services.media.formats._writing import hash_file
 from airgap.services.media.opening import locate_bundle, verify_with_any
@@ -26,7 +26,7 @@ from airgap.services.observer import BYTES, NullObserver, Observer
 
 def load_inventory(path: Path) -> Inventory:
     """The far side's inventory, read strictly (a bad one is one line, exit 4)."""
-    return Inventory.from_bytes(read_bytes(path, "inventory"))
+    return Inventory.from_bytes(read_bytes(path, "inventory", MAX_INVENTORY))
 
 
 def held_since(bundle: Path, trusted: tuple[keys.TrustedKey, ...]) -> dict[str, int]:
