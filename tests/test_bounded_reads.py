@@ -386,3 +386,16 @@ def test_the_reader_stops_one_byte_past_its_cap_when_a_file_is_larger_than_it_sa
     assert json.loads(
         read_bytes(ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json", "profile")
     )
+
+
+def test_profile_nested_fifty_thousand_deep_is_one_line_exit_4(site: dict[str, Path]) -> None:
+    """Python's parser gives up on deep nesting with RecursionError: an invalid profile, not a crash."""
+    deep = site["tmp"] / "deep.json"
+    deep.write_bytes(b"[" * 50_000 + b"]" * 50_000)
+    refused(site, ["profile", str(deep)], "deep.json", "is not JSON")
+
+
+def test_profile_of_empty_objects_is_refused_before_parsing(site: dict[str, Path]) -> None:
+    packed = site["tmp"] / "packed.json"
+    packed.write_bytes(b"[" + b"{}," * 1_000_000 + b"{}]")  # 3 MB, under the cap; 70 MB once parsed
+    refused(site, ["profile", str(packed)], "packed.json", "places where a JSON value may start")

@@ -261,3 +261,29 @@ def test_the_documented_by_hand_check_refuses_a_respelled_index_signature(
     sig.write_bytes(sig.read_bytes() + b"\n")
     proc = run_by_hand(work, media / BASE)
     assert proc.returncode != 0 and "cmp: EOF on -" in proc.stderr, proc.stdout + proc.stderr
+
+
+def test_high_s_twin_of_a_previous_bundles_manifest_signature_is_refused_by_since(tmp_path: Path) -> None:
+    """`bundle --since PREVIOUS` reads only the previous bundle's signed front: its manifest
+    signature is held to the same one spelling as when the bundle is verified whole."""
+    from airgap.adapters import keys
+    from airgap.errors import SignatureError
+    from airgap.services.build.delta import held_since
+    from tests.bundles import rewrite
+
+    key, pub, kid = make_key(tmp_path, "publisher")
+    pack_demo(tmp_path, key)
+    bundle = tmp_path / "out" / BASE
+    public = keys.load_public(pub.read_bytes(), str(pub))
+    trusted = (keys.TrustedKey(kid, pub, public),)
+    assert held_since(bundle, trusted)  # the control: the untouched bundle is read
+
+    def twin(member: Any, data: bytes) -> list[tuple[Any, bytes]]:
+        if member.name == "bundle/manifest.json.sig":
+            data = high_s_twin(data)
+            member.size = len(data)
+        return [(member, data)]
+
+    rewrite(bundle, twin)
+    with pytest.raises(SignatureError, match="not in the low-s form"):
+        held_since(bundle, trusted)
