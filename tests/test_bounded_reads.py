@@ -399,3 +399,23 @@ def test_profile_of_empty_objects_is_refused_before_parsing(site: dict[str, Path
     packed = site["tmp"] / "packed.json"
     packed.write_bytes(b"[" + b"{}," * 1_000_000 + b"{}]")  # 3 MB, under the cap; 70 MB once parsed
     refused(site, ["profile", str(packed)], "packed.json", "places where a JSON value may start")
+
+
+# ------------------------------------------------------------------------------ project files
+def test_project_file_fifo_does_not_hang(site: dict[str, Path]) -> None:
+    project = site["tmp"] / "project"
+    project.mkdir()
+    os.mkfifo(project / "airgap.yaml")
+    refused(site, ["bundle", str(project)], "project file", "is a FIFO")
+
+
+def test_project_file_of_a_billion_laughs_is_refused_in_one_line(site: dict[str, Path]) -> None:
+    """A 1 KiB airgap.yaml whose aliases name one list 10⁹ times: building its values would run
+    out of memory (it ran for minutes); the values built are counted and it stops at the bound."""
+    project = site["tmp"] / "project"
+    project.mkdir()
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x","x"]']
+    lines += [f"a{i}: &a{i} [" + ",".join([f"*a{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    (project / "airgap.yaml").write_text("\n".join([*lines, "name: *a8"]) + "\n")
+    assert (project / "airgap.yaml").stat().st_size < 1024
+    refused(site, ["bundle", str(project)], "airgap.yaml", "expands to more than 10000 values")
