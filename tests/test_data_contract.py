@@ -226,3 +226,45 @@ def test_the_bundle_records_what_the_model_answers_on_the_reference() -> None:
     (label,) = doc["predictions"]
     assert label["output"] == "label" and sorted(label["values"]) == ["0", "1", "2"]
     assert sum(label["shares"]) == pytest.approx(1.0)
+
+
+def test_unix_timestamp_bounds_are_rounded_outward_and_admit_every_reference_row() -> None:
+    """Six significant digits rounded to nearest made an hour of timestamps one value (1.7e9), refusing
+    every row, and rounded a lower bound of 1013.25733 up to 1013.26, above the smallest reading."""
+    stamps = [1_700_000_123 + 14 * i for i in range(258)]
+    readings = [round(1013.2599 + i * 1e-4, 4) for i in range(len(stamps))]
+    text = "ts,reading\n" + "".join(f"{t},{r!r}\n" for t, r in zip(stamps, readings))
+    header, rows = dc.read_csv(text, "ref.csv")
+    contract = dc.derive(header, rows, "features")
+    ts, reading = contract.features
+    assert ts.minimum is not None and ts.maximum is not None
+    assert ts.minimum <= min(stamps) and ts.maximum >= max(stamps) and ts.maximum - ts.minimum > 3_500
+    assert reading.minimum is not None and reading.maximum is not None
+    assert reading.minimum <= min(readings) and reading.maximum >= max(readings)
+    assert all(contract.check_row([float(c) for c in row]) is None for row in rows)
+    edges = contract.stats[0]["edges"]
+    assert len(edges) == dc.BINS - 1  # the decile edges stay distinct too
+
+
+def test_a_feature_named_with_only_a_mode_keeps_its_derived_range() -> None:
+    header, rows = dc.read_csv(CSV, "ref.csv")
+    derived = dc.derive(header, rows, "features")
+    warned = dc.override(derived, {}, {"temperature": "warn"})
+    temp = warned.features[0]
+    assert (temp.mode, temp.minimum, temp.maximum) == ("warn", 18.4, 25.6)
+    assert warned.to_json()["features"][1]["mode"] == "enforce"
+    with pytest.raises(InvalidInputError, match="'humidity', which is not a column"):
+        dc.override(derived, {}, {"humidity": "warn"})
+
+
+def test_a_mode_other_than_enforce_or_warn_is_refused_naming_its_line() -> None:
+    data = "\ndata:\n  reference: model/reference.csv\n  features:\n    - {name: pressure, mode: log}\n"
+    with pytest.raises(InvalidInputError, match=r"data\.features\[0\]\.mode: must be one of enforce, warn"):
+        parse_project(_project(data), "airgap.yaml")
+    spec = parse_project(
+        _project(
+            "\ndata:\n  reference: model/reference.csv\n  features:\n    - {name: pressure, mode: warn}\n"
+        ),
+        "airgap.yaml",
+    ).data
+    assert spec is not None and spec.modes == (("pressure", "warn"),) and spec.features == ()

@@ -42,7 +42,9 @@ def prepare_data_contract(project: Project, project_dir: Path, model: Path) -> d
         )
     if spec.reference is not None:
         header, rows = read_csv_file(project_dir / spec.reference, "reference data")
-        contract = override(derive(header, rows, input_name), {f.name: f for f in spec.features})
+        contract = override(
+            derive(header, rows, input_name), {f.name: f for f in spec.features}, dict(spec.modes)
+        )
     else:
         contract = DataContract(input_name, spec.features, 0, ())
     doc = contract.to_json()
