@@ -106,7 +106,8 @@ def _prediction_baseline(
 def model_documents(project: Project, project_dir: Path, model: Path) -> dict[str, bytes]:
     """The deployment contract's signed files, by path in the bundle: beside the model the data
     contract, the acceptance set with the workstation's scores and the SLO; under ``monitoring/``
-    the alert rules (plain and as a PrometheusRule) and the Grafana dashboard for them."""
+    the alert rules (plain and as a PrometheusRule), the ServiceMonitor that scrapes the model as the
+    job the rules select, and the Grafana dashboard for them."""
     import yaml
 
     from airgap.core import monitoring
@@ -128,8 +129,14 @@ def model_documents(project: Project, project_dir: Path, model: Path) -> dict[st
     rules = monitoring.alert_rules(
         project.name, project.slo, data is not None, bool(data and data.get("predictions"))
     )
-    resource = monitoring.prometheus_rule(project.name, project.kubernetes.namespace, rules)
-    for rel, doc in (("monitoring/alerts.rules.yaml", rules), ("monitoring/prometheusrule.yaml", resource)):
+    namespace = project.kubernetes.namespace
+    resource = monitoring.prometheus_rule(project.name, namespace, rules)
+    scrape = monitoring.service_monitor(project.name, namespace)
+    for rel, doc in (
+        ("monitoring/alerts.rules.yaml", rules),
+        ("monitoring/prometheusrule.yaml", resource),
+        ("monitoring/servicemonitor.yaml", scrape),
+    ):
         files[rel] = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000).encode()
     files["monitoring/dashboard.json"] = pretty(
         monitoring.dashboard(project.name, project.version, project.slo)
