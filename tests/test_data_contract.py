@@ -6,14 +6,17 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from airgap.core import datacontract as dc
 from airgap.core.project import parse_project
 from airgap.errors import InvalidInputError
 from airgap.services.build.datacontract import prepare_data_contract
+from airgap.services.build.model_image import server_module
 from tests.test_server import Server, serving, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -268,3 +271,290 @@ def test_a_mode_other_than_enforce_or_warn_is_refused_naming_its_line() -> None:
         "airgap.yaml",
     ).data
     assert spec is not None and spec.modes == (("pressure", "warn"),) and spec.features == ()
+
+
+# ------------------------------------------------------------------------------ the contract as documented
+# The server's own TensorSpec and DataGuard, in-process: what a request's "inputs" becomes, and what the
+# guard refuses, warns about and counts, without a socket. (docs/serving.md#the-data-contract-on-the-wire)
+
+SERVER = server_module()
+MODEL = EXAMPLE / "model" / "classifier.onnx"
+
+
+def _doc(
+    features: list[dict[str, object]],
+    baseline: Sequence[dict[str, object]] = (),
+    input_name: str = "features",
+) -> dict[str, object]:
+    return {"format": dc.FORMAT, "input": input_name, "features": features, "baseline": list(baseline)}
+
+
+MIXED = [  # the example model's four float32 columns, declared as each kind of feature
+    {"name": "level", "type": "float", "min": -1.0, "max": 1.0, "nullable": True},
+    {"name": "count", "type": "int", "min": 0, "max": 10},
+    {"name": "flag", "type": "bool"},
+    {"name": "line", "type": "category", "allowed": ["1", "2", "3"]},
+]
+MIXED_BASELINE = [
+    {"name": "level", "kind": "numeric", "edges": [0.0], "shares": [0.5, 0.5], "missing_rate": 0.0},
+    {"name": "line", "kind": "category", "categories": ["1", "2"], "shares": [0.5, 0.5], "missing_rate": 0.0},
+]
+
+
+def _guarded(
+    features: list[dict[str, object]] = MIXED,
+    model: Path = MODEL,
+    baseline: list[dict[str, object]] = MIXED_BASELINE,
+    input_name: str = "features",
+) -> tuple[object, object]:
+    loaded = SERVER.Model(str(model), 1)
+    guard = SERVER.DataGuard(_doc(features, baseline, input_name), loaded)
+    return loaded, guard
+
+
+def _check(loaded: object, guard: object, rows: object, name: str = "features") -> list[tuple[str, str]]:
+    feeds = loaded.prepare({name: rows}, 64)
+    warnings = guard.check(feeds)
+    guard.observe(feeds)
+    return warnings
+
+
+def _refusal(loaded: object, guard: object, rows: object, name: str = "features") -> object:
+    with pytest.raises(SERVER.ApiError) as caught:
+        _check(loaded, guard, rows, name)
+    assert caught.value.status == 400
+    return caught.value
+
+
+def _metrics(guard: object) -> dict[str, float]:
+    from tests.test_server import parse_metrics
+
+    return parse_metrics("\n".join(guard.render()) + "\n")
+
+
+def _text_model(directory: Path) -> Path:
+    """A model with one string tensor [batch, 2] (color, size) that casts size to a float: the shape
+    of a pipeline fed a table with a text column; onnxruntime fails on a size that is no number."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [
+            helper.make_node(
+                "Constant", [], ["one"], value=helper.make_tensor("one", TensorProto.INT64, [], [1])
+            ),
+            helper.make_node("Gather", ["row", "one"], ["size_text"], axis=1),
+            helper.make_node("Cast", ["size_text"], ["size"], to=TensorProto.FLOAT),
+        ],
+        "text_table",
+        [helper.make_tensor_value_info("row", TensorProto.STRING, ["batch", 2])],
+        [helper.make_tensor_value_info("size", TensorProto.FLOAT, ["batch"])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = directory / "text.onnx"
+    onnx.save(model, str(path))
+    return path
+
+
+TEXT_FEATURES = [
+    {"name": "color", "type": "category", "allowed": ["red", "blue"]},
+    {"name": "size", "type": "float", "min": 0.0, "max": 10.0, "nullable": True},
+]
+
+
+def test_a_text_column_does_not_turn_off_the_numeric_checks_of_the_others(tmp_path: Path) -> None:
+    loaded, guard = _guarded(TEXT_FEATURES, _text_model(tmp_path), [], "row")
+    assert _check(loaded, guard, [["red", 2.5], ["blue", "7"]], "row") == []
+    for size in (999999, "999999"):
+        refused = _refusal(loaded, guard, [["red", 2.5], ["blue", size]], "row")
+        assert refused.code == "out_of_contract"
+        assert refused.message.startswith("row[1][1] (size) = 999999 is above the contract's maximum 10")
+    refused = _refusal(loaded, guard, [["green", 1.0]], "row")
+    assert refused.cells[0]["rule"] == "allowed"
+
+
+def test_a_text_that_is_no_number_in_a_numeric_feature_is_a_400_before_inference(tmp_path: Path) -> None:
+    loaded, guard = _guarded(TEXT_FEATURES, _text_model(tmp_path), [], "row")
+    feeds = loaded.prepare({"row": [["red", "abc"]]}, 64)
+    with pytest.raises(
+        Exception, match="(?i)cast|parse|convert|stof|invalid"
+    ):  # what reaching the model does
+        loaded.run(feeds)
+    refused = _refusal(loaded, guard, [["red", "abc"]], "row")
+    assert refused.code == "out_of_contract"
+    assert refused.message.startswith('row[0][1] (size) = "abc" is not a number (the contract says float)')
+    assert _metrics(guard)['airgap_out_of_contract_total{feature="size",rule="type"}'] == 1
+    refused = _refusal(loaded, guard, [["red", {"size": 1}]], "row")  # not a value the column takes
+    assert refused.code == "bad_dtype" and "row[0][1] (size) is an object" in refused.message
+
+
+def test_bool_accepts_only_true_false_0_or_1() -> None:
+    loaded, guard = _guarded()
+    for flag in (True, False, 0, 1, 0.0, 1.0):
+        assert _check(loaded, guard, [[0.5, 3, flag, 1]]) == []
+    for flag in (0.5, 2, -1):
+        refused = _refusal(loaded, guard, [[0.5, 3, flag, 1]])
+        assert refused.cells[0]["rule"] == "bool", refused.message
+    assert _refusal(loaded, guard, [[0.5, 3, "true", 1]]).code == "bad_dtype"
+
+
+def test_null_is_accepted_where_nullable_and_tracked_as_the_missing_rate() -> None:
+    loaded, guard = _guarded()
+    feeds = loaded.prepare({"features": [[None, 3, 1, 1], [0.5, 3, 1, 2]]}, 64)
+    assert np.isnan(feeds["features"][0, 0])  # the model receives NaN, which imputers read as missing
+    assert guard.check(feeds) == []
+    guard.observe(feeds)
+    metrics = _metrics(guard)
+    assert metrics['airgap_feature_missing_ratio{feature="level"}'] == 0.5
+    # the reference had no missing level: half the window missing is drift
+    assert metrics['airgap_feature_drift_psi{feature="level"}'] > 0.25
+
+
+def test_null_is_refused_where_the_feature_is_not_nullable(tmp_path: Path) -> None:
+    loaded, guard = _guarded()
+    for row, col in (([0.5, None, 1, 1], 1), ([0.5, 3, 1, None], 3)):
+        refused = _refusal(loaded, guard, [row])
+        assert refused.code == "bad_dtype" and f"features[0][{col}]" in refused.message
+    loaded, guard = _guarded(TEXT_FEATURES, _text_model(tmp_path), [], "row")
+    refused = _refusal(loaded, guard, [[None, 1.0]], "row")
+    assert refused.code == "bad_dtype"
+    refused = _refusal(loaded, guard, [["", 1.0]], "row")  # the text tensor's own way to say missing
+    assert refused.cells[0]["rule"] == "missing"
+    assert _check(loaded, guard, [["red", None]], "row") == []  # size is nullable
+
+
+def test_infinity_nan_and_1e400_are_refused(tmp_path: Path) -> None:
+    loaded, guard = _guarded()
+    big = json.loads('{"features": [[1e400, 3, 1, 1]]}')["features"]  # JSON reads 1e400 as infinity
+    refused = _refusal(loaded, guard, big)
+    assert refused.code == "bad_dtype" and "features[0][0] is beyond its range" in refused.message
+    refused = _refusal(loaded, guard, [[1e39, 3, 1, 1]])  # finite in JSON, infinite in float32
+    assert refused.code == "bad_dtype"
+    with pytest.raises(ValueError, match="NaN is not a JSON number"):
+        json.loads('{"features": [[NaN, 3, 1, 1]]}', parse_constant=SERVER._reject_constant)
+    loaded, guard = _guarded(TEXT_FEATURES, _text_model(tmp_path), [], "row")
+    for size in ("1e400", "inf", "nan", 1e400):
+        refused = _refusal(loaded, guard, [["red", size]], "row")
+        assert refused.cells[0]["rule"] == "finite", (size, refused.message)
+
+
+def test_a_nullable_feature_of_an_integer_input_is_refused_when_the_contract_loads(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["counts"], ["as_float"], to=TensorProto.FLOAT)],
+        "counts",
+        [helper.make_tensor_value_info("counts", TensorProto.INT64, ["batch", 2])],
+        [helper.make_tensor_value_info("as_float", TensorProto.FLOAT, ["batch", 2])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "counts.onnx"))
+    loaded = SERVER.Model(str(tmp_path / "counts.onnx"), 1)
+    features = [{"name": "a", "type": "int"}, {"name": "b", "type": "int", "nullable": True}]
+    with pytest.raises(SERVER.FatalError, match="feature 'b' be missing, but input 'counts' is int64"):
+        SERVER.DataGuard(_doc(features, [], "counts"), loaded)
+
+
+def test_a_refusal_names_every_bad_cell_up_to_twenty_and_counts_the_rest() -> None:
+    loaded, guard = _guarded()
+    rows = [[0.5, 3, 1, 1] for _ in range(40)]
+    for r in range(0, 30):
+        rows[r] = [2.0, 3, 1, 1] if r % 2 else [0.5, 3, 1, 9]
+    rows[31] = [0.5, 3.5, 1, 1]
+    refused = _refusal(loaded, guard, rows)
+    assert refused.count == 31 and len(refused.cells) == 20
+    assert [c["row"] for c in refused.cells] == list(range(20))
+    assert {c["rule"] for c in refused.cells} == {"max", "allowed"}
+    message = refused.message
+    assert message.startswith("features[0][3] (line) = 9 is not one of the allowed values (1, 2, 3); ")
+    assert "features[1][0] (level) = 2 is above the contract's maximum 1; " in message
+    assert "; and 11 more (31 values in 31 rows); " in message
+    metrics = _metrics(guard)  # counted once per request and (feature, rule)
+    assert metrics['airgap_out_of_contract_total{feature="level",rule="max"}'] == 1
+    assert metrics['airgap_out_of_contract_total{feature="count",rule="int"}'] == 1
+
+
+def test_a_warn_mode_feature_is_answered_flagged_and_counted() -> None:
+    features = [dict(MIXED[0], mode="warn"), *MIXED[1:]]
+    loaded, guard = _guarded(features)
+    warnings = _check(loaded, guard, [[5.0, 3, 1, 1], [0.5, 3, 1, 1]])
+    assert warnings == [("level", "max")]
+    assert SERVER.contract_warning_header(warnings) == ("Airgap-Contract-Warning", "level=max")
+    assert SERVER.contract_warning_header([]) is None
+    assert _metrics(guard)['airgap_contract_warnings_total{feature="level",rule="max"}'] == 1
+    refused = _refusal(loaded, guard, [[5.0, 30, 1, 1]])  # an enforced feature still refuses
+    assert [c["feature"] for c in refused.cells] == ["count"]
+    refused = _refusal(loaded, guard, [[1e39, 3, 1, 1]])  # warn never lets a non-finite value in
+    assert refused.code == "bad_dtype"
+
+
+def test_unseen_categories_are_counted() -> None:
+    loaded, guard = _guarded()  # line allows 1, 2, 3; the reference only ever had 1 and 2
+    assert _check(loaded, guard, [[0.5, 3, 1, 3], [0.5, 3, 1, 3], [0.5, 3, 1, 1]]) == []
+    assert _metrics(guard)['airgap_unseen_categories_total{feature="line"}'] == 2
+    features = [*MIXED[:3], dict(MIXED[3], mode="warn")]
+    loaded, guard = _guarded(features)
+    assert _check(loaded, guard, [[0.5, 3, 1, 7]]) == [("line", "allowed")]
+    assert _metrics(guard)['airgap_unseen_categories_total{feature="line"}'] == 1
+
+
+def test_a_bound_is_compared_in_the_tensors_precision() -> None:
+    """float32(0.1) is above the double 0.1: a caller sending the contract's own maximum is not refused."""
+    features = [dict(MIXED[0], max=0.1), *MIXED[1:]]
+    loaded, guard = _guarded(features)
+    assert _check(loaded, guard, [[0.1, 3, 1, 1]]) == []
+    assert _refusal(loaded, guard, [[0.1001, 3, 1, 1]]).cells[0]["rule"] == "max"
+
+
+def test_every_reference_row_passes_the_servers_check() -> None:
+    _, rows = dc.read_csv((EXAMPLE / "model" / "reference.csv").read_text(), "reference.csv")
+    header = (EXAMPLE / "model" / "reference.csv").read_text().splitlines()[0].split(",")
+    doc = dc.derive(header, rows, "features").to_json()
+    loaded = SERVER.Model(str(MODEL), 1)
+    guard = SERVER.DataGuard(doc, loaded)
+    numbers = [[float(c) for c in row] for row in rows]
+    for start in range(0, len(numbers), 64):
+        assert guard.check(loaded.prepare({"features": numbers[start : start + 64]}, 64)) == []
+
+
+def test_counters_from_many_threads_lose_no_increment_and_survive_their_threads() -> None:
+    import threading
+
+    loaded, guard = _guarded()
+    bad = loaded.prepare({"features": [[0.5, 3, 1, 9]]}, 64)
+    warned_doc = [*MIXED[:3], dict(MIXED[3], mode="warn")]
+    _, warn_guard = _guarded(warned_doc)
+
+    def hammer() -> None:
+        for _ in range(500):
+            with pytest.raises(SERVER.ApiError):
+                guard.check(bad)
+            warn_guard.check(bad)
+
+    threads = [threading.Thread(target=hammer) for _ in range(8)]
+    for t in threads:
+        t.start()
+    middle = _metrics(guard)  # a scrape while they run
+    for t in threads:
+        t.join()
+    assert middle.get('airgap_out_of_contract_total{feature="line",rule="allowed"}', 0) <= 4000
+    for _ in range(2):  # the ended threads' counts are folded in once, not twice
+        assert _metrics(guard)['airgap_out_of_contract_total{feature="line",rule="allowed"}'] == 4000
+        assert _metrics(warn_guard)['airgap_contract_warnings_total{feature="line",rule="allowed"}'] == 4000
+
+
+def test_the_drift_window_holds_the_newest_thousand_rows() -> None:
+    loaded, guard = _guarded()
+    for _ in range(20):  # 1280 rows below the reference's median edge...
+        _check(loaded, guard, [[-0.5, 3, 1, 1]] * 64)
+    for _ in range(20):  # ...then 1280 above it: the window is the second population only
+        _check(loaded, guard, [[0.5, 3, 1, 1]] * 64)
+    metrics = _metrics(guard)
+    assert metrics['airgap_feature_drift_window_rows{feature="level"}'] == 1000
+    low = guard.drift()
+    assert low[0][0] == "level" and low[0][1] > 1.0
+    window = guard._window()
+    assert len(window) == 1000 and set(window[:, 0].tolist()) == {1}
