@@ -558,3 +558,37 @@ def test_the_drift_window_holds_the_newest_thousand_rows() -> None:
     assert low[0][0] == "level" and low[0][1] > 1.0
     window = guard._window()
     assert len(window) == 1000 and set(window[:, 0].tolist()) == {1}
+
+
+def test_one_row_requests_and_batches_are_judged_and_binned_alike() -> None:
+    """A few rows take a plain loop, a batch the vectorised masks: the same rows, the same verdicts,
+    the same drift window."""
+    rng = np.random.default_rng(3)
+    rows = [
+        [
+            float(rng.uniform(-1.2, 1.2)) if i % 7 else None,
+            int(rng.integers(-1, 12)),
+            int(rng.integers(0, 2)),
+            int(rng.choice([1, 2, 3])),
+        ]
+        for i in range(64)
+    ]
+    one_by_one, batched = _guarded(), _guarded()
+    verdicts = []
+    for row in rows:
+        try:
+            verdicts.append(_check(*one_by_one, [row]))
+        except SERVER.ApiError as exc:
+            verdicts.append(exc.cells[0]["rule"])
+    assert {v for v in verdicts if isinstance(v, str)} == {"min", "max"}  # both paths are exercised
+    good = [row for row, verdict in zip(rows, verdicts) if verdict == []]
+    assert len(good) > 10
+    assert _check(*batched, good) == []
+
+    def binned(guard: object) -> list[tuple[int, ...]]:
+        return sorted(map(tuple, guard._window().tolist()))
+
+    assert binned(one_by_one[1]) == binned(batched[1])
+    for row, verdict in zip(rows, verdicts):
+        if isinstance(verdict, str):
+            assert _refusal(*batched, [good[0], row]).cells[0]["rule"] == verdict

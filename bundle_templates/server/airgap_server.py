@@ -80,6 +80,7 @@ unusable (check: one line on stderr, "not an ONNX model ..." or onnxruntime's ow
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
 import itertools
 import json
@@ -700,6 +701,9 @@ DATA_CONTRACT_FORMAT = "airgap.data-contract/v1"
 DRIFT_WINDOW = 1000  # rows of recent requests the drift index is measured over
 PSI_FLOOR = 1e-4
 MAX_LISTED = 20  # bad cells a refusal names; the count says how many there were
+# Up to this many rows a plain loop over the row's values beats numpy, whose every call costs about
+# a microsecond whatever its size: a one-row request would pay ten of them.
+SMALL_BATCH = 4
 RULES = ("min", "max", "int", "bool", "allowed", "missing", "type", "finite")
 WARNABLE = frozenset(("min", "max", "int", "bool", "allowed"))  # a warn-mode feature answers these
 CONTRACT_WARNING_HEADER = "Airgap-Contract-Warning"
@@ -845,7 +849,16 @@ class DataGuard:
             else None
             for c in self.categories
         ]
-        self._ring: list[tuple[int, np.ndarray] | None] = [None] * DRIFT_WINDOW
+        # The same for the loops of a few rows: (column, bounds), (column, edges, missing bin), lookups.
+        self._bounds = [(c, float(lo), float(hi)) for c, lo, hi in zip(self.numeric, self._lo, self._hi)]
+        self._whole_cols = [self.numeric[k] for k in self._whole]
+        self._bisect = [
+            (self.numeric[k], [float(e) for e in edges], len(edges) + 1) for k, edges in numeric_edges
+        ]
+        self._lookup = [
+            (col, index) for col, index in zip(self.categories, self._category_index) if index is not None
+        ]
+        self._ring: list[tuple[int, Any] | None] = [None] * DRIFT_WINDOW
         self._cursor = itertools.count()
 
         self._predictions: list[tuple[int, str, dict[str, int], list[str], list[float]]] = []
@@ -909,9 +922,11 @@ class DataGuard:
                 "out_of_contract",
                 f"input '{self.input}' needs {len(self.features)} columns, one per feature",
             )
-        values = missing = not_number = None
+        values = missing = not_number = rows = None
         bad: list[tuple[int, int, str]] = []  # (row, column, rule)
-        if self.numeric:
+        if array.shape[0] <= SMALL_BATCH and array.dtype.kind != "O":
+            rows = array.tolist()
+        if self.numeric and (rows is None or not self._rows_ok(rows)):
             values, missing, not_number = self._numbers(array)
             ok = (values >= self._lo) & (values <= self._hi)
             if self._whole:
@@ -921,7 +936,8 @@ class DataGuard:
                 bad += self._numeric_faults(values, missing, not_number, ok)
         for k, col in enumerate(self.categories):
             allowed = self._allowed[k]
-            texts = [v if type(v) is str else _num_text(v) for v in array[:, col].tolist()]
+            column = [row[col] for row in rows] if rows is not None else array[:, col].tolist()
+            texts = [v if type(v) is str else _num_text(v) for v in column]
             if not all(t in allowed for t in texts):
                 null_ok = bool(self.nullable[col])
                 for r, t in enumerate(texts):
@@ -932,10 +948,21 @@ class DataGuard:
                             bad.append((r, col, "missing"))
                     else:
                         bad.append((r, col, "allowed"))
-        self._local.checked = (array, values, missing)
+        self._local.checked = (array, values, missing, rows)
         if not bad:
             return []
         return self._judge(array, values, bad)
+
+    def _rows_ok(self, rows: list[list[Any]]) -> bool:
+        """A few rows inside every numeric bound and whole where they must be (else: the masks)."""
+        for row in rows:
+            for c, low, high in self._bounds:
+                if not low <= row[c] <= high:  # NaN (a missing value) fails too
+                    return False
+            for c in self._whole_cols:
+                if not float(row[c]).is_integer():
+                    return False
+        return True
 
     def _numeric_faults(
         self, values: np.ndarray, missing: np.ndarray, not_number: np.ndarray | None, ok: np.ndarray
@@ -988,7 +1015,8 @@ class DataGuard:
                     "feature": self.names[c],
                     "value": text,
                     "rule": rule,
-                    "message": f"{self.input}[{r}][{c}] ({self.names[c]}) = {text} {self._why(self.features[c], rule)}",
+                    "message": f"{self.input}[{r}][{c}] ({self.names[c]}) = {text} "
+                    + self._why(self.features[c], rule),
                 }
             )
         listed = "; ".join(cell["message"] for cell in cells)
@@ -1026,11 +1054,16 @@ class DataGuard:
         array = feeds[self.input]
         checked = getattr(self._local, "checked", None)
         if checked is not None and checked[0] is array:
-            values, missing = checked[1], checked[2]
+            values, missing, rows = checked[1], checked[2], checked[3]
+        elif array.shape[0] <= SMALL_BATCH and array.dtype.kind != "O":
+            values, missing, rows = None, None, array.tolist()
         elif self.numeric:
-            values, missing, _ = self._numbers(array)
+            (values, missing, _), rows = self._numbers(array), None
         else:
-            values = missing = None
+            values = missing = rows = None
+        if values is None and rows is not None:
+            self._remember(self._row_codes(rows))
+            return
         n = array.shape[0]
         codes = np.full((n, len(self.features)), -1, dtype=np.int64)
         if self._binned and values is not None and missing is not None:
@@ -1052,6 +1085,32 @@ class DataGuard:
             if other in found:
                 unseen = unseen or self._tally().unseen
                 unseen[col] += found.count(other)
+        self._remember(codes)
+
+    def _row_codes(self, rows: list[list[Any]]) -> list[list[int]]:
+        """observe for a few rows, value by value: bisect on the reference's edges, dict lookups."""
+        out = []
+        unseen = None
+        width = len(self.features)
+        for row in rows:
+            codes = [-1] * width
+            for c, edges, missing_bin in self._bisect:
+                v = row[c]
+                codes[c] = missing_bin if v != v else bisect.bisect_right(edges, v)
+            for col, index in self._lookup:
+                v = row[col]
+                text = v if type(v) is str else _num_text(v)
+                if text in ("", "nan"):
+                    codes[col] = len(index)
+                else:
+                    code = codes[col] = index.get(text, len(index) + 1)
+                    if code > len(index):
+                        unseen = unseen or self._tally().unseen
+                        unseen[col] += 1
+            out.append(codes)
+        return out
+
+    def _remember(self, codes: Any) -> None:
         slot = next(self._cursor)  # atomic: two threads never claim one slot
         self._ring[slot % DRIFT_WINDOW] = (slot, codes)
 
@@ -1081,7 +1140,7 @@ class DataGuard:
         entries = sorted((e for e in list(self._ring) if e is not None), key=lambda e: -e[0])
         kept, rows = [], 0
         for _, codes in entries:
-            kept.append(codes[: DRIFT_WINDOW - rows])
+            kept.append(np.asarray(codes, dtype=np.int64)[: DRIFT_WINDOW - rows])
             rows += len(kept[-1])
             if rows >= DRIFT_WINDOW:
                 break
