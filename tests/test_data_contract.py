@@ -343,12 +343,19 @@ def _text_model(directory: Path) -> Path:
             helper.make_node(
                 "Constant", [], ["one"], value=helper.make_tensor("one", TensorProto.INT64, [], [1])
             ),
+            helper.make_node(
+                "Constant", [], ["zero"], value=helper.make_tensor("zero", TensorProto.INT64, [], [0])
+            ),
             helper.make_node("Gather", ["row", "one"], ["size_text"], axis=1),
             helper.make_node("Cast", ["size_text"], ["size"], to=TensorProto.FLOAT),
+            helper.make_node("Gather", ["row", "zero"], ["color"], axis=1),
         ],
         "text_table",
         [helper.make_tensor_value_info("row", TensorProto.STRING, ["batch", 2])],
-        [helper.make_tensor_value_info("size", TensorProto.FLOAT, ["batch"])],
+        [
+            helper.make_tensor_value_info("size", TensorProto.FLOAT, ["batch"]),
+            helper.make_tensor_value_info("color", TensorProto.STRING, ["batch"]),
+        ],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8
@@ -592,3 +599,24 @@ def test_one_row_requests_and_batches_are_judged_and_binned_alike() -> None:
     for row, verdict in zip(rows, verdicts):
         if isinstance(verdict, str):
             assert _refusal(*batched, [good[0], row]).cells[0]["rule"] == verdict
+
+
+def test_a_table_with_a_text_column_gets_a_prediction_baseline(tmp_path: Path) -> None:
+    """The reference rows are sent as a client sends them, each cell by its feature's type, so a model
+    fed a text column has its answers' distribution recorded too (it had none: every cell a float)."""
+    from airgap.services.build.datacontract import _prediction_baseline
+
+    loaded, _ = _guarded(TEXT_FEATURES, _text_model(tmp_path), [], "row")
+    rows = [["red", "1.5"], ["blue", "3"], ["red", "0.5"], ["red", "2"]]
+    (color,) = _prediction_baseline(SERVER, loaded, "row", rows, 64, TEXT_FEATURES)
+    assert (color["output"], color["values"], color["shares"]) == ("color", ["red", "blue"], [0.75, 0.25])
+
+
+def test_the_far_side_acceptance_probes_an_enforced_feature_not_a_warn_mode_one() -> None:
+    from airgap.services.deploy.accept import _outside_row
+
+    features = [dict(MIXED[0], mode="warn"), *MIXED[1:]]
+    probe = _outside_row(features)
+    assert probe is not None and probe[1] == "count"
+    loaded, guard = _guarded(features)
+    assert [c["feature"] for c in _refusal(loaded, guard, [probe[0]]).cells] == ["count"]
