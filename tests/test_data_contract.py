@@ -620,3 +620,31 @@ def test_the_far_side_acceptance_probes_an_enforced_feature_not_a_warn_mode_one(
     assert probe is not None and probe[1] == "count"
     loaded, guard = _guarded(features)
     assert [c["feature"] for c in _refusal(loaded, guard, [probe[0]]).cells] == ["count"]
+
+
+def test_the_running_server_answers_a_text_column_model_4xx_never_500(tmp_path: Path) -> None:
+    """Through HTTP: a size of 999999 or "abc" beside a text column is a 400 naming the cell, a null
+    size is answered (nullable), and no request reaches the model's failing cast (no 500)."""
+    model = _text_model(tmp_path)
+    golden = tmp_path / "golden.json"
+    golden.write_text(json.dumps({"cases": [{"name": "one", "inputs": {"row": [["red", 1.5]]}}]}))
+    contract = tmp_path / "data-contract.json"
+    contract.write_text(json.dumps(_doc(TEXT_FEATURES, [], "row")))
+    with serving(tmp_path, golden=golden, model=model, contract=contract) as running:
+        wait_until_ready(running)
+        status, answer = running.predict({"inputs": {"row": [["red", 2.5], ["blue", "7"]]}})
+        assert (status, answer["outputs"]["size"]) == (200, [2.5, 7.0])
+        for size, rule in ((999999, "above the contract's maximum 10"), ("abc", "is not a number")):
+            status, answer = running.predict({"inputs": {"row": [["red", 2.5], ["blue", size]]}})
+            assert (status, answer["error"]["code"]) == (400, "out_of_contract"), answer
+            assert (
+                answer["error"]["message"].startswith("row[1][1] (size) = ")
+                and rule in answer["error"]["message"]
+            )
+        status, answer = running.predict(b'{"inputs": {"row": [["red", 1e400]]}}')  # JSON reads: inf
+        assert (status, answer["error"]["code"]) == (400, "out_of_contract")
+        metrics = running.metrics()
+        assert running.stop() == 0
+    assert metrics['airgap_out_of_contract_total{feature="size",rule="type"}'] == 1
+    assert metrics['airgap_out_of_contract_total{feature="size",rule="finite"}'] == 1
+    assert not any(k.startswith("airgap_requests_total") and 'code="500"' in k for k in metrics)
