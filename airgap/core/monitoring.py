@@ -344,6 +344,33 @@ def dashboard(name: str, version: str, slo: SloSpec | None) -> dict[str, Any]:
             "none",
         ),
         _panel(8, "Ready", "stat", [(f"min(airgap_ready{{{sel}}})", "ready")], 12, 24, "none"),
+        _panel(
+            9,
+            "Answered outside a warn-mode contract, and unseen categories",
+            "timeseries",
+            [
+                (
+                    f"sum by (feature, rule) (rate(airgap_contract_warnings_total{{{sel}}}[5m]))",
+                    "{{feature}} {{rule}}",
+                ),
+                (
+                    f"sum by (feature) (rate(airgap_unseen_categories_total{{{sel}}}[5m]))",
+                    "{{feature}} unseen",
+                ),
+            ],
+            0,
+            32,
+            "reqps",
+        ),
+        _panel(
+            10,
+            "Missing values (share of the drift window)",
+            "timeseries",
+            [(f"max by (feature) (airgap_feature_missing_ratio{{{sel}}})", "{{feature}}")],
+            12,
+            32,
+            "percentunit",
+        ),
     ]
     return {
         "uid": f"airgap-{name}"[:40],
