@@ -52,6 +52,17 @@ def wide_model(directory: Path, width: int) -> Path:
     return path
 
 
+def load_server(path: Path) -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("airgap_other_server", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["airgap_other_server"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def case(server: Any, model_path: Path, header: list[str], rows: list[list[str]]) -> dict[str, Any]:
     doc = dc.derive(header, rows, "features").to_json()
     model = server.Model(str(model_path), 1)
@@ -88,8 +99,9 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--json", action="store_true", help="one JSON document on stdout")
+    parser.add_argument("--server", type=Path, help="another airgap_server.py to measure (e.g. an older one)")
     args = parser.parse_args()
-    server = server_module()
+    server = server_module() if args.server is None else load_server(args.server)
     header, rows = dc.read_csv((EXAMPLE / "reference.csv").read_text(), "reference.csv")
     results = [case(server, EXAMPLE / "classifier.onnx", header, rows)]
     rng = np.random.default_rng(7)

@@ -352,7 +352,10 @@ class Columns:
     def __init__(self, dtype: str, features: list[tuple[str, str, bool]]) -> None:
         self.features = features
         self.text = dtype == "str"
-        self.accepts = tuple(_column_accept(dtype, kind, nullable) for _, kind, nullable in features)
+        kinds = [_column_types(dtype, kind, nullable) for _, kind, nullable in features]
+        self.accepts = tuple(_accepting(types) for types in kinds)
+        # Columns that all take the same JSON types are checked by one function, as without a contract.
+        self.same = self.accepts[0] if len(set(kinds)) == 1 else None
 
     def describe(self, col: int) -> tuple[str, str, str]:
         """The column's feature name, its declared type, and the JSON values it takes."""
@@ -363,8 +366,8 @@ class Columns:
         return name, kind, wanted + (" or null" if nullable else "")
 
 
-def _column_accept(dtype: str, kind: str, nullable: bool) -> Callable[[object], bool]:
-    """What JSON values a column of this declared type takes in a tensor of this dtype."""
+def _column_types(dtype: str, kind: str, nullable: bool) -> frozenset[type]:
+    """The JSON value types a column of this declared type takes in a tensor of this dtype."""
     types: set[type] = {str, int, float} if dtype == "str" else {int, float}
     if dtype.startswith(("int", "uint")):
         types = {int}
@@ -374,8 +377,13 @@ def _column_accept(dtype: str, kind: str, nullable: bool) -> Callable[[object], 
         types = {bool}
     if nullable and (dtype == "str" or dtype.startswith("float")):  # no other tensor has a missing value
         types.add(type(None))
-    frozen = frozenset(types)
-    return lambda x: type(x) in frozen
+    return frozenset(types)
+
+
+def _accepting(types: frozenset[type]) -> Callable[[object], bool]:
+    if types == {int, float}:
+        return _accepts_number
+    return lambda x: type(x) in types
 
 
 @dataclass(frozen=True)
@@ -456,7 +464,11 @@ class TensorSpec:
                 )
             if depth == len(shape) - 1:  # the innermost lists hold the values
                 if columns is not None:
-                    if not all(map(_call, columns.accepts, node)):
+                    if not (
+                        all(map(columns.same, node))
+                        if columns.same
+                        else all(map(_call, columns.accepts, node))
+                    ):
                         i, item = next((i, x) for i, x in enumerate(node) if not columns.accepts[i](x))
                         raise self._bad_leaf((*index, i), item)
                 elif not all(map(accept, node)):
