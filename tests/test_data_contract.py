@@ -648,3 +648,23 @@ def test_the_running_server_answers_a_text_column_model_4xx_never_500(tmp_path: 
     assert metrics['airgap_out_of_contract_total{feature="size",rule="type"}'] == 1
     assert metrics['airgap_out_of_contract_total{feature="size",rule="finite"}'] == 1
     assert not any(k.startswith("airgap_requests_total") and 'code="500"' in k for k in metrics)
+
+
+def test_the_counters_of_ended_connection_threads_are_folded_even_without_a_scrape() -> None:
+    """The server runs a thread per connection; their counters must not pile up between scrapes, or
+    forever where nobody scrapes."""
+    import threading
+
+    loaded, guard = _guarded()
+    bad = loaded.prepare({"features": [[0.5, 3, 1, 9]]}, 64)
+
+    def one_connection() -> None:
+        with pytest.raises(SERVER.ApiError):
+            guard.check(bad)
+
+    for _ in range(300):
+        thread = threading.Thread(target=one_connection)
+        thread.start()
+        thread.join()
+    assert len(guard._tallies) <= SERVER.FOLD_AFTER + 1
+    assert _metrics(guard)['airgap_out_of_contract_total{feature="line",rule="allowed"}'] == 300

@@ -721,6 +721,7 @@ MAX_LISTED = 20  # bad cells a refusal names; the count says how many there were
 # Up to this many rows a plain loop over the row's values beats numpy, whose every call costs about
 # a microsecond whatever its size: a one-row request would pay ten of them.
 SMALL_BATCH = 4
+FOLD_AFTER = 64  # per-thread counters kept before a new thread folds in those of ended ones
 RULES = ("min", "max", "int", "bool", "allowed", "missing", "type", "finite")
 WARNABLE = frozenset(("min", "max", "int", "bool", "allowed"))  # a warn-mode feature answers these
 CONTRACT_WARNING_HEADER = "Airgap-Contract-Warning"
@@ -904,8 +905,23 @@ class DataGuard:
         if tally is None:
             tally = _Tally(len(self.features), [len(v) + 1 for _, _, _, v, _ in self._predictions])
             self._local.tally = tally
+            # A thread per connection: fold the ended ones even if nobody scrapes. Never waits: when
+            # a scrape holds the lock, it is folding them anyway.
+            if len(self._tallies) >= FOLD_AFTER and self._scrape.acquire(blocking=False):
+                try:
+                    self._fold_finished()
+                finally:
+                    self._scrape.release()
             self._tallies.append(tally)  # list.append is atomic
         return tally
+
+    def _fold_finished(self) -> None:
+        """Adds the counts of threads that have ended to the retired ones (the caller holds _scrape)."""
+        retired = self._retired
+        for tally in list(self._tallies):
+            if not tally.thread.is_alive():  # it can no longer write: its counts are final
+                _add(retired, retired, tally)
+                self._tallies.remove(tally)
 
     def _numbers(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         """The numeric features' columns as float64, where each is missing, and (a string tensor
@@ -1188,13 +1204,9 @@ class DataGuard:
     def _merged(self) -> _Tally:
         """Every thread's counters summed; those of finished threads folded in once and dropped."""
         with self._scrape:
+            self._fold_finished()
             total = _Tally.__new__(_Tally)
-            retired = self._retired
-            for tally in list(self._tallies):
-                if not tally.thread.is_alive():
-                    _add(retired, retired, tally)
-                    self._tallies.remove(tally)
-            _add(total, retired, None)
+            _add(total, self._retired, None)
             for tally in list(self._tallies):
                 _add(total, total, tally)
             return total
