@@ -420,14 +420,20 @@ def test_null_is_accepted_where_nullable_and_tracked_as_the_missing_rate() -> No
 
 def test_null_is_refused_where_the_feature_is_not_nullable(tmp_path: Path) -> None:
     loaded, guard = _guarded()
-    for row, col in (([0.5, None, 1, 1], 1), ([0.5, 3, 1, None], 3)):
-        refused = _refusal(loaded, guard, [row])
-        assert refused.code == "bad_dtype" and f"features[0][{col}]" in refused.message
+    refused = _refusal(loaded, guard, [[0.5, None, 1, 1], [0.5, 3, 1, None]])
+    assert refused.code == "out_of_contract"
+    assert [(c["row"], c["feature"], c["value"], c["rule"]) for c in refused.cells] == [
+        (0, "count", "null", "missing"),
+        (1, "line", "null", "missing"),
+    ]
+    assert refused.message.startswith(
+        "features[0][1] (count) = null is missing, and the contract does not allow missing values; "
+    )
+    assert _metrics(guard)['airgap_out_of_contract_total{feature="count",rule="missing"}'] == 1
     loaded, guard = _guarded(TEXT_FEATURES, _text_model(tmp_path), [], "row")
-    refused = _refusal(loaded, guard, [[None, 1.0]], "row")
-    assert refused.code == "bad_dtype"
-    refused = _refusal(loaded, guard, [["", 1.0]], "row")  # the text tensor's own way to say missing
-    assert refused.cells[0]["rule"] == "missing"
+    for color in (None, ""):  # JSON null, or the text tensor's own way to say missing
+        refused = _refusal(loaded, guard, [[color, 1.0]], "row")
+        assert refused.cells[0]["rule"] == "missing"
     assert _check(loaded, guard, [["red", None]], "row") == []  # size is nullable
 
 

@@ -351,8 +351,9 @@ class Columns:
 
     def __init__(self, dtype: str, features: list[tuple[str, str, bool]]) -> None:
         self.features = features
+        self.dtype = dtype
         self.text = dtype == "str"
-        kinds = [_column_types(dtype, kind, nullable) for _, kind, nullable in features]
+        kinds = [_column_types(dtype, kind) for _, kind, _ in features]
         self.accepts = tuple(_accepting(types) for types in kinds)
         # Columns that all take the same JSON types are checked by one function, as without a contract.
         self.same = self.accepts[0] if len(set(kinds)) == 1 else None
@@ -360,14 +361,17 @@ class Columns:
     def describe(self, col: int) -> tuple[str, str, str]:
         """The column's feature name, its declared type, and the JSON values it takes."""
         name, kind, nullable = self.features[col]
+        nullable = nullable and (self.text or self.dtype.startswith("float"))
         wanted = {"category": "strings or numbers", "bool": "true, false, 0 or 1"}.get(kind, "numbers")
         if self.text and kind in ("float", "int"):
             wanted = "numbers or strings that are numbers"
         return name, kind, wanted + (" or null" if nullable else "")
 
 
-def _column_types(dtype: str, kind: str, nullable: bool) -> frozenset[type]:
-    """The JSON value types a column of this declared type takes in a tensor of this dtype."""
+def _column_types(dtype: str, kind: str) -> frozenset[type]:
+    """The JSON value types a column of this declared type takes in a tensor of this dtype. JSON null
+    is read wherever the tensor has a missing value (NaN, ""): the guard then refuses it, counted and
+    named with the rest of the batch, where the feature is not nullable."""
     types: set[type] = {str, int, float} if dtype == "str" else {int, float}
     if dtype.startswith(("int", "uint")):
         types = {int}
@@ -375,7 +379,7 @@ def _column_types(dtype: str, kind: str, nullable: bool) -> frozenset[type]:
         types.add(bool)
     if dtype == "bool":
         types = {bool}
-    if nullable and (dtype == "str" or dtype.startswith("float")):  # no other tensor has a missing value
+    if dtype == "str" or dtype.startswith("float"):  # no other tensor has a missing value
         types.add(type(None))
     return frozenset(types)
 
