@@ -219,6 +219,7 @@ def test_drift_stays_low_for_reference_rows_and_rises_for_a_shifted_population(g
     # the answers are counted per value, and their distribution is compared with the reference's
     answered = sum(v for k, v in drifted.items() if k.startswith('airgap_predictions_total{output="label"'))
     assert answered >= 640
+    assert drifted['airgap_prediction_drift_window_rows{output="label"}'] == min(answered, 1000)
     assert calm['airgap_prediction_drift_psi{output="label"}'] < 0.05
 
 

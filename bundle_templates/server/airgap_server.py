@@ -897,7 +897,7 @@ class DataGuard:
                         [float(x) for x in p["shares"]],
                     )
                 )
-        self._answer_ring: list[tuple[int, list[int]] | None] = [None] * DRIFT_WINDOW
+        self._answer_ring: list[tuple[int, list[list[int]]] | None] = [None] * DRIFT_WINDOW
         self._answer_cursor = itertools.count()
         # The counts of threads that have ended, folded in at the scrape.
         self._retired = _Tally(len(features), [len(v) + 1 for _, _, _, v, _ in self._predictions])
@@ -1156,9 +1156,11 @@ class DataGuard:
         if not self._predictions:
             return
         tally = self._tally()
+        per_output: list[list[int]] = []
         for k, (index, _, positions, values, _) in enumerate(self._predictions):
             answered = results[index]
             if not isinstance(answered, np.ndarray) or answered.ndim != 1:
+                per_output.append([])
                 continue
             other = len(values)
             codes = [
@@ -1167,8 +1169,9 @@ class DataGuard:
             totals = tally.answers[k]
             for c in codes:
                 totals[c] += 1
-            slot = next(self._answer_cursor)
-            self._answer_ring[(slot * len(self._predictions) + k) % DRIFT_WINDOW] = (slot, [k, *codes])
+            per_output.append(codes)
+        slot = next(self._answer_cursor)  # one slot per request, every output's answers in it
+        self._answer_ring[slot % DRIFT_WINDOW] = (slot, per_output)
 
     # ---- the scrape
 
@@ -1276,9 +1279,10 @@ class DataGuard:
                     f'airgap_predictions_total{{output="{_label(output)}",value="{_label(value)}"}} {n}'
                 )
             window: list[int] = []
-            for _, (which, *codes) in entries:
-                if which == k and len(window) < DRIFT_WINDOW:
-                    window += codes[: DRIFT_WINDOW - len(window)]
+            for _, per_output in entries:
+                if len(window) >= DRIFT_WINDOW:
+                    break
+                window += per_output[k][: DRIFT_WINDOW - len(window)]
             if not window:
                 continue
             counts = np.bincount(np.array(window, dtype=np.int64), minlength=len(values) + 1)
