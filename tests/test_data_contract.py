@@ -675,3 +675,20 @@ def test_the_counters_of_ended_connection_threads_are_folded_even_without_a_scra
         thread.join()
     assert len(guard._tallies) <= SERVER.FOLD_AFTER + 1
     assert _metrics(guard)['airgap_out_of_contract_total{feature="line",rule="allowed"}'] == 300
+
+
+@pytest.mark.parametrize(
+    "column",
+    [
+        [1.0 + i * 1e-13 for i in range(50)],  # a span far below twelve significant digits
+        [-1e-300, 0.0, 1e-300],
+        [-7.5e9, -7.5e9 + 1.0],
+        [42.0] * 5,  # no span at all
+        [0.1 * i for i in range(11)],
+    ],
+)
+def test_derived_bounds_admit_every_reference_value(column: list[float]) -> None:
+    header, rows = dc.read_csv("x\n" + "".join(f"{v!r}\n" for v in column), "ref.csv")
+    (feature,) = dc.derive(header, rows, "features").features
+    assert feature.minimum is not None and feature.maximum is not None
+    assert feature.minimum <= min(column) and feature.maximum >= max(column), feature

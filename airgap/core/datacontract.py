@@ -227,12 +227,16 @@ def _steps(value: float, step: float) -> float:
 def _round_down(value: float, step: float) -> float:
     """``value`` rounded towards minus infinity to ``step``: a lower bound never excludes what it bounds."""
     out = _tidy(math.floor(_steps(value, step)) * step)
-    return out if out <= value else _tidy(out - step)
+    if out > value:
+        out = _tidy(out - step)
+    return out if out <= value else value  # a step below what 12 digits resolve: the value itself
 
 
 def _round_up(value: float, step: float) -> float:
     out = _tidy(math.ceil(_steps(value, step)) * step)
-    return out if out >= value else _tidy(out + step)
+    if out < value:
+        out = _tidy(out + step)
+    return out if out >= value else value
 
 
 def _round(value: float, step: float) -> float:
