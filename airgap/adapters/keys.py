@@ -27,7 +27,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from airgap.adapters.fs import atomic_write_bytes
+from airgap.adapters.fs import MAX_KEY, atomic_write_bytes, read_bytes
 from airgap.core.signing import EVERY_NAME, parse_scope
 from airgap.core.signing import TrustedKey as TrustedKey
 from airgap.core.signing import key_algorithm as key_algorithm
@@ -66,10 +66,7 @@ def generate(private_path: Path, public_path: Path, passphrase: bytes) -> str:
 
 def load_private(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
     """The P-384 private key in ``path``; any other key, or a wrong passphrase, is one clear line."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read signing key {path}: {exc.strerror}") from None
+    data = read_bytes(path, "signing key", MAX_KEY)
     _one_pem_block(data, str(path))
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
@@ -193,9 +190,6 @@ class Trusted:
     changed: bool
 
 
-MAX_TRUST_FILE = 64 << 10
-
-
 class TrustStore:
     """Public keys the far side trusts, in ``<state>/trust``: one PEM file per key id, and beside
     it ``<id>.scope.json`` naming the bundles that key may sign (``{"format", "key_id", "names"}``,
@@ -216,7 +210,7 @@ class TrustStore:
             return []
         out = []
         for path in sorted(self.directory.glob("*.pem")):
-            public = load_public(_read_small(path, "a trust store key"), str(path))
+            public = load_public(read_bytes(path, "trusted key", MAX_KEY), str(path))
             kid = key_id(public)
             if path.stem != kid:
                 raise IntegrityError(f"trust store file {path.name} does not hold key {path.stem[:16]}")
@@ -239,7 +233,7 @@ class TrustStore:
             hint=f"trust the key again with `airgap keys trust KEY.pub --for NAME` (or remove {path})",
         )
         try:
-            doc = json.loads(_read_small(path, "a trust scope"))
+            doc = json.loads(read_bytes(path, "trust scope", MAX_KEY))
         except (ValueError, UnicodeDecodeError):
             raise damaged from None
         if (
@@ -310,15 +304,3 @@ class TrustStore:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self._scope_path(matches[0].stem))
         return matches[0].stem
-
-
-def _read_small(path: Path, what: str) -> bytes:
-    """A trust store file, which is small: a larger one is not airgap's."""
-    try:
-        with open(path, "rb") as fh:
-            data = fh.read(MAX_TRUST_FILE + 1)
-    except OSError as exc:
-        raise EnvironmentFailure(f"cannot read {what} {path}: {exc.strerror}") from None
-    if len(data) > MAX_TRUST_FILE:
-        raise IntegrityError(f"{path} is larger than {what} can be ({MAX_TRUST_FILE} bytes)")
-    return data

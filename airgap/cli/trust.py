@@ -85,12 +85,12 @@ def keys_trust(
 
     Example: airgap keys trust publisher.pub --for tabular-classifier,fraud-model
     """
-    from airgap.adapters.fs import read_bytes
+    from airgap.adapters.fs import MAX_KEY, read_bytes
     from airgap.core.signing import EVERY_NAME, describe_scope, parse_scope
 
     scope = parse_scope(names) if names is not None else None
     state = _state(state_dir)
-    done = state.trust.trust(read_bytes(public_key, "public key"), str(public_key), scope)
+    done = state.trust.trust(read_bytes(public_key, "public key", MAX_KEY), str(public_key), scope)
     kid = done.key_id
     if done.changed:
         state.audit({"action": "keys trust", "key_id": kid, "names": list(done.names), "result": "accepted"})

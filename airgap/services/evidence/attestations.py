@@ -294,7 +294,7 @@ def _last_link(directory: Path) -> tuple[int, str | None]:
     records = sorted(directory.glob(f"*{SUFFIX}"))
     if not records:
         return 1, None
-    raw = read_bytes(records[-1], "attestation")
+    raw = read_bytes(records[-1], "attestation", at.MAX_ENVELOPE)
     previous = hashlib.sha256(raw).hexdigest()
     try:
         extra = at.parse_envelope(raw, str(records[-1]), require_signature=False).statement()["predicate"]

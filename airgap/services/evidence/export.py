@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 from airgap.adapters import keys
-from airgap.adapters.fs import atomic_write_bytes, read_bytes
+from airgap.adapters.fs import MAX_KEY, atomic_write_bytes, read_bytes
 from airgap.core import attestation as at
 from airgap.core.bundle_format import canonical_json, strict_json
+from airgap.core.json_budget import check_json_budget
 from airgap.errors import InvalidInputError, SignatureError, TamperError
 from airgap.ports import Signer
 from airgap.services.attest import verify_envelope
@@ -30,6 +31,9 @@ from airgap.services.state import State
 
 EVIDENCE_FORMAT = "airgap.evidence/v2"
 MAX_EVIDENCE = 256 << 20
+# An exported envelope is some 2 KiB and a dozen values: one value per 64 bytes is far more than
+# any export holds, and bounds what parsing a file at the cap can cost (core/json_budget.py).
+MAX_EVIDENCE_VALUES = MAX_EVIDENCE // 64
 
 
 # -- export and verify ---------------------------------------------------------------------------
@@ -104,7 +108,9 @@ def export(
     unsigned = 0
     paths = sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
     for path in paths:
-        envelope = at.parse_envelope(read_bytes(path, "attestation"), str(path), require_signature=False)
+        envelope = at.parse_envelope(
+            read_bytes(path, "attestation", at.MAX_ENVELOPE), str(path), require_signature=False
+        )
         unsigned += not envelope.signatures
         entries.append({"file": path.name, "envelope": envelope.to_json()})
         statement = envelope.statement()
@@ -121,7 +127,7 @@ def export(
             signer_id = envelope.signatures[0].keyid if envelope.signatures else None
             statements.append((path.name, statement, signer_id))
     for path in sorted(directory.glob("site-*.pub")) if directory.is_dir() else []:
-        public = keys.load_public(read_bytes(path, "site key"), str(path))
+        public = keys.load_public(read_bytes(path, "site key", MAX_KEY), str(path))
         site_keys.append({"key_id": keys.key_id(public), "pem": keys.public_pem(public).decode("ascii")})
     exported = now()
     manifest = canonical_json(
@@ -182,6 +188,7 @@ def _entries(raw: bytes, origin: str) -> tuple[list[tuple[str, object]], _Seal |
     export's seal (None for a single envelope file, which is no export)."""
     if len(raw) > MAX_EVIDENCE:
         raise InvalidInputError(f"{origin} is {len(raw)} bytes, over the {MAX_EVIDENCE} evidence may have")
+    check_json_budget(raw, MAX_EVIDENCE_VALUES, origin)
     try:
         data = strict_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -400,7 +407,7 @@ def verify_evidence(
     origin = str(path)
     checked: list[Checked] = []
     unsigned: list[str] = []
-    raw_entries, seal = _entries(read_bytes(path, "evidence file"), origin)
+    raw_entries, seal = _entries(read_bytes(path, "evidence file", MAX_EVIDENCE), origin)
     envelopes = [
         (name, at.envelope_from_json(data, f"{origin}: {name}", require_signature=False))
         for name, data in raw_entries
