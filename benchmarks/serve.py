@@ -207,6 +207,11 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=2, help="interleaved rounds per cell (default 2)")
     ap.add_argument("--connections", default="8,64")
     ap.add_argument("--rows", default="1,64")
+    ap.add_argument(
+        "--without-contract",
+        action="store_true",
+        help="serve without the data contract: the HTTP layer alone (a diagnostic; the goals are with it)",
+    )
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
@@ -224,7 +229,7 @@ def main() -> int:
             bodies[rows].write_bytes(json.dumps({"inputs": {"features": reference_rows(rows)}}).encode())
         (tmp / "refapp.py").write_text(REFERENCE_APP)
         ours_port, ref_port = free_port(), free_port()
-        contract = example_contract(tmp)
+        contract = tmp / "none.json" if args.without_contract else example_contract(tmp)
         with (tmp / "airgap.log").open("wb") as ours_log, (tmp / "reference.log").open("wb") as ref_log:
             ours = start(
                 [sys.executable, str(SERVER), "serve"],
@@ -312,6 +317,7 @@ def main() -> int:
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "versions": versions(),
         "seconds": args.seconds,
+        "data_contract": not args.without_contract,
         "rounds": args.rounds,
         "cells": cells,
         "goals": {"throughput_ratio": ">= 1.0", "p99_ratio": "<= 1.2"},
