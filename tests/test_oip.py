@@ -13,6 +13,7 @@ import csv
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +24,8 @@ from typing import Any
 
 import numpy as np
 import pytest
+
+from tests.conftest import bundle, run_airgap
 
 # the session bundle on its USB stick, and a far side that uninstalls what it installed
 from tests.test_install import far_side, install, media  # noqa: F401
@@ -455,10 +458,29 @@ def test_tritonclient_calls_the_server_installed_on_podman(far_side: Path, media
     assert_installed_answers(port)
 
 
+@pytest.fixture(scope="module")
+def host_media(
+    project: Path, cache: Path, signing_key: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """The example bundled for this host (a virtualenv installs the host wheelhouse), signed."""
+    out = tmp_path_factory.mktemp("host-bundle")
+    profile = out / "host.json"
+    assert run_airgap("probe", "-o", str(profile), "--egress-check", "none").returncode == 0
+    key = signing_key.with_suffix(".key")
+    result = bundle(
+        project, cache, "--profile", str(profile), "--host-wheelhouse", "--key", str(key), "-o", str(out)
+    )
+    bundle_path = Path(result["bundle"][0])
+    shutil.copy(signing_key.with_suffix(".pub"), bundle_path.parent / "publisher.pub")
+    return bundle_path
+
+
 @pytest.mark.docker
-def test_tritonclient_calls_the_server_installed_in_a_venv(far_side: Path, media: Path) -> None:  # noqa: F811
-    port = free_port()
-    proc = install(far_side, media, "--to", "venv", "--port", str(port))
+def test_tritonclient_calls_the_server_installed_in_a_venv(tmp_path: Path, host_media: Path) -> None:
+    state, port = tmp_path / "state", free_port()
+    pub = host_media.parent / "publisher.pub"
+    assert run_airgap("keys", "trust", str(pub), "--state-dir", str(state)).returncode == 0
+    proc = install(state, host_media, "--to", "venv", "--port", str(port))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     serve_line = json.loads(proc.stdout)["serve"]
     serve = subprocess.Popen(
@@ -468,8 +490,9 @@ def test_tritonclient_calls_the_server_installed_in_a_venv(far_side: Path, media
         wait_for(lambda: _ready(port), "the venv server to be ready", timeout=60)
         assert_installed_answers(port)
     finally:
-        os.killpg(serve.pid, signal.SIGTERM)
-        assert serve.wait(timeout=20) == 0
+        os.killpg(serve.pid, signal.SIGTERM)  # the shell and the server it started
+        serve.wait(timeout=20)
+        run_airgap("uninstall", "tabular-classifier", "--to", "venv", "--state-dir", str(state))
 
 
 def _ready(port: int) -> bool:
