@@ -563,3 +563,40 @@ def test_sigterm_under_load_answers_every_request_it_read_and_exits_zero(tmp_pat
     assert len(served) == len(answered)  # every answer the server gave reached its client
     stopped = [r for r in records if r["event"] == "stopped"]
     assert stopped[0]["abandoned_requests"] == 0
+
+
+def test_a_warn_mode_value_is_answered_over_http_with_the_contract_warning_header(tmp_path: Path) -> None:
+    """A feature in warn mode lets an out-of-contract value through, and the answer says so, on /v1
+    and on v2 alike; an enforced feature still refuses."""
+    import tritonclient.http as httpclient
+
+    from tests.test_serving_doc import example_contract
+
+    contract = example_contract(tmp_path)
+    doc = json.loads(contract.read_text())
+    doc["features"][1]["mode"] = "warn"  # pressure
+    contract.write_text(json.dumps(doc))
+    with serving(tmp_path, contract=contract) as running:
+        wait_until_ready(running)
+        body = json.dumps({"inputs": {"features": [OUTSIDE]}}).encode()
+        status, headers, _ = running.request(
+            "POST", "/v1/predict", body, {"Content-Type": "application/json"}
+        )
+        assert (status, headers.get("Airgap-Contract-Warning")) == (200, "pressure=max")
+        tensor = httpclient.InferInput("features", [1, 4], "FP32")
+        tensor.set_data_from_numpy(np.array([OUTSIDE], dtype=np.float32))
+        result = client(running.port).infer(MODEL_NAME, [tensor])
+        assert result.get_response()["outputs"]
+        status, headers, _ = running.request(
+            "POST",
+            "/v2/models/tabular/infer",
+            json.dumps(
+                {"inputs": [{"name": "features", "shape": [1, 4], "datatype": "FP32", "data": OUTSIDE}]}
+            ).encode(),
+        )
+        assert (status, headers.get("Airgap-Contract-Warning")) == (200, "pressure=max")
+        status, _, _ = running.request(
+            "POST", "/v1/predict", json.dumps({"inputs": {"features": [[99.0, 0.0, 0.0, 0.0]]}}).encode()
+        )
+        assert status == 400  # temperature is enforced
+        assert running.stop() == 0

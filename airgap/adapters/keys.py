@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from airgap.adapters.fs import atomic_write_bytes
+from airgap.adapters.fs import MAX_KEY, atomic_write_bytes, read_bytes
 from airgap.core.signing import TrustedKey as TrustedKey
 from airgap.core.signing import key_algorithm as key_algorithm
 from airgap.core.signing import key_id as key_id
@@ -57,10 +57,7 @@ def generate(private_path: Path, public_path: Path, passphrase: bytes) -> str:
 
 def load_private(path: Path, passphrase: bytes | None) -> ec.EllipticCurvePrivateKey:
     """The P-384 private key in ``path``; any other key, or a wrong passphrase, is one clear line."""
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise InvalidInputError(f"cannot read signing key {path}: {exc.strerror}") from None
+    data = read_bytes(path, "signing key", MAX_KEY)
     try:
         key = serialization.load_pem_private_key(data, password=passphrase)
     except TypeError:
@@ -138,7 +135,7 @@ class TrustStore:
             return []
         out = []
         for path in sorted(self.directory.glob("*.pem")):
-            public = load_public(path.read_bytes(), str(path))
+            public = load_public(read_bytes(path, "trusted key", MAX_KEY), str(path))
             kid = key_id(public)
             if path.stem != kid:
                 raise IntegrityError(f"trust store file {path.name} does not hold key {path.stem[:16]}")

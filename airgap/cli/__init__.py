@@ -24,6 +24,7 @@ from airgap.cli.common import (
     app,
     err_console,
     failure_document,
+    let_commands_open_their_paths,
     print_document,
 )
 from airgap.cli.rendering import ignore_signals, signals_interrupt
@@ -68,6 +69,7 @@ def _succeeded() -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """Console-script entry point: the one place where errors and signals become exit codes."""
     command = typer.main.get_command(app)
+    let_commands_open_their_paths(command)
     STATE.json = STATE.verbose = STATE.quiet = False
     STATE.on_interrupt = State.on_interrupt
     STATE.document = None

@@ -167,11 +167,11 @@ def evidence_verify(
 
     Example: airgap evidence verify site-a-evidence.json --key site.pub
     """
-    from airgap.adapters.fs import read_bytes
+    from airgap.adapters.fs import MAX_KEY, read_bytes
     from airgap.services.evidence.attestations import verify_evidence
 
     checked = verify_evidence(
-        evidence_file, read_bytes(key, "public key"), str(key), allow_unsigned=allow_unsigned
+        evidence_file, read_bytes(key, "public key", MAX_KEY), str(key), allow_unsigned=allow_unsigned
     )
     rows = [
         {

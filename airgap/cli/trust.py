@@ -67,10 +67,10 @@ def keys_trust(
 
     Example: airgap keys trust publisher.pub
     """
-    from airgap.adapters.fs import read_bytes
+    from airgap.adapters.fs import MAX_KEY, read_bytes
 
     state = _state(state_dir)
-    kid = state.trust.trust(read_bytes(public_key, "public key"), str(public_key))
+    kid = state.trust.trust(read_bytes(public_key, "public key", MAX_KEY), str(public_key))
     state.audit({"action": "keys trust", "key_id": kid, "result": "accepted"})
     if STATE.json:
         _emit_json({"key_id": kid, "trust_store": str(state.trust.directory)})

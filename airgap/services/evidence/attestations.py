@@ -28,9 +28,10 @@ from typing import TYPE_CHECKING, Any
 
 from airgap import __version__
 from airgap.adapters import keys
-from airgap.adapters.fs import atomic_write_bytes, read_bytes
+from airgap.adapters.fs import MAX_KEY, atomic_write_bytes, read_bytes
 from airgap.core import attestation as at
 from airgap.core.bundle_format import canonical_json, strict_json
+from airgap.core.json_budget import check_json_budget
 from airgap.errors import AirgapError, EnvironmentFailure, InvalidInputError, SignatureError
 from airgap.ports import Signer
 from airgap.services.attest import sign_envelope, verify_envelope
@@ -43,6 +44,9 @@ if TYPE_CHECKING:  # types only: `verify` must not pay for numpy (core.smoke) to
 
 EVIDENCE_FORMAT = "airgap.evidence/v1"
 MAX_EVIDENCE = 256 << 20
+# An exported envelope is some 2 KiB and a dozen values: one value per 64 bytes is far more than
+# any export holds, and bounds what parsing a file at the cap can cost (core/json_budget.py).
+MAX_EVIDENCE_VALUES = MAX_EVIDENCE // 64
 SUFFIX = ".intoto.json"
 
 if TYPE_CHECKING:
@@ -285,7 +289,9 @@ def export(state: State, out: Path, bundle: Path | None = None, key: Path | None
     unsigned = 0
     paths = sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
     for path in paths:
-        envelope = at.parse_envelope(read_bytes(path, "attestation"), str(path), require_signature=False)
+        envelope = at.parse_envelope(
+            read_bytes(path, "attestation", at.MAX_ENVELOPE), str(path), require_signature=False
+        )
         unsigned += not envelope.signatures
         entries.append({"file": path.name, "envelope": envelope.to_json()})
         statement = envelope.statement()
@@ -293,7 +299,7 @@ def export(state: State, out: Path, bundle: Path | None = None, key: Path | None
             signer = envelope.signatures[0].keyid if envelope.signatures else None
             statements.append((path.name, statement, signer))
     for path in sorted(directory.glob("site-*.pub")) if directory.is_dir() else []:
-        public = keys.load_public(read_bytes(path, "site key"), str(path))
+        public = keys.load_public(read_bytes(path, "site key", MAX_KEY), str(path))
         site_keys.append({"key_id": keys.key_id(public), "pem": keys.public_pem(public).decode("ascii")})
     document = {
         "format": EVIDENCE_FORMAT,
@@ -322,6 +328,7 @@ def _entries(raw: bytes, origin: str) -> list[tuple[str, object]]:
     """(file name, envelope JSON) of an evidence file, or of a single envelope file."""
     if len(raw) > MAX_EVIDENCE:
         raise InvalidInputError(f"{origin} is {len(raw)} bytes, over the {MAX_EVIDENCE} evidence may have")
+    check_json_budget(raw, MAX_EVIDENCE_VALUES, origin)
     try:
         data = strict_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -365,7 +372,7 @@ def verify_evidence(
     origin = str(path)
     checked: list[Checked] = []
     unsigned: list[str] = []
-    for name, data in _entries(read_bytes(path, "evidence file"), origin):
+    for name, data in _entries(read_bytes(path, "evidence file", MAX_EVIDENCE), origin):
         where = f"{origin}: {name}"
         envelope = at.envelope_from_json(data, where, require_signature=False)
         statement = envelope.statement()
