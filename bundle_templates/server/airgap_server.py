@@ -20,11 +20,19 @@ Environment (both commands)
                                the model; absent: no contract is enforced
     AIRGAP_HOST                address to listen on               default 0.0.0.0 (":" in it: IPv6)
     AIRGAP_PORT                port; 0 picks a free one (logged)  default 8080
-    AIRGAP_THREADS             onnxruntime intra-op threads, and the most inferences run at once
-                                                                  default 2
+    AIRGAP_THREADS             onnxruntime intra-op threads      default 2
     AIRGAP_MAX_BATCH           largest first (batch) dimension a request may have, for inputs whose
-                               first dimension is dynamic         default 64
+                               first dimension is dynamic, and most rows one run takes from
+                               requests queued while the model was busy   default 64
     AIRGAP_MAX_REQUEST_BYTES   largest request body               default 1048576 (1 MiB)
+    AIRGAP_RUNNERS             model runs at once                 default 1
+    AIRGAP_BATCH_WAIT_MS       how long a free runner waits for more rows   default 0
+    AIRGAP_MAX_QUEUE           predictions waiting for the model before 503 overloaded   default 256
+    AIRGAP_BACKLOG             listen backlog                     default 2048
+
+Design: one asyncio event loop parses HTTP/1.1 and checks requests; onnxruntime runs on
+AIRGAP_RUNNERS threads (it releases the GIL), taking the requests that queued meanwhile as one batch.
+The socket has SO_REUSEPORT, so a second instance (a promote on host networking) shares the port.
 
 HTTP/1.1 with keep-alive (every answer is JSON except /metrics)
     POST /v1/predict   {"inputs": {"<input>": nested lists}}
@@ -35,17 +43,22 @@ HTTP/1.1 with keep-alive (every answer is JSON except /metrics)
     GET  /v1/contract  → 200 the data contract (404 not_found when the bundle has none)
     GET  /healthz      → 200 {"status": "ok"} as soon as the process listens
     GET  /readyz       → 503 until the warm-up inference succeeded, then
-                         200 {"status": "ready", "model_version": v}
+                         200 {"status": "ready", "model_version": v, "instance": this process's id}
     GET  /metrics      → Prometheus text 0.0.4: airgap_requests_total{path,code},
                          airgap_request_errors_total, airgap_request_seconds{path} and
                          airgap_inference_seconds (histograms),
                          airgap_model_info{name,version,onnxruntime}, airgap_ready,
-                         airgap_requests_in_flight; with a data contract also
+                         airgap_requests_in_flight, airgap_client_disconnects_total;
+                         with a data contract also
                          airgap_out_of_contract_total{feature,rule},
                          airgap_feature_drift_psi{feature}, airgap_feature_drift_window_rows{feature},
                          airgap_predictions_total{output,value} and airgap_prediction_drift_psi{output}
                          (population stability index of the last 1000 answered rows, and answers,
                          against the reference's; no request payload is kept)
+
+    Open Inference Protocol v2: GET /v2, /v2/health/live, /v2/health/ready, /v2/models/NAME[/versions/V]
+    (metadata), .../ready; POST .../infer with JSON tensors or the binary tensor data extension
+    (Inference-Header-Content-Length); inputs pass the same checks and data contract as /v1.
 
     A request must name exactly the model's inputs; values are JSON numbers (whole numbers for integer
     inputs, true/false for bool, strings for string inputs; NaN/Infinity refused), with the model's
@@ -56,7 +69,8 @@ HTTP/1.1 with keep-alive (every answer is JSON except /metrics)
     out_of_contract (a value outside the data contract: the message names the feature, value, rule) (400),
     bad_request (400, malformed HTTP), length_required (411, no Content-Length), too_large (413,
     Content-Length above AIRGAP_MAX_REQUEST_BYTES, refused before reading), not_found (404),
-    method_not_allowed (405), not_ready (503), internal (500).
+    method_not_allowed (405), not_ready (503), overloaded (503, Retry-After: 1), internal (500);
+    unknown_output (400, v2). v2 errors are {"error": message, "code": C}.
 
 check output
     {"onnxruntime": "1.32.0", "opset": {"ai.onnx": 13}, "ir_version": 8,
@@ -80,27 +94,28 @@ unusable (check: one line on stderr, "not an ONNX model ..." or onnxruntime's ow
 from __future__ import annotations
 
 import argparse
+import asyncio
 import bisect
 import contextlib
 import itertools
 import json
 import math
 import os
+import re
 import signal
 import socket
-import socketserver
 import sys
 import threading
 import time
 import traceback
 import warnings
+from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Union
-from urllib.parse import urlsplit
 
 # Before onnxruntime loads: its recent Linux wheels (1.32 does; 1.16 did not) otherwise keep a telemetry
 # database under ~/.cache/Microsoft and queue events for upload. Nothing may leave the site, or be written.
@@ -183,6 +198,10 @@ class Config:
     threads: int
     max_batch: int
     max_request_bytes: int
+    runners: int = 1
+    batch_wait_ms: float = 0.0
+    max_queue: int = 256
+    backlog: int = 2048
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
@@ -200,6 +219,10 @@ class Config:
             threads=_int_env(env, "AIRGAP_THREADS", 2, 1, 1024),
             max_batch=_int_env(env, "AIRGAP_MAX_BATCH", 64, 1, 2**31 - 1),
             max_request_bytes=_int_env(env, "AIRGAP_MAX_REQUEST_BYTES", 1 << 20, 1, 2**40),
+            runners=_int_env(env, "AIRGAP_RUNNERS", 1, 1, 64),
+            batch_wait_ms=_int_env(env, "AIRGAP_BATCH_WAIT_MS", 0, 0, 1000),
+            max_queue=_int_env(env, "AIRGAP_MAX_QUEUE", 256, 1, 1 << 20),
+            backlog=_int_env(env, "AIRGAP_BACKLOG", 2048, 1, 65535),
         )
 
 
@@ -624,6 +647,7 @@ class Model:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 4  # fatal only: its errors reach us as exceptions, and its log
         # lines on stderr would break check's one-line contract and serve's one JSON object per line
         try:
@@ -1350,6 +1374,12 @@ class Metrics:
         self._sum = 0.0
         self._count = 0
         self._latency: dict[str, list[float]] = {}  # path -> bucket counts..., sum, count
+        self._disconnects = 0
+
+    def count_disconnect(self) -> None:
+        """A client that closed its connection before its answer was sent."""
+        with self._lock:
+            self._disconnects += 1
 
     def count_request(self, path: str, status: int, seconds: float | None = None) -> None:
         with self._lock:
@@ -1376,6 +1406,7 @@ class Metrics:
         with self._lock:
             requests, errors = sorted(self._requests.items()), self._errors
             buckets, total, count = list(self._buckets), self._sum, self._count
+            disconnects = self._disconnects
             latency = sorted((p, list(row)) for p, row in self._latency.items())
         lines = [
             "# HELP airgap_request_seconds Time from a request's first byte to its answer, by path.",
@@ -1417,6 +1448,9 @@ class Metrics:
             "# HELP airgap_requests_in_flight Requests being handled, this scrape included.",
             "# TYPE airgap_requests_in_flight gauge",
             f"airgap_requests_in_flight {in_flight}",
+            "# HELP airgap_client_disconnects_total Requests whose client closed the connection before the answer.",
+            "# TYPE airgap_client_disconnects_total counter",
+            f"airgap_client_disconnects_total {disconnects}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -1458,7 +1492,7 @@ class StopSignal:
 
 
 class App:
-    """What the handlers share: configuration, the model once loaded, readiness, metrics."""
+    """What the connections share: configuration, the model once loaded, readiness, metrics."""
 
     def __init__(self, config: Config) -> None:
         self.config = config
@@ -1468,7 +1502,6 @@ class App:
         self.ready = threading.Event()
         self.metrics = Metrics()
         self.stop = StopSignal()
-        self._slots = threading.BoundedSemaphore(config.threads)
 
     def info(self) -> dict[str, str]:
         return {
@@ -1476,16 +1509,6 @@ class App:
             "version": self.config.model_version,
             "onnxruntime": ort.__version__,
         }
-
-    def infer(self, model: Model, feeds: dict[str, np.ndarray]) -> list[Any]:
-        with self._slots:
-            start = time.perf_counter()
-            try:
-                results = model.run(feeds)
-            except OrtInvalidArgument as exc:  # e.g. two inputs that disagree on a shared dimension
-                raise ApiError(400, "bad_shape", f"the model refused these inputs: {one_line(exc)}") from None
-            self.metrics.observe_inference(time.perf_counter() - start)
-        return results
 
     def load_and_warm_up(self) -> None:
         """Runs on its own thread so that /healthz answers while a large model loads."""
@@ -1502,8 +1525,7 @@ class App:
                 feeds = fit_case(model, name, inputs, cfg.max_batch)
             else:
                 name, feeds = "zeros", {spec.name: spec.zeros() for spec in model.inputs}
-            with self._slots:
-                model.run(feeds)
+            model.run(feeds)
             self.model = model
             log("ready", warm_up_case=name, seconds=round(time.perf_counter() - start, 3))
             self.ready.set()
@@ -1515,79 +1537,433 @@ class App:
             self.stop.trigger(2, "warm-up failed")
 
 
-class ConnectionTracker:
-    """Open connections and whether each is inside a request, so that shutdown can close the idle ones
-    and wait for the busy ones."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._busy: dict[socket.socket, bool] = {}
-        self.draining = False  # once set, every connection closes after the answer it is giving
-
-    def opened(self, sock: socket.socket) -> None:
-        with self._cond:
-            self._busy[sock] = False
-
-    def started(self, sock: socket.socket) -> None:
-        with self._cond:
-            if sock in self._busy:
-                self._busy[sock] = True
-
-    def idle(self, sock: socket.socket) -> None:
-        """A keep-alive connection between requests: a drain may close it."""
-        with self._cond:
-            if sock in self._busy:
-                self._busy[sock] = False
-                self._cond.notify_all()
-
-    def closed(self, sock: socket.socket) -> None:
-        with self._cond:
-            self._busy.pop(sock, None)
-            self._cond.notify_all()
-
-    def in_flight(self) -> int:
-        with self._cond:
-            return sum(self._busy.values())
-
-    def drain(self, timeout: float) -> int:
-        """Closes idle connections for reading and waits for the rest; returns how many were abandoned."""
-        deadline = time.monotonic() + timeout
-        with self._cond:
-            self.draining = True
-            for sock, busy in self._busy.items():
-                if not busy:
-                    with contextlib.suppress(OSError):  # already closed by the client
-                        sock.shutdown(socket.SHUT_RD)  # the handler's read returns EOF, and it ends
-            while any(self._busy.values()) and time.monotonic() < deadline:
-                self._cond.wait(deadline - time.monotonic())
-            return sum(self._busy.values())
+# ---------------------------------------------------------------------------------------------------
+# Inference: off the event loop, with requests that queue while the model is busy run as one batch
 
 
-class Server(ThreadingHTTPServer):
-    daemon_threads = True  # idle connections must not keep the process alive after the drain
+def batchable(model: Model) -> bool:
+    """Whether requests can share a run: every input and output a tensor whose first dimension is
+    dynamic (a batch), not fixed, and no output a non-tensor (a ZipMap's list of maps)."""
+    return bool(model.inputs) and all(
+        spec.shape and not isinstance(spec.shape[0], int) and spec.dtype in ORT_DTYPES.values()
+        for spec in (*model.inputs, *model.outputs)
+    )
 
-    def __init__(self, config: Config, app: App) -> None:
-        self.app = app
-        self.tracker = ConnectionTracker()
-        self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        super().__init__((config.host, config.port), Handler)
 
-    def server_bind(self) -> None:
-        # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup that can hang for a long time on
-        # a network without DNS; the name is only used for SERVER_NAME, which nothing here reads.
-        socketserver.TCPServer.server_bind(self)
-        self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+INLINE_SECONDS = 0.001  # a model that runs faster than this runs on the event loop itself
 
-    def process_request(self, request: Any, client_address: Any) -> None:
-        self.tracker.opened(request)  # before the thread starts, so that a drain cannot miss it
-        super().process_request(request, client_address)
 
-    def shutdown_request(self, request: Any) -> None:
+class Batcher:
+    """Runs the model as few times as it can: requests that queue together run as one batch.
+
+    Requests that arrive while every runner is busy wait in a queue; the next free runner takes all of
+    them that fit in AIRGAP_MAX_BATCH rows as one run (one call per batch, not per request, is where
+    the throughput under load comes from) and splits the outputs back by rows. AIRGAP_BATCH_WAIT_MS
+    (default 0) lets a free runner wait that long for more rows before it starts. A request that
+    fails inside a batch is run again alone, so that one bad request never fails its neighbours.
+
+    Where it runs is measured, not configured: a model whose runs average under INLINE_SECONDS runs
+    on the event loop, after the loop has read every request that arrived in the same turn (handing
+    a 20 µs run to a thread costs more than the run: a queue, a wake-up, two GIL switches); a slower
+    model runs on AIRGAP_RUNNERS threads, and onnxruntime releases the GIL while the loop parses.
+    """
+
+    def __init__(self, app: App, loop: asyncio.AbstractEventLoop) -> None:
+        cfg = app.config
+        self.app, self.loop = app, loop
+        self.runners = cfg.runners
+        self.max_rows = cfg.max_batch
+        self.wait = cfg.batch_wait_ms / 1000.0
+        self._executor = ThreadPoolExecutor(max_workers=cfg.runners, thread_name_prefix="inference")
+        self._pending: deque[tuple[Model, dict[str, np.ndarray], int, Any, asyncio.Future[Any]]] = deque()
+        self._running = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._scheduled = False
+        self._batchable: dict[int, bool] = {}
+        self._average: float | None = None  # seconds per run, moving average
+
+    @property
+    def inline(self) -> bool:
+        return self._average is not None and self._average < INLINE_SECONDS
+
+    def key(self, model: Model, feeds: dict[str, np.ndarray]) -> tuple[Any, ...] | None:
+        """What requests must share to run as one: each input's dtype and shape after the first axis."""
+        ok = self._batchable.get(id(model))
+        if ok is None:
+            ok = self._batchable[id(model)] = batchable(model)
+        if not ok:
+            return None
+        return tuple((name, a.dtype.str, a.shape[1:]) for name, a in feeds.items())
+
+    def submit(self, model: Model, feeds: dict[str, np.ndarray]) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = self.loop.create_future()
+        key = self.key(model, feeds)
+        rows = len(next(iter(feeds.values()))) if key is not None and feeds else 0
+        self._pending.append((model, feeds, rows, key, future))
+        if self._running < self.runners:
+            if self.wait > 0 and key is not None and sum(p[2] for p in self._pending) < self.max_rows:
+                if self._timer is None:
+                    self._timer = self.loop.call_later(self.wait, self._dispatch)
+            elif self.inline:
+                if not self._scheduled:  # after the requests read in this turn of the loop
+                    self._scheduled = True
+                    self.loop.call_soon(self._dispatch)
+            else:
+                self._dispatch()
+        return future
+
+    def _dispatch(self) -> None:
+        self._scheduled = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        while self._running < self.runners and self._pending:
+            first = self._pending.popleft()
+            batch = [first]
+            if first[3] is not None:
+                rows, keep = first[2], deque()
+                while self._pending:
+                    item = self._pending.popleft()
+                    if item[3] == first[3] and item[0] is first[0] and rows + item[2] <= self.max_rows:
+                        batch.append(item)
+                        rows += item[2]
+                    else:
+                        keep.append(item)
+                self._pending.extendleft(reversed(keep))
+            if self.inline:
+                self._deliver(batch, self._run(batch), None)
+                continue
+            self._running += 1
+            done = self.loop.run_in_executor(self._executor, self._run, batch)
+            done.add_done_callback(lambda f, b=batch: self._finished(b, f))  # type: ignore[misc]
+
+    def _finished(self, batch: list[Any], done: asyncio.Future[list[Any]]) -> None:
+        self._running -= 1
+        failure: BaseException | None = (
+            RuntimeError("the inference was cancelled") if done.cancelled() else done.exception()
+        )
+        self._deliver(batch, done.result() if failure is None else None, failure)
+        if self._pending:
+            self._dispatch()
+
+    def _deliver(self, batch: list[Any], outcomes: list[Any] | None, failure: BaseException | None) -> None:
+        for i, item in enumerate(batch):
+            future = item[4]
+            if future.done():
+                continue
+            outcome = outcomes[i] if outcomes is not None else failure
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
+
+    def _run(self, batch: list[Any]) -> list[Any]:
+        """On a runner thread: one onnxruntime call for the batch; each request's outputs or exception."""
+        if len(batch) > 1:
+            model = batch[0][0]
+            feeds = {name: np.concatenate([item[1][name] for item in batch]) for name in batch[0][1]}
+            total = sum(item[2] for item in batch)
+            try:
+                results = self._timed(model, feeds)
+            except Exception:  # find the request at fault: each alone
+                results = None
+            if results is not None and all(
+                isinstance(r, np.ndarray) and r.ndim and r.shape[0] == total for r in results
+            ):
+                out, offset = [], 0
+                for item in batch:
+                    out.append([r[offset : offset + item[2]] for r in results])
+                    offset += item[2]
+                return out
+        outcomes: list[Any] = []
+        for item in batch:
+            try:
+                outcomes.append(self._timed(item[0], item[1]))
+            except Exception as exc:
+                outcomes.append(exc)
+        return outcomes
+
+    def _timed(self, model: Model, feeds: dict[str, np.ndarray]) -> list[Any]:
+        start = time.perf_counter()
         try:
-            super().shutdown_request(request)
-        finally:
-            self.tracker.closed(request)
+            results = model.run(feeds)
+        except OrtInvalidArgument as exc:  # e.g. two inputs that disagree on a shared dimension
+            raise ApiError(400, "bad_shape", f"the model refused these inputs: {one_line(exc)}") from None
+        seconds = time.perf_counter() - start
+        self.app.metrics.observe_inference(seconds)
+        average = self._average
+        self._average = seconds if average is None else 0.9 * average + 0.1 * seconds
+        return results
 
+    def close(self) -> None:
+        self._executor.shutdown(wait=False)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Open Inference Protocol v2 (KServe, Triton, MLServer): JSON tensors and the binary tensor extension
+
+V2_DATATYPES = {
+    "bool": "BOOL",
+    "uint8": "UINT8",
+    "uint16": "UINT16",
+    "uint32": "UINT32",
+    "uint64": "UINT64",
+    "int8": "INT8",
+    "int16": "INT16",
+    "int32": "INT32",
+    "int64": "INT64",
+    "float16": "FP16",
+    "float32": "FP32",
+    "float64": "FP64",
+    "str": "BYTES",
+}
+V2_ROUTE = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?")
+
+
+def v2_shape(spec: TensorSpec) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in spec.shape]
+
+
+def v2_tensors(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+    """Tensor inputs or outputs as the protocol's metadata lists them (non-tensor outputs have no v2 type)."""
+    return [
+        {"name": s.name, "datatype": V2_DATATYPES[s.dtype], "shape": v2_shape(s)}
+        for s in specs
+        if s.dtype in V2_DATATYPES
+    ]
+
+
+def v2_model_metadata(model: Model, name: str, version: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "versions": [version],
+        "platform": "onnxruntime_onnx",
+        "inputs": v2_tensors(model.inputs),
+        "outputs": v2_tensors(model.outputs),
+    }
+
+
+def _nest(flat: list[Any], shape: list[int]) -> Any:
+    """A row-major flat list as the nested lists of ``shape`` (what /v1 takes, and Model.prepare checks)."""
+    if not shape:
+        return flat[0]
+    nested: list[Any] = flat
+    for size in reversed(shape[1:]):
+        nested = [nested[i : i + size] for i in range(0, len(nested), size)]
+    return nested
+
+
+def _flatten_json(data: Any) -> list[Any]:
+    if not isinstance(data, list):
+        return [data]
+    if not any(isinstance(x, list) for x in data):
+        return data
+    flat: list[Any] = []
+    for x in data:
+        flat.extend(_flatten_json(x))
+    return flat
+
+
+def _decode_bytes_tensor(raw: bytes, count: int, name: str) -> list[str]:
+    """BYTES elements in binary form: each a 4-byte little-endian length, then that many bytes."""
+    out, offset = [], 0
+    while offset < len(raw):
+        if offset + 4 > len(raw):
+            break
+        size = int.from_bytes(raw[offset : offset + 4], "little")
+        element = raw[offset + 4 : offset + 4 + size]
+        if len(element) != size:
+            break
+        try:
+            out.append(element.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise ApiError(
+                400, "bad_dtype", f"input '{name}' holds an element that is not UTF-8 text"
+            ) from None
+        offset += 4 + size
+    if offset != len(raw) or len(out) != count:
+        raise ApiError(
+            400,
+            "bad_shape",
+            f"input '{name}' binary data does not hold {count} length-prefixed elements; "
+            "check binary_data_size and shape",
+        )
+    return out
+
+
+def v2_parse_request(
+    body: bytes, header_length: str | None, model: Model
+) -> tuple[dict[str, Any], dict[str, bool] | None, bool, Any]:
+    """An infer request → (the inputs as /v1 nested lists, requested outputs {name: binary?} or None for
+    all, whether outputs default to binary, the request id). Every input still goes through
+    Model.prepare and the data contract afterwards, exactly as a /v1 request does."""
+    binary = b""
+    if header_length is not None:
+        try:
+            size = int(header_length)
+            if not 0 <= size <= len(body):
+                raise ValueError
+        except ValueError:
+            raise ApiError(
+                400,
+                "bad_request",
+                f"Inference-Header-Content-Length {header_length!r} is not a byte count within the body",
+            ) from None
+        body, binary = body[:size], body[size:]
+    try:
+        doc = json.loads(body, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise ApiError(
+            400, "bad_json", f"the inference request is not valid JSON ({one_line(exc)})"
+        ) from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("inputs"), list):
+        raise ApiError(400, "bad_json", 'the inference request must be a JSON object with an "inputs" list')
+    specs = {s.name: s for s in model.inputs}
+    inputs: dict[str, Any] = {}
+    offset = 0
+    for i, tensor in enumerate(doc["inputs"]):
+        if not isinstance(tensor, dict) or not isinstance(tensor.get("name"), str):
+            raise ApiError(400, "bad_json", f'inputs[{i}] must be an object with a "name"')
+        name = tensor["name"]
+        spec = specs.get(name)
+        if spec is None:
+            raise ApiError(
+                400,
+                "unknown_input",
+                f"the model has no input {name!r}; its inputs are {', '.join(repr(n) for n in specs)}",
+            )
+        if name in inputs:
+            raise ApiError(400, "bad_json", f"input {name!r} is given twice")
+        shape = tensor.get("shape")
+        if not isinstance(shape, list) or not all(type(d) is int and d >= 0 for d in shape):
+            raise ApiError(400, "bad_shape", f"input '{name}' needs a shape: a list of non-negative integers")
+        want = V2_DATATYPES.get(spec.dtype)
+        if tensor.get("datatype") != want:
+            raise ApiError(
+                400,
+                "bad_dtype",
+                f"input '{name}' is {want} in this model, not {tensor.get('datatype')!r}; send datatype {want}",
+            )
+        count = math.prod(shape)
+        if count == 0:
+            raise ApiError(
+                400, "bad_shape", f"input '{name}' has shape {shape} with no elements; send at least one row"
+            )
+        params = tensor.get("parameters") or {}
+        if not isinstance(params, dict):
+            raise ApiError(400, "bad_json", f"input '{name}' parameters must be an object")
+        if "binary_data_size" in params:
+            size = params["binary_data_size"]
+            if type(size) is not int or size < 0 or offset + size > len(binary):
+                raise ApiError(
+                    400,
+                    "bad_request",
+                    f"input '{name}' binary_data_size {size!r} runs past the binary data; "
+                    "check Inference-Header-Content-Length",
+                )
+            raw = binary[offset : offset + size]
+            offset += size
+            if spec.dtype == "str":
+                flat: list[Any] = _decode_bytes_tensor(raw, count, name)
+            else:
+                dtype = np.dtype(spec.dtype).newbyteorder("<")
+                if size != count * dtype.itemsize:
+                    raise ApiError(
+                        400,
+                        "bad_shape",
+                        f"input '{name}' has {size} bytes of binary data but shape {shape} of {want} "
+                        f"needs {count * dtype.itemsize}",
+                    )
+                array = np.frombuffer(raw, dtype=dtype)
+                if array.dtype.kind == "f" and not np.isfinite(array).all():
+                    raise ApiError(
+                        400, "bad_dtype", f"input '{name}' holds NaN or an infinity; send finite numbers"
+                    )
+                flat = array.tolist()
+        elif "data" in tensor:
+            flat = _flatten_json(tensor["data"])
+            if len(flat) != count:
+                raise ApiError(
+                    400, "bad_shape", f"input '{name}' has {len(flat)} values but shape {shape} needs {count}"
+                )
+        else:
+            raise ApiError(
+                400, "bad_json", f"input '{name}' has neither \"data\" nor a binary_data_size parameter"
+            )
+        inputs[name] = _nest(flat, shape)
+    if offset != len(binary):
+        raise ApiError(
+            400,
+            "bad_request",
+            f"{len(binary) - offset} bytes of binary data follow the inputs; check binary_data_size",
+        )
+    parameters = doc.get("parameters") or {}
+    binary_default = bool(isinstance(parameters, dict) and parameters.get("binary_data_output"))
+    requested: dict[str, bool] | None = None
+    if doc.get("outputs") is not None:
+        if not isinstance(doc["outputs"], list):
+            raise ApiError(400, "bad_json", '"outputs" must be a list of objects with a "name"')
+        known = {s.name for s in model.outputs if s.dtype in V2_DATATYPES}
+        requested = {}
+        for wanted in doc["outputs"]:
+            name = wanted.get("name") if isinstance(wanted, dict) else None
+            if name not in known:
+                raise ApiError(
+                    400,
+                    "unknown_output",
+                    f"the model has no tensor output {name!r}; its outputs are {', '.join(sorted(known))}",
+                )
+            params = wanted.get("parameters") or {}
+            requested[name] = bool(
+                params.get("binary_data", binary_default) if isinstance(params, dict) else False
+            )
+    return inputs, requested, binary_default, doc.get("id")
+
+
+def _v2_elements(value: np.ndarray) -> tuple[str, list[Any], bytes]:
+    """(datatype, JSON data, binary data) of one output tensor."""
+    if value.dtype.kind in "OUS":
+        items = [v if isinstance(v, bytes) else str(v).encode("utf-8") for v in value.reshape(-1).tolist()]
+        raw = b"".join(len(v).to_bytes(4, "little") + v for v in items)
+        return "BYTES", [v.decode("utf-8", "replace") for v in items], raw
+    datatype = V2_DATATYPES[value.dtype.name]
+    flat = value.reshape(-1)
+    return datatype, flat, flat.astype(flat.dtype.newbyteorder("<"), copy=False).tobytes()
+
+
+def v2_encode_response(
+    model: Model,
+    results: list[Any],
+    requested: dict[str, bool] | None,
+    binary_default: bool,
+    header: dict[str, Any],
+) -> tuple[bytes, str, tuple[tuple[str, str], ...]]:
+    """The infer answer: JSON, or JSON then the binary outputs with Inference-Header-Content-Length."""
+    outputs, chunks = [], []
+    for spec, value in zip(model.outputs, results):
+        if not isinstance(value, np.ndarray) or (requested is not None and spec.name not in requested):
+            continue
+        binary = requested[spec.name] if requested is not None else binary_default
+        datatype, data, raw = _v2_elements(value)
+        tensor: dict[str, Any] = {"name": spec.name, "datatype": datatype, "shape": list(value.shape)}
+        if binary:
+            tensor["parameters"] = {"binary_data_size": len(raw)}
+            chunks.append(raw)
+        else:
+            tensor["data"] = data if datatype == "BYTES" else _jsonable(data)
+        outputs.append(tensor)
+    document = json.dumps({**header, "outputs": outputs}, separators=(",", ":"), allow_nan=False).encode()
+    if not chunks:
+        return document, "application/json", ()
+    return (
+        document + b"".join(chunks),
+        "application/octet-stream",
+        (("Inference-Header-Content-Length", str(len(document))),),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------
+# HTTP/1.1 on asyncio: one event loop parses and answers; inference runs on the Batcher's threads
 
 ROUTES = {
     "/v1/predict": "POST",
@@ -1595,111 +1971,432 @@ ROUTES = {
     "/healthz": "GET",
     "/readyz": "GET",
     "/metrics": "GET",
+    "/v2": "GET",
+    "/v2/health/live": "GET",
+    "/v2/health/ready": "GET",
 }
+V2_MODEL_ROUTES = {
+    None: ("/v2/models/{name}", "GET"),
+    "/ready": ("/v2/models/{name}/ready", "GET"),
+    "/infer": ("/v2/models/{name}/infer", "POST"),
+}
+KNOWN_METHODS = frozenset({"GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"})
+MAX_HEAD_BYTES = 65536
+MAX_HEADERS = 100
+IDLE_SECONDS = 30.0  # a kept-alive connection that sends nothing for this long is closed
+REASONS = {
+    100: "Continue",
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    411: "Length Required",
+    413: "Payload Too Large",
+    431: "Request Header Fields Too Large",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
+    505: "HTTP Version Not Supported",
+}
+INSTANCE = os.urandom(8).hex()  # this process's start: /readyz tells two instances on one port apart
 
 
-def _metrics_path(handler: BaseHTTPRequestHandler) -> str:
-    """The path label: a route, or "other" (request paths are client-chosen: unbounded label values)."""
-    path = urlsplit(getattr(handler, "path", "") or "").path
-    return path if path in ROUTES else "other"
+class _Clock:
+    """The log's timestamp and the Date header, formatted once a second, not once a request."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._stamp = self._date = ""
+
+    def _tick(self, now: float) -> int:
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            t = time.gmtime(second)
+            self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", t)
+            self._date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", t)
+        return second
+
+    def stamp(self) -> str:
+        now = time.time()
+        second = self._tick(now)
+        return f"{self._stamp}.{int((now - second) * 1000):03d}Z"
+
+    def date(self) -> str:
+        self._tick(time.time())
+        return self._date
 
 
-class Handler(BaseHTTPRequestHandler):
-    server: Server
-    server_version = "airgap-server/1"
-    protocol_version = "HTTP/1.1"  # keep-alive: a client under load reuses its connection
-    timeout = REQUEST_TIMEOUT_SECONDS
+class Request:
+    __slots__ = ("method", "path", "label", "version", "headers", "keep_alive", "length", "v2")
 
-    def setup(self) -> None:
-        super().setup()
-        # Headers and body leave in two writes; with Nagle's algorithm on, a kept-alive connection
-        # waits for the client's delayed ACK (40 ms on Linux) before the body goes.
-        with contextlib.suppress(OSError):
-            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    def __init__(self, method: str, path: str, version: str, headers: dict[str, str]) -> None:
+        self.method, self.path, self.version, self.headers = method, path, version, headers
+        connection = headers.get("connection", "").lower()
+        if version == "HTTP/1.1":
+            self.keep_alive = "close" not in connection
+        else:
+            self.keep_alive = "keep-alive" in connection
+        self.label = "other"
+        self.length = 0
+        self.v2: tuple[str, str | None] | None = None
 
-    def handle_one_request(self) -> None:
-        super().handle_one_request()
-        self.server.tracker.idle(self.connection)
 
-    def parse_request(self) -> bool:
-        self._started = time.perf_counter()
-        self._bytes_in = 0
-        self._responded = False
-        self._body_read = False
-        self.server.tracker.started(self.connection)
-        return super().parse_request()
+class Service:
+    """The listening server's shared state: the app, the batcher, open connections, logs."""
 
-    def _dispatch(self) -> None:
-        path = urlsplit(self.path).path
+    def __init__(self, app: App, loop: asyncio.AbstractEventLoop) -> None:
+        self.app = app
+        self.loop = loop
+        self.config = app.config
+        self.batcher = Batcher(app, loop)
+        self.connections: set[Connection] = set()
+        self.draining = False
+        self.admitted = 0  # predictions parsed and not yet answered
+        self.clock = _Clock()
+        self._log_lines: list[str] = []
+        self.drained: asyncio.Event = asyncio.Event()
+
+    def in_flight(self) -> int:
+        return sum(1 for c in self.connections if c.in_flight)
+
+    def log_request(self, fields: dict[str, Any]) -> None:
+        """Request lines are written once per turn of the event loop, each whole, not one write each."""
+        line = json.dumps({"ts": self.clock.stamp(), "event": "request", **fields}, separators=(",", ":"))
+        if not self._log_lines:
+            self.loop.call_soon(self._flush_log)
+        self._log_lines.append(line + "\n")
+
+    def _flush_log(self) -> None:
+        lines, self._log_lines = self._log_lines, []
+        with _log_lock:
+            sys.stderr.write("".join(lines))
+            sys.stderr.flush()
+
+    def sweep(self) -> None:
+        """Once a second: close connections stalled mid-request, or idle for too long."""
+        now = time.monotonic()
+        for conn in list(self.connections):
+            if conn.busy:
+                continue
+            if conn.in_flight and now - conn.last_data > REQUEST_TIMEOUT_SECONDS:
+                conn.timed_out()
+            elif not conn.in_flight and now - conn.last_data > IDLE_SECONDS:
+                conn.close()
+        if self.connections or not self.draining:
+            self.loop.call_later(1.0, self.sweep)
+
+    def connection_gone(self, conn: Connection) -> None:
+        self.connections.discard(conn)
+        if self.draining and not any(c.in_flight for c in self.connections):
+            self.drained.set()
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+class Connection(asyncio.Protocol):
+    """One client connection: parses HTTP/1.1 requests from the bytes as they come, one at a time."""
+
+    def __init__(self, service: Service) -> None:
+        self.service = service
+        self.transport: asyncio.Transport | None = None
+        self.client = "-"
+        self.buffer = bytearray()
+        self.request: Request | None = None  # head parsed, body awaited
+        self.in_flight = False  # bytes of a request received and not yet answered
+        self.busy = False  # a request is being answered (the model is running for it)
+        self.closed = False
+        self.paused = False
+        self.discarding = False
+        self.peer_done = False
+        self.started = 0.0
+        self.bytes_in = 0
+        self.last_data = time.monotonic()
+
+    # ---- asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.client = str(peer[0]) if peer else "-"
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.service.connections.add(self)
+        if self.service.draining:
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.in_flight and not self.discarding:  # the client left before its answer
+            self.service.app.metrics.count_disconnect()
+            self._log(None, 0, "client_disconnected")
+            self.in_flight = False
+        self.service.connection_gone(self)
+
+    def eof_received(self) -> bool:
+        """The client sent its last byte. A request it left incomplete can never be answered; one
+        being answered still is (its client may only have half-closed), but it is counted as a
+        disconnect either way: most such clients have gone."""
+        self.peer_done = True
+        if self.in_flight and not self.discarding:
+            self.service.app.metrics.count_disconnect()
+            self.discarding = True  # counted once; nothing more will be read
+            if not self.busy:
+                self._log(None, 0, "client_disconnected")
+                self.in_flight = False
+                return False
+            return True
+        return False
+
+    def data_received(self, data: bytes) -> None:
+        self.last_data = time.monotonic()
+        if self.discarding:
+            return
+        if not self.in_flight:
+            self.in_flight = True
+            self.started = time.perf_counter()
+            self.bytes_in = 0
+        self.buffer += data
+        if self.busy:
+            if len(self.buffer) > self.service.config.max_request_bytes + MAX_HEAD_BYTES and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()  # type: ignore[union-attr]
+            return
+        self._process()
+
+    # ---- parsing
+
+    def _process(self) -> None:
+        while not self.busy and not self.closed and not self.discarding:
+            if self.request is None:
+                while self.buffer[:2] == b"\r\n":  # stray line ends between requests are allowed
+                    del self.buffer[:2]
+                end = self.buffer.find(b"\r\n\r\n")
+                if end < 0:
+                    if len(self.buffer) > MAX_HEAD_BYTES:
+                        self._refuse(Request("GET", "", "HTTP/1.1", {}), 431, "the request head is too long")
+                    elif not self.buffer and not self.busy:
+                        self.in_flight = False
+                        if self.peer_done:
+                            self.close()
+                    return
+                head = bytes(self.buffer[:end])
+                del self.buffer[: end + 4]
+                if not self.in_flight:
+                    self.in_flight = True
+                    self.started = time.perf_counter()
+                if not self._begin(head):
+                    return
+            request = self.request
+            assert request is not None
+            if len(self.buffer) < request.length:
+                return
+            body = bytes(self.buffer[: request.length])
+            del self.buffer[: request.length]
+            self.bytes_in = len(body)
+            self.request = None
+            self._dispatch(request, body)
+
+    def _begin(self, head: bytes) -> bool:
+        """Parses a request head and decides, before any body is read, whether it can be served."""
+        lines = head.decode("latin-1").split("\r\n")
+        parts = lines[0].split()
+        if len(parts) != 3 or not parts[2].startswith("HTTP/"):
+            self._refuse(Request("GET", "", "HTTP/1.1", {}), 400, f"bad request line {lines[0][:80]!r}")
+            return False
+        method, target, version = parts
+        path = target.split("?", 1)[0]
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(":")
+            if not sep or not name or name != name.strip():
+                self._refuse(Request(method, path, "HTTP/1.1", {}), 400, f"bad header line {line[:80]!r}")
+                return False
+            key = name.lower()
+            value = value.strip()
+            if key in headers:
+                if key == "content-length" and headers[key] != value:
+                    self._refuse(Request(method, path, "HTTP/1.1", {}), 400, "conflicting Content-Length")
+                    return False
+                headers[key] = headers[key] + ", " + value
+            else:
+                headers[key] = value
+        request = Request(method, path, version, headers)
+        if version not in ("HTTP/1.1", "HTTP/1.0"):
+            self._refuse(request, 505 if version >= "HTTP/2" else 400, f"unsupported version {version[:20]}")
+            return False
+        if len(lines) > MAX_HEADERS + 1:
+            self._refuse(request, 431, "the request has too many headers")
+            return False
         try:
-            method = ROUTES.get(path)
-            if method is None:
-                raise ApiError(
-                    404,
-                    "not_found",
-                    f"there is no {path}; use POST /v1/predict, GET /v1/contract, GET /healthz, GET /readyz or GET /metrics",
-                )
-            if self.command != method:
-                raise ApiError(
-                    405,
-                    "method_not_allowed",
-                    f"{path} takes {method}, not {self.command}",
-                    (("Allow", method),),
-                )
-            {
-                "/v1/predict": self._predict,
-                "/healthz": self._healthz,
-                "/readyz": self._readyz,
-                "/metrics": self._metrics,
-                "/v1/contract": self._contract,
-            }[path]()
+            self._route(request)
+            if (
+                method in ("POST", "PUT", "PATCH")
+                or "content-length" in headers
+                or "transfer-encoding" in headers
+            ):
+                request.length = self._body_length(request)
         except ApiError as exc:
-            self._send_error(exc)
-        except (ConnectionError, TimeoutError, socket.timeout):  # the client left; no one to answer
-            self.close_connection = True
-            if not self._responded:  # else _send has logged the request already
-                self._log_request(None, 0, "client_disconnected")
-        except Exception as exc:  # a bug: answer 500, log it on one line, keep serving
-            log("internal_error", path=path, error=one_line(exc), traceback=traceback.format_exc())
-            if not self._responded:
-                self._send_error(ApiError(500, "internal", "the server failed on this request; see its log"))
+            self._send_error(request, exc)
+            return False
+        if request.length and "100-continue" in headers.get("expect", "").lower():
+            if len(self.buffer) < request.length:
+                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")  # type: ignore[union-attr]
+        self.request = request
+        return True
 
-    do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _dispatch
+    def _route(self, request: Request) -> None:
+        path, method = request.path, request.method
+        allowed = ROUTES.get(path)
+        if allowed is not None:
+            request.label = path
+        else:
+            match = V2_ROUTE.fullmatch(path)
+            if match is not None:
+                request.label, allowed = V2_MODEL_ROUTES[match.group(3)]
+                request.v2 = (match.group(1), match.group(2))
+        if method not in KNOWN_METHODS:
+            raise ApiError(405, "method_not_allowed", f"{method[:20]} is not supported; use GET or POST")
+        if allowed is None:
+            raise ApiError(
+                404,
+                "not_found",
+                f"there is no {path[:200]}; use POST /v1/predict, GET /v1/contract, GET /healthz, "
+                "GET /readyz, GET /metrics, or the Open Inference Protocol under /v2",
+            )
+        if method != allowed:
+            raise ApiError(
+                405,
+                "method_not_allowed",
+                f"{request.label} takes {allowed}, not {method}",
+                (("Allow", allowed),),
+            )
+
+    def _body_length(self, request: Request) -> int:
+        headers = request.headers
+        raw = headers.get("content-length")
+        if raw is None or "transfer-encoding" in headers:
+            request.keep_alive = False  # where this body ends, and the next request starts, is unknown
+            raise ApiError(411, "length_required", "send the body with a Content-Length header, not chunked")
+        if not raw.isdigit():
+            request.keep_alive = False
+            raise ApiError(400, "bad_request", f"Content-Length {raw[:40]!r} is not a byte count")
+        length = int(raw)
+        limit = self.service.config.max_request_bytes
+        if length > limit:
+            raise ApiError(
+                413,
+                "too_large",
+                f"the body has {length} bytes but this server takes at most {limit} "
+                "(AIRGAP_MAX_REQUEST_BYTES); send fewer rows per request",
+            )
+        return length
 
     # ---- endpoints
 
-    def _healthz(self) -> None:
-        self._send_json(200, {"status": "ok"})
+    def _dispatch(self, request: Request, body: bytes) -> None:
+        try:
+            path = request.label
+            if path == "/v1/predict":
+                self._predict(request, body)
+            elif path == "/metrics":
+                self._metrics(request)
+            elif path == "/healthz":
+                self._send_json(request, 200, {"status": "ok"})
+            elif path == "/readyz":
+                self._require_ready()
+                version = self.service.config.model_version
+                self._send_json(
+                    request, 200, {"status": "ready", "model_version": version, "instance": INSTANCE}
+                )
+            elif path == "/v1/contract":
+                self._contract(request)
+            else:
+                self._v2(request, body)
+        except ApiError as exc:
+            self._send_error(request, exc)
+        except Exception as exc:  # a bug: answer 500, log it on one line, keep serving
+            self._internal(request, exc)
 
-    def _readyz(self) -> None:
-        app = self.server.app
-        if not app.ready.is_set():
-            raise ApiError(503, "not_ready", "the model is loading or warming up; retry shortly")
-        self._send_json(200, {"status": "ready", "model_version": app.config.model_version})
-
-    def _metrics(self) -> None:
-        app = self.server.app
-        text = app.metrics.render(app.info(), app.ready.is_set(), self.server.tracker.in_flight())
-        if app.guard is not None:
-            text += "\n".join(app.guard.render()) + "\n"
-        self._send(200, text.encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8")
-
-    def _contract(self) -> None:
-        app = self.server.app
-        if not app.ready.is_set():
-            raise ApiError(503, "not_ready", "the model is loading or warming up; retry shortly")
-        if app.contract_doc is None:
-            raise ApiError(404, "not_found", "this model was bundled without a data contract")
-        self._send(200, app.contract_doc, "application/json")
-
-    def _predict(self) -> None:
-        app = self.server.app
-        body = self._read_body(app.config.max_request_bytes)
+    def _require_ready(self) -> Model:
+        app = self.service.app
         model = app.model
         if model is None or not app.ready.is_set():
             raise ApiError(
                 503, "not_ready", "the model is loading or warming up; retry when GET /readyz answers 200"
             )
+        return model
+
+    def _metrics(self, request: Request) -> None:
+        app, service = self.service.app, self.service
+        text = app.metrics.render(app.info(), app.ready.is_set(), service.in_flight())
+        if app.guard is not None:
+            text += "\n".join(app.guard.render()) + "\n"
+        self._send(request, 200, text.encode("utf-8"), "text/plain; version=0.0.4; charset=utf-8")
+
+    def _contract(self, request: Request) -> None:
+        app = self.service.app
+        self._require_ready()
+        if app.contract_doc is None:
+            raise ApiError(404, "not_found", "this model was bundled without a data contract")
+        self._send(request, 200, app.contract_doc, "application/json")
+
+    def _admit(self) -> None:
+        service = self.service
+        if service.admitted >= service.config.max_queue:
+            raise ApiError(
+                503,
+                "overloaded",
+                f"{service.admitted} predictions are already waiting (AIRGAP_MAX_QUEUE); retry after a second",
+                (("Retry-After", "1"),),
+            )
+
+    def _infer(
+        self,
+        request: Request,
+        model: Model,
+        feeds: dict[str, np.ndarray],
+        answer: Callable[[list[Any], tuple[tuple[str, str], ...]], None],
+    ) -> None:
+        """Checks the contract, queues the feeds for the model, and answers when the outputs come back,
+        flagged with the contract warning header when a warn-mode feature let a value through."""
+        guard = self.service.app.guard
+        flagged: tuple[tuple[str, str], ...] = ()
+        if guard is not None:
+            warning = contract_warning_header(guard.check(feeds))
+            flagged = (warning,) if warning is not None else ()
+        self.busy = True
+        self.service.admitted += 1
+        future = self.service.batcher.submit(model, feeds)
+
+        def done(f: asyncio.Future[Any]) -> None:
+            self.service.admitted -= 1
+            self.busy = False
+            try:
+                results = f.result()
+                if not self.closed:
+                    answer(results, flagged)
+                # Drift is kept after the answer has left: the client need not wait for it, and a
+                # client's next request (a scrape, say) is read only once this has run.
+                if guard is not None:
+                    guard.observe(feeds)
+                    guard.observe_outputs(results)
+            except ApiError as exc:
+                if not self.closed:
+                    self._send_error(request, exc)
+            except Exception as exc:
+                self._internal(request, exc)
+            self._resume()
+
+        future.add_done_callback(done)
+
+    def _predict(self, request: Request, body: bytes) -> None:
+        model = self._require_ready()
+        self._admit()
         try:
             document = json.loads(body, parse_constant=_reject_constant)
         except (ValueError, RecursionError) as exc:
@@ -1708,175 +2405,275 @@ class Handler(BaseHTTPRequestHandler):
             ) from None
         if not isinstance(document, dict) or "inputs" not in document or len(document) != 1:
             raise ApiError(400, "bad_json", 'the body must be a JSON object with exactly one key, "inputs"')
-        feeds = model.prepare(document["inputs"], app.config.max_batch)
-        guard = app.guard
-        if guard is not None:
-            guard.check(feeds)
-        results = app.infer(model, feeds)
-        if guard is not None:
-            guard.observe(feeds)
-            guard.observe_outputs(results)
-        self._send_json(
-            200,
-            {
-                "model": app.config.model_name,
-                "model_version": app.config.model_version,
-                "outputs": model.outputs_json(results),
-            },
-        )
+        feeds = model.prepare(document["inputs"], self.service.config.max_batch)
+        config = self.service.config
 
-    # ---- plumbing
-
-    def _read_body(self, limit: int) -> bytes:
-        raw = self.headers.get("Content-Length")
-        if raw is None or "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.close_connection = True  # where this body ends, and the next request starts, is unknown
-            raise ApiError(411, "length_required", "send the body with a Content-Length header, not chunked")
-        try:
-            length = int(raw)
-            if length < 0:
-                raise ValueError
-        except ValueError:
-            self.close_connection = True
-            raise ApiError(400, "bad_request", f"Content-Length {raw!r} is not a byte count") from None
-        if length > limit:
-            raise ApiError(
-                413,
-                "too_large",
-                f"the body has {length} bytes but this server takes at most {limit} "
-                "(AIRGAP_MAX_REQUEST_BYTES); send fewer rows per request",
+        def answer(results: list[Any], flagged: tuple[tuple[str, str], ...]) -> None:
+            self._send_json(
+                request,
+                200,
+                {
+                    "model": config.model_name,
+                    "model_version": config.model_version,
+                    "outputs": model.outputs_json(results),
+                },
+                None,
+                flagged,
             )
-        body = self.rfile.read(length)
-        self._bytes_in = len(body)
-        self._body_read = True
-        if len(body) != length:
-            raise ConnectionError("client closed the connection before sending the whole body")
-        return body
+
+        self._infer(request, model, feeds, answer)
+
+    def _v2(self, request: Request, body: bytes) -> None:
+        config, app = self.service.config, self.service.app
+        label = request.label
+        if label == "/v2":
+            self._send_json(
+                request, 200, {"name": "airgap-server", "version": "1", "extensions": ["binary_tensor_data"]}
+            )
+            return
+        if label == "/v2/health/live":
+            self._send_json(request, 200, {"live": True})
+            return
+        if label == "/v2/health/ready":
+            ready = app.ready.is_set()
+            self._send_json(request, 200 if ready else 503, {"ready": ready}, None if ready else "not_ready")
+            return
+        assert request.v2 is not None
+        name, version = request.v2
+        if name != config.model_name or (version is not None and version != config.model_version):
+            asked = name + ("" if version is None else f" version {version}")
+            raise ApiError(
+                404,
+                "not_found",
+                f"there is no model {asked[:200]}; this server has {config.model_name} version {config.model_version}",
+            )
+        if label == "/v2/models/{name}/ready":
+            ready = app.ready.is_set()
+            self._send_json(
+                request, 200 if ready else 503, {"name": name, "ready": ready}, None if ready else "not_ready"
+            )
+            return
+        model = self._require_ready()
+        if label == "/v2/models/{name}":
+            self._send_json(request, 200, v2_model_metadata(model, config.model_name, config.model_version))
+            return
+        self._admit()
+        inputs, requested, binary_default, request_id = v2_parse_request(
+            body, request.headers.get("inference-header-content-length"), model
+        )
+        feeds = model.prepare(inputs, config.max_batch)
+        header: dict[str, Any] = {"model_name": config.model_name, "model_version": config.model_version}
+        if isinstance(request_id, str):
+            header["id"] = request_id
+
+        def answer(results: list[Any], flagged: tuple[tuple[str, str], ...]) -> None:
+            payload, content_type, extra = v2_encode_response(
+                model, results, requested, binary_default, header
+            )
+            self._send(request, 200, payload, content_type, None, extra + flagged)
+
+        self._infer(request, model, feeds, answer)
+
+    # ---- answers
+
+    def _internal(self, request: Request, exc: Exception) -> None:
+        log("internal_error", path=request.path[:200], error=one_line(exc), traceback=traceback.format_exc())
+        if not self.closed and self.in_flight:
+            self._send_error(
+                request, ApiError(500, "internal", "the server failed on this request; see its log")
+            )
 
     def _send_json(
-        self, status: int, document: object, error_code: str | None = None, headers: Any = ()
+        self,
+        request: Request,
+        status: int,
+        document: object,
+        error_code: str | None = None,
+        headers: Any = (),
     ) -> None:
         payload = json.dumps(document, separators=(",", ":"), allow_nan=False).encode("utf-8")
-        self._send(status, payload, "application/json", error_code, headers)
+        self._send(request, status, payload, "application/json", error_code, headers)
 
-    def _send_error(self, exc: ApiError) -> None:
-        headers = getattr(self, "headers", None)  # absent when the request line itself was refused
-        announced = headers is not None and (
-            headers.get("Content-Length", "0").strip() not in ("", "0") or "Transfer-Encoding" in headers
+    def _send_error(self, request: Request, exc: ApiError) -> None:
+        if request.label.startswith("/v2"):  # the protocol's error shape: {"error": message}
+            document: dict[str, Any] = {"error": exc.message, "code": exc.code}
+        else:
+            document = {"error": {"code": exc.code, "message": exc.message}}
+        self._send_json(request, exc.status, document, exc.code, exc.headers)
+
+    def _refuse(self, request: Request, status: int, text: str) -> None:
+        """A request that is not HTTP this server can read: answer, then close the connection."""
+        request.keep_alive = False
+        self._send_error(
+            request, ApiError(status, "bad_request", f"{one_line(text)}; send a well-formed HTTP/1.1 request")
         )
-        unread = announced and not getattr(self, "_body_read", False)
-        if unread:
-            self.close_connection = True  # the unread body would be taken for the next request
-        self._send_json(
-            exc.status, {"error": {"code": exc.code, "message": exc.message}}, exc.code, exc.headers
-        )
-        if unread:
-            self._discard_unread_body()
 
     def _send(
-        self, status: int, payload: bytes, content_type: str, error_code: str | None = None, headers: Any = ()
+        self,
+        request: Request,
+        status: int,
+        payload: bytes,
+        content_type: str,
+        error_code: str | None = None,
+        headers: Any = (),
     ) -> None:
-        self._responded = True
+        service = self.service
         # Counted before the answer leaves: a client that scrapes /metrics next must see this request.
-        self.server.app.metrics.count_request(
-            _metrics_path(self), status, time.perf_counter() - getattr(self, "_started", time.perf_counter())
+        service.app.metrics.count_request(request.label, status, time.perf_counter() - self.started)
+        # A body announced but not read (the request was refused from its head) cannot be skipped
+        # reliably: the connection ends after this answer.
+        unread = request.length == 0 and (
+            request.headers.get("content-length", "0").strip() not in ("", "0")
+            or "transfer-encoding" in request.headers
         )
+        keep = request.keep_alive and not unread and not service.draining and not self.peer_done
+        head = (
+            f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}\r\n"
+            f"Server: airgap-server/1\r\nDate: {service.clock.date()}\r\n"
+            f"Content-Type: {content_type}\r\nContent-Length: {len(payload)}\r\nCache-Control: no-store\r\n"
+        )
+        if not keep:
+            head += "Connection: close\r\n"
+        for key, value in headers:
+            head += f"{key}: {value}\r\n"
+        data = (head + "\r\n").encode("latin-1")
         sent = 0
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(payload)))
-            self.send_header("Cache-Control", "no-store")
-            if self.server.tracker.draining:  # stopping: this answer is the connection's last
-                self.close_connection = True
-            if self.close_connection:
-                self.send_header("Connection", "close")
-            for key, value in headers:
-                self.send_header(key, value)
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(payload)
-                sent = len(payload)
-        finally:
-            self._log_request(status, sent, error_code)
+        if request.method != "HEAD":
+            data += payload
+            sent = len(payload)
+        if not self.closed:
+            self.transport.write(data)  # type: ignore[union-attr]
+        self.in_flight = bool(self.buffer)  # a pipelined request may have started arriving
+        self.started = time.perf_counter()
+        self._log_for(request, status, sent, error_code)
+        if not keep:
+            if unread:
+                self._discard()
+            else:
+                self.close()
+        elif service.draining and not self.buffer:
+            self.close()
 
-    def _discard_unread_body(self) -> None:
+    def _discard(self) -> None:
         """After refusing a request without reading its body, drop what the client still sends, briefly:
         closing a socket with unread data makes the kernel reset the connection, and the client could
         lose the answer it has not read yet."""
-        try:
-            self.connection.shutdown(socket.SHUT_WR)
-            self.connection.settimeout(0.5)
-            deadline = time.monotonic() + 2.0
-            while time.monotonic() < deadline and self.connection.recv(65536):
-                pass
-        except OSError:
-            pass
+        self.discarding = True
+        self.in_flight = False
+        self.buffer.clear()
+        transport = self.transport
+        assert transport is not None
+        with contextlib.suppress(OSError, RuntimeError):
+            if transport.can_write_eof():
+                transport.write_eof()
+        self.service.loop.call_later(2.0, self.close)
 
-    def _log_request(self, status: int | None, bytes_out: int, error_code: str | None) -> None:
-        log(
-            "request",
-            method=getattr(self, "command", None),
-            path=urlsplit(getattr(self, "path", "") or "").path[:200],
-            status=status,
-            error=error_code,
-            bytes_in=getattr(self, "_bytes_in", 0),
-            bytes_out=bytes_out,
-            ms=round((time.perf_counter() - getattr(self, "_started", time.perf_counter())) * 1000, 3),
-            client=self.client_address[0],
+    def _resume(self) -> None:
+        if self.closed:
+            return
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
+        if self.buffer:
+            self._process()
+        elif self.peer_done and not self.in_flight:
+            self.close()
+
+    def timed_out(self) -> None:
+        log("request_timeout", client=self.client, seconds=REQUEST_TIMEOUT_SECONDS)
+        self.in_flight = False
+        self.close()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.close()  # type: ignore[union-attr]  # what is buffered is still sent
+
+    def _log_for(self, request: Request, status: int | None, bytes_out: int, error_code: str | None) -> None:
+        self.service.log_request(
+            {
+                "method": request.method[:20],
+                "path": request.path[:200],
+                "status": status,
+                "error": error_code,
+                "bytes_in": self.bytes_in,
+                "bytes_out": bytes_out,
+                "ms": round((time.perf_counter() - self.started) * 1000, 3),
+                "client": self.client,
+            }
         )
 
-    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
-        """The stdlib's own refusals (malformed request line, unknown method, headers too long), as JSON."""
-        self.close_connection = True
-        if code == 501:  # a method no handler exists for
-            error = ApiError(405, "method_not_allowed", f"{self.command} is not supported; use GET or POST")
-        else:
-            text = one_line(message or self.responses.get(code, ("error",))[0])
-            error = ApiError(code, "bad_request", f"{text}; send a well-formed HTTP/1.1 request")
-        self._send_error(error)
-
-    def version_string(self) -> str:
-        return self.server_version
-
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        pass  # _send logs every request, as JSON
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log("http", message=one_line(format % args), client=self.client_address[0])
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not a JSON number")
+    def _log(self, status: int | None, bytes_out: int, error_code: str | None) -> None:
+        request = self.request or Request("-", "", "HTTP/1.1", {})
+        self._log_for(request, status, bytes_out, error_code)
 
 
 # ---------------------------------------------------------------------------------------------------
 # Commands
 
 
+def listening_socket(config: Config) -> socket.socket:
+    """The listening socket, with SO_REUSEPORT: a second instance (a promote's new version, on host
+    networking) binds the same port, and the kernel spreads new connections over both until the old
+    one stops accepting."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if hasattr(socket, "SO_REUSEPORT"):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((config.host, config.port))
+        sock.listen(config.backlog)
+    except BaseException:
+        sock.close()
+        raise
+    sock.setblocking(False)
+    return sock
+
+
+async def _serve(config: Config, app: App, sock: socket.socket) -> int:
+    loop = asyncio.get_running_loop()
+    service = Service(app, loop)
+    server = await loop.create_server(lambda: Connection(service), sock=sock, backlog=config.backlog)
+    stopped = asyncio.Event()
+
+    def woken() -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(app.stop._read, 64)
+        if app.stop.exit_code is not None:
+            stopped.set()
+
+    loop.add_reader(app.stop._read, woken)
+    host, port = sock.getsockname()[:2]
+    log("listening", host=host, port=port, model_path=config.model_path, instance=INSTANCE, **app.info())
+    threading.Thread(target=app.load_and_warm_up, name="warm-up", daemon=True).start()
+    loop.call_later(1.0, service.sweep)
+    await stopped.wait()
+    exit_code = app.stop.exit_code or 0
+    log("stopping", reason=app.stop.reason, in_flight=service.in_flight())
+    server.close()  # the listening socket closes: new connections are refused
+    service.draining = True
+    for conn in list(service.connections):
+        if not conn.in_flight and not conn.busy:
+            conn.close()
+    if any(c.in_flight for c in service.connections):
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(service.drained.wait(), DRAIN_SECONDS)
+    abandoned = service.in_flight()
+    service._flush_log()
+    log("stopped", exit_code=exit_code, abandoned_requests=abandoned)
+    return exit_code
+
+
 def serve(config: Config) -> int:
     app = App(config)
     try:
-        server = Server(config, app)
+        sock = listening_socket(config)
     except OSError as exc:
         log("fatal", message=f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
         return 1
-
     app.stop.install(signal.SIGTERM, signal.SIGINT)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
-    ).start()
-    host, port = server.server_address[:2]
-    log("listening", host=host, port=port, model_path=config.model_path, **app.info())
-    threading.Thread(target=app.load_and_warm_up, name="warm-up", daemon=True).start()
-
-    exit_code = app.stop.wait()
-    log("stopping", reason=app.stop.reason, in_flight=server.tracker.in_flight())
-    server.shutdown()  # the accept loop ends...
-    server.server_close()  # ...and the listening socket closes: new connections are refused
-    abandoned = server.tracker.drain(DRAIN_SECONDS)
-    log("stopped", exit_code=exit_code, abandoned_requests=abandoned)
-    return exit_code
+    return asyncio.run(_serve(config, app, sock))
 
 
 def check(config: Config, model_path: str, golden_path: str | None) -> int:
