@@ -13,7 +13,6 @@ import csv
 import importlib.util
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.conftest import bundle, run_airgap
+from tests.conftest import run_airgap
 
 # the session bundle on its USB stick, and a far side that uninstalls what it installed
 from tests.test_install import far_side, install, media  # noqa: F401
@@ -458,29 +457,15 @@ def test_tritonclient_calls_the_server_installed_on_podman(far_side: Path, media
     assert_installed_answers(port)
 
 
-@pytest.fixture(scope="module")
-def host_media(
-    project: Path, cache: Path, signing_key: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Path:
-    """The example bundled for this host (a virtualenv installs the host wheelhouse), signed."""
-    out = tmp_path_factory.mktemp("host-bundle")
-    profile = out / "host.json"
-    assert run_airgap("probe", "-o", str(profile), "--egress-check", "none").returncode == 0
-    key = signing_key.with_suffix(".key")
-    result = bundle(
-        project, cache, "--profile", str(profile), "--host-wheelhouse", "--key", str(key), "-o", str(out)
-    )
-    bundle_path = Path(result["bundle"][0])
-    shutil.copy(signing_key.with_suffix(".pub"), bundle_path.parent / "publisher.pub")
-    return bundle_path
-
-
 @pytest.mark.docker
-def test_tritonclient_calls_the_server_installed_in_a_venv(tmp_path: Path, host_media: Path) -> None:
+def test_tritonclient_calls_the_server_installed_in_a_venv(
+    tmp_path: Path, clean_image_bundle: dict[str, Any]
+) -> None:
+    """The session's bundle for Debian 12's Python 3.11 (this host's) installs into a virtualenv."""
     state, port = tmp_path / "state", free_port()
-    pub = host_media.parent / "publisher.pub"
+    pub = clean_image_bundle["public_key"]
     assert run_airgap("keys", "trust", str(pub), "--state-dir", str(state)).returncode == 0
-    proc = install(state, host_media, "--to", "venv", "--port", str(port))
+    proc = install(state, clean_image_bundle["bundle"], "--to", "venv", "--port", str(port))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     serve_line = json.loads(proc.stdout)["serve"]
     serve = subprocess.Popen(
