@@ -26,7 +26,7 @@ from typing import BinaryIO, TypeVar
 from airgap.adapters import keys
 from airgap.adapters.archive import TarReader, TimedReader, open_regular, read_small
 from airgap.adapters.parts import ConcatenatedParts
-from airgap.core import versions
+from airgap.core import names, versions
 from airgap.core.bundle_format import (
     MANIFEST,
     MANIFEST_SIG,
@@ -282,7 +282,7 @@ def locate_bundle(path: Path) -> BundleHandle:
         expected: list[tuple[str, str]] = []
         for line in index.decode("utf-8", "replace").splitlines():
             sha, _, name = line.partition("  ")
-            if len(sha) != 64 or "/" in name or not name or name.startswith("."):
+            if len(sha) != 64 or not names.is_file_name(name):
                 raise TamperError(f"the parts index {index_path.name} is malformed")
             expected.append((name, sha))
         paths = tuple(index_path.parent / n for n, _ in expected)
