@@ -127,6 +127,9 @@ def link_into(blob: Path, target: Path, copy: bool = False) -> None:
                 try:
                     os.link(blob, candidate, follow_symlinks=False)
                     tmp = candidate
+                    if not stat.S_ISREG(os.lstat(tmp).st_mode):
+                        # The blob was swapped for something else since it was re-hashed.
+                        raise TamperError(f"{blob} changed in the blob store while it was installed")
                 except FileExistsError:
                     continue
                 except OSError as exc:
@@ -144,6 +147,10 @@ def link_into(blob: Path, target: Path, copy: bool = False) -> None:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         raise disk_error(target, exc) from None
+    except TamperError:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise
 
 
 def _open_regular(path: Path) -> BinaryIO:
