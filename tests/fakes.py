@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airgap.adapters.fs import atomic_write_bytes
 from airgap.core.build_images import ImageFacts, removal_plan
 from airgap.errors import EnvironmentFailure
 from airgap.ports import Adapters, ContainerSpec
@@ -203,6 +204,8 @@ class InertTarget:
         return not path.startswith("image/")
 
     def deploy(self, ctx: Any) -> None:
+        # What the real targets do with what they render for their runtime.
+        atomic_write_bytes(ctx.deploy_dir() / "inert.yaml", b"kind: Nothing\n")
         ctx.journal.step("started")
 
     def answers(

@@ -306,7 +306,8 @@ def test_two_external_files_sharing_a_blob_must_both_have_its_size(far: FarSide)
 def test_planted_links_cannot_make_install_write_outside_the_state_directory(far: FarSide) -> None:
     """A link at every name install writes through — the blob's temporary name (the fixed
     ``.HEX.part`` it used to open without ``O_NOFOLLOW``), the blob itself, a logical file's
-    temporary name and a directory of the installed tree — pointing at the user's own files."""
+    temporary name, a directory of the installed tree and the ``deploy/`` a target renders into —
+    pointing at the user's own files."""
     wheel = b"wheel content " * 100
     files = {**INSTALLABLE, "wheels/w.whl": wheel}
     bundle = far.v2(files)
@@ -320,12 +321,14 @@ def test_planted_links_cannot_make_install_write_outside_the_state_directory(far
     (tree / "model").parent.mkdir(parents=True)
     (tree / "model").symlink_to(far.outside, target_is_directory=True)
     (tree / ".build.json.part").symlink_to(victim)
+    (tree / "deploy").symlink_to(far.outside, target_is_directory=True)  # where targets render
     with outside_unchanged(far):
         proc = far.install(bundle)
     assert proc.returncode == 0, proc.stderr
     assert (tree / "wheels" / "w.whl").read_bytes() == wheel
     assert not (tree / "model").is_symlink() and (tree / "model" / "model.onnx").read_bytes() == b"onnx"
     assert not (far.store / sha(wheel)).is_symlink()
+    assert not (tree / "deploy").is_symlink() and (tree / "deploy" / "inert.yaml").is_file()
 
 
 def test_a_content_store_linked_outside_is_refused_before_anything_is_written(far: FarSide) -> None:
@@ -389,7 +392,8 @@ def test_installed_content_is_read_only_so_no_installation_changes_a_blob_anothe
     for bundle in (one, two):
         assert far.install(bundle).returncode == 0
     content = far.state / "content"
-    files = [p for p in content.rglob("*") if p.is_file()]
+    # Everything extracted; not what a target renders for its runtime (deploy/, its own new files).
+    files = [p for p in content.rglob("*") if p.is_file() and "deploy" not in p.relative_to(content).parts]
     writable = [str(p) for p in files if stat.S_IMODE(p.stat().st_mode) != 0o444]
     assert len(files) >= 8 and not writable, writable
 
