@@ -158,6 +158,8 @@ def rebuild(
                 lambda p: not p.startswith(("image/", "attestations/", "compliance/")),
                 staging,
                 state.blob_store,
+                # The staging tree is edited below: its files are copies, never the store's inodes.
+                copy=True,
             )
         if cand.directory:
             record = _swap_wheelhouse(staging, record, cand)

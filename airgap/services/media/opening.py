@@ -26,7 +26,7 @@ from typing import BinaryIO, TypeVar
 from airgap.adapters import keys
 from airgap.adapters.archive import TarReader, TimedReader, open_regular, read_small
 from airgap.adapters.parts import ConcatenatedParts
-from airgap.core import versions
+from airgap.core import names, versions
 from airgap.core.bundle_format import (
     MANIFEST,
     MANIFEST_SIG,
@@ -289,7 +289,7 @@ def locate_bundle(path: Path) -> BundleHandle:
         # Read as `sha256sum -c` reads it, in the one spelling the packer writes (core/checksums.py).
         expected = parse_index(index, f"the parts index {index_path.name}")
         for name, _ in expected:
-            if "/" in name or name.startswith(".") or not name.isprintable():
+            if not names.is_file_name(name):  # the rule for every name the far side creates
                 raise TamperError(f"the parts index {index_path.name} is malformed: it names {name!r}")
         paths = tuple(index_path.parent / n for n, _ in expected)
         return BundleHandle(path, paths, tuple(expected), index, index_path, parity_raw)
