@@ -9,8 +9,12 @@ and serves both targets.
 from __future__ import annotations
 
 import base64
+import http.client
 import json
+import select
 import shutil
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -118,7 +122,7 @@ def far(tmp_path: Path, signing_key: Path) -> Iterator[Path]:
         == 0
     )
     yield state
-    for target in ("docker", "venv"):
+    for target in ("docker", "podman", "venv"):
         airgap(state, "uninstall", NAME, "--to", target)
 
 
@@ -267,3 +271,95 @@ def test_a_candidate_that_fails_its_smoke_test_is_removed_and_the_current_versio
     docker = Installer(State(far), adapters=real_adapters())._started_here()
     assert [c for _, _, c in docker if c.endswith("-candidate")] == []
     assert not (far / "journal" / f"{NAME}--docker--candidate.json").exists()
+
+
+class LoadLoop:
+    """Requests to the port from the first moment to the last of a promote, as clients would send
+    them: keep-alive connections (each checked before reuse, as urllib3 does: a connection the
+    server closed while idle is readable, and is replaced) and a new connection per request. Every
+    request that is not answered 200 is a failure, with why. Bounded in time and count."""
+
+    def __init__(self, port: int, body: bytes, keep_alive: int = 2, fresh: int = 2) -> None:
+        self.port, self.body = port, body
+        self.stop = threading.Event()
+        self.lock = threading.Lock()
+        self.answered: list[tuple[float, str]] = []  # when, and the version that answered
+        self.failures: list[str] = []
+        self.threads = [threading.Thread(target=self._run, args=(True,)) for _ in range(keep_alive)]
+        self.threads += [threading.Thread(target=self._run, args=(False,)) for _ in range(fresh)]
+
+    def __enter__(self) -> LoadLoop:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(30)
+
+    def _run(self, keep_alive: bool) -> None:
+        conn: http.client.HTTPConnection | None = None
+        deadline = time.monotonic() + 300
+        for _ in range(100_000):
+            if self.stop.is_set() or time.monotonic() > deadline:
+                break
+            if conn is not None and conn.sock is not None and select.select([conn.sock], [], [], 0)[0]:
+                conn.close()  # closed by the server while idle (or it said more than it was asked)
+                conn = None
+            if conn is None:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("POST", "/v1/predict", self.body, {"Content-Type": "application/json"})
+                response = conn.getresponse()
+                payload = response.read()
+                outcome = (
+                    str(json.loads(payload)["model_version"])
+                    if response.status == 200
+                    else f"HTTP {response.status} {payload[:200]!r}"
+                )
+                ok = response.status == 200
+                if response.getheader("Connection", "").lower() == "close" or not keep_alive:
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException, ValueError) as exc:
+                outcome, ok = f"{'keep-alive' if keep_alive else 'new connection'}: {exc!r}", False
+                conn.close()
+                conn = None
+            with self.lock:
+                if ok:
+                    self.answered.append((time.monotonic(), outcome))
+                else:
+                    self.failures.append(outcome)
+            time.sleep(0.01)
+        if conn is not None:
+            conn.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "port"), [("docker", PORT + 20), pytest.param("podman", PORT + 30, marks=pytest.mark.podman)]
+)
+def test_promote_under_load_fails_no_request(
+    far: Path, releases: dict[str, Path], clean_image_bundle: dict[str, Any], target: str, port: int
+) -> None:
+    proc = airgap(far, "install", str(releases["v100"]), "--to", target, "--port", str(port))
+    assert proc.returncode == 0, proc.stderr
+    proc = airgap(far, "install", str(releases["v101"]), "--to", target, "--candidate")
+    assert proc.returncode == 0, proc.stderr
+    staging = Path(clean_image_bundle["staging"])
+    golden = json.loads((staging / "model" / "contract.json").read_text())["cases"][0]["inputs"]
+    body = json.dumps({"inputs": golden}).encode()
+
+    with LoadLoop(port, body) as load:
+        time.sleep(1.0)  # answered by 1.0.0 alone first
+        proc = run_airgap("promote", NAME, "--to", target, "--state-dir", str(far), process=True)
+        promoted_at = time.monotonic()
+        time.sleep(1.5)  # and by 1.0.1 alone after
+    assert proc.returncode == 0, proc.stderr
+    assert load.failures == [], f"{len(load.failures)} of {len(load.failures) + len(load.answered)} failed"
+    versions = [v for _, v in load.answered]
+    assert versions[0] == "1.0.0" and set(versions) == {"1.0.0", "1.0.1"}
+    after = [v for at, v in load.answered if at > promoted_at + 0.5]
+    assert after and set(after) == {"1.0.1"}, "the old version still answers after the promote"
+    assert len(load.answered) > 200, "too little load to prove anything"
+    assert answering(port) == "1.0.1" and status_row(far, target)["version"] == "1.0.1"

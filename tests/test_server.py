@@ -124,7 +124,11 @@ def sandbox_env(sandbox: Path) -> dict[str, str]:
 
 
 def start_server(
-    directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL, contract: Path | None = None
+    directory: Path,
+    golden: Path | None = GOLDEN,
+    model: Path = MODEL,
+    contract: Path | None = None,
+    port: int = 0,
 ) -> Server:
     """The server as the image runs it, configured by environment, on a port the kernel picks."""
     log = directory / "server.log"
@@ -132,7 +136,7 @@ def start_server(
     env = {
         **sandbox_env(sandbox),
         "AIRGAP_HOST": "127.0.0.1",
-        "AIRGAP_PORT": "0",
+        "AIRGAP_PORT": str(port),
         "AIRGAP_MODEL_PATH": str(model),
         "AIRGAP_MODEL_NAME": "tabular",
         "AIRGAP_MODEL_VERSION": "2024.06.1",
@@ -322,7 +326,9 @@ def test_unknown_path_is_404_and_wrong_method_is_405_with_allow(server: Server) 
 
 def test_healthz_is_ok_and_readyz_is_ready_after_the_warm_up(server: Server) -> None:
     assert server.get_json("/healthz") == (200, {"status": "ok"})
-    assert server.get_json("/readyz") == (200, {"status": "ready", "model_version": "2024.06.1"})
+    status, ready = server.get_json("/readyz")
+    assert status == 200 and isinstance(ready.pop("instance"), str)
+    assert ready == {"status": "ready", "model_version": "2024.06.1"}
     warm_up = [r for r in server.log_records() if r["event"] == "ready"]
     assert [r["warm_up_case"] for r in warm_up] == ["single_row"]
 

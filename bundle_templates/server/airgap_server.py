@@ -35,7 +35,8 @@ HTTP/1.1 with keep-alive (every answer is JSON except /metrics)
     GET  /v1/contract  → 200 the data contract (404 not_found when the bundle has none)
     GET  /healthz      → 200 {"status": "ok"} as soon as the process listens
     GET  /readyz       → 503 until the warm-up inference succeeded, then
-                         200 {"status": "ready", "model_version": v}
+                         200 {"status": "ready", "model_version": v, "instance": id}
+                         (id: this process's own, so a switch can tell two servers on one port apart)
     GET  /metrics      → Prometheus text 0.0.4: airgap_requests_total{path,code},
                          airgap_request_errors_total, airgap_request_seconds{path} and
                          airgap_inference_seconds (histograms),
@@ -1105,6 +1106,9 @@ class ConnectionTracker:
             return sum(self._busy.values())
 
 
+INSTANCE = os.urandom(8).hex()  # this process's id in /readyz (two containers may both be PID 1)
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # idle connections must not keep the process alive after the drain
 
@@ -1115,6 +1119,10 @@ class Server(ThreadingHTTPServer):
         super().__init__((config.host, config.port), Handler)
 
     def server_bind(self) -> None:
+        # SO_REUSEPORT: a new version's server binds the port beside the running one, so that a switch
+        # starts the new one before the old one stops and no request is refused in between.
+        if hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         # HTTPServer.server_bind calls socket.getfqdn(), a DNS lookup that can hang for a long time on
         # a network without DNS; the name is only used for SERVER_NAME, which nothing here reads.
         socketserver.TCPServer.server_bind(self)
@@ -1217,7 +1225,9 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         if not app.ready.is_set():
             raise ApiError(503, "not_ready", "the model is loading or warming up; retry shortly")
-        self._send_json(200, {"status": "ready", "model_version": app.config.model_version})
+        self._send_json(
+            200, {"status": "ready", "model_version": app.config.model_version, "instance": INSTANCE}
+        )
 
     def _metrics(self) -> None:
         app = self.server.app
