@@ -169,10 +169,14 @@ def start_server(
 
 @contextlib.contextmanager
 def serving(
-    directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL, contract: Path | None = None
+    directory: Path,
+    golden: Path | None = GOLDEN,
+    model: Path = MODEL,
+    contract: Path | None = None,
+    port: int = 0,
 ) -> Iterator[Server]:
     """A started server that is killed, whatever happens, if the test has not stopped it itself."""
-    running = start_server(directory, golden, model, contract)
+    running = start_server(directory, golden, model, contract, port)
     try:
         yield running
     finally:

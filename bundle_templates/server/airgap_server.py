@@ -1011,6 +1011,7 @@ class App:
         self.ready = threading.Event()
         self.metrics = Metrics()
         self.stop = StopSignal()
+        self.when_ready: Callable[[], None] | None = None
         self._slots = threading.BoundedSemaphore(config.threads)
 
     def info(self) -> dict[str, str]:
@@ -1050,6 +1051,8 @@ class App:
             self.model = model
             log("ready", warm_up_case=name, seconds=round(time.perf_counter() - start, 3))
             self.ready.set()
+            if self.when_ready is not None:
+                self.when_ready()
         except FatalError as exc:
             log("fatal", message=str(exc))
             self.stop.trigger(2, "model unusable")
@@ -1112,11 +1115,18 @@ INSTANCE = os.urandom(8).hex()  # this process's id in /readyz (two containers m
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # idle connections must not keep the process alive after the drain
 
-    def __init__(self, config: Config, app: App) -> None:
+    def __init__(self, config: Config, app: App, listen: bool = True) -> None:
         self.app = app
         self.tracker = ConnectionTracker()
         self.address_family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-        super().__init__((config.host, config.port), Handler)
+        super().__init__((config.host, config.port), Handler, bind_and_activate=False)
+        try:
+            self.server_bind()
+            if listen:
+                self.server_activate()
+        except BaseException:
+            self.server_close()
+            raise
 
     def server_bind(self) -> None:
         # SO_REUSEPORT: a new version's server binds the port beside the running one, so that a switch
@@ -1127,6 +1137,20 @@ class Server(ThreadingHTTPServer):
         # a network without DNS; the name is only used for SERVER_NAME, which nothing here reads.
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), int(self.server_address[1])
+
+    def take_backlog(self) -> None:
+        """After the accept loop ended, before the socket closes: the connections the kernel already
+        queued for it. With SO_REUSEPORT, a closed socket's queue is reset, not handed to the server
+        beside it, so they are answered here (counted busy: the drain waits for them)."""
+        self.socket.setblocking(False)
+        while True:
+            try:
+                request, client_address = self.socket.accept()
+            except OSError:  # none left
+                return
+            self.tracker.opened(request)
+            self.tracker.started(request)
+            ThreadingHTTPServer.process_request(self, request, client_address)
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self.tracker.opened(request)  # before the thread starts, so that a drain cannot miss it
@@ -1408,27 +1432,53 @@ def _reject_constant(name: str) -> None:
 
 def serve(config: Config) -> int:
     app = App(config)
+    # Another server answers on this port already (a switch starts the new version beside the old
+    # one, both with SO_REUSEPORT): bind now, so that a port that cannot be shared fails at once, but
+    # take connections only once warm, or the kernel would hand this one requests it can only refuse.
+    beside = config.port != 0 and _answering(config.host, config.port)
     try:
-        server = Server(config, app)
+        server = Server(config, app, listen=not beside)
     except OSError as exc:
         log("fatal", message=f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
         return 1
 
     app.stop.install(signal.SIGTERM, signal.SIGINT)
-    threading.Thread(
-        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
-    ).start()
-    host, port = server.server_address[:2]
-    log("listening", host=host, port=port, model_path=config.model_path, **app.info())
+    accepting = threading.Event()
+
+    def accept() -> None:
+        if beside:
+            server.server_activate()
+        threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="http", daemon=True
+        ).start()
+        accepting.set()
+        host, port = server.server_address[:2]
+        log("listening", host=host, port=port, model_path=config.model_path, **app.info())
+
+    if beside:
+        app.when_ready = accept
+    else:
+        accept()
     threading.Thread(target=app.load_and_warm_up, name="warm-up", daemon=True).start()
 
     exit_code = app.stop.wait()
     log("stopping", reason=app.stop.reason, in_flight=server.tracker.in_flight())
-    server.shutdown()  # the accept loop ends...
+    if accepting.is_set():
+        server.shutdown()  # the accept loop ends...
+        server.take_backlog()  # ...what the kernel queued for it is answered...
     server.server_close()  # ...and the listening socket closes: new connections are refused
     abandoned = server.tracker.drain(DRAIN_SECONDS)
     log("stopped", exit_code=exit_code, abandoned_requests=abandoned)
     return exit_code
+
+
+def _answering(host: str, port: int) -> bool:
+    """Whether a server already takes connections on host:port."""
+    try:
+        with socket.create_connection((host if host not in ("0.0.0.0", "::") else "localhost", port), 1):
+            return True
+    except OSError:
+        return False
 
 
 def check(config: Config, model_path: str, golden_path: str | None) -> int:

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.adapters.http import request_json
-from airgap.adapters.loadgen import run_load
+from airgap.adapters.loadgen import LAG_LIMIT_MS, run_load
 from airgap.core import acceptance as metrics
 from airgap.core.acceptance import evaluate, predictions
 from airgap.errors import InvalidInputError
@@ -29,6 +30,7 @@ from airgap.services.observer import NullObserver, Observer
 
 REPORT_FORMAT = "airgap.acceptance-report/v1"
 LOAD_TASK = "load test"
+AUDIT_RESULT = {"accepted": "accepted", "not accepted": "refused", "inconclusive": "inconclusive"}
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,19 @@ class Promise:
     promised: str
     measured: str
     ok: bool
+    # Not kept, but not missed either: the load generator fell behind, so the figure measures it,
+    # not the server. Never counted as a miss.
+    inconclusive: bool = False
+
+    @property
+    def missed(self) -> bool:
+        """Measured, and not kept."""
+        return not self.ok and not self.inconclusive
+
+    @property
+    def mark(self) -> str:
+        """kept, MISSED or INCONCLUSIVE: the report's first column."""
+        return "kept" if self.ok else ("INCONCLUSIVE" if self.inconclusive else "MISSED")
 
     def to_json(self) -> dict[str, Any]:
         """The row as the report writes it."""
@@ -49,6 +64,7 @@ class Promise:
             "promised": self.promised,
             "measured": self.measured,
             "ok": self.ok,
+            "inconclusive": self.inconclusive,
         }
 
 
@@ -69,6 +85,29 @@ class AcceptReport:
     def ok(self) -> bool:
         """Every promise kept."""
         return all(p.ok for p in self.promises)
+
+    @property
+    def missed(self) -> list[Promise]:
+        """The promises measured and not kept."""
+        return [p for p in self.promises if p.missed]
+
+    @property
+    def inconclusive(self) -> bool:
+        """Nothing missed, but something could not be judged (the load generator fell behind)."""
+        return not self.missed and any(p.inconclusive for p in self.promises)
+
+    @property
+    def outcome(self) -> str:
+        """accepted, not accepted, or inconclusive."""
+        return outcome_of(self.promises)
+
+
+def outcome_of(promises: Sequence[Promise]) -> str:
+    """accepted (every promise kept), not accepted (one missed), or inconclusive (none missed, one
+    not judged)."""
+    if any(p.missed for p in promises):
+        return "not accepted"
+    return "inconclusive" if any(p.inconclusive for p in promises) else "accepted"
 
 
 def _read(content: Path, name: str) -> dict[str, Any] | None:
@@ -133,8 +172,9 @@ def accept(site: Site, name: str, target: str, observer: Observer | None = None)
             "name": current.name,
             "version": current.version,
             "manifest_sha256": current.manifest_sha256,
-            "result": "accepted" if outcome.ok else "refused",
-            "missed": [f"{p.section}: {p.what}" for p in promises if not p.ok],
+            "result": AUDIT_RESULT[outcome.outcome],
+            "missed": [f"{p.section}: {p.what}" for p in promises if p.missed],
+            "inconclusive": [f"{p.section}: {p.what}" for p in promises if p.inconclusive],
         }
     )
     return outcome
@@ -267,37 +307,61 @@ def _slo_promises(
     lat = metrics.latency(result.latencies_ms)
     error_rate = result.errors / max(result.sent, 1)
     achieved = result.sent / result.elapsed_s
-    promises = []
+    behind = result.generator_behind
+    measured: list[tuple[str, str, str, bool]] = []
     for key, value in (("p95_ms", lat.p95_ms), ("p99_ms", lat.p99_ms)):
         if slo.get(key) is not None:
             bound = float(slo[key])
-            promises.append(
-                Promise(
-                    "slo",
+            measured.append(
+                (
                     f"{key[:3]} latency at {rps:g} req/s, {concurrency} connections",
                     f"≤ {bound:g} ms",
                     f"{value:.1f} ms",
                     value <= bound,
                 )
             )
-    promises.append(
-        Promise(
-            "slo",
+    measured.append(
+        (
             "error rate",
             f"≤ {float(slo['max_error_rate']):.2%}",
             f"{error_rate:.2%} of {result.sent}",
             error_rate <= float(slo["max_error_rate"]),
         )
     )
-    promises.append(
-        Promise(
-            "slo",
+    measured.append(
+        (
             "throughput",
             f"≥ {0.95 * rps:.1f} req/s (95 % of the rate)",
             f"{achieved:.1f} req/s",
             achieved >= 0.95 * rps,
         )
     )
+    # A figure the generator kept is kept whatever the generator did (its lateness only makes a
+    # figure worse); one it missed while the generator fell behind measured the generator: not
+    # judged, and said so on a line of its own.
+    unjudged = behind is not None and not all(ok for *_, ok in measured)
+    promises = [
+        Promise("slo", what, promised, value, ok, inconclusive=unjudged and not ok)
+        for what, promised, value, ok in measured
+    ]
+    if unjudged:
+        promises.append(
+            Promise(
+                "slo",
+                "the load generator kept up",
+                f"send lag p99 ≤ {LAG_LIMIT_MS:g} ms",
+                str(behind),
+                False,
+                inconclusive=True,
+            )
+        )
+
+    def ms(values: list[float]) -> dict[str, float]:
+        if not values:
+            return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+        s = metrics.latency(values)
+        return {"p50": round(s.p50_ms, 3), "p99": round(s.p99_ms, 3), "max": round(s.max_ms, 3)}
+
     load = {
         "planned": result.planned,
         "sent": result.sent,
@@ -310,6 +374,16 @@ def _slo_promises(
             "p95": round(lat.p95_ms, 3),
             "p99": round(lat.p99_ms, 3),
             "max": round(lat.max_ms, 3),
+        },
+        "generator": {
+            "kept_up": behind is None,
+            "why_not": behind,
+            "send_lag_ms": ms(result.send_lag_ms),
+            "own_lag_ms": ms(result.own_lag_ms),
+            "wake_lag_ms": ms(result.wake_lag_ms),
+            "busy_in_generator_s": round(result.client_s, 3),
+            "waiting_for_server_s": round(result.server_s, 3),
+            "lag_limit_ms": LAG_LIMIT_MS,
         },
     }
     return promises, load
@@ -337,6 +411,7 @@ def _write(
         "manifest_sha256": manifest,
         "at": now.isoformat().replace("+00:00", "Z"),
         "accepted": all(p.ok for p in promises),
+        "outcome": outcome_of(promises),
         "promises": [p.to_json() for p in promises],
         "figures": figures,
     }
@@ -349,12 +424,12 @@ def _write(
         "",
         f"- bundle manifest SHA-256: `{manifest}`",
         f"- measured: {doc['at']}",
-        f"- outcome: **{'ACCEPTED' if doc['accepted'] else 'NOT ACCEPTED'}**",
+        f"- outcome: **{str(doc['outcome']).upper()}**",
         "",
         "| | promise | promised | measured |",
         "|---|---|---|---|",
         *(
-            f"| {'kept' if p.ok else '**MISSED**'} | {p.section}: {p.what} | {p.promised} | {p.measured} |"
+            f"| {p.mark if p.ok else f'**{p.mark}**'} | {p.section}: {p.what} | {p.promised} | {p.measured} |"
             for p in promises
         ),
         "",
