@@ -186,3 +186,20 @@ def fake_adapters(docker: FakeRuntime | None = None, podman: FakeRuntime | None 
         registry=absent,
         kubectl=absent,
     )
+
+
+class FakeServiceManager:
+    """The service-manager port (``ports.ServiceManager``): units installed into a directory of the
+    test's, and every unit it was asked to enable, in order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.enabled: list[str] = []
+
+    def unit_directory(self) -> Path:
+        return self.directory
+
+    def enable(self, unit: str) -> None:
+        if not (self.directory / unit).is_file():
+            raise EnvironmentFailure(f"Unit {unit} not found.")
+        self.enabled.append(unit)

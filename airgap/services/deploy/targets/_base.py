@@ -182,7 +182,9 @@ class Target(Protocol):
         replaced or promoted candidate); says what was removed."""
         ...
 
-    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
+    def serve_command(
+        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
+    ) -> str | None:
         """For a target that runs no server: the shell command that serves the installed model."""
         ...
 
@@ -251,7 +253,9 @@ class BaseTarget:
         replaced or promoted candidate); says what was removed."""
         return []
 
-    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
+    def serve_command(
+        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
+    ) -> str | None:
         """None: the target runs a server of its own."""
         return None
 
