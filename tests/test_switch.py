@@ -1,6 +1,7 @@
 """Two model servers on one port, as a promote runs them for a moment: the new one binds beside the
 old one (SO_REUSEPORT), takes no connection before it is warm, names its own process in /readyz,
-and the old one, stopped, answers everything it had taken and exits 0 — no request refused."""
+and the old one, stopped, answers everything it had taken (new connections and keep-alive ones,
+which get a moment to send their next request) and exits 0 — no request refused."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import http.client
 import json
 import signal
 import socket
-import threading
 import time
 from pathlib import Path
 
+from tests.loadloop import LoadLoop
 from tests.test_server import Server, serving, wait_for, wait_until_ready
 
 
@@ -54,31 +55,12 @@ def test_a_second_server_shares_the_port_only_once_warm_and_the_first_stops_refu
             seen = {_instance(port) for _ in range(60)}
             assert first in seen and len(seen) == 2, "the kernel spreads new connections over both"
 
-            failures: list[str] = []
-            answered = [0]
-            stop = threading.Event()
-
-            def load() -> None:
-                for _ in range(5000):
-                    if stop.is_set():
-                        return
-                    try:
-                        _instance(port)
-                        answered[0] += 1
-                    except (OSError, http.client.HTTPException, AssertionError) as exc:
-                        failures.append(repr(exc))
-                    time.sleep(0.002)
-
-            loaders = [threading.Thread(target=load) for _ in range(3)]
-            for t in loaders:
-                t.start()
-            time.sleep(0.3)
-            old.proc.send_signal(signal.SIGTERM)
-            assert old.proc.wait(30) == 0
-            time.sleep(0.3)
-            stop.set()
-            for t in loaders:
-                t.join()
-            assert failures == [] and answered[0] > 50, (failures[:3], answered[0])
+            body = json.dumps({"inputs": {"features": [[0.1, 0.2, 0.3, 0.4]]}}).encode()
+            with LoadLoop(port, body, keep_alive=2, fresh=2) as load:
+                time.sleep(0.3)
+                old.proc.send_signal(signal.SIGTERM)
+                assert old.proc.wait(30) == 0
+                time.sleep(0.3)
+            assert load.failures == [] and len(load.answered) > 50, (load.failures[:3], len(load.answered))
             after = {_instance(port) for _ in range(20)}
             assert len(after) == 1 and first not in after

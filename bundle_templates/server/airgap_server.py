@@ -112,6 +112,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 ort.set_default_logger_severity(4)  # see Model: onnxruntime must not write its own lines to stderr
 
 DEFAULT_MODEL_PATH = "/opt/airgap/model/model.onnx"
+IDLE_GRACE_SECONDS = 1.0  # of a drain: idle keep-alive connections may send one more request
 DRAIN_SECONDS = 10.0  # in-flight requests get this long after SIGTERM; Kubernetes grants 30 s by default
 REQUEST_TIMEOUT_SECONDS = 30.0  # a client that stalls mid-request cannot hold a thread for longer
 # Request latency: fine around the tens of milliseconds an SLO usually names (p95 50 ms, p99 100 ms).
@@ -1100,6 +1101,11 @@ class ConnectionTracker:
         deadline = time.monotonic() + timeout
         with self._cond:
             self.draining = True
+            # An idle keep-alive connection first gets a moment to send its next request, answered
+            # with "Connection: close": closed under a client that is sending, it would see a reset.
+            grace = min(deadline, time.monotonic() + IDLE_GRACE_SECONDS)
+            while not all(self._busy.values()) and time.monotonic() < grace:
+                self._cond.wait(grace - time.monotonic())
             for sock, busy in self._busy.items():
                 if not busy:
                     with contextlib.suppress(OSError):  # already closed by the client
