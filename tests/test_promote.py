@@ -290,7 +290,10 @@ def test_promote_under_load_fails_no_request(
         promoted_at = time.monotonic()
         time.sleep(1.5)  # and by 1.0.1 alone after
     assert proc.returncode == 0, proc.stderr
-    assert load.failures == [], f"{len(load.failures)} of {len(load.failures) + len(load.answered)} failed"
+    total = len(load.failures) + len(load.answered)
+    assert load.failures == [], f"{len(load.failures)} of {total} failed ({len(load.retried)} sent again)"
+    assert len(load.retried) <= 2, load.retried  # a stale keep-alive connection is rare, not the rule
+    print(f"promote --to {target} under load: {total} requests, 0 failed, {len(load.retried)} sent again")
     versions = [v for _, v in load.answered]
     assert versions[0] == "1.0.0" and set(versions) == {"1.0.0", "1.0.1"}
     after = [v for at, v in load.answered if at > promoted_at + 0.5]
