@@ -368,3 +368,39 @@ def test_a_wrong_acceptance_set_and_a_cpu_starved_server_each_miss_their_promise
     slo = {p["what"].split(" ")[0]: p for p in doc["promises"] if p["section"] == "slo"}
     assert slo["p95"]["ok"] is False and slo["p99"]["ok"] is False, slo
     assert float(slo["p99"]["measured"].split()[0]) > 100
+
+
+def _run(latency_ms: float, own_lag_ms: float, n: int = 100) -> Any:
+    from airgap.adapters.loadgen import LoadResult
+
+    return LoadResult(
+        planned=n,
+        latencies_ms=[latency_ms] * n,
+        statuses={"200": n},
+        elapsed_s=n / SLO["rps"],
+        send_lag_ms=[own_lag_ms] * n,
+        own_lag_ms=[own_lag_ms] * n,
+        queue_ms=[0.0] * n,
+        client_s=0.001 * n,
+        server_s=(latency_ms - own_lag_ms) / 1000 * n,
+        wake_lag_ms=[0.1] * n,
+    )
+
+
+def test_a_latency_miss_made_only_by_the_generators_own_lateness_is_inconclusive() -> None:
+    from airgap.services.deploy.accept import judge_load, outcome_of
+
+    # 60 ms measured against a 30 ms p99, but the generator sent each request 40 ms late with a
+    # connection free: the server answered in 20.
+    promises, load = judge_load(SLO, _run(60.0, 40.0))
+    p99 = next(p for p in promises if p.what.startswith("p99"))
+    assert p99.inconclusive and not p99.missed
+    assert "late by itself" in promises[-1].measured and outcome_of(promises) == "inconclusive"
+    assert load["generator"]["latency_without_own_lag_ms"]["p99"] == 20.0
+    # The same 60 ms with the generator on time is the server's: a miss.
+    promises, _ = judge_load(SLO, _run(60.0, 0.5))
+    assert next(p for p in promises if p.what.startswith("p99")).missed
+    assert outcome_of(promises) == "not accepted"
+    # And 60 ms of which the generator's lateness explains only part: still the server's miss.
+    promises, _ = judge_load(SLO, _run(60.0, 20.0))
+    assert outcome_of(promises) == "not accepted"

@@ -34,7 +34,7 @@ GENERATOR_SHARE = 0.10
 PROBE_S = 0.005  # how often a probe thread wakes to measure how late the generator gets the CPU
 
 
-def _p99(values: Sequence[float]) -> float:
+def percentile99(values: Sequence[float]) -> float:
     """Nearest-rank 99th percentile (0 for none)."""
     if not values:
         return 0.0
@@ -66,6 +66,12 @@ class LoadResult:
         return len(self.latencies_ms)
 
     @property
+    def server_latencies_ms(self) -> list[float]:
+        """Each request's latency less the generator's own lateness in sending it (with a
+        connection free): what the server took from when it could have been asked."""
+        return [max(0.0, t - own) for t, own in zip(self.latencies_ms, self.own_lag_ms)]
+
+    @property
     def generator_share(self) -> float:
         """The share of the connections' busy time spent in the generator's own work (connecting,
         writing requests, bookkeeping) rather than waiting for the server's answer."""
@@ -82,7 +88,7 @@ class LoadResult:
         connections' time (``GENERATOR_SHARE``); or when requests waited that long for a free
         connection while the connections spent more time in the generator than waiting for the
         server. A slow server keeps the connections waiting on it: a measurement, never this."""
-        own, woke, share = _p99(self.own_lag_ms), _p99(self.wake_lag_ms), self.generator_share
+        own, woke, share = percentile99(self.own_lag_ms), percentile99(self.wake_lag_ms), self.generator_share
         if share >= GENERATOR_SHARE and woke > LAG_LIMIT_MS:
             return (
                 f"the load generator was starved of CPU (a {PROBE_S * 1000:g} ms sleep overslept by "
@@ -94,7 +100,7 @@ class LoadResult:
                 f"the load generator sent requests late by itself (p99 {own:.1f} ms after they were "
                 f"due with a connection free, limit {LAG_LIMIT_MS:g} ms)"
             )
-        queued = _p99(self.queue_ms)
+        queued = percentile99(self.queue_ms)
         if queued > LAG_LIMIT_MS and self.client_s > self.server_s:
             return (
                 f"the load generator's connections were busy with its own work (requests waited "
