@@ -254,6 +254,15 @@ def install(
         out_console.print(
             f"enabled and started the systemd unit {unit}", markup=False, highlight=False, soft_wrap=True
         )
+    elif r.target == "venv" and not candidate:
+        from airgap.services.deploy.serve import unit_path
+
+        out_console.print(
+            f"as a service: {unit_path(state, r.name)} (install --systemd installs and enables it)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.curl:
         out_console.print(f"try it: {result.curl}", markup=False, highlight=False, soft_wrap=True)
     if result.prediction:
