@@ -81,7 +81,9 @@ unusable (check: one line on stderr, "not an ONNX model ..." or onnxruntime's ow
 from __future__ import annotations
 
 import argparse
+import bisect
 import contextlib
+import itertools
 import json
 import math
 import os
@@ -92,9 +94,9 @@ import sys
 import threading
 import time
 import traceback
-from collections import deque
+import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -326,11 +328,78 @@ def _describe(x: object) -> str:
     return repr(x)
 
 
+# A number beyond float32 becomes infinite in the cast, and TensorSpec refuses it with a 400: numpy's
+# warning about it would only be a stray non-JSON line on stderr (and np.errstate costs 2 us a call).
+warnings.filterwarnings("ignore", message="overflow encountered in cast", category=RuntimeWarning)
+
+
+def _call(accept: Callable[[object], bool], x: object) -> bool:
+    return accept(x)
+
+
+def _as_text(x: object) -> str:
+    """A JSON value as the text a string tensor carries: null (a missing value) as ""."""
+    if x is None:
+        return ""
+    if x is True or x is False:
+        return "1" if x else "0"
+    return _num_text(x)  # type: ignore[arg-type]
+
+
+class Columns:
+    """The columns of a data contract's [batch, features] input, each read by its feature's declared
+    type whatever the tensor's dtype: a text column does not make a number column text, and a
+    nullable feature accepts JSON null (NaN in a float tensor, "" in a string tensor)."""
+
+    def __init__(self, dtype: str, features: list[tuple[str, str, bool]]) -> None:
+        self.features = features
+        self.dtype = dtype
+        self.text = dtype == "str"
+        kinds = [_column_types(dtype, kind) for _, kind, _ in features]
+        self.accepts = tuple(_accepting(types) for types in kinds)
+        # Columns that all take the same JSON types are checked by one function, as without a contract.
+        self.same = self.accepts[0] if len(set(kinds)) == 1 else None
+
+    def describe(self, col: int) -> tuple[str, str, str]:
+        """The column's feature name, its declared type, and the JSON values it takes."""
+        name, kind, nullable = self.features[col]
+        nullable = nullable and (self.text or self.dtype.startswith("float"))
+        wanted = {"category": "strings or numbers", "bool": "true, false, 0 or 1"}.get(kind, "numbers")
+        if self.text and kind in ("float", "int"):
+            wanted = "numbers or strings that are numbers"
+        return name, kind, wanted + (" or null" if nullable else "")
+
+
+def _column_types(dtype: str, kind: str) -> frozenset[type]:
+    """The JSON value types a column of this declared type takes in a tensor of this dtype. JSON null
+    is read wherever the tensor has a missing value (NaN, ""): the guard then refuses it, counted and
+    named with the rest of the batch, where the feature is not nullable."""
+    types: set[type] = {str, int, float} if dtype == "str" else {int, float}
+    if dtype.startswith(("int", "uint")):
+        types = {int}
+    if kind == "bool" or dtype == "bool":
+        types.add(bool)
+    if dtype == "bool":
+        types = {bool}
+    if dtype == "str" or dtype.startswith("float"):  # no other tensor has a missing value
+        types.add(type(None))
+    return frozenset(types)
+
+
+def _accepting(types: frozenset[type]) -> Callable[[object], bool]:
+    if types == {int, float}:
+        return _accepts_number
+    return lambda x: type(x) in types
+
+
 @dataclass(frozen=True)
 class TensorSpec:
     name: str
     shape: tuple[Dim, ...]
     dtype: str  # numpy dtype name, or onnxruntime's type string for non-tensors
+    # The data contract's reading of a [batch, features] input: per column, the JSON values its
+    # feature's declared type accepts (Columns). None: every value by the tensor's dtype.
+    columns: Columns | None = None
 
     @classmethod
     def from_node(cls, node: Any) -> TensorSpec:
@@ -380,10 +449,13 @@ class TensorSpec:
                     f"but {_path(name, (0,) * axis)} has {got} elements",
                 )
         flat = self._flatten(value, tuple(shape))
+        if self.columns is not None and self.columns.text and len(shape) == 2:
+            flat = [v if type(v) is str else _as_text(v) for v in flat]
         return self._convert(flat, tuple(shape))
 
     def _flatten(self, value: object, shape: tuple[int, ...]) -> list[Any]:
         accept = self._accepts()
+        columns = self.columns if len(shape) == 2 else None
         flat: list[Any] = []
 
         def walk(node: list[Any], index: tuple[int, ...]) -> None:
@@ -397,7 +469,15 @@ class TensorSpec:
                     "the same length",
                 )
             if depth == len(shape) - 1:  # the innermost lists hold the values
-                if not all(map(accept, node)):
+                if columns is not None:
+                    if not (
+                        all(map(columns.same, node))
+                        if columns.same
+                        else all(map(_call, columns.accepts, node))
+                    ):
+                        i, item = next((i, x) for i, x in enumerate(node) if not columns.accepts[i](x))
+                        raise self._bad_leaf((*index, i), item)
+                elif not all(map(accept, node)):
                     i, item = next((i, item) for i, item in enumerate(node) if not accept(item))
                     raise self._bad_leaf((*index, i), item)
                 flat.extend(node)
@@ -441,6 +521,14 @@ class TensorSpec:
         wanted = {"bool": "true or false", "str": "strings"}.get(self.dtype, "numbers")
         if self.dtype.startswith(("int", "uint")):
             wanted = "whole numbers without a decimal point"
+        if self.columns is not None and len(index) == 2:
+            name, kind, wanted = self.columns.describe(index[1])
+            return ApiError(
+                400,
+                "bad_dtype",
+                f"{where} ({name}) is {_describe(item)}, but the data contract's {kind} feature "
+                f"'{name}' in this {self.dtype} input takes {wanted}",
+            )
         return ApiError(
             400,
             "bad_dtype",
@@ -462,13 +550,25 @@ class TensorSpec:
                         f"[{info.min}, {info.max}]; send smaller numbers",
                     )
         try:
-            return np.array(flat, dtype=dtype).reshape(shape)
+            try:
+                array = np.array(flat, dtype=dtype).reshape(shape)  # 1e39 in float32: inf, refused below
+            except TypeError:  # JSON null where the contract allows a missing value: NaN for the model
+                array = np.array([math.nan if v is None else v for v in flat], dtype=dtype).reshape(shape)
         except OverflowError:
             raise ApiError(
                 400,
                 "bad_dtype",
                 f"input '{self.name}' has a number too large for {self.dtype}; send smaller numbers",
             ) from None
+        if dtype.kind == "f" and np.isinf(array).any():  # 1e400 reads as infinity; 1e39 is one in float32
+            where = _path(self.name, tuple(int(i) for i in np.argwhere(np.isinf(array))[0]))
+            raise ApiError(
+                400,
+                "bad_dtype",
+                f"input '{self.name}' holds finite {self.dtype} values, but {where} is beyond its range "
+                "(infinite); send finite numbers",
+            )
+        return array
 
     def zeros(self) -> np.ndarray:
         """A warm-up value when there is no golden file: dynamic dimensions set to 1."""
@@ -623,29 +723,62 @@ def fit_case(model: Model, name: str, inputs: object, max_batch: int) -> dict[st
 DATA_CONTRACT_FORMAT = "airgap.data-contract/v1"
 DRIFT_WINDOW = 1000  # rows of recent requests the drift index is measured over
 PSI_FLOOR = 1e-4
-
-
-def _bin_index(edges: list[float], value: float) -> int:
-    lo, hi = 0, len(edges)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if value < edges[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
+MAX_LISTED = 20  # bad cells a refusal names; the count says how many there were
+# Up to this many rows a plain loop over the row's values beats numpy, whose every call costs about
+# a microsecond whatever its size: a one-row request would pay ten of them.
+SMALL_BATCH = 4
+FOLD_AFTER = 64  # per-thread counters kept before a new thread folds in those of ended ones
+RULES = ("min", "max", "int", "bool", "allowed", "missing", "type", "finite")
+WARNABLE = frozenset(("min", "max", "int", "bool", "allowed"))  # a warn-mode feature answers these
+CONTRACT_WARNING_HEADER = "Airgap-Contract-Warning"
+NUMERIC_KINDS = ("float", "int", "bool")
 
 
 def _num_text(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else repr(float(value))
 
 
+def contract_warning_header(warnings: list[tuple[str, str]]) -> tuple[str, str] | None:
+    """The response header that flags an answer given to a row outside a warn-mode feature's contract:
+    ``Airgap-Contract-Warning: income=max, age=int``; None when there is nothing to flag."""
+    if not warnings:
+        return None
+    return CONTRACT_WARNING_HEADER, ", ".join(f"{f}={r}" for f, r in warnings)
+
+
+class ContractError(ApiError):
+    """A 400 out_of_contract naming every bad cell of the batch (the first MAX_LISTED in the message and
+    in ``cells``; ``count`` is how many there were), so a caller fixes a batch in one round trip."""
+
+    def __init__(self, message: str, cells: list[dict[str, Any]], count: int) -> None:
+        super().__init__(400, "out_of_contract", message)
+        self.cells, self.count = cells, count
+
+
+class _Tally:
+    """One thread's counters: written only by that thread, summed by the scrape. No lock on the
+    request path, and no increment is lost to another thread's."""
+
+    __slots__ = ("thread", "refused", "warned", "unseen", "answers")
+
+    def __init__(self, features: int, answers: list[int]) -> None:
+        self.thread = threading.current_thread()
+        self.refused = [[0] * len(RULES) for _ in range(features)]
+        self.warned = [[0] * len(RULES) for _ in range(features)]
+        self.unseen = [0] * features
+        self.answers = [[0] * n for n in answers]
+
+
 class DataGuard:
     """Refuses rows outside the signed data contract and keeps the recent rows' bins for drift.
 
     The model answers with confidence for any number; the contract is what the model was built and
-    tested on. A row outside it is the caller's error (400 naming the feature, value and rule), and
-    the share of rows the model sees from each reference bin is the drift the operator watches.
+    tested on. A row outside it is the caller's error (400 naming every bad cell: feature, value and
+    rule), unless its feature is in ``warn`` mode: then the answer is given, flagged and counted.
+    Every feature is checked by its declared type whatever the tensor's dtype: the numbers of a
+    string tensor are read as numbers. The check is vectorised over the batch, and nothing on the
+    request path takes a lock: counters are per thread, the drift window is a ring of per-request
+    slots claimed with an atomic counter, and the scrape merges both.
     """
 
     def __init__(self, doc: object, model: Model) -> None:
@@ -668,71 +801,159 @@ class DataGuard:
         self.input = spec.name
         self.features = features
         self.names = [str(f.get("name")) for f in features]
-        self._lock = threading.Lock()
-        self.violations: dict[tuple[str, str], int] = {}
+        self.dtype = spec.dtype
+        kinds = [str(f.get("type", "float")) for f in features]
+        nullable = [bool(f.get("nullable")) for f in features]
+        for name, kind, null in zip(self.names, kinds, nullable):
+            if kind not in (*NUMERIC_KINDS, "category"):
+                raise FatalError(f"the data contract gives feature '{name}' the unknown type {kind!r}")
+            if null and not (spec.dtype == "str" or spec.dtype.startswith("float")):
+                raise FatalError(
+                    f"the data contract lets feature '{name}' be missing, but input '{spec.name}' is "
+                    f"{spec.dtype}, which has no missing value; make the input float or the feature not nullable"
+                )
+        # The request's JSON is read column by column by the declared types from now on.
+        model.inputs = [
+            replace(s, columns=Columns(s.dtype, list(zip(self.names, kinds, nullable))))
+            if s.name == spec.name
+            else s
+            for s in model.inputs
+        ]
+        self.warn = np.array([f.get("mode") == "warn" for f in features])
+        self.nullable = np.array(nullable)
+        self.numeric = [i for i, k in enumerate(kinds) if k in NUMERIC_KINDS]
+        self.categories = [i for i, k in enumerate(kinds) if k == "category"]
+        # Bounds through the tensor's dtype: a float32 tensor's 0.1 is the contract's 0.1.
+        bound_type = np.dtype(spec.dtype) if spec.dtype.startswith("float") else np.dtype(np.float64)
+
+        def bound(key: str, default: float, col: int) -> float:
+            value = features[col].get(key)
+            if kinds[col] == "bool":
+                value = 0.0 if key == "min" else 1.0
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                return default
+            return float(np.array(value, dtype=np.float64).astype(bound_type))
+
+        self._lo = np.array([bound("min", -math.inf, c) for c in self.numeric], dtype=np.float64)
+        self._hi = np.array([bound("max", math.inf, c) for c in self.numeric], dtype=np.float64)
+        self._whole = [k for k, c in enumerate(self.numeric) if kinds[c] in ("int", "bool")]
+        self._num_nullable = self.nullable[self.numeric] if self.numeric else np.zeros(0, dtype=bool)
+        self._allowed = [
+            frozenset(str(a) for a in (features[c].get("allowed") or [])) for c in self.categories
+        ]
+        self._tallies: list[_Tally] = []
+        self._local = threading.local()
+        self._scrape = threading.Lock()  # two scrapes at once fold a finished thread once; never a request
+
+        # Drift: the reference's bins per feature, plus a bin for missing and one for unseen values.
         baseline = {b.get("name"): b for b in doc.get("baseline", []) if isinstance(b, dict)}
         self._baseline: list[Any] = [baseline.get(n) for n in self.names]
-        self._window: list[deque[int]] = [deque() for _ in self.names]
-        self._counts: list[list[int]] = [
-            [0] * len(b["shares"]) if b is not None else [] for b in self._baseline
+        self._expected: list[np.ndarray | None] = []
+        for base in self._baseline:
+            if base is None:
+                self._expected.append(None)
+                continue
+            shares = np.array(base["shares"], dtype=np.float64)
+            rate = float(base.get("missing_rate") or 0.0)
+            self._expected.append(np.concatenate([shares * (1.0 - rate), [rate, 0.0]]))
+        numeric_edges = [
+            (k, base["edges"])
+            for k, c in enumerate(self.numeric)
+            if (base := self._baseline[c]) is not None and base.get("kind") != "category"
         ]
-        self._predictions: list[tuple[int, str, list[str], list[float]]] = []
+        width = max((len(e) for _, e in numeric_edges), default=0)
+        self._binned = [k for k, _ in numeric_edges]  # positions in self.numeric
+        self._edges = np.full((len(numeric_edges), max(width, 1)), math.inf)
+        for row, (_, edges) in enumerate(numeric_edges):
+            self._edges[row, : len(edges)] = edges
+        self._missing_bin = np.array([len(e) + 1 for _, e in numeric_edges], dtype=np.int64)
+        self._category_index: list[dict[str, int] | None] = [
+            {v: i for i, v in enumerate(base["categories"])}
+            if (base := self._baseline[c]) is not None and base.get("kind") == "category"
+            else None
+            for c in self.categories
+        ]
+        # The same for the loops of a few rows: (column, bounds), (column, edges, missing bin), lookups.
+        self._bounds = [(c, float(lo), float(hi)) for c, lo, hi in zip(self.numeric, self._lo, self._hi)]
+        self._whole_cols = [self.numeric[k] for k in self._whole]
+        self._bisect = [
+            (self.numeric[k], [float(e) for e in edges], len(edges) + 1) for k, edges in numeric_edges
+        ]
+        self._lookup = [
+            (col, index) for col, index in zip(self.categories, self._category_index) if index is not None
+        ]
+        self._ring: list[tuple[int, Any] | None] = [None] * DRIFT_WINDOW
+        self._cursor = itertools.count()
+
+        self._predictions: list[tuple[int, str, dict[str, int], list[str], list[float]]] = []
         names = [s.name for s in model.outputs]
         for p in doc.get("predictions", []):
             if isinstance(p, dict) and p.get("output") in names:
+                values = [str(v) for v in p["values"]]
                 self._predictions.append(
-                    (names.index(p["output"]), p["output"], list(p["values"]), list(p["shares"]))
-                )
-        self._seen: list[deque[int]] = [
-            deque(maxlen=DRIFT_WINDOW) for _ in self._predictions
-        ]  # value indexes
-        self._totals: list[list[int]] = [[0] * (len(v) + 1) for _, _, v, _ in self._predictions]
-
-    def observe_outputs(self, results: list[Any]) -> None:
-        """Counts the answered labels of each output with a reference distribution ("other" past it)."""
-        for k, (index, _, values, _) in enumerate(self._predictions):
-            answered = results[index]
-            if not isinstance(answered, np.ndarray) or answered.ndim != 1:
-                continue
-            codes = []
-            for v in answered.tolist():
-                text = v if isinstance(v, str) else _num_text(v)
-                codes.append(values.index(text) if text in values else len(values))
-            with self._lock:
-                window, totals = self._seen[k], self._totals[k]
-                for c in codes:
-                    window.append(c)
-                    totals[c] += 1
-
-    def _prediction_lines(self) -> list[str]:
-        lines = [
-            "# HELP airgap_predictions_total Answers per output and value (values past the reference: other).",
-            "# TYPE airgap_predictions_total counter",
-        ]
-        psi_lines = [
-            "# HELP airgap_prediction_drift_psi Population stability index of the last 1000 answers per output.",
-            "# TYPE airgap_prediction_drift_psi gauge",
-        ]
-        with self._lock:
-            for k, (_, output, values, shares) in enumerate(self._predictions):
-                totals, window = list(self._totals[k]), list(self._seen[k])
-                for value, n in zip([*values, "other"], totals):
-                    lines.append(
-                        f'airgap_predictions_total{{output="{_label(output)}",value="{_label(value)}"}} {n}'
+                    (
+                        names.index(p["output"]),
+                        p["output"],
+                        {v: i for i, v in enumerate(values)},
+                        values,
+                        [float(x) for x in p["shares"]],
                     )
-                if window:
-                    counts = [0] * (len(values) + 1)
-                    for c in window:
-                        counts[c] += 1
-                    psi = 0.0
-                    for expected, count in zip([*shares, max(0.0, 1.0 - sum(shares))], counts):
-                        a, e = max(count / len(window), PSI_FLOOR), max(float(expected), PSI_FLOOR)
-                        psi += (a - e) * math.log(a / e)
-                    psi_lines.append(f'airgap_prediction_drift_psi{{output="{_label(output)}"}} {psi:.6f}')
-        return lines + psi_lines
+                )
+        self._answer_ring: list[tuple[int, list[list[int]]] | None] = [None] * DRIFT_WINDOW
+        self._answer_cursor = itertools.count()
+        # The counts of threads that have ended, folded in at the scrape.
+        self._retired = _Tally(len(features), [len(v) + 1 for _, _, _, v, _ in self._predictions])
 
-    def check(self, feeds: dict[str, np.ndarray]) -> None:
-        """Raises the 400 for the first value outside the contract; counts it by feature and rule."""
+    # ---- the request path (no lock)
+
+    def _tally(self) -> _Tally:
+        tally: _Tally | None = getattr(self._local, "tally", None)
+        if tally is None:
+            tally = _Tally(len(self.features), [len(v) + 1 for _, _, _, v, _ in self._predictions])
+            self._local.tally = tally
+            # A thread per connection: fold the ended ones even if nobody scrapes. Never waits: when
+            # a scrape holds the lock, it is folding them anyway.
+            if len(self._tallies) >= FOLD_AFTER and self._scrape.acquire(blocking=False):
+                try:
+                    self._fold_finished()
+                finally:
+                    self._scrape.release()
+            self._tallies.append(tally)  # list.append is atomic
+        return tally
+
+    def _fold_finished(self) -> None:
+        """Adds the counts of threads that have ended to the retired ones (the caller holds _scrape)."""
+        retired = self._retired
+        for tally in list(self._tallies):
+            if not tally.thread.is_alive():  # it can no longer write: its counts are final
+                _add(retired, retired, tally)
+                self._tallies.remove(tally)
+
+    def _numbers(self, array: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """The numeric features' columns as float64, where each is missing, and (a string tensor
+        only) where a text is not a number at all."""
+        if array.dtype.kind != "O":
+            values = array[:, self.numeric] if len(self.numeric) != array.shape[1] else array
+            values = values.astype(np.float64, copy=False)
+            return values, np.isnan(values), None
+        texts = array[:, self.numeric]
+        missing = texts == ""
+        try:
+            values = np.where(missing, "nan", texts).astype(np.float64)
+            return values, missing, None
+        except (ValueError, TypeError):  # some cell is no number: find each, the rest as read
+            values = np.empty(texts.shape, dtype=np.float64)
+            not_number = np.zeros(texts.shape, dtype=bool)
+            for (r, k), text in np.ndenumerate(texts):
+                try:
+                    values[r, k] = math.nan if text == "" else float(text)
+                except (ValueError, TypeError):
+                    values[r, k], not_number[r, k] = math.nan, True
+            return values, missing, not_number
+
+    def check(self, feeds: dict[str, np.ndarray]) -> list[tuple[str, str]]:
+        """Raises the 400 naming every value outside the contract of an ``enforce`` feature; answers
+        the (feature, rule) pairs a ``warn`` feature broke, to be flagged (``contract_warning_header``)."""
         array = feeds[self.input]
         if array.ndim != 2 or array.shape[1] != len(self.features):
             raise ApiError(
@@ -740,48 +961,112 @@ class DataGuard:
                 "out_of_contract",
                 f"input '{self.input}' needs {len(self.features)} columns, one per feature",
             )
-        for col, feature in enumerate(self.features):
-            column = array[:, col]
-            rule, bad = self._broken(feature, column)
-            if rule is not None:
-                row, value = bad
-                with self._lock:
-                    key = (self.names[col], rule)
-                    self.violations[key] = self.violations.get(key, 0) + 1
-                raise ApiError(
-                    400,
-                    "out_of_contract",
-                    f"{self.input}[{row}][{col}] ({self.names[col]}) = {value} {self._why(feature, rule)}; "
-                    "the model is only trusted inside its data contract (GET /v1/contract)",
-                )
+        values = missing = not_number = rows = None
+        bad: list[tuple[int, int, str]] = []  # (row, column, rule)
+        if array.shape[0] <= SMALL_BATCH and array.dtype.kind != "O":
+            rows = array.tolist()
+        if self.numeric and (rows is None or not self._rows_ok(rows)):
+            values, missing, not_number = self._numbers(array)
+            ok = (values >= self._lo) & (values <= self._hi)
+            if self._whole:
+                whole = values[:, self._whole]
+                ok[:, self._whole] &= whole == np.floor(whole)
+            if not ok.all():
+                bad += self._numeric_faults(values, missing, not_number, ok)
+        for k, col in enumerate(self.categories):
+            allowed = self._allowed[k]
+            column = [row[col] for row in rows] if rows is not None else array[:, col].tolist()
+            texts = [v if type(v) is str else _num_text(v) for v in column]
+            if not all(t in allowed for t in texts):
+                null_ok = bool(self.nullable[col])
+                for r, t in enumerate(texts):
+                    if t in allowed:
+                        continue
+                    if t in ("", "nan"):
+                        if not null_ok:
+                            bad.append((r, col, "missing"))
+                    else:
+                        bad.append((r, col, "allowed"))
+        self._local.checked = (array, values, missing, rows)
+        if not bad:
+            return []
+        return self._judge(array, values, bad)
 
-    @staticmethod
-    def _broken(feature: dict[str, Any], column: np.ndarray) -> tuple[str | None, tuple[int, str]]:
-        kind = feature.get("type")
-        if kind == "category":
-            allowed = set(feature.get("allowed") or [])
-            for i, v in enumerate(column.tolist()):
-                text = v if isinstance(v, str) else _num_text(v)
-                if text not in allowed:
-                    return "allowed", (i, json.dumps(text))
-            return None, (0, "")
-        if column.dtype.kind not in "biuf":
-            return None, (0, "")
-        values = column.astype(np.float64)
-        if kind == "int":
-            odd = np.flatnonzero(values != np.floor(values))
-            if odd.size:
-                return "int", (int(odd[0]), _num_text(values[odd[0]]))
-        low, high = feature.get("min"), feature.get("max")
-        if low is not None:
-            under = np.flatnonzero(values < low)
-            if under.size:
-                return "min", (int(under[0]), _num_text(values[under[0]]))
-        if high is not None:
-            over = np.flatnonzero(values > high)
-            if over.size:
-                return "max", (int(over[0]), _num_text(values[over[0]]))
-        return None, (0, "")
+    def _rows_ok(self, rows: list[list[Any]]) -> bool:
+        """A few rows inside every numeric bound and whole where they must be (else: the masks)."""
+        for row in rows:
+            for c, low, high in self._bounds:
+                if not low <= row[c] <= high:  # NaN (a missing value) fails too
+                    return False
+            for c in self._whole_cols:
+                if not float(row[c]).is_integer():
+                    return False
+        return True
+
+    def _numeric_faults(
+        self, values: np.ndarray, missing: np.ndarray, not_number: np.ndarray | None, ok: np.ndarray
+    ) -> list[tuple[int, int, str]]:
+        """Every failing numeric cell and the rule it breaks (the rare path: masks rule by rule)."""
+        out = []
+        null_ok = self._num_nullable
+        for r, k in zip(*np.nonzero(~ok)):
+            col, value = self.numeric[k], values[r, k]
+            if not_number is not None and not_number[r, k]:
+                rule = "type"
+            elif missing[r, k]:
+                if null_ok[k]:
+                    continue
+                rule = "missing"
+            elif not math.isfinite(value):
+                rule = "finite"
+            elif value < self._lo[k]:
+                rule = "bool" if self.features[col].get("type") == "bool" else "min"
+            elif value > self._hi[k]:
+                rule = "bool" if self.features[col].get("type") == "bool" else "max"
+            else:
+                rule = "bool" if self.features[col].get("type") == "bool" else "int"
+            out.append((int(r), col, rule))
+        return out
+
+    def _judge(
+        self, array: np.ndarray, values: np.ndarray | None, bad: list[tuple[int, int, str]]
+    ) -> list[tuple[str, str]]:
+        tally = self._tally()
+        refused = [(r, c, rule) for r, c, rule in bad if not (self.warn[c] and rule in WARNABLE)]
+        if not refused:
+            warned = sorted({(c, rule) for _, c, rule in bad})
+            for c, rule in warned:
+                tally.warned[c][RULES.index(rule)] += 1
+            return [(self.names[c], rule) for c, rule in warned]
+        for c, rule in {(c, rule) for _, c, rule in refused}:
+            tally.refused[c][RULES.index(rule)] += 1
+        refused.sort()
+        cells = []
+        for r, c, rule in refused[:MAX_LISTED]:
+            value = array[r, c]
+            if values is not None and rule != "type" and c in self.numeric:  # a number, as read
+                value = values[r, self.numeric.index(c)]
+            text = _value_text(value)
+            cells.append(
+                {
+                    "row": r,
+                    "column": c,
+                    "feature": self.names[c],
+                    "value": text,
+                    "rule": rule,
+                    "message": f"{self.input}[{r}][{c}] ({self.names[c]}) = {text} "
+                    + self._why(self.features[c], rule),
+                }
+            )
+        listed = "; ".join(cell["message"] for cell in cells)
+        more = len(refused) - len(cells)
+        rows = len({r for r, _, _ in refused})
+        tail = f"; and {more} more ({len(refused)} values in {rows} rows)" if more else ""
+        raise ContractError(
+            f"{listed}{tail}; the model is only trusted inside its data contract (GET /v1/contract)",
+            cells,
+            len(refused),
+        )
 
     @staticmethod
     def _why(feature: dict[str, Any], rule: str) -> str:
@@ -791,76 +1076,249 @@ class DataGuard:
             return f"is above the contract's maximum {_num_text(feature['max'])}"
         if rule == "int":
             return "is not a whole number (the contract says int)"
+        if rule == "bool":
+            return "is not true or false, 0 or 1 (the contract says bool)"
+        if rule == "missing":
+            return "is missing, and the contract does not allow missing values"
+        if rule == "type":
+            return f"is not a number (the contract says {feature.get('type', 'float')})"
+        if rule == "finite":
+            return "is not a finite number"
         shown = ", ".join(str(a) for a in (feature.get("allowed") or [])[:8])
         return f"is not one of the allowed values ({shown})"
 
     def observe(self, feeds: dict[str, np.ndarray]) -> None:
-        """Adds an answered request's rows to the sliding window the drift index is computed over."""
+        """Adds an answered request's rows to the drift window: each row's bin per feature (missing
+        and never-seen values in bins of their own), and counts the values the reference never had."""
         array = feeds[self.input]
-        bins: list[list[int]] = []
-        for col, base in enumerate(self._baseline):
-            if base is None:
-                bins.append([])
+        checked = getattr(self._local, "checked", None)
+        if checked is not None and checked[0] is array:
+            values, missing, rows = checked[1], checked[2], checked[3]
+        elif array.shape[0] <= SMALL_BATCH and array.dtype.kind != "O":
+            values, missing, rows = None, None, array.tolist()
+        elif self.numeric:
+            (values, missing, _), rows = self._numbers(array), None
+        else:
+            values = missing = rows = None
+        if values is None and rows is not None:
+            self._remember(self._row_codes(rows))
+            return
+        n = array.shape[0]
+        codes = np.full((n, len(self.features)), -1, dtype=np.int64)
+        if self._binned and values is not None and missing is not None:
+            sub = values[:, self._binned] if len(self._binned) != values.shape[1] else values
+            bins = (sub[:, :, None] >= self._edges[None, :, :]).sum(axis=2)
+            gone = missing[:, self._binned] if len(self._binned) != missing.shape[1] else missing
+            if gone.any():
+                bins = np.where(gone, self._missing_bin, bins)
+            codes[:, [self.numeric[k] for k in self._binned]] = bins
+        unseen = None
+        for k, col in enumerate(self.categories):
+            index = self._category_index[k]
+            if index is None:
                 continue
-            column = array[:, col].tolist()
-            if base.get("kind") == "category":
-                cats = base["categories"]
-                bins.append(
-                    [
-                        cats.index(t) if t in cats else -1
-                        for t in (v if isinstance(v, str) else _num_text(v) for v in column)
-                    ]
-                )
-            else:
-                bins.append([_bin_index(base["edges"], float(v)) for v in column])
-        with self._lock:
-            for col, values in enumerate(bins):
-                window, counts = self._window[col], self._counts[col]
-                for b in values:
-                    if b < 0:
-                        continue
-                    window.append(b)
-                    counts[b] += 1
-                    if len(window) > DRIFT_WINDOW:
-                        counts[window.popleft()] -= 1
+            other = len(index) + 1
+            column = [v if type(v) is str else _num_text(v) for v in array[:, col].tolist()]
+            found = [len(index) if t in ("", "nan") else index.get(t, other) for t in column]
+            codes[:, col] = found
+            if other in found:
+                unseen = unseen or self._tally().unseen
+                unseen[col] += found.count(other)
+        self._remember(codes)
 
-    def drift(self) -> list[tuple[str, float, int]]:
-        """Per feature with a baseline: its population stability index over the window, and the rows."""
+    def _row_codes(self, rows: list[list[Any]]) -> list[list[int]]:
+        """observe for a few rows, value by value: bisect on the reference's edges, dict lookups."""
         out = []
-        with self._lock:
-            for name, base, counts in zip(self.names, self._baseline, self._counts):
-                total = sum(counts)
-                if base is None or total == 0:
-                    continue
-                psi = 0.0
-                for expected, count in zip(base["shares"], counts):
-                    a, e = max(count / total, PSI_FLOOR), max(float(expected), PSI_FLOOR)
-                    psi += (a - e) * math.log(a / e)
-                out.append((name, psi, total))
+        unseen = None
+        width = len(self.features)
+        for row in rows:
+            codes = [-1] * width
+            for c, edges, missing_bin in self._bisect:
+                v = row[c]
+                codes[c] = missing_bin if v != v else bisect.bisect_right(edges, v)
+            for col, index in self._lookup:
+                v = row[col]
+                text = v if type(v) is str else _num_text(v)
+                if text in ("", "nan"):
+                    codes[col] = len(index)
+                else:
+                    code = codes[col] = index.get(text, len(index) + 1)
+                    if code > len(index):
+                        unseen = unseen or self._tally().unseen
+                        unseen[col] += 1
+            out.append(codes)
         return out
 
+    def _remember(self, codes: Any) -> None:
+        slot = next(self._cursor)  # atomic: two threads never claim one slot
+        self._ring[slot % DRIFT_WINDOW] = (slot, codes)
+
+    def observe_outputs(self, results: list[Any]) -> None:
+        """Counts the answered labels of each output with a reference distribution ("other" past it)."""
+        if not self._predictions:
+            return
+        tally = self._tally()
+        per_output: list[list[int]] = []
+        for k, (index, _, positions, values, _) in enumerate(self._predictions):
+            answered = results[index]
+            if not isinstance(answered, np.ndarray) or answered.ndim != 1:
+                per_output.append([])
+                continue
+            other = len(values)
+            codes = [
+                positions.get(v if isinstance(v, str) else _num_text(v), other) for v in answered.tolist()
+            ]
+            totals = tally.answers[k]
+            for c in codes:
+                totals[c] += 1
+            per_output.append(codes)
+        slot = next(self._answer_cursor)  # one slot per request, every output's answers in it
+        self._answer_ring[slot % DRIFT_WINDOW] = (slot, per_output)
+
+    # ---- the scrape
+
+    def _window(self) -> np.ndarray:
+        """The codes of the newest DRIFT_WINDOW rows, from the newest requests back."""
+        entries = sorted((e for e in list(self._ring) if e is not None), key=lambda e: -e[0])
+        kept, rows = [], 0
+        for _, codes in entries:
+            kept.append(np.asarray(codes, dtype=np.int64)[: DRIFT_WINDOW - rows])
+            rows += len(kept[-1])
+            if rows >= DRIFT_WINDOW:
+                break
+        if not kept:
+            return np.zeros((0, len(self.features)), dtype=np.int64)
+        return np.concatenate(kept)
+
+    def drift(self) -> list[tuple[str, float, int, float]]:
+        """Per feature with a baseline: its population stability index over the window (missing and
+        unseen values as bins of their own), the rows, and the share of them that was missing."""
+        window = self._window()
+        out = []
+        for col, (name, expected) in enumerate(zip(self.names, self._expected)):
+            if expected is None:
+                continue
+            column = window[:, col]
+            column = column[column >= 0]
+            total = len(column)
+            if total == 0:
+                continue
+            counts = np.bincount(column, minlength=len(expected))[: len(expected)]
+            actual = np.maximum(counts / total, PSI_FLOOR)
+            e = np.maximum(expected, PSI_FLOOR)
+            psi = float(np.sum((actual - e) * np.log(actual / e)))
+            out.append((name, psi, total, float(counts[len(expected) - 2] / total)))
+        return out
+
+    def _merged(self) -> _Tally:
+        """Every thread's counters summed; those of finished threads folded in once and dropped."""
+        with self._scrape:
+            self._fold_finished()
+            total = _Tally.__new__(_Tally)
+            _add(total, self._retired, None)
+            for tally in list(self._tallies):
+                _add(total, total, tally)
+            return total
+
     def render(self) -> list[str]:
-        """Prometheus lines for out-of-contract counts and drift."""
-        with self._lock:
-            violations = sorted(self.violations.items())
+        """Prometheus lines for out-of-contract counts, warnings, unseen values and drift."""
+        merged = self._merged()
+
+        def by_rule(rows: list[list[int]]) -> list[str]:
+            return [
+                f'{{feature="{_label(self.names[c])}",rule="{rule}"}} {n}'
+                for c, row in enumerate(rows)
+                for rule, n in zip(RULES, row)
+                if n
+            ]
+
         lines = [
             "# HELP airgap_out_of_contract_total Requests refused for a value outside the data contract.",
             "# TYPE airgap_out_of_contract_total counter",
+            *(f"airgap_out_of_contract_total{s}" for s in by_rule(merged.refused)),
+            "# HELP airgap_contract_warnings_total Requests answered with a value outside a warn-mode feature's contract.",
+            "# TYPE airgap_contract_warnings_total counter",
+            *(f"airgap_contract_warnings_total{s}" for s in by_rule(merged.warned)),
+            "# HELP airgap_unseen_categories_total Answered rows whose category value the reference never had.",
+            "# TYPE airgap_unseen_categories_total counter",
             *(
-                f'airgap_out_of_contract_total{{feature="{_label(f)}",rule="{r}"}} {n}'
-                for (f, r), n in violations
+                f'airgap_unseen_categories_total{{feature="{_label(self.names[c])}"}} {merged.unseen[c]}'
+                for c in self.categories
+                if self._baseline[c] is not None
             ),
             "# HELP airgap_feature_drift_psi Population stability index of recent rows against the reference.",
             "# TYPE airgap_feature_drift_psi gauge",
         ]
         drift = self.drift()
-        lines += [f'airgap_feature_drift_psi{{feature="{_label(n)}"}} {p:.6f}' for n, p, _ in drift]
+        lines += [f'airgap_feature_drift_psi{{feature="{_label(n)}"}} {p:.6f}' for n, p, _, _ in drift]
         lines += [
             "# HELP airgap_feature_drift_window_rows Rows the drift index is computed over (at most 1000).",
             "# TYPE airgap_feature_drift_window_rows gauge",
-            *(f'airgap_feature_drift_window_rows{{feature="{_label(n)}"}} {t}' for n, _, t in drift),
+            *(f'airgap_feature_drift_window_rows{{feature="{_label(n)}"}} {t}' for n, _, t, _ in drift),
+            "# HELP airgap_feature_missing_ratio Share of the drift window's rows missing the feature.",
+            "# TYPE airgap_feature_missing_ratio gauge",
+            *(f'airgap_feature_missing_ratio{{feature="{_label(n)}"}} {m:.6f}' for n, _, _, m in drift),
         ]
-        return lines + self._prediction_lines()
+        return lines + self._prediction_lines(merged)
+
+    def _prediction_lines(self, merged: _Tally) -> list[str]:
+        lines = [
+            "# HELP airgap_predictions_total Answers per output and value (values past the reference: other).",
+            "# TYPE airgap_predictions_total counter",
+        ]
+        psi_lines = [
+            "# HELP airgap_prediction_drift_psi Population stability index of the last 1000 answers per output.",
+            "# TYPE airgap_prediction_drift_psi gauge",
+        ]
+        row_lines = [
+            "# HELP airgap_prediction_drift_window_rows Answers the prediction drift index is computed over.",
+            "# TYPE airgap_prediction_drift_window_rows gauge",
+        ]
+        entries = sorted((e for e in list(self._answer_ring) if e is not None), key=lambda e: -e[0])
+        for k, (_, output, _, values, shares) in enumerate(self._predictions):
+            for value, n in zip([*values, "other"], merged.answers[k]):
+                lines.append(
+                    f'airgap_predictions_total{{output="{_label(output)}",value="{_label(value)}"}} {n}'
+                )
+            window: list[int] = []
+            for _, per_output in entries:
+                if len(window) >= DRIFT_WINDOW:
+                    break
+                window += per_output[k][: DRIFT_WINDOW - len(window)]
+            if not window:
+                continue
+            counts = np.bincount(np.array(window, dtype=np.int64), minlength=len(values) + 1)
+            expected = np.maximum(np.array([*shares, max(0.0, 1.0 - sum(shares))]), PSI_FLOOR)
+            actual = np.maximum(counts / len(window), PSI_FLOOR)
+            psi = float(np.sum((actual - expected) * np.log(actual / expected)))
+            psi_lines.append(f'airgap_prediction_drift_psi{{output="{_label(output)}"}} {psi:.6f}')
+            row_lines.append(
+                f'airgap_prediction_drift_window_rows{{output="{_label(output)}"}} {len(window)}'
+            )
+        return lines + psi_lines + row_lines
+
+
+def _value_text(value: object) -> str:
+    """A cell as an error message shows it: numbers as numbers, texts quoted, a missing value as null."""
+    if isinstance(value, str):
+        return "null" if value == "" else json.dumps(value)[:40]
+    if isinstance(value, (float, np.floating)) and math.isnan(value):
+        return "null"
+    if isinstance(value, (bool, np.bool_)):
+        return "true" if value else "false"
+    return _num_text(float(value))  # type: ignore[arg-type]
+
+
+def _add(into: _Tally, base: _Tally, more: _Tally | None) -> None:
+    """``into`` = ``base`` + ``more``, counter by counter (``into`` may be ``base``)."""
+
+    def plus(a: list[int], b: list[int] | None) -> list[int]:
+        return list(a) if b is None else [x + y for x, y in zip(a, b)]
+
+    into.refused = [plus(a, more.refused[i] if more else None) for i, a in enumerate(base.refused)]
+    into.warned = [plus(a, more.warned[i] if more else None) for i, a in enumerate(base.warned)]
+    into.unseen = plus(base.unseen, more.unseen if more else None)
+    into.answers = [plus(a, more.answers[i] if more else None) for i, a in enumerate(base.answers)]
 
 
 def load_data_contract(path: str, model: Model) -> DataGuard | None:
