@@ -89,6 +89,15 @@ class EnvironmentFailure(AirgapError):
     kind = "environment"
 
 
+class Inconclusive(AirgapError):
+    """The tool could not measure what it was asked to, so the answer is neither yes nor no: an
+    acceptance load whose generator fell behind measured the generator, not the server. Never a
+    miss; run it again where the generator keeps up."""
+
+    exit_code = 6
+    kind = "inconclusive"
+
+
 class Interrupted(BaseException):
     """A signal (SIGINT, SIGTERM, SIGHUP) stopped the command.
 
@@ -120,6 +129,7 @@ EXIT_CODES = {
     3: "integrity or trust failure (never retry)",
     4: "invalid input",
     5: "environment failure",
+    6: "inconclusive: the measurement could not be trusted (the load generator fell behind), nothing judged",
     70: "internal error (a bug in airgap: please report it with --verbose output)",
     129: "interrupted by SIGHUP (terminal closed)",
     130: "interrupted by SIGINT (Ctrl-C)",

@@ -355,6 +355,18 @@ class BundleReader(Protocol):
 # -- the far side's adapters ------------------------------------------------------------------------
 
 
+class ServiceManager(Protocol):
+    """The host's service manager (systemd), as `install --systemd` drives it for a virtualenv."""
+
+    def unit_directory(self) -> Path:
+        """Where a unit file is installed to be found."""
+        ...
+
+    def enable(self, unit: str) -> None:
+        """Reloads the units, then enables and starts ``unit`` (EnvironmentFailure when it cannot)."""
+        ...
+
+
 @dataclass(frozen=True)
 class Adapters:
     """The factories the far side's installer and install targets make their adapters with: the CLI

@@ -233,3 +233,86 @@ class InertTarget:
 
     def __getattr__(self, name: str) -> Callable[..., Any]:
         raise NotImplementedError(f"InertTarget does not support {name}")
+class FakeServiceManager:
+    """The service-manager port (``ports.ServiceManager``): units installed into a directory of the
+    test's, and every unit it was asked to enable, in order."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.enabled: list[str] = []
+
+    def unit_directory(self) -> Path:
+        return self.directory
+
+    def enable(self, unit: str) -> None:
+        if not (self.directory / unit).is_file():
+            raise EnvironmentFailure(f"Unit {unit} not found.")
+        self.enabled.append(unit)
+
+
+class ProcessRuntime(FakeRuntime):
+    """The container-runtime port whose containers are the bundled model server run as processes on
+    this host, on the port their spec names (as the real runtimes run them, with host networking).
+    ``images`` maps an image id to the server's environment for it (model, version, golden). The
+    order of what was asked is kept in ``events``: ("create" | "start" | "stop" | "remove", name)."""
+
+    def __init__(self, server: Path, images: dict[str, dict[str, str]]) -> None:
+        super().__init__("docker")
+        self.server = server
+        self.env = images
+        self.images = set(images)
+        self.specs: dict[str, ContainerSpec] = {}
+        self.procs: dict[str, Any] = {}
+        self.exit_codes: dict[str, int] = {}
+        self.events: list[tuple[str, str]] = []
+
+    def create(self, spec: ContainerSpec) -> None:
+        super().create(spec)
+        self.specs[spec.name] = spec
+        self.events.append(("create", spec.name))
+
+    def start(self, name: str) -> None:
+        import os
+        import subprocess
+        import sys
+
+        super().start(name)
+        spec = self.specs[name]
+        env = {**os.environ, **self.env[spec.image], "AIRGAP_HOST": "127.0.0.1"}
+        env["AIRGAP_PORT"] = str(spec.port)
+        self.procs[name] = subprocess.Popen(
+            [sys.executable, str(self.server), "serve"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        self.events.append(("start", name))
+
+    def stop(self, name: str) -> None:
+        import signal
+
+        self.events.append(("stop", name))
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            self.exit_codes[name] = proc.wait(30)
+        super().stop(name)
+
+    def remove(self, name: str) -> None:
+        self.events.append(("remove", name))
+        proc = self.procs.pop(name, None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        super().remove(name)
+
+    def state(self, name: str) -> str | None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is not None:
+            return "exited"
+        return super().state(name)
+
+    def close(self) -> None:
+        """Kills whatever still runs."""
+        for name in list(self.procs):
+            self.remove(name)

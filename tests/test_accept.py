@@ -4,11 +4,15 @@ with a table of promised against measured."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shutil
 import socket
 import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,12 +124,144 @@ def test_the_load_generator_keeps_the_rate_and_counts_every_request(tmp_path: Pa
     assert len(result.latencies_ms) == 150 and min(result.latencies_ms) > 0
 
 
-def test_a_load_run_against_nothing_counts_errors_not_latencies() -> None:
+def test_a_load_run_against_nothing_counts_every_request_as_an_error_at_its_timeout() -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]  # closed when the block ends: nothing listens there
-    result = run_load(port, [b"{}"], rps=50, concurrency=2, duration_s=0.2)
-    assert (result.sent, result.errors, result.latencies_ms) == (10, 10, [])
+    result = run_load(port, [b"{}"], rps=50, concurrency=2, duration_s=0.2, timeout=2.0)
+    assert (result.sent, result.errors, result.statuses) == (10, 10, {"error": 10})
+    # Refused at once, but a request that got no answer is no faster than one that timed out.
+    assert len(result.latencies_ms) == 10 and min(result.latencies_ms) >= 2000
+
+
+FAKE_SERVER = r"""
+import json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+delay, status = float(sys.argv[1]), int(sys.argv[2])
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        time.sleep(delay)
+        body = json.dumps({"model": "m", "model_version": "1", "outputs": {"label": [1]}}).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *a):
+        pass
+server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"""
+
+
+@contextlib.contextmanager
+def fake_model_server(delay_s: float = 0.0, status: int = 200) -> Iterator[int]:
+    """A model server's /v1/predict in a process of its own (so a starved test process does not
+    starve it): answers ``status`` after ``delay_s``; yields its port."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", FAKE_SERVER, str(delay_s), str(status)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout is not None
+        yield int(proc.stdout.readline())
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@contextlib.contextmanager
+def starved_interpreter(threads: int = 4) -> Iterator[None]:
+    """Threads that spin in this interpreter: every other thread here (the load generator's) gets
+    the CPU late, as on a host whose cores are busy with something else."""
+    stop = threading.Event()
+
+    def spin() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+
+    spinners = [threading.Thread(target=spin, daemon=True) for _ in range(threads)]
+    for t in spinners:
+        t.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        for t in spinners:
+            t.join()
+
+
+SLO = {"p95_ms": 20, "p99_ms": 30, "rps": 200, "concurrency": 4, "duration_s": 1.5, "max_error_rate": 0.0}
+GOLDEN = {"cases": [{"name": "one", "inputs": {"features": [[0.1, 0.2, 0.3, 0.4]]}}]}
+
+
+def _slo(port: int, slo: dict[str, Any] = SLO) -> tuple[list[Any], dict[str, Any]]:
+    from airgap.services.deploy.accept import _slo_promises
+    from airgap.services.observer import NullObserver
+
+    return _slo_promises(port, slo, None, GOLDEN, NullObserver())
+
+
+def test_a_starved_load_generator_is_reported_inconclusive_never_a_miss() -> None:
+    from airgap.services.deploy.accept import outcome_of
+
+    with fake_model_server() as port, starved_interpreter():
+        promises, load = _slo(port)
+    generator = load["generator"]
+    assert generator["kept_up"] is False and "load generator" in generator["why_not"]
+    missed = [p for p in promises if not p.ok]
+    assert missed, "a starved generator measures itself: some figure must look bad"
+    assert all(p.inconclusive and not p.missed for p in missed), [p.to_json() for p in missed]
+    assert promises[-1].what == "the load generator kept up" and promises[-1].inconclusive
+    assert outcome_of(promises) == "inconclusive"
+
+
+def test_a_slow_server_with_a_generator_that_keeps_up_is_a_miss_not_inconclusive() -> None:
+    from airgap.services.deploy.accept import outcome_of
+
+    slow = {**SLO, "rps": 40, "concurrency": 2, "duration_s": 1.5}  # 2 connections x 100 ms: 20 req/s at most
+    with fake_model_server(delay_s=0.1) as port:
+        promises, load = _slo(port, slow)
+    assert load["generator"]["kept_up"] is True, load["generator"]
+    p95 = next(p for p in promises if p.what.startswith("p95"))
+    assert p95.missed and not p95.inconclusive
+    assert outcome_of(promises) == "not accepted"
+    assert load["generator"]["waiting_for_server_s"] > load["generator"]["busy_in_generator_s"]
+
+
+def test_errors_count_in_the_latency_figures_and_the_error_rate() -> None:
+    with fake_model_server(delay_s=0.03, status=500) as port:
+        promises, load = _slo(port, {**SLO, "rps": 50, "duration_s": 1.0})
+    assert load["errors"] == load["sent"] == 50 and load["statuses"] == {"500": 50}
+    assert load["latency_ms"]["p50"] >= 30  # the 500s' own latency, not an empty list's
+    error_rate = next(p for p in promises if p.what == "error rate")
+    assert error_rate.missed and error_rate.measured.startswith("100.00%")
+
+
+def test_an_inconclusive_accept_exits_6_with_one_line_and_a_missed_one_exits_1(tmp_path: Path) -> None:
+    from airgap.cli.accept import fail_if_missed
+    from airgap.errors import AnswerIsNo, Inconclusive
+    from airgap.services.deploy.accept import AcceptReport, Promise
+
+    behind = Promise("slo", "the load generator kept up", "send lag p99 ≤ 10 ms", "starved", False, True)
+    slow = Promise("slo", "p95 latency", "≤ 20 ms", "80.0 ms", False, True)
+    kept = Promise("data", "serves the signed contract", "=", "identical", True)
+
+    def report(*promises: Promise) -> AcceptReport:
+        where = (tmp_path / "r.json", tmp_path / "r.md")
+        return AcceptReport("m", "1", "docker", "0" * 64, promises, {}, *where)
+
+    with pytest.raises(Inconclusive) as inconclusive:
+        fail_if_missed(report(kept, slow, behind))
+    assert inconclusive.value.exit_code == 6 and "could not be judged" in inconclusive.value.one_line()
+    assert "\n" not in inconclusive.value.one_line()
+    missed = Promise("data", "refuses x outside its range", "HTTP 400", "HTTP 200", False)
+    with pytest.raises(AnswerIsNo):  # a real miss wins over an inconclusive figure
+        fail_if_missed(report(missed, slow, behind))
+    fail_if_missed(report(kept))
 
 
 # ------------------------------------------------------------------------------ on the engines
@@ -232,3 +368,39 @@ def test_a_wrong_acceptance_set_and_a_cpu_starved_server_each_miss_their_promise
     slo = {p["what"].split(" ")[0]: p for p in doc["promises"] if p["section"] == "slo"}
     assert slo["p95"]["ok"] is False and slo["p99"]["ok"] is False, slo
     assert float(slo["p99"]["measured"].split()[0]) > 100
+
+
+def _run(latency_ms: float, own_lag_ms: float, n: int = 100) -> Any:
+    from airgap.adapters.loadgen import LoadResult
+
+    return LoadResult(
+        planned=n,
+        latencies_ms=[latency_ms] * n,
+        statuses={"200": n},
+        elapsed_s=n / SLO["rps"],
+        send_lag_ms=[own_lag_ms] * n,
+        own_lag_ms=[own_lag_ms] * n,
+        queue_ms=[0.0] * n,
+        client_s=0.001 * n,
+        server_s=(latency_ms - own_lag_ms) / 1000 * n,
+        wake_lag_ms=[0.1] * n,
+    )
+
+
+def test_a_latency_miss_made_only_by_the_generators_own_lateness_is_inconclusive() -> None:
+    from airgap.services.deploy.accept import judge_load, outcome_of
+
+    # 60 ms measured against a 30 ms p99, but the generator sent each request 40 ms late with a
+    # connection free: the server answered in 20.
+    promises, load = judge_load(SLO, _run(60.0, 40.0))
+    p99 = next(p for p in promises if p.what.startswith("p99"))
+    assert p99.inconclusive and not p99.missed
+    assert "late by itself" in promises[-1].measured and outcome_of(promises) == "inconclusive"
+    assert load["generator"]["latency_without_own_lag_ms"]["p99"] == 20.0
+    # The same 60 ms with the generator on time is the server's: a miss.
+    promises, _ = judge_load(SLO, _run(60.0, 0.5))
+    assert next(p for p in promises if p.what.startswith("p99")).missed
+    assert outcome_of(promises) == "not accepted"
+    # And 60 ms of which the generator's lateness explains only part: still the server's miss.
+    promises, _ = judge_load(SLO, _run(60.0, 20.0))
+    assert outcome_of(promises) == "not accepted"

@@ -124,7 +124,11 @@ def sandbox_env(sandbox: Path) -> dict[str, str]:
 
 
 def start_server(
-    directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL, contract: Path | None = None
+    directory: Path,
+    golden: Path | None = GOLDEN,
+    model: Path = MODEL,
+    contract: Path | None = None,
+    port: int = 0,
 ) -> Server:
     """The server as the image runs it, configured by environment, on a port the kernel picks."""
     log = directory / "server.log"
@@ -132,7 +136,7 @@ def start_server(
     env = {
         **sandbox_env(sandbox),
         "AIRGAP_HOST": "127.0.0.1",
-        "AIRGAP_PORT": "0",
+        "AIRGAP_PORT": str(port),
         "AIRGAP_MODEL_PATH": str(model),
         "AIRGAP_MODEL_NAME": "tabular",
         "AIRGAP_MODEL_VERSION": "2024.06.1",
@@ -165,10 +169,14 @@ def start_server(
 
 @contextlib.contextmanager
 def serving(
-    directory: Path, golden: Path | None = GOLDEN, model: Path = MODEL, contract: Path | None = None
+    directory: Path,
+    golden: Path | None = GOLDEN,
+    model: Path = MODEL,
+    contract: Path | None = None,
+    port: int = 0,
 ) -> Iterator[Server]:
     """A started server that is killed, whatever happens, if the test has not stopped it itself."""
-    running = start_server(directory, golden, model, contract)
+    running = start_server(directory, golden, model, contract, port)
     try:
         yield running
     finally:

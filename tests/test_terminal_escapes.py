@@ -108,6 +108,7 @@ def _commands(work: Path) -> dict[str, tuple[list[str], int]]:
         "rebuild": (["rebuild", p, "--base", "x", "--key", p, "--state-dir", state], 4),
         "smoke": (["smoke", HOSTILE, *venv], 4),
         "accept": (["accept", HOSTILE, *venv], 4),
+        "serve": (["serve", HOSTILE, "--state-dir", state], 4),
         "compare": (["compare", HOSTILE, *venv], 4),
         "promote": (["promote", HOSTILE, *venv], 4),
         "status": (["status", "--state-dir", p], 0),  # installed names are signed DNS labels: none to show

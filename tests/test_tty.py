@@ -52,6 +52,7 @@ COMMANDS = {
     "rebuild",
     "smoke",
     "accept",
+    "serve",
     "compare",
     "promote",
     "status",

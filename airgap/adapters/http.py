@@ -36,3 +36,50 @@ def request_json(
             return exc.code, json.loads(exc.read() or b"null")
         except ValueError:
             return exc.code, None
+
+
+class KeepAlive:
+    """One keep-alive connection to a model server: every request on it reaches the same server
+    process, which a new connection does not promise while two servers share a port (a promote
+    starts the new version beside the old one). Same answers as ``request_json``."""
+
+    def __init__(self, port: int, timeout: float = 10, host: str = LOOPBACK) -> None:
+        import http.client
+
+        self._conn = http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def request_json(self, path: str, body: Any = None) -> tuple[int, Any]:
+        """POSTs ``body`` as JSON (GETs when it is None) on this connection; raises OSError when
+        the server closed it or never answered, ValueError when a 2xx answer is not JSON."""
+        import http.client
+
+        data = json.dumps(body).encode() if body is not None else None
+        try:
+            self._conn.request(
+                "POST" if data is not None else "GET",
+                path,
+                body=data,
+                headers={"Content-Type": "application/json"},
+            )
+            response = self._conn.getresponse()
+            payload = response.read()
+        except http.client.HTTPException as exc:  # a closed or broken connection: nothing answered
+            self.close()
+            raise OSError(f"the connection broke: {exc!r}") from None
+        try:
+            decoded = json.loads(payload or b"null")
+        except ValueError:
+            if 200 <= response.status < 300:
+                raise
+            decoded = None
+        return response.status, decoded
+
+    def close(self) -> None:
+        """Closes the connection (idempotent)."""
+        self._conn.close()
+
+    def __enter__(self) -> KeepAlive:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()

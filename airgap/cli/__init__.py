@@ -34,7 +34,7 @@ from airgap.errors import AirgapError, Interrupted
 # of `airgap --help`.
 # isort: off
 from airgap.cli import probe, build, media, trust, verify, install, candidate, rebuild  # noqa: F401
-from airgap.cli import delta, accept, evidence  # noqa: F401
+from airgap.cli import delta, accept, evidence, serve  # noqa: F401
 # isort: on
 
 __all__ = ["app", "main"]

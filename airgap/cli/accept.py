@@ -21,7 +21,7 @@ from airgap.cli.common import (
 )
 from airgap.cli.rendering import ConsoleObserver
 from airgap.cli.wiring import real_adapters
-from airgap.errors import AnswerIsNo
+from airgap.errors import AnswerIsNo, Inconclusive
 
 if TYPE_CHECKING:
     from airgap.services.deploy.accept import AcceptReport
@@ -45,6 +45,7 @@ def report_document(report: "AcceptReport") -> dict[str, object]:
         "version": report.version,
         "target": report.target,
         "accepted": report.ok,
+        "outcome": report.outcome,
         "promises": [p.to_json() for p in report.promises],
         "figures": report.figures,
         "report": str(report.report),
@@ -60,15 +61,17 @@ def render(report: "AcceptReport") -> None:
     table.add_column("promised", ratio=2)
     table.add_column("measured", ratio=2)
     for p in report.promises:
-        mark = Text("kept", style="green") if p.ok else Text("MISSED", style="bold red")
+        style = "green" if p.ok else ("bold yellow" if p.inconclusive else "bold red")
+        mark = Text(p.mark, style=style)
         table.add_row(mark, f"{p.section}: {p.what}", p.promised, p.measured)
     out_console.print(table)
     out_console.print(f"report: {report.markdown}", markup=False, highlight=False, soft_wrap=True)
 
 
 def fail_if_missed(report: "AcceptReport") -> None:
-    """Exit 1 naming the first promise missed, when any was."""
-    missed = [p for p in report.promises if not p.ok]
+    """Exit 1 naming the first promise missed, when any was; else exit 6 when the load generator
+    fell behind and so a figure could not be judged (never a miss)."""
+    missed = report.missed
     if missed:
         first = missed[0]
         more = f" (and {len(missed) - 1} more)" if len(missed) > 1 else ""
@@ -76,6 +79,14 @@ def fail_if_missed(report: "AcceptReport") -> None:
             f"{report.name} {report.version} on {report.target} missed its contract: {first.section}: "
             f"{first.what}: promised {first.promised}, measured {first.measured}{more}",
             hint=f"the table and {report.markdown} show every promise",
+        )
+    if report.inconclusive:
+        why = next(p.measured for p in report.promises if p.what == "the load generator kept up")
+        raise Inconclusive(
+            f"{report.name} {report.version} on {report.target}: the SLO could not be judged, nothing "
+            f"was missed: {why}",
+            hint="run airgap accept again where the generator keeps up (a less loaded host, no other "
+            f"load on this one); {report.markdown} has the figures",
         )
 
 

@@ -67,10 +67,13 @@ def compare(
 
     Sends the golden inputs and the labelled acceptance rows both bundles carry to the current
     version and to the candidate (`airgap install BUNDLE --candidate`) where they run, and measures
-    the share of inputs both answer alike, each one's acceptance metrics, and each one's p50/p95
-    latency on the same single-row requests. The thresholds are the candidate bundle's `promote`
-    section (defaults: 95 % agreement, a metric may drop 0.02, p95 at most 1.5× the current's).
-    Exits 1, naming the inputs that differ, when the candidate misses one.
+    the share of inputs both answer alike (the same class; a regression's value within the
+    tolerance), each one's acceptance metrics with a bootstrap interval of the drop (relative for
+    MAE and RMSE), McNemar's test of a classifier's disagreements, and each one's p50/p95 latency
+    on keep-alive connections. The thresholds are the site's (STATE/promote.json), else the
+    current bundle's `promote` section, else the defaults (95 % agreement, a metric may drop 0.02,
+    p95 at most 1.5× the current's) — never the candidate's own. Exits 1, naming the inputs that
+    differ, when the candidate misses one.
 
     Example: airgap compare tabular-classifier --to docker
     """

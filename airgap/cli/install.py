@@ -33,6 +33,7 @@ from airgap.services.deploy.targets import names as install_targets
 if TYPE_CHECKING:
     from airgap.services.deploy.install import Installer
     from airgap.services.evidence.attestations import Evidence
+    from airgap.services.state import State
 
 
 # ----------------------------------------------------------------------------- install and after
@@ -54,6 +55,14 @@ def _installer(
     from airgap.services.deploy.install import Installer
 
     return Installer(_state(state_dir), RichObserver(progress), evidence, adapters=real_adapters())
+
+
+def _enable_unit(state: "State", name: str) -> Path:
+    """Installs and enables the unit the venv install wrote (the real systemctl)."""
+    from airgap.adapters.systemd import Systemctl
+    from airgap.services.deploy.serve import enable_unit
+
+    return enable_unit(state, name, Systemctl())
 
 
 def _resolve_target(to: Optional[str]) -> str:
@@ -121,6 +130,14 @@ def install(
             help="Then prove the deployment contract here, as `airgap accept` does (exit 1 if missed).",
         ),
     ] = False,
+    systemd: Annotated[
+        bool,
+        typer.Option(
+            "--systemd",
+            help="With --to venv: also install and enable the systemd unit that serves it "
+            "(`airgap serve NAME`); without it the unit is only written to STATE/systemd/.",
+        ),
+    ] = False,
     candidate: Annotated[
         bool,
         typer.Option(
@@ -148,6 +165,12 @@ def install(
             hint="drop --accept, or accept the candidate after `airgap promote NAME`",
         )
     target = _resolve_target(to)
+    if systemd and (target != "venv" or candidate):
+        raise UsageError(
+            "--systemd is for the current version of a --to venv install: the container targets "
+            "run under their runtime's own restart policy",
+            hint="drop --systemd, or install with --to venv",
+        )
     state = _state(state_dir)
     options = InstallOptions(
         target=target,
@@ -169,6 +192,7 @@ def install(
     try:
         with _progress() as progress, _unsafe_warnings():
             result = _installer(state_dir, progress, evidence).install(bundle_path, options)
+            unit = _enable_unit(state, result.receipt.name) if systemd else None
             report = run_accept(state_dir, result.receipt.name, target, progress) if accept else None
             if report is not None:
                 evidence.accepted(report)
@@ -189,6 +213,7 @@ def install(
                 "prediction": result.prediction,
                 "curl": result.curl,
                 "serve": result.serve,
+                "systemd_unit": str(unit) if unit else None,
                 "repaired": list(result.repaired),
                 **attested,
             }
@@ -225,6 +250,19 @@ def install(
     # Commands to paste: printed whole on one line each, never wrapped or styled.
     if result.serve:
         out_console.print(f"serve it: {result.serve}", markup=False, highlight=False, soft_wrap=True)
+    if unit is not None:
+        out_console.print(
+            f"enabled and started the systemd unit {unit}", markup=False, highlight=False, soft_wrap=True
+        )
+    elif r.target == "venv" and not candidate:
+        from airgap.services.deploy.serve import unit_path
+
+        out_console.print(
+            f"as a service: {unit_path(state, r.name)} (install --systemd installs and enables it)",
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
     if result.curl:
         out_console.print(f"try it: {result.curl}", markup=False, highlight=False, soft_wrap=True)
     if result.prediction:

@@ -132,7 +132,8 @@ def percentile(sorted_ms: Sequence[float], q: float) -> float:
 
 
 def latency(samples_ms: Sequence[float]) -> Latency:
-    """The percentiles the SLO names, from every successful request's latency."""
+    """The percentiles the SLO names, from every request's latency (the load generator counts a
+    failed request too: an answer at its latency, no answer at the timeout)."""
     ordered = sorted(samples_ms)
     return Latency(
         count=len(ordered),

@@ -221,8 +221,12 @@ class PromoteSpec:
     candidate's p95 latency may grow, as a multiple of the current version's."""
 
     min_agreement: float = 0.95
-    max_metric_drop: float = 0.02
+    max_metric_drop: float = 0.02  # absolute for a share (accuracy...), relative for MAE and RMSE
     max_p95_ratio: float = 1.5
+    # Two numeric answers agree within these (a regression output; every output without a labelled
+    # set): a retrained model never matches the golden 1e-4, and need not.
+    output_rtol: float = 0.05
+    output_atol: float = 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The thresholds as the bundle records them (``model/promote.json``)."""
@@ -230,20 +234,27 @@ class PromoteSpec:
             "min_agreement": self.min_agreement,
             "max_metric_drop": self.max_metric_drop,
             "max_p95_ratio": self.max_p95_ratio,
+            "output_rtol": self.output_rtol,
+            "output_atol": self.output_atol,
         }
+
+
+PROMOTE_BOUNDS = {
+    "min_agreement": (0.0, 1.0),
+    "max_metric_drop": (0.0, 1e9),
+    "max_p95_ratio": (1.0, 1000.0),
+    "output_rtol": (0.0, 1e9),
+    "output_atol": (0.0, 1e300),
+}
 
 
 def parse_promote(lines: Lines, data: Mapping[str, Any]) -> PromoteSpec:
     """``promote``: the thresholds `airgap compare` judges a candidate by; each has a default."""
     block = mapping(lines, data, "promote", "")
-    expect(lines, block, "promote", {"min_agreement", "max_metric_drop", "max_p95_ratio"})
+    expect(lines, block, "promote", set(PROMOTE_BOUNDS))
     default = PromoteSpec()
     values: dict[str, float] = {}
-    for key, low, high in (
-        ("min_agreement", 0.0, 1.0),
-        ("max_metric_drop", 0.0, 1e9),
-        ("max_p95_ratio", 1.0, 1000.0),
-    ):
+    for key, (low, high) in PROMOTE_BOUNDS.items():
         value = block.get(key, getattr(default, key))
         if (
             not isinstance(value, (int, float))

@@ -128,6 +128,7 @@ from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument as OrtIn
 ort.set_default_logger_severity(4)  # see Model: onnxruntime must not write its own lines to stderr
 
 DEFAULT_MODEL_PATH = "/opt/airgap/model/model.onnx"
+IDLE_GRACE_SECONDS = 1.0  # of a drain: idle keep-alive connections may send one more request
 DRAIN_SECONDS = 10.0  # in-flight requests get this long after SIGTERM; Kubernetes grants 30 s by default
 REQUEST_TIMEOUT_SECONDS = 30.0  # a client that stalls mid-request cannot hold a thread for longer
 # Request latency: fine around the tens of milliseconds an SLO usually names (p95 50 ms, p99 100 ms).
@@ -1502,6 +1503,7 @@ class App:
         self.ready = threading.Event()
         self.metrics = Metrics()
         self.stop = StopSignal()
+        self.when_ready: Callable[[], None] | None = None  # called from the warm-up thread
 
     def info(self) -> dict[str, str]:
         return {
@@ -1529,6 +1531,8 @@ class App:
             self.model = model
             log("ready", warm_up_case=name, seconds=round(time.perf_counter() - start, 3))
             self.ready.set()
+            if self.when_ready is not None:
+                self.when_ready()
         except FatalError as exc:
             log("fatal", message=str(exc))
             self.stop.trigger(2, "model unusable")
@@ -2612,10 +2616,11 @@ class Connection(asyncio.Protocol):
 # Commands
 
 
-def listening_socket(config: Config) -> socket.socket:
+def listening_socket(config: Config, listen: bool = True) -> socket.socket:
     """The listening socket, with SO_REUSEPORT: a second instance (a promote's new version, on host
     networking) binds the same port, and the kernel spreads new connections over both until the old
-    one stops accepting."""
+    one stops accepting. Bound at once (a port that cannot be shared fails now); with listen=False
+    it takes connections only once `listen` is called."""
     family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     try:
@@ -2623,7 +2628,8 @@ def listening_socket(config: Config) -> socket.socket:
         if hasattr(socket, "SO_REUSEPORT"):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((config.host, config.port))
-        sock.listen(config.backlog)
+        if listen:
+            sock.listen(config.backlog)
     except BaseException:
         sock.close()
         raise
@@ -2631,11 +2637,12 @@ def listening_socket(config: Config) -> socket.socket:
     return sock
 
 
-async def _serve(config: Config, app: App, sock: socket.socket) -> int:
+async def _serve(config: Config, app: App, sock: socket.socket, beside: bool) -> int:
     loop = asyncio.get_running_loop()
     service = Service(app, loop)
-    server = await loop.create_server(lambda: Connection(service), sock=sock, backlog=config.backlog)
     stopped = asyncio.Event()
+    warm = asyncio.Event()
+    servers: list[asyncio.Server] = []
 
     def woken() -> None:
         with contextlib.suppress(BlockingIOError):
@@ -2643,16 +2650,39 @@ async def _serve(config: Config, app: App, sock: socket.socket) -> int:
         if app.stop.exit_code is not None:
             stopped.set()
 
+    async def accept() -> None:
+        if beside:
+            # Another server answers on this port: this one takes connections only once warm, or the
+            # kernel would hand it requests it could only refuse with 503.
+            await warm.wait()
+            sock.listen(config.backlog)
+        servers.append(await loop.create_server(lambda: Connection(service), sock=sock, backlog=config.backlog))
+        host, port = sock.getsockname()[:2]
+        log("listening", host=host, port=port, model_path=config.model_path, instance=INSTANCE, **app.info())
+
     loop.add_reader(app.stop._read, woken)
-    host, port = sock.getsockname()[:2]
-    log("listening", host=host, port=port, model_path=config.model_path, instance=INSTANCE, **app.info())
+    app.when_ready = lambda: loop.call_soon_threadsafe(warm.set)
+    accepting = loop.create_task(accept())
+    if not beside:
+        await accepting
     threading.Thread(target=app.load_and_warm_up, name="warm-up", daemon=True).start()
     loop.call_later(1.0, service.sweep)
     await stopped.wait()
     exit_code = app.stop.exit_code or 0
     log("stopping", reason=app.stop.reason, in_flight=service.in_flight())
-    server.close()  # the listening socket closes: new connections are refused
+    if not servers:
+        accepting.cancel()
+    for server in servers:
+        # With SO_REUSEPORT a closed socket's queue is reset, not handed to the server beside it:
+        # the connections the kernel already queued for this one are answered first.
+        await _take_backlog(loop, sock, service)
+        server.close()  # the listening socket closes: new connections are refused
     service.draining = True
+    # An idle keep-alive connection gets a moment to send its next request, which is answered with
+    # "Connection: close": closed under a client that is sending, it would see a reset.
+    grace = loop.time() + IDLE_GRACE_SECONDS
+    while loop.time() < grace and any(not c.in_flight and not c.busy for c in service.connections):
+        await asyncio.sleep(0.02)
     for conn in list(service.connections):
         if not conn.in_flight and not conn.busy:
             conn.close()
@@ -2665,15 +2695,35 @@ async def _serve(config: Config, app: App, sock: socket.socket) -> int:
     return exit_code
 
 
+async def _take_backlog(loop: asyncio.AbstractEventLoop, sock: socket.socket, service: Service) -> None:
+    while True:
+        try:
+            conn, _ = sock.accept()
+        except OSError:  # none left (BlockingIOError), or the socket is gone
+            return
+        conn.setblocking(False)
+        await loop.connect_accepted_socket(lambda: Connection(service), conn)
+
+
+def _answering(host: str, port: int) -> bool:
+    """Whether a server already takes connections on host:port."""
+    try:
+        with socket.create_connection((host if host not in ("0.0.0.0", "::") else "localhost", port), 1):
+            return True
+    except OSError:
+        return False
+
+
 def serve(config: Config) -> int:
     app = App(config)
+    beside = config.port != 0 and _answering(config.host, config.port)
     try:
-        sock = listening_socket(config)
+        sock = listening_socket(config, listen=not beside)
     except OSError as exc:
         log("fatal", message=f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}")
         return 1
     app.stop.install(signal.SIGTERM, signal.SIGINT)
-    return asyncio.run(_serve(config, app, sock))
+    return asyncio.run(_serve(config, app, sock, beside))
 
 
 def check(config: Config, model_path: str, golden_path: str | None) -> int:

@@ -226,8 +226,9 @@ def promote(installer: InstallSteps, name: str, target_name: str, options: Insta
     journal.step("verified", name=name, target=target_name, new=new.to_json(), old=current.to_json())
     ctx = InstallContext(installer.site, options, new, current, record, content, journal)
     try:
-        target.rollback(ctx)  # the same switch: start this version in place of the current one
-        answers, failures = target.answers(installer.site, new, contract)
+        # Started in place of the current version (beside it first, where the target can) and asked
+        # the golden cases itself.
+        answers, failures = target.promote(ctx, contract)
     except BaseException:
         installer.undo(journal)
         raise

@@ -254,7 +254,7 @@ class Installer:
             (),
             prediction(contract, answers),
             curl_line(receipt.port or 8080, contract),
-            target.serve_command(receipt, record, content),
+            target.serve_command(self.site, receipt, record, content),
             repaired(verified),
         )
 

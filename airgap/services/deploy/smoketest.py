@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from airgap.adapters.http import request_json
+from airgap.adapters.http import KeepAlive, request_json
 from airgap.errors import EnvironmentFailure
 
 READY_TIMEOUT = 180.0
@@ -53,16 +53,6 @@ def wait_ready(
 ) -> None:
     """Polls /readyz; when the server dies or never gets ready, the error quotes its last log lines
     (they are gone once the failed container is removed)."""
-
-    def with_logs() -> str:
-        if logs is None:
-            return ""
-        try:
-            tail = log_tail(logs())
-        except (EnvironmentFailure, OSError):
-            tail = ""
-        return f"; its last log lines: {tail}" if tail else "; it wrote no log lines"
-
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
@@ -72,11 +62,64 @@ def wait_ready(
             pass
         if not alive():
             raise EnvironmentFailure(
-                f"{what} stopped before it was ready on port {port}{with_logs()}",
+                f"{what} stopped before it was ready on port {port}{_with_logs(logs)}",
                 hint="fix what the log says, then install again",
             )
         time.sleep(0.5)
-    raise EnvironmentFailure(f"{what} on port {port} was not ready within {timeout:.0f}s{with_logs()}")
+    raise EnvironmentFailure(f"{what} on port {port} was not ready within {timeout:.0f}s{_with_logs(logs)}")
+
+
+def _with_logs(logs: Callable[[], str] | None) -> str:
+    if logs is None:
+        return ""
+    try:
+        tail = log_tail(logs())
+    except (EnvironmentFailure, OSError):
+        tail = ""
+    return f"; its last log lines: {tail}" if tail else "; it wrote no log lines"
+
+
+def instance_on(port: int) -> str | None:
+    """The instance id a ready server on ``port`` reports in /readyz, on a new connection; None when
+    nothing ready answers, or the server is of a version that reports none (and so does not share
+    its port: it binds without SO_REUSEPORT)."""
+    try:
+        status, body = request_json(port, "/readyz", timeout=3)
+    except (OSError, ValueError):
+        return None
+    instance = body.get("instance") if status == 200 and isinstance(body, dict) else None
+    return instance if isinstance(instance, str) and instance else None
+
+
+def pin_new_instance(
+    port: int,
+    other_than: set[str],
+    alive: Callable[[], bool],
+    timeout: float = READY_TIMEOUT,
+    logs: Callable[[], str] | None = None,
+    what: str = "the model server",
+) -> KeepAlive:
+    """A keep-alive connection to a ready server on ``port`` that is none of ``other_than``: while
+    two servers share the port, the kernel spreads new connections over both, so each try is a new
+    connection until one reaches the new server, and every request after it stays on that one."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conn = KeepAlive(port, timeout=30)
+        try:
+            status, body = conn.request_json("/readyz")
+        except (OSError, ValueError):
+            status, body = 0, None
+        instance = body.get("instance") if status == 200 and isinstance(body, dict) else None
+        if isinstance(instance, str) and instance and instance not in other_than:
+            return conn
+        conn.close()
+        if not alive():
+            raise EnvironmentFailure(
+                f"{what} stopped before it was ready on port {port}{_with_logs(logs)}",
+                hint="fix what the log says, then promote again",
+            )
+        time.sleep(0.1)
+    raise EnvironmentFailure(f"{what} on port {port} was not ready within {timeout:.0f}s{_with_logs(logs)}")
 
 
 def answers_on(port: int, contract: dict[str, Any], ready_timeout: float = 30) -> Answers:
@@ -87,12 +130,18 @@ def answers_on(port: int, contract: dict[str, Any], ready_timeout: float = 30) -
 
 def http_answers(port: int, contract: dict[str, Any]) -> Answers:
     """The server's outputs for every golden case; and, for a case it refused, why."""
+    return answers_via(lambda path, body: request_json(port, path, body, timeout=30), contract)
+
+
+def answers_via(ask: Callable[[str, Any], tuple[int, Any]], contract: dict[str, Any]) -> Answers:
+    """The outputs for every golden case, asked through ``ask(path, body)`` (one connection, or a
+    new one each time); and, for a case the server refused, why."""
     answers: dict[str, dict[str, Any]] = {}
     failures: dict[str, str] = {}
     for case in contract.get("cases", []):
         name = str(case["name"])
         try:
-            status, body = request_json(port, "/v1/predict", {"inputs": case["inputs"]}, timeout=30)
+            status, body = ask("/v1/predict", {"inputs": case["inputs"]})
         except (OSError, ValueError) as exc:
             failures[name] = f"no answer from the model server: {exc}"
             continue

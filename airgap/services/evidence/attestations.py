@@ -177,7 +177,13 @@ class Evidence:
         failed = [
             f"{p.section}: {p.what}: promised {p.promised}, measured {p.measured}"
             for p in report.promises
-            if not p.ok
+            if p.missed
+        ]
+        # Not judged (the load generator fell behind): neither passed nor failed.
+        unjudged = [
+            f"{p.section}: {p.what}: promised {p.promised}, measured {p.measured} (inconclusive)"
+            for p in report.promises
+            if p.inconclusive
         ]
         self._write(
             "accept",
@@ -185,7 +191,7 @@ class Evidence:
             report.version,
             report.manifest_sha256,
             passed,
-            [],
+            unjudged,
             failed,
             {"target": report.target, "figures": report.figures, "report": str(report.report)},
         )

@@ -172,6 +172,13 @@ class Target(Protocol):
         """Makes ``ctx.receipt`` (the previous version) run again in place of ``ctx.current``."""
         ...
 
+    def promote(self, ctx: InstallContext, contract: dict[str, Any]) -> Answers:
+        """Makes ``ctx.receipt`` (the candidate's version) run in place of ``ctx.current`` and returns
+        its answers to the golden cases, asked of the new version itself. A target that can run the
+        two side by side stops the current one only once those answers match ``contract``; the caller
+        judges them, and undoes the journal when they do not."""
+        ...
+
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
         """Removes an installed version; says what was removed."""
         ...
@@ -185,7 +192,9 @@ class Target(Protocol):
         replaced or promoted candidate); says what was removed."""
         ...
 
-    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
+    def serve_command(
+        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
+    ) -> str | None:
         """For a target that runs no server: the shell command that serves the installed model."""
         ...
 
@@ -232,6 +241,11 @@ class BaseTarget:
         """Refused: this target cannot bring the previous version back in place."""
         raise UsageError(f"rollback of --to {self.name}: install the previous bundle again")
 
+    def promote(self, ctx: InstallContext, contract: dict[str, Any]) -> Answers:
+        """The rollback switch (the current version stops, the new one starts), then the smoke test."""
+        self.rollback(ctx)
+        return self.answers(ctx.site, ctx.receipt, contract)
+
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
         """Nothing of its own to remove."""
         return []
@@ -249,7 +263,9 @@ class BaseTarget:
         replaced or promoted candidate); says what was removed."""
         return []
 
-    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
+    def serve_command(
+        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
+    ) -> str | None:
         """None: the target runs a server of its own."""
         return None
 

@@ -7,9 +7,17 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from airgap.core.smoke import compare_contract
 from airgap.errors import EnvironmentFailure, InvalidInputError, TamperError, UsageError
 from airgap.ports import ContainerRuntime, ContainerSpec
-from airgap.services.deploy.smoketest import healthz, wait_ready
+from airgap.services.deploy.smoketest import (
+    Answers,
+    answers_via,
+    healthz,
+    instance_on,
+    pin_new_instance,
+    wait_ready,
+)
 from airgap.services.deploy.targets._base import BaseTarget, InstallContext, Site, quiet
 
 if TYPE_CHECKING:
@@ -120,13 +128,64 @@ class ContainerTarget(BaseTarget):
         """Re-creates the previous version's container from its still-loaded image."""
         rt = self.runtime(ctx.site)
         prev = ctx.receipt
-        if not prev.image_id or not rt.has_image(prev.image_id):
-            raise EnvironmentFailure(
-                f"the image of {prev.name} {prev.version} is no longer loaded",
-                hint=f"install its bundle again: airgap install {prev.bundle}",
-            )
+        self._check_loaded(rt, prev)
         prev.container = prev.container or f"airgap-{prev.name}-{prev.version}"
-        self.switch_container(ctx, rt, prev.image_id)
+        self.switch_container(ctx, rt, prev.image_id or "")
+
+    def _check_loaded(self, rt: ContainerRuntime, receipt: Receipt) -> None:
+        if not receipt.image_id or not rt.has_image(receipt.image_id):
+            raise EnvironmentFailure(
+                f"the image of {receipt.name} {receipt.version} is no longer loaded",
+                hint=f"install its bundle again: airgap install {receipt.bundle}",
+            )
+
+    def promote(self, ctx: InstallContext, contract: dict[str, Any]) -> Answers:
+        """Starts the new version beside the current one on the same port, smoke-tests the new
+        server itself, and only then stops the current one: no request is refused in between.
+
+        Both servers bind the port with SO_REUSEPORT (host networking: one port, two processes); the
+        kernel spreads new connections over both while they overlap. The smoke test reaches the new
+        one on a connection that its /readyz instance id proves is the new process. Stopping the old
+        container sends SIGTERM: its server stops accepting, answers what is in flight, and exits.
+        A current server too old to report an instance binds without SO_REUSEPORT: then the switch
+        is the rollback's (stop, then start), with the short gap that has."""
+        rt = self.runtime(ctx.site)
+        new, old, journal = ctx.receipt, ctx.current, ctx.journal
+        self._check_loaded(rt, new)
+        port = new.port or 8080
+        running = instance_on(port)
+        if old is None or not old.container or running is None:
+            return super().promote(ctx, contract)
+        assert new.container and new.image_id
+        limits = ctx.record.resource_limits or {"cpu": "1", "memory": "1Gi"}
+        rt.remove(new.container)  # a leftover of an undone run
+        rt.create(
+            ContainerSpec(
+                new.container,
+                new.image_id,
+                port,
+                memory_bytes(limits["memory"]),
+                nano_cpus(limits["cpu"]),
+                ctx.site.labels(new.name, new.version, self.name),
+            )
+        )
+        journal.step("created", container=new.container)
+        rt.start(new.container)
+        journal.step("started")
+        name = new.container
+        with pin_new_instance(
+            port,
+            {running},
+            lambda: rt.state(name) == "running",
+            logs=lambda: rt.logs(name),
+            what=f"the model server in container {name}",
+        ) as conn:
+            answers = answers_via(lambda path, body: conn.request_json(path, body), contract)
+        if compare_contract(contract, *answers):
+            return answers  # the caller reports the mismatch and undoes; the old one never stopped
+        rt.stop(old.container)  # SIGTERM: the old server drains and exits
+        journal.step("stopped-old")
+        return answers
 
     def remove(self, site: Site, receipt: Receipt) -> list[str]:
         """Removes the container, and its image unless another installation on the same runtime still names

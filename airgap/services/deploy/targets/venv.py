@@ -1,9 +1,11 @@
 """``--to venv``: a virtualenv created offline from the bundle's host wheelhouse; the smoke test
-runs the model in it (no server, no port), and a ``serve it:`` line says how to serve it."""
+runs the model in it (no server, no port). ``airgap serve NAME`` serves it, with the settings the
+image would give the server, and install writes a systemd unit that runs that (services/deploy/serve.py)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import shlex
 import shutil
 import sys
@@ -69,17 +71,13 @@ class VenvTarget(BaseTarget):
 
     @contextlib.contextmanager
     def endpoint(self, site: Site, receipt: Receipt) -> Iterator[int]:
-        """The installed model served from its virtualenv on a free loopback port, for as long as
-        the caller needs it: a virtualenv install runs no server of its own."""
-        from airgap.services.media.extraction import model_file, read_record
+        """The installed model served from its virtualenv on a free loopback port, with the serving
+        settings `airgap serve` gives it, for as long as the caller needs it."""
+        from airgap.services.deploy.serve import server_env
+        from airgap.services.media.extraction import read_record
 
         content = Path(receipt.content)
-        env = {
-            "AIRGAP_MODEL_PATH": str(content / model_file(read_record(content))),
-            "AIRGAP_GOLDEN_PATH": str(content / "model" / "golden.json"),
-            "AIRGAP_MODEL_NAME": receipt.name,
-            "AIRGAP_MODEL_VERSION": receipt.version,
-        }
+        env = server_env(receipt, read_record(content), content, 0)
         with venvs.serving(
             Path(receipt.extra["python"]), content / "server" / "airgap_server.py", env
         ) as port:
@@ -115,22 +113,20 @@ class VenvTarget(BaseTarget):
         shutil.rmtree(venv, ignore_errors=True)
         return [f"virtualenv {venv}"]
 
-    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
-        """The environment and command line that serve the installed model on its port from the
-        virtualenv."""
-        from airgap.services.media.extraction import model_file
+    def finish(self, site: Site, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """Writes the systemd unit that serves the current version (`airgap serve NAME`) into the
+        state directory; installing and enabling it is `install --systemd`'s, only when asked."""
+        from airgap.services.deploy.serve import write_unit
 
-        env = {
-            "AIRGAP_MODEL_PATH": str(content / model_file(record)),
-            "AIRGAP_GOLDEN_PATH": str(content / "model" / "golden.json"),
-            "AIRGAP_MODEL_NAME": receipt.name,
-            "AIRGAP_MODEL_VERSION": receipt.version,
-            "AIRGAP_HOST": "127.0.0.1",
-            "AIRGAP_PORT": str(receipt.port or 8080),
-        }
-        python = receipt.extra.get("python") or "python3"
-        argv = [str(python), str(content / "server" / "airgap_server.py"), "serve"]
-        return " ".join([*(f"{k}={shlex.quote(v)}" for k, v in env.items()), *map(shlex.quote, argv)])
+        write_unit(site.state, str(new["name"]), user=os.geteuid() != 0)
+
+    def serve_command(
+        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
+    ) -> str | None:
+        """``airgap serve NAME``: the installed model server in the foreground, on its port."""
+        from airgap.services.deploy.serve import serve_argv
+
+        return shlex.join(serve_argv(site.state, receipt.name))
 
 
 TARGET = VenvTarget()
