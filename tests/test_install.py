@@ -88,6 +88,8 @@ def airgap_containers(runtime: str) -> set[str]:
 def test_install_to_docker_podman_podman_kube_and_registry_each_pass_the_smoke_test(
     far_side: Path, media: Path
 ) -> None:
+    from tests.test_oip import assert_installed_answers  # that module imports this one's fixtures
+
     targets = [
         ("docker", 18180, []),
         ("podman", 18181, []),
@@ -107,6 +109,8 @@ def test_install_to_docker_podman_podman_kube_and_registry_each_pass_the_smoke_t
         assert "(pressure) = 42 is above the contract's maximum" in refused["error"]["message"]
         smoke = run_airgap("smoke", "tabular-classifier", "--to", target, "--state-dir", str(far_side))
         assert smoke.returncode == 0, smoke.stderr
+        # A client a team already has (tritonclient) speaks the Open Inference Protocol to it
+        assert_installed_answers(port)
     rows = json.loads(run_airgap("--json", "status", "--state-dir", str(far_side)).stdout)
     assert {r["target"] for r in rows} == {"docker", "podman", "podman-kube", "registry"}
     assert all(r["healthy"] and r["version"] == "1.0.0" for r in rows)

@@ -442,22 +442,6 @@ def free_port() -> int:
 
 
 @pytest.mark.docker
-def test_tritonclient_calls_the_server_installed_on_docker(far_side: Path, media: Path) -> None:  # noqa: F811
-    port = free_port()
-    proc = install(far_side, media, "--to", "docker", "--port", str(port))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert_installed_answers(port)
-
-
-@pytest.mark.podman
-def test_tritonclient_calls_the_server_installed_on_podman(far_side: Path, media: Path) -> None:  # noqa: F811
-    port = free_port()
-    proc = install(far_side, media, "--to", "podman", "--port", str(port))
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert_installed_answers(port)
-
-
-@pytest.mark.docker
 def test_tritonclient_calls_the_server_installed_in_a_venv(
     tmp_path: Path, clean_image_bundle: dict[str, Any]
 ) -> None:
