@@ -43,6 +43,7 @@ from airgap.services.build.check import (
     write_compliance,
 )
 from airgap.services.build.datacontract import model_documents
+from airgap.services.build.model_files import ModelFiles, copy_model, model_files
 from airgap.services.build.model_image import (
     PARTIAL_IMAGES,
     build_image,
@@ -167,7 +168,8 @@ def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | Non
     # the profile and its interpreter, the Dockerfile and Kubernetes templates.
     with phase("project"):
         project, requirements = load_project(options.project_dir)
-        model_src = project_dir / project.model.path
+        model = model_files(project, project_dir)  # the graph, its external data, files beside it
+        model_src = model.graph
         check_model_file(model_src)
         golden = load_golden(project_dir / project.model.golden)
         check_golden_fits(model_src, project_dir / project.model.golden, project.serving.max_batch)
@@ -187,9 +189,7 @@ def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | Non
         if profile is not None:
             profile.python(options.host_python)
         if not project.image.prebuilt:
-            render_dockerfile(
-                project, project_dir, f"base@{PLACEHOLDER_DIGEST}", Path(project.model.path).name
-            )
+            render_dockerfile(project, project_dir, f"base@{PLACEHOLDER_DIGEST}", model.graph_name)
         k8s_version, _ = target_kubernetes_version(project, profile)
         validate_manifests(
             render_manifests(project, project_dir, f"airgap/{project.name}@{PLACEHOLDER_DIGEST}"), k8s_version
@@ -200,8 +200,8 @@ def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | Non
     final = out_dir / project.slug
     with EngineLease() as lease:
         return _build_in_place(
-            options, project, project_dir, project_file, requirements, golden, model_docs, profile,
-            settings, cache, engine, obs, phase, out_dir, final, epoch, lease,
+            options, project, project_dir, project_file, requirements, golden, model, model_docs,
+            profile, settings, cache, engine, obs, phase, out_dir, final, epoch, lease,
         )  # fmt: skip
 
 
@@ -212,6 +212,7 @@ def _build_in_place(
     project_file: Path,
     requirements: tuple[str, ...],
     golden: dict[str, Any],
+    model: ModelFiles,
     model_docs: dict[str, bytes],
     profile: Profile | None,
     settings: ResolverSettings,
@@ -236,6 +237,7 @@ def _build_in_place(
             project_dir,
             requirements,
             golden,
+            model,
             model_docs,
             profile,
             options,
@@ -365,6 +367,7 @@ def _build(
     project_dir: Path,
     requirements: tuple[str, ...],
     golden: dict[str, Any],
+    model: ModelFiles,
     model_docs: dict[str, bytes],
     profile: Profile | None,
     options: BundleOptions,
@@ -439,8 +442,9 @@ def _build(
     model_dir = staging / "model"
     model_dir.mkdir()
     (staging / "monitoring").mkdir()
-    model_name = Path(project.model.path).name
-    shutil.copyfile(project_dir / project.model.path, model_dir / model_name)
+    model_name = model.graph_name
+    with phase("model files"):
+        copied = copy_model(model, model_dir, obs)
     write_json(model_dir / "golden.json", golden)
     for rel, data in model_docs.items():  # the deployment contract and its monitoring: signed content
         atomic_write_bytes(staging / rel, data)
@@ -569,8 +573,23 @@ def _build(
         ),
         "model": {
             "file": f"model/{model_name}",
-            "sha256": sha256_file(model_dir / model_name),
+            "sha256": copied[model_name][0],
             "onnxruntime": contract["onnxruntime"],
+            **(
+                {
+                    "external_data": [
+                        {"file": f"model/{d.name}", "sha256": copied[d.name][0], "size": d.size}
+                        for d in model.data
+                    ]
+                }
+                if model.data
+                else {}
+            ),
+            **(
+                {"files": [f"model/{rel}" for rel, _ in model.files]}
+                if len(model.files) > len(model.data) + 1
+                else {}
+            ),
         },
         "phases": phase.seconds,
     }
