@@ -166,14 +166,14 @@ def test_an_external_data_model_bundles_verifies_and_answers_its_golden_inputs_i
         {"file": "model/model.onnx.data", "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
     ]
     with tarfile.open(bundle_file) as tar:
-        names = tar.getnames()
-        sums = tar.extractfile("bundle/SHA256SUMS")
-        assert sums is not None
-        signed = sums.read().decode()
-    assert {"bundle/model/model.onnx.data", "bundle/model/tokenizer.json"} <= {
-        n.removesuffix(".zst") for n in names
-    }
-    assert f"{hashlib.sha256(data).hexdigest()}  model/model.onnx.data" in signed
+        raw = tar.extractfile("bundle/manifest.json")
+        assert raw is not None
+        signed = {f["path"]: f for f in json.loads(raw.read())["files"]}
+    # every file of the model directory is in the signed manifest, with its hash
+    tokenizer = (external_bundle["staging"] / "model" / "tokenizer.json").read_bytes()
+    for path, content in (("model/model.onnx.data", data), ("model/tokenizer.json", tokenizer)):
+        entry = signed[path]
+        assert entry.get("content", entry)["sha256"] == hashlib.sha256(content).hexdigest(), path
 
     # The golden outputs were recorded in the image with the weights: they are this model's answers.
     session = ort.InferenceSession(str(external_model / "model.onnx"), providers=["CPUExecutionProvider"])
