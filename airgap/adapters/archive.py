@@ -415,6 +415,29 @@ class TarReader:
         member.remaining = 0
         return data
 
+    def skip(self, member: Member) -> None:
+        """Moves past the member's data without reading it where the stream can (a file seeks);
+        otherwise reads it through. For a member whose bytes another reader hashes from their
+        byte range (adapters/hash_pool.py): a short file still ends the walk as truncated."""
+        skip = getattr(self.stream, "skip", None)
+        if skip is None:
+            seekable = getattr(self.stream, "seekable", None)
+            if seekable is None or not seekable():
+                for _ in self.chunks(member):
+                    pass
+                return
+            skip = self._seek
+        n = int(skip(member.remaining))
+        self.offset += n
+        member.remaining -= n
+
+    def _seek(self, n: int) -> int:
+        try:
+            self.stream.seek(n, os.SEEK_CUR)
+        except OSError as exc:
+            raise _read_failure(exc, self.offset) from None
+        return n
+
     def chunks(self, member: Member) -> Iterator[bytes | memoryview]:
         """The member's bytes in chunks. A yielded view is only valid until the next one."""
         buf = bytearray(CHUNK)
@@ -578,6 +601,31 @@ class TimedReader:
         self._eof = not n
         self._read_ahead(len(view))
         return n
+
+    def skip(self, n: int) -> int:
+        """Moves ``n`` bytes forward without reading them: what is buffered or read ahead is
+        dropped, the rest is a seek of the file (a regular file; a seek does not stall)."""
+        done = min(n, len(self._buf) - self._pos)
+        self._pos += done
+        if done < n and self._ahead:  # the read-ahead holds the next bytes
+            self._refill(0)
+            take = min(n - done, len(self._buf))
+            self._pos += take
+            done += take
+        if done < n and not self._eof and not hasattr(self.stream, "seek"):
+            # Parts: every byte must pass through their hashes, so they are read, not skipped.
+            view = memoryview(bytearray(CHUNK))
+            while done < n:
+                got = self.readinto(view[: min(CHUNK, n - done)])
+                if not got:
+                    break
+                done += got
+        elif done < n and not self._eof:
+            if self.pending:
+                raise EnvironmentFailure(f"reading {self.what} stalled earlier and has not finished")
+            self.stream.seek(n - done, os.SEEK_CUR)
+            done = n
+        return done
 
     def close(self) -> None:
         """Stops the helper thread (a stalled one stays abandoned; it is a daemon) and, when the
