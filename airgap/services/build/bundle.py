@@ -27,6 +27,7 @@ from airgap.adapters.engine_lease import EngineLease
 from airgap.adapters.fs import atomic_write_bytes, read_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
+from airgap.adapters.space import require_free
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
 from airgap.core.profile import Profile
 from airgap.core.project import Project
@@ -444,6 +445,7 @@ def _build(
     (staging / "monitoring").mkdir()
     model_name = model.graph_name
     with phase("model files"):
+        require_free(model_dir, sum(src.stat().st_size for _, src in model.files), "bundle (the model)")
         copied = copy_model(model, model_dir, obs)
     write_json(model_dir / "golden.json", golden)
     for rel, data in model_docs.items():  # the deployment contract and its monitoring: signed content
@@ -482,6 +484,8 @@ def _build(
     with phase("save image"):
         (staging / "image").mkdir()
         inspect = engine.inspect_image(image_ref)
+        # the saved archive, then its layers converted to the OCI layout beside it
+        require_free(staging, 2 * int(inspect.get("Size") or 0), "bundle (the saved image)")
         obs.begin("docker save", inspect.get("Size") or None, BYTES)
         try:
             engine.save(
