@@ -27,7 +27,7 @@ NEVER_AT_HELP = (
 )  # fmt: skip
 NEVER_AT_VERIFY = (
     "onnxruntime", "docker", "jinja2", "yaml", "numpy", "requests", "packaging", "kubernetes_validate",
-    "cyclonedx", "piptools", "airgap.core.policy", "airgap.core.project", "airgap.services.build",
+    "cyclonedx", "piptools", "zfec", "airgap.core.policy", "airgap.core.project", "airgap.services.build",
     "airgap.services.deploy", "airgap.adapters.runtimes", "airgap.adapters.wheels",
 )  # fmt: skip
 
