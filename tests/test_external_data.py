@@ -112,6 +112,11 @@ def test_a_model_file_named_as_airgap_s_own_is_refused(project: Path) -> None:
     assert "model/contract.json is a name airgap writes itself" in refused_quickly(project)
 
 
+def test_a_broken_link_in_the_model_directory_is_refused_before_anything_slow(project: Path) -> None:
+    (project / "model" / "vocab.txt").symlink_to(project / "model" / "gone.txt")
+    assert "model/vocab.txt is not a regular file" in refused_quickly(project)
+
+
 # --- engine tier: bundled, verified, installed to Docker and a virtualenv --------------------------
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from airgap.core.bundle_format import check_member_path
 from airgap.core.onnx_external import NotAModel, data_file, external_tensors
 from airgap.core.project import Project
-from airgap.errors import AirgapError, InvalidInputError
+from airgap.errors import AirgapError, EnvironmentFailure, InvalidInputError
 from airgap.services.observer import BYTES, Observer
 
 # What airgap itself writes beside the model in the bundle: a model file must not take these names.
@@ -81,6 +81,11 @@ def model_files(project: Project, project_dir: Path) -> ModelFiles:
             if path.resolve() in taken_elsewhere:
                 continue  # travels as what the project file names it (golden, reference, acceptance)
             _inside(path, root, f"{spec.path}/{rel}")
+            if not path.is_file():
+                raise InvalidInputError(
+                    f"{spec.path}/{rel} is not a regular file (a broken link, a device or a socket)",
+                    hint="remove it from the model directory",
+                )
             files.setdefault(rel, path)
     for rel in files:
         if rel in RESERVED:
@@ -179,12 +184,17 @@ def copy_model(files: ModelFiles, model_dir: Path, observer: Observer) -> dict[s
             dest.parent.mkdir(parents=True, exist_ok=True)
             digest = hashlib.sha256()
             size = 0
-            with open(src, "rb") as fin, open(dest, "wb") as fout:
-                while chunk := fin.read(_CHUNK):
-                    digest.update(chunk)
-                    fout.write(chunk)
-                    size += len(chunk)
-                    observer.advance("copy model", len(chunk))
+            try:
+                with open(src, "rb") as fin, open(dest, "wb") as fout:
+                    while chunk := fin.read(_CHUNK):
+                        digest.update(chunk)
+                        fout.write(chunk)
+                        size += len(chunk)
+                        observer.advance("copy model", len(chunk))
+            except OSError as exc:
+                raise EnvironmentFailure(
+                    f"copying the model file {src} into the bundle failed: {exc.strerror or exc}"
+                ) from None
             out[rel] = (digest.hexdigest(), size)
     finally:
         observer.end("copy model")
