@@ -207,6 +207,9 @@ def bundle(
       airgap bundle examples/tabular --key publisher.key --have site-a.inventory.json
     """
     count = parity_count(parity, part_size)
+    from airgap.services.build.model_files import refuse_early
+
+    refuse_early(project_dir)  # before the build's libraries (Docker SDK, onnxruntime, ...) load
     from airgap.adapters.docker_engine import DockerEngine
     from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
     from airgap.core.build_record import BuildRecord

@@ -44,7 +44,13 @@ from airgap.services.build.check import (
     write_compliance,
 )
 from airgap.services.build.datacontract import model_documents
-from airgap.services.build.model_files import ModelFiles, copy_model, model_files
+from airgap.services.build.model_files import (
+    ModelFiles,
+    check_model_file,
+    copy_model,
+    model_files,
+    model_record,
+)
 from airgap.services.build.model_image import (
     PARTIAL_IMAGES,
     build_image,
@@ -99,20 +105,6 @@ class BundleResult:
     record: dict[str, Any]
     compliance: CheckOutcome
     cleanup: tuple[str, ...] = ()  # what this run removed that an earlier one, or the build, left behind
-
-
-def check_model_file(model: Path) -> None:
-    """Refuses early — before any download — a model file onnxruntime cannot even parse."""
-    import onnxruntime as ort
-
-    try:
-        ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped exceptions
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInputError(
-            f"{model} is not an ONNX model onnxruntime can load: {first[:300]}",
-            hint="export the model to ONNX (e.g. torch.onnx.export) and point model.path at it",
-        ) from None
 
 
 def load_golden(path: Path) -> dict[str, Any]:
@@ -575,26 +567,7 @@ def _build(
             if profile
             else None
         ),
-        "model": {
-            "file": f"model/{model_name}",
-            "sha256": copied[model_name][0],
-            "onnxruntime": contract["onnxruntime"],
-            **(
-                {
-                    "external_data": [
-                        {"file": f"model/{d.name}", "sha256": copied[d.name][0], "size": d.size}
-                        for d in model.data
-                    ]
-                }
-                if model.data
-                else {}
-            ),
-            **(
-                {"files": [f"model/{rel}" for rel, _ in model.files]}
-                if len(model.files) > len(model.data) + 1
-                else {}
-            ),
-        },
+        "model": model_record(model, copied, contract["onnxruntime"]),
         "phases": phase.seconds,
     }
 

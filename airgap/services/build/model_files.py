@@ -104,6 +104,16 @@ def model_files(project: Project, project_dir: Path) -> ModelFiles:
     return ModelFiles(graph, graph.name, tuple(ordered), data)
 
 
+def refuse_early(project_path: Path) -> None:
+    """The project file and the model's files, checked before anything else is even imported:
+    what ``bundle`` refuses first, in well under a second on any machine (it checks them again)."""
+    from airgap.services.build.project import load_project, locate_project
+
+    project_dir, _ = locate_project(project_path)
+    project, _ = load_project(project_path)
+    model_files(project, project_dir.resolve())
+
+
 def _graph_in(directory: Path, rel: str, graph: str | None) -> str:
     if graph is not None:
         if not (directory / graph).is_file():
@@ -198,4 +208,38 @@ def copy_model(files: ModelFiles, model_dir: Path, observer: Observer) -> dict[s
             out[rel] = (digest.hexdigest(), size)
     finally:
         observer.end("copy model")
+    return out
+
+
+def check_model_file(model: Path) -> None:
+    """Refuses early — before any download — a model file onnxruntime cannot even parse."""
+    import onnxruntime as ort
+
+    try:
+        ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped exceptions
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(
+            f"{model} is not an ONNX model onnxruntime can load: {first[:300]}",
+            hint="export the model to ONNX (e.g. torch.onnx.export) and point model.path at it",
+        ) from None
+
+
+def model_record(
+    files: ModelFiles, copied: dict[str, tuple[str, int]], onnxruntime: str
+) -> dict[str, object]:
+    """The signed build record's ``model``: the graph and its hash, the onnxruntime that recorded
+    the golden outputs, the external data files (path, SHA-256, size), and for a model directory
+    every file that travels with the graph."""
+    out: dict[str, object] = {
+        "file": f"model/{files.graph_name}",
+        "sha256": copied[files.graph_name][0],
+        "onnxruntime": onnxruntime,
+    }
+    if files.data:
+        out["external_data"] = [
+            {"file": f"model/{d.name}", "sha256": copied[d.name][0], "size": d.size} for d in files.data
+        ]
+    if len(files.files) > len(files.data) + 1:
+        out["files"] = [f"model/{rel}" for rel, _ in files.files]
     return out
