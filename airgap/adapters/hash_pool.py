@@ -13,6 +13,7 @@ compared with the manifest before verification succeeds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
@@ -146,12 +147,20 @@ class RangeHasher:
 
     def _hash_file(self, path: Path | int, at: int, size: int, digest: Any, view: memoryview) -> None:
         if isinstance(path, int):
-            fd, owned = path, False  # the walk's descriptor: pread leaves its position alone
+            # The walk's file, opened again through its descriptor: the same file (no path is
+            # looked up again), with its own read-ahead state, so that threads reading other
+            # ranges do not defeat the kernel's read-ahead for one another.
+            try:
+                fd, owned = os.open(f"/proc/self/fd/{path}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), True
+            except OSError:
+                fd, owned = path, False  # no /proc: pread on the shared descriptor still works
         else:
             try:
                 fd, owned = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), True
             except OSError as exc:
                 raise EnvironmentFailure(f"cannot open {path} to hash it: {exc.strerror or exc}") from None
+        with contextlib.suppress(OSError, AttributeError):
+            os.posix_fadvise(fd, at, size, os.POSIX_FADV_SEQUENTIAL)
         try:
             while size:
                 try:
