@@ -775,7 +775,9 @@ def tiny_state(far: dict[str, Any]) -> Iterator[Path]:
         subprocess.run(["umount", str(state)], check=True)
 
 
-def test_full_disk_install_rolls_back(far: dict[str, Any], tiny_state: Path) -> None:
+def test_an_install_onto_a_full_disk_is_refused_before_anything_is_extracted(
+    far: dict[str, Any], tiny_state: Path
+) -> None:
     bundle = pack_demo(far["tmp"], far["key"], metadata={"policy": PASSED}).files[0]
     before = _tree(tiny_state)
     proc = run_airgap("install", str(bundle), "--to", "venv", "--state-dir", str(tiny_state))
