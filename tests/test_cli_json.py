@@ -74,6 +74,7 @@ def failing_runs(tmp: Path) -> dict[str, tuple[list[str], int]]:
         "smoke": (["smoke", "nothing", "--to", "docker", "--state-dir", state], 4),
         "accept": (["accept", "nothing", "--to", "docker", "--state-dir", state], 4),
         "serve": (["serve", "nothing", "--state-dir", state], 4),
+        "copy": (["copy", missing + ".airgap.tar", str(tmp / "medium"), "--state-dir", state], 4),
         "compare": (["compare", "nothing", "--to", "docker", "--state-dir", state], 4),
         "promote": (["promote", "nothing", "--to", "venv", "--state-dir", state], 4),
         "status": (["status", "--state-dir", str(broken_state)], 5),

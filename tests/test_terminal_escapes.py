@@ -101,6 +101,7 @@ def _commands(work: Path) -> dict[str, tuple[list[str], int]]:
         "inspect": (["inspect", p], 4),
         "join": (["join", p, "-o", str(work / "joined.tar")], 4),
         "split": (["split", p, "--part-size", "2M", "--key", p], 4),
+        "copy": (["copy", p, str(work / "medium")], 4),
         "inventory": (["inventory", "--state-dir", state, "--out", f"{p}/nodir/inventory.json"], 5),
         "evidence export": (["evidence", "export", "--state-dir", state, "--out", f"{p}/nodir/e.json"], 5),
         "evidence verify": (["evidence", "verify", p, "--key", p], 4),

@@ -45,6 +45,7 @@ COMMANDS = {
     "inspect",
     "join",
     "split",
+    "copy",
     "inventory",
     "evidence export",
     "evidence verify",
@@ -371,6 +372,20 @@ def test_split_in_a_terminal(packed: Path, publisher: Path, tmp_path: Path) -> N
     assert b"".join(p.read_bytes() for p in sorted(out.glob("*.part-*"))) == b"".join(
         p.read_bytes() for p in sorted(packed.parent.glob("*.part-*"))
     )
+
+
+def test_copy_in_a_terminal_shows_bytes_and_keeps_intact_parts_the_second_time(
+    packed: Path, publisher: Path, tmp_path: Path
+) -> None:
+    medium = tmp_path / "usb"
+    args = ("copy", str(packed), str(medium), "--key", str(publisher.with_suffix(".pub")))
+    first = run_tty(*args, "--state-dir", str(tmp_path / "s"), columns=120)
+    ok(first, "written and read back")
+    assert first.live_progress and re.search(r"[\d.]+ [kM]B", first.text), first.text
+    parts = sorted(p.name for p in packed.parent.glob("*.part-*"))
+    assert sorted(p.name for p in medium.glob("*.part-*")) == parts
+    again = run_tty(*args, "--state-dir", str(tmp_path / "s"), columns=120)
+    ok(again, f"{len(parts)} already there and intact")
 
 
 # ------------------------------------------------------------------- bundle and install, end to end

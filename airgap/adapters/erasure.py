@@ -19,8 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, cast
 
-import zfec  # type: ignore[import-untyped]
-
 from airgap.errors import EnvironmentFailure
 
 CHUNK = 1 << 20
@@ -62,6 +60,8 @@ def encode(
 ) -> list[tuple[int, str]]:
     """Writes ``len(outputs)`` parity shares of the data shares ``data`` (each padded with zeros
     to ``share_size``); returns the size and SHA-256 of each parity share written."""
+    import zfec  # type: ignore[import-untyped]  # only when parity is written
+
     k, extra = len(data), len(outputs)
     encoder = zfec.Encoder(k, k + extra)
     wanted = tuple(range(k, k + extra))
@@ -82,6 +82,8 @@ def rebuild(
     """Rebuilds shares from ``k`` good ones (``(share number, path)``, checked by the caller):
     each target ``(share number, size, path)`` gets its first ``size`` bytes. Returns the size and
     SHA-256 of each target written, for the caller to compare with the signed index."""
+    import zfec  # only when a part is rebuilt
+
     use = sorted(shares)[:k]
     numbers = tuple(n for n, _ in use)
     decoder = zfec.Decoder(k, m)

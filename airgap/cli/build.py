@@ -24,7 +24,7 @@ from airgap.cli.common import (
 )
 from airgap.cli.media import PARITY_HELP, parity_count
 from airgap.errors import AnswerIsNo, UsageError
-from airgap.services.media import formats
+from airgap.services.media import format_options
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -41,15 +41,18 @@ UnsafeSignOption = Annotated[
         help="UNSAFE: sign although the policy evaluation failed (recorded in the signed manifest).",
     ),
 ]
-# The formats this airgap writes, the default first: the choices and help of --format.
-_FORMATS = sorted(formats.names(), key=lambda option: option != formats.DEFAULT)
+# The formats this airgap writes, the default first: the choices and help of --format (read
+# from a list of names, so that the format modules are imported only by a command that uses one).
 FormatOption = Annotated[
     str,
     typer.Option(
         "--format",
-        metavar="|".join(_FORMATS),
+        metavar="|".join(format_options.OPTIONS),
         help="Bundle format: "
-        + "; ".join(formats.get(o).summary + (" (default)" if o == formats.DEFAULT else "") for o in _FORMATS)
+        + "; ".join(
+            format_options.SUMMARIES[o] + (" (default)" if o == format_options.DEFAULT else "")
+            for o in format_options.OPTIONS
+        )
         + ".",
     ),
 ]
@@ -57,8 +60,11 @@ FormatOption = Annotated[
 
 def _check_format(value: str) -> None:
     """Refuses an unknown --format before any key is unlocked or anything is built."""
-    if value not in _FORMATS:
-        choices = " or ".join(o + (" (the default)" if o == formats.DEFAULT else "") for o in _FORMATS)
+    from airgap.services.media import formats
+
+    known = sorted(formats.names(), key=lambda option: option != formats.DEFAULT)
+    if value not in known:
+        choices = " or ".join(o + (" (the default)" if o == formats.DEFAULT else "") for o in known)
         raise UsageError(f"--format {value!r}: choose {choices}")
 
 
@@ -137,7 +143,7 @@ def bundle(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
-    bundle_format: FormatOption = formats.DEFAULT,
+    bundle_format: FormatOption = format_options.DEFAULT,
     keep_images: Annotated[
         bool,
         typer.Option(
@@ -201,6 +207,9 @@ def bundle(
       airgap bundle examples/tabular --key publisher.key --have site-a.inventory.json
     """
     count = parity_count(parity, part_size)
+    from airgap.services.build.model_files import refuse_early
+
+    refuse_early(project_dir)  # before the build's libraries (Docker SDK, onnxruntime, ...) load
     from airgap.adapters.docker_engine import DockerEngine
     from airgap.adapters.wheels import ResolverSettings, default_ca_bundle
     from airgap.core.build_record import BuildRecord
@@ -214,6 +223,8 @@ def bundle(
     held = _held(have, since, since_key, state_dir)
     if held and key is None:
         raise UsageError("--have and --since shape the signed bundle: pass --key too")
+    from airgap.services.media import formats
+
     if held and not formats.get(bundle_format).supports_external_blobs:
         raise UsageError("only a v2 bundle can leave out what the far side holds: drop --format v1")
     signer = _load_signing_key(key) if key else None
@@ -371,7 +382,7 @@ def pack(
         ),
     ] = None,
     unsafe_sign_failed_policy: UnsafeSignOption = False,
-    bundle_format: FormatOption = formats.DEFAULT,
+    bundle_format: FormatOption = format_options.DEFAULT,
 ) -> None:
     """Sign and pack an existing staging directory (what `airgap bundle --key` does as its last step).
 

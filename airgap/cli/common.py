@@ -16,10 +16,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 
 from airgap import __version__
-from airgap.adapters.keys import PASSPHRASE_ENV
 from airgap.cli.rendering import ConsoleObserver, SafeConsole
 from airgap.errors import EXIT_CODES
 
@@ -27,7 +25,7 @@ if TYPE_CHECKING:
     import typer.core
     from rich.console import RenderableType
     from rich.style import StyleType
-    from rich.table import Column
+    from rich.table import Column, Table
 
     from airgap.adapters.keys import TrustedKey
     from airgap.adapters.signers import Signer
@@ -109,24 +107,26 @@ err_console: Console = SafeConsole(stderr=True, highlight=False)
 out_console: Console = SafeConsole(highlight=False, soft_wrap=True)
 
 
-class _Table(Table):
+def _Table(*headers: "Column | str", title: Optional[str] = None, **kw: Any) -> "Table":
     """A table whose string title and cells are shown as written: they quote bundle, profile and
-    user text, which must not be read as rich markup (``[conceal]`` would hide the rest)."""
+    user text, which must not be read as rich markup (``[conceal]`` would hide the rest).
+    (rich.table is imported by the commands that draw one, not at start-up.)"""
+    from rich.table import Table
 
-    def __init__(self, *headers: "Column | str", title: Optional[str] = None, **kw: Any) -> None:
-        super().__init__(*headers, title=escape(title) if title is not None else None, **kw)
+    class _Escaped(Table):
+        def add_row(
+            self,
+            *renderables: "RenderableType | None",
+            style: "StyleType | None" = None,
+            end_section: bool = False,
+        ) -> None:
+            super().add_row(
+                *(escape(c) if isinstance(c, str) else c for c in renderables),
+                style=style,
+                end_section=end_section,
+            )
 
-    def add_row(
-        self,
-        *renderables: "RenderableType | None",
-        style: "StyleType | None" = None,
-        end_section: bool = False,
-    ) -> None:
-        super().add_row(
-            *(escape(c) if isinstance(c, str) else c for c in renderables),
-            style=style,
-            end_section=end_section,
-        )
+    return _Escaped(*headers, title=escape(title) if title is not None else None, **kw)
 
 
 StateDirOption = Annotated[
@@ -250,6 +250,8 @@ def _unsafe_warnings() -> Iterator[None]:
 
 def _passphrase(confirm: bool) -> bytes:
     import os
+
+    from airgap.adapters.keys import PASSPHRASE_ENV
 
     value = os.environ.get(PASSPHRASE_ENV)
     if value:

@@ -28,7 +28,6 @@ from airgap.cli.evidence import far_side_evidence, report_evidence
 from airgap.cli.rendering import ConsoleObserver
 from airgap.cli.wiring import real_adapters
 from airgap.errors import AnswerIsNo, UsageError
-from airgap.services.deploy.targets import names as install_targets
 
 if TYPE_CHECKING:
     from airgap.services.deploy.install import Installer
@@ -36,12 +35,22 @@ if TYPE_CHECKING:
     from airgap.services.state import State
 
 
+def target_modules() -> list[str]:
+    """The built-in ``--to`` names, read from the file names of the target modules (``podman_kube.py``
+    is ``--to podman-kube``) so that the help does not import every target and its adapters; the
+    registry (``targets.names()``) is what ``--to`` is checked against when a command runs."""
+    import airgap
+
+    folder = Path(airgap.__file__).parent / "services" / "deploy" / "targets"
+    return sorted(p.stem.replace("_", "-") for p in folder.glob("*.py") if not p.name.startswith("_"))
+
+
 # ----------------------------------------------------------------------------- install and after
 TargetOption = Annotated[
     Optional[str],
     typer.Option(
         "--to",
-        metavar="|".join(install_targets()),
+        metavar="|".join(target_modules()),
         help="Where to install (default: what this host has, and said).",
     ),
 ]

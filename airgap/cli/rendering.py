@@ -30,24 +30,18 @@ import unicodedata
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    Progress,
-    ProgressColumn,
-    SpinnerColumn,
-    Task,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-)
 from rich.segment import Segment
 from rich.text import Text
 
+from airgap.cli.units import human_bytes as human_bytes
 from airgap.errors import Interrupted
 from airgap.services.observer import BYTES
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -102,42 +96,6 @@ class SafeConsole(Console):
         )
 
 
-def human_bytes(n: float) -> str:
-    """Decimal units, as disks and media are sold (the same units as ``--part-size``)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} TB"  # pragma: no cover - the loop returns at GB
-
-
-class _Amount(ProgressColumn):
-    """``12.3/45.6 MB 80.1 MB/s`` for bytes, ``3/12 files`` for counts, nothing when unknown."""
-
-    def render(self, task: Task) -> Text:
-        unit = task.fields.get("unit", "")
-        if unit == BYTES:
-            text = human_bytes(task.completed)
-            if task.total is not None:
-                text = f"{human_bytes(task.completed).split()[0]}/{human_bytes(task.total)}"
-            speed = task.finished_speed or task.speed
-            if speed:
-                text += f" {human_bytes(speed)}/s"
-            return Text(text, style="progress.download")
-        if task.total is None:
-            return Text("")
-        return Text(f"{task.completed:.0f}/{task.total:.0f}" + (f" {unit}" if unit else ""))
-
-
-class _Bar(BarColumn):
-    """A bar only where there is a total; an indeterminate task has the spinner and its time."""
-
-    def render(self, task: Task) -> Any:
-        if task.total is None:
-            return Text("")
-        return super().render(task)
-
-
 @dataclass
 class _Running:
     started: float
@@ -162,16 +120,10 @@ class ConsoleObserver:
         self.origin = time.monotonic()
         self.running: dict[str, _Running] = {}
         self.progress: Progress | None = None
-        if self.live:
-            self.progress = Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}", markup=False),
-                _Bar(bar_width=30),
-                _Amount(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            )
+        if self.live:  # rich's progress machinery is imported only when it is drawn
+            from airgap.cli.live import live_progress
+
+            self.progress = live_progress(console)
 
     def __enter__(self) -> ConsoleObserver:
         if self.progress is not None:
@@ -232,6 +184,8 @@ class ConsoleObserver:
         if self.progress is not None:
             if run.task_id is not None:
                 self.progress.remove_task(run.task_id)
+            from rich.text import Text
+
             line = Text(indent)
             line.append(mark, style=style)
             line.append(f" {printable(task, keep_newlines=False)} ")

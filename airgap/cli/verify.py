@@ -1,10 +1,13 @@
 """``airgap verify``, ``airgap inspect`` and ``airgap join``: reading a bundle that crossed the gap."""
 
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.markup import escape
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 from airgap.cli.common import (
     EPILOG,
@@ -155,7 +158,7 @@ def inspect(
     out_console.print(table)
 
 
-def _checklist_table(policy: dict[str, Any]) -> _Table:
+def _checklist_table(policy: dict[str, Any]) -> "Table":
     """The signed checklist summary as a table: one row per status, one column per severity."""
     summary = policy.get("summary") or {}
     verdict = "FAIL" if policy.get("failed") else "PASS"

@@ -7,8 +7,10 @@ Each factory imports its adapter when first called, so listing the ``--to`` choi
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from airgap import ports
+if TYPE_CHECKING:
+    from airgap import ports
 
 
 def _docker() -> ports.PullingRuntime:
@@ -37,4 +39,6 @@ def _kubectl(context: str | None) -> ports.Kubectl:
 
 def real_adapters() -> ports.Adapters:
     """Docker (the SDK), Podman (its CLI), the registry (HTTP) and kubectl, as the far side has them."""
+    from airgap import ports
+
     return ports.Adapters(docker=_docker, podman=_podman, registry=_registry, kubectl=_kubectl)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airgap.core import names, versions
-from airgap.core.policy import SEVERITIES
+from airgap.core.severity import SEVERITIES
 from airgap.core.signing import DEFAULT_ALGORITHM, allowed_algorithm
 from airgap.errors import IntegrityError, InvalidInputError
 

@@ -51,10 +51,11 @@ class ModelSpec:
     """The model file and the golden inputs and outputs it must reproduce, within ``rtol``/``atol``, on the
     far side before an install counts as done."""
 
-    path: str
+    path: str  # the .onnx file, or a model directory (the graph, its external data, e.g. a tokenizer)
     golden: str
     rtol: float
     atol: float
+    graph: str | None = None  # in a model directory: its .onnx file, when it holds more than one
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,17 @@ _TOP_KEYS = {
 }
 
 
+def _graph_name(lines: _Lines, value: object) -> str | None:
+    """``model.graph``: a file name directly inside the model directory."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.endswith(".onnx") or "/" in value or value.startswith("."):
+        raise lines.error(
+            "model.graph", f"{value!r} must be the name of a .onnx file directly in the model directory"
+        )
+    return value
+
+
 def parse_project(text: str, source: str = "airgap.yaml") -> Project:
     """Parses and validates a project file; raises ``InvalidInputError`` naming field and line."""
     lines = _Lines(source)
@@ -197,7 +209,7 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
         raise lines.error("version", f"{version!r} is not a semantic version", 'quote it: version: "1.2.0"')
 
     model = _mapping(lines, data, "model", "")
-    _expect(lines, model, "model", {"path", "golden", "rtol", "atol"})
+    _expect(lines, model, "model", {"path", "golden", "rtol", "atol", "graph"})
     golden = model.get("golden")
     if golden is None:
         raise lines.error("model", "golden is required: the inputs the far side must answer correctly")
@@ -212,6 +224,7 @@ def parse_project(text: str, source: str = "airgap.yaml") -> Project:
         golden=_relative_path(lines, "model.golden", golden),
         rtol=tolerances["rtol"],
         atol=tolerances["atol"],
+        graph=_graph_name(lines, model.get("graph")),
     )
 
     reqs = data["requirements"]

@@ -19,9 +19,9 @@ import yaml
 from airgap.core.policy.conditions import OPERATORS, AllOf, AnyOf, Condition, Leaf, NotOf, describe, is_number
 from airgap.core.policy.paths import WILDCARD, parse_path
 from airgap.core.policy.selectors import SELECTORS
+from airgap.core.severity import SEVERITIES as SEVERITIES
 from airgap.errors import InvalidInputError
 
-SEVERITIES = ("high", "medium", "low")
 SEVERITY_RANK = {"high": 3, "medium": 2, "low": 1}
 RULE_ID = re.compile(r"^AG-[A-Z0-9]+(-[A-Z0-9]+)*$")
 GROUP_ID = re.compile(r"^V-[0-9]{5,6}$")

@@ -27,6 +27,7 @@ from airgap.adapters.engine_lease import EngineLease
 from airgap.adapters.fs import MAX_PROFILE, atomic_write_bytes, read_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
+from airgap.adapters.space import require_free
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
 from airgap.core.profile import Profile
 from airgap.core.project import Project
@@ -43,6 +44,13 @@ from airgap.services.build.check import (
     write_compliance,
 )
 from airgap.services.build.datacontract import model_documents
+from airgap.services.build.model_files import (
+    ModelFiles,
+    check_model_file,
+    copy_model,
+    model_files,
+    model_record,
+)
 from airgap.services.build.model_image import (
     PARTIAL_IMAGES,
     build_image,
@@ -99,20 +107,6 @@ class BundleResult:
     cleanup: tuple[str, ...] = ()  # what this run removed that an earlier one, or the build, left behind
 
 
-def check_model_file(model: Path) -> None:
-    """Refuses early — before any download — a model file onnxruntime cannot even parse."""
-    import onnxruntime as ort
-
-    try:
-        ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
-    except Exception as exc:  # onnxruntime raises its own untyped exceptions
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInputError(
-            f"{model} is not an ONNX model onnxruntime can load: {first[:300]}",
-            hint="export the model to ONNX (e.g. torch.onnx.export) and point model.path at it",
-        ) from None
-
-
 def load_golden(path: Path) -> dict[str, Any]:
     """Refuses a golden-inputs file without at least one case with inputs, before any slow phase runs."""
     try:
@@ -167,7 +161,8 @@ def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | Non
     # the profile and its interpreter, the Dockerfile and Kubernetes templates.
     with phase("project"):
         project, requirements = load_project(options.project_dir)
-        model_src = project_dir / project.model.path
+        model = model_files(project, project_dir)  # the graph, its external data, files beside it
+        model_src = model.graph
         check_model_file(model_src)
         golden = load_golden(project_dir / project.model.golden)
         check_golden_fits(model_src, project_dir / project.model.golden, project.serving.max_batch)
@@ -187,9 +182,7 @@ def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | Non
         if profile is not None:
             profile.python(options.host_python)
         if not project.image.prebuilt:
-            render_dockerfile(
-                project, project_dir, f"base@{PLACEHOLDER_DIGEST}", Path(project.model.path).name
-            )
+            render_dockerfile(project, project_dir, f"base@{PLACEHOLDER_DIGEST}", model.graph_name)
         k8s_version, _ = target_kubernetes_version(project, profile)
         validate_manifests(
             render_manifests(project, project_dir, f"airgap/{project.name}@{PLACEHOLDER_DIGEST}"), k8s_version
@@ -200,8 +193,8 @@ def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | Non
     final = out_dir / project.slug
     with EngineLease() as lease:
         return _build_in_place(
-            options, project, project_dir, project_file, requirements, golden, model_docs, profile,
-            settings, cache, engine, obs, phase, out_dir, final, epoch, lease,
+            options, project, project_dir, project_file, requirements, golden, model, model_docs,
+            profile, settings, cache, engine, obs, phase, out_dir, final, epoch, lease,
         )  # fmt: skip
 
 
@@ -212,6 +205,7 @@ def _build_in_place(
     project_file: Path,
     requirements: tuple[str, ...],
     golden: dict[str, Any],
+    model: ModelFiles,
     model_docs: dict[str, bytes],
     profile: Profile | None,
     settings: ResolverSettings,
@@ -236,6 +230,7 @@ def _build_in_place(
             project_dir,
             requirements,
             golden,
+            model,
             model_docs,
             profile,
             options,
@@ -365,6 +360,7 @@ def _build(
     project_dir: Path,
     requirements: tuple[str, ...],
     golden: dict[str, Any],
+    model: ModelFiles,
     model_docs: dict[str, bytes],
     profile: Profile | None,
     options: BundleOptions,
@@ -439,8 +435,10 @@ def _build(
     model_dir = staging / "model"
     model_dir.mkdir()
     (staging / "monitoring").mkdir()
-    model_name = Path(project.model.path).name
-    shutil.copyfile(project_dir / project.model.path, model_dir / model_name)
+    model_name = model.graph_name
+    with phase("model files"):
+        require_free(model_dir, sum(src.stat().st_size for _, src in model.files), "bundle (the model)")
+        copied = copy_model(model, model_dir, obs)
     write_json(model_dir / "golden.json", golden)
     for rel, data in model_docs.items():  # the deployment contract and its monitoring: signed content
         atomic_write_bytes(staging / rel, data)
@@ -478,6 +476,8 @@ def _build(
     with phase("save image"):
         (staging / "image").mkdir()
         inspect = engine.inspect_image(image_ref)
+        # the saved archive, then its layers converted to the OCI layout beside it
+        require_free(staging, 2 * int(inspect.get("Size") or 0), "bundle (the saved image)")
         obs.begin("docker save", inspect.get("Size") or None, BYTES)
         try:
             engine.save(
@@ -567,11 +567,7 @@ def _build(
             if profile
             else None
         ),
-        "model": {
-            "file": f"model/{model_name}",
-            "sha256": sha256_file(model_dir / model_name),
-            "onnxruntime": contract["onnxruntime"],
-        },
+        "model": model_record(model, copied, contract["onnxruntime"]),
         "phases": phase.seconds,
     }
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from airgap import __version__
 from airgap.adapters.archive import PartInfo
+from airgap.adapters.space import require_free
 from airgap.core import names, versions
 from airgap.core.bundle_format import (
     CONTROL,
@@ -34,7 +35,7 @@ from airgap.core.tar_format import OCTAL_LIMIT
 from airgap.errors import InvalidInputError, UsageError
 from airgap.ports import Signer
 from airgap.services.media import formats
-from airgap.services.media.formats._writing import ContentChanged, HashingTarWriter
+from airgap.services.media.formats._writing import ContentChanged, HashingTarWriter, should_compress
 from airgap.services.media.parity import ParitySink, write_parts_index
 from airgap.services.observer import BYTES, NullObserver, Observer
 
@@ -160,6 +161,11 @@ def pack(
     base_name = f"{name}-{version}.airgap.tar"
     files = content_files(staging)
     total_in = sum(p.stat().st_size for _, p in files)
+    # At most: the bundle (never larger than its files and their headers), the compressed copies
+    # of the compressible files made on the way, and the parity parts.
+    compressible = sum(p.stat().st_size for _, p in files if should_compress(p, p.stat().st_size))
+    parity_bytes = parity * part_size if part_size is not None else 0
+    require_free(out_dir, total_in + compressible + 1536 * (len(files) + 8) + parity_bytes, "pack")
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".airgap-pack-", dir=out_dir) as tmp:
         work = Path(tmp)

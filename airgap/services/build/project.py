@@ -45,7 +45,10 @@ def load_project(project_path: Path) -> tuple[Project, tuple[str, ...]]:
         )
     else:
         reqs = project.requirements
-    for what, rel in (("model", project.model.path), ("golden inputs", project.model.golden)):
-        if not (project_dir / rel).is_file():
-            raise InvalidInputError(f"{path}: the {what} file {rel} does not exist in {project_dir}")
+    if not (project_dir / project.model.path).exists():
+        raise InvalidInputError(f"{path}: the model {project.model.path} does not exist in {project_dir}")
+    if not (project_dir / project.model.golden).is_file():
+        raise InvalidInputError(
+            f"{path}: the golden inputs file {project.model.golden} does not exist in {project_dir}"
+        )
     return project, reqs

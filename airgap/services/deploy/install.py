@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from airgap.adapters.runtimes import STATE_LABEL
+from airgap.adapters.space import require_free
 from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import Manifest
 from airgap.core.smoke import Mismatch, compare_contract, summary
@@ -46,6 +47,19 @@ from airgap.services.observer import NullObserver, Observer
 from airgap.services.state import State
 
 __all__ = ["InstallOptions", "InstallResult", "Installer", "Receipt", "check_policy_gate"]
+
+
+def extracted_size(manifest: Manifest, blobs: Path) -> int:
+    """At most how many bytes extracting ``manifest``'s files writes: every file's content, less the
+    image blobs the shared store already holds (they are reused, not written again)."""
+    total = 0
+    for f in manifest.files:
+        name = f.path.rpartition("/blobs/sha256/")[2]
+        digest = f.content_sha256 if f.compression else f.sha256
+        if "/blobs/sha256/" in f.path and name == digest and (blobs / name).is_file():
+            continue
+        total += f.content_size if f.content_size is not None else f.size
+    return total
 
 
 class _SmokeFailed(Exception):
@@ -194,6 +208,8 @@ class Installer:
         receipt = self.new_receipt(bundle, options.target, verified, port)
         content = Path(receipt.content)
         content_preexisting = content.exists()
+        if not content_preexisting:
+            require_free(self.site.content_root, extracted_size(m, self.blobs), "install")
         created: list[Path] = []
         ctx = InstallContext(self.site, options, receipt, current, record, content, journal, m)
         try:

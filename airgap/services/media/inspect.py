@@ -14,6 +14,7 @@ from typing import Any
 
 from airgap.adapters import keys
 from airgap.adapters.fs import atomic_writer
+from airgap.adapters.space import require_free
 from airgap.core.bundle_format import PARTS_INDEX_SUFFIX
 from airgap.errors import InvalidInputError
 from airgap.services.media.formats import reader_for
@@ -85,6 +86,7 @@ def join_bundle(
     src.check_index(trusted)
     src = src.with_repairs(trusted, obs, in_place=repair)
     dest = output or index.parent / index.name[: -len(PARTS_INDEX_SUFFIX)]
+    require_free(dest.parent, src.total_size(), "join")
 
     def copy(handle: BundleHandle) -> None:
         # One read: each part is hashed as it is copied, and the joined file appears only if

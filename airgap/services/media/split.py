@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from airgap.adapters.archive import PartInfo
+from airgap.adapters.space import require_free
 from airgap.core.bundle_format import PARTS_INDEX_SUFFIX
 from airgap.core.parity import check_layout
 from airgap.errors import UsageError
@@ -79,6 +80,7 @@ def split_bundle(
         )
     handle.check_index(trusted)
     handle = handle.with_repairs(trusted, obs)
+    require_free(out_dir, handle.total_size() + parity * part_size, "split")
     out_dir.mkdir(parents=True, exist_ok=True)
 
     def copy(h: BundleHandle) -> tuple[ParitySink, str]:

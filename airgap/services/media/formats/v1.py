@@ -17,13 +17,13 @@ import binascii
 import functools
 import hashlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import IO, cast
 
 import zstandard
 
-from airgap.adapters import keys
+from airgap.adapters import hash_pool, keys
 from airgap.adapters.archive import Member, TarReader
 from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import (
@@ -228,6 +228,45 @@ def verify_members(
     order = sorted(listed, key=lambda f: f.path)
     seen: set[str] = set()
     kept: dict[str, bytes] = {}
+    sources = hash_pool.sources_of(reader.stream)
+    pool = hash_pool.RangeHasher(sources, hash_pool.stall_timeout(reader.stream)) if sources else None
+    deferred: list[tuple[str, str, Future[str]]] = []  # (member, manifest sha256, its digest)
+    try:
+        _walk_members(reader, entries, order, seen, kept, mtime, keep_as, obs, pool, deferred)
+        if pool is not None:
+            # 5b. The large members hashed on every core: each is the content the manifest lists.
+            digests = pool.results([f for _, _, f in deferred], lambda n: obs.advance("verify", n))
+            for (name, expected, _), digest in zip(deferred, digests):
+                if digest != expected:
+                    raise TamperError(
+                        f"{name} has been modified: sha256 {digest[:16]}…, manifest {expected[:16]}…"
+                    )
+    finally:
+        if pool is not None:
+            pool.close()
+    # 6. Nothing listed is missing.
+    missing = sorted(set(entries) - seen)
+    if missing:
+        raise TamperError(
+            f"{missing[0]} is listed in the manifest but missing from the bundle ({len(missing)} missing)"
+        )
+    return kept
+
+
+def _walk_members(
+    reader: TarReader,
+    entries: dict[str, FileEntry],
+    order: list[FileEntry],
+    seen: set[str],
+    kept: dict[str, bytes],
+    mtime: int,
+    keep_as: Callable[[FileEntry, int], tuple[str, ...]],
+    obs: Observer,
+    pool: hash_pool.RangeHasher | None,
+    deferred: list[tuple[str, str, Future[str]]],
+) -> None:
+    """Step 5 over the members in archive order; a large member that nobody keeps is hashed by
+    ``pool`` from its byte range while the walk reads on (its digest joins ``deferred``)."""
     while True:
         member = reader.next()
         if member is None:
@@ -249,6 +288,11 @@ def verify_members(
         exact_header(member, entry.size, mtime)
         size = entry.content_size if entry.content_size is not None else entry.size
         names = keep_as(entry, size)
+        if pool is not None and not names and not entry.compression and entry.size >= hash_pool.PARALLEL_MIN:
+            future = pool.submit(member.offset + len(member.header), entry.size)
+            reader.skip(member)  # the pool reads and hashes these bytes; the walk goes on
+            deferred.append((member.name, entry.sha256, future))
+            continue
         h = hashlib.sha256()
         buf = bytearray() if names and not entry.compression else None
         frame = _ZstdMember(entry, bool(names)) if entry.compression else None
@@ -272,13 +316,6 @@ def verify_members(
         if content is not None:
             for name in names:
                 kept[name] = content
-    # 6. Nothing listed is missing.
-    missing = sorted(set(entries) - seen)
-    if missing:
-        raise TamperError(
-            f"{missing[0]} is listed in the manifest but missing from the bundle ({len(missing)} missing)"
-        )
-    return kept
 
 
 @functools.lru_cache(maxsize=1)
