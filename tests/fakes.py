@@ -228,7 +228,7 @@ class InertTarget:
     def discard(self, site: Any, receipt: Any) -> list[str]:
         return []
 
-    def serve_command(self, receipt: Any, record: Any, content: Path) -> str | None:
+    def serve_command(self, site: Any, receipt: Any, record: Any, content: Path) -> str | None:
         return None
 
     def __getattr__(self, name: str) -> Callable[..., Any]:

@@ -207,6 +207,9 @@ def bundle(
       airgap bundle examples/tabular --key publisher.key --have site-a.inventory.json
     """
     count = parity_count(parity, part_size)
+    # What the far side holds is read (and a bad inventory refused) before anything else: it is
+    # the one input that may come from the far side's media.
+    held = _held(have, since, since_key, state_dir)
     from airgap.services.build.model_files import refuse_early
 
     refuse_early(project_dir)  # before the build's libraries (Docker SDK, onnxruntime, ...) load
@@ -219,8 +222,6 @@ def bundle(
 
     _check_format(bundle_format)
     size = parse_size(part_size) if part_size else None
-    # What the far side holds is read (and a bad inventory refused) before the slow build starts.
-    held = _held(have, since, since_key, state_dir)
     if held and key is None:
         raise UsageError("--have and --since shape the signed bundle: pass --key too")
     from airgap.services.media import formats
