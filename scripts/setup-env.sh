@@ -686,8 +686,9 @@ ensure_cluster() {
         not_ready "kubernetes test cluster" "not running; bash scripts/cluster.sh start"
         return 0
     fi
+    # --fresh: what a stopped cluster held (workloads of earlier runs) is of no use to the tests.
     say "kubernetes test cluster: starting"
-    if bash "$cluster" start >/dev/null; then
+    if bash "$cluster" start --fresh >/dev/null; then
         say "kubernetes test cluster: started in $((SECONDS - t0)) s ($(bash "$cluster" env))"
     else
         not_ready "kubernetes test cluster" "scripts/cluster.sh start failed (see its output above)"
