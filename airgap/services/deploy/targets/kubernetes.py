@@ -162,6 +162,17 @@ class KubernetesTarget(BaseTarget):
                     upstreams.append(("127.0.0.1", port))
             yield stack.enter_context(round_robin(upstreams))
 
+    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
+        """The port-forward that puts the deployment on this host's port, for the curl line that
+        follows it (the cluster publishes no host port)."""
+        x = receipt.extra
+        context = f"--context {x['context']} " if x.get("context") else ""
+        port = int(x.get("remote_port") or receipt.port or 8080)
+        return (
+            f"kubectl {context}-n {x['namespace']} port-forward deployment/{x['deployment']} "
+            f"{receipt.port or port}:{port} &"
+        )
+
     def healthy(self, site: Site, receipt: Receipt) -> bool:
         """Healthy while the deployment's rollout is complete, asked now (no waiting)."""
         x = receipt.extra
