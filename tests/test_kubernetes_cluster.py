@@ -128,7 +128,9 @@ def test_install_rolls_out_two_replicas_of_the_image_by_digest_and_smokes_throug
     bundle = Path(built["bundle"][0])
     proc = airgap("install", str(bundle), *TO, state=site)
     assert proc.returncode == 0, proc.stderr
-    assert "smoke test passed" in proc.stdout, proc.stdout
+    assert f"--to kubernetes at deployment/{NAME} in namespace {NAMESPACE}: smoke test passed" in proc.stdout
+    # No host port is published: the curl line comes with the port-forward that makes it work.
+    assert f"serve it: kubectl -n {NAMESPACE} port-forward deployment/{NAME} 8080:8080 &" in proc.stdout
     d = deployment()
     assert image_of(d) == f"{REGISTRY}/airgap/{NAME}@{digest_of(bundle)}"
     assert d["status"]["readyReplicas"] == 2 and d["status"]["updatedReplicas"] == 2
@@ -177,6 +179,7 @@ def test_a_candidate_is_compared_then_promoted_as_a_rolling_update_and_rolled_ba
     assert compared.returncode == 0, compared.stdout + compared.stderr
     promoted = airgap("promote", NAME, "--to", "kubernetes", state=site)
     assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    assert f"as deployment/{NAME} in namespace {NAMESPACE}; smoke test passed" in promoted.stdout
     d = deployment()
     # A rolling update of the same Deployment (same object, next generation), not a replacement.
     assert d["metadata"]["uid"] == uid and image_of(d).endswith(digest_of(built_v110))
