@@ -96,7 +96,7 @@ if grep -qv '^block [0-9]*: -' "$WORK/members"; then
     die 3 "the bundle holds something other than a regular file: $(grep -v '^block [0-9]*: -' "$WORK/members" | head -n1)"
 fi
 untar -t >"$WORK/names" 2>"$WORK/out" || die 4 "$BUNDLE is not a readable tar archive: $(head -n1 "$WORK/out")"
-SAFE='^bundle/[A-Za-z0-9._+@=,~-]+(/[A-Za-z0-9._+@=,~-]+)*$'
+SAFE='^bundle/[A-Za-z0-9_+@=,~][A-Za-z0-9._+@=,~-]*(/[A-Za-z0-9_+@=,~][A-Za-z0-9._+@=,~-]*)*$'
 if grep -Evq "$SAFE" "$WORK/names" || grep -Eq '(^|/)\.\.?(/|$)' "$WORK/names"; then
     die 3 "the bundle has a member name that could escape or confuse:" \
         "$(grep -Ev "$SAFE" "$WORK/names" | head -n1)$(grep -E '(^|/)\.\.?(/|$)' "$WORK/names" | head -n1)"

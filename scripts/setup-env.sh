@@ -56,9 +56,11 @@ readonly ENV_DIR
 #   curl             registry API probes
 #   shellcheck       the tests lint the bundle's install.sh as POSIX sh
 #   prometheus       promtool: the tests check and unit-test the bundle's alert rules with it
+#   wrk              the C load generator benchmarks/serve.py measures the model server with
 readonly PACKAGES=(
     docker.io docker-registry podman crun conmon catatonit netavark aardvark-dns
     fuse-overlayfs uidmap iproute2 util-linux iptables debootstrap curl shellcheck prometheus
+    wrk
 )
 
 readonly MANIFEST_ACCEPT=(

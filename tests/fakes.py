@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from airgap.adapters.fs import atomic_write_bytes
 from airgap.core.build_images import ImageFacts, removal_plan
 from airgap.errors import EnvironmentFailure
 from airgap.ports import Adapters, ContainerSpec
@@ -186,3 +187,49 @@ def fake_adapters(docker: FakeRuntime | None = None, podman: FakeRuntime | None 
         registry=absent,
         kubectl=absent,
     )
+
+
+class InertTarget:
+    """An install target that runs nothing: the installer's own steps (verify, admit, extract into
+    the content store, journal, commit) exercised in-process, with no engine, server or port. Its
+    model answers no golden case, so a bundle installs on it when its contract has none."""
+
+    name = "inert"
+    rank = 200
+    needs_image = False
+    host_port = False
+    candidates = False
+
+    def wants(self, path: str) -> bool:
+        return not path.startswith("image/")
+
+    def deploy(self, ctx: Any) -> None:
+        # What the real targets do with what they render for their runtime.
+        atomic_write_bytes(ctx.deploy_dir() / "inert.yaml", b"kind: Nothing\n")
+        ctx.journal.step("started")
+
+    def answers(
+        self, site: Any, receipt: Any, contract: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, str]]:
+        return {}, {}
+
+    def healthy(self, site: Any, receipt: Any) -> bool:
+        return False
+
+    def undo(self, site: Any, journal: dict[str, Any]) -> str:
+        return "nothing runs"
+
+    def finish(self, site: Any, new: dict[str, Any], old: dict[str, Any]) -> None:
+        return None
+
+    def remove(self, site: Any, receipt: Any) -> list[str]:
+        return []
+
+    def discard(self, site: Any, receipt: Any) -> list[str]:
+        return []
+
+    def serve_command(self, receipt: Any, record: Any, content: Path) -> str | None:
+        return None
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        raise NotImplementedError(f"InertTarget does not support {name}")

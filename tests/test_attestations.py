@@ -108,7 +108,7 @@ def _hostile(good: dict[str, Any]) -> dict[str, bytes]:
 
 def test_hostile_envelopes_are_refused_in_one_line(tmp_path: Path) -> None:
     from airgap.errors import InvalidInputError
-    from airgap.services.evidence.attestations import verify_evidence
+    from airgap.services.evidence.export import verify_evidence
 
     good, pub = _signed_envelope(tmp_path)
     (tmp_path / "good.intoto.json").write_text(json.dumps(good))
@@ -182,13 +182,16 @@ def test_verify_signs_its_attestation_with_the_site_key_and_export_round_trips(
     assert statement["predicate"]["airgap"]["action"] == "verify"
 
     out = tmp_path / "evidence.json"
-    exported = run_airgap("--json", "evidence", "export", "--out", str(out), "--state-dir", str(far["state"]))
+    exported = run_airgap(
+        "--json", "evidence", "export", "--out", str(out), "--state-dir", str(far["state"]), env=far["site"]
+    )
     assert exported.returncode == 0, exported.stderr
     assert json.loads(exported.stdout) == {
         "out": str(out),
         "attestations": 2,
         "unsigned": 0,
         "site_key_ids": [far["site_kid"]],
+        "signed_by": far["site_kid"],
         "oscal": [
             str(tmp_path / "evidence.oscal-assessment-results.json"),
             str(tmp_path / "evidence.oscal-summary.md"),
@@ -208,7 +211,7 @@ def test_verify_signs_its_attestation_with_the_site_key_and_export_round_trips(
     entry["envelope"]["payload"] = base64.b64encode(payload).decode()
     out.write_text(json.dumps(data))
     line = assert_one_line_error(run_airgap("evidence", "verify", str(out), "--key", str(far["site_pub"])), 3)
-    assert entry["file"] in line and "does not verify" in line, line
+    assert entry["file"] in line and "differs from its signed manifest" in line, line
 
 
 def test_without_a_site_key_attestations_are_stored_unsigned_and_do_not_verify(
@@ -379,7 +382,7 @@ def test_verify_install_and_smoke_each_leave_a_signed_attestation_with_the_golde
     assert statements["install"]["airgap"]["target"] == "venv"
 
     out = tmp_path / "evidence.json"
-    assert run_airgap("evidence", "export", "-o", str(out), *far).returncode == 0
+    assert run_airgap("evidence", "export", "-o", str(out), *far, env=env).returncode == 0
     checked = run_airgap("--json", "evidence", "verify", str(out), "--key", str(site.with_suffix(".pub")))
     assert checked.returncode == 0, checked.stderr
     assert [a["action"] for a in json.loads(checked.stdout)["attestations"]] == ["verify", "install", "smoke"]

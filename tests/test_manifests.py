@@ -105,6 +105,20 @@ def test_example_manifests_carry_the_restricted_profile_and_the_image_by_digest(
     assert deny == {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}
 
 
+def test_a_terminating_pod_keeps_serving_then_drains_within_its_grace_period() -> None:
+    """preStop holds SIGTERM back while endpoints stop routing to the pod; then the server's drain.
+    Both together must end before the kubelet kills the container."""
+    import re
+
+    pod = objects(rendered())["Deployment/tabular-classifier"]["spec"]["template"]["spec"]
+    command = pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "/opt/airgap/venv/bin/python"  # the image has no shell and no sleep
+    slept = float(re.fullmatch(r"import time; time\.sleep\(([\d.]+)\)", command[2]).group(1))  # type: ignore[union-attr]
+    server = (ROOT / "bundle_templates" / "server" / "airgap_server.py").read_text()
+    drain = float(re.search(r"^DRAIN_SECONDS = ([\d.]+)", server, re.M).group(1))  # type: ignore[union-attr]
+    assert slept >= 2 and slept + drain < pod["terminationGracePeriodSeconds"]
+
+
 @pytest.mark.parametrize("version", ["1.20.0", "1.30.0"])
 def test_an_unknown_field_fails_strict_validation_naming_it(version: str) -> None:
     files = rendered(version=version)

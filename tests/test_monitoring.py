@@ -15,8 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
+from airgap.core import monitoring
+from airgap.core.contractspec import SloSpec
 from airgap.core.project import parse_project
 from airgap.services.build.datacontract import model_documents
+from airgap.services.manifests import render_manifests
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLE = ROOT / "examples" / "tabular"
@@ -54,7 +57,7 @@ def test_promtool_accepts_the_rules_and_the_prometheusrule_holds_the_same(
         [promtool(), "check", "rules", str(assets / "alerts.rules.yaml")], capture_output=True, text=True
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 7 rules found" in proc.stdout
+    assert "SUCCESS: 9 rules found" in proc.stdout
     resource = yaml.safe_load((assets / "prometheusrule.yaml").read_text())
     assert (resource["apiVersion"], resource["kind"]) == ("monitoring.coreos.com/v1", "PrometheusRule")
     assert resource["metadata"]["namespace"] == "tabular"
@@ -82,7 +85,10 @@ def test_each_alert_fires_on_its_series_and_none_on_a_healthy_model(assets: Path
         {"series": f"up{{{JOB}}}", "values": "1x60"},
         {"series": f'airgap_requests_total{{{PREDICT},code="200"}}', "values": "0+100x60"},
         {"series": f'airgap_feature_drift_psi{{{JOB},feature="pressure"}}', "values": "0.02x60"},
+        {"series": f'airgap_feature_drift_window_rows{{{JOB},feature="pressure"}}', "values": "1000x60"},
         {"series": f'airgap_prediction_drift_psi{{{JOB},output="label"}}', "values": "0.01x60"},
+        {"series": f'airgap_prediction_drift_window_rows{{{JOB},output="label"}}', "values": "1000x60"},
+        {"series": f"airgap_client_disconnects_total{{{JOB}}}", "values": "0x60"},
     ]
     tests = {
         "rule_files": ["alerts.rules.yaml"],
@@ -93,7 +99,15 @@ def test_each_alert_fires_on_its_series_and_none_on_a_healthy_model(assets: Path
                 "input_series": [
                     *slow,
                     {"series": f'airgap_feature_drift_psi{{{JOB},feature="pressure"}}', "values": "0.4x60"},
+                    {
+                        "series": f'airgap_feature_drift_window_rows{{{JOB},feature="pressure"}}',
+                        "values": "1000x60",
+                    },
                     {"series": f'airgap_prediction_drift_psi{{{JOB},output="label"}}', "values": "0.5x60"},
+                    {
+                        "series": f'airgap_prediction_drift_window_rows{{{JOB},output="label"}}',
+                        "values": "600x60",
+                    },
                     {"series": f'airgap_requests_total{{{PREDICT},code="200"}}', "values": "0+100x60"},
                     {"series": f'airgap_requests_total{{{PREDICT},code="500"}}', "values": "0+5x60"},
                     {"series": f"airgap_ready{{{JOB}}}", "values": "0x60"},
@@ -118,8 +132,8 @@ def test_each_alert_fires_on_its_series_and_none_on_a_healthy_model(assets: Path
                     },
                     {
                         "eval_time": "10m",
-                        "alertname": "AirgapModelErrorBudgetBurn",
-                        "exp_alerts": [_expected(rules["AirgapModelErrorBudgetBurn"])],
+                        "alertname": "AirgapModelErrors",
+                        "exp_alerts": [_expected(rules["AirgapModelErrors"])],
                     },
                     {
                         "eval_time": "10m",
@@ -137,13 +151,210 @@ def test_each_alert_fires_on_its_series_and_none_on_a_healthy_model(assets: Path
             },
         ],
     }
-    (tmp_path / "alerts.rules.yaml").write_bytes((assets / "alerts.rules.yaml").read_bytes())
-    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(tests, sort_keys=False))
+    run_promtool_tests(yaml.safe_load((assets / "alerts.rules.yaml").read_text()), tests["tests"], tmp_path)
+
+
+def run_promtool_tests(rules: dict[str, Any], tests: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Writes the rules and the unit tests and runs ``promtool test rules`` on them; fails with its output."""
+    (tmp_path / "alerts.rules.yaml").write_text(yaml.safe_dump(rules, sort_keys=False))
+    document = {"rule_files": ["alerts.rules.yaml"], "evaluation_interval": "1m", "tests": tests}
+    (tmp_path / "tests.yaml").write_text(yaml.safe_dump(document, sort_keys=False))
     proc = subprocess.run(
         [promtool(), "test", "rules", "tests.yaml"], capture_output=True, text=True, cwd=tmp_path
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "SUCCESS" in proc.stdout
+
+
+BUDGET = 0.001  # a 99.9 % availability SLO
+SLO = SloSpec(p95_ms=None, p99_ms=None, rps=10, concurrency=1, duration_s=5, max_error_rate=BUDGET)
+TIERS = (
+    "AirgapModelErrorBudgetBurnFast",
+    "AirgapModelErrorBudgetBurnMedium",
+    "AirgapModelErrorBudgetBurnSlow",
+)
+
+
+def _traffic(errors_per_1000: int, minutes: int = 100) -> list[dict[str, str]]:
+    return [
+        {"series": f'airgap_requests_total{{{PREDICT},code="200"}}', "values": f"0+1000x{minutes}"},
+        {
+            "series": f'airgap_requests_total{{{PREDICT},code="500"}}',
+            "values": f"0+{errors_per_1000}x{minutes}",
+        },
+    ]
+
+
+def _burn_case(errors_per_1000: int, firing: set[str], rules: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "interval": "1m",
+        "input_series": _traffic(errors_per_1000),
+        "alert_rule_test": [
+            {
+                "eval_time": "40m",
+                "alertname": tier,
+                "exp_alerts": [_expected(rules[tier])] if tier in firing else [],
+            }
+            for tier in TIERS
+        ],
+    }
+
+
+def test_each_burn_rate_tier_fires_at_its_rate_and_no_faster_tier_does(tmp_path: Path) -> None:
+    """The SRE workbook's three tiers for a 99.9 % SLO: 14.4x (1h/5m) and 6x (6h/30m) page, 1x (3d/6h)
+    is a ticket; a 2x burn raises only the ticket, so a slow burn is no longer silent."""
+    doc = monitoring.alert_rules(NAME, SLO, contract=False, predictions=False)
+    rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+    assert [rules[t]["labels"]["severity"] for t in TIERS] == ["critical", "critical", "warning"]
+    tests = [
+        _burn_case(20, set(TIERS), rules),  # 2 % errors: 20x the budget
+        _burn_case(8, {TIERS[1], TIERS[2]}, rules),  # 0.8 %: 8x
+        _burn_case(2, {TIERS[2]}, rules),  # 0.2 %: 2x
+        _burn_case(0, set(), rules),
+    ]
+    run_promtool_tests(doc, tests, tmp_path)
+
+
+def test_a_fast_burn_that_stopped_stops_paging_within_the_short_window(tmp_path: Path) -> None:
+    doc = monitoring.alert_rules(NAME, SLO, contract=False, predictions=False)
+    rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+    burst = [  # 5 % errors for 30 minutes, then none: the 1 h ratio stays high for another half hour
+        {"series": f'airgap_requests_total{{{PREDICT},code="200"}}', "values": "0+1000x90"},
+        {"series": f'airgap_requests_total{{{PREDICT},code="500"}}', "values": "0+50x30 1500+0x60"},
+    ]
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": burst,
+            "alert_rule_test": [
+                {"eval_time": "20m", "alertname": TIERS[0], "exp_alerts": [_expected(rules[TIERS[0]])]},
+                {"eval_time": "45m", "alertname": TIERS[0], "exp_alerts": []},
+            ],
+        }
+    ]
+    run_promtool_tests(doc, tests, tmp_path)
+
+
+def test_drift_alerts_wait_for_a_window_with_enough_rows(tmp_path: Path) -> None:
+    """A drift index over 30 rows is noise (a restart would page); over 1000 it is a shifted population."""
+    doc = monitoring.alert_rules(NAME, None, contract=True, predictions=True)
+    rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+
+    def case(rows: int, fires: bool) -> dict[str, Any]:
+        return {
+            "interval": "1m",
+            "input_series": [
+                {"series": f'airgap_feature_drift_psi{{{JOB},feature="pressure"}}', "values": "0.6x60"},
+                {
+                    "series": f'airgap_feature_drift_window_rows{{{JOB},feature="pressure"}}',
+                    "values": f"{rows}x60",
+                },
+                {"series": f'airgap_prediction_drift_psi{{{JOB},output="label"}}', "values": "0.6x60"},
+                {
+                    "series": f'airgap_prediction_drift_window_rows{{{JOB},output="label"}}',
+                    "values": f"{rows}x60",
+                },
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "45m",
+                    "alertname": "AirgapModelFeatureDrift",
+                    "exp_alerts": [_expected(rules["AirgapModelFeatureDrift"], feature="pressure")]
+                    if fires
+                    else [],
+                },
+                {
+                    "eval_time": "45m",
+                    "alertname": "AirgapModelPredictionDrift",
+                    "exp_alerts": [_expected(rules["AirgapModelPredictionDrift"], output="label")]
+                    if fires
+                    else [],
+                },
+            ],
+        }
+
+    run_promtool_tests(
+        doc, [case(30, False), case(monitoring.DRIFT_MIN_ROWS - 1, False), case(1000, True)], tmp_path
+    )
+
+
+def test_a_vanished_target_alerts_through_absent(tmp_path: Path) -> None:
+    """When the Service or its ServiceMonitor disappears there is no ``up`` series at all, and
+    ``up == 0`` never fires; ``absent()`` does."""
+    doc = monitoring.alert_rules(NAME, None, contract=False, predictions=False)
+    rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+    tests = [
+        {
+            "interval": "1m",
+            "input_series": [{"series": 'up{job="some-other-model"}', "values": "1x30"}],
+            "alert_rule_test": [
+                {"eval_time": "5m", "alertname": "AirgapModelTargetMissing", "exp_alerts": []},
+                {
+                    "eval_time": "15m",
+                    "alertname": "AirgapModelTargetMissing",
+                    "exp_alerts": [_expected(rules["AirgapModelTargetMissing"], job=NAME)],
+                },
+                {"eval_time": "15m", "alertname": "AirgapModelNotReady", "exp_alerts": []},
+            ],
+        },
+        {
+            "interval": "1m",
+            "input_series": [{"series": f"up{{{JOB}}}", "values": "1x30"}],
+            "alert_rule_test": [
+                {"eval_time": "20m", "alertname": "AirgapModelTargetMissing", "exp_alerts": []}
+            ],
+        },
+    ]
+    run_promtool_tests(doc, tests, tmp_path)
+
+
+def test_clients_hanging_up_before_their_answer_alert(tmp_path: Path) -> None:
+    doc = monitoring.alert_rules(NAME, None, contract=False, predictions=False)
+    rules = {r["alert"]: r for g in doc["groups"] for r in g["rules"]}
+
+    def case(disconnects_per_minute: int, fires: bool) -> dict[str, Any]:
+        return {
+            "interval": "1m",
+            "input_series": [
+                {"series": f'airgap_requests_total{{{PREDICT},code="200"}}', "values": "0+1000x60"},
+                {
+                    "series": f"airgap_client_disconnects_total{{{JOB}}}",
+                    "values": f"0+{disconnects_per_minute}x60",
+                },
+            ],
+            "alert_rule_test": [
+                {
+                    "eval_time": "30m",
+                    "alertname": "AirgapModelClientDisconnects",
+                    "exp_alerts": [_expected(rules["AirgapModelClientDisconnects"])] if fires else [],
+                }
+            ],
+        }
+
+    run_promtool_tests(doc, [case(30, True), case(5, False), case(0, False)], tmp_path)
+
+
+def test_the_service_monitor_scrapes_the_models_service_as_the_job_the_rules_select(assets: Path) -> None:
+    monitor = yaml.safe_load((assets / "servicemonitor.yaml").read_text())
+    assert (monitor["apiVersion"], monitor["kind"]) == ("monitoring.coreos.com/v1", "ServiceMonitor")
+    project = parse_project((EXAMPLE / "airgap.yaml").read_text(), "airgap.yaml")
+    services = [
+        o
+        for f in render_manifests(project, EXAMPLE, "registry.example/m:1")
+        for o in f.objects
+        if o["kind"] == "Service"
+    ]
+    [service] = [s for s in services if s["metadata"]["name"] == NAME]
+    namespace = service["metadata"]["namespace"]
+    assert monitor["metadata"]["namespace"] == namespace
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": [namespace]}
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    # the job label comes from the Service's label, so it is the name every rule selects on
+    assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == NAME
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
 
 
 def _documented_metrics() -> set[str]:

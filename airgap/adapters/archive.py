@@ -199,6 +199,11 @@ def open_regular(path: Path, what: str = "a bundle", buffered: bool = True) -> B
         raise InvalidInputError(f"{path} does not exist", hint=f"name {what}") from None
     except NotADirectoryError:
         raise InvalidInputError(f"{path} does not exist (a parent is not a directory)") from None
+    except PermissionError:
+        # The user's argument, like a path that does not exist: exit 4, not the media's fault.
+        raise InvalidInputError(
+            f"cannot read {path}: permission denied", hint="make it readable by this user"
+        ) from None
     except OSError as exc:
         raise EnvironmentFailure(
             f"cannot open {path}: {exc.strerror}", hint="check the permissions and the media"

@@ -10,13 +10,14 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from airgap.errors import EnvironmentFailure
+from airgap.errors import AirgapError, EnvironmentFailure, InvalidInputError
 
 
 def _fail(path: Path, exc: OSError, what: str = "write") -> EnvironmentFailure:
@@ -70,28 +71,127 @@ def atomic_write_bytes(path: Path, data: bytes, mode: int = 0o644) -> None:
         fh.write(data)
 
 
-def read_bytes(path: Path, what: str = "file") -> bytes:
-    """Reads a user-named file, turning OS errors into one clear line.
+# Caps on what a user or a medium names, checked against the file's size before a byte is read
+# (docs/bundle-format.md, "Limits on what airgap reads"). Kinds with a format of their own keep
+# their cap beside their parser: the inventory (core/inventory.py), evidence
+# (services/evidence/attestations.py), an envelope (core/attestation.py), indexes and signatures.
+MAX_READ = 64 << 20  # anything without a tighter cap: golden inputs, policy results, data files
+MAX_KEY = 64 << 10  # a PEM key: some 250 bytes public, 600 encrypted private
+MAX_PROFILE = 4 << 20  # a target profile: some 5 KiB
+MAX_PROJECT = 4 << 20  # airgap.yaml and the requirements files it names
 
-    A wrong path is the user's argument (exit 4, "check the path"), never the disk's fault.
-    """
-    from airgap.errors import InvalidInputError
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+)
 
-    try:
-        return Path(path).read_bytes()
-    except FileNotFoundError:
-        raise InvalidInputError(f"{what} {path} does not exist", hint="check the path") from None
-    except NotADirectoryError:
-        raise InvalidInputError(
+
+def _not_regular(path: Path, mode: int, what: str) -> InvalidInputError | None:
+    """The one line for a file that is not a regular file, or None when it is one."""
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((k for test, k in _KINDS if test(mode)), "not a regular file")
+    hint = "name the file itself" if stat.S_ISDIR(mode) else "copy it to a regular file first"
+    return InvalidInputError(f"{what} {path} is {kind}: only regular files are read", hint=hint)
+
+
+def _open_failure(path: Path, exc: OSError, what: str) -> AirgapError:
+    """A user-named file that cannot be opened: the argument's fault (exit 4), except a failing disk."""
+    if isinstance(exc, FileNotFoundError):
+        return InvalidInputError(f"{what} {path} does not exist", hint="check the path")
+    if isinstance(exc, NotADirectoryError):
+        return InvalidInputError(
             f"{what} {path} does not exist: part of that path is a file, not a directory",
             hint="check the path",
-        ) from None
-    except IsADirectoryError:
-        raise InvalidInputError(
-            f"{what} {path} is a directory, not a file", hint="name the file itself"
-        ) from None
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return InvalidInputError(
+            f"cannot read {what} {path}: permission denied", hint="make it readable by this user"
+        )
+    if exc.errno in (errno.ELOOP, errno.ENXIO, errno.ENAMETOOLONG, errno.ENODEV, errno.EOPNOTSUPP):
+        return InvalidInputError(f"cannot open {what} {path}: {exc.strerror or exc}", hint="check the path")
+    return _fail(path, exc, "read")
+
+
+def open_regular_fd(path: Path, what: str) -> tuple[int, os.stat_result]:
+    """An open descriptor on ``path`` and its ``fstat``, only if it is a regular file.
+
+    The type is checked before opening (a socket cannot be opened at all) and again on the
+    descriptor, so nothing can be swapped in between; ``O_NONBLOCK`` makes opening a FIFO return at
+    once instead of waiting for a writer, and the descriptor is blocking again before any read.
+    Everything but a failing disk is the user's argument: one line, exit 4.
+    """
+    try:
+        problem = _not_regular(path, os.stat(path).st_mode, what)
+        if problem is not None:
+            raise problem
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
-        raise _fail(Path(path), exc, "read") from None
+        raise _open_failure(Path(path), exc, what) from None
+    try:
+        st = os.fstat(fd)
+        problem = _not_regular(path, st.st_mode, what)
+        if problem is not None:
+            raise problem
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def read_bytes(path: Path, what: str = "file", limit: int = MAX_READ) -> bytes:
+    """Reads a user- or medium-named file whole, within ``limit`` bytes: one clear line otherwise.
+
+    Only a regular file is read (a directory, a device such as ``/dev/zero``, a FIFO or a socket is
+    refused before a byte is read, and a FIFO never blocks); its size is compared with ``limit``
+    before reading, and the read itself stops one byte past it, so a file that grows meanwhile, or
+    one whose size the kernel does not report (``/proc``), is refused too. A wrong path, a missing
+    permission or a file too large is the user's argument (exit 4), never a crash or a hang.
+    """
+    path = Path(path)
+    fd, st = open_regular_fd(path, what)
+    with os.fdopen(fd, "rb", buffering=0) as fh:
+        if st.st_size > limit:
+            raise _too_large(path, what, limit, st.st_size)
+        try:
+            # One allocation of the reported size (plus one byte to see the end); a file larger
+            # than it said is read on, in chunks, only up to one byte past the cap.
+            data = fh.read(st.st_size + 1) or b""
+            if len(data) > st.st_size:
+                chunks = [data]
+                total = len(data)
+                while total <= limit:
+                    chunk = fh.read(min(1 << 20, limit + 1 - total))
+                    if not chunk:
+                        break
+                    chunks.append(chunk)
+                    total += len(chunk)
+                data = b"".join(chunks)
+        except OSError as exc:
+            raise _fail(path, exc, "read") from None
+    if len(data) > limit:
+        raise _too_large(path, what, limit)
+    return data
+
+
+def _too_large(path: Path, what: str, limit: int, size: int | None = None) -> InvalidInputError:
+    """``size`` is the one ``stat`` reported; None when the read itself went past the cap."""
+    said = f"{size} bytes, " if size is not None else ""
+    return InvalidInputError(
+        f"{what} {path} is {said}more than the {_human(limit)} airgap reads as one",
+        hint="check that it is the right file",
+    )
+
+
+def _human(n: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift} {unit}"
+    return f"{n} bytes"
 
 
 def write_json(path: Path, value: object) -> None:

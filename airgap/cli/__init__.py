@@ -24,9 +24,10 @@ from airgap.cli.common import (
     app,
     err_console,
     failure_document,
+    let_commands_open_their_paths,
     print_document,
 )
-from airgap.cli.rendering import ignore_signals, signals_interrupt
+from airgap.cli.rendering import ignore_signals, printable, signals_interrupt
 from airgap.errors import AirgapError, Interrupted
 
 # The command modules register their commands on ``app`` when imported; this order is the order
@@ -42,7 +43,9 @@ __all__ = ["app", "main"]
 def _report(exc: AirgapError) -> int:
     if STATE.json:
         print_document(failure_document(exc.exit_code, exc.kind, exc.one_line(), STATE.document))
-    err_console.print(f"[bold red]airgap: {escape(exc.kind)}:[/] {escape(exc.one_line())}", soft_wrap=True)
+    # The message quotes names from bundles, media and evidence: one line, every control shown escaped.
+    line = printable(exc.one_line(), keep_newlines=False)
+    err_console.print(f"[bold red]airgap: {escape(exc.kind)}:[/] {escape(line)}", soft_wrap=True)
     return exc.exit_code
 
 
@@ -68,6 +71,7 @@ def _succeeded() -> int:
 def main(argv: Optional[list[str]] = None) -> int:
     """Console-script entry point: the one place where errors and signals become exit codes."""
     command = typer.main.get_command(app)
+    let_commands_open_their_paths(command)
     STATE.json = STATE.verbose = STATE.quiet = False
     STATE.on_interrupt = State.on_interrupt
     STATE.document = None

@@ -20,7 +20,7 @@ from rich.table import Table
 
 from airgap import __version__
 from airgap.adapters.keys import PASSPHRASE_ENV
-from airgap.cli.rendering import ConsoleObserver
+from airgap.cli.rendering import ConsoleObserver, SafeConsole
 from airgap.errors import EXIT_CODES
 
 if TYPE_CHECKING:
@@ -103,8 +103,10 @@ def _plain_help() -> None:
 
 
 _plain_help()
-err_console = Console(stderr=True, highlight=False)
-out_console = Console(highlight=False, soft_wrap=True)
+# Every line airgap prints goes through one of these two: neither lets a control character of a
+# name it quotes reach the terminal (``SafeConsole``).
+err_console: Console = SafeConsole(stderr=True, highlight=False)
+out_console: Console = SafeConsole(highlight=False, soft_wrap=True)
 
 
 class _Table(Table):
@@ -276,3 +278,22 @@ def _trusted(state: "StateDir", key: Optional[Path], trust_dir: Optional[Path]) 
     from airgap.services.trust import trusted_keys
 
     return trusted_keys(state, key, trust_dir)
+
+
+def let_commands_open_their_paths(command: object) -> None:
+    """Turns off the CLI framework's own checks of path arguments, in every command.
+
+    typer checks that an existing path is readable before the command runs (its ``Path`` type
+    does by default) and fails with a usage box and exit 2: a bundle, key or inventory this user
+    cannot read would be a "usage error". The commands open every file themselves, through readers
+    that say in one line what is wrong with it, with the documented exit code (4 for a file this
+    user may not read).
+    """
+    for param in getattr(command, "params", ()):
+        described = getattr(getattr(param, "type_descriptor", None), "parameter_info", None)
+        for checks in (described, getattr(param, "type", None)):
+            for attr in ("readable", "writable"):
+                if getattr(checks, attr, False) is True:
+                    setattr(checks, attr, False)
+    for sub in getattr(command, "commands", {}).values():
+        let_commands_open_their_paths(sub)

@@ -103,7 +103,9 @@ def evidence_export(
     ] = None,
 ) -> None:
     """Write every far-side attestation of the state directory, and the site public keys that
-    signed them, into one file to carry back across the gap, with the OSCAL assessment results
+    signed them, into one file to carry back across the gap, signed as a whole by the site key
+    (AIRGAP_SITE_KEY: its manifest lists every record with its SHA-256, so a record dropped or
+    added is refused by `airgap evidence verify`), with the OSCAL assessment results
     of those checks (`OUT-stem.oscal-assessment-results.json`) and an ISSO's summary
     (`OUT-stem.oscal-summary.md`) beside it.
 
@@ -114,13 +116,20 @@ def evidence_export(
 
     Example: airgap evidence export --out site-a-evidence.json --bundle model-1.0.0.airgap.tar
     """
-    from airgap.services.evidence.attestations import export
+    from airgap.services.evidence.export import export
 
     if key is not None and bundle is None:
         from airgap.errors import UsageError
 
         raise UsageError("--key names the key of a --bundle, and no --bundle was given")
-    result = export(_state(state_dir), out, bundle, key)
+    state = _state(state_dir)
+    result = export(state, out, bundle, key, far_side_evidence(state).signer)
+    if result.signed_by is None:
+        err_console.print(
+            f"[bold yellow]warning: the export is not signed: {SITE_KEY_ENV} is not set, so "
+            "`airgap evidence verify` will refuse it (a record removed from it could not be seen)[/]",
+            soft_wrap=True,
+        )
     if STATE.json:
         _emit_json(
             {
@@ -128,13 +137,16 @@ def evidence_export(
                 "attestations": result.count,
                 "unsigned": result.unsigned,
                 "site_key_ids": list(result.site_key_ids),
+                "signed_by": result.signed_by,
                 "oscal": [str(p) for p in result.oscal],
             }
         )
         return
     keys = ", ".join(k[:16] for k in result.site_key_ids) or "none"
+    sealed = f"signed by site key {result.signed_by[:16]}" if result.signed_by else "NOT signed"
     out_console.print(
-        f"wrote {result.path}: {result.count} attestations ({result.unsigned} unsigned), site keys: {keys}",
+        f"wrote {result.path}: {result.count} attestations ({result.unsigned} unsigned), site keys: {keys}; "
+        f"the export {sealed}",
         markup=False,
     )
     for path in result.oscal:
@@ -159,7 +171,9 @@ def evidence_verify(
         typer.Option("--allow-unsigned", help="List unsigned attestations instead of failing on them."),
     ] = False,
 ) -> None:
-    """Check that every attestation in FILE is well formed and signed by KEY (exit 3 if not).
+    """Check that FILE is signed as a whole by KEY, carries exactly the records its signed
+    manifest lists (none missing, none added, at least one), and that every attestation in it is
+    well formed and signed by KEY (exit 3 if not).
 
     Works on the far side's evidence (site key) and on a bundle's own
     `bundle/attestations/provenance.intoto.json` (publisher key). Keys carried inside the file
@@ -167,11 +181,11 @@ def evidence_verify(
 
     Example: airgap evidence verify site-a-evidence.json --key site.pub
     """
-    from airgap.adapters.fs import read_bytes
-    from airgap.services.evidence.attestations import verify_evidence
+    from airgap.adapters.fs import MAX_KEY, read_bytes
+    from airgap.services.evidence.export import verify_evidence
 
     checked = verify_evidence(
-        evidence_file, read_bytes(key, "public key"), str(key), allow_unsigned=allow_unsigned
+        evidence_file, read_bytes(key, "public key", MAX_KEY), str(key), allow_unsigned=allow_unsigned
     )
     rows = [
         {

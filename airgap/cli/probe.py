@@ -125,13 +125,13 @@ def profile_cmd(
 
     Example: airgap profile site-a.json
     """
-    from airgap.adapters.fs import read_bytes
+    from airgap.adapters.fs import MAX_PROFILE, read_bytes
     from airgap.core.profile import Profile
     from airgap.core.profile_warnings import profile_warnings
     from airgap.core.tags import compute_tags, marker_environment
     from airgap.services.build.probe import ProbeResult
 
-    data = read_bytes(file, "profile")
+    data = read_bytes(file, "profile", MAX_PROFILE)
     prof = Profile.from_json(data, str(file))
     warnings = tuple(profile_warnings(prof))
     if STATE.json:

@@ -9,6 +9,12 @@ progress through the ``Observer`` port; ``ConsoleObserver`` draws it:
 * anywhere else (a pipe, a CI log), as one line on stderr when a task starts and one when it
   ends, with its duration, so that a log shows where five minutes went.
 
+Untrusted text: every string this package prints — on a terminal, in a pipe, in a log line —
+passes ``printable``, which shows control and format characters escaped (``\\x1b``, ``\\u202e``)
+instead of handing them to the terminal. ``SafeConsole`` applies it to everything a console
+prints and the observer to its log lines, so no call site has to remember it; rich markup is
+escaped by the call sites as before (``rich.markup.escape``), which this does not replace.
+
 Signals: SIGINT, SIGTERM and SIGHUP are turned alike into ``Interrupted`` — a BaseException, so
 that the cleanup every service does in ``finally``/``except BaseException`` runs, and the CLI
 prints one line and exits 128 + the signal number.
@@ -20,7 +26,8 @@ import contextlib
 import signal
 import sys
 import time
-from collections.abc import Iterator
+import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 from typing import Any
@@ -36,12 +43,63 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.segment import Segment
 from rich.text import Text
 
 from airgap.errors import Interrupted
 from airgap.services.observer import BYTES
 
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+# Control (C0 with ESC, CR, BEL; DEL; C1), format (bidi embeddings and isolates U+202A-202E,
+# U+2066-2069, the marks U+200E/F, zero-width characters), line and paragraph separators,
+# surrogates, private use and unassigned code points: none of them is text a person reads, and
+# each can move the cursor, reorder or hide what follows, or start a terminal command.
+_UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Co", "Cn"})
+
+
+def printable(text: str, *, keep_newlines: bool = True) -> str:
+    """``text`` with every character a terminal would act on, rather than show, written as its
+    escape (``\\x1b``, ``\\x0d``, ``\\u202e``, ``\\U000e0001``).
+
+    A name from a bundle, a parts index, an evidence file or the media is attacker-chosen: printed
+    raw, an ESC sequence could rewrite the screen (or the title, or the clipboard) and a bidi
+    override could make ``evil.tar`` read as ``rat.live``. Newlines and tabs are kept unless
+    ``keep_newlines`` is false (a one-line message must stay one line); everything else is shown.
+    """
+    if text.isprintable():  # the common case, decided in C
+        return text
+    out = []
+    for ch in text:
+        if ch.isprintable() or (keep_newlines and ch in "\n\t"):
+            out.append(ch)
+        elif unicodedata.category(ch) not in _UNSAFE_CATEGORIES:
+            out.append(ch)  # a space other than U+0020 (no-break, ideographic): shown as itself
+        else:
+            code = ord(ch)
+            out.append(
+                f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+            )
+    return "".join(out)
+
+
+class SafeConsole(Console):
+    """A rich console that never hands an untrusted control character to its output.
+
+    Strings are made ``printable`` before rich measures them (so tables still line up), and every
+    text segment again just before it is written, which covers ``Text`` built elsewhere (rich
+    itself silently drops only BEL, BS, VT, FF and CR, and lets ESC through). The console's own
+    styling and cursor control are control segments, which pass untouched.
+    """
+
+    def render_str(self, text: str, **kwargs: Any) -> Text:
+        """Every printed or tabled string, made ``printable`` before rich parses and measures it."""
+        return super().render_str(printable(text), **kwargs)
+
+    def _render_buffer(self, buffer: Iterable[Segment]) -> str:
+        return super()._render_buffer(
+            seg if seg.control else Segment(printable(seg.text), seg.style) for seg in buffer
+        )
 
 
 def human_bytes(n: float) -> str:
@@ -176,7 +234,7 @@ class ConsoleObserver:
                 self.progress.remove_task(run.task_id)
             line = Text(indent)
             line.append(mark, style=style)
-            line.append(f" {task} ")
+            line.append(f" {printable(task, keep_newlines=False)} ")
             line.append(outcome + summary, style="dim")
             self.progress.console.print(line, soft_wrap=True)
         elif self.log:
@@ -190,7 +248,9 @@ class ConsoleObserver:
 
     @staticmethod
     def _label(task: str, run: _Running) -> str:
-        return "  " * run.depth + task + (f": {run.detail[:60]}" if run.detail else "")
+        return printable(
+            "  " * run.depth + task + (f": {run.detail[:60]}" if run.detail else ""), keep_newlines=False
+        )
 
     @staticmethod
     def _summary(run: _Running, seconds: float) -> str:
@@ -205,7 +265,9 @@ class ConsoleObserver:
     def _line(self, text: str) -> None:
         """One plain line on stderr, prefixed with the time since the command started."""
         with contextlib.suppress(OSError, ValueError):  # a closed terminal must not hide the real outcome
-            sys.stderr.write(f"[{time.monotonic() - self.origin:7.1f}s] {text}\n")
+            sys.stderr.write(
+                f"[{time.monotonic() - self.origin:7.1f}s] {printable(text, keep_newlines=False)}\n"
+            )
             sys.stderr.flush()
 
 

@@ -1,9 +1,10 @@
 """``airgap keys``: signing keys on the workstation, the trust store on the far side."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from airgap.cli.common import (
     EPILOG,
@@ -13,6 +14,7 @@ from airgap.cli.common import (
     _passphrase,
     _state,
     app,
+    err_console,
     out_console,
 )
 
@@ -61,38 +63,100 @@ def keys_trust(
             metavar="PUBLIC_KEY", help="A public key (PEM) whose id you have confirmed out of band."
         ),
     ],
+    names: Annotated[
+        Optional[str],
+        typer.Option(
+            "--for",
+            metavar="NAME[,NAME]",
+            help="The bundle names this key may sign (comma-separated), added to those it has; "
+            "'*' for every name. Without it a new key is trusted for every name (a warning says so) "
+            "and a trusted one keeps its names.",
+        ),
+    ] = None,
     state_dir: StateDirOption = None,
 ) -> None:
-    """Trust a publisher's key on the far side: bundles signed by it will verify.
+    """Trust a publisher's key on the far side, for the bundle names it may sign.
 
-    Example: airgap keys trust publisher.pub
+    A bundle verifies only if its signed name is one the key is trusted for: a key trusted
+    `--for tabular-classifier` cannot sign, install or raise the highest version of any other
+    name. `--for '*'` trusts the key for every name (a site key that rebuilds every model, say).
+    Trusting a key again adds names and never removes any: to narrow a key's names, `airgap keys
+    remove` it and trust it again.
+
+    Example: airgap keys trust publisher.pub --for tabular-classifier,fraud-model
     """
-    from airgap.adapters.fs import read_bytes
+    from airgap.adapters.fs import MAX_KEY, read_bytes
+    from airgap.core.signing import EVERY_NAME, describe_scope, parse_scope
 
+    scope = parse_scope(names) if names is not None else None
     state = _state(state_dir)
-    kid = state.trust.trust(read_bytes(public_key, "public key"), str(public_key))
-    state.audit({"action": "keys trust", "key_id": kid, "result": "accepted"})
+    done = state.trust.trust(read_bytes(public_key, "public key", MAX_KEY), str(public_key), scope)
+    kid = done.key_id
+    if done.changed:
+        state.audit({"action": "keys trust", "key_id": kid, "names": list(done.names), "result": "accepted"})
+    if names is None and done.changed and EVERY_NAME in done.names:
+        err_console.print(
+            f"[bold yellow]warning: key {kid[:16]} is trusted for every bundle name; "
+            "limit it with --for NAME[,NAME][/]",
+            soft_wrap=True,
+        )
     if STATE.json:
-        _emit_json({"key_id": kid, "trust_store": str(state.trust.directory)})
+        _emit_json(
+            {
+                "key_id": kid,
+                "names": list(done.names),
+                "changed": done.changed,
+                "trust_store": str(state.trust.directory),
+            }
+        )
+    elif done.changed:
+        out_console.print(
+            f"trusted key {kid} for {describe_scope(done.names)} in {state.trust.directory}", markup=False
+        )
     else:
-        out_console.print(f"trusted key {kid} in {state.trust.directory}", markup=False)
+        out_console.print(
+            f"key {kid} is already trusted for {describe_scope(done.names)}; nothing changed", markup=False
+        )
 
 
 @keys_app.command("list", epilog=EPILOG)
 def keys_list(state_dir: StateDirOption = None) -> None:
-    """List the keys this far side trusts.
+    """List the keys this far side trusts, and the bundle names each may sign.
+
+    A key trusted before trust had names is trusted for every name, as it was then; a warning
+    line names it until it is trusted again with `--for`.
 
     Example: airgap keys list
     """
+    from airgap.core.signing import describe_scope
+
     state = _state(state_dir)
     found = state.trust.keys()
+    for k in found:
+        if not k.scope_recorded:
+            err_console.print(
+                f"[bold yellow]warning: key {k.key_id[:16]} was trusted without names and is trusted for "
+                f"every name; limit it with `airgap keys trust {escape(str(k.path))} --for NAME[,NAME]`[/]",
+                soft_wrap=True,
+                markup=True,
+            )
     if STATE.json:
-        _emit_json([{"key_id": k.key_id, "file": str(k.path)} for k in found])
+        _emit_json(
+            [
+                {
+                    "key_id": k.key_id,
+                    "file": str(k.path),
+                    "names": list(k.names),
+                    "scope_recorded": k.scope_recorded,
+                }
+                for k in found
+            ]
+        )
         return
     if not found:
         out_console.print(f"no trusted keys in {state.trust.directory}", markup=False)
     for k in found:
-        out_console.print(k.key_id, markup=False)
+        out_console.print(f"{k.key_id}  for {describe_scope(k.names)}", markup=False)
 
 
 @keys_app.command("remove", epilog=EPILOG)

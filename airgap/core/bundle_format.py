@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airgap.core import versions
+from airgap.core import names, versions
 from airgap.core.policy import SEVERITIES
 from airgap.core.signing import DEFAULT_ALGORITHM, allowed_algorithm
 from airgap.errors import IntegrityError, InvalidInputError
@@ -28,6 +28,7 @@ MANIFEST_SIG = f"{ROOT}/manifest.json.sig"
 SUMS = f"{ROOT}/SHA256SUMS"
 SUMS_SIG = f"{ROOT}/SHA256SUMS.sig"
 CONTROL = (MANIFEST, MANIFEST_SIG, SUMS, SUMS_SIG)
+_CONTROL_NAMES = frozenset(c.split("/", 1)[1] for c in CONTROL)
 SIGNATURE_ALGORITHM = DEFAULT_ALGORITHM  # the name itself lives in core/signing.py
 MAX_MANIFEST = 4 << 20  # read before its signature is checked: bounds verify's memory
 MAX_SIG = 1024
@@ -37,7 +38,6 @@ MAX_RATIO = 1000  # the most a compressed member may expand (decompression-bomb 
 MAX_ZSTD_WINDOW = 8 << 20
 PARTS_INDEX_SUFFIX = ".parts.sha256"
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_SEGMENT = re.compile(r"^[A-Za-z0-9._+@=,-][A-Za-z0-9._+@=,~-]*$")
 
 
 def canonical_json(value: object) -> bytes:
@@ -61,16 +61,36 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def check_member_path(path: str) -> str:
-    """Refuses any path that could escape or confuse: absolute, ``..``, empty or odd segments.
+    """Refuses any archive member or layout path that could escape or confuse (``core/names.py``:
+    absolute, ``..``, odd characters, a leading dot or dash, a control file's name below the top)
+    as tampering; the four control files themselves are the members they are.
 
     Paths are relative to the bundle root, ``/``-separated, made of plain segments only.
     """
-    if not path or len(path) > 512 or path.startswith("/") or "\\" in path or "\x00" in path:
-        raise IntegrityError(f"unsafe path in bundle: {path!r}")
-    for seg in path.split("/"):
-        if seg in ("", ".", "..") or not _SEGMENT.fullmatch(seg):
-            raise IntegrityError(f"unsafe path in bundle: {path!r} (segment {seg!r})")
-    return path
+    if path in _CONTROL_NAMES:
+        return path
+    try:
+        return names.check_path(path, "path in bundle", top_reserved=())
+    except names.UnsafeName as exc:
+        raise IntegrityError(exc.message) from None
+
+
+def check_file_path(path: str, where: str) -> str:
+    """A ``files[]`` path of a signed manifest: one the far side can create (``core/names.py``);
+    otherwise the publisher's tooling wrote an invalid bundle (exit 4, naming the entry)."""
+    try:
+        return names.check_path(path, f"path in {where}", top_reserved=())
+    except names.UnsafeName as exc:
+        raise _bad_name(exc) from None
+
+
+def _bad_name(exc: names.UnsafeName) -> names.UnsafeName:
+    return names.UnsafeName(
+        exc.entry,
+        f"the signed manifest is malformed: {exc.message}",
+        hint="the publisher's tooling wrote a bundle the far side cannot lay out; "
+        "refuse it and ask for a new one",
+    )
 
 
 @dataclass(frozen=True)
@@ -110,7 +130,7 @@ class FileEntry:
         if not isinstance(data, dict):
             raise InvalidInputError(f"manifest: {where} is not an object")
         _object(data, where, frozenset({"path", "size", "sha256", "compression", "content"}))
-        path = check_member_path(_str(data, "path", where))
+        path = check_file_path(_str(data, "path", where), where)
         size = _int(data, "size", where)
         sha = _digest(data, "sha256", where)
         comp = data.get("compression")
@@ -432,7 +452,7 @@ class Manifest:
         algorithm = signer_algorithm(data)
         files_raw = _list(data.get("files"), "files")
         files = tuple(FileEntry.from_json(f, f"files[{i}]") for i, f in enumerate(files_raw))
-        check_distinct(files, ("manifest.json", "SHA256SUMS"))
+        check_distinct(files, ())
         return cls(files=files, algorithm=algorithm, **common_fields(data))
 
 
@@ -457,19 +477,28 @@ def signer_algorithm(data: Mapping[str, Any]) -> str:
 
 
 def check_distinct(files: Sequence[FileEntry], reserved: Sequence[str]) -> None:
-    """No file listed twice (case-insensitively), over a control file or under a reserved top
-    directory, and no two names that extract to one path."""
-    seen: set[str] = set()
+    """The files can all be laid out as one tree, both as stored (what ``tar -x`` makes) and as
+    extracted (what install makes, ``.zst`` removed): no name twice or twice ignoring case and
+    Unicode normalisation, no control file's name, nothing under a name ``reserved`` at the top
+    (compared ignoring case), no file that is also another's directory (``core/names.py``).
+    Refused as invalid input (exit 4) naming the entry, at verify time: install never meets it."""
+    top = (*names.CONTROL_NAMES, *names.INSTALLER_NAMES, *reserved)
+    try:
+        names.check_tree((f.path for f in files), "file", top)
+    except names.UnsafeName as exc:
+        raise _bad_name(exc) from None
+    if not any(f.compression for f in files):
+        return
+    # model/a.json and model/a.json.zst (or A.json) would both be written to one file.
     content: dict[str, str] = {}
     for f in files:
-        key = f.path.lower()
-        if key in seen or f.path in CONTROL or f.path.split("/", 1)[0] in reserved:
-            raise IntegrityError(f"manifest lists {f.path} twice or over a control file")
-        seen.add(key)
-        # model/a.json and model/a.json.zst (or A.json) would both be written to one file.
-        other = content.setdefault(f.content_path.lower(), f.path)
+        other = content.setdefault(names.twin_key(f.content_path), f.path)
         if other != f.path:
             raise _bad("files", f"list {other} and {f.path}, which are the same file once extracted")
+    try:
+        names.check_tree((f.content_path for f in files), "extracted file", top)
+    except names.UnsafeName as exc:
+        raise _bad_name(exc) from None
 
 
 def common_fields(data: Mapping[str, Any]) -> dict[str, Any]:

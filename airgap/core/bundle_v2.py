@@ -26,7 +26,7 @@ from airgap.core.bundle_format import (
     _list,
     _object,
     check_distinct,
-    check_member_path,
+    check_file_path,
     common_fields,
     load_manifest,
     signer_algorithm,
@@ -35,9 +35,10 @@ from airgap.errors import IntegrityError, InvalidInputError
 
 BLOB_DIR = "blobs/sha256"
 TOP_LEVEL_V2 = _TOP_LEVEL | {"blobs"}
-# A logical file may not be named like a control file or live under blobs/: once the tree is
-# materialised beside the blobs, the two would be one path.
-RESERVED = ("manifest.json", "SHA256SUMS", "blobs")
+# A logical file may not live under blobs/ (in any case): once the tree is materialised beside the
+# blobs, the two would be one path. The control files' names are reserved for every format
+# (core/names.py).
+RESERVED = ("blobs",)
 _BLOB_PATH = re.compile(r"^blobs/sha256/([0-9a-f]{64})(\.zst)?$")
 
 
@@ -53,7 +54,7 @@ def blob_hex(entry: FileEntry) -> str:
 
 def _file_entry(data: object, where: str) -> FileEntry:
     obj = _object(data, where, frozenset({"path", "size", "sha256", "external"}))
-    path = check_member_path(_text_path(obj, where))
+    path = check_file_path(_text_path(obj, where), where)
     external = obj.get("external", False)
     if external is not True and "external" in obj:
         raise _bad(f"{where}.external", "must be true when present")
@@ -117,6 +118,16 @@ def parse_manifest(raw: bytes) -> Manifest:
     unused = sorted(set(by_hex) - set(stored))
     if unused:
         raise IntegrityError(f"blob {by_hex[unused[0]].path} is in the manifest but no file maps to it")
+    # Files sharing a content share its size, external ones included: each one's own size is
+    # what the store's copy is held to.
+    sizes: dict[str, FileEntry] = {}
+    for f in files:
+        first = sizes.setdefault(f.sha256, f)
+        if first.size != f.size:
+            raise IntegrityError(
+                f"{f.path} is {f.size} bytes but {first.path}, of the same content "
+                f"{f.sha256[:16]}…, is {first.size}"
+            )
     externals = {f.sha256 for f in files if f.external}
     both = sorted(externals & set(stored))
     if both:

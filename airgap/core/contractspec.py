@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from airgap.core.datacontract import TYPES, Feature
+from airgap.core.datacontract import MODES, TYPES, Feature
 from airgap.core.yamlfields import Lines, expect, mapping, relative_path
 
 METRICS = {
@@ -30,6 +30,7 @@ class DataSpec:
     input: str | None = None
     reference: str | None = None
     features: tuple[Feature, ...] = ()
+    modes: tuple[tuple[str, str], ...] = ()  # {name, mode} entries: the derived feature, in that mode
 
 
 @dataclass(frozen=True)
@@ -79,11 +80,18 @@ def parse_data(lines: Lines, data: Mapping[str, Any]) -> DataSpec:
         raise lines.error("data.reference", f"{ref!r} must be a .csv file with a header row")
     raw_features = block.get("features", []) or []
     if not isinstance(raw_features, list):
-        raise lines.error("data.features", "must be a list of {name, type, min, max, allowed, nullable}")
+        raise lines.error(
+            "data.features", "must be a list of {name, type, min, max, allowed, nullable, mode}"
+        )
     features: list[Feature] = []
+    modes: list[tuple[str, str]] = []
     for i, item in enumerate(raw_features):
-        features.append(_feature(lines, f"data.features[{i}]", item))
-    names = [f.name for f in features]
+        feature = _feature(lines, f"data.features[{i}]", item)
+        if ref is not None and isinstance(item, dict) and set(item) == {"name", "mode"}:
+            modes.append((feature.name, feature.mode))  # keeps the derived type, range and values
+        else:
+            features.append(feature)
+    names = [f.name for f in features] + [n for n, _ in modes]
     for i, n in enumerate(names):
         if n in names[:i]:
             raise lines.error(f"data.features[{i}].name", f"{n!r} is given twice")
@@ -91,7 +99,7 @@ def parse_data(lines: Lines, data: Mapping[str, Any]) -> DataSpec:
         raise lines.error(
             "data", "needs a reference (a CSV file) or a list of features", "see docs/project-file.md"
         )
-    return DataSpec(input=input_name, reference=ref, features=tuple(features))
+    return DataSpec(input=input_name, reference=ref, features=tuple(features), modes=tuple(modes))
 
 
 def _number(lines: Lines, where: str, value: object) -> float | None:
@@ -105,7 +113,7 @@ def _number(lines: Lines, where: str, value: object) -> float | None:
 def _feature(lines: Lines, where: str, item: object) -> Feature:
     if not isinstance(item, dict):
         raise lines.error(where, "must be a mapping with name and type")
-    expect(lines, item, where, {"name", "type", "min", "max", "allowed", "nullable"})
+    expect(lines, item, where, {"name", "type", "min", "max", "allowed", "nullable", "mode"})
     name = item.get("name")
     if not isinstance(name, str) or not name:
         raise lines.error(f"{where}.name", "must be the feature's column name")
@@ -130,7 +138,10 @@ def _feature(lines: Lines, where: str, item: object) -> Feature:
     nullable = item.get("nullable", False)
     if not isinstance(nullable, bool):
         raise lines.error(f"{where}.nullable", f"must be true or false, got {nullable!r}")
-    return Feature(name, kind, low, high, allowed, nullable)
+    mode = item.get("mode", "enforce")
+    if mode not in MODES:
+        raise lines.error(f"{where}.mode", f"must be one of {', '.join(MODES)}, got {mode!r}")
+    return Feature(name, kind, low, high, allowed, nullable, mode)
 
 
 def _positive(

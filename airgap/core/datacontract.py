@@ -15,13 +15,14 @@ import csv
 import io
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from airgap.errors import InvalidInputError
 
 FORMAT = "airgap.data-contract/v1"
 TYPES = ("float", "int", "bool", "category")
+MODES = ("enforce", "warn")  # refuse a value outside the contract, or answer and count it
 BINS = 10  # deciles: enough resolution for a population stability index, few enough to stay stable
 MARGIN = 0.10  # a derived range is the observed one widened by this share of its span on each side
 MAX_CATEGORIES = 64  # a text column with more distinct values is an identifier, not a category
@@ -38,10 +39,16 @@ class Feature:
     maximum: float | None = None
     allowed: tuple[str, ...] | None = None
     nullable: bool = False
+    mode: str = "enforce"
 
     def to_json(self) -> dict[str, Any]:
         """The contract entry as the server reads it; absent bounds are left out, not null."""
-        out: dict[str, Any] = {"name": self.name, "type": self.type, "nullable": self.nullable}
+        out: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "nullable": self.nullable,
+            "mode": self.mode,
+        }
         if self.minimum is not None:
             out["min"] = self.minimum
         if self.maximum is not None:
@@ -63,6 +70,10 @@ class Feature:
             return f"is a boolean, the contract says {self.type}"
         if not isinstance(value, (int, float)):
             return f"is not a number (the contract says {self.type})"
+        if not math.isfinite(value):
+            return "is not a finite number"
+        if self.type == "bool" and value not in (0, 1):
+            return "is not true or false (the contract says bool)"
         if self.type == "int" and not float(value).is_integer():
             return "is not a whole number (the contract says int)"
         if self.minimum is not None and value < self.minimum:
@@ -169,8 +180,16 @@ def derive(header: Sequence[str], rows: Sequence[Sequence[str]], input_name: str
                 low, high = (
                     (lo - pad, hi + pad) if not is_int else (math.floor(lo - pad), math.ceil(hi + pad))
                 )
+                step = _step(hi - lo, lo, hi)
                 features.append(
-                    Feature(name, "int" if is_int else "float", _round(low), _round(high), None, nullable)
+                    Feature(
+                        name,
+                        "int" if is_int else "float",
+                        _round_down(low, step),
+                        _round_up(high, step),
+                        None,
+                        nullable,
+                    )
                 )
             stats.append(_numeric_stats(name, values, len(cells)))
         else:
@@ -185,21 +204,57 @@ def derive(header: Sequence[str], rows: Sequence[Sequence[str]], input_name: str
     return DataContract(input_name, tuple(features), len(rows), tuple(stats))
 
 
-def _round(value: float) -> float:
-    return float(f"{value:.6g}")
+def _step(span: float, *values: float) -> float:
+    """The rounding step of a column: six significant digits of its span (of its magnitude when it
+    has no span), so that nearby large values (Unix timestamps) keep distinct bounds and edges."""
+    scale = span if span > 0 else max((abs(v) for v in values), default=0.0)
+    if scale == 0 or not math.isfinite(scale):
+        return 1e-6
+    return float(10 ** (math.floor(math.log10(scale)) - 5))
+
+
+def _tidy(value: float) -> float:
+    return float(f"{value:.12g}")
+
+
+def _steps(value: float, step: float) -> float:
+    """``value`` in steps; a quotient within float noise of a whole number is that number (18.4 / 1e-5
+    is 1839999.9999999998), so that a bound already on the grid stays where it is."""
+    q = value / step
+    return round(q) if abs(q - round(q)) < 1e-6 else q
+
+
+def _round_down(value: float, step: float) -> float:
+    """``value`` rounded towards minus infinity to ``step``: a lower bound never excludes what it bounds."""
+    out = _tidy(math.floor(_steps(value, step)) * step)
+    if out > value:
+        out = _tidy(out - step)
+    return out if out <= value else value  # a step below what 12 digits resolve: the value itself
+
+
+def _round_up(value: float, step: float) -> float:
+    out = _tidy(math.ceil(_steps(value, step)) * step)
+    if out < value:
+        out = _tidy(out + step)
+    return out if out >= value else value
+
+
+def _round(value: float, step: float) -> float:
+    return _tidy(round(value / step) * step)
 
 
 def quantile_edges(values: Sequence[float], bins: int = BINS) -> list[float]:
     """Inner bin edges at the reference's quantiles (distinct, sorted): ``bins - 1`` at most."""
     ordered = sorted(values)
     n = len(ordered)
+    step = _step(ordered[-1] - ordered[0], ordered[0], ordered[-1]) if ordered else 1e-6
     edges: list[float] = []
     for k in range(1, bins):
         pos = k * (n - 1) / bins
         low = math.floor(pos)
         frac = pos - low
         high = min(low + 1, n - 1)
-        edge = _round(ordered[low] + (ordered[high] - ordered[low]) * frac)
+        edge = _round(ordered[low] + (ordered[high] - ordered[low]) * frac, step)
         if not edges or edge > edges[-1]:
             edges.append(edge)
     return edges
@@ -261,13 +316,20 @@ def psi(expected: Sequence[float], observed_counts: Sequence[int]) -> float:
     return out
 
 
-def override(contract: DataContract, hand: Mapping[str, Feature]) -> DataContract:
-    """The derived contract with the project file's hand-written features in place of derived ones."""
-    unknown = sorted(set(hand) - {f.name for f in contract.features})
+def override(
+    contract: DataContract, hand: Mapping[str, Feature], modes: Mapping[str, str] | None = None
+) -> DataContract:
+    """The derived contract with the project file's hand-written features in place of derived ones,
+    and the derived features named in ``modes`` switched to that mode (``warn``: answer and count)."""
+    modes = modes or {}
+    unknown = sorted((set(hand) | set(modes)) - {f.name for f in contract.features})
     if unknown:
         raise InvalidInputError(
             f"data.features names {unknown[0]!r}, which is not a column of the reference data",
             hint=f"columns: {', '.join(f.name for f in contract.features)}",
         )
-    features = tuple(hand.get(f.name, f) for f in contract.features)
+    features = tuple(
+        replace(hand.get(f.name, f), mode=modes[f.name]) if f.name in modes else hand.get(f.name, f)
+        for f in contract.features
+    )
     return DataContract(contract.input, features, contract.reference_rows, contract.stats)

@@ -21,10 +21,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from airgap.core.bundle_format import canonical_json, strict_json
+from airgap.core.json_budget import json_values
 from airgap.errors import InvalidInputError
 
 FORMAT = "airgap.inventory/v1"
 MAX_INVENTORY = 64 << 20  # a store of a million blobs fits in well under this
+# A blob is listed in some 90 bytes and 5 values: one value per 16 bytes bounds what parsing a
+# file at the cap can cost (core/json_budget.py).
+MAX_INVENTORY_VALUES = MAX_INVENTORY // 16
 HEX64 = re.compile(r"[0-9a-f]{64}")
 DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _TEXT = re.compile(r"[\x20-\x7e]{0,200}")
@@ -119,6 +123,8 @@ class Inventory:
         line, exit 4 — the workstation decides what to leave out of a signed bundle from it."""
         if len(raw) > MAX_INVENTORY:
             raise _bad(f"it is {len(raw)} bytes, over the {MAX_INVENTORY} an inventory may be")
+        if json_values(raw) > MAX_INVENTORY_VALUES:
+            raise _bad(f"it has more than the {MAX_INVENTORY_VALUES} JSON values an inventory may have")
         try:
             data = strict_json(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -16,7 +16,20 @@ from typing import Any
 from airgap.core.contractspec import SloSpec
 
 DRIFT_PSI = 0.25  # the customary line between "moderate shift" and "the population has changed"
-FAST_BURN = 14.4  # a 30-day error budget gone in 2 days: page (Google SRE workbook, multiwindow)
+# A drift index over few rows is noise: over 30 reference-like rows PSI exceeds 0.25 most of the time,
+# so every restart would page. Half the server's 1000-row window keeps chance well below the line.
+DRIFT_MIN_ROWS = 500
+# The Google SRE workbook's multiwindow, multi-burn-rate alerts for a 30-day SLO: (name, burn rate,
+# long window, short window, severity). 14.4x spends 2 % of the budget in an hour, 6x 5 % in six
+# hours (both page); 1x over three days spends 10 % (a ticket). The short window ends the alert
+# soon after the burn stops.
+BURN_TIERS = (
+    ("AirgapModelErrorBudgetBurnFast", 14.4, "1h", "5m", "critical"),
+    ("AirgapModelErrorBudgetBurnMedium", 6.0, "6h", "30m", "critical"),
+    ("AirgapModelErrorBudgetBurnSlow", 1.0, "3d", "6h", "warning"),
+)
+DISCONNECT_RATIO = 0.01  # clients that hung up before their answer: latency the server never records
+INFER_PATHS = "/v1/predict|/v2/models/.+/infer"  # the inference routes an SLO is measured on
 
 
 ERROR_RATIO = (  # 5xx answers over all answers of the selected requests, over the window w
@@ -33,9 +46,29 @@ def _sel(name: str, extra: str = "") -> str:
     return f'job="{name}"' + (f",{extra}" if extra else "")
 
 
+def _drift_rule(
+    name: str, alert: str, metric: str, label: str, what: str, description: str
+) -> dict[str, Any]:
+    """A drift alert that fires only on a window holding enough rows to mean something."""
+    sel = _sel(name)
+    return {
+        "alert": alert,
+        "expr": (
+            f"max by ({label}) ({metric}_psi{{{sel}}} > {DRIFT_PSI:g}"
+            f" and on (instance, {label}) {metric}_window_rows{{{sel}}} >= {DRIFT_MIN_ROWS})"
+        ),
+        "for": "30m",
+        "labels": {"severity": "warning"},
+        "annotations": {
+            "summary": f"{name}: {what} {{{{ $labels.{label} }}}} have drifted",
+            "description": description,
+        },
+    }
+
+
 def alert_rules(name: str, slo: SloSpec | None, contract: bool, predictions: bool) -> dict[str, Any]:
     """A Prometheus rules file (``groups``) of the alerts that say the model is not keeping its promises."""
-    predict = _sel(name, 'path="/v1/predict"')
+    predict = _sel(name, f'path=~"{INFER_PATHS}"')
     rules: list[dict[str, Any]] = [
         {
             "alert": "AirgapModelNotReady",
@@ -46,7 +79,38 @@ def alert_rules(name: str, slo: SloSpec | None, contract: bool, predictions: boo
                 "summary": f"{name} is not ready or not scraped",
                 "description": "The model server has not answered its readiness check for 5 minutes.",
             },
-        }
+        },
+        {
+            "alert": "AirgapModelTargetMissing",
+            "expr": f"absent(up{{{_sel(name)}}})",
+            "for": "10m",
+            "labels": {"severity": "critical"},
+            "annotations": {
+                "summary": f"{name}: Prometheus has no target to scrape",
+                "description": (
+                    f'No series up{{job="{name}"}} for 10 minutes: the Service, its endpoints or the '
+                    "ServiceMonitor are gone, so no other alert of this model can fire."
+                ),
+            },
+        },
+        {
+            "alert": "AirgapModelClientDisconnects",
+            "expr": (
+                f"sum(rate(airgap_client_disconnects_total{{{_sel(name)}}}[10m]))"
+                f" / (sum(rate(airgap_requests_total{{{_sel(name)}}}[10m]))"
+                f" + sum(rate(airgap_client_disconnects_total{{{_sel(name)}}}[10m])))"
+                f" > {DISCONNECT_RATIO:g}"
+            ),
+            "for": "10m",
+            "labels": {"severity": "warning"},
+            "annotations": {
+                "summary": f"{name}: over {DISCONNECT_RATIO:.0%} of clients hang up before their answer",
+                "description": (
+                    "Callers time out or give up before the server answers: latency they see and "
+                    "the server's own histograms do not."
+                ),
+            },
+        },
     ]
     if slo is not None:
         for q, bound in (("0.95", slo.p95_ms), ("0.99", slo.p99_ms)):
@@ -67,34 +131,48 @@ def alert_rules(name: str, slo: SloSpec | None, contract: bool, predictions: boo
         budget = slo.max_error_rate
         ratio = ERROR_RATIO
         if budget > 0:
-            expr = " and ".join(
-                f"({ratio.format(sel=predict, w=w)}) > {FAST_BURN * budget:g}" for w in ("1h", "5m")
-            )
-            summary = f"{name}: error budget burning {FAST_BURN:g}x too fast (SLO {budget:.2%} errors)"
+            for alert, burn, long, short, severity in BURN_TIERS:
+                expr = " and ".join(
+                    f"({ratio.format(sel=predict, w=w)}) > {burn * budget:g}" for w in (long, short)
+                )
+                rules.append(
+                    {
+                        "alert": alert,
+                        "expr": expr,
+                        "labels": {"severity": severity, "slo": "max_error_rate"},
+                        "annotations": {
+                            "summary": (
+                                f"{name}: error budget burning {burn:g}x as fast as the SLO allows "
+                                f"({budget:.2%} errors) over {long} and {short}"
+                            ),
+                            "description": "5xx answers of the inference routes.",
+                        },
+                    }
+                )
         else:
-            expr = f"({ratio.format(sel=predict, w='5m')}) > 0"
-            summary = f"{name}: requests are failing (SLO: none may)"
-        rules.append(
-            {
-                "alert": "AirgapModelErrorBudgetBurn",
-                "expr": expr,
-                "for": "2m",
-                "labels": {"severity": "critical", "slo": "max_error_rate"},
-                "annotations": {"summary": summary, "description": "5xx answers of /v1/predict."},
-            }
-        )
+            rules.append(
+                {
+                    "alert": "AirgapModelErrors",
+                    "expr": f"({ratio.format(sel=predict, w='5m')}) > 0",
+                    "for": "2m",
+                    "labels": {"severity": "critical", "slo": "max_error_rate"},
+                    "annotations": {
+                        "summary": f"{name}: requests are failing (SLO: none may)",
+                        "description": "5xx answers of the inference routes.",
+                    },
+                }
+            )
     if contract:
         rules += [
-            {
-                "alert": "AirgapModelFeatureDrift",
-                "expr": f"max by (feature) (airgap_feature_drift_psi{{{_sel(name)}}}) > {DRIFT_PSI:g}",
-                "for": "30m",
-                "labels": {"severity": "warning"},
-                "annotations": {
-                    "summary": f"{name}: the inputs of feature {{{{ $labels.feature }}}} have drifted",
-                    "description": "Population stability index of the last 1000 rows against the reference.",
-                },
-            },
+            _drift_rule(
+                name,
+                "AirgapModelFeatureDrift",
+                "airgap_feature_drift",
+                "feature",
+                "the inputs of feature",
+                f"Population stability index of the last 1000 rows against the reference, "
+                f"over at least {DRIFT_MIN_ROWS} rows.",
+            ),
             {
                 "alert": "AirgapModelOutOfContract",
                 "expr": (
@@ -111,16 +189,15 @@ def alert_rules(name: str, slo: SloSpec | None, contract: bool, predictions: boo
         ]
     if predictions:
         rules.append(
-            {
-                "alert": "AirgapModelPredictionDrift",
-                "expr": f"max by (output) (airgap_prediction_drift_psi{{{_sel(name)}}}) > {DRIFT_PSI:g}",
-                "for": "30m",
-                "labels": {"severity": "warning"},
-                "annotations": {
-                    "summary": f"{name}: the answers of {{{{ $labels.output }}}} have drifted",
-                    "description": "The model answers otherwise than on the reference data.",
-                },
-            }
+            _drift_rule(
+                name,
+                "AirgapModelPredictionDrift",
+                "airgap_prediction_drift",
+                "output",
+                "the answers of",
+                "The model answers otherwise than on the reference data "
+                f"(over at least {DRIFT_MIN_ROWS} answers).",
+            )
         )
     for rule in rules:
         rule["labels"]["model"] = name
@@ -138,6 +215,26 @@ def prometheus_rule(name: str, namespace: str, rules: dict[str, Any]) -> dict[st
             "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "airgap"},
         },
         "spec": rules,
+    }
+
+
+def service_monitor(name: str, namespace: str) -> dict[str, Any]:
+    """A Prometheus Operator ``ServiceMonitor`` that scrapes the model's Service as job ``NAME``,
+    the label every rule and dashboard query selects on."""
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": name, "app.kubernetes.io/managed-by": "airgap"},
+        },
+        "spec": {
+            "jobLabel": "app.kubernetes.io/name",
+            "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+            "namespaceSelector": {"matchNames": [namespace]},
+            "endpoints": [{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}],
+        },
     }
 
 
@@ -166,7 +263,7 @@ def _panel(
 
 def dashboard(name: str, version: str, slo: SloSpec | None) -> dict[str, Any]:
     """A Grafana dashboard (JSON model, schemaVersion 39) of latency, errors, throughput and drift."""
-    sel, predict = _sel(name), _sel(name, 'path="/v1/predict"')
+    sel, predict = _sel(name), _sel(name, f'path=~"{INFER_PATHS}"')
     latency = [
         (
             f"histogram_quantile({q}, sum by (le) (rate(airgap_request_seconds_bucket{{{predict}}}[5m])))",
@@ -181,7 +278,7 @@ def dashboard(name: str, version: str, slo: SloSpec | None) -> dict[str, Any]:
             if b is not None
         ]
     panels = [
-        _panel(1, "Latency of /v1/predict", "timeseries", latency, 0, 0, "s"),
+        _panel(1, "Latency of inference requests", "timeseries", latency, 0, 0, "s"),
         _panel(
             2,
             "Throughput by status",
@@ -247,6 +344,33 @@ def dashboard(name: str, version: str, slo: SloSpec | None) -> dict[str, Any]:
             "none",
         ),
         _panel(8, "Ready", "stat", [(f"min(airgap_ready{{{sel}}})", "ready")], 12, 24, "none"),
+        _panel(
+            9,
+            "Answered outside a warn-mode contract, and unseen categories",
+            "timeseries",
+            [
+                (
+                    f"sum by (feature, rule) (rate(airgap_contract_warnings_total{{{sel}}}[5m]))",
+                    "{{feature}} {{rule}}",
+                ),
+                (
+                    f"sum by (feature) (rate(airgap_unseen_categories_total{{{sel}}}[5m]))",
+                    "{{feature}} unseen",
+                ),
+            ],
+            0,
+            32,
+            "reqps",
+        ),
+        _panel(
+            10,
+            "Missing values (share of the drift window)",
+            "timeseries",
+            [(f"max by (feature) (airgap_feature_missing_ratio{{{sel}}})", "{{feature}}")],
+            12,
+            32,
+            "percentunit",
+        ),
     ]
     return {
         "uid": f"airgap-{name}"[:40],

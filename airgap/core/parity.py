@@ -16,6 +16,7 @@ import hashlib
 import re
 from dataclasses import dataclass
 
+from airgap.core import names
 from airgap.core.bundle_format import PARTS_INDEX_SUFFIX, canonical_json, strict_json
 from airgap.errors import TamperError, UsageError
 
@@ -24,7 +25,6 @@ PARITY_INDEX_SUFFIX = ".parity.json"
 CODEC = "zfec-rs-gf256"
 MAX_SHARES = 256  # zfec's limit on m
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+@=,~-]{0,254}$")
 
 
 @dataclass(frozen=True)
@@ -153,7 +153,7 @@ def _share(doc: object) -> Share:
     if not isinstance(doc, dict) or set(doc) != {"name", "size", "sha256"}:
         raise ValueError("a part entry must have exactly name, size and sha256")
     name = doc["name"]
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
+    if not isinstance(name, str) or not names.is_file_name(name):
         raise ValueError(f"part name {name!r} is not a plain file name")
     return Share(name, _int(doc["size"], 0), _hex(doc["sha256"]))
 

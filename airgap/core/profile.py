@@ -13,9 +13,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from airgap.core.json_budget import check_json_budget
 from airgap.errors import InvalidInputError
 
 SCHEMA = "airgap.target-profile/v1"
+MAX_PROFILE_VALUES = 1 << 16  # a profile holds a few hundred values; 128 bytes each once parsed
 MARKER_KEYS = (
     "implementation_name",
     "implementation_version",
@@ -228,10 +230,15 @@ class Profile:
 
     @classmethod
     def from_json(cls, text: str | bytes, origin: str = "profile") -> Profile:
-        """Parses profile text; bad JSON is one invalid-input error that says which file to pass instead."""
+        """Parses profile text; bad JSON is one invalid-input error that says which file to pass instead.
+
+        A profile is some 5 KiB and a few hundred values: one with more than ``MAX_PROFILE_VALUES``
+        is refused before it is parsed, so that its cost in memory stays bounded."""
+        raw = text.encode("utf-8", "surrogatepass") if isinstance(text, str) else text
+        check_json_budget(raw, MAX_PROFILE_VALUES, origin)
         try:
             data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidInputError(
                 f"{origin} is not JSON: {exc}",
                 hint="pass the file written by `airgap probe --output` or the exported probe script",

@@ -13,6 +13,11 @@ import yaml
 
 from airgap.errors import InvalidInputError
 
+# A project file holds some hundred values. YAML aliases let a 1 KiB file name the same node a
+# billion times ("billion laughs"), and building plain values copies it each time: the values
+# built are counted, and a document that expands past this is refused before memory runs out.
+MAX_VALUES = 10_000
+
 
 class Lines:
     """Remembers the line of every key path in the YAML document, for error messages."""
@@ -20,9 +25,17 @@ class Lines:
     def __init__(self, source: str) -> None:
         self.source = source
         self.lines: dict[str, int] = {}
+        self.built = 0
 
     def build(self, node: yaml.Node, path: str = "") -> Any:
         """The plain value of ``node``, recording the line of every key path below ``path``."""
+        self.built += 1
+        if self.built > MAX_VALUES:
+            raise InvalidInputError(
+                f"{self.source}: the document expands to more than {MAX_VALUES} values "
+                "(YAML aliases repeating a large value?)",
+                hint="write the values out once; a project file needs no aliases",
+            )
         self.lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             out: dict[str, Any] = {}

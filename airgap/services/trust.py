@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from airgap.adapters import keys
-from airgap.adapters.fs import read_bytes
+from airgap.adapters.fs import MAX_KEY, read_bytes
 
 if TYPE_CHECKING:
     from airgap.services.state import State
@@ -23,7 +23,7 @@ def trusted_keys(
     """The keys a bundle may be signed by. An explicit key replaces the store rather than adding
     to it, so that ``--key publisher.pub`` proves the bundle came from that publisher and no other."""
     if key is not None:
-        public = keys.load_public(read_bytes(key, "public key"), str(key))
+        public = keys.load_public(read_bytes(key, "public key", MAX_KEY), str(key))
         return (keys.TrustedKey(keys.key_id(public), key, public),)
     store = keys.TrustStore(trust_dir) if trust_dir else state.trust
     return tuple(store.keys())

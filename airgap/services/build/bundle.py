@@ -24,7 +24,7 @@ from typing import Any
 
 from airgap import __version__
 from airgap.adapters.engine_lease import EngineLease
-from airgap.adapters.fs import atomic_write_bytes, read_bytes, write_json
+from airgap.adapters.fs import MAX_PROFILE, atomic_write_bytes, read_bytes, write_json
 from airgap.adapters.oci import docker_archive_to_oci
 from airgap.adapters.sbom import write_staging_sbom
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
@@ -177,7 +177,7 @@ def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | Non
             project_dir / project.target_profile if project.target_profile else None
         )
         if profile_path is not None:
-            profile_bytes = read_bytes(profile_path, "target profile")
+            profile_bytes = read_bytes(profile_path, "target profile", MAX_PROFILE)
             profile = Profile.from_json(profile_bytes, str(profile_path))
         if options.host_wheelhouse and profile is None:
             raise InvalidInputError(

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from airgap.core.datacontract import DataContract, derive, override
+from airgap.core.datacontract import MISSING, DataContract, derive, override
 from airgap.core.project import Project
 from airgap.errors import InvalidInputError
 from airgap.services.build.acceptance import prepare_acceptance, read_csv_file
@@ -42,7 +42,9 @@ def prepare_data_contract(project: Project, project_dir: Path, model: Path) -> d
         )
     if spec.reference is not None:
         header, rows = read_csv_file(project_dir / spec.reference, "reference data")
-        contract = override(derive(header, rows, input_name), {f.name: f for f in spec.features})
+        contract = override(
+            derive(header, rows, input_name), {f.name: f for f in spec.features}, dict(spec.modes)
+        )
     else:
         contract = DataContract(input_name, spec.features, 0, ())
     doc = contract.to_json()
@@ -51,7 +53,9 @@ def prepare_data_contract(project: Project, project_dir: Path, model: Path) -> d
     except server.FatalError as exc:
         raise InvalidInputError(f"data: {exc}", hint="see docs/project-file.md#data") from None
     if spec.reference is not None:
-        doc["predictions"] = _prediction_baseline(server, loaded, input_name, rows, project.serving.max_batch)
+        doc["predictions"] = _prediction_baseline(
+            server, loaded, input_name, rows, project.serving.max_batch, doc["features"]
+        )
     golden = project_dir / project.model.golden
     for name, inputs in server.load_golden(str(golden)):
         feeds = server.fit_case(loaded, name, inputs, project.serving.max_batch)
@@ -69,20 +73,40 @@ MAX_VALUES = 50  # an output with more distinct answers is a score, not a label
 
 
 def _prediction_baseline(
-    server: Any, loaded: Any, input_name: str, rows: list[list[str]], batch: int
+    server: Any,
+    loaded: Any,
+    input_name: str,
+    rows: list[list[str]],
+    batch: int,
+    features: list[dict[str, Any]],
 ) -> list[dict[str, Any]]:
     """What the model answers on the reference data, per label-like output (rank 1, integer, bool or
-    text): each value's share, the baseline the server measures prediction drift against."""
-    try:
-        numbers = [[float(c) for c in row] for row in rows]
-    except ValueError:
-        return []  # text columns: the input tensor is not this table as numbers; no baseline
+    text): each value's share, the baseline the server measures prediction drift against. The rows
+    are sent as a client would: each cell by its feature's type, a missing one as null."""
+    typed: list[list[Any]] = []
+    for row in rows:
+        cells: list[Any] = []
+        for cell, feature in zip(row, features):
+            if cell in MISSING:
+                cells.append(None)
+            elif feature.get("type") == "category":
+                cells.append(cell)
+            else:
+                try:
+                    cells.append(float(cell))
+                except ValueError:
+                    return []  # a hand-written type the reference contradicts: no baseline
+        typed.append(cells)
+    numbers = typed
     specs = [s for s in loaded.outputs if len(s.shape) == 1 and s.dtype in ("int64", "int32", "bool", "str")]
     if not specs:
         return []
     counts: dict[str, dict[str, int]] = {s.name: {} for s in specs}
     for start in range(0, len(numbers), batch):
-        feeds = loaded.prepare({input_name: numbers[start : start + batch]}, batch)
+        try:
+            feeds = loaded.prepare({input_name: numbers[start : start + batch]}, batch)
+        except server.ApiError:
+            return []  # the model's input cannot carry this table as it is: no baseline
         answers = loaded.outputs_json(loaded.run(feeds))
         for s in specs:
             for value in answers[s.name]:
@@ -104,7 +128,8 @@ def _prediction_baseline(
 def model_documents(project: Project, project_dir: Path, model: Path) -> dict[str, bytes]:
     """The deployment contract's signed files, by path in the bundle: beside the model the data
     contract, the acceptance set with the workstation's scores and the SLO; under ``monitoring/``
-    the alert rules (plain and as a PrometheusRule) and the Grafana dashboard for them."""
+    the alert rules (plain and as a PrometheusRule), the ServiceMonitor that scrapes the model as the
+    job the rules select, and the Grafana dashboard for them."""
     import yaml
 
     from airgap.core import monitoring
@@ -126,8 +151,14 @@ def model_documents(project: Project, project_dir: Path, model: Path) -> dict[st
     rules = monitoring.alert_rules(
         project.name, project.slo, data is not None, bool(data and data.get("predictions"))
     )
-    resource = monitoring.prometheus_rule(project.name, project.kubernetes.namespace, rules)
-    for rel, doc in (("monitoring/alerts.rules.yaml", rules), ("monitoring/prometheusrule.yaml", resource)):
+    namespace = project.kubernetes.namespace
+    resource = monitoring.prometheus_rule(project.name, namespace, rules)
+    scrape = monitoring.service_monitor(project.name, namespace)
+    for rel, doc in (
+        ("monitoring/alerts.rules.yaml", rules),
+        ("monitoring/prometheusrule.yaml", resource),
+        ("monitoring/servicemonitor.yaml", scrape),
+    ):
         files[rel] = yaml.safe_dump(doc, sort_keys=False, default_flow_style=False, width=1000).encode()
     files["monitoring/dashboard.json"] = pretty(
         monitoring.dashboard(project.name, project.version, project.slo)

@@ -17,16 +17,17 @@ from airgap.adapters import keys
 from airgap.adapters.archive import TarReader
 from airgap.adapters.fs import read_bytes
 from airgap.core.bundle_format import MANIFEST, MANIFEST_SIG, MAX_MANIFEST, MAX_SIG, ROOT
-from airgap.core.inventory import DeltaPlan, Inventory, merge_held, plan_delta
+from airgap.core.inventory import MAX_INVENTORY, DeltaPlan, Inventory, merge_held, plan_delta
 from airgap.services.media.formats import next_named, reader_for
 from airgap.services.media.formats._writing import hash_file
+from airgap.services.media.formats.v1 import canonical_signature
 from airgap.services.media.opening import locate_bundle, verify_with_any
 from airgap.services.observer import BYTES, NullObserver, Observer
 
 
 def load_inventory(path: Path) -> Inventory:
     """The far side's inventory, read strictly (a bad one is one line, exit 4)."""
-    return Inventory.from_bytes(read_bytes(path, "inventory"))
+    return Inventory.from_bytes(read_bytes(path, "inventory", MAX_INVENTORY))
 
 
 def held_since(bundle: Path, trusted: tuple[keys.TrustedKey, ...]) -> dict[str, int]:
@@ -46,6 +47,7 @@ def held_since(bundle: Path, trusted: tuple[keys.TrustedKey, ...]) -> dict[str, 
         manifest_bytes = reader.read(first, MAX_MANIFEST)
         manifest_sig = reader.read(next_named(reader, MANIFEST_SIG), MAX_SIG)
     verify_with_any(trusted, manifest_bytes, manifest_sig, f"the manifest of {bundle.name}")
+    canonical_signature(manifest_sig, MANIFEST_SIG)
     fmt = reader_for(manifest_bytes)
     manifest = fmt.parse_manifest(manifest_bytes)
     held: dict[str, int] = {}

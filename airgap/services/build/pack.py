@@ -19,14 +19,13 @@ from typing import Any
 
 from airgap import __version__
 from airgap.adapters.archive import PartInfo
-from airgap.core import versions
+from airgap.core import names, versions
 from airgap.core.bundle_format import (
     CONTROL,
     MAX_MANIFEST,
     ROOT,
     ImageEntry,
     Manifest,
-    check_member_path,
     format_timestamp,
     render_sums,
 )
@@ -69,7 +68,17 @@ def content_files(staging: Path) -> list[tuple[str, Path]]:
         rel = path.relative_to(staging).as_posix()
         if _EXCLUDE.match(rel) or rel.startswith(".") or "/." in rel:
             continue
-        out.append((check_member_path(rel), path))
+        out.append((rel, path))
+    # Refused here, before any byte is hashed, by the rule the far side applies (core/names.py):
+    # a bundle the packer writes always lays out.
+    try:
+        names.check_tree((rel for rel, _ in out), "file name", (*names.CONTROL_NAMES, *names.INSTALLER_NAMES))
+    except names.UnsafeName as exc:
+        raise InvalidInputError(
+            f"{staging}: {exc.message}",
+            hint=f"rename or remove that file in the staging directory ({names.CHARACTERS}; "
+            "see docs/bundle-format.md, Names)",
+        ) from None
     return out
 
 

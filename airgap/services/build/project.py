@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airgap.adapters.fs import read_bytes
+from airgap.adapters.fs import MAX_PROJECT, read_bytes
 from airgap.core.project import PROJECT_FILE, Project, parse_project, parse_requirements_in
 from airgap.errors import InvalidInputError
 
@@ -36,11 +36,13 @@ def load_project(project_path: Path) -> tuple[Project, tuple[str, ...]]:
             f"{project_dir} has no {PROJECT_FILE}",
             hint=f"pass the project directory that holds {PROJECT_FILE} (docs/project-file.md describes it)",
         )
-    text = read_bytes(path, "project file").decode("utf-8", "replace")
+    text = read_bytes(path, "project file", MAX_PROJECT).decode("utf-8", "replace")
     project = parse_project(text, str(path))
     if project.requirements_file:
         req_path = project_dir / project.requirements_file
-        reqs = parse_requirements_in(read_bytes(req_path, "requirements file").decode(), str(req_path))
+        reqs = parse_requirements_in(
+            read_bytes(req_path, "requirements file", MAX_PROJECT).decode(), str(req_path)
+        )
     else:
         reqs = project.requirements
     for what, rel in (("model", project.model.path), ("golden inputs", project.model.golden)):

@@ -102,8 +102,16 @@ def rebuild(
             "has the same name and would replace it",
             hint="choose another directory, e.g. --output rebuilt/",
         )
-    # 1. Verified exactly as install verifies; small metadata is handed back by the verifier.
-    keep = dataclasses.replace(options.verify, keep=lambda path, size: path in _KEEP and size < 16 << 20)
+    # 1. Verified exactly as install verifies — trusted for its name, and in the same version
+    #    order: nothing older than the highest version installed here under its name, nor another
+    #    bundle under a version installed here, is re-signed by the site key (which every install
+    #    here trusts). Small metadata is handed back by the verifier.
+    keep = dataclasses.replace(
+        options.verify,
+        keep=lambda path, size: path in _KEEP and size < 16 << 20,
+        installed_versions=state.installed_versions(),
+        installed_manifests=state.installed_manifests(),
+    )
     verified = verify_and_audit(options.bundle, state, keep, obs, action="rebuild")
     phase.seconds["verify"] = round(time.monotonic() - started, 3)
     missing = [p for p in _KEEP if p not in verified.kept]
@@ -150,6 +158,8 @@ def rebuild(
                 lambda p: not p.startswith(("image/", "attestations/", "compliance/")),
                 staging,
                 state.blob_store,
+                # The staging tree is edited below: its files are copies, never the store's inodes.
+                copy=True,
             )
         if cand.directory:
             record = _swap_wheelhouse(staging, record, cand)

@@ -171,7 +171,7 @@ def _data_promises(port: int, data: dict[str, Any]) -> list[Promise]:
 
 
 def _outside_row(features: list[dict[str, Any]]) -> tuple[list[Any], str] | None:
-    """A row inside the contract in every column but one, which is just above its maximum."""
+    """A row inside the contract in every column but one, an enforced feature's, just above its maximum."""
     row: list[Any] = []
     target = None
     for f in features:
@@ -187,7 +187,7 @@ def _outside_row(features: list[dict[str, Any]]) -> tuple[list[Any], str] | None
         )
         if f.get("type") in ("int", "bool"):
             middle = round(middle)
-        if target is None and high is not None:
+        if target is None and high is not None and f.get("mode") != "warn":  # warn mode answers it
             target = f["name"]
             row.append(high + max(1.0, abs(high)))
         else:

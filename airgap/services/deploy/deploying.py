@@ -25,7 +25,7 @@ def deploy_and_smoke(
     """Streams what ``target`` needs out of the verified bundle (re-hashing every byte), deploys it
     and asks it the golden inputs: the contract, the answers and what differed from the contract."""
     obs.begin("extract", None)
-    extract(bundle, verified, target.wants, ctx.content, blobs, created)
+    extract(bundle, verified, target.wants, ctx.content, blobs, created, root=ctx.site.content_root)
     obs.end("extract")
     ctx.journal.step("extracted")
     contract = read_contract(ctx.content)

@@ -6,7 +6,8 @@ subject is the bundle (its manifest's SHA-256) and whose predicate is an in-toto
 the checks made, which passed and which failed, with the golden-case numbers — signed by the
 site key when one is configured (``AIRGAP_SITE_KEY``), and otherwise stored with no signature,
 which is how an unsigned one is marked. ``airgap evidence export`` gathers them into one file to
-carry back; ``airgap evidence verify`` checks it with the site's public key.
+carry back, signed as a whole, and ``airgap evidence verify`` checks it with the site's public key
+(``export.py``).
 
 Writing an attestation never changes the outcome of the command it records: a failure to write
 one is reported (a warning line, a field of the JSON document) and appended to the audit log,
@@ -16,24 +17,24 @@ a site key that cannot be used stops the command before it does anything.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import fcntl
 import getpass
+import hashlib
 import os
 import socket
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap import __version__
-from airgap.adapters import keys
 from airgap.adapters.fs import atomic_write_bytes, read_bytes
 from airgap.core import attestation as at
-from airgap.core.bundle_format import canonical_json, strict_json
-from airgap.errors import AirgapError, EnvironmentFailure, InvalidInputError, SignatureError
+from airgap.errors import AirgapError, EnvironmentFailure
 from airgap.ports import Signer
-from airgap.services.attest import sign_envelope, verify_envelope
+from airgap.services.attest import sign_envelope
 from airgap.services.state import State
 
 if TYPE_CHECKING:  # types only: `verify` must not pay for numpy (core.smoke) to write its record
@@ -41,8 +42,6 @@ if TYPE_CHECKING:  # types only: `verify` must not pay for numpy (core.smoke) to
     from airgap.services.deploy.receipts import Receipt
     from airgap.services.media.opening import VerifiedBundle
 
-EVIDENCE_FORMAT = "airgap.evidence/v1"
-MAX_EVIDENCE = 256 << 20
 SUFFIX = ".intoto.json"
 
 if TYPE_CHECKING:
@@ -54,11 +53,13 @@ def attestations_dir(state: State) -> Path:
     return state.directory / "attestations"
 
 
-def _now() -> str:
+def now() -> str:
+    """The time an attestation or an export records, in UTC to the second."""
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _who() -> dict[str, Any]:
+def who() -> dict[str, Any]:
+    """Who ran the command: user (or uid), uid and host, as the audit log records them."""
     try:
         user = getpass.getuser()
     except (KeyError, OSError):
@@ -101,6 +102,7 @@ class Evidence:
         m = verified.manifest
         passed = [
             f"manifest signature by trusted key {verified.key_id}",
+            f"that key trusted here for the name {m.name}",
             "the archive byte-exact to the signed manifest: nothing unlisted, nothing after the end",
             f"every file's size and SHA-256 ({len(m.files)} files, {m.total_size} bytes)",
             "not expired",
@@ -127,7 +129,12 @@ class Evidence:
     ) -> None:
         """An install ran its smoke test: committed when ``mismatches`` is empty, undone otherwise."""
         passed, failed, numbers = _golden(contract, mismatches)
-        passed = [f"manifest signature by trusted key {verified.key_id}", "every file's SHA-256", *passed]
+        passed = [
+            f"manifest signature by trusted key {verified.key_id}",
+            f"that key trusted here for the name {verified.manifest.name}",
+            "every file's SHA-256",
+            *passed,
+        ]
         self._write(
             "install",
             receipt.name,
@@ -196,6 +203,16 @@ class Evidence:
         details: dict[str, Any],
     ) -> None:
         when = dt.datetime.now(dt.timezone.utc)
+        ours: dict[str, Any] = {
+            "action": action,
+            "when": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "who": who(),
+            "bundle_name": name,
+            "bundle_version": version,
+            "manifest_sha256": manifest_sha256,
+            "site_key_id": self.signer.key_id if self.signer else None,
+            **details,
+        }
         predicate = {
             "result": "FAILED" if failed else ("WARNED" if warned else "PASSED"),
             "configuration": [
@@ -204,16 +221,7 @@ class Evidence:
             "passedTests": passed,
             "warnedTests": warned,
             "failedTests": failed,
-            "airgap": {
-                "action": action,
-                "when": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "who": _who(),
-                "bundle_name": name,
-                "bundle_version": version,
-                "manifest_sha256": manifest_sha256,
-                "site_key_id": self.signer.key_id if self.signer else None,
-                **details,
-            },
+            "airgap": ours,
         }
         subject = at.Subject(f"{name}-{version}.airgap.tar:bundle/manifest.json", manifest_sha256)
         directory = attestations_dir(self.state)
@@ -221,14 +229,19 @@ class Evidence:
             directory / f"{when.strftime('%Y%m%dT%H%M%S%fZ')}-{action}-{name}-{uuid.uuid4().hex[:8]}{SUFFIX}"
         )
         try:
-            envelope = sign_envelope(at.statement([subject], at.TEST_RESULT, predicate), self.signer)
             try:
                 directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             except OSError as exc:
                 raise EnvironmentFailure(f"cannot create {directory}: {exc.strerror}") from None
             if self.signer is not None:
                 self._keep_site_key(directory)
-            atomic_write_bytes(path, envelope.to_bytes(), mode=0o600)
+            with _chain_lock(directory):
+                # Each record names its place and the hash of the one before it (signed with it),
+                # so that a record removed from this directory leaves a gap the export shows.
+                sequence, previous = _last_link(directory)
+                ours.update({"sequence": sequence, "previous_sha256": previous})
+                envelope = sign_envelope(at.statement([subject], at.TEST_RESULT, predicate), self.signer)
+                atomic_write_bytes(path, envelope.to_bytes(), mode=0o600)
             self.written.append(path)
         except (AirgapError, OSError, ValueError) as exc:
             reason = exc.one_line() if isinstance(exc, AirgapError) else str(exc)
@@ -257,138 +270,35 @@ class Evidence:
             atomic_write_bytes(path, pem)
 
 
-# -- export and verify ---------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Exported:
-    """What `airgap evidence export` wrote: how many attestations, how many unsigned, which keys."""
-
-    path: Path
-    count: int
-    unsigned: int
-    site_key_ids: tuple[str, ...]
-    oscal: tuple[Path, ...] = ()  # the OSCAL assessment results and their summary, beside ``path``
+CHAIN_LOCK = ".chain.lock"
 
 
-def export(state: State, out: Path, bundle: Path | None = None, key: Path | None = None) -> Exported:
-    """Gathers every attestation of the state directory, and the site public keys that signed
-    them, into one JSON file, with the OSCAL assessment results of the far-side checks and their
-    Markdown summary beside it — and, given a ``bundle``, the results of the ``airgap check`` it
-    carries (verified first, against the trust store or ``key``). Each envelope is read back
-    strictly first: a damaged file is named and nothing is written."""
-    from airgap.services.evidence.oscal import bundle_check_results, write_far_side_oscal
-
-    carried = bundle_check_results(bundle, state, key) if bundle is not None else []
-    directory = attestations_dir(state)
-    entries: list[dict[str, Any]] = []
-    site_keys: list[dict[str, str]] = []
-    statements: list[tuple[str, dict[str, Any], str | None]] = []
-    unsigned = 0
-    paths = sorted(directory.glob(f"*{SUFFIX}")) if directory.is_dir() else []
-    for path in paths:
-        envelope = at.parse_envelope(read_bytes(path, "attestation"), str(path), require_signature=False)
-        unsigned += not envelope.signatures
-        entries.append({"file": path.name, "envelope": envelope.to_json()})
-        statement = envelope.statement()
-        if statement.get("predicateType") == at.TEST_RESULT:
-            signer = envelope.signatures[0].keyid if envelope.signatures else None
-            statements.append((path.name, statement, signer))
-    for path in sorted(directory.glob("site-*.pub")) if directory.is_dir() else []:
-        public = keys.load_public(read_bytes(path, "site key"), str(path))
-        site_keys.append({"key_id": keys.key_id(public), "pem": keys.public_pem(public).decode("ascii")})
-    document = {
-        "format": EVIDENCE_FORMAT,
-        "exported": _now(),
-        "exported_by": _who(),
-        "site_keys": site_keys,
-        "attestations": entries,
-    }
-    oscal = write_far_side_oscal(out, statements, carried)
-    atomic_write_bytes(out, canonical_json(document))
-    return Exported(out, len(entries), unsigned, tuple(k["key_id"] for k in site_keys), oscal)
-
-
-@dataclass(frozen=True)
-class Checked:
-    """One envelope `airgap evidence verify` read: its file, what it says, and who signed it."""
-
-    file: str
-    action: str
-    subject: str
-    result: str
-    signed_by: str | None
-
-
-def _entries(raw: bytes, origin: str) -> list[tuple[str, object]]:
-    """(file name, envelope JSON) of an evidence file, or of a single envelope file."""
-    if len(raw) > MAX_EVIDENCE:
-        raise InvalidInputError(f"{origin} is {len(raw)} bytes, over the {MAX_EVIDENCE} evidence may have")
+@contextlib.contextmanager
+def _chain_lock(directory: Path) -> Iterator[None]:
+    """One writer at a time appends to the chain of records (two far-side commands at once must
+    not both take the same place)."""
+    fd = os.open(directory / CHAIN_LOCK, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
     try:
-        data = strict_json(raw)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        raise InvalidInputError(f"{origin} is not strict UTF-8 JSON ({str(exc)[:80]})") from None
-    if isinstance(data, dict) and "format" not in data:
-        # One envelope file, as bundle/attestations/ and STATE/attestations/ hold them.
-        return [(Path(origin).name, at.parse_envelope(raw, origin, require_signature=False).to_json())]
-    if (
-        not isinstance(data, dict)
-        or data.get("format") != EVIDENCE_FORMAT
-        or set(data) != {"format", "exported", "exported_by", "site_keys", "attestations"}
-        or not isinstance(data["attestations"], list)
-    ):
-        raise InvalidInputError(
-            f"{origin} is neither an attestation nor an {EVIDENCE_FORMAT} file",
-            hint="pass the file `airgap evidence export` wrote, or one .intoto.json envelope",
-        )
-    out: list[tuple[str, object]] = []
-    for i, entry in enumerate(data["attestations"]):
-        if (
-            not isinstance(entry, dict)
-            or set(entry) != {"file", "envelope"}
-            or not isinstance(entry["file"], str)
-        ):
-            raise InvalidInputError(f"{origin}: attestations[{i}] must have exactly a file and an envelope")
-        out.append((entry["file"][:200], entry["envelope"]))
-    return out
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
-def verify_evidence(
-    path: Path, public_pem: bytes, key_origin: str, *, allow_unsigned: bool = False
-) -> list[Checked]:
-    """Checks every envelope of an evidence file (or one envelope file) against one public key.
+def _last_link(directory: Path) -> tuple[int, str | None]:
+    """The place of the next record and the SHA-256 of the last one written (None for the first).
 
-    Returns only if every envelope is well formed and signed by that key (with ``allow_unsigned``,
-    unsigned ones are listed with ``signed_by`` None instead); raises SignatureError (exit 3) for
-    the first that is not, naming it, and InvalidInputError (exit 4) for malformed input.
+    The last record is the last by name (names start with the time, and writers take turns under
+    the lock). One that cannot be read as a chained record starts the chain again at 1, after it.
     """
-    public = keys.load_public(public_pem, key_origin)
-    kid = keys.key_id(public)
-    origin = str(path)
-    checked: list[Checked] = []
-    unsigned: list[str] = []
-    for name, data in _entries(read_bytes(path, "evidence file"), origin):
-        where = f"{origin}: {name}"
-        envelope = at.envelope_from_json(data, where, require_signature=False)
-        statement = envelope.statement()
-        if not envelope.signatures:
-            unsigned.append(name)
-        else:
-            verify_envelope(envelope, public, where)
-        predicate = statement["predicate"]
-        extra = predicate.get("airgap") if isinstance(predicate.get("airgap"), dict) else {}
-        action = str(
-            extra.get("action") or ("provenance" if statement["predicateType"] == at.SLSA_PROVENANCE else "?")
-        )
-        result = str(predicate.get("result") or ("built" if action == "provenance" else "?"))
-        subject = ", ".join(
-            f"{n} sha256:{d[:16]}" for n, d in list(at.subject_digests(statement).items())[:3]
-        )
-        checked.append(Checked(name, action, subject, result, kid if envelope.signatures else None))
-    if unsigned and not allow_unsigned:
-        raise SignatureError(
-            f"{len(unsigned)} of {len(checked)} attestations in {origin} are unsigned "
-            f"(first: {unsigned[0]}): no site key was configured when they were written, "
-            "so they prove nothing",
-            hint="configure AIRGAP_SITE_KEY on the far side; "
-            "--allow-unsigned lists them without proving them",
-        )
-    return checked
+    records = sorted(directory.glob(f"*{SUFFIX}"))
+    if not records:
+        return 1, None
+    raw = read_bytes(records[-1], "attestation", at.MAX_ENVELOPE)
+    previous = hashlib.sha256(raw).hexdigest()
+    try:
+        extra = at.parse_envelope(raw, str(records[-1]), require_signature=False).statement()["predicate"]
+        sequence = extra.get("airgap", {}).get("sequence")
+    except (AirgapError, AttributeError):
+        sequence = None
+    return (sequence + 1 if isinstance(sequence, int) and sequence > 0 else 1), previous

@@ -27,11 +27,16 @@ def extract(
     dest: Path,
     blobs: Path,
     created: list[Path] | None = None,
+    *,
+    root: Path | None = None,
+    copy: bool = False,
 ) -> None:
     """Streams the chosen files out of the bundle into ``dest`` (OCI blobs into the shared ``blobs``),
-    re-hashing each one against the verified manifest, decompressing within the signed size."""
+    re-hashing each one against the verified manifest, decompressing within the signed size.
+    ``root``: the content store both lie in; no directory from it down may be a link or another
+    user's. ``copy``: the caller will change the tree, so no file may share the store's inode."""
     fmt = format_named(verified.manifest.format)
-    fmt.extract(verified.handle.stream, verified.manifest, want, dest, blobs, created)
+    fmt.extract(verified.handle.stream, verified.manifest, want, dest, blobs, created, root, copy)
 
 
 def model_file(record: BuildRecord) -> str:

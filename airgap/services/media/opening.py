@@ -26,7 +26,7 @@ from typing import BinaryIO, TypeVar
 from airgap.adapters import keys
 from airgap.adapters.archive import TarReader, TimedReader, open_regular, read_small
 from airgap.adapters.parts import ConcatenatedParts
-from airgap.core import versions
+from airgap.core import names, versions
 from airgap.core.bundle_format import (
     MANIFEST,
     MANIFEST_SIG,
@@ -36,6 +36,7 @@ from airgap.core.bundle_format import (
     ROOT,
     Manifest,
 )
+from airgap.core.checksums import parse_index
 from airgap.core.parity import ParityIndex, parity_index_name
 from airgap.errors import (
     ExpiredError,
@@ -47,6 +48,7 @@ from airgap.errors import (
     UntrustedKeyError,
 )
 from airgap.services.media.formats import SignedFront, next_named, reader_for
+from airgap.services.media.formats.v1 import canonical_signature
 from airgap.services.media.parity import Repair, RepairSpace, repair
 from airgap.services.observer import BYTES, NullObserver, Observer
 
@@ -111,7 +113,10 @@ class BundleHandle:
         sig_path = self.index_path.parent / (self.index_path.name + ".sig")
         if not sig_path.exists():
             raise SignatureError(f"the parts index has no signature ({sig_path.name} is missing)")
-        verify_with_any(trusted, self.index, read_small(sig_path, MAX_SIG, "a signature"), "the parts index")
+        sig = read_small(sig_path, MAX_SIG, "a signature")
+        # One spelling, as for the signatures inside the archive: base64 of the low-s DER, one newline.
+        canonical_signature(sig, sig_path.name)
+        verify_with_any(trusted, self.index, sig, "the parts index")
         parity = self.parity(trusted)
         missing = [p.name for p in self.paths if not p.exists()]
         if missing and parity is None:
@@ -135,7 +140,9 @@ class BundleHandle:
         sig = path.parent / (path.name + ".sig")
         if not sig.exists():
             raise SignatureError(f"the parity index has no signature ({sig.name} is missing)")
-        verify_with_any(trusted, self.parity_raw, read_small(sig, MAX_SIG, "a signature"), "the parity index")
+        sig_bytes = read_small(sig, MAX_SIG, "a signature")
+        canonical_signature(sig_bytes, sig.name)
+        verify_with_any(trusted, self.parity_raw, sig_bytes, "the parity index")
         index = ParityIndex.from_bytes(self.parity_raw, path.name)
         index.check_parts_index(self.index, list(self.parts), path.name)
         return index
@@ -279,12 +286,11 @@ def locate_bundle(path: Path) -> BundleHandle:
         index = read_small(index_path, MAX_INDEX, "a parts index")
         parity_path = index_path.parent / parity_index_name(index_path.name)
         parity_raw = read_small(parity_path, MAX_INDEX, "a parity index") if parity_path.exists() else None
-        expected: list[tuple[str, str]] = []
-        for line in index.decode("utf-8", "replace").splitlines():
-            sha, _, name = line.partition("  ")
-            if len(sha) != 64 or "/" in name or not name or name.startswith("."):
-                raise TamperError(f"the parts index {index_path.name} is malformed")
-            expected.append((name, sha))
+        # Read as `sha256sum -c` reads it, in the one spelling the packer writes (core/checksums.py).
+        expected = parse_index(index, f"the parts index {index_path.name}")
+        for name, _ in expected:
+            if not names.is_file_name(name):  # the rule for every name the far side creates
+                raise TamperError(f"the parts index {index_path.name} is malformed: it names {name!r}")
         paths = tuple(index_path.parent / n for n, _ in expected)
         return BundleHandle(path, paths, tuple(expected), index, index_path, parity_raw)
     if not path.exists():

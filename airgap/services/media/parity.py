@@ -27,6 +27,7 @@ from airgap.adapters import erasure
 from airgap.adapters.archive import PartInfo, PartSink
 from airgap.adapters.fs import atomic_write_bytes
 from airgap.core.bundle_format import PARTS_INDEX_SUFFIX
+from airgap.core.checksums import render_index
 from airgap.core.parity import (
     PARITY_INDEX_SUFFIX,
     ParityIndex,
@@ -41,8 +42,9 @@ from airgap.services.observer import BYTES, NullObserver, Observer
 
 
 def render_parts_index(parts: Iterable[PartInfo]) -> bytes:
-    """``sha256sum -c`` format, one line per data part, in order: what a reviewer checks by hand."""
-    return "".join(f"{p.sha256}  {p.name}\n" for p in parts).encode()
+    """``sha256sum -c`` format, one line per data part, in order: what a reviewer checks by hand,
+    in the one spelling the verifier reads back (core/checksums.py)."""
+    return render_index([(p.name, p.sha256) for p in parts])
 
 
 class ParitySink(PartSink):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from airgap.errors import AirgapError, InvalidInputError
+from airgap.core.signing import describe_scope
+from airgap.errors import AirgapError, InvalidInputError, UntrustedKeyError
 from airgap.services.media.opening import (
     UnsafeOptionWarning,
     VerifiedBundle,
@@ -25,6 +26,7 @@ __all__ = [
     "VerifiedBundle",
     "VerifiedReader",
     "VerifyOptions",
+    "check_trust_scope",
     "locate_bundle",
     "open_bundle",
     "verify_and_audit",
@@ -33,9 +35,32 @@ __all__ = [
 
 
 def verify_bundle(path: Path, options: VerifyOptions, observer: Observer | None = None) -> VerifiedBundle:
-    """Proves the bundle at ``path`` whole, unmodified, trusted and fresh (``open_bundle``);
-    returns only on success, raises an IntegrityError subclass (exit 3) or InvalidInputError."""
-    return open_bundle(path, options, observer)
+    """Proves the bundle at ``path`` whole, unmodified, trusted for its name and fresh
+    (``open_bundle``, ``check_trust_scope``); returns only on success, raises an IntegrityError
+    subclass (exit 3) or InvalidInputError."""
+    result = open_bundle(path, options, observer)
+    check_trust_scope(result, options)
+    return result
+
+
+def check_trust_scope(result: VerifiedBundle, options: VerifyOptions) -> None:
+    """The key that signed the bundle is trusted for the name the signed manifest gives it.
+
+    A key is trusted for names (``keys trust --for``), not for everything: without this, any one
+    trusted publisher — or the site key ``rebuild`` signs with — could ship a bundle under another
+    publisher's name, and raise that name's highest installed version to block its real updates.
+    Raises UntrustedKeyError (exit 3).
+    """
+    name = result.manifest.name
+    key = next((k for k in options.trusted if k.key_id == result.key_id), None)
+    if key is None or not key.may_sign(name):
+        scope = describe_scope(key.names) if key is not None else "nothing"
+        raise UntrustedKeyError(
+            f"the bundle {name} {result.manifest.version} is signed by key {result.key_id[:16]}, "
+            f"which is trusted here only for {scope}, not for {name}",
+            hint=f"if the site has decided this key may sign {name}: "
+            f"`airgap keys trust KEY.pub --for {name},...` (listing every name it may sign)",
+        )
 
 
 def verify_and_audit(
@@ -44,6 +69,7 @@ def verify_and_audit(
     """Verifies, then appends the outcome — accepted or rejected, with the reason — to the audit log."""
     try:
         result = open_bundle(path, options, observer)
+        check_trust_scope(result, options)
     except AirgapError as exc:
         try:
             state.audit(
@@ -69,6 +95,7 @@ def verify_and_audit(
             "version": result.manifest.version,
             "manifest_sha256": result.manifest_sha256,
             "key_id": result.key_id,
+            "trusted_for": next((list(k.names) for k in options.trusted if k.key_id == result.key_id), []),
             "warnings": list(result.warnings),
             "repaired": [r.to_json() for r in result.handle.repaired],
         }

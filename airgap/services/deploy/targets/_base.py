@@ -109,6 +109,16 @@ class InstallContext:
     journal: Journal
     manifest: Manifest | None = None
 
+    def deploy_dir(self) -> Path:
+        """``deploy/`` of the installed tree, where a target writes what it renders for its
+        runtime: a real directory this process owns, checked from the content store down, so a
+        link planted there cannot send the write outside the state directory (the name is
+        reserved, so no bundle file is there: docs/bundle-format.md, Names)."""
+        from airgap.services.media.formats._extracting import private_dir
+
+        root = self.site.content_root if self.content.is_relative_to(self.site.content_root) else self.content
+        return private_dir(self.content / "deploy", root)
+
     def oci_image(self) -> OciImage:
         """The bundle's image in the content store's OCI layout."""
         from airgap.ports import OciImage

@@ -72,7 +72,7 @@ class KubernetesTarget(BaseTarget):
             raise UsageError("--to kubernetes needs --registry HOST:PORT (the cluster's registry)")
         ref = push(ctx)
         text = rewritten_manifests(content, ctx.record, ref)
-        (content / "deploy").mkdir(exist_ok=True)
+        ctx.deploy_dir()
         path = content / "deploy" / "kubernetes.yaml"
         atomic_write_bytes(path, text.encode())
         where = self._where(ctx, path, text)

@@ -52,7 +52,7 @@ class PodmanKubeTarget(BaseTarget):
                         ]
                     )
         play_text = yaml.safe_dump_all(docs, sort_keys=False)
-        (content / "deploy").mkdir(exist_ok=True)
+        ctx.deploy_dir()
         atomic_write_bytes(content / "deploy" / "podman-kube.yaml", play_text.encode())
         r.extra["kube_yaml"] = str(content / "deploy" / "podman-kube.yaml")
         old_yaml = _kube_yaml(current.extra if current else {})

@@ -29,7 +29,7 @@ class RegistryTarget(ContainerTarget):
         ref = push(ctx)
         ctx.journal.step("pushed", registry_ref=ref)
         manifests = rewritten_manifests(content, ctx.record, ref)
-        (content / "deploy").mkdir(exist_ok=True)
+        ctx.deploy_dir()
         atomic_write_bytes(
             content / "deploy" / f"manifests-{options.registry.replace(':', '_')}.yaml", manifests.encode()
         )

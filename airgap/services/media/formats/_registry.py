@@ -90,10 +90,15 @@ class BundleFormat(abc.ABC):
         dest: Path,
         blobs: Path,
         created: list[Path] | None,
+        root: Path | None = None,
+        copy: bool = False,
     ) -> None:
         """Streams the files ``want`` chooses of a verified bundle into ``dest`` (OCI blobs into the
         shared store ``blobs``), re-hashing each one against ``manifest``; appends every file it
-        writes to ``created``. The media may have changed since verification: what differs raises."""
+        writes to ``created``. The media may have changed since verification: what differs raises.
+        Every directory written to, from ``root`` (the content store) down, is a real one this
+        process owns; every file written is read-only, and with ``copy`` never shares an inode
+        with the store (for a caller that changes the tree afterwards)."""
         raise UnsupportedFormatError(f"bundle format {self.name} is verified here, never extracted")
 
     @abc.abstractmethod

@@ -44,7 +44,7 @@ from airgap.core.bundle_format import (
 from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
 from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import IntegrityError, InvalidInputError, SignatureError, TamperError
-from airgap.services.media.formats._extracting import disk_error, file_sha256, members, write_member
+from airgap.services.media.formats._extracting import members, private_dir, reusable, write_member
 from airgap.services.media.formats._registry import (
     BundleFormat,
     FormatResult,
@@ -99,27 +99,33 @@ class V1Format(BundleFormat):
         dest: Path,
         blobs: Path,
         created: list[Path] | None,
+        root: Path | None = None,
+        copy: bool = False,
     ) -> None:
-        """See ``BundleFormat.extract``: each chosen member to its path, an OCI blob to the store."""
+        """See ``BundleFormat.extract``: each chosen member to its path, an OCI blob to the store.
+        Each file is written anew (never shared with the store), so ``copy`` changes nothing."""
         entries = {f.path: f for f in manifest.files}
+        made: set[Path] = set()
         with stream() as opened:
             for reader, member, entry in members(opened, entries):
                 if not want(entry.content_path):
                     continue
                 if "/blobs/sha256/" in entry.content_path:
                     target = blobs / entry.content_path.rsplit("/", 1)[1]
+                    base = root if root is not None and blobs.is_relative_to(root) else blobs
                     # A blob already in the shared store is reused only if its bytes still hash to
                     # its name; anything else there is replaced from this verified bundle.
-                    if target.name == file_sha256(target):
+                    size = entry.content_size if entry.content_size is not None else entry.size
+                    if reusable(target, target.name, size):
                         for _ in reader.chunks(member):
                             pass
                         continue
                 else:
                     target = dest / entry.content_path
-                try:
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                except OSError as exc:
-                    raise disk_error(target.parent, exc) from None
+                    base = root if root is not None and dest.is_relative_to(root) else dest
+                if target.parent not in made:
+                    private_dir(target.parent, base)
+                    made.add(target.parent)
                 write_member(reader, member, entry, target)
                 if created is not None:
                     created.append(target)

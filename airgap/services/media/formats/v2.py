@@ -28,11 +28,11 @@ from airgap.core.bundle_format import (
 )
 from airgap.errors import InvalidInputError, TamperError
 from airgap.services.media.formats._extracting import (
-    disk_error,
-    file_sha256,
     link_into,
     members,
-    stored_blob,
+    private_dir,
+    reusable,
+    store_problem,
     write_member,
 )
 from airgap.services.media.formats._registry import (
@@ -109,6 +109,8 @@ class V2Format(BundleFormat):
         dest: Path,
         blobs: Path,
         created: list[Path] | None,
+        root: Path | None = None,
+        copy: bool = False,
     ) -> None:
         """See ``BundleFormat.extract``: every blob the bundle carries goes into the shared store
         once (re-hashed on the way; one already there, or an external one a chosen file needs, is
@@ -116,12 +118,9 @@ class V2Format(BundleFormat):
         link cannot be made). An OCI layout's blobs stay in the store, as in v1: the targets read
         the image from there."""
         chosen = [f for f in manifest.files if want(f.path)]
-        needed = {f.sha256 for f in chosen}
+        needed = {f.sha256: f.size for f in chosen}
         stored = {b.path: b for b in manifest.stored}
-        try:
-            blobs.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise disk_error(blobs, exc) from None
+        private_dir(blobs, root)
         have: set[str] = set()
         with stream() as opened:
             for reader, member, entry in members(opened, stored):
@@ -129,23 +128,33 @@ class V2Format(BundleFormat):
                 # Every blob the bundle carries is kept, not only those this target needs: the
                 # store is what `airgap inventory` reports, so the next delta can leave all out.
                 target = blobs / hexd
-                if hexd != file_sha256(target):
+                size = entry.content_size if entry.content_size is not None else entry.size
+                if reusable(target, hexd, size):
+                    for _ in reader.chunks(member):
+                        pass
+                else:
                     write_member(reader, member, entry, target)
                     if created is not None:
                         created.append(target)
                 have.add(hexd)
-        for hexd in sorted(needed - have):
+        for hexd in sorted(set(needed) - have):
             # External (or, were the media changed, missing): the store's copy, re-hashed now.
-            if file_sha256(blobs / hexd) != hexd:
+            if not reusable(blobs / hexd, hexd, needed[hexd]):
+                problem = store_problem(blobs / hexd, hexd, needed[hexd])[0]
                 users = ", ".join(f.path for f in chosen if f.sha256 == hexd)
                 raise TamperError(
-                    f"blob {hexd} (needed by {users}) is missing from the blob store {blobs} "
-                    "or has other content",
+                    f"blob {hexd} (needed by {users}) in the blob store {blobs} {problem}",
                     hint="the store changed since verification: verify again, or ask for a full bundle",
                 )
+        made: set[Path] = set()
+        base = root if root is not None and dest.is_relative_to(root) else dest
         for f in chosen:
             if "/blobs/sha256/" not in f.path:
-                link_into(blobs / f.sha256, dest / f.path)
+                target = dest / f.path
+                if target.parent not in made:
+                    private_dir(target.parent, base)
+                    made.add(target.parent)
+                link_into(blobs / f.sha256, target, copy)
 
     def parse_manifest(self, raw: bytes) -> Manifest:
         """See ``BundleFormat.parse_manifest``: ``bundle_v2.parse_manifest`` checks every field
@@ -203,17 +212,15 @@ def check_external(manifest: Manifest, store: Path | None, keep: Keep) -> dict[s
                 "there is no blob store here",
                 hint="verify on the far side whose store holds it, or ask for a full bundle",
             )
-        found = stored_blob(store / hexd, bool(wanted))
-        if found is None:
+        problem, data = store_problem(store / hexd, hexd, files[0].size, bool(wanted))
+        if problem == "is missing":
             raise TamperError(
                 f"external blob {hexd} (needed by {needed_by}) is missing from the blob store {store}",
                 hint="the bundle is a delta against content this side no longer has: ask for a full bundle",
             )
-        digest, size, data = found
-        if digest != hexd or size != files[0].size:
+        if problem is not None:
             raise TamperError(
-                f"external blob {hexd} (needed by {needed_by}) in the blob store {store} has other content "
-                f"(sha256 {digest[:16]}…, {size} bytes)",
+                f"external blob {hexd} (needed by {needed_by}) in the blob store {store} {problem}",
                 hint="the far side's store is damaged: remove that file, then ask for a full bundle",
             )
         if data is not None:
