@@ -30,6 +30,7 @@ NAMESPACE = "tabular"
 REGISTRY = "127.0.0.1:5000"
 SELECTOR = f"app.kubernetes.io/name={NAME}"
 TO = ("--to", "kubernetes", "--registry", REGISTRY, "--insecure-registry")
+GRACE_SECONDS = 20  # bundle_templates/k8s/20-deployment.yaml.j2
 INSTALL_STEPS = ("verified", "extracted", "created", "started", "smoke-passed", "committed")
 
 
@@ -231,13 +232,17 @@ def test_probe_reports_the_cluster_release_from_the_current_kubeconfig(
 
 
 def test_uninstall_removes_the_deployment_and_its_pods_in_seconds(kubeconfig: str, site: Path) -> None:
+    grace = deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+    assert grace == GRACE_SECONDS
     start = time.monotonic()
     proc = airgap("uninstall", NAME, "--to", "kubernetes", state=site)
     assert proc.returncode == 0, proc.stderr
     kubectl("-n", NAMESPACE, "wait", "--for=delete", "pod", "-l", SELECTOR, "--timeout=60s")
     took = time.monotonic() - start
     assert pods() == []
-    assert took < 20, f"uninstall and pod shutdown took {took:.1f}s"  # SIGTERM handled, grace bounded
+    # Bounded by the pods' grace period (a 5 s preStop wait, then at most a 10 s drain), never by
+    # Kubernetes' default 30 s; the margin is for the API calls on a busy machine.
+    assert took < GRACE_SECONDS + 8, f"uninstall and pod shutdown took {took:.1f}s"
 
 
 def test_install_sh_hands_over_to_kubernetes(
@@ -269,9 +274,11 @@ def test_install_sh_hands_over_to_kubernetes(
         assert f"installed {NAME} 1.0.0 --to kubernetes" in proc.stdout, proc.stdout
         assert deployment()["status"]["readyReplicas"] == 2
     finally:
-        subprocess.run(
+        removed = subprocess.run(
             [str(tmp_path / "prefix" / "venv" / "bin" / "airgap"), "uninstall", NAME, "--to", "kubernetes",
              "--state-dir", str(state)],
             capture_output=True, text=True, timeout=300,
         )  # fmt: skip
-    assert pods() == [] or all(p["metadata"].get("deletionTimestamp") for p in pods())
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    kubectl("-n", NAMESPACE, "wait", "--for=delete", "pod", "-l", SELECTOR, "--timeout=90s")
+    assert pods() == []
