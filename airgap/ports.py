@@ -290,9 +290,19 @@ class Kubectl(Protocol):
         """Returns the deployment to its previous revision."""
         ...
 
-    def port_forward(self, namespace: str, deployment: str, remote_port: int) -> AbstractContextManager[int]:
+    def server_version(self) -> str:
+        """The cluster's Kubernetes release as its API server reports it (``v1.20.2``)."""
+        ...
+
+    def ready_pods(self, namespace: str, deployment: str) -> list[tuple[str, str]]:
+        """The deployment's pods that are Ready now: (name, pod IP) pairs."""
+        ...
+
+    def port_forward(
+        self, namespace: str, deployment: str, remote_port: int, pod: str | None = None
+    ) -> AbstractContextManager[int]:
         """A forward from an ephemeral local port on 127.0.0.1 to ``remote_port`` of one of the
-        deployment's pods, open for the ``with`` block; yields the local port."""
+        deployment's pods (``pod``, when given), open for the ``with`` block; yields the local port."""
         ...
 
 

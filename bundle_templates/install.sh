@@ -7,6 +7,7 @@
 #   sh bundle/install.sh --key publisher.pub NAME-VERSION.airgap.tar [--prefix DIR] [--state-dir DIR]
 #                        [--python PYTHON] [--verify-only] [-- ARGS for airgap install]
 #
+# ARGS may name another target than the virtualenv: -- --to kubernetes --registry HOST:PORT.
 # A split bundle is named by its index, NAME-VERSION.airgap.tar.parts.sha256, with its parts beside
 # it. --prefix: where the venv goes (default ~/.local/share/airgap/runtime, /opt/airgap for root).
 # --verify-only: run `airgap verify` instead of `airgap install --to venv`.
@@ -226,5 +227,11 @@ fi
 if [ "$MODE" = verify ]; then
     "$PREFIX/venv/bin/airgap" verify "$BUNDLE" ${STATE:+--state-dir "$STATE"} "$@"
 else
-    "$PREFIX/venv/bin/airgap" install "$BUNDLE" --to venv ${STATE:+--state-dir "$STATE"} "$@"
+    # --to venv unless the arguments for airgap install name another target (-- --to kubernetes ...).
+    TO="--to venv"
+    for arg in "$@"; do
+        case $arg in --to | --to=*) TO="" ;; esac
+    done
+    # shellcheck disable=SC2086 # TO is empty or two words on purpose
+    "$PREFIX/venv/bin/airgap" install "$BUNDLE" $TO ${STATE:+--state-dir "$STATE"} "$@"
 fi

@@ -3,7 +3,8 @@
 # machine without systemd: Docker Engine, a loopback image registry, podman,
 # a debootstrapped python base image pushed to that registry, and that image
 # plus openssl (the bare far side bundle/install.sh is tested on), and a second,
-# older "site-approved" base (bullseye, Python 3.9) that `airgap rebuild` is tested on.
+# older "site-approved" base (bullseye, Python 3.9) that `airgap rebuild` is tested on, and the
+# single-node Kubernetes 1.20.2 cluster the kubernetes target is tested on (scripts/cluster.sh).
 #
 #   scripts/setup-env.sh          set up whatever is missing (idempotent)
 #   scripts/setup-env.sh --check  only report; exit 1 if anything is not ready
@@ -79,7 +80,7 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 not_ready() { say "$1: NOT READY ($2)"; NOT_READY=1; }
 
 usage() {
-    sed -n '2,10s/^# \{0,1\}//p' "$0"
+    sed -n '2,11s/^# \{0,1\}//p' "$0"
 }
 
 # ---------------------------------------------------------------- helpers
@@ -671,6 +672,31 @@ verify_runtimes() {
     fi
 }
 
+# ------------------------------------------- 7. Kubernetes test cluster
+
+# The single-node Kubernetes 1.20.2 the kubernetes tests run on (scripts/cluster.sh): its binaries
+# from the machine's cache, else the pinned tarball beside the clone, else built from Debian's
+# source package (scripts/k8s/binaries.sh, ~15 min once per machine); `start` is a no-op when it
+# already runs.
+ensure_cluster() {
+    local cluster="$ENV_DIR/../cluster.sh" t0=$SECONDS
+    if bash "$cluster" status >/dev/null 2>&1; then
+        say "kubernetes test cluster: running ($(bash "$cluster" env))"
+        return 0
+    fi
+    if ((CHECK_ONLY)); then
+        not_ready "kubernetes test cluster" "not running; bash scripts/cluster.sh start"
+        return 0
+    fi
+    # --fresh: what a stopped cluster held (workloads of earlier runs) is of no use to the tests.
+    say "kubernetes test cluster: starting"
+    if bash "$cluster" start --fresh >/dev/null; then
+        say "kubernetes test cluster: started in $((SECONDS - t0)) s ($(bash "$cluster" env))"
+    else
+        not_ready "kubernetes test cluster" "scripts/cluster.sh start failed (see its output above)"
+    fi
+}
+
 # ------------------------------------------------------------------- main
 
 main() {
@@ -699,6 +725,8 @@ main() {
     ensure_openssl_image
     if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
     verify_runtimes
+    if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
+    ensure_cluster
     if ((NOT_READY)); then say "environment NOT ready"; exit 1; fi
 
     say "environment ready: docker $(docker version --format '{{.Server.Version}}'), registry $REGISTRY, podman $(podman version --format '{{.Client.Version}}'), base image $BASE_IMAGE@$(registry_digest)"

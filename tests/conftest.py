@@ -22,6 +22,9 @@ EPOCH = "1700000000"
 PASSPHRASE = "correct horse battery staple"
 FOREIGN = ROOT / "tests" / "data" / "profiles" / "rocky8-aarch64-py310.json"
 CLEAN_IMAGE = "127.0.0.1:5000/airgap/python-openssl:bookworm"
+# The release of the test cluster scripts/cluster.sh runs; the session's bundles are rendered for it.
+TEST_CLUSTER_KUBERNETES = "1.20"
+CLUSTER_SCRIPT = ROOT / "scripts" / "cluster.sh"
 
 
 # What a run in this process cannot reproduce the way a new process would: colour and width are
@@ -176,6 +179,9 @@ def sys_tags_of(interpreter: Sequence[str], pkg_dir: str | None = None) -> list[
 # fixture) belongs to the engine tier whether or not its module says so, so `--fast` never
 # starts an image build by accident.
 ENGINE_FIXTURES = frozenset({"docker_client", "base_image", "clean_image"})
+# The fixture that stands for the test cluster: a test that uses it belongs to the kubernetes tier
+# (and the engine's: the kubelet runs its pods on the same Docker Engine).
+CLUSTER_FIXTURES = frozenset({"kube_cluster"})
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -183,6 +189,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     not podman"``."""
     for item in items:
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.docker)
+        if CLUSTER_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.kubernetes)
             item.add_marker(pytest.mark.docker)
 
 
@@ -197,6 +206,35 @@ def docker_client():  # type: ignore[no-untyped-def]
     except Exception as exc:
         pytest.fail(f"Docker Engine not reachable ({exc}); run scripts/setup-env.sh first")
     return client
+
+
+@pytest.fixture(scope="session")
+def kube_cluster() -> str:
+    """The test cluster's kubeconfig, as ``scripts/cluster.sh env`` names it, once the script says
+    the cluster runs. A cluster that is not running is a failure with the fix named, never a skip."""
+    status = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), "status"], capture_output=True, text=True, timeout=60
+    )
+    if status.returncode != 0:
+        pytest.fail(
+            f"the test Kubernetes cluster is not running (scripts/cluster.sh status exited "
+            f"{status.returncode}); start it with `bash scripts/cluster.sh start` as root "
+            f"(scripts/setup-env.sh does)"
+        )
+    env = subprocess.run(
+        ["bash", str(CLUSTER_SCRIPT), "env"], capture_output=True, text=True, timeout=60, check=True
+    ).stdout.strip()
+    path = env.removeprefix("export KUBECONFIG=")
+    if not Path(path).is_file():
+        pytest.fail(f"scripts/cluster.sh env names {path!r}, which is not a kubeconfig file")
+    return path
+
+
+@pytest.fixture
+def kubeconfig(kube_cluster: str, monkeypatch: pytest.MonkeyPatch) -> str:
+    """KUBECONFIG pointed at the test cluster for one test (airgap and kubectl read it)."""
+    monkeypatch.setenv("KUBECONFIG", kube_cluster)
+    return kube_cluster
 
 
 @pytest.fixture(scope="session")
@@ -236,13 +274,18 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copytree(ROOT / "examples" / "tabular", dest, ignore=shutil.ignore_patterns("build"))
     # The session bundles for the aarch64 profile to prove the host wheelhouse; the x86_64 image is
     # not for that host, which the policy catches, and this project waives in writing.
+    # Its manifests are for the test cluster (scripts/cluster.sh): Kubernetes 1.20, which has no Pod
+    # Security Admission to label the namespace for, as the policy finds and the project waives.
     text = (dest / "airgap.yaml").read_text()
     (dest / "airgap.yaml").write_text(
         text.replace(
             "  fail_on: high",
             "  fail_on: high\n  waivers:\n    - rule: AG-TGT-ARCH\n      justification: "
-            '"The aarch64 edge host runs the host wheelhouse in a virtualenv; the image is for the lab."',
-        )
+            '"The aarch64 edge host runs the host wheelhouse in a virtualenv; the image is for the lab."'
+            "\n    - rule: AG-K8S-PSA-ENFORCE-RESTRICTED\n      justification: "
+            '"The lab cluster runs Kubernetes 1.20, before Pod Security Admission; the pods meet the'
+            ' restricted profile by their own settings (AG-PSS-*)."',
+        ).replace("  replicas: 2", f'  replicas: 2\n  version: "{TEST_CLUSTER_KUBERNETES}"')
     )
     return dest
 

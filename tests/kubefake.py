@@ -1,12 +1,13 @@
 """A recorded conversation with a Kubernetes cluster: a fake of airgap's kubectl port.
 
 There is no cluster here. The fake keeps what a cluster would (which deployments were applied, with
-which image), records every call in ``calls``, and answers from a script: ``rollouts`` are the
-next answers to ``rollout status`` (then "successfully rolled out"). Its port-forward really
-forwards: ``backend`` starts a real HTTP server on loopback (the bundled model server, or a stub
-that answers wrong) and the forward yields that server's ephemeral port — never a port some other
-installation publishes on the host. Like a cluster, it refuses to wait for or forward to a
-deployment that was never applied.
+which image), records every call in ``calls``, says it runs Kubernetes ``version`` (by default the
+test cluster's release, which the session's bundles are rendered for), and answers from a script:
+``rollouts`` are the next answers to ``rollout status`` (then "successfully rolled out"). Its
+port-forward really forwards: ``backend`` starts a real HTTP server on loopback (the bundled model
+server, or a stub that answers wrong) and the forward yields that server's ephemeral port — never a
+port some other installation publishes on the host. Like a cluster, it refuses to wait for or
+forward to a deployment that was never applied.
 """
 
 from __future__ import annotations
@@ -34,8 +35,11 @@ Backend = Callable[[], AbstractContextManager[int]]
 class RecordedKubectl:
     """Implements ``airgap.ports.Kubectl``; see the module docstring."""
 
-    def __init__(self, backend: Backend, rollouts: list[Rollout] | None = None) -> None:
+    def __init__(
+        self, backend: Backend, rollouts: list[Rollout] | None = None, version: str = "v1.20.2"
+    ) -> None:
         self.backend = backend
+        self.version = version
         self.rollouts = list(rollouts or [])
         self.calls: list[tuple[Any, ...]] = []
         self.deployments: dict[tuple[str, str], str] = {}  # (namespace, name) -> image
@@ -64,12 +68,23 @@ class RecordedKubectl:
             return self.rollouts.pop(0)
         return Rollout(True, f'deployment "{deployment}" successfully rolled out')
 
+    def server_version(self) -> str:
+        self.calls.append(("version",))
+        return self.version
+
     def rollout_undo(self, namespace: str, deployment: str) -> None:
         self.calls.append(("rollout undo", namespace, deployment))
 
+    def ready_pods(self, namespace: str, deployment: str) -> list[tuple[str, str]]:
+        self.calls.append(("ready pods", namespace, deployment))
+        return [(f"{deployment}-0", "")] if (namespace, deployment) in self.deployments else []
+
     @contextlib.contextmanager
-    def port_forward(self, namespace: str, deployment: str, remote_port: int) -> Iterator[int]:
-        self.calls.append(("port-forward", namespace, f"deployment/{deployment}", remote_port))
+    def port_forward(
+        self, namespace: str, deployment: str, remote_port: int, pod: str | None = None
+    ) -> Iterator[int]:
+        resource = f"pod/{pod}" if pod else f"deployment/{deployment}"
+        self.calls.append(("port-forward", namespace, resource, remote_port))
         if (namespace, deployment) not in self.deployments:
             said = f'deployments.apps "{deployment}" not found'
             raise EnvironmentFailure(f"kubectl: the port-forward to deployment/{deployment} failed: {said}")

@@ -22,7 +22,12 @@ import json, socket, sys, time
 args = sys.argv[1:]
 with open({log!r}, "a") as fh:
     fh.write(json.dumps({{"argv": args, "stdin": sys.stdin.read() if "-f" in args else None}}) + "\\n")
-if "rollout" in args and "status" in args:
+if args[2:3] == ["version"]:
+    print("WARNING: version difference between client (1.32) and server (1.20) exceeds the supported"
+          " minor version skew of +/-1", file=sys.stderr)
+    client, server = {{"gitVersion": "v1.32.4"}}, {{"gitVersion": "v1.20.2"}}
+    print(json.dumps({{"clientVersion": client, "serverVersion": server}}))
+elif "rollout" in args and "status" in args:
     if "--watch=false" in args:
         print('Waiting for deployment "m" rollout to finish: 0 of 1 updated replicas are available...')
     else:
@@ -97,3 +102,11 @@ def test_a_failed_port_forward_and_a_refused_apply_are_one_line_environment_fail
     with pytest.raises(EnvironmentFailure, match='applying the manifests failed: .*unknown field "replicaz"'):
         cli.apply("kind: bad\n")
     assert calls(log)[-1] == {"argv": ["--context", "lab", "apply", "-f", "-"], "stdin": "kind: bad\n"}
+
+
+def test_server_version_is_read_from_kubectl_version_json_despite_the_skew_warning(
+    kubectl: tuple[KubectlCli, Path],
+) -> None:
+    cli, log = kubectl
+    assert cli.server_version() == "v1.20.2"
+    assert calls(log)[-1]["argv"] == ["--context", "lab", "version", "-o", "json", "--request-timeout=10s"]

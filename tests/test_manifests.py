@@ -31,23 +31,64 @@ EXAMPLE = ROOT / "examples" / "tabular"
 IMAGE = "airgap/tabular-classifier@sha256:" + "ab" * 32
 
 
-def rendered(project_dir: Path = EXAMPLE) -> list[RenderedFile]:
+def rendered(project_dir: Path = EXAMPLE, version: str = "1.30.0") -> list[RenderedFile]:
     project, _ = load_project(project_dir)
-    return render_manifests(project, project_dir, IMAGE)
+    return render_manifests(project, project_dir, IMAGE, version)
 
 
 def objects(files: list[RenderedFile]) -> dict[str, dict[str, Any]]:
     return {f"{o['kind']}/{o['metadata']['name']}": o for f in files for o in f.objects}
 
 
-@pytest.mark.parametrize("version", ["1.25.0", "1.30.0", "1.37.0"])
-def test_example_manifests_pass_strict_schema_validation(version: str) -> None:
-    files = rendered()
+@pytest.mark.parametrize(
+    "version", ["1.20.0", "1.21.0", "1.22.0", "1.23.0", "1.24.0", "1.25.0", "1.30.0", "1.37.0"]
+)
+def test_example_manifests_rendered_for_a_release_pass_its_strict_schemas(version: str) -> None:
+    files = rendered(version=version)
     assert validate_manifests(files, version) == 7
 
 
+@pytest.mark.parametrize(
+    ("version", "pdb", "hpa", "psa"),
+    [
+        ("1.20.2", "policy/v1beta1", "autoscaling/v2beta2", False),
+        ("1.21.0", "policy/v1", "autoscaling/v2beta2", False),
+        ("1.22.0", "policy/v1", "autoscaling/v2beta2", False),
+        ("1.23.0", "policy/v1", "autoscaling/v2", True),
+        ("1.30.0", "policy/v1", "autoscaling/v2", True),
+    ],
+)
+def test_the_target_release_decides_the_api_versions_and_the_pod_security_labels(
+    tmp_path: Path, version: str, pdb: str, hpa: str, psa: bool
+) -> None:
+    project = tmp_path / "p"
+    shutil.copytree(EXAMPLE, project, ignore=shutil.ignore_patterns("build"))
+    text = (project / "airgap.yaml").read_text()
+    text = text.replace("  replicas: 2", "  replicas: 2\n  autoscaling_max: 4")
+    (project / "airgap.yaml").write_text(text)
+    objs = objects(rendered(project, version))
+    assert objs["PodDisruptionBudget/tabular-classifier"]["apiVersion"] == pdb
+    assert objs["HorizontalPodAutoscaler/tabular-classifier"]["apiVersion"] == hpa
+    labels = objs["Namespace/tabular"]["metadata"]["labels"]
+    assert ("pod-security.kubernetes.io/enforce" in labels) is psa
+
+
+def test_manifests_rendered_for_1_30_are_refused_by_the_1_20_schemas_naming_the_object() -> None:
+    with pytest.raises(
+        InvalidInputError,
+        match=r"PodDisruptionBudget/tabular-classifier: Kubernetes 1.20.0 has no such kind/apiVersion",
+    ):
+        validate_manifests(rendered(version="1.30.0"), "1.20.0")
+
+
+def test_a_release_older_than_any_shipped_schema_is_one_line_naming_the_oldest() -> None:
+    with pytest.raises(InvalidInputError, match=r"no schemas for Kubernetes 1.19.0") as refused:
+        validate_manifests(rendered(version="1.20.0"), "1.19.0")
+    assert "1.20 or newer" in (refused.value.hint or "")
+
+
 def test_example_manifests_carry_the_restricted_profile_and_the_image_by_digest() -> None:
-    objs = objects(rendered())
+    objs = objects(rendered(version="1.30.0"))
     ns = objs["Namespace/tabular"]["metadata"]["labels"]
     assert ns["pod-security.kubernetes.io/enforce"] == "restricted"
     assert objs["ServiceAccount/tabular-classifier"]["automountServiceAccountToken"] is False
@@ -78,8 +119,9 @@ def test_a_terminating_pod_keeps_serving_then_drains_within_its_grace_period() -
     assert slept >= 2 and slept + drain < pod["terminationGracePeriodSeconds"]
 
 
-def test_an_unknown_field_fails_strict_validation_naming_it() -> None:
-    files = rendered()
+@pytest.mark.parametrize("version", ["1.20.0", "1.30.0"])
+def test_an_unknown_field_fails_strict_validation_naming_it(version: str) -> None:
+    files = rendered(version=version)
     bad = copy.deepcopy(list(files))
     dep = next(f for f in bad if f.name == "20-deployment.yaml")
     obj = dict(dep.objects[0])
@@ -88,7 +130,7 @@ def test_an_unknown_field_fails_strict_validation_naming_it() -> None:
     with pytest.raises(
         InvalidInputError, match=r"20-deployment.yaml: Deployment/tabular-classifier .*replicaz"
     ):
-        validate_manifests(bad, "1.30.0")
+        validate_manifests(bad, version)
 
 
 def test_user_templates_override_and_extend_the_shipped_ones(tmp_path: Path) -> None:

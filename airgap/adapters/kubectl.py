@@ -1,7 +1,7 @@
 """Kubernetes through ``kubectl``: the port the kubernetes install target drives, and its real adapter.
 
-The target needs five things from a cluster: apply manifests, delete them, tell whether a
-deployment's rollout is complete, undo a rollout, and a port-forward to the deployment's pods. The
+The target needs six things from a cluster: its release, apply manifests, delete them, tell whether
+a deployment's rollout is complete, undo a rollout, and a port-forward to the deployment's pods. The
 port is a Protocol so that tests can drive the target against a recorded conversation; the real
 adapter runs ``kubectl`` (every call through :meth:`KubectlCli._run`) and turns its failures into
 one-line EnvironmentFailures (exit 5).
@@ -10,6 +10,7 @@ one-line EnvironmentFailures (exit 5).
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import shutil
 import subprocess
@@ -69,21 +70,59 @@ class KubectlCli:
         said = (proc.stdout.strip().splitlines() or proc.stderr.strip().splitlines() or [""])[-1]
         return Rollout(proc.returncode == 0 and ROLLED_OUT in said, said)
 
+    def server_version(self) -> str:
+        """``kubectl version -o json``: the API server's gitVersion (a newer kubectl's skew warning
+        goes to stderr and is not an error)."""
+        proc = self._run(["version", "-o", "json", "--request-timeout=10s"], "asking the cluster its version",
+                         timeout=30)  # fmt: skip
+        try:
+            version = str(json.loads(proc.stdout)["serverVersion"]["gitVersion"])
+        except (ValueError, KeyError, TypeError):
+            raise EnvironmentFailure("kubectl: the cluster reported no server version") from None
+        return version
+
     def rollout_undo(self, namespace: str, deployment: str) -> None:
         """``kubectl rollout undo``: back to the deployment's previous revision."""
         self._run(["-n", namespace, "rollout", "undo", f"deployment/{deployment}"], "undoing the rollout")
 
+    def ready_pods(self, namespace: str, deployment: str) -> list[tuple[str, str]]:
+        """The deployment's pods that are Ready now, selected by its own selector: (name, pod IP)."""
+        proc = self._run(
+            ["-n", namespace, "get", "deployment", deployment, "-o", "jsonpath={.spec.selector.matchLabels}"],
+            "reading the deployment's selector",
+        )
+        try:
+            labels = json.loads(proc.stdout or "{}")
+        except ValueError:
+            labels = {}
+        if not labels:
+            raise EnvironmentFailure(f"kubectl: deployment/{deployment} has no label selector for its pods")
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+        pods = self._run(["-n", namespace, "get", "pods", "-l", selector, "-o", "json"], "listing the pods")
+        out = []
+        for pod in json.loads(pods.stdout).get("items", []):
+            meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+            ready = any(
+                c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
+            )
+            if ready and not meta.get("deletionTimestamp"):
+                out.append((str(meta["name"]), str(status.get("podIP") or "")))
+        return sorted(out)
+
     @contextlib.contextmanager
-    def port_forward(self, namespace: str, deployment: str, remote_port: int) -> Iterator[int]:
-        """``kubectl port-forward --address 127.0.0.1 deployment/NAME :PORT``: kubectl picks the
-        local port and says which; the forward is stopped when the block ends."""
+    def port_forward(
+        self, namespace: str, deployment: str, remote_port: int, pod: str | None = None
+    ) -> Iterator[int]:
+        """``kubectl port-forward --address 127.0.0.1 deployment/NAME :PORT`` (or ``pod/POD``, one
+        given replica): kubectl picks the local port and says which; the forward is stopped when the
+        block ends."""
+        resource = f"pod/{pod}" if pod else f"deployment/{deployment}"
         argv = self._argv(
-            ["-n", namespace, "port-forward", "--address", "127.0.0.1", f"deployment/{deployment}",
-             f":{remote_port}"]
-        )  # fmt: skip
+            ["-n", namespace, "port-forward", "--address", "127.0.0.1", resource, f":{remote_port}"]
+        )
         proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            yield self._local_port(proc, deployment)
+            yield self._local_port(proc, resource)
         finally:
             proc.terminate()
             try:
@@ -93,7 +132,7 @@ class KubectlCli:
                 proc.wait()
 
     @staticmethod
-    def _local_port(proc: subprocess.Popen[str], deployment: str, timeout: float = 60) -> int:
+    def _local_port(proc: subprocess.Popen[str], resource: str, timeout: float = 60) -> int:
         """The local port kubectl chose, from its "Forwarding from 127.0.0.1:N -> M" line."""
         found: list[int] = []
         announced = threading.Event()
@@ -116,4 +155,4 @@ class KubectlCli:
         proc.kill()
         _, err = proc.communicate(timeout=10)
         last = (err.strip().splitlines() or ["no output"])[-1][:300]
-        raise EnvironmentFailure(f"kubectl: the port-forward to deployment/{deployment} failed: {last}")
+        raise EnvironmentFailure(f"kubectl: the port-forward to {resource} failed: {last}")

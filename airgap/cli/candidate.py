@@ -134,6 +134,8 @@ def promote(
         _emit_json({"name": name, "version": r.version, "target": to, "port": r.port, **attested})
         return
     where = f" at http://127.0.0.1:{r.port}" if r.target != "venv" else ""
+    if r.target == "kubernetes" and r.extra.get("deployment"):
+        where = f" as deployment/{r.extra['deployment']} in namespace {r.extra.get('namespace')}"
     out_console.print(
         f"[green]promoted[/] {escape(f'{name} {r.version} ({to}){where}')}; smoke test passed; "
         f"`airgap rollback {escape(name)} --to {escape(to)}` undoes it"

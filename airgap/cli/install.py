@@ -244,6 +244,8 @@ def install(
             fail_if_missed(report)
         return
     where = f"http://127.0.0.1:{r.port}" if r.target != "venv" else r.extra.get("venv")
+    if r.target == "kubernetes" and r.extra.get("deployment"):
+        where = f"deployment/{r.extra['deployment']} in namespace {r.extra.get('namespace')}"
     what = "installed the candidate" if candidate else "installed"
     out_console.print(
         f"[green]{what}[/] {escape(f'{r.name} {r.version} --to {r.target} at {where}')}: smoke test passed"

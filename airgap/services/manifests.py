@@ -3,11 +3,18 @@
 Users add or override templates from a directory named in airgap.yaml (a file with the same name
 replaces the shipped one). Every rendered object is validated against the OpenAPI-derived JSON
 schema of the *target's* Kubernetes version, in strict mode (unknown fields are errors), with the
-schemas that ship inside ``kubernetes-validate`` — no network.
+schemas that ship inside ``kubernetes-validate`` — no network. kubernetes-validate carries the
+releases of the last few years (1.25 on); for the older clusters enclaves run, airgap ships the same
+strict schemas of 1.20–1.24 (``bundle_templates/k8s-schemas/``, made by scripts/k8s/old_schemas.py).
+
+The version also decides what is rendered: API groups that went GA later than the target, and
+Pod Security Admission labels, which only mean something where that admission exists.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +29,28 @@ from airgap.errors import InvalidInputError
 from airgap.resources import templates_dir
 
 DEFAULT_KUBERNETES_VERSION = "1.30.0"
+OLDEST_KUBERNETES_VERSION = "1.20.0"
+SUPPORTED_HINT = "set kubernetes.version in airgap.yaml to a supported version (1.20 or newer)"
 IMAGE_UID = 10001
+
+
+def _minor(version: str) -> tuple[int, int]:
+    major, minor = _normalize_version(version).split(".")[:2]
+    return int(major), int(minor)
+
+
+def api_versions(version: str) -> dict[str, Any]:
+    """What the templates render for a cluster of ``version``: each object's apiVersion, from the
+    release its API went GA in (policy/v1 in 1.21, autoscaling/v2 in 1.23; the beta APIs before
+    them were removed in 1.25 and 1.26), and whether Pod Security Admission exists to read the
+    namespace's labels (beta and on by default from 1.23, GA in 1.25)."""
+    v = _minor(version)
+    return {
+        "kubernetes_version": f"{v[0]}.{v[1]}",
+        "pdb_api": "policy/v1" if v >= (1, 21) else "policy/v1beta1",
+        "hpa_api": "autoscaling/v2" if v >= (1, 23) else "autoscaling/v2beta2",
+        "pod_security_admission": v >= (1, 23),
+    }
 
 
 @dataclass(frozen=True)
@@ -60,8 +88,12 @@ def _template_names(dirs: list[Path]) -> dict[str, Path]:
     return dict(sorted(found.items()))
 
 
-def render_manifests(project: Project, project_dir: Path, image: str) -> list[RenderedFile]:
-    """Renders every template; a user directory adds files and overrides same-named ones."""
+def render_manifests(
+    project: Project, project_dir: Path, image: str, kubernetes_version: str = DEFAULT_KUBERNETES_VERSION
+) -> list[RenderedFile]:
+    """Renders every template for a cluster of ``kubernetes_version``; a user directory adds files and
+    overrides same-named ones (its templates see the same ``pdb_api``, ``hpa_api`` and
+    ``pod_security_admission``)."""
     dirs = [templates_dir() / "k8s"]
     if project.kubernetes.templates:
         user = project_dir / project.kubernetes.templates
@@ -85,6 +117,7 @@ def render_manifests(project: Project, project_dir: Path, image: str) -> list[Re
         "limits": dict(project.resources.limits),
         "uid": IMAGE_UID,
         "labels": labels,
+        **api_versions(kubernetes_version),
     }
     out: list[RenderedFile] = []
     for name, path in _template_names(dirs).items():
@@ -118,20 +151,29 @@ def validate_manifests(files: list[RenderedFile], version: str) -> int:
     import kubernetes_validate
     from kubernetes_validate.utils import SchemaNotFoundError, ValidationError, VersionNotSupportedError
 
+    shipped = _shipped_schemas(version)
+    if shipped is None and _minor(version) < _minor(kubernetes_validate.utils.all_versions()[0]):
+        raise InvalidInputError(
+            f"no schemas for Kubernetes {version} in this airgap",
+            hint=SUPPORTED_HINT,
+        )
     count = 0
     for f in files:
         for obj in f.objects:
             where = f"{f.name}: {obj.get('kind')}/{(obj.get('metadata') or {}).get('name', '?')}"
             try:
-                kubernetes_validate.validate(obj, version, strict=True)
+                if shipped is not None:
+                    _validate_shipped(obj, version, shipped)
+                else:
+                    kubernetes_validate.validate(obj, version, strict=True)
             except VersionNotSupportedError:
                 raise InvalidInputError(
                     f"no schemas for Kubernetes {version} in this airgap",
-                    hint="set kubernetes.version in airgap.yaml to a supported version (1.25 or newer)",
+                    hint=SUPPORTED_HINT,
                 ) from None
             except SchemaNotFoundError as exc:
                 raise InvalidInputError(
-                    f"{where}: Kubernetes {version} has no such kind/apiVersion ({exc})"
+                    f"{where}: Kubernetes {version} has no such kind/apiVersion ({exc.message})"
                 ) from None
             except ValidationError as exc:
                 path = ".".join(str(p) for p in exc.path) or "(object)"
@@ -141,6 +183,44 @@ def validate_manifests(files: list[RenderedFile], version: str) -> int:
                 ) from None
             count += 1
     return count
+
+
+def _shipped_schemas(version: str) -> dict[str, Any] | None:
+    """airgap's own strict schemas for ``version``'s minor release, if it ships them (1.20–1.24)."""
+    major, minor = _minor(version)
+    path = templates_dir() / "k8s-schemas" / f"v{major}.{minor}.0.json.gz"
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(gzip.decompress(path.read_bytes()))
+    return data
+
+
+def _validate_shipped(obj: dict[str, Any], version: str, schemas: dict[str, Any]) -> None:
+    """kubernetes-validate's own check (same file naming, same strict schemas, same errors), run on the
+    schemas airgap ships for releases kubernetes-validate no longer carries."""
+    import jsonschema  # type: ignore[import-untyped]
+    from kubernetes_validate.utils import SchemaNotFoundError, ValidationError
+    from referencing import Registry, Resource
+
+    api = re.sub(r"^([^./]*)(?:\.[^/]*)?/", r"\1-", str(obj["apiVersion"]))
+    schema = schemas["kinds"].get(f"{str(obj['kind']).lower()}-{api}")
+    if schema is None:
+        raise SchemaNotFoundError(version=version, kind=obj["kind"], api_version=obj["apiVersion"])
+    definitions = Resource.from_contents(
+        {"definitions": schemas["definitions"]}, default_specification=_draft4()
+    )
+    registry: Registry[Any] = Registry().with_resource("_definitions.json", definitions)
+    validator = jsonschema.validators.Draft4Validator(schema, registry=registry)
+    try:
+        validator.validate(obj)
+    except jsonschema.ValidationError as exc:
+        raise ValidationError(exc, version=version) from None
+
+
+def _draft4() -> Any:
+    from referencing.jsonschema import DRAFT4
+
+    return DRAFT4
 
 
 def rewrite_images(files: list[RenderedFile], old: str, new: str) -> list[RenderedFile]:

@@ -185,7 +185,10 @@ def bundle(options: BundleOptions, engine: ImageEngine, observer: Observer | Non
             render_dockerfile(project, project_dir, f"base@{PLACEHOLDER_DIGEST}", model.graph_name)
         k8s_version, _ = target_kubernetes_version(project, profile)
         validate_manifests(
-            render_manifests(project, project_dir, f"airgap/{project.name}@{PLACEHOLDER_DIGEST}"), k8s_version
+            render_manifests(
+                project, project_dir, f"airgap/{project.name}@{PLACEHOLDER_DIGEST}", k8s_version
+            ),
+            k8s_version,
         )
 
     out_dir = (options.output_dir or project_dir / "build").resolve()
@@ -507,7 +510,7 @@ def _build(
     with phase("manifests"):
         k8s_version, k8s_source = target_kubernetes_version(project, profile)
         manifest_image = f"airgap/{project.name}@{oci.manifest_digest}"
-        rendered = render_manifests(project, project_dir, manifest_image)
+        rendered = render_manifests(project, project_dir, manifest_image, k8s_version)
         validated = validate_manifests(rendered, k8s_version)
         (staging / "manifests").mkdir()
         for f in rendered:

@@ -297,7 +297,11 @@ class Installer:
                 raise InvalidInputError(
                     f"{m.name} {m.version} has no signed build.json: it is not installable"
                 )
-            return BuildRecord.from_json(verified.kept["build.json"])
+            record = BuildRecord.from_json(verified.kept["build.json"])
+            # The target's own look at the bundle, before anything is loaded (e.g. the cluster's
+            # Kubernetes release against the one the manifests were rendered for).
+            target.admit(self.site, options, record, verified.kept)
+            return record
         except InvalidInputError as exc:
             self._audit_refusal(bundle, options.target, m, exc)
             raise

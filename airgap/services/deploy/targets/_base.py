@@ -144,6 +144,11 @@ class Target(Protocol):
         """Whether the bundle file at ``path`` (its content path) is extracted for this target."""
         ...
 
+    def admit(self, site: Site, options: InstallOptions, record: BuildRecord, kept: dict[str, bytes]) -> None:
+        """Refuses (InvalidInputError) a verified bundle this target cannot run, before any step;
+        ``kept`` holds the bundle's build.json and manifests."""
+        ...
+
     def deploy(self, ctx: InstallContext) -> None:
         """Loads and starts the new version, journalling each step, and waits until it is ready."""
         ...
@@ -207,6 +212,9 @@ class BaseTarget:
     needs_image = True
     host_port = False
     candidates = False  # can run a candidate beside the current version (services/deploy/candidate.py)
+
+    def admit(self, site: Site, options: InstallOptions, record: BuildRecord, kept: dict[str, bytes]) -> None:
+        """Every bundle that verified is admitted unless the target says otherwise."""
 
     def wants(self, path: str) -> bool:
         """The model, contract, manifests, build record and server; the image, or the host wheelhouse."""

@@ -2,6 +2,9 @@
 with ``kubectl``, and the smoke test sent through a ``kubectl port-forward`` to the deployment that
 was applied — never to a port on this host, which another installation may hold.
 
+A bundle whose manifests were rendered for another Kubernetes release than the cluster's is refused
+before anything is pushed or applied: API groups and admission labels differ between releases.
+
 Ready means the rollout is complete (``kubectl rollout status``). A failed install is undone by
 applying the previous version's manifests again (or, on a fresh install, deleting what was applied,
 namespaces excepted); rollback applies the previous version's manifests.
@@ -22,7 +25,9 @@ from airgap.services.deploy.targets._base import BaseTarget, InstallContext, Sit
 from airgap.services.deploy.targets._container import push, rewritten_manifests
 
 if TYPE_CHECKING:
+    from airgap.core.build_record import BuildRecord
     from airgap.services.deploy.receipts import Receipt
+    from airgap.services.deploy.targets._base import InstallOptions
 
 ROLLOUT_TIMEOUT = 300.0
 
@@ -40,6 +45,24 @@ class KubernetesTarget(BaseTarget):
 
     def _kubectl(self, site: Site, context: str | None) -> Kubectl:
         return (self.kubectl or site.adapters.kubectl)(context)
+
+    def admit(self, site: Site, options: InstallOptions, record: BuildRecord, kept: dict[str, bytes]) -> None:
+        """The cluster's release must be the one the manifests were rendered for (major.minor)."""
+        rendered_for = record.manifests.kubernetes_version
+        if not rendered_for:
+            return  # a bundle from before the release was recorded: the API server is the judge
+        running = self._kubectl(site, options.kube_context).server_version()
+        if _minor(running) == _minor(rendered_for):
+            return
+        objects = _objects(kept)
+        differing = release_differences(objects, running) or [f"{k}/{n}" for k, n, _ in objects]
+        where = f"context {options.kube_context}" if options.kube_context else "the current context"
+        raise InvalidInputError(
+            f"{record.name} {record.version}'s manifests are for Kubernetes {_minor(rendered_for)}, "
+            f"the cluster ({where}) runs {running}: {', '.join(differing)}",
+            hint=f"bundle it for this cluster (a profile from `airgap probe` with this kubeconfig, or "
+            f"kubernetes.version: \"{_minor(running)}\" in airgap.yaml)",
+        )
 
     def deploy(self, ctx: InstallContext) -> None:
         """Pushes the image, applies the manifests rewritten to it by digest, and waits for the
@@ -112,12 +135,43 @@ class KubernetesTarget(BaseTarget):
 
     @contextlib.contextmanager
     def endpoint(self, site: Site, receipt: Receipt) -> Iterator[int]:
-        """A port-forward to the applied deployment, on a port kubectl picks, once it is ready."""
+        """One local port that reaches every ready replica: a relay that hands connection *i* to pod
+        *i mod n* (adapters/relay.py), straight to the pods' addresses where the pod network is
+        routed to this host, else through one port-forward per pod. A Service would spread the
+        connections at random (kube-proxy picks a pod per connection), and only where its
+        ClusterIP is routed here."""
+        from airgap.adapters.relay import round_robin
+
         x = receipt.extra
         kube = self._kubectl(site, x.get("context"))
-        with kube.port_forward(x["namespace"], x["deployment"], int(x["remote_port"])) as local:
-            wait_ready(local, lambda: True, timeout=60)
-            yield local
+        ns, deployment, remote = x["namespace"], x["deployment"], int(x["remote_port"])
+        pods = kube.ready_pods(ns, deployment)
+        if not pods:
+            raise EnvironmentFailure(
+                f"deployment/{deployment} in {ns} has no ready pod to measure",
+                hint=f"see kubectl -n {ns} get pods",
+            )
+        with contextlib.ExitStack() as stack:
+            if all(ip and _reachable(ip, remote) for _, ip in pods):
+                upstreams = [(ip, remote) for _, ip in pods]
+            else:
+                upstreams = []
+                for name, _ in pods:
+                    port = stack.enter_context(kube.port_forward(ns, deployment, remote, pod=name))
+                    wait_ready(port, lambda: True, timeout=60)
+                    upstreams.append(("127.0.0.1", port))
+            yield stack.enter_context(round_robin(upstreams))
+
+    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
+        """The port-forward that puts the deployment on this host's port, for the curl line that
+        follows it (the cluster publishes no host port)."""
+        x = receipt.extra
+        context = f"--context {x['context']} " if x.get("context") else ""
+        port = int(x.get("remote_port") or receipt.port or 8080)
+        return (
+            f"kubectl {context}-n {x['namespace']} port-forward deployment/{x['deployment']} "
+            f"{receipt.port or port}:{port} &"
+        )
 
     def healthy(self, site: Site, receipt: Receipt) -> bool:
         """Healthy while the deployment's rollout is complete, asked now (no waiting)."""
@@ -173,6 +227,59 @@ class KubernetesTarget(BaseTarget):
             return []
         self._kubectl(site, x.get("context")).delete(_without_namespaces(text))
         return [f"deployment/{x.get('deployment')} in namespace {x.get('namespace')}"]
+
+
+def _reachable(address: str, port: int) -> bool:
+    """Whether this host can open a TCP connection to a pod's address (a routed pod network)."""
+    import socket
+
+    try:
+        socket.create_connection((address, port), timeout=1).close()
+    except OSError:
+        return False
+    return True
+
+
+def _minor(version: str) -> str:
+    """``v1.20.2`` and ``1.20.0`` are both ``1.20``."""
+    parts = version.lstrip("v").split(".")
+    return ".".join(parts[:2])
+
+
+def _objects(kept: dict[str, bytes]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(kind, name, object) of every manifest the bundle carries, in file order."""
+    import yaml
+
+    out = []
+    for path in sorted(p for p in kept if p.startswith("manifests/") and p.endswith(".yaml")):
+        for doc in yaml.safe_load_all(kept[path]):
+            if isinstance(doc, dict) and "kind" in doc:
+                out.append((str(doc["kind"]), str((doc.get("metadata") or {}).get("name", "?")), doc))
+    return out
+
+
+def release_differences(objects: list[tuple[str, str, dict[str, Any]]], running: str) -> list[str]:
+    """The objects that would be rendered otherwise for the ``running`` release, each with what
+    differs: an apiVersion the release serves differently, Pod Security labels it does or does not
+    read."""
+    from airgap.services.manifests import api_versions
+
+    want = api_versions(running)
+    out = []
+    for kind, name, obj in objects:
+        have = obj.get("apiVersion")
+        if kind == "PodDisruptionBudget" and have != want["pdb_api"]:
+            out.append(f"{kind}/{name} ({have}, not {want['pdb_api']})")
+        elif kind == "HorizontalPodAutoscaler" and have != want["hpa_api"]:
+            out.append(f"{kind}/{name} ({have}, not {want['hpa_api']})")
+        elif kind == "Namespace":
+            labels = (obj.get("metadata") or {}).get("labels") or {}
+            labelled = any(str(k).startswith("pod-security.kubernetes.io/") for k in labels)
+            if labelled and not want["pod_security_admission"]:
+                out.append(f"{kind}/{name} (Pod Security labels this release does not read)")
+            elif want["pod_security_admission"] and not labelled:
+                out.append(f"{kind}/{name} (no Pod Security labels)")
+    return out
 
 
 def _deployment(text: str, namespace: str | None) -> tuple[str, str]:

@@ -1,10 +1,13 @@
-"""``--to kubernetes`` against a recorded conversation with a cluster (``tests/kubefake.py``).
+"""``--to kubernetes`` facing faults the real test cluster cannot be made to produce on demand,
+against a recorded conversation with a cluster (``tests/kubefake.py``): a model that answers wrong
+behind the port-forward, a rollout stuck half-way or never completing (a real one waits out the
+300 s timeout), and a cluster of another Kubernetes release than the test cluster's.
 
-There is no cluster here: what these tests prove is airgap's side of the conversation — that it
-applies the bundle's manifests, waits for the rollout and reads readiness from it, sends the smoke
-test through a port-forward to the deployment it applied (a real HTTP exchange with the server the
-forward reaches), and on a failed smoke test applies the previous version's manifests again (or
-deletes what it applied) and says so. The image push to the loopback registry is real.
+Everything a working cluster does is proven on the real one (tests/test_kubernetes_cluster.py).
+What these prove is airgap's side of the conversation under those faults: on a failed smoke test or
+rollout it applies the previous version's manifests again (or deletes what it applied) and says so,
+and a bundle rendered for another release is refused before anything is pushed or applied. The
+image push to the loopback registry is real.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from airgap.services.deploy.install import Installer, InstallOptions
 from airgap.services.deploy.smoketest import answers_on
 from airgap.services.deploy.targets.kubernetes import KubernetesTarget
 from airgap.services.state import State
-from tests.conftest import run_airgap
+from tests.conftest import assert_one_line_error, run_airgap
 from tests.kubefake import RecordedKubectl, model_server, wrong_server
 
 pytestmark = [pytest.mark.docker]
@@ -81,29 +84,7 @@ def v1(built: dict[str, Any]) -> Path:
     return Path(built["bundle"][0])
 
 
-def test_kubernetes_install_waits_for_the_rollout_and_smokes_through_a_port_forward_to_what_it_applied(
-    cluster: RecordedKubectl, far_side: Installer, built: dict[str, Any]
-) -> None:
-    result = far_side.install(v1(built), options(far_side))
-    r = result.receipt
-    ns, deployment = r.extra["namespace"], r.extra["deployment"]
-    assert deployment == NAME
-    assert result.prediction and result.prediction["outputs"]["label"] == [2]
-    verbs = [c[0] for c in cluster.calls]
-    assert verbs == ["apply", "rollout status", "port-forward"], cluster.calls
-    assert f"Deployment/{NAME}" in cluster.calls[0][1]
-    assert cluster.calls[1] == ("rollout status", ns, NAME, 300.0)
-    assert cluster.calls[2] == ("port-forward", ns, f"deployment/{NAME}", 8080)
-    assert cluster.deployments[(ns, NAME)] == r.extra["registry_ref"]
-    assert r.extra["registry_ref"].startswith(f"{REGISTRY}/airgap/{NAME}@sha256:")
-    assert cluster.forwarded and cluster.forwarded[0] != r.port  # an ephemeral port, not the host's
-    [row] = far_side.status()
-    assert row["healthy"] and cluster.calls[-1] == ("rollout status", ns, NAME, 0)
-    _, mismatches = far_side.smoke(NAME, "kubernetes")
-    assert mismatches == [] and cluster.calls[-1][0] == "port-forward" and len(cluster.forwarded) == 2
-
-
-def test_kubernetes_smoke_fails_when_the_forwarded_server_answers_wrong_though_docker_answers_on_the_port(
+def test_fault_a_model_answering_wrong_behind_the_forward_fails_the_smoke_though_docker_answers_on_the_port(
     cluster: RecordedKubectl, far_side: Installer, built: dict[str, Any]
 ) -> None:
     port = 18260
@@ -122,7 +103,7 @@ def test_kubernetes_smoke_fails_when_the_forwarded_server_answers_wrong_though_d
     assert cluster.calls[-1][0] == "port-forward"
 
 
-def test_kubernetes_is_not_healthy_while_its_rollout_is_not_complete(
+def test_fault_a_rollout_stuck_half_way_is_not_healthy(
     cluster: RecordedKubectl, far_side: Installer, built: dict[str, Any]
 ) -> None:
     far_side.install(v1(built), options(far_side))
@@ -134,18 +115,18 @@ def test_kubernetes_is_not_healthy_while_its_rollout_is_not_complete(
     assert row["healthy"] is True  # the rollout completed since
 
 
-def test_a_rollout_that_does_not_complete_fails_the_install_and_deletes_what_was_applied(
+def test_fault_a_rollout_that_never_completes_fails_the_install_and_deletes_what_was_applied(
     cluster: RecordedKubectl, far_side: Installer, built: dict[str, Any]
 ) -> None:
     cluster.rollouts = [Rollout(False, "error: timed out waiting for the condition")]
     with pytest.raises(EnvironmentFailure, match="did not complete: error: timed out waiting for"):
         far_side.install(v1(built), options(far_side))
-    assert [c[0] for c in cluster.calls] == ["apply", "rollout status", "delete"]
+    assert [c[0] for c in cluster.calls] == ["version", "apply", "rollout status", "delete"]
     assert not any(k.startswith("Namespace/") for k in cluster.calls[-1][1])
     assert cluster.deployments == {} and far_side.status() == []
 
 
-def test_a_failed_kubernetes_smoke_on_a_fresh_cluster_deletes_the_deployment_and_says_so(
+def test_fault_a_failed_smoke_on_a_fresh_cluster_deletes_the_deployment_and_says_so(
     cluster: RecordedKubectl, far_side: Installer, built: dict[str, Any]
 ) -> None:
     cluster.backend = wrong_server
@@ -159,7 +140,7 @@ def test_a_failed_kubernetes_smoke_on_a_fresh_cluster_deletes_the_deployment_and
     assert not list((far_side.state.directory / "journal").glob("*.json"))
 
 
-def test_a_failed_kubernetes_smoke_applies_the_previous_manifests_again_and_says_so(
+def test_fault_a_failed_smoke_applies_the_previous_manifests_again_and_says_so(
     cluster: RecordedKubectl, far_side: Installer, built: dict[str, Any], v2: Path
 ) -> None:
     first = far_side.install(v1(built), options(far_side)).receipt
@@ -180,16 +161,21 @@ def test_a_failed_kubernetes_smoke_applies_the_previous_manifests_again_and_says
     assert (row["version"], row["healthy"], row["interrupted"]) == ("1.0.0", True, False)
 
 
-def test_kubernetes_rollback_applies_the_previous_manifests_and_smokes_them(
-    cluster: RecordedKubectl, far_side: Installer, built: dict[str, Any], v2: Path
+def test_fault_a_bundle_for_another_release_is_refused_before_anything_is_pushed_or_applied(
+    cluster: RecordedKubectl, far_side: Installer, built: dict[str, Any], tmp_path: Path
 ) -> None:
-    first = far_side.install(v1(built), options(far_side)).receipt
-    second = far_side.install(v2, options(far_side)).receipt
-    ns = first.extra["namespace"]
-    assert cluster.deployments[(ns, NAME)] == second.extra["registry_ref"]
-    back = far_side.rollback(NAME, "kubernetes", options(far_side))
-    assert back.receipt.version == "1.0.0"
-    assert cluster.deployments[(ns, NAME)] == first.extra["registry_ref"]
-    assert [c[0] for c in cluster.calls[-3:]] == ["apply", "rollout status", "port-forward"]
-    removed = far_side.uninstall(NAME, "kubernetes")
-    assert removed == [f"deployment/{NAME} in namespace {ns}"] and cluster.deployments == {}
+    """The session's bundle is rendered for the test cluster's 1.20; this cluster runs 1.30."""
+    cluster.version = "v1.30.2"
+    state = str(far_side.state.directory)
+    proc = run_airgap(
+        "install", str(v1(built)), "--to", "kubernetes", "--registry", REGISTRY, "--insecure-registry",
+        "--state-dir", state,
+    )  # fmt: skip
+    line = assert_one_line_error(proc, 4)
+    assert "manifests are for Kubernetes 1.20, the cluster (the current context) runs v1.30.2" in line
+    assert f"PodDisruptionBudget/{NAME} (policy/v1beta1, not policy/v1)" in line
+    assert "Namespace/tabular (no Pod Security labels)" in line
+    assert cluster.calls == [("version",)]  # nothing applied
+    assert far_side.status() == []
+    audit = (far_side.state.directory / "audit.log").read_text()
+    assert '"result": "refused"' in audit and "Kubernetes 1.20" in audit
