@@ -162,7 +162,9 @@ class KubernetesTarget(BaseTarget):
                     upstreams.append(("127.0.0.1", port))
             yield stack.enter_context(round_robin(upstreams))
 
-    def serve_command(self, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
+    def serve_command(
+        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
+    ) -> str | None:
         """The port-forward that puts the deployment on this host's port, for the curl line that
         follows it (the cluster publishes no host port)."""
         x = receipt.extra
