@@ -200,6 +200,9 @@ class InertTarget:
     host_port = False
     candidates = False
 
+    def admit(self, site: Any, options: Any, record: Any, kept: dict[str, bytes]) -> None:
+        return None  # it runs nothing, so every verified bundle fits it
+
     def wants(self, path: str) -> bool:
         return not path.startswith("image/")
 
