@@ -331,16 +331,14 @@ def clean_image(docker_client) -> str:  # type: ignore[no-untyped-def]
     return CLEAN_IMAGE
 
 
-@pytest.fixture(scope="session")
-def clean_image_bundle(
-    tmp_path_factory: pytest.TempPathFactory, project: Path, cache: Path, signing_key: Path, clean_image: str
+def bundle_for_clean_image(
+    project: Path, work: Path, cache: Path, signing_key: Path, clean_image: str
 ) -> dict[str, Any]:
-    """A real signed bundle of the example whose target profile is the clean image's own: its
-    host wheelhouse is for Debian 12's Python 3.11, so it installs `--to venv` on this host too."""
-    work = tmp_path_factory.mktemp("far-side")
+    """``project`` bundled, signed, for the clean image's own profile (Debian 12's Python 3.11,
+    this host's too, so the bundle also installs ``--to venv`` here), into ``work/out``."""
     probe = run_airgap("probe", "--image", clean_image, "-o", str(work / "profile.json"))
     assert probe.returncode == 0, probe.stderr
-    result = bundle(
+    return bundle(
         project,
         cache,
         "--profile",
@@ -351,6 +349,16 @@ def clean_image_bundle(
         "-o",
         str(work / "out"),
     )
+
+
+@pytest.fixture(scope="session")
+def clean_image_bundle(
+    tmp_path_factory: pytest.TempPathFactory, project: Path, cache: Path, signing_key: Path, clean_image: str
+) -> dict[str, Any]:
+    """A real signed bundle of the example whose target profile is the clean image's own: its
+    host wheelhouse is for Debian 12's Python 3.11, so it installs `--to venv` on this host too."""
+    work = tmp_path_factory.mktemp("far-side")
+    result = bundle_for_clean_image(project, work, cache, signing_key, clean_image)
     return {
         "bundle": Path(result["bundle"][0]),
         "staging": Path(result["staging"]),

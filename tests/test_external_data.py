@@ -130,23 +130,11 @@ def external_bundle(
     base_image: str,
 ) -> dict[str, Any]:
     """The model directory bundled once, for the clean image's Python (so it installs to a venv here)."""
-    from tests.conftest import bundle
+    from tests.conftest import bundle_for_clean_image
 
     work = tmp_path_factory.mktemp("external-far-side")
-    probe = run_airgap("probe", "--image", clean_image, "-o", str(work / "profile.json"))
-    assert probe.returncode == 0, probe.stderr
     project = external_project(work, base_image, external_model)
-    result = bundle(
-        project,
-        cache,
-        "--profile",
-        str(work / "profile.json"),
-        "--host-wheelhouse",
-        "--key",
-        str(signing_key.with_suffix(".key")),
-        "-o",
-        str(work / "out"),
-    )
+    result = bundle_for_clean_image(project, work, cache, signing_key, clean_image)
     return {
         "bundle": Path(result["bundle"][0]),
         "record": result["record"],
