@@ -234,8 +234,8 @@ def test_probe_reports_the_cluster_release_from_the_current_kubeconfig(
 def test_uninstall_removes_the_deployment_and_its_pods_in_seconds(kubeconfig: str, site: Path) -> None:
     """The command returns once the objects are deleted; the pods then stop within their bounded
     grace period (a 5 s preStop wait, then the server's drain of at most 10 s after SIGTERM), never
-    Kubernetes' default 30 s. The wait allows a second grace period for a kubelet slowed by a busy
-    machine (here, other runs removing containers under it)."""
+    Kubernetes' default 30 s. The wait allows two more grace periods for a kubelet slowed by a busy
+    two-core machine, where pod deletion has taken up to 40 s."""
     grace = deployment()["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
     assert grace == GRACE_SECONDS
     start = time.monotonic()
@@ -247,7 +247,7 @@ def test_uninstall_removes_the_deployment_and_its_pods_in_seconds(kubeconfig: st
         ["kubectl", "-n", NAMESPACE, "get", "deployment", NAME], capture_output=True, text=True
     )
     assert gone.returncode != 0 and "NotFound" in gone.stderr
-    kubectl("-n", NAMESPACE, "wait", "--for=delete", "pod", "-l", SELECTOR, f"--timeout={2 * GRACE_SECONDS}s")
+    kubectl("-n", NAMESPACE, "wait", "--for=delete", "pod", "-l", SELECTOR, f"--timeout={3 * GRACE_SECONDS}s")
     assert pods() == []
 
 

@@ -2642,7 +2642,10 @@ async def _serve(config: Config, app: App, sock: socket.socket, beside: bool) ->
     service = Service(app, loop)
     stopped = asyncio.Event()
     warm = asyncio.Event()
-    servers: list[asyncio.Server] = []
+    accepting_now = asyncio.Event()
+    # Connections accepted whose transport is still being made: a drain waits for them, or a process
+    # that exits in between would reset them.
+    pending: set[asyncio.Task[Any]] = set()
 
     def woken() -> None:
         with contextlib.suppress(BlockingIOError):
@@ -2656,7 +2659,8 @@ async def _serve(config: Config, app: App, sock: socket.socket, beside: bool) ->
             # kernel would hand it requests it could only refuse with 503.
             await warm.wait()
             sock.listen(config.backlog)
-        servers.append(await loop.create_server(lambda: Connection(service), sock=sock, backlog=config.backlog))
+        loop.add_reader(sock.fileno(), _accept_queued, loop, sock, service, pending)
+        accepting_now.set()
         host, port = sock.getsockname()[:2]
         log("listening", host=host, port=port, model_path=config.model_path, instance=INSTANCE, **app.info())
 
@@ -2670,13 +2674,16 @@ async def _serve(config: Config, app: App, sock: socket.socket, beside: bool) ->
     await stopped.wait()
     exit_code = app.stop.exit_code or 0
     log("stopping", reason=app.stop.reason, in_flight=service.in_flight())
-    if not servers:
-        accepting.cancel()
-    for server in servers:
+    if accepting_now.is_set():
+        loop.remove_reader(sock.fileno())
         # With SO_REUSEPORT a closed socket's queue is reset, not handed to the server beside it:
         # the connections the kernel already queued for this one are answered first.
-        await _take_backlog(loop, sock, service)
-        server.close()  # the listening socket closes: new connections are refused
+        _accept_queued(loop, sock, service, pending)
+    else:
+        accepting.cancel()
+    sock.close()  # the listening socket closes: new connections are refused
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
     service.draining = True
     # An idle keep-alive connection gets a moment to send its next request, which is answered with
     # "Connection: close": closed under a client that is sending, it would see a reset.
@@ -2695,14 +2702,24 @@ async def _serve(config: Config, app: App, sock: socket.socket, beside: bool) ->
     return exit_code
 
 
-async def _take_backlog(loop: asyncio.AbstractEventLoop, sock: socket.socket, service: Service) -> None:
+def _accept_queued(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, service: Service, pending: set[asyncio.Task[Any]]
+) -> None:
+    """Accepts every connection the kernel has queued; each one's transport is made on the loop."""
     while True:
         try:
             conn, _ = sock.accept()
-        except OSError:  # none left (BlockingIOError), or the socket is gone
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. out of file descriptors: let the queue wait, try again shortly
+            log("accept_failed", message=str(exc))
+            loop.remove_reader(sock.fileno())
+            loop.call_later(0.1, loop.add_reader, sock.fileno(), _accept_queued, loop, sock, service, pending)
             return
         conn.setblocking(False)
-        await loop.connect_accepted_socket(lambda: Connection(service), conn)
+        task = loop.create_task(loop.connect_accepted_socket(lambda: Connection(service), conn))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
 
 
 def _answering(host: str, port: int) -> bool:
