@@ -2714,12 +2714,20 @@ def _accept_queued(
         except OSError as exc:  # e.g. out of file descriptors: let the queue wait, try again shortly
             log("accept_failed", message=str(exc))
             loop.remove_reader(sock.fileno())
-            loop.call_later(0.1, loop.add_reader, sock.fileno(), _accept_queued, loop, sock, service, pending)
+            loop.call_later(0.1, _accept_again, loop, sock, service, pending)
             return
         conn.setblocking(False)
         task = loop.create_task(loop.connect_accepted_socket(lambda: Connection(service), conn))
         pending.add(task)
         task.add_done_callback(pending.discard)
+
+
+def _accept_again(
+    loop: asyncio.AbstractEventLoop, sock: socket.socket, service: Service, pending: set[asyncio.Task[Any]]
+) -> None:
+    """After a failed accept: listen again, unless the server closed its socket in the meantime."""
+    if sock.fileno() != -1 and not service.draining:
+        loop.add_reader(sock.fileno(), _accept_queued, loop, sock, service, pending)
 
 
 def _answering(host: str, port: int) -> bool:
