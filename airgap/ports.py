@@ -144,6 +144,9 @@ class OciImage:
     config_digest: str
     layers: tuple[tuple[str, int], ...]  # (blob digest, size)
     ref_name: str
+    # Layers the layout does not hold, made on demand: digest → a function returning a readable body
+    # of the layer's size (the model layer, built from the installed model files).
+    streams: Mapping[str, Callable[[], Any]] = field(default_factory=dict)
 
     @property
     def blobs(self) -> list[str]:
@@ -176,6 +179,10 @@ class ContainerSpec:
     nano_cpus: int
     labels: dict[str, str] = field(default_factory=dict)
     restart: str = "unless-stopped"
+    # The model as its own content: the installed model directory, mounted read-only at
+    # /opt/airgap/model, and the settings it gives the server. None: the image holds its model.
+    model_dir: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
 
 
 class ContainerRuntime(Protocol):

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from tests import external_models
+
 ROOT = Path(__file__).resolve().parent.parent
 BASE_IMAGE = os.environ.get("AIRGAP_TEST_BASE_IMAGE", "127.0.0.1:5000/airgap/python-base:bookworm")
 PYENV = Path("/root/.pyenv/versions")
@@ -380,3 +382,32 @@ def built_v110(
         (src / "airgap.yaml").read_text().replace('version: "1.0.0"', 'version: "1.1.0"')
     )
     return Path(bundle(src, cache, "--key", str(signing_key.with_suffix(".key")))["bundle"][0])
+
+
+# --- a model saved with ONNX external data (tests/external_models.py), bundled once -----------------
+
+
+@pytest.fixture(scope="session")
+def external_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model (graph + 3.5 MiB data file), saved once per session."""
+    return external_models.save_external_model(tmp_path_factory.mktemp("external-model") / "model").parent
+
+
+@pytest.fixture(scope="session")
+def external_bundle(
+    tmp_path_factory: pytest.TempPathFactory,
+    external_model: Path,
+    cache: Path,
+    signing_key: Path,
+    clean_image: str,
+    base_image: str,
+) -> dict[str, Any]:
+    """The model directory bundled once, for the clean image's Python (so it installs to a venv here)."""
+    work = tmp_path_factory.mktemp("external-far-side")
+    project = external_models.external_project(work, base_image, external_model)
+    result = bundle_for_clean_image(project, work, cache, signing_key, clean_image)
+    return {
+        "bundle": Path(result["bundle"][0]),
+        "record": result["record"],
+        "staging": Path(result["staging"]),
+    }

@@ -22,12 +22,13 @@ GOLDEN = {
 }
 
 
-def save_external_model(directory: Path, location: str = "model.onnx.data") -> Path:
-    """Writes ``model.onnx`` and its external data file ``location`` into ``directory``."""
+def save_external_model(directory: Path, location: str = "model.onnx.data", seed: int = 20) -> Path:
+    """Writes ``model.onnx`` and its external data file ``location`` into ``directory`` (``seed``:
+    another seed gives other weights and the same graph)."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    rng = np.random.default_rng(20)
+    rng = np.random.default_rng(seed)
     w1 = (rng.standard_normal((4, HIDDEN)) / 2).astype(np.float32)
     w2 = (rng.standard_normal((HIDDEN, 3)) / np.sqrt(HIDDEN)).astype(np.float32)
     graph = helper.make_graph(

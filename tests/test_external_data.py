@@ -20,15 +20,9 @@ from typing import Any
 import pytest
 
 from tests.conftest import BASE_IMAGE, assert_one_line_error, run_airgap
-from tests.external_models import GOLDEN, external_project, save_external_model, set_location
+from tests.external_models import GOLDEN, external_project, set_location
 
 REFUSE_WITHIN = 5.0  # seconds: a refusal comes before any slow phase
-
-
-@pytest.fixture(scope="session")
-def external_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The model (graph + 3.5 MiB data file), saved once per session."""
-    return save_external_model(tmp_path_factory.mktemp("external-model") / "model").parent
 
 
 @pytest.fixture
@@ -118,28 +112,6 @@ def test_a_broken_link_in_the_model_directory_is_refused_before_anything_slow(pr
 
 
 # --- engine tier: bundled, verified, installed to Docker and a virtualenv --------------------------
-
-
-@pytest.fixture(scope="session")
-def external_bundle(
-    tmp_path_factory: pytest.TempPathFactory,
-    external_model: Path,
-    cache: Path,
-    signing_key: Path,
-    clean_image: str,
-    base_image: str,
-) -> dict[str, Any]:
-    """The model directory bundled once, for the clean image's Python (so it installs to a venv here)."""
-    from tests.conftest import bundle_for_clean_image
-
-    work = tmp_path_factory.mktemp("external-far-side")
-    project = external_project(work, base_image, external_model)
-    result = bundle_for_clean_image(project, work, cache, signing_key, clean_image)
-    return {
-        "bundle": Path(result["bundle"][0]),
-        "record": result["record"],
-        "staging": Path(result["staging"]),
-    }
 
 
 @pytest.mark.docker

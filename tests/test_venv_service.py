@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from airgap.core.model_layer import model_env
 from airgap.core.service_unit import image_settings, unit_name
 from airgap.services.deploy.receipts import Installed, Receipt
 from airgap.services.deploy.serve import enable_unit, plan, unit_path, write_unit
@@ -25,13 +26,37 @@ from tests.conftest import ROOT, assert_one_line_error, run_airgap
 from tests.fakes import FakeServiceManager
 
 NAME = "tabular-classifier"
-DOCKERFILE = (ROOT / "bundle_templates" / "Dockerfile.j2").read_text()
+# The model image's stage as bundles signed it before the model became its own content: the
+# serving settings were the image's ENV, and a virtualenv install still reads them from there.
+LEGACY_DOCKERFILE = """\
+# --- stage 2: the runtime image: base + venv + server + model, nothing else (no pip, no wheels, no caches)
+FROM {{ base_image }}
+COPY --from=install /opt/airgap/venv /opt/airgap/venv
+COPY server/airgap_server.py /opt/airgap/server/airgap_server.py
+COPY model/ /opt/airgap/model/
+ENV PATH=/opt/airgap/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \\
+    PYTHONDONTWRITEBYTECODE=1 \\
+    PYTHONUNBUFFERED=1 \\
+    AIRGAP_MODEL_PATH=/opt/airgap/model/{{ model_file }} \\
+    AIRGAP_GOLDEN_PATH=/opt/airgap/model/golden.json \\
+    AIRGAP_MODEL_NAME={{ name }} \\
+    AIRGAP_MODEL_VERSION={{ version }} \\
+    AIRGAP_PORT={{ port }} \\
+    AIRGAP_THREADS={{ threads }} \\
+    AIRGAP_MAX_BATCH={{ max_batch }} \\
+    AIRGAP_MAX_REQUEST_BYTES={{ max_request_bytes }}
+USER {{ uid }}:{{ uid }}
+EXPOSE {{ port }}
+WORKDIR /tmp
+ENTRYPOINT ["/opt/airgap/venv/bin/python", "/opt/airgap/server/airgap_server.py"]
+CMD ["serve"]
+"""
 
 
 def _rendered(threads: int = 3, max_batch: int = 16, max_request_bytes: int = 4000, port: int = 8080) -> str:
     """The ENV block of the model image's Dockerfile as airgap renders it."""
     return (
-        DOCKERFILE.replace("{{ model_file }}", "classifier.onnx")
+        LEGACY_DOCKERFILE.replace("{{ model_file }}", "classifier.onnx")
         .replace("{{ name }}", NAME)
         .replace("{{ version }}", "1.0.0")
         .replace("{{ port }}", str(port))
@@ -41,7 +66,7 @@ def _rendered(threads: int = 3, max_batch: int = 16, max_request_bytes: int = 40
     )
 
 
-def test_the_serving_settings_are_the_ones_the_signed_dockerfile_gives_the_image() -> None:
+def test_an_older_bundle_s_serving_settings_are_the_ones_its_signed_dockerfile_gives_the_image() -> None:
     settings = image_settings(_rendered(threads=3, max_batch=16, max_request_bytes=4000, port=9000))
     assert settings == {
         "AIRGAP_PORT": "9000",
@@ -73,12 +98,32 @@ def installed(tmp_path: Path) -> State:
     record = {
         "model": {"file": "model/classifier.onnx"},
         "serving": {"port": 8080, "max_batch": 16},
-        "image": {"dockerfile": _rendered(max_request_bytes=4000)},
+        "image": {
+            "model_image": {
+                "manifest_digest": "sha256:" + "1" * 64,
+                "config_digest": "sha256:" + "2" * 64,
+                "layer": {"digest": "sha256:" + "3" * 64, "size": 10240},
+                "env": model_env(
+                    NAME,
+                    "1.0.0",
+                    "model/classifier.onnx",
+                    {"port": 8080, "max_batch": 16, "max_request_bytes": 4000},
+                ),
+            }
+        },
     }
     (content / "build.json").write_text(json.dumps(record))
     receipt = Receipt(
-        NAME, "1.0.0", "venv", "a" * 64, "k", "b.airgap.tar", "2026-01-01T00:00:00Z", str(content),
-        port=_free_port(), extra={"python": sys.executable, "venv": str(tmp_path / "venv")},
+        NAME,
+        "1.0.0",
+        "venv",
+        "a" * 64,
+        "k",
+        "b.airgap.tar",
+        "2026-01-01T00:00:00Z",
+        str(content),
+        port=_free_port(),
+        extra={"python": sys.executable, "venv": str(tmp_path / "venv")},
     )
     Installed(state).put(receipt, None)
     return state
@@ -161,8 +206,13 @@ def test_the_unit_is_installed_and_enabled_only_when_asked(installed: State, tmp
 
 def test_systemd_is_refused_for_a_container_target_before_anything_is_read(tmp_path: Path) -> None:
     proc = run_airgap(
-        "install", str(tmp_path / "x.airgap.tar"), "--to", "docker", "--systemd",
-        "--state-dir", str(tmp_path / "s"),
+        "install",
+        str(tmp_path / "x.airgap.tar"),
+        "--to",
+        "docker",
+        "--systemd",
+        "--state-dir",
+        str(tmp_path / "s"),
     )
     line = assert_one_line_error(proc, 2)
     assert "--systemd is for" in line

@@ -267,9 +267,7 @@ class DockerEngine(ImageRunner):
         with _engine_errors("listing build containers"):
             while time.monotonic() < deadline:
                 present = [
-                    c
-                    for c in self.client.api.containers(all=True)
-                    if str(c.get("ImageID") or "") in wanted
+                    c for c in self.client.api.containers(all=True) if str(c.get("ImageID") or "") in wanted
                 ]
                 if not present:
                     return

@@ -33,7 +33,9 @@ def lease_directory() -> Path:
 
 def _engine_key() -> str:
     """One lease per engine address (the SDK's own choice: ``DOCKER_HOST`` or the local socket)."""
-    return hashlib.sha256(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").encode()).hexdigest()[:16]
+    return hashlib.sha256(os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock").encode()).hexdigest()[
+        :16
+    ]
 
 
 class EngineLease:

@@ -410,3 +410,94 @@ def docker_archive_stream(image: OciImage, repo_tag: str) -> Iterator[bytes]:
     ).encode()
     yield _tar_header("manifest.json", len(manifest)) + manifest + _padding(len(manifest))
     yield b"\0" * 1024
+
+
+def model_files(model_dir: Path) -> list[tuple[str, int]]:
+    """Every regular file under ``model_dir`` as ``(relative path, size)``: what the model layer holds
+    (a link or anything but a file or directory there is refused: the layer carries only bytes)."""
+    out: list[tuple[str, int]] = []
+    for path in sorted(model_dir.rglob("*")):
+        st = path.lstat()
+        if path.is_symlink() or not (path.is_file() or path.is_dir()):
+            raise IntegrityError(
+                f"{path} is not a regular file or directory: the model layer carries files only"
+            )
+        if path.is_file():
+            out.append((path.relative_to(model_dir).as_posix(), st.st_size))
+    return out
+
+
+def _opener(model_dir: Path) -> Callable[[str], IO[bytes]]:
+    """Opens a model file for ``layer_chunks``, which closes it (its ``with``)."""
+
+    def open_file(rel: str) -> IO[bytes]:
+        return (model_dir / rel).open("rb")
+
+    return open_file
+
+
+def model_layer_image(
+    runtime: OciImage,
+    model_dir: Path,
+    layer_digest: str,
+    layer_size: int,
+    manifest_digest: str,
+    config_digest: str,
+    mtime: int,
+    files: list[tuple[str, int]] | None = None,
+) -> OciImage:
+    """The model image as a pushable OCI image: the server image's layers, then the model layer,
+    streamed from ``model_dir`` when a registry asks for it. ``files``: the signed model files
+    (path under model/, size) — what the layer holds, whatever else the directory has."""
+    from airgap.core.model_layer import LayerStream, layer_chunks
+
+    files = model_files(model_dir) if files is None else files
+
+    def body() -> LayerStream:
+        return LayerStream(layer_chunks(files, mtime, _opener(model_dir)), layer_size)
+
+    return OciImage(
+        runtime.layout,
+        manifest_digest,
+        config_digest,
+        (*runtime.layers, (layer_digest, layer_size)),
+        runtime.ref_name,
+        streams={layer_digest: body},
+    )
+
+
+def write_model_image(
+    runtime: OciImage,
+    model_dir: Path,
+    env: dict[str, str],
+    labels: dict[str, str],
+    epoch: int,
+    on_bytes: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Writes the model image's config and manifest into the server image's layout (the model layer
+    itself is never written: it is the bundle's model files) and returns what the build record
+    signs about it: its digests, the layer's digest and size, and the settings it serves with."""
+    from airgap.core.model_layer import layer_chunks, layer_size, model_config, model_manifest
+
+    files = model_files(model_dir)
+    size = layer_size(files, epoch)
+    digest = hashlib.sha256()
+    for chunk in layer_chunks(files, epoch, _opener(model_dir)):
+        digest.update(chunk)
+        if on_bytes is not None:
+            on_bytes(len(chunk))
+    layer = "sha256:" + digest.hexdigest()
+    blobs = runtime.layout / "blobs" / "sha256"
+    runtime_config = json.loads(blob_path(runtime.layout, runtime.config_digest).read_bytes())
+    runtime_manifest = json.loads(blob_path(runtime.layout, runtime.manifest_digest).read_bytes())
+    config = model_config(runtime_config, layer, env, labels, epoch)
+    cfg_digest, cfg_size = _write_blob(blobs, canonical(config))
+    man_digest, _ = _write_blob(
+        blobs, canonical(model_manifest(runtime_manifest, cfg_digest, cfg_size, layer, size))
+    )
+    return {
+        "manifest_digest": man_digest,
+        "config_digest": cfg_digest,
+        "layer": {"digest": layer, "size": size},
+        "env": env,
+    }

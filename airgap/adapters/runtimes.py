@@ -17,6 +17,7 @@ import subprocess
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from airgap.core.model_layer import MODEL_ROOT
 from airgap.errors import EnvironmentFailure
 from airgap.ports import ContainerSpec as ContainerSpec  # declared with the port; named here too
 
@@ -178,7 +179,10 @@ class DockerRuntime(Runtime):
             self.client.containers.create(
                 spec.image,
                 name=spec.name,
-                environment={"AIRGAP_PORT": str(spec.port), "AIRGAP_HOST": "127.0.0.1"},
+                environment={**spec.env, "AIRGAP_PORT": str(spec.port), "AIRGAP_HOST": "127.0.0.1"},
+                volumes=(
+                    {spec.model_dir: {"bind": MODEL_ROOT, "mode": "ro"}} if spec.model_dir is not None else {}
+                ),
                 network_mode="host",
                 read_only=True,
                 tmpfs={"/tmp": "rw,nosuid,nodev,size=64m"},
@@ -333,6 +337,8 @@ class PodmanRuntime(Runtime):
                 "create",
                 "--name",
                 spec.name,
+                *(a for k, v in spec.env.items() for a in ("--env", f"{k}={v}")),
+                *(("--volume", f"{spec.model_dir}:{MODEL_ROOT}:ro") if spec.model_dir is not None else ()),
                 "--env",
                 f"AIRGAP_PORT={spec.port}",
                 "--env",

@@ -136,6 +136,21 @@ class ImageRecord:
     labels: Mapping[str, str] = field(default_factory=lambda: _EMPTY)
     layers: tuple[Any, ...] = ()  # the OCI layers as recorded ({"digest", "size"}), for the manifest
     present: bool = False  # build.json has an image section (a non-empty object)
+    # The model image (core/model_layer.py): the server image above plus one layer made of the
+    # bundle's model/ files. None: a bundle whose image holds the model itself (or a prebuilt one).
+    model_image: ModelImageRecord | None = None
+
+
+@dataclass(frozen=True)
+class ModelImageRecord:
+    """The model image's digests, its model layer's digest and size, and the settings the model
+    gives its server (what a container that mounts the model is started with)."""
+
+    manifest_digest: str
+    config_digest: str
+    layer_digest: str
+    layer_size: int
+    env: Mapping[str, str]
 
 
 @dataclass(frozen=True)
@@ -285,6 +300,7 @@ class BuildRecord:
                 labels=f.strings(image, "labels", "image."),
                 layers=tuple(f.array(image, "layers", "image.")),
                 present=bool(image),
+                model_image=_model_image(f, image),
             ),
             base_image=BaseImageRecord(
                 requested=f.text(base, "requested", "base_image."),
@@ -330,3 +346,18 @@ class BuildRecord:
     def port(self) -> int:
         """The port the model server listens on (8080 when the record names none)."""
         return self.serving.port or 8080
+
+
+def _model_image(f: _Fields, image: Mapping[str, Any]) -> ModelImageRecord | None:
+    section = f.mapping(image, "model_image", "image.")
+    if not section:
+        return None
+    layer = f.mapping(section, "layer", "image.model_image.")
+    where = "image.model_image."
+    manifest, config = f.text(section, "manifest_digest", where), f.text(section, "config_digest", where)
+    digest, size = f.text(layer, "digest", where + "layer."), f.integer(layer, "size", where + "layer.")
+    if manifest is None or config is None or digest is None or size is None:
+        if f.lenient:
+            return None
+        raise build_record_error("image.model_image", "needs manifest_digest, config_digest and layer")
+    return ModelImageRecord(manifest, config, digest, size, f.strings(section, "env", where))

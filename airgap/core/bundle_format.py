@@ -601,7 +601,37 @@ def check_build_record(raw: bytes) -> dict[str, Any]:
             check_member_path(file if isinstance(file, str) else "")
         except IntegrityError:
             raise build_record_error("model.file", f"is not a safe relative path: {file!r:.80}") from None
+    image_section = data.get("image")
+    if isinstance(image_section, dict) and image_section.get("model_image") is not None:
+        _check_model_image(image_section["model_image"])
     return data
+
+
+def _check_model_image(section: object) -> None:
+    """The model image's digests name blobs and its settings reach a container runtime: both are
+    refused unless they are exactly what they claim to be."""
+    from airgap.core.model_layer import check_env
+
+    where = "image.model_image"
+    _build_object(section, where)
+    assert isinstance(section, dict)
+    layer = section.get("layer")
+    _build_object(layer, f"{where}.layer")
+    assert isinstance(layer, dict)
+    for name, value in (
+        ("manifest_digest", section.get("manifest_digest")),
+        ("config_digest", section.get("config_digest")),
+        ("layer.digest", layer.get("digest")),
+    ):
+        if not isinstance(value, str) or not _DIGEST_REF.fullmatch(value):
+            raise build_record_error(f"{where}.{name}", f"is not a sha256 digest: {value!r:.80}")
+    size = layer.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 < size < 1 << 50:
+        raise build_record_error(f"{where}.layer.size", f"is not a size: {size!r:.40}")
+    try:
+        check_env(section.get("env"), f"{where}.env")
+    except IntegrityError as exc:
+        raise build_record_error(f"{where}.env", str(exc)) from None
 
 
 def _build_object(value: object, field_name: str) -> None:

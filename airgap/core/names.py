@@ -127,9 +127,7 @@ def is_file_name(name: str) -> bool:
     return True
 
 
-def check_tree(
-    paths: Iterable[str], what: str = "path", top_reserved: Sequence[str] = CONTROL_NAMES
-) -> None:
+def check_tree(paths: Iterable[str], what: str = "path", top_reserved: Sequence[str] = CONTROL_NAMES) -> None:
     """Every path passes ``check_path``, and together they can all be laid out as one tree: none
     twice, no two that are one name to a case-insensitive or normalising file system, and no
     file that is also a directory of another (``model/a`` and ``model/a/b``)."""

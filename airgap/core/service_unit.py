@@ -52,7 +52,7 @@ def unit_name(name: str) -> str:
 def _quote(arg: str) -> str:
     """One ExecStart argument as systemd reads it: ``%`` and ``$`` doubled, quoted when needed."""
     arg = arg.replace("%", "%%").replace("$", "$$")
-    if arg and not any(c in arg for c in ' \t"\\\''):
+    if arg and not any(c in arg for c in " \t\"\\'"):
         return arg
     return '"' + arg.replace("\\", "\\\\").replace('"', '\\"') + '"'
 

@@ -25,10 +25,11 @@ from typing import Any
 from airgap import __version__
 from airgap.adapters.engine_lease import EngineLease
 from airgap.adapters.fs import MAX_PROFILE, atomic_write_bytes, read_bytes, write_json
-from airgap.adapters.oci import docker_archive_to_oci
+from airgap.adapters.oci import docker_archive_to_oci, write_model_image
 from airgap.adapters.sbom import write_staging_sbom
 from airgap.adapters.space import require_free
 from airgap.adapters.wheels import ForeignResolver, ImageResolver, ResolverSettings, WheelStore, sha256_file
+from airgap.core.model_layer import model_env
 from airgap.core.profile import Profile
 from airgap.core.project import Project
 from airgap.core.signing import allowed_algorithm
@@ -447,15 +448,21 @@ def _build(
         atomic_write_bytes(staging / rel, data)
 
     lock_sha = sha256_file(staging / "requirements.lock")
+    # The server image's labels name its runtime only (base, lock, tool): the same runtime gives the
+    # same image for every model and release. What names the model is the model image's.
     labels = {
-        "org.opencontainers.image.title": project.name,
-        "org.opencontainers.image.version": project.version,
-        "org.opencontainers.image.created": _rfc3339(epoch),
         "org.opencontainers.image.base.name": project.base_image,
         "org.opencontainers.image.base.digest": base_ref.split("@", 1)[1],
         "io.airgap.lock.sha256": lock_sha,
         "io.airgap.tool.version": __version__,
     }
+    model_labels = {
+        "org.opencontainers.image.title": project.name,
+        "org.opencontainers.image.version": project.version,
+        "org.opencontainers.image.created": _rfc3339(epoch),
+    }
+    if project.image.prebuilt:
+        labels.update(model_labels)
     tag = f"airgap/{project.name}:{project.version}"
     with phase("model image"):
         if project.image.prebuilt:
@@ -472,8 +479,12 @@ def _build(
             if not options.keep_images:
                 cleanup.extend(remove_unshipped(engine, staging, image_id, previous, tag, lease))
 
+    separate_model = not project.image.prebuilt  # a prebuilt image holds its own model
     with phase("model contract"):
-        contract = record_contract(engine, image_ref, project, model_name, golden, image_wh)
+        readable_by_the_server(model_dir)
+        contract = record_contract(
+            engine, image_ref, project, model_name, golden, image_wh, model_dir if separate_model else None
+        )
         write_json(model_dir / "contract.json", contract)
 
     with phase("save image"):
@@ -499,7 +510,8 @@ def _build(
                 archive,
                 staging / "image" / "oci",
                 f"{project.name}:{project.version}",
-                epoch,
+                # the server image's creation time is its runtime's (the base image's), not the release's
+                layer_epoch if separate_model else epoch,
                 on_bytes=lambda n: obs.advance("convert layers", n),
                 layer_epoch=layer_epoch,
                 layer_cache=cache / "layers",
@@ -507,9 +519,29 @@ def _build(
         finally:
             obs.end("convert layers")
 
+    model_image: dict[str, Any] | None = None
+    if separate_model:
+        with phase("model layer"):
+            serving = {
+                "port": project.serving.port,
+                "threads": project.serving.threads,
+                "max_batch": project.serving.max_batch,
+                "max_request_bytes": project.serving.max_request_bytes,
+            }
+            env = model_env(project.name, project.version, f"model/{model_name}", serving)
+            total = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
+            obs.begin("hash model layer", total, BYTES)
+            try:
+                model_image = write_model_image(
+                    oci, model_dir, env, model_labels, epoch, lambda n: obs.advance("hash model layer", n)
+                )
+            finally:
+                obs.end("hash model layer")
+    served_digest = model_image["manifest_digest"] if model_image else oci.manifest_digest
+
     with phase("manifests"):
         k8s_version, k8s_source = target_kubernetes_version(project, profile)
-        manifest_image = f"airgap/{project.name}@{oci.manifest_digest}"
+        manifest_image = f"airgap/{project.name}@{served_digest}"
         rendered = render_manifests(project, project_dir, manifest_image, k8s_version)
         validated = validate_manifests(rendered, k8s_version)
         (staging / "manifests").mkdir()
@@ -546,6 +578,7 @@ def _build(
             "digest": oci.manifest_digest,
             "config_digest": oci.config_digest,
             "layers": [{"digest": d, "size": s} for d, s in oci.layers],
+            **({"model_image": model_image} if model_image else {}),
         },
         "policy": {
             "fail_on": project.policies.fail_on,
@@ -573,6 +606,16 @@ def _build(
         "model": model_record(model, copied, contract["onnxruntime"]),
         "phases": phase.seconds,
     }
+
+
+def readable_by_the_server(model_dir: Path) -> None:
+    """Opens the staged model to the server's unprivileged user: it reads it through a read-only
+    mount, not as the owner of the files."""
+    for path in [model_dir, *model_dir.rglob("*")]:
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode
+        path.chmod(mode | (0o555 if path.is_dir() else 0o444))
 
 
 def split_record(record: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:

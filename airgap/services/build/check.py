@@ -226,8 +226,18 @@ def _manifests(reader: BundleReader, files: Sequence[str]) -> list[dict[str, Any
     return out
 
 
-def _image_config(reader: BundleReader, files: set[str]) -> tuple[dict[str, Any] | None, str | None]:
-    """The image config, and the file it came from: the OCI layout by plain reads, else the archive."""
+def _image_config(
+    reader: BundleReader, files: set[str], record: BuildRecord
+) -> tuple[dict[str, Any] | None, str | None]:
+    """The config of the image that serves, and the file it came from: the model image's (the
+    server image with the model layer) when the model is its own content, else the OCI layout's
+    image by plain reads, else the archive."""
+    model_image = record.image.model_image
+    if model_image is not None:
+        path = f"{OCI_LAYOUT}blobs/sha256/{model_image.config_digest.removeprefix('sha256:')}"
+        if path in files:
+            config = _json_file(reader, path)
+            return (config if isinstance(config, dict) else None), path
     if f"{OCI_LAYOUT}index.json" in files:
         _, config_path, _ = resolve_oci_layout(reader.read, OCI_LAYOUT)
         config = _json_file(reader, config_path)
@@ -277,7 +287,7 @@ def build_facts(reader: BundleReader, project: Mapping[str, Any] | None = None) 
         record = BuildRecord.from_mapping(loaded, lenient=True)
         sources.update(image="build.json", base_image="build.json", project="build.json")
 
-    config, config_source = _image_config(reader, present)
+    config, config_source = _image_config(reader, present, record)
     if config_source:
         sources["image"] = config_source
     image = _image_facts(record, config)

@@ -18,10 +18,11 @@ import jinja2
 
 from airgap.adapters.engine_lease import EngineLease
 from airgap.core.build_images import label_stages
+from airgap.core.model_layer import MODEL_ROOT
 from airgap.core.profile import Profile
 from airgap.core.project import SEVERITIES, Project
 from airgap.errors import AnswerIsNo, IntegrityError, InvalidInputError
-from airgap.ports import ImageEngine, RunSpec
+from airgap.ports import ImageEngine, Mount, RunSpec
 from airgap.resources import templates_dir
 from airgap.services.build.check import policy_directories
 from airgap.services.build.wheelhouse import WheelhouseResult
@@ -148,10 +149,14 @@ def build_image(
     epoch: int,
     *,
     cache: bool = True,
+    with_model: bool = False,
 ) -> str:
     """Builds the model image offline from the staged wheelhouse, with mtimes pinned to ``epoch``
     (``stable_layer_epoch``) so the same inputs give the same layers; every image the engine
-    commits is recorded for cleanup."""
+    commits is recorded for cleanup. ``with_model``: the context carries the model too, for a
+    Dockerfile from before the model was its own content (a rebuild of an older bundle); otherwise
+    the model never enters the build, so its size costs the build nothing and a model-only change
+    rebuilds nothing."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="airgap-context-") as tmp:
@@ -161,7 +166,8 @@ def build_image(
         shutil.copyfile(staging / "requirements.lock", ctx / "requirements.lock")
         (ctx / "server").mkdir()
         shutil.copyfile(templates_dir() / "server" / "airgap_server.py", ctx / "server" / "airgap_server.py")
-        shutil.copytree(staging / "model", ctx / "model")
+        if with_model:
+            shutil.copytree(staging / "model", ctx / "model")
         # COPY keeps source mtimes: pin them so the same inputs give the same layers.
         for path in [ctx, *ctx.rglob("*")]:
             os.utime(path, (epoch, epoch), follow_symlinks=False)
@@ -230,25 +236,29 @@ def record_contract(
     model_name: str,
     golden: dict[str, Any],
     wheelhouse: WheelhouseResult,
+    model_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Runs the golden inputs inside the built image (network off, read-only) and records the outputs.
 
     The outputs come from the exact onnxruntime the far side will run; they are the contract
-    `airgap install` and `airgap smoke` hold the installed model to.
+    `airgap install` and `airgap smoke` hold the installed model to. ``model_dir``: the staged model,
+    mounted read-only where the far side mounts it (the server image holds no model); None for an
+    image that holds its own (a prebuilt one).
     """
+    mounts = [Mount(model_dir, MODEL_ROOT, read_only=True)] if model_dir is not None else []
     res = engine.run(
         RunSpec(
             image=image_ref,
             argv=[
                 "check",
                 "--model",
-                f"/opt/airgap/model/{model_name}",
+                f"{MODEL_ROOT}/{model_name}",
                 "--golden",
-                "/opt/airgap/model/golden.json",
+                f"{MODEL_ROOT}/golden.json",
             ],
             network="none",
-            mounts=[],
-            timeout=300,
+            mounts=mounts,
+            timeout=max(300.0, _model_bytes(model_dir) / 50e6),
         )
     )
     if res.exit_code != 0:
@@ -283,6 +293,13 @@ def record_contract(
         "tolerance": {"rtol": project.model.rtol, "atol": project.model.atol},
         "cases": cases,
     }
+
+
+def _model_bytes(model_dir: Path | None) -> int:
+    """The staged model's size: loading it bounds how long its golden run may take."""
+    if model_dir is None:
+        return 0
+    return sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file())
 
 
 def check_architecture(

@@ -30,17 +30,19 @@ from typing import Any
 
 from airgap.adapters.engine_lease import EngineLease
 from airgap.adapters.fs import atomic_write_bytes, write_json
-from airgap.adapters.oci import docker_archive_to_oci
+from airgap.adapters.oci import docker_archive_to_oci, write_model_image
 from airgap.adapters.sbom import write_staging_sbom
 from airgap.adapters.wheels import sha256_file
 from airgap.core import rebuild as fit
 from airgap.core.build_record import BuildRecord
+from airgap.core.model_layer import MODEL_ROOT
 from airgap.core.project import Waiver
 from airgap.core.signing import allowed_algorithm
 from airgap.core.smoke import compare_contract, summary
 from airgap.core.tags import compute_tags
 from airgap.errors import AnswerIsNo, IntegrityError, InvalidInputError, UsageError
-from airgap.ports import ImageEngine, RunSpec, Signer
+from airgap.ports import ImageEngine, Mount, RunSpec, Signer
+from airgap.services.build.bundle import readable_by_the_server
 from airgap.services.build.check import (
     DirectoryReader,
     check_bundle,
@@ -186,10 +188,24 @@ def rebuild(
             new_dockerfile = dockerfile.replace(old_base, base_ref)
             layer_epoch = stable_layer_epoch(epoch, base_inspect.get("Created"))
             with EngineLease() as lease:
-                image_id = build_image(engine, staging, new_dockerfile, tag, labels, obs, layer_epoch)
+                image_id = build_image(
+                    engine,
+                    staging,
+                    new_dockerfile,
+                    tag,
+                    labels,
+                    obs,
+                    layer_epoch,
+                    with_model=record.image.model_image is None,
+                )
                 remove_unshipped(engine, staging, image_id, previous, tag, lease)
         with phase("golden check"):
-            ort = _check_golden(engine, tag, model_file, contract)
+            separate = record.image.model_image
+            if separate is not None:
+                readable_by_the_server(staging / "model")
+            ort = _check_golden(
+                engine, tag, model_file, contract, staging / "model" if separate is not None else None
+            )
             pinned = record.wheelhouses["image"].pins.get("onnxruntime")
             if pinned and pinned != ort:
                 raise IntegrityError(
@@ -197,9 +213,32 @@ def rebuild(
                     "the image is not built from the wheelhouse"
                 )
         with phase("save image"):
-            oci = _save_oci(engine, tag, staging, f"{name}:{version}", epoch, layer_epoch, obs)
-        old_image = record.image.digest or ""
-        _relink_manifests(staging, old_image, oci.manifest_digest)
+            oci = _save_oci(
+                engine,
+                tag,
+                staging,
+                f"{name}:{version}",
+                layer_epoch if separate is not None else epoch,
+                layer_epoch,
+                obs,
+            )
+        model_image: dict[str, Any] | None = None
+        old_image, new_image = record.image.digest or "", oci.manifest_digest
+        if separate is not None:
+            with phase("model layer"):
+                # The same model layer (the same files, the same epoch) on the rebuilt server image.
+                model_labels = {
+                    "org.opencontainers.image.title": name,
+                    "org.opencontainers.image.version": version,
+                    "org.opencontainers.image.created": time.strftime(
+                        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch)
+                    ),
+                }
+                model_image = write_model_image(
+                    oci, staging / "model", dict(separate.env), model_labels, epoch
+                )
+            old_image, new_image = separate.manifest_digest, model_image["manifest_digest"]
+        _relink_manifests(staging, old_image, new_image)
         inspect = engine.inspect_image(tag)
         rebuilt_from = {
             "format": REBUILT_FORMAT,
@@ -227,12 +266,13 @@ def rebuild(
                     "digest": oci.manifest_digest,
                     "config_digest": oci.config_digest,
                     "layers": [{"digest": d, "size": s} for d, s in oci.layers],
+                    **({"model_image": model_image} if model_image else {}),
                 },
             }
         )
         if old_image and record.manifests.image is not None:
             # The Kubernetes manifests name the image by digest: they name the rebuilt one.
-            relinked = record.manifests.image.replace(old_image, oci.manifest_digest)
+            relinked = record.manifests.image.replace(old_image, new_image)
             doc["manifests"] = {**doc["manifests"], "image": relinked}
         _write(staging / "build.json", dict(BuildRecord.from_mapping(doc).raw))
         when = dt.datetime.fromtimestamp(epoch, dt.timezone.utc)
@@ -339,9 +379,12 @@ def _swap_wheelhouse(staging: Path, record: BuildRecord, cand: fit.Candidate) ->
     return BuildRecord.from_mapping({**record.raw, "wheelhouses": wheelhouses})
 
 
-def _check_golden(engine: ImageEngine, tag: str, model_file: str, contract: dict[str, Any]) -> str:
+def _check_golden(
+    engine: ImageEngine, tag: str, model_file: str, contract: dict[str, Any], model_dir: Path | None
+) -> str:
     """Runs the golden inputs in the rebuilt image (network off) and holds the answers to the signed
-    contract's outputs, within its tolerance; returns the image's onnxruntime version."""
+    contract's outputs, within its tolerance; returns the image's onnxruntime version. ``model_dir``:
+    the model, mounted read-only, for a server image that holds none."""
     res = engine.run(
         RunSpec(
             image=tag,
@@ -353,6 +396,7 @@ def _check_golden(engine: ImageEngine, tag: str, model_file: str, contract: dict
                 "/opt/airgap/model/golden.json",
             ],
             network="none",
+            mounts=[Mount(model_dir, MODEL_ROOT)] if model_dir is not None else [],
             timeout=300,
         )
     )

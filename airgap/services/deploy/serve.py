@@ -31,7 +31,9 @@ def server_env(receipt: Receipt, record: BuildRecord, content: Path, port: int |
     """The environment the installed model server runs with from its virtualenv: the image's serving
     settings, this installation's paths and name, loopback and the installed port (``port`` instead,
     when given)."""
-    env = image_settings(record.image.dockerfile)
+    model_image = record.image.model_image
+    # The model's own settings where the model is its own content; from the image's ENV before that.
+    env = dict(model_image.env) if model_image is not None else image_settings(record.image.dockerfile)
     if record.serving.max_batch and "AIRGAP_MAX_BATCH" not in env:
         env["AIRGAP_MAX_BATCH"] = str(record.serving.max_batch)
     env.update(

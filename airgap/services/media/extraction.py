@@ -66,5 +66,3 @@ def read_contract(content: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidInputError("the bundle's model/contract.json is not an object")
     return data
-
-

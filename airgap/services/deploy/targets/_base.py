@@ -197,9 +197,7 @@ class Target(Protocol):
         replaced or promoted candidate); says what was removed."""
         ...
 
-    def serve_command(
-        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
-    ) -> str | None:
+    def serve_command(self, site: Site, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
         """For a target that runs no server: the shell command that serves the installed model."""
         ...
 
@@ -271,9 +269,7 @@ class BaseTarget:
         replaced or promoted candidate); says what was removed."""
         return []
 
-    def serve_command(
-        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
-    ) -> str | None:
+    def serve_command(self, site: Site, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
         """None: the target runs a server of its own."""
         return None
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from airgap.core.smoke import compare_contract
 from airgap.errors import EnvironmentFailure, InvalidInputError, TamperError, UsageError
-from airgap.ports import ContainerRuntime, ContainerSpec
+from airgap.ports import ContainerRuntime, ContainerSpec, OciImage
 from airgap.services.deploy.smoketest import (
     Answers,
     answers_via,
@@ -54,9 +54,12 @@ class ContainerTarget(BaseTarget):
             r.container += "-candidate"
         self.switch_container(ctx, rt, r.image_id)
 
-    def switch_container(self, ctx: InstallContext, rt: ContainerRuntime, image: str) -> None:
+    def switch_container(
+        self, ctx: InstallContext, rt: ContainerRuntime, image: str, *, mount_model: bool = True
+    ) -> None:
         """Creates the new container, stops the old one, starts the new one and waits for it:
-        the one sequence every container target and rollback share, journalled step by step."""
+        the one sequence every container target and rollback share, journalled step by step.
+        ``mount_model``: False for an image that holds its model (the model image from a registry)."""
         r, journal = ctx.receipt, ctx.journal
         assert r.container
         port = r.port or 8080
@@ -65,7 +68,13 @@ class ContainerTarget(BaseTarget):
         rt.remove(r.container)  # a leftover of an undone run
         rt.create(
             ContainerSpec(
-                r.container, image, port, memory_bytes(limits["memory"]), nano_cpus(limits["cpu"]), labels
+                r.container,
+                image,
+                port,
+                memory_bytes(limits["memory"]),
+                nano_cpus(limits["cpu"]),
+                labels,
+                **(served_model(ctx.record, ctx.content) if mount_model else {}),
             )
         )
         journal.step("created", container=r.container)
@@ -167,6 +176,7 @@ class ContainerTarget(BaseTarget):
                 memory_bytes(limits["memory"]),
                 nano_cpus(limits["cpu"]),
                 ctx.site.labels(new.name, new.version, self.name),
+                **served_model(ctx.record, ctx.content),
             )
         )
         journal.step("created", container=new.container)
@@ -251,10 +261,54 @@ def load_image(ctx: InstallContext, rt: ContainerRuntime) -> str:
     return config_id
 
 
+def served_model(record: BuildRecord, content: Path) -> dict[str, Any]:
+    """How a container serves a model that is its own content: the installed model directory, to be
+    mounted read-only, and the settings the signed record gives it; nothing for an image that holds
+    its model. The directories are opened to the server's unprivileged user (the files are 0444)."""
+    model_image = record.image.model_image
+    if model_image is None:
+        return {}
+    model_dir = content / "model"
+    for path in [model_dir, *(p for p in model_dir.rglob("*") if p.is_dir() and not p.is_symlink())]:
+        mode = path.stat().st_mode
+        if mode & 0o555 != 0o555:
+            path.chmod(mode | 0o555)
+    return {"model_dir": str(model_dir), "env": dict(model_image.env)}
+
+
+def served_image(ctx: InstallContext) -> OciImage:
+    """What a registry gets: the model image (the server image's layers and the model layer, made
+    from the installed model files as it is pushed) when the model is its own content, else the
+    bundle's image."""
+    from airgap.adapters.oci import model_layer_image
+
+    image, model_image = ctx.oci_image(), ctx.record.image.model_image
+    if model_image is None:
+        return image
+    assert ctx.record.source_date_epoch is not None
+    signed = None
+    if ctx.manifest is not None:
+        signed = [
+            (f.content_path.removeprefix("model/"), f.content_size if f.content_size is not None else f.size)
+            for f in ctx.manifest.files
+            if f.content_path.startswith("model/")
+        ]
+    return model_layer_image(
+        image,
+        ctx.content / "model",
+        model_image.layer_digest,
+        model_image.layer_size,
+        model_image.manifest_digest,
+        model_image.config_digest,
+        ctx.record.source_date_epoch,
+        signed,
+    )
+
+
 def push(ctx: InstallContext) -> str:
     """The signed image's blobs and manifest, byte for byte, to the far side's registry (made by the
     site's adapters); returns the reference by digest."""
-    options, receipt, image = ctx.options, ctx.receipt, ctx.oci_image()
+    options, receipt, image = ctx.options, ctx.receipt, served_image(ctx)
     if not options.registry:
         raise UsageError(f"--to {options.target} needs --registry HOST:PORT")
     registry = ctx.site.adapters.registry(options.registry, options.insecure_registry, options.ca_bundle)

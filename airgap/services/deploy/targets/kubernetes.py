@@ -61,7 +61,7 @@ class KubernetesTarget(BaseTarget):
             f"{record.name} {record.version}'s manifests are for Kubernetes {_minor(rendered_for)}, "
             f"the cluster ({where}) runs {running}: {', '.join(differing)}",
             hint=f"bundle it for this cluster (a profile from `airgap probe` with this kubeconfig, or "
-            f"kubernetes.version: \"{_minor(running)}\" in airgap.yaml)",
+            f'kubernetes.version: "{_minor(running)}" in airgap.yaml)',
         )
 
     def deploy(self, ctx: InstallContext) -> None:
@@ -162,9 +162,7 @@ class KubernetesTarget(BaseTarget):
                     upstreams.append(("127.0.0.1", port))
             yield stack.enter_context(round_robin(upstreams))
 
-    def serve_command(
-        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
-    ) -> str | None:
+    def serve_command(self, site: Site, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
         """The port-forward that puts the deployment on this host's port, for the curl line that
         follows it (the cluster publishes no host port)."""
         x = receipt.extra

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from airgap.adapters.fs import atomic_write_bytes
+from airgap.core.model_layer import MODEL_ROOT
 from airgap.services.deploy.smoketest import wait_ready
 from airgap.services.deploy.targets._base import BaseTarget, InstallContext, Site, restored
-from airgap.services.deploy.targets._container import load_image, push, rewritten_manifests
+from airgap.services.deploy.targets._container import load_image, push, rewritten_manifests, served_model
 
 if TYPE_CHECKING:
     from airgap.services.deploy.receipts import Receipt
@@ -31,12 +32,14 @@ class PodmanKubeTarget(BaseTarget):
 
         rt = ctx.site.adapters.podman()
         r, content, current = ctx.receipt, ctx.content, ctx.current
+        served: dict[str, Any] = {}
         if ctx.options.registry:
-            ref = push(ctx)
+            ref = push(ctx)  # the model image: it holds the model
             r.extra["registry_ref"] = ref
         else:
             load_image(ctx, rt)
             ref = f"localhost/airgap/{r.name}:{r.version}"
+            served = served_model(ctx.record, content)  # the server image: the model is mounted
         text = rewritten_manifests(content, ctx.record, ref)
         files = [RenderedFile("all.yaml", text, tuple(o for o in yaml.safe_load_all(text) if o))]
         docs = [d for d in yaml.safe_load_all(for_podman(files, "host")) if d]
@@ -44,12 +47,26 @@ class PodmanKubeTarget(BaseTarget):
         for d in docs:
             if d.get("kind") == "Deployment":
                 d["spec"]["replicas"] = 1  # one node: one pod, or the port is taken twice
-                for c in d["spec"]["template"]["spec"]["containers"]:
-                    c.setdefault("env", []).extend(
+                pod = d["spec"]["template"]["spec"]
+                for c in pod["containers"]:
+                    env = c.setdefault("env", [])
+                    env.extend({"name": k, "value": v} for k, v in served.get("env", {}).items())
+                    env.extend(
                         [
                             {"name": "AIRGAP_PORT", "value": str(port)},
                             {"name": "AIRGAP_HOST", "value": "127.0.0.1"},
                         ]
+                    )
+                    if served:
+                        c.setdefault("volumeMounts", []).append(
+                            {"name": "airgap-model", "mountPath": MODEL_ROOT, "readOnly": True}
+                        )
+                if served:
+                    pod.setdefault("volumes", []).append(
+                        {
+                            "name": "airgap-model",
+                            "hostPath": {"path": served["model_dir"], "type": "Directory"},
+                        }
                     )
         play_text = yaml.safe_dump_all(docs, sort_keys=False)
         ctx.deploy_dir()

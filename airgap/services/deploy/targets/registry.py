@@ -38,7 +38,7 @@ class RegistryTarget(ContainerTarget):
         rt = ctx.site.adapters.docker()
         r.container = f"airgap-{r.name}-{r.version}-{container_suffix(r)}-registry"
         r.image_id = rt.pull(ref)
-        self.switch_container(ctx, rt, ref)
+        self.switch_container(ctx, rt, ref, mount_model=False)  # the registry's image holds the model
 
     def rollback(self, ctx: InstallContext) -> None:
         """Refused: the image of the previous version may be gone from the registry; install its

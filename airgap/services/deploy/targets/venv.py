@@ -120,9 +120,7 @@ class VenvTarget(BaseTarget):
 
         write_unit(site.state, str(new["name"]), user=os.geteuid() != 0)
 
-    def serve_command(
-        self, site: Site, receipt: Receipt, record: BuildRecord, content: Path
-    ) -> str | None:
+    def serve_command(self, site: Site, receipt: Receipt, record: BuildRecord, content: Path) -> str | None:
         """``airgap serve NAME``: the installed model server in the foreground, on its port."""
         from airgap.services.deploy.serve import serve_argv
 

@@ -143,6 +143,9 @@ def link_into(blob: Path, target: Path, copy: bool = False) -> None:
                 os.fchmod(out.fileno(), READ_ONLY)
         _clear(target)
         os.replace(tmp, target)
+        # rename(2) of a link onto another link of the same file does nothing and succeeds: a
+        # target already linked to this blob (the same bundle installed again) leaves tmp behind.
+        tmp.unlink(missing_ok=True)
     except OSError as exc:
         if tmp is not None:
             tmp.unlink(missing_ok=True)
