@@ -90,11 +90,27 @@ def test_plain_docker_load_of_the_bundled_image_answers_the_golden_inputs(
     ).stdout.strip()
     assert image_id == image["config_digest"]
 
+    # The server image holds no model: the model directory is mounted read-only with the settings
+    # build.json signs, as docs/bundle-format.md shows (an env file written from build.json).
+    env_file = tmp_path / "model.env"
+    subprocess.run(
+        [
+            "python3",
+            "-c",
+            'import json; [print(f"{k}={v}") for k, v in '
+            'json.load(open("build.json"))["image"]["model_image"]["env"].items()]',
+        ],
+        cwd=root,
+        stdout=env_file.open("w"),
+        check=True,
+    )
+    assert "AIRGAP_MODEL_PATH=/opt/airgap/model/classifier.onnx" in env_file.read_text().splitlines()
     port = _free_port()
     container = f"airgap-by-hand-{port}"
     run = subprocess.run(
         [
             *("docker", "run", "-d", "--name", container, "--network", "host", "--read-only"),
+            *("--env-file", str(env_file), "-v", f"{root / 'model'}:/opt/airgap/model:ro"),
             *("-e", f"AIRGAP_PORT={port}", "-e", "AIRGAP_HOST=127.0.0.1", tag),
         ],
         capture_output=True,
