@@ -338,3 +338,50 @@ def _docker_inspect(prefix: str) -> dict[str, Any]:
     name = next(n for n in names.stdout.split() if n.startswith(prefix) and not n.endswith("-registry"))
     out = subprocess.run(["docker", "inspect", name], capture_output=True, text=True, check=True).stdout
     return dict(json.loads(out)[0])
+
+
+# --- staging: links, not copies, and a model that changes meanwhile is refused --------------------
+
+
+def test_the_model_is_staged_as_links_that_cost_no_disk_and_hashed_once(tmp_path: Path) -> None:
+    from airgap.services.build.model_files import ModelFiles, copy_model
+    from airgap.services.observer import NullObserver
+
+    src = _model_dir(tmp_path)
+    files = tuple((rel, src / rel) for rel, _ in _files(src))
+    staged = tmp_path / "staging" / "model"
+    staged.mkdir(parents=True)
+    out = copy_model(ModelFiles(src / "model.onnx", "model.onnx", files, ()), staged, NullObserver())
+    for rel, path in files:
+        assert (staged / rel).stat().st_ino == path.stat().st_ino, rel  # a link: no second copy
+        assert out[rel] == (hashlib.sha256(path.read_bytes()).hexdigest(), path.stat().st_size)
+
+
+def test_a_model_file_written_to_while_it_was_bundled_is_refused_at_pack() -> None:
+    from types import SimpleNamespace
+
+    from airgap.core.build_record import BuildRecord
+    from airgap.services.build.sign import _model_changed
+
+    record = BuildRecord.from_mapping(
+        {
+            "model": {
+                "file": "model/model.onnx",
+                "sha256": "a" * 64,
+                "external_data": [{"file": "model/model.onnx.data", "sha256": "b" * 64, "size": 1}],
+            }
+        }
+    )
+
+    def manifest(graph: str, data: str) -> Any:
+        return SimpleNamespace(
+            files=[
+                SimpleNamespace(content_path="model/model.onnx", content_sha256=None, sha256=graph),
+                SimpleNamespace(content_path="model/model.onnx.data.zst", content_sha256=None, sha256="x"),
+                SimpleNamespace(content_path="model/model.onnx.data", content_sha256=data, sha256="y"),
+            ]
+        )
+
+    assert _model_changed(record, manifest("a" * 64, "b" * 64)) is None
+    assert _model_changed(record, manifest("a" * 64, "c" * 64)) == "model/model.onnx.data"
+    assert _model_changed(record, manifest("d" * 64, "b" * 64)) == "model/model.onnx"

@@ -149,7 +149,7 @@ def pack_staging(
         "policy": policy,
     }
     assert record.name is not None and record.version is not None and record.source_date_epoch is not None
-    return pack(
+    result = pack(
         staging,
         out_dir,
         signer,
@@ -164,6 +164,40 @@ def pack_staging(
         bundle_format=bundle_format,
         external=external,
     )
+    changed = _model_changed(record, result.manifest)
+    if changed:
+        for path in result.files:
+            path.unlink(missing_ok=True)
+        raise InvalidInputError(
+            f"{changed} changed after its golden outputs were recorded (its hash is not the one "
+            "build.json records): nothing was written",
+            hint="the staged model files are links to the project's own when they can be: do not change "
+            "the model while it is being bundled, then bundle again",
+        )
+    return result
+
+
+def _model_changed(record: BuildRecord, manifest: Any) -> str | None:
+    """The first model file whose packed content is not the content build.json records (the model
+    is staged as hard links to the project's files where it can be, so a project file written to
+    during the build would otherwise ship with the golden outputs of other bytes)."""
+    raw_model = record.raw.get("model")
+    model: dict[str, Any] = raw_model if isinstance(raw_model, dict) else {}
+    expected: dict[str, str] = {}
+    if isinstance(model.get("file"), str) and isinstance(model.get("sha256"), str):
+        expected[model["file"]] = model["sha256"]
+    for entry in model.get("external_data") or []:
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("file"), str)
+            and isinstance(entry.get("sha256"), str)
+        ):
+            expected[entry["file"]] = entry["sha256"]
+    packed = {str(f.content_path): str(f.content_sha256 or f.sha256) for f in manifest.files}
+    for path, sha in sorted(expected.items()):
+        if path in packed and packed[path] != sha:
+            return path
+    return None
 
 
 def seal(
