@@ -127,29 +127,15 @@ class Registry:
     def push_blob(self, repo: str, digest: str, path: Path) -> None:
         """Uploads one blob in a single PUT with its digest in the URL, so the registry itself checks the
         bytes against the digest the bundle signed; a blob it already has is skipped."""
-        if self.has_blob(repo, digest):
-            return
-        start = self._request("POST", f"{self.base}/v2/{repo}/blobs/uploads/")
-        self._check(start, "starting an upload")
-        location = start.headers.get("Location", "")
-        if location.startswith("/"):
-            location = self.base + location
-        sep = "&" if "?" in location else "?"
         with open(path, "rb") as fh:
-            done = self._request(
-                "PUT",
-                f"{location}{sep}digest={digest}",
-                data=fh,
-                headers={
-                    "Content-Type": "application/octet-stream",
-                    "Content-Length": str(path.stat().st_size),
-                },
-            )
-        self._check(done, f"uploading {digest}")
+            self._upload(repo, digest, fh, path.stat().st_size)
 
     def push_stream(self, repo: str, digest: str, body: Any) -> None:
         """Uploads one blob made on demand (``body``: readable, with a length) the same way, so the
         registry checks the streamed bytes against the signed digest; skipped when it has the blob."""
+        self._upload(repo, digest, body, len(body))
+
+    def _upload(self, repo: str, digest: str, body: Any, size: int) -> None:
         if self.has_blob(repo, digest):
             return
         start = self._request("POST", f"{self.base}/v2/{repo}/blobs/uploads/")
@@ -162,7 +148,7 @@ class Registry:
             "PUT",
             f"{location}{sep}digest={digest}",
             data=body,
-            headers={"Content-Type": "application/octet-stream", "Content-Length": str(len(body))},
+            headers={"Content-Type": "application/octet-stream", "Content-Length": str(size)},
         )
         self._check(done, f"uploading {digest}")
 
