@@ -1,4 +1,5 @@
-"""The external data files an ONNX model references, read from its graph without loading a weight.
+"""What airgap reads from an ONNX graph without loading a weight: the external data files it
+references, and the inputs it asks its caller for.
 
 A model over 2 GB cannot be one protobuf: its initializers say ``data_location: EXTERNAL`` and name
 a file beside the model (``location``), a byte ``offset`` and a ``length``. What the far side needs
@@ -6,7 +7,9 @@ is therefore the graph *and* every file it names, and a bundle that carries the 
 only when the far side loads it. This module reads those references from a stream of the
 ``ModelProto``, skipping every payload (``raw_data`` of a 100 MB initializer is a seek, not a
 read), so a multi-gigabyte model is checked in well under a second; and it judges a ``location``
-as onnxruntime will: relative to the model's directory, never out of it.
+as onnxruntime will: relative to the model's directory, never out of it. The graph's inputs
+(``graph_inputs``) are read the same way, so that golden inputs are checked against them without
+the memory of the weights (onnxruntime would hold every one of them).
 
 Pure: a binary stream in, values out. The caller stats the files (services/build/model_files.py).
 """
@@ -17,7 +20,7 @@ import os
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Union
 
 from airgap.errors import InvalidInputError
 
@@ -238,3 +241,150 @@ def data_file(location: str, tensor: str) -> str:
             hint="re-save the model with a location that does not start with '.'",
         )
     return norm
+
+
+# TensorProto.DataType → the name onnxruntime (and onnx) give it in a type such as ``tensor(float)``.
+_ELEMENT_NAMES: dict[int, str] = {
+    1: "float", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64", 8: "string",
+    9: "bool", 10: "float16", 11: "double", 12: "uint32", 13: "uint64", 14: "complex64",
+    15: "complex128", 16: "bfloat16", 17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2",
+    20: "float8e5m2fnuz", 21: "uint4", 22: "int4", 23: "float4e2m1",
+}  # fmt: skip
+
+Dim = Union[int, str, None]  # a fixed size, a symbolic name, or a dynamic size without a name
+
+
+@dataclass(frozen=True)
+class GraphInput:
+    """One input the graph asks its caller for, as onnxruntime's ``session.get_inputs()`` reports
+    it: the name, the type spelt as onnxruntime spells it (``tensor(float)``, ``seq(tensor(int64))``)
+    and per dimension its size, its symbolic name or None (no dimensions: the shape is not given)."""
+
+    name: str
+    type: str
+    shape: tuple[Dim, ...]
+
+
+def _signed(value: int) -> int:
+    """A varint read as the int64 it encodes (a negative one takes ten bytes)."""
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _element(value: int) -> str:
+    return _ELEMENT_NAMES.get(value, f"undefined({value})")
+
+
+def _type(f: BinaryIO, end: int, depth: int) -> tuple[str, tuple[Dim, ...]]:
+    """A TypeProto: its onnxruntime spelling and, for a (sparse) tensor, its shape."""
+    if depth > 16:
+        raise NotAModel("types nested deeper than 16")
+    text = ""
+    shape: tuple[Dim, ...] = ()
+    for field, wire, value in _fields(f, end):
+        if wire != 2:
+            continue
+        stop = f.tell() + value
+        if field in (1, 8):  # tensor_type, sparse_tensor_type: elem_type 1, shape 2
+            elem, shape = 0, ()
+            for sub, sub_wire, sub_value in _fields(f, stop):
+                if sub == 1 and sub_wire == 0:
+                    elem = sub_value
+                elif sub == 2 and sub_wire == 2:
+                    shape = _shape(f, f.tell() + sub_value)
+            text = ("tensor(" if field == 1 else "sparse_tensor(") + _element(elem) + ")"
+        elif field in (4, 9):  # sequence_type, optional_type: elem_type 1
+            inner = "undefined"
+            inner_shape: tuple[Dim, ...] = ()
+            for sub, sub_wire, sub_value in _fields(f, stop):
+                if sub == 1 and sub_wire == 2:
+                    inner, inner_shape = _type(f, f.tell() + sub_value, depth + 1)
+            # onnxruntime gives an optional tensor its tensor's shape, a sequence none
+            text, shape = ("seq(" if field == 4 else "optional(") + inner + ")", ()
+            if field == 9:
+                shape = inner_shape
+        elif field == 5:  # map_type: key_type 1, value_type 2
+            key, inner = 0, "undefined"
+            for sub, sub_wire, sub_value in _fields(f, stop):
+                if sub == 1 and sub_wire == 0:
+                    key = sub_value
+                elif sub == 2 and sub_wire == 2:
+                    inner = _type(f, f.tell() + sub_value, depth + 1)[0]
+            text, shape = f"map({_element(key)},{inner})", ()
+        elif field == 7:  # opaque_type: domain 1, name 2
+            parts = {1: "", 2: ""}
+            for sub, sub_wire, sub_value in _fields(f, stop):
+                if sub in parts and sub_wire == 2:
+                    parts[sub] = _text(f, sub_value)
+            text, shape = f"opaque({parts[1]},{parts[2]})", ()
+    return text or "undefined", shape
+
+
+def _shape(f: BinaryIO, end: int) -> tuple[Dim, ...]:
+    """A TensorShapeProto: per dimension (field 1) its dim_value (1), dim_param (2) or None."""
+    dims: list[Dim] = []
+    for field, wire, value in _fields(f, end):
+        if field != 1 or wire != 2:
+            continue
+        if len(dims) >= 1 << 12:
+            raise NotAModel("a shape of more than 4096 dimensions")
+        dim: Dim = None
+        for sub, sub_wire, sub_value in _fields(f, f.tell() + value):
+            if sub == 1 and sub_wire == 0:
+                dim = _signed(sub_value)
+            elif sub == 2 and sub_wire == 2:
+                dim = _text(f, sub_value)
+        # onnxruntime clears a negative size and an empty name: both are a dynamic dimension.
+        dims.append(None if dim == "" or (isinstance(dim, int) and dim < 0) else dim)
+    return tuple(dims)
+
+
+def _value_info(f: BinaryIO, end: int) -> GraphInput:
+    """A ValueInfoProto: name (1), type (2)."""
+    name, text = "", "undefined"
+    shape: tuple[Dim, ...] = ()
+    for field, wire, value in _fields(f, end):
+        if field == 1 and wire == 2:
+            name = _text(f, value)
+        elif field == 2 and wire == 2:
+            text, shape = _type(f, f.tell() + value, 0)
+    return GraphInput(name, text, shape)
+
+
+def _tensor_name(f: BinaryIO, end: int) -> str:
+    """A TensorProto's name (8); its data, inline or not, is skipped unread."""
+    name = ""
+    for field, wire, value in _fields(f, end):
+        if field == 8 and wire == 2:
+            name = _text(f, value)
+    return name
+
+
+def graph_inputs(f: BinaryIO, size: int) -> tuple[GraphInput, ...]:
+    """The inputs of the ModelProto's graph in ``f`` (``size`` bytes) that its caller must feed, in
+    the graph's order: its declared inputs (GraphProto field 11) less those an initializer (5) or
+    sparse initializer (15) gives a value, as onnxruntime reports them. No tensor's data is read,
+    so this costs the graph's structure, never its weights.
+
+    Raises NotAModel when the bytes are not a ModelProto with a graph."""
+    declared: list[GraphInput] = []
+    given: set[str] = set()
+    has_graph = False
+    for field, wire, value in _fields(f, size):
+        if field != 7 or wire != 2:
+            continue
+        has_graph = True
+        for sub, sub_wire, sub_value in _fields(f, f.tell() + value):
+            if sub_wire != 2:
+                continue
+            stop = f.tell() + sub_value
+            if sub == 11:
+                declared.append(_value_info(f, stop))
+            elif sub == 5:
+                given.add(_tensor_name(f, stop))
+            elif sub == 15:  # SparseTensorProto: its values (1) carry the name
+                for part, part_wire, part_value in _fields(f, stop):
+                    if part == 1 and part_wire == 2:
+                        given.add(_tensor_name(f, f.tell() + part_value))
+    if not has_graph:
+        raise NotAModel("no graph")
+    return tuple(i for i in declared if i.name not in given)

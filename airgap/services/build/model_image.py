@@ -73,12 +73,14 @@ def lock_pin(result: WheelhouseResult, name: str) -> str | None:
 def check_golden_fits(model: Path, golden: Path, max_batch: int) -> None:
     """Every golden case names exactly the model's inputs, with their rank, fixed sizes and types.
 
-    Decided with the model server's own request checks (the file that ships in the image), on
-    this workstation's onnxruntime, before anything is fetched or built.
+    Decided with the model server's own request checks (the file that ships in the image), before
+    anything is fetched or built, against the inputs read from the graph alone: onnxruntime would
+    load every weight first, and a 10 GB model would cost 10 GB of this workstation's memory for
+    a check of a few names and shapes (``GraphInputs``).
     """
     server = server_module()
     try:
-        loaded = server.Model(str(model), 1)
+        loaded = GraphInputs(server, model)
     except server.FatalError as exc:
         raise InvalidInputError(
             f"{model}: {exc}",
@@ -93,6 +95,40 @@ def check_golden_fits(model: Path, golden: Path, max_batch: int) -> None:
             f"{golden}: {exc}",
             hint=f"edit the golden inputs to match the model's inputs ({expected}), not the model",
         ) from None
+
+
+class GraphInputs:
+    """The part of the model server's ``Model`` that checks a request's inputs, built from the
+    graph's declared inputs (core/onnx_external.py ``graph_inputs``) instead of an onnxruntime
+    session: the same ``TensorSpec``s and the same refusals, in the memory of the graph's structure.
+    """
+
+    def __init__(self, server: Any, model: Path) -> None:
+        from airgap.core.onnx_external import NotAModel, graph_inputs
+
+        self._server = server
+        if not model.is_file():
+            raise server.FatalError(
+                f"model file {model} does not exist; set AIRGAP_MODEL_PATH (check: --model)"
+            )
+        server.read_onnx_header(str(model))  # the server's own "not an ONNX model" refusals
+        try:
+            with open(model, "rb", buffering=1 << 16) as f:
+                declared = graph_inputs(f, os.fstat(f.fileno()).st_size)
+        except OSError as exc:
+            raise server.FatalError(f"cannot read model file {model}: {exc.strerror or exc}") from None
+        except NotAModel as exc:
+            raise server.FatalError(f"not an ONNX model: {model} is not a valid ModelProto ({exc})") from None
+        self.inputs = [server.TensorSpec.from_node(node) for node in declared]
+        for spec in self.inputs:
+            if spec.dtype not in server.ORT_DTYPES.values():
+                raise server.FatalError(
+                    f"input '{spec.name}' has type {spec.dtype}; the server takes tensor inputs only"
+                )
+
+    def prepare(self, inputs: object, max_batch: int) -> Any:
+        """The server's own check of one request's ``inputs`` (``Model.prepare``)."""
+        return self._server.Model.prepare(self, inputs, max_batch)
 
 
 def server_module() -> Any:

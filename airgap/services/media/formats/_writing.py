@@ -24,13 +24,44 @@ ZSTD_LEVEL = 3
 _COMPRESSED_MAGIC = (b"\x1f\x8b", b"PK\x03\x04", b"\x28\xb5\x2f\xfd", b"\xfd7zXZ", b"BZh")
 
 
+# zstd is kept only where it makes a content at least 1/SAVING smaller: weights and other
+# random-looking data do not compress, and storing them as zstd would save nothing on the media
+# while costing a compression here and a one-thread decompression at every verify and install
+# (a content stored as it is is hashed on every core).
+SAVING = 32
+SAMPLES = 8  # a large file is first judged on this many SAMPLE-byte pieces spread over it
+SAMPLE = 1 << 20
+
+
+def pays(content_size: int, stored_size: int) -> bool:
+    """Whether a zstd frame of ``stored_size`` bytes is worth storing for ``content_size`` bytes:
+    it saves at least 1/SAVING of them."""
+    return stored_size <= content_size - content_size // SAVING
+
+
 def should_compress(path: Path, size: int) -> bool:
-    """Large and not already compressed (gzip, zip, zstd, xz, bzip2 magic): worth storing as zstd."""
+    """Large, not already compressed (gzip, zip, zstd, xz, bzip2 magic), and, when larger than
+    its samples, samples spread over it compress enough to pay (``pays``): worth compressing.
+
+    The samples (SAMPLES pieces of SAMPLE bytes, the first at the start and the last at the end)
+    keep a multi-gigabyte file of weights that zstd cannot shrink from being compressed whole only
+    to be stored as it is; they are read from the content, so the choice is reproducible. What is
+    compressed is still stored as zstd only if the whole frame pays."""
     if size < COMPRESS_MIN:
         return False
     with open(path, "rb") as fh:
-        head = fh.read(8)
-    return not head.startswith(_COMPRESSED_MAGIC)
+        if fh.read(8).startswith(_COMPRESSED_MAGIC):
+            return False
+        if size <= SAMPLES * SAMPLE:
+            return True  # compressed whole, and judged by its frame
+        cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
+        taken = stored = 0
+        for i in range(SAMPLES):
+            fh.seek((size - SAMPLE) * i // (SAMPLES - 1))
+            block = fh.read(SAMPLE)
+            taken += len(block)
+            stored += len(cctx.compress(block))
+    return pays(taken, stored)
 
 
 def hash_file(path: Path, on_bytes: Callable[[int], None] | None = None) -> tuple[str, int]:

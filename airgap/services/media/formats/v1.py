@@ -54,7 +54,7 @@ from airgap.services.media.formats._registry import (
     SignedFront,
     next_named,
 )
-from airgap.services.media.formats._writing import compress, hash_file, should_compress
+from airgap.services.media.formats._writing import compress, hash_file, pays, should_compress
 from airgap.services.observer import Observer
 
 CHUNK_OUT = 128 << 10  # the most decompressed output held at once
@@ -79,8 +79,9 @@ class V1Format(BundleFormat):
             if should_compress(path, size):
                 dest = work / hashlib.sha256(rel.encode()).hexdigest()
                 stored_size, stored_sha, csize, csha = compress(path, dest)
-                # Beyond the ratio the verifier accepts, a file is stored as it is.
-                if csize <= max(stored_size, 1) * MAX_RATIO:
+                # Beyond the ratio the verifier accepts, or when zstd saves too little, a file is
+                # stored as it is.
+                if csize <= max(stored_size, 1) * MAX_RATIO and pays(csize, stored_size):
                     entry = FileEntry(rel + ".zst", stored_size, stored_sha, "zstd", csize, csha)
                     sources[entry.path] = (dest, stored_size)
             if entry is None:

@@ -43,7 +43,7 @@ from airgap.services.media.formats._registry import (
     OpenStream,
     SignedFront,
 )
-from airgap.services.media.formats._writing import compress, hash_file, should_compress
+from airgap.services.media.formats._writing import compress, hash_file, pays, should_compress
 from airgap.services.media.formats.v1 import (
     check_front_headers,
     check_signed,
@@ -80,8 +80,9 @@ class V2Format(BundleFormat):
                 stored_size, stored_sha, size, sha = compress(path, dest)
                 if sha in seen or sha in external:
                     dest.unlink()
-                elif size <= max(stored_size, 1) * MAX_RATIO:
-                    # Beyond the ratio the verifier accepts, a content is stored as it is (below).
+                elif size <= max(stored_size, 1) * MAX_RATIO and pays(size, stored_size):
+                    # Beyond the ratio the verifier accepts, or when zstd saves too little, a
+                    # content is stored as it is (below).
                     blob = FileEntry(
                         bundle_v2.blob_path(sha, True), stored_size, stored_sha, "zstd", size, sha
                     )
