@@ -29,6 +29,9 @@ Environment (both commands)
     AIRGAP_BATCH_WAIT_MS       how long a free runner waits for more rows   default 0
     AIRGAP_MAX_QUEUE           predictions waiting for the model before 503 overloaded   default 256
     AIRGAP_BACKLOG             listen backlog                     default 2048
+    AIRGAP_PREPACK             onnxruntime's weight pre-packing: on, off or auto (default: off for a
+                               model whose directory holds 1 GiB or more, whose weights then stay
+                               shared, reclaimable file pages instead of a private copy as large)
 
 Design: one asyncio event loop parses HTTP/1.1 and checks requests; onnxruntime runs on
 AIRGAP_RUNNERS threads (it releases the GIL), taking the requests that queued meanwhile as one batch.
@@ -203,6 +206,7 @@ class Config:
     batch_wait_ms: float = 0.0
     max_queue: int = 256
     backlog: int = 2048
+    prepack: str = "auto"
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> Config:
@@ -224,7 +228,34 @@ class Config:
             batch_wait_ms=_int_env(env, "AIRGAP_BATCH_WAIT_MS", 0, 0, 1000),
             max_queue=_int_env(env, "AIRGAP_MAX_QUEUE", 256, 1, 1 << 20),
             backlog=_int_env(env, "AIRGAP_BACKLOG", 2048, 1, 65535),
+            prepack=_choice_env(env, "AIRGAP_PREPACK", ("auto", "on", "off")),
         )
+
+
+def _choice_env(env: dict[str, str], name: str, choices: tuple[str, ...]) -> str:
+    raw = env.get(name, "").strip() or choices[0]
+    if raw not in choices:
+        raise FatalError(f"{name} must be one of {', '.join(choices)}, not {raw!r}; fix the environment")
+    return raw
+
+
+PREPACK_OFF_FROM = 1 << 30  # bytes in the model's directory
+
+
+def prepacks(model_path: str, setting: str) -> bool:
+    """Whether onnxruntime pre-packs the weights. Pre-packing copies every packed weight into
+    private memory: a model loaded from external data (mapped, shared with the page cache) then
+    needs its size twice over, which a multi-gigabyte model cannot afford; below that it is the
+    faster matrix product and is kept."""
+    if setting != "auto":
+        return setting == "on"
+    directory = os.path.dirname(os.path.abspath(model_path))
+    total = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if entry.is_file(follow_symlinks=False):
+                total += entry.stat(follow_symlinks=False).st_size
+    return total < PREPACK_OFF_FROM
 
 
 def _int_env(env: dict[str, str], name: str, default: int, low: int, high: int) -> int:
@@ -641,7 +672,7 @@ def _jsonable(value: Any) -> Any:
 class Model:
     """An onnxruntime session and the contract read from it; ``session.run`` is thread-safe."""
 
-    def __init__(self, path: str, threads: int) -> None:
+    def __init__(self, path: str, threads: int, prepack: str = "auto") -> None:
         if not os.path.isfile(path):
             raise FatalError(f"model file {path} does not exist; set AIRGAP_MODEL_PATH (check: --model)")
         self.ir_version, self.opsets = read_onnx_header(path)
@@ -649,6 +680,9 @@ class Model:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.prepacked = prepacks(path, prepack)
+        if not self.prepacked:
+            options.add_session_config_entry("session.disable_prepacking", "1")
         options.log_severity_level = 4  # fatal only: its errors reach us as exceptions, and its log
         # lines on stderr would break check's one-line contract and serve's one JSON object per line
         try:
@@ -1517,7 +1551,7 @@ class App:
         cfg = self.config
         try:
             start = time.perf_counter()
-            model = Model(cfg.model_path, cfg.threads)
+            model = Model(cfg.model_path, cfg.threads, cfg.prepack)
             self.guard = load_data_contract(cfg.data_contract_path, model)
             if self.guard is not None:
                 with open(cfg.data_contract_path, "rb") as f:
@@ -2753,7 +2787,7 @@ def serve(config: Config) -> int:
 
 def check(config: Config, model_path: str, golden_path: str | None) -> int:
     """The model's contract and the golden cases' outputs, as the bundler records them inside the image."""
-    model = Model(model_path, config.threads)
+    model = Model(model_path, config.threads, config.prepack)
     cases = []
     for name, inputs in load_golden(golden_path) if golden_path else []:
         feeds = fit_case(model, name, inputs, config.max_batch)
