@@ -139,13 +139,17 @@ def test_inventory_of_the_far_side_holds_the_installed_image(delta: dict[str, An
 
 
 def test_only_the_model_layer_changes_between_versions(delta: dict[str, Any]) -> None:
-    old = [layer["digest"] for layer in delta["old_record"]["image"]["layers"]]
-    new = [layer["digest"] for layer in delta["result"]["record"]["image"]["layers"]]
-    assert len(old) == len(new)
-    # base, the installed wheelhouse (the venv), the server: the same bytes, though the release
-    # epoch differs; the last layer holds the model.
-    assert old[:-1] == new[:-1]
-    assert old[-1] != new[-1]
+    old_image, new_image = delta["old_record"]["image"], delta["result"]["record"]["image"]
+    # base, the installed wheelhouse (the venv), the server: the same server image, byte for
+    # byte, though the release epoch differs; the model is its own layer on top of it.
+    assert (old_image["digest"], old_image["config_digest"]) == (
+        new_image["digest"],
+        new_image["config_digest"],
+    )
+    assert old_image["layers"] == new_image["layers"]
+    old_model, new_model = old_image["model_image"], new_image["model_image"]
+    assert old_model["layer"]["digest"] != new_model["layer"]["digest"]
+    assert old_model["manifest_digest"] != new_model["manifest_digest"]
 
 
 def test_delta_with_only_the_model_changed_is_at_most_model_size_plus_1mb(delta: dict[str, Any]) -> None:
