@@ -20,19 +20,26 @@ faster):
   inputs) against `docker load -i` of the bundle's `docker save` archive;
 - install-venv: `airgap install --to venv` against `python -m venv` + `pip install --no-index
   --require-hashes` of the host wheelhouse + `cp -r` of the model;
-- smoke: `airgap smoke`, then one HTTP prediction, checked against numpy on the same weights.
+- smoke: `airgap smoke` of each install (docker: then one HTTP prediction, checked against
+  numpy on the same weights);
+- serve-venv: `airgap serve` of the venv install, from start to its first right answer, against
+  a Python script that opens an onnxruntime InferenceSession on the same model and runs it once.
 
 For every airgap command: the peak RSS of its process tree (the sum of VmRSS over the command and
 its descendants, polled every 50 ms; the Docker daemon and containers are not its descendants),
-the largest single process (VmHWM, with its name), and the peak extra disk (the least free space
-of the work directory's filesystem during the phase, against before it; Docker's storage counts
-when it is on that filesystem; other work on the machine adds noise). copy and verify are best of
-``--repeat`` alternating runs, after the parts were read once; bundle and install run once (the
-image is removed from the engine before `docker load` and before `airgap install`).
+how much of it was anonymous (RssAnon: not the pages of a mapped file), the phase it peaked in,
+the largest single process (VmHWM, with its name); the peak extra disk (the least free space of
+the work directory's filesystem during the phase, against before it: Docker's storage counts
+when it is on that filesystem, other work on the machine adds noise) and the work directory's
+own growth. copy and verify are best of ``--repeat`` alternating runs, after the parts were read
+once; bundle and install run once (the image is removed from the engine before `docker load` and
+before `airgap install`).
 
-Refuses to start with less than 5x ``--size-gb`` free. Exit 1, naming the command, when an airgap
-command fails. The work directory (and every image and installation made here) is removed at
-the end unless ``--keep``.
+Refuses to start with less than 5x ``--size-gb`` free, and warns below what the whole run took
+at once at 1 GB (``NEED_FACTOR``: the model sits in the project, the staging directory, twice in
+the bundle, twice in its copy, in the far side's content store and in Docker's images). Exit 1,
+naming the command, when an airgap command fails. The work directory, and the images, installs
+and cached layers made here, are removed at the end unless ``--keep``.
 """
 
 from __future__ import annotations
@@ -67,6 +74,8 @@ FEATURES = 4
 OUTPUTS = 3
 MAX_INIT = 10**9  # bytes per large initializer
 POLL = 0.05
+NEED_FACTOR = 13  # free space the whole run took at once, as a multiple of the model (measured at 1 GB)
+LEAST_FREE = [1 << 62]  # the least free space seen in any phase: what the whole run needed at once
 GOLDEN = {
     "cases": [
         {"name": "one_row", "inputs": {"x": [[0.64, -1.0, 1.97, -0.71]]}},
@@ -194,6 +203,7 @@ class Run:
 
     seconds: float
     tree_rss: int = 0  # bytes: the largest sum of VmRSS over the tree at one poll
+    rss_at: float = 0.0  # seconds after the start when the tree's RSS peaked
     tree_anon: int = 0  # bytes: the same for RssAnon (what is not file pages, e.g. a mapped model)
     top_rss: int = 0  # bytes: the largest single process (VmHWM, or ru_maxrss of the reaped ones)
     top_name: str = ""
@@ -309,8 +319,11 @@ def measure(
                 anon += s.get("RssAnon", 0)
                 if s.get("VmHWM", 0) > run.top_rss:
                     run.top_rss, run.top_name = s["VmHWM"], _comm(p)
-            run.tree_rss, run.tree_anon = max(run.tree_rss, rss), max(run.tree_anon, anon)
+            if rss > run.tree_rss:
+                run.tree_rss, run.rss_at = rss, time.monotonic() - started
+            run.tree_anon = max(run.tree_anon, anon)
             least_free = min(least_free, _free(where))
+            LEAST_FREE[0] = min(LEAST_FREE[0], least_free)
             polls += 1
             if polls % 10 == 0:
                 run.work_disk = max(run.work_disk, dir_bytes(where) - work_before)
@@ -389,6 +402,7 @@ class Row:
             "peak_rss_anon_mib": round(self.run.tree_anon / 2**20, 1),
             "largest_process_rss_mib": round(self.run.top_rss / 2**20, 1),
             "largest_process": self.run.top_name,
+            "peak_rss_in_phase": phase_at(self.run.stderr, self.run.rss_at),
             "peak_extra_disk_gib": round(self.run.extra_disk / 2**30, 2),
             "peak_work_dir_growth_gib": round(self.run.work_disk / 2**30, 2),
             "bytes": self.bytes,
@@ -411,6 +425,7 @@ def table(rows: list[Row]) -> str:
             f"{d['peak_rss_mib']:>8.0f}{d['peak_rss_anon_mib']:>6.0f}{d['peak_extra_disk_gib']:>9.2f}"
             f"{d['peak_work_dir_growth_gib']:>6.2f}{d['bytes'] / 1e9:>6.2f}  "
             f"{d['largest_process']} ({d['largest_process_rss_mib']:.0f})"
+            + (f", tree peak in {d['peak_rss_in_phase']}" if d["peak_rss_in_phase"] else "")
         )
     return "\n".join(lines)
 
@@ -677,6 +692,15 @@ class Bench:
         self.forget_cached_layers()
 
 
+def phase_at(stderr: str, at: float) -> str:
+    """The top-level phase an airgap command had started last ``at`` seconds after its start."""
+    name = ""
+    for m in re.finditer(r"^\[\s*([\d.]+)s\] (\S[^:\n]*?) \.\.\.$", stderr, re.M):
+        if float(m.group(1)) <= at:
+            name = m.group(2)
+    return name
+
+
 def phases(stderr: str) -> dict[str, float]:
     """The top-level phases of an airgap command's progress lines (``[  4.5s] model image: done
     in 56.8s``), in seconds: where the time of a phase went."""
@@ -687,17 +711,21 @@ def phases(stderr: str) -> dict[str, float]:
 
 
 def _best(runs: list[Run]) -> Run:
+    """The least time of several runs of one command, with the largest of their peaks."""
     best = min(runs, key=lambda r: r.seconds)
     top = max(runs, key=lambda r: r.top_rss)
+    tree = max(runs, key=lambda r: r.tree_rss)
     return Run(
-        best.seconds,
-        max(r.tree_rss for r in runs),
-        max(r.tree_anon for r in runs),
-        top.top_rss,
-        top.top_name,
-        max(r.extra_disk for r in runs),
-        max(r.work_disk for r in runs),
-        best.stdout,
+        seconds=best.seconds,
+        tree_rss=tree.tree_rss,
+        rss_at=tree.rss_at,
+        tree_anon=max(r.tree_anon for r in runs),
+        top_rss=top.top_rss,
+        top_name=top.top_name,
+        extra_disk=max(r.extra_disk for r in runs),
+        work_disk=max(r.work_disk for r in runs),
+        stdout=best.stdout,
+        stderr=tree.stderr,
     )
 
 
@@ -711,7 +739,7 @@ def main() -> int:
     ap.add_argument("--part-size", default="4G", help="media part size for bundle (4G: FAT32)")
     ap.add_argument("--base-image", default="127.0.0.1:5000/airgap/python-base:bookworm")
     ap.add_argument("--no-venv", action="store_true", help="skip install --to venv")
-    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--json", action="store_true", help="the JSON document on stdout (the table on stderr)")
     args = ap.parse_args()
     parent = args.dir or Path(tempfile.gettempdir())
     parent.mkdir(parents=True, exist_ok=True)
@@ -725,6 +753,12 @@ def main() -> int:
             file=sys.stderr,
         )
         return 1
+    if free < NEED_FACTOR * args.size_gb * 1e9:
+        print(
+            f"big_model: warning: {free / 1e9:.1f} GB free; at 1 GB this run needed about "
+            f"{NEED_FACTOR}x the model size at once (bundle, copy, installs and Docker's images)",
+            file=sys.stderr,
+        )
     work = Path(tempfile.mkdtemp(prefix="airgap-big-model-", dir=parent))
     bench = Bench(work, args)
     code = 0
@@ -741,19 +775,21 @@ def main() -> int:
             print(f"big_model: kept {work} (log: {bench.log})", file=sys.stderr)
     facts = {
         "size_gb": args.size_gb,
+        "peak_total_extra_disk_gb": round(max(0, free - LEAST_FREE[0]) / 1e9, 1),
         "cores": len(os.sched_getaffinity(0)),
         "load_average": round(os.getloadavg()[0], 1),
         "free_gb_at_start": round(free / 1e9, 1),
         **bench.facts,
     }
+    # with --json the document goes to stdout and the table to stderr, so one run gives both
+    text = sys.stderr if args.json else sys.stdout
+    print(table(bench.rows), file=text)
+    for k, v in facts.items():
+        print(f"{k:<24}{v}", file=text)
     if args.json:
         print(
             json.dumps({"facts": facts, "phases": [r.doc() for r in bench.rows], "ok": code == 0}, indent=2)
         )
-    else:
-        print(table(bench.rows))
-        for k, v in facts.items():
-            print(f"{k:<24}{v}")
     return code
 
 
