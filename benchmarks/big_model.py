@@ -694,11 +694,16 @@ class Bench:
 
 def phase_at(stderr: str, at: float) -> str:
     """The top-level phase an airgap command had started last ``at`` seconds after its start."""
-    name = ""
-    for m in re.finditer(r"^\[\s*([\d.]+)s\] (\S[^:\n]*?) \.\.\.$", stderr, re.M):
-        if float(m.group(1)) <= at:
-            name = m.group(2)
-    return name
+    name, done = "", False
+    for m in re.finditer(r"^\[\s*([\d.]+)s\] (\S[^:\n]*?)( \.\.\.|: done in .*)$", stderr, re.M):
+        if float(m.group(1)) > at:
+            break
+        phase = re.sub(r" \(.*\)$", "", m.group(2))
+        if m.group(3) == " ...":
+            name, done = phase, False
+        elif phase == name:
+            done = True
+    return f"after {name}" if name and done else name
 
 
 def phases(stderr: str) -> dict[str, float]:
@@ -785,7 +790,7 @@ def main() -> int:
     text = sys.stderr if args.json else sys.stdout
     print(table(bench.rows), file=text)
     for k, v in facts.items():
-        print(f"{k:<24}{v}", file=text)
+        print(f"{k:<26}{v}", file=text)
     if args.json:
         print(
             json.dumps({"facts": facts, "phases": [r.doc() for r in bench.rows], "ok": code == 0}, indent=2)
