@@ -430,7 +430,7 @@ class Row:
 
 def table(rows: list[Row]) -> str:
     head = (
-        f"{'phase':<15}{'airgap s':>9}  {'reference':<36}{'ref s':>8}{'ratio':>7}"
+        f"{'phase':<17}{'airgap s':>9}  {'reference':<36}{'ref s':>8}{'ratio':>7}"
         f"{'RSS MiB':>8}{'anon':>6}{'disk GiB':>9}{'work':>6}{'GB':>6}  largest process (MiB)"
     )
     lines = [head, "-" * len(head)]
@@ -439,7 +439,7 @@ def table(rows: list[Row]) -> str:
         ref_s = "-" if d["reference_seconds"] is None else f"{d['reference_seconds']:.2f}"
         ratio = "-" if d["ratio"] is None else f"{d['ratio']:.2f}"
         lines.append(
-            f"{d['phase']:<15}{d['seconds']:>9.2f}  {d['reference']:<36}{ref_s:>8}{ratio:>7}"
+            f"{d['phase']:<17}{d['seconds']:>9.2f}  {d['reference']:<36}{ref_s:>8}{ratio:>7}"
             f"{d['peak_rss_mib']:>8.0f}{d['peak_rss_anon_mib']:>6.0f}{d['peak_extra_disk_gib']:>9.2f}"
             f"{d['peak_work_dir_growth_gib']:>6.2f}{d['bytes'] / 1e9:>6.2f}  "
             f"{d['largest_process']} ({d['largest_process_rss_mib']:.0f})"
