@@ -19,7 +19,7 @@ faster):
 - verify: `airgap verify` (signature, structure, every byte) against `openssl dgst -sha256` of
   the parts;
 - install-docker: `airgap install --to docker` (verify, extract, load, run hardened, golden
-  inputs) against `docker load -i` of the bundle's `docker save` archive;
+  inputs) against `docker load -i` of that image-with-the-model's `docker save` archive;
 - install-venv: `airgap install --to venv` against `python -m venv` + `pip install --no-index
   --require-hashes` of the host wheelhouse + `cp -r` of the model;
 - smoke: `airgap smoke` of each install (docker: then one HTTP prediction, checked against
@@ -602,8 +602,8 @@ class Bench:
             str(self.state),
         )
         self.rows.append(
-            Row("install-docker", "airgap install --to docker", i, bundle_bytes, "docker load -i IMAGE+MODEL.tar",
-                load.seconds, {"image_archive_bytes": saved_bytes})
+            Row("install-docker", "airgap install --to docker", i, bundle_bytes,
+                "docker load -i IMAGE+MODEL.tar", load.seconds, {"image_archive_bytes": saved_bytes})
         )  # fmt: skip
         self.smoke("docker", port)
         self.facts.update(image_tag=tag, install_docker_phases=phases(i.stderr))
