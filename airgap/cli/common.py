@@ -111,11 +111,13 @@ def _validators_when_needed() -> None:
     (``None``, as most options of every command and typer's own ``--help`` are) is answered by
     typer's own rule for a missing value without any validator; a path given as text becomes the
     same path object pydantic makes of it (``Path(text)``) and goes through typer's own checks
-    (``coerce_cli_path``); any other value is handed to the validator typer builds, as before.
+    (``coerce_cli_path``), and if they refuse it, typer's own coercion says why (its message
+    quotes the text as typed); any other value is handed to the validator typer builds, as before.
     A typer without these internals keeps its own coercion, which still works.
     """
     try:
         import typer.core
+        from typer._click.exceptions import BadParameter
         from typer._coercion import RuntimeParam, build_runtime_param
         from typer._param_types import coerce_cli_path, lenient_issubclass
     except ImportError:  # pragma: no cover - another typer: its own coercion stays
@@ -138,8 +140,12 @@ def _validators_when_needed() -> None:
                 and lenient_issubclass(descriptor.annotation, Path)
                 and info.parser is None
             ):
-                text = path_type(value) if lenient_issubclass(path_type, Path) else value
-                return coerce_cli_path(text, info, path_type=path_type, param=param, ctx=ctx)
+                if not lenient_issubclass(path_type, Path):  # kept as text: typer passes it as is
+                    return coerce_cli_path(value, info, path_type=path_type, param=param, ctx=ctx)
+                try:
+                    return coerce_cli_path(path_type(value), info, path_type=path_type, param=param, ctx=ctx)
+                except BadParameter:
+                    pass  # typer's own coercion words the error: it quotes the text as given
             built = build_runtime_param(descriptor)
             param._runtime_param = built
             return built._coerce_value(value, param=param, ctx=ctx)

@@ -1,13 +1,12 @@
-"""The ``airgap`` command line: parse, build adapters, call one service, render, map errors to exit codes.
+"""Running one command line: parse, build adapters, call one service, render, map errors to exit codes.
 
-No logic a library user would need lives here. Every expected failure is an ``AirgapError`` and is
-printed as one line; anything else is a bug, printed as one line too (with the traceback only
-under ``--verbose``) and exit code 70.
+Every expected failure is an ``AirgapError`` and is printed as one line; anything else is a bug,
+printed as one line too (with the traceback only under ``--verbose``) and exit code 70.
 
 One module per group of commands (``probe``, ``build``, ``trust``, ``verify``, ``install``,
-``evidence``), each registering on the shared ``app`` of ``common``; this module is the entry
-point, the one place where errors and signals become exit codes and, under ``--json``, the one
-JSON document on stdout.
+``evidence``), each registering on the shared ``app`` of ``common``; this module imports them
+all, and is the one place where errors and signals become exit codes and, under ``--json``, the
+one JSON document on stdout. ``airgap.cli.main`` (the console script) runs it.
 """
 
 import contextlib
@@ -33,11 +32,12 @@ from airgap.errors import AirgapError, Interrupted
 # The command modules register their commands on ``app`` when imported; this order is the order
 # of `airgap --help`.
 # isort: off
-from airgap.cli import probe, build, media, trust, verify, install, candidate, rebuild  # noqa: F401
-from airgap.cli import delta, accept, evidence, serve  # noqa: F401
+import airgap.cli.probe, airgap.cli.build, airgap.cli.media, airgap.cli.trust  # noqa: E401
+import airgap.cli.verify, airgap.cli.install, airgap.cli.candidate, airgap.cli.rebuild  # noqa: E401
+import airgap.cli.delta, airgap.cli.accept, airgap.cli.evidence, airgap.cli.serve  # noqa: E401, F401
 # isort: on
 
-__all__ = ["app", "main"]
+__all__ = ["app", "run"]
 
 
 def _report(exc: AirgapError) -> int:
@@ -68,8 +68,8 @@ def _succeeded() -> int:
     return 0
 
 
-def main(argv: Optional[list[str]] = None) -> int:
-    """Console-script entry point: the one place where errors and signals become exit codes."""
+def run(argv: Optional[list[str]] = None) -> int:
+    """One command line (``sys.argv`` when None): the one place where errors and signals become exit codes."""
     command = typer.main.get_command(app)
     let_commands_open_their_paths(command)
     STATE.json = STATE.verbose = STATE.quiet = False
