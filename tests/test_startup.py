@@ -136,6 +136,8 @@ def test_verify_of_a_missing_bundle_is_refused_and_audited_before_the_verifier_l
     assert f"{missing} does not exist" in " ".join(proc.stderr.split())
     banned = ("pydantic", "airgap.services.media.opening", "airgap.services.media.formats", "zstandard")
     assert offenders(modules, banned) == []
+    other_commands = ("airgap.cli.build", "airgap.cli.install", "airgap.cli.probe", "airgap.cli.trust")
+    assert offenders(modules, other_commands) == []
     audit = [json.loads(line) for line in (state / "audit.log").read_text().splitlines()]
     assert [(a["action"], a["result"], a["exit_code"]) for a in audit] == [("verify", "rejected", 4)]
     assert audit[0]["bundle"] == str(missing) and "does not exist" in audit[0]["reason"]
@@ -222,9 +224,20 @@ def every_command() -> list[tuple[str, ...]]:
     return found
 
 
+def all_commands_help(*args: str) -> str:
+    """``airgap ARGS --help`` as drawn with every command registered (``main(argv)``)."""
+    entry = "import sys; from airgap.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.run(
+        [sys.executable, "-c", entry, *args, "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
 def test_a_kept_help_screen_is_typers_own_screen_for_every_command(tmp_path: Path) -> None:
-    """For every command: the first ``--help`` is drawn by typer and kept; the second is the kept
-    screen, byte for byte the same, shown without importing typer, rich or the commands."""
+    """For every command: the first ``--help`` is drawn by typer, with only that command's module
+    loaded, the same as with every command registered, and kept; the second is the kept screen,
+    byte for byte the same, shown without importing typer, rich or the commands."""
     commands = every_command()
     assert len(commands) > 20
     for command in commands:
@@ -232,6 +245,7 @@ def test_a_kept_help_screen_is_typers_own_screen_for_every_command(tmp_path: Pat
         kept_modules, kept = imported(*command, "--help", cache=tmp_path)
         assert drawn.returncode == kept.returncode == 0, (command, drawn.stderr[-500:])
         assert "typer.rich_utils" in drawn_modules, command
+        assert drawn.stdout == all_commands_help(*command), command
         assert kept.stdout == drawn.stdout, command
         assert (
             offenders(kept_modules, ("typer", "rich", "click", "airgap.cli.run", "airgap.cli.common")) == []
@@ -322,3 +336,41 @@ def test_no_help_cache_is_made_in_a_directory_of_another_user(tmp_path: Path) ->
     _, proc = imported("--help", cache=home / ".cache")
     assert proc.returncode == 0 and "Usage: airgap" in proc.stdout
     assert list(home.iterdir()) == []
+
+
+def test_each_command_is_registered_by_the_module_the_map_names() -> None:
+    """``COMMAND_MODULES`` (a process for one command loads only that module) is exactly what the
+    modules register, and ``MODULES`` is every command module."""
+    from airgap.cli import app, run
+
+    found: dict[str, str] = {}
+    for info in app.registered_commands:
+        assert info.callback is not None
+        found[info.name or info.callback.__name__] = info.callback.__module__
+    for group in app.registered_groups:
+        callbacks = [c.callback for c in group.typer_instance.registered_commands if c.callback]
+        assert group.name is not None and callbacks
+        found[group.name] = callbacks[0].__module__
+    assert {k: f"airgap.cli.{v}" for k, v in run.COMMAND_MODULES.items()} == found
+    assert set(run.COMMAND_MODULES.values()) <= set(run.MODULES)
+    assert {p.stem for p in Path(run.__file__).parent.glob("*.py")} - set(run.MODULES) == {
+        "__init__", "common", "helpcache", "live", "rendering", "run", "units", "wiring",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("args", "named"),
+    [
+        (["verify", "b.tar"], "verify"),
+        (["--json", "-v", "keys", "list"], "keys"),
+        (["--help", "verify"], None),
+        (["--version"], None),
+        (["verfy", "b.tar"], None),
+        ([], None),
+        (["--", "verify"], None),
+    ],
+)
+def test_only_a_command_named_after_root_flags_loads_alone(args: list[str], named: str | None) -> None:
+    from airgap.cli import run
+
+    assert run.command_named(args) == named

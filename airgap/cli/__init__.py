@@ -18,8 +18,9 @@ __all__ = ["app", "main"]
 def __getattr__(name: str) -> Any:
     """``airgap.cli.app``: the typer application, with every command registered on it."""
     if name == "app":
-        from airgap.cli.run import app
+        from airgap.cli.run import app, load_commands
 
+        load_commands()
         return app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
@@ -29,8 +30,9 @@ def main(argv: Optional[list[str]] = None) -> int:
 
     Called as the console script (``argv`` None, the process's own arguments), a help screen is
     shown from the help cache when it holds one drawn for this very code, terminal and
-    environment, and one drawn now is kept for next time. Called with ``argv`` (tests, a caller
-    in the same process), the command line always runs.
+    environment, and one drawn now is kept for next time; a command is run with only its own
+    module loaded. Called with ``argv`` (tests, a caller in the same process), every command is
+    registered and the command line always runs.
     """
     if argv is not None:
         from airgap.cli.run import run
@@ -45,7 +47,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     from airgap.cli.run import run
 
     try:
-        code = run(None)
+        code = run(None, one_command=True)
     finally:
         if recorder is not None:
             recorder.stop()

@@ -10,6 +10,7 @@ one JSON document on stdout. ``airgap.cli.main`` (the console script) runs it.
 """
 
 import contextlib
+import importlib
 import sys
 import traceback
 from typing import Optional
@@ -31,11 +32,41 @@ from airgap.errors import AirgapError, Interrupted
 
 # The command modules register their commands on ``app`` when imported; this order is the order
 # of `airgap --help`.
-# isort: off
-import airgap.cli.probe, airgap.cli.build, airgap.cli.media, airgap.cli.trust  # noqa: E401
-import airgap.cli.verify, airgap.cli.install, airgap.cli.candidate, airgap.cli.rebuild  # noqa: E401
-import airgap.cli.delta, airgap.cli.accept, airgap.cli.evidence, airgap.cli.serve  # noqa: E401, F401
-# isort: on
+MODULES = (
+    "probe", "build", "media", "trust", "verify", "install", "candidate", "rebuild", "delta", "accept",
+    "evidence", "serve",
+)  # fmt: skip
+# The module that defines each command (or group): a process started for one command loads that
+# one module, not the eleven others (tests/test_startup.py proves this map is the registration).
+COMMAND_MODULES = {
+    "probe": "probe", "profile": "probe", "split": "media", "copy": "media", "bundle": "build",
+    "pack": "build", "check": "build", "keys": "trust", "verify": "verify", "inspect": "verify",
+    "join": "verify", "accept": "accept", "install": "install", "smoke": "install",
+    "status": "install", "rollback": "install", "uninstall": "install", "evidence": "evidence",
+    "compare": "candidate", "promote": "candidate", "rebuild": "rebuild", "inventory": "delta",
+    "serve": "serve",
+}  # fmt: skip
+# The root options that come before a command's name; all are flags (none takes a value).
+_ROOT_FLAGS = frozenset({"--json", "--verbose", "-v", "--quiet", "-q"})
+
+
+def command_named(args: list[str]) -> Optional[str]:
+    """The command ``args`` runs, when it is one of ours after nothing but root flags; else None
+    (no command, ``--help``, ``--version``, a misspelt name: typer needs every command for those)."""
+    for arg in args:
+        if arg in _ROOT_FLAGS:
+            continue
+        return arg if arg in COMMAND_MODULES else None
+    return None
+
+
+def load_commands(args: Optional[list[str]] = None) -> None:
+    """Registers the commands on ``app``: every one, in the order of `airgap --help`; or, given
+    the arguments of a process that runs one command, only that command's module."""
+    named = command_named(args) if args is not None else None
+    for module in (COMMAND_MODULES[named],) if named else MODULES:
+        importlib.import_module(f"airgap.cli.{module}")
+
 
 __all__ = ["app", "run"]
 
@@ -68,8 +99,11 @@ def _succeeded() -> int:
     return 0
 
 
-def run(argv: Optional[list[str]] = None) -> int:
-    """One command line (``sys.argv`` when None): the one place where errors and signals become exit codes."""
+def run(argv: Optional[list[str]] = None, *, one_command: bool = False) -> int:
+    """One command line (``sys.argv`` when None): the one place where errors and signals become
+    exit codes. ``one_command``: this process runs only this command line (the console script),
+    so only the module of the command it names is loaded."""
+    load_commands((sys.argv[1:] if argv is None else argv) if one_command else None)
     command = typer.main.get_command(app)
     let_commands_open_their_paths(command)
     STATE.json = STATE.verbose = STATE.quiet = False
