@@ -38,12 +38,14 @@ def main(argv: Optional[list[str]] = None) -> int:
         from airgap.cli.run import run
 
         return run(argv)
-    from airgap.cli import helpcache
-
     args = sys.argv[1:]
-    if helpcache.replay(args):
-        return 0
-    recorder = helpcache.Recorder.start(args)
+    recorder = None
+    if args and args[-1] == "--help":  # the only command lines the cache keeps
+        from airgap.cli import helpcache
+
+        if helpcache.replay(args):
+            return 0
+        recorder = helpcache.Recorder.start(args)
     from airgap.cli.run import run
 
     try:
