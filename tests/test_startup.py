@@ -42,7 +42,7 @@ NEVER_AT_VERIFY = (
 
 
 def imported(
-    *args: str, cache: Path | None = None, env: dict[str, str] | None = None
+    *args: str, cache: Path | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[set[str], subprocess.CompletedProcess[str]]:
     """The modules a fresh ``airgap ARGS`` process imports; its help cache is ``cache``, or a new
     empty one (the screen is drawn by typer, as on a first run)."""
@@ -56,6 +56,7 @@ def imported(
         text=True,
         timeout=120,
         env=full_env,
+        cwd=cwd,
     )
     if cache is None:
         shutil.rmtree(full_env["XDG_CACHE_HOME"], ignore_errors=True)
@@ -270,6 +271,18 @@ def test_a_help_screen_kept_for_another_terminal_or_environment_is_not_shown(tmp
         if "AIRGAP_UNRELATED" not in env:
             assert proc.stdout != narrow.stdout, env
     assert max(len(line) for line in narrow.stdout.splitlines()) <= 60
+
+
+def test_a_kept_screen_is_shown_again_whatever_happens_in_the_working_directory(tmp_path: Path) -> None:
+    """``python -m airgap`` puts the working directory on ``sys.path``; files made there between
+    two runs (a redirection's output) are not other code."""
+    work = tmp_path / "work"
+    work.mkdir()
+    _, drawn = imported("--help", cache=tmp_path / "cache", cwd=work)
+    (work / "imp.txt").write_text("")
+    modules, kept = imported("--help", cache=tmp_path / "cache", cwd=work)
+    assert kept.stdout == drawn.stdout
+    assert offenders(modules, ("typer", "rich")) == []
 
 
 def test_a_kept_screen_others_may_write_or_of_other_content_is_not_shown(tmp_path: Path) -> None:

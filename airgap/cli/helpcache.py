@@ -8,7 +8,8 @@ from is the same:
 - the command line (``[COMMAND [SUBCOMMAND]] --help``, nothing else is kept);
 - the code: every file of the airgap package (name, size, modification time), airgap's version,
   the Python executable and version, and the modification time of every directory on
-  ``sys.path`` (installing, upgrading or removing typer, rich or anything else changes it);
+  ``sys.path`` but the working directory (installing, upgrading or removing typer, rich or
+  anything else changes it);
 - the terminal: which of stdin, stdout and stderr are terminals, their size, stdout's encoding;
 - the environment, every variable except the few that name only where the shell is (``PWD``,
   ``OLDPWD``, ``SHLVL``, ``_``): ``COLUMNS``, ``TERM``, ``NO_COLOR``, ``FORCE_COLOR``, the locale...
@@ -84,7 +85,10 @@ def key(args: list[str]) -> str:
 
     parts = ["\0".join(args), sys.executable, sys.version, str(os.geteuid())]
     _code(parts)
+    here = os.getcwd()
     for entry in sys.path:
+        if os.path.abspath(entry or ".") == here:
+            continue  # `python -m` puts the working directory first: any file made there changes it
         try:
             parts.append(f"path\0{entry}\0{os.stat(entry or '.').st_mtime_ns}")
         except OSError:
