@@ -52,6 +52,8 @@ def should_compress(path: Path, size: int) -> bool:
             return False
         if size <= SAMPLES * SAMPLE:
             return True  # compressed whole, and judged by its frame
+        import zstandard  # the packer's, as below
+
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL)
         taken = stored = 0
         for i in range(SAMPLES):
