@@ -324,8 +324,9 @@ def test_terminal_escapes_in_progress_task_names_are_shown_escaped_in_a_log(
 
 def test_every_console_airgap_prints_with_is_the_sanitising_one() -> None:
     """One place, not every call site: the two consoles are SafeConsole, no module makes another,
-    and nothing but the JSON document (ASCII-escaped by ``json.dumps``) and ``--version`` writes to
-    stdout or stderr around them."""
+    and nothing but the JSON document (ASCII-escaped by ``json.dumps``), ``--version`` and a kept
+    help screen (typer's own screen, read back only from a file of this user's that no one else
+    may write: ``helpcache``) writes to stdout or stderr around them."""
     from airgap.cli import common
     from airgap.cli.rendering import SafeConsole
 
@@ -351,6 +352,7 @@ def test_every_console_airgap_prints_with_is_the_sanitising_one() -> None:
         [
             'common.py: print(f"airgap {__version__}")',
             'common.py: sys.stdout.write(json.dumps(payload, indent=2, sort_keys=True) + "\\n")',
+            "helpcache.py: sys.stdout.write(text)",
             "rendering.py: sys.stderr.write(",
         ]
     ), writes

@@ -267,6 +267,7 @@ class TarReader:
         self.offset = 0
         self._current: Member | None = None
         self.ended = False
+        self._chunk: memoryview | None = None  # one buffer for every member's chunks
 
     def _read(self, n: int) -> bytes:
         try:
@@ -388,6 +389,13 @@ class TarReader:
         self._current = Member(check_member_path(name[len(prefix) :]), size, start, raw, size)
         return self._current
 
+    def next_offset(self) -> int:
+        """Where the next header starts: past the rest of the current member and its padding."""
+        m = self._current
+        if m is None:
+            return self.offset
+        return self.offset + m.remaining + padding_length(m.size)
+
     def _end(self, start: int) -> None:
         """Exactly the zero blocks and record padding the format requires, then the end of the file:
         anything else after the last member was added or changed."""
@@ -442,9 +450,12 @@ class TarReader:
         return n
 
     def chunks(self, member: Member) -> Iterator[bytes | memoryview]:
-        """The member's bytes in chunks. A yielded view is only valid until the next one."""
-        buf = bytearray(CHUNK)
-        view = memoryview(buf)
+        """The member's bytes in chunks. A yielded view is only valid until the next one (and
+        until the next member's: one buffer serves them all, so a walk over many small members
+        does not allocate and clear a chunk for each)."""
+        if self._chunk is None:
+            self._chunk = memoryview(bytearray(CHUNK))
+        view = self._chunk
         readinto = getattr(self.stream, "readinto", None)
         while member.remaining:
             want = min(CHUNK, member.remaining)

@@ -1,14 +1,19 @@
-"""Hashing a bundle's large members on every core, with bounded memory.
+"""Hashing a bundle's members on every core, with bounded memory.
 
 One stream of SHA-256 runs on one core (hashlib, like ``openssl dgst``); a bundle's members are
-independent, so the verifier hands each large one to a pool of threads that read its byte range
-from the bundle's file (or parts) with ``pread`` and hash it, while the tar walk goes on. hashlib
-releases the GIL for large updates, so the threads run in parallel. Memory is one buffer per
-thread and a bounded number of queued ranges; nothing is read whole.
+independent, so the verifier hands each member it does not keep to a pool of threads that read
+its byte range from the bundle's file (or parts) with ``pread`` and hash it (and inflate it, for a
+member stored as zstd), while the tar walk goes on. hashlib and zstandard release the GIL for
+large updates, so the threads run in parallel. Memory is one buffer per thread; nothing is read
+whole.
 
-The tar walk still reads every byte in order (so the archive's structure is checked exactly as
-before); only the hashing of a large member's content moves to the pool, and its digest is
-compared with the manifest before verification succeeds.
+The jobs are taken in the order they are given; the verifier gives the largest first, so that no
+core is left hashing one large member alone at the end while the other has nothing to do. The
+pool uses nothing but ``threading``: a verification pays for no executor machinery at start-up.
+
+The tar walk still reads every header in order (so the archive's structure is checked exactly as
+before); only the hashing of a member's content moves to the pool, and its digest is compared
+with the manifest before verification succeeds.
 """
 
 from __future__ import annotations
@@ -18,16 +23,15 @@ import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections import deque
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from airgap.errors import EnvironmentFailure
 
 BUFFER = 4 << 20  # bytes each thread reads and hashes at a time
-PARALLEL_MIN = 4 << 20  # members smaller than this are hashed in the walk itself
-MAX_QUEUED = 64  # ranges waiting at once: the walk waits for the oldest beyond this
+PARALLEL_MIN = 4 << 20  # kept for callers that hash only large members in the pool
 
 
 def workers() -> int:
@@ -39,6 +43,13 @@ def workers() -> int:
 
 
 Source = tuple["Path | int", int]  # a file (by path, or the walk's own open descriptor) and its size
+
+
+class Inflater(Protocol):
+    """What else a job feeds its bytes to (a zstd member's checker), in the job's thread."""
+
+    def update(self, chunk: memoryview) -> None:
+        """Takes the next stored bytes; a fault is kept for the caller, not raised here."""
 
 
 def sources_of(stream: Any) -> tuple[Source, ...] | None:
@@ -66,6 +77,27 @@ def stall_timeout(stream: Any) -> float | None:
     return float(timeout) if isinstance(timeout, (int, float)) else None
 
 
+class Job:
+    """One byte range to hash (and, with ``inflater``, to inflate as it passes): its digest, or
+    the error that stopped it, once ``done`` is set."""
+
+    __slots__ = ("digest", "done", "error", "inflater", "offset", "size")
+
+    def __init__(self, offset: int, size: int, inflater: Inflater | None = None) -> None:
+        self.offset = offset
+        self.size = size
+        self.inflater = inflater
+        self.digest = ""
+        self.error: BaseException | None = None
+        self.done = False
+
+    def result(self) -> str:
+        """The hex digest; the job's own error, raised, if it failed."""
+        if self.error is not None:
+            raise self.error
+        return self.digest
+
+
 class RangeHasher:
     """A pool of threads that hash byte ranges of the concatenation of ``sources``."""
 
@@ -73,40 +105,78 @@ class RangeHasher:
         self.sources = sources
         self.stall = stall
         self.hashed = 0  # bytes hashed so far, by every thread (read by the caller for progress)
-        self._lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: deque[Job] = deque()
+        self._threads: list[threading.Thread] = []
+        self._stopped = False
+        self._stalled = False
         self._last = time.monotonic()
-        self._local = threading.local()
-        self._pool = ThreadPoolExecutor(workers(), thread_name_prefix="airgap-hash")
-        self._pending: list[Future[str]] = []
+        self._lock = threading.Lock()  # guards ``hashed`` and ``_opened``
+        self._local = threading.local()  # each thread's buffer and descriptors
+        self._opened: list[int] = []
 
-    def submit(self, offset: int, size: int) -> Future[str]:
-        """Starts hashing ``size`` bytes at ``offset``; waits first while too many are queued."""
-        self._pending = [f for f in self._pending if not f.done()]
-        while len(self._pending) >= MAX_QUEUED:
-            self._wait(self._pending, FIRST_COMPLETED)
-            self._pending = [f for f in self._pending if not f.done()]
-        self._last = time.monotonic()
-        future = self._pool.submit(self._hash, offset, size)
-        self._pending.append(future)
-        return future
+    def submit(self, offset: int, size: int, inflater: Inflater | None = None) -> Job:
+        """Queues hashing ``size`` bytes at ``offset``; the threads take jobs in this order."""
+        job = Job(offset, size, inflater)
+        self.submit_all([job])
+        return job
 
-    def results(self, futures: list[Future[str]], progress: Callable[[int], None]) -> list[str]:
-        """The digests of ``futures``, in order, reporting hashed bytes to ``progress`` meanwhile."""
+    def submit_all(self, jobs: Sequence[Job]) -> None:
+        """Queues ``jobs`` in order, starting threads (up to one per core) as there is work."""
+        with self._cond:
+            if self._stopped:
+                raise RuntimeError("the hash pool is closed")
+            self._queue.extend(jobs)
+            self._last = time.monotonic()
+            want = min(workers(), len(self._threads) + len(self._queue))
+            while len(self._threads) < want:
+                thread = threading.Thread(
+                    target=self._work, name=f"airgap-hash-{len(self._threads)}", daemon=True
+                )
+                self._threads.append(thread)
+                thread.start()
+            self._cond.notify_all()
+
+    def results(self, jobs: Sequence[Job], progress: Callable[[int], None]) -> list[str]:
+        """The digests of ``jobs``, in order, reporting hashed bytes to ``progress`` meanwhile;
+        the first failed job (in this order) raises its error."""
         reported = self.hashed
         self._last = time.monotonic()
         progress(reported)
-        remaining = [f for f in futures if not f.done()]
-        while remaining:
-            self._wait(remaining, FIRST_COMPLETED, tick=0.2)
-            remaining = [f for f in remaining if not f.done()]
-            now = self.hashed
-            progress(now - reported)
-            reported = now
-        return [f.result() for f in futures]
+        with self._cond:
+            while not all(j.done for j in jobs):
+                self._cond.wait(0.2)
+                if self.stall is not None and time.monotonic() - self._last > self.stall:
+                    self._stalled = True
+                    raise EnvironmentFailure(
+                        f"reading the bundle stalled: no data for {self.stall:g} s",
+                        hint="check the media (or copy the bundle to a local disk) and re-run",
+                    )
+                now = self.hashed
+                if now != reported:
+                    progress(now - reported)
+                    reported = now
+        if self.hashed != reported:
+            progress(self.hashed - reported)
+        return [j.result() for j in jobs]
 
     def close(self) -> None:
-        """Stops the threads; ranges not started are dropped (the verification already failed)."""
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        """Stops the threads: jobs not started are dropped (the verification already failed or is
+        over), a running one stops at its next read. A thread stalled on dead media is left (it
+        is a daemon), so closing never hangs."""
+        with self._cond:
+            self._stopped = True
+            self._queue.clear()
+            self._cond.notify_all()
+        if self._stalled:
+            return
+        for thread in self._threads:
+            thread.join()
+        with self._lock:
+            opened, self._opened = self._opened, []
+        for fd in opened:
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
     def __enter__(self) -> RangeHasher:
         return self
@@ -115,20 +185,34 @@ class RangeHasher:
         self.close()
 
     # ------------------------------------------------------------------ in the threads
-    def _wait(self, futures: list[Future[str]], when: str, tick: float = 1.0) -> None:
-        """Waits for ``futures``; a pool that hashed nothing for ``stall`` seconds is a stalled medium."""
-        wait(futures, timeout=tick, return_when=when)
-        if self.stall is not None and time.monotonic() - self._last > self.stall:
-            raise EnvironmentFailure(
-                f"reading the bundle stalled: no data for {self.stall:g} s",
-                hint="check the media (or copy the bundle to a local disk) and re-run",
-            )
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._stopped:
+                    self._cond.wait()
+                if self._stopped:
+                    return
+                job = self._queue.popleft()
+            try:
+                job.digest = (
+                    self._hash(job.offset, job.size)
+                    if job.inflater is None
+                    else self._hash_with(job.offset, job.size, job.inflater)
+                )
+            except BaseException as exc:  # handed to the caller, in job order
+                job.error = exc
+            with self._cond:
+                job.done = True
+                self._cond.notify_all()
 
     def _hash(self, offset: int, size: int) -> str:
-        buf = getattr(self._local, "buf", None)
-        if buf is None:
-            buf = self._local.buf = bytearray(BUFFER)
-        view = memoryview(buf)
+        """The SHA-256 of ``size`` bytes at ``offset`` of the sources' concatenation."""
+        return self._hash_with(offset, size, None)
+
+    def _hash_with(self, offset: int, size: int, inflater: Inflater | None) -> str:
+        local = self._local
+        if not hasattr(local, "view"):  # this thread's first job: one buffer, reused for every job
+            local.view, local.fds = memoryview(bytearray(BUFFER)), {}
         digest = hashlib.sha256()
         start = 0
         for path, length in self.sources:
@@ -137,7 +221,7 @@ class RangeHasher:
             end = start + length
             if offset < end:
                 take = min(size, end - offset)
-                self._hash_file(path, offset - start, take, digest, view)
+                self._hash_file(path, offset - start, take, digest, local, inflater)
                 offset += take
                 size -= take
             start = end
@@ -145,38 +229,53 @@ class RangeHasher:
             raise EnvironmentFailure("a member runs past the end of the bundle's files")
         return digest.hexdigest()
 
-    def _hash_file(self, path: Path | int, at: int, size: int, digest: Any, view: memoryview) -> None:
+    def _open(self, path: Path | int, fds: dict[Path | int, int]) -> int:
+        """This thread's descriptor for ``path``, opened once per thread and reused for every job."""
+        fd = fds.get(path)
+        if fd is not None:
+            return fd
         if isinstance(path, int):
             # The walk's file, opened again through its descriptor: the same file (no path is
             # looked up again), with its own read-ahead state, so that threads reading other
             # ranges do not defeat the kernel's read-ahead for one another.
             try:
-                fd, owned = os.open(f"/proc/self/fd/{path}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), True
+                fd = os.open(f"/proc/self/fd/{path}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except OSError:
-                fd, owned = path, False  # no /proc: pread on the shared descriptor still works
+                return path  # no /proc: pread on the shared descriptor still works (not closed)
         else:
             try:
-                fd, owned = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)), True
+                fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
             except OSError as exc:
                 raise EnvironmentFailure(f"cannot open {path} to hash it: {exc.strerror or exc}") from None
+        fds[path] = fd
+        with self._lock:
+            self._opened.append(fd)
+        return fd
+
+    def _hash_file(
+        self, path: Path | int, at: int, size: int, digest: Any, local: Any, inflater: Inflater | None
+    ) -> None:
+        fd = self._open(path, local.fds)
+        view: memoryview = local.view
         with contextlib.suppress(OSError, AttributeError):
             os.posix_fadvise(fd, at, size, os.POSIX_FADV_SEQUENTIAL)
-        try:
-            while size:
-                try:
-                    n = os.preadv(fd, [view[: min(size, len(view))]], at)
-                except OSError as exc:
-                    raise EnvironmentFailure(
-                        f"reading {path} failed at byte {at}: {exc.strerror or exc}"
-                    ) from None
-                if n <= 0:
-                    raise EnvironmentFailure(f"the bundle ({path}) ended while it was being hashed")
-                digest.update(view[:n])
-                at += n
-                size -= n
-                with self._lock:
-                    self.hashed += n
-                    self._last = time.monotonic()
-        finally:
-            if owned:
-                os.close(fd)
+        while size:
+            if self._stopped:
+                raise EnvironmentFailure("hashing stopped: the verification ended")
+            try:
+                n = os.preadv(fd, [view[: min(size, len(view))]], at)
+            except OSError as exc:
+                raise EnvironmentFailure(
+                    f"reading {path} failed at byte {at}: {exc.strerror or exc}"
+                ) from None
+            if n <= 0:
+                raise EnvironmentFailure(f"the bundle ({path}) ended while it was being hashed")
+            chunk = view[:n]
+            digest.update(chunk)
+            if inflater is not None:
+                inflater.update(chunk)
+            at += n
+            size -= n
+            with self._lock:
+                self.hashed += n
+                self._last = time.monotonic()

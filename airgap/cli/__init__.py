@@ -1,125 +1,58 @@
 """The ``airgap`` command line: parse, build adapters, call one service, render, map errors to exit codes.
 
-No logic a library user would need lives here. Every expected failure is an ``AirgapError`` and is
-printed as one line; anything else is a bug, printed as one line too (with the traceback only
-under ``--verbose``) and exit code 70.
-
-One module per group of commands (``probe``, ``build``, ``trust``, ``verify``, ``install``,
-``evidence``), each registering on the shared ``app`` of ``common``; this module is the entry
-point, the one place where errors and signals become exit codes and, under ``--json``, the one
-JSON document on stdout.
+No logic a library user would need lives here. The commands, and the one place where errors and
+signals become exit codes, are in ``airgap.cli.run``; this module is only the entry point, light
+on purpose: a help screen the same process has already drawn, for the same code, terminal and
+environment, is shown again from ``airgap.cli.helpcache`` without loading the CLI framework.
 """
 
-import contextlib
 import sys
-import traceback
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
-import typer
-from rich.markup import escape
-
-from airgap.cli.common import (
-    STATE,
-    State,
-    app,
-    err_console,
-    failure_document,
-    let_commands_open_their_paths,
-    print_document,
-)
-from airgap.cli.rendering import ignore_signals, printable, signals_interrupt
-from airgap.errors import AirgapError, Interrupted
-
-# The command modules register their commands on ``app`` when imported; this order is the order
-# of `airgap --help`.
-# isort: off
-from airgap.cli import probe, build, media, trust, verify, install, candidate, rebuild  # noqa: F401
-from airgap.cli import delta, accept, evidence, serve  # noqa: F401
-# isort: on
+if TYPE_CHECKING:
+    from airgap.cli.run import app as app
 
 __all__ = ["app", "main"]
 
 
-def _report(exc: AirgapError) -> int:
-    if STATE.json:
-        print_document(failure_document(exc.exit_code, exc.kind, exc.one_line(), STATE.document))
-    # The message quotes names from bundles, media and evidence: one line, every control shown escaped.
-    line = printable(exc.one_line(), keep_newlines=False)
-    err_console.print(f"[bold red]airgap: {escape(exc.kind)}:[/] {escape(line)}", soft_wrap=True)
-    return exc.exit_code
+def __getattr__(name: str) -> Any:
+    """``airgap.cli.app``: the typer application, with every command registered on it."""
+    if name == "app":
+        from airgap.cli.run import app, load_commands
 
-
-def _json_requested(argv: Optional[list[str]]) -> bool:
-    """``--json`` was given, even when the command line failed before the root options were applied."""
-    if STATE.json:
-        return True
-    for arg in sys.argv[1:] if argv is None else argv:
-        if arg == "--json":
-            return True
-        if not arg.startswith("-"):
-            return False  # the command's name: its own options are not the root's
-    return False
-
-
-def _succeeded() -> int:
-    """The command finished: under ``--json``, its one document is printed now."""
-    if STATE.json and STATE.document is not None:
-        print_document(STATE.document)
-    return 0
+        load_commands()
+        return app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def main(argv: Optional[list[str]] = None) -> int:
-    """Console-script entry point: the one place where errors and signals become exit codes."""
-    command = typer.main.get_command(app)
-    let_commands_open_their_paths(command)
-    STATE.json = STATE.verbose = STATE.quiet = False
-    STATE.on_interrupt = State.on_interrupt
-    STATE.document = None
+    """Console-script entry point: runs one command line and returns its exit code.
+
+    Called as the console script (``argv`` None, the process's own arguments), a help screen is
+    shown from the help cache when it holds one drawn for this very code, terminal and
+    environment, and one drawn now is kept for next time; a command is run with only its own
+    module loaded. Called with ``argv`` (tests, a caller in the same process), every command is
+    registered and the command line always runs.
+    """
+    if argv is not None:
+        from airgap.cli.run import run
+
+        return run(argv)
+    args = sys.argv[1:]
+    recorder = None
+    if args and args[-1] == "--help":  # the only command lines the cache keeps
+        from airgap.cli import helpcache
+
+        if helpcache.replay(args):
+            return 0
+        recorder = helpcache.Recorder.start(args)
+    from airgap.cli.run import run
+
     try:
-        with signals_interrupt():
-            # Standalone mode lets typer print usage errors (exit 2) and --help; our own errors
-            # (and Interrupted, a BaseException typer does not catch) come through to be reported here.
-            command.main(args=argv, prog_name="airgap", standalone_mode=True)
-        return _succeeded()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        if code == 0:
-            return _succeeded()
-        cause = exc.__context__
-        if _json_requested(argv) and not (isinstance(cause, typer.TyperException) and not str(cause)):
-            # typer has shown the usage error (or the abort) on stderr, and exits from inside its
-            # handler: the exception it handled is the context of the exit. (A group called
-            # without a command printed its help on stdout instead: that is the whole answer.)
-            if isinstance(cause, typer.TyperException):
-                kind = "usage" if code == 2 else "error"
-                print_document(failure_document(code, kind, cause.format_message()))
-            else:
-                print_document(failure_document(code, "aborted", "the command was aborted"))
-        return code
-    except AirgapError as exc:
-        if STATE.verbose:
-            traceback.print_exc()
-        return _report(exc)
-    except (Interrupted, KeyboardInterrupt) as exc:
-        ignore_signals()
-        stopped = exc if isinstance(exc, Interrupted) else Interrupted(2)
-        if STATE.verbose:
-            traceback.print_exc()
-        message = f"interrupted by {stopped.signal_name}; {STATE.on_interrupt}"
-        with contextlib.suppress(OSError, ValueError):  # SIGHUP: the terminal may be gone
-            if STATE.json:
-                print_document(failure_document(stopped.exit_code, "interrupted", message, STATE.document))
-            err_console.print(f"airgap: {message}", soft_wrap=True)
-        return stopped.exit_code
-    except Exception as exc:
-        if STATE.verbose:
-            traceback.print_exc()
-        return _report(
-            # The kind ("internal error") is printed before the message: do not repeat it here.
-            _Internal(f"{type(exc).__name__}: {exc}", hint="re-run with --verbose and report it")
-        )
-
-
-class _Internal(AirgapError):
-    exit_code = 70
-    kind = "internal error"
+        code = run(None, one_command=True)
+    finally:
+        if recorder is not None:
+            recorder.stop()
+    if recorder is not None and code == 0:
+        recorder.save()
+    return code

@@ -101,6 +101,67 @@ def _plain_help() -> None:
 
 
 _plain_help()
+
+
+def _validators_when_needed() -> None:
+    """typer builds a pydantic validator for a parameter before it looks at the value, even when
+    there is none; importing pydantic costs a command more than a tenth of a second.
+
+    Every parameter gets a coercion that is built on first use instead: a parameter left unset
+    (``None``, as most options of every command and typer's own ``--help`` are) is answered by
+    typer's own rule for a missing value without any validator; a path given as text becomes the
+    same path object pydantic makes of it (``Path(text)``) and goes through typer's own checks
+    (``coerce_cli_path``), and if they refuse it, typer's own coercion says why (its message
+    quotes the text as typed); any other value is handed to the validator typer builds, as before.
+    A typer without these internals keeps its own coercion, which still works.
+    """
+    try:
+        import typer.core
+        from typer._click.exceptions import BadParameter
+        from typer._coercion import RuntimeParam, build_runtime_param
+        from typer._param_types import coerce_cli_path, lenient_issubclass
+    except ImportError:  # pragma: no cover - another typer: its own coercion stays
+        return
+    if not hasattr(typer.core._TyperParameter, "get_runtime_param"):  # pragma: no cover
+        return
+
+    @dataclass(frozen=True)
+    class OnFirstValue(RuntimeParam):
+        """typer's coercion of one parameter, built when a value comes (``RuntimeParam.coerce``
+        has already answered for ``None``)."""
+
+        def _coerce_value(self, value: Any, param: Any, ctx: Any) -> Any:
+            descriptor = param.type_descriptor
+            info = descriptor.parameter_info
+            path_type = info.path_type if info.path_type is not None else descriptor.annotation
+            if (
+                isinstance(value, str)
+                and descriptor.file_annotation is None
+                and lenient_issubclass(descriptor.annotation, Path)
+                and info.parser is None
+            ):
+                if not lenient_issubclass(path_type, Path):  # kept as text: typer passes it as is
+                    return coerce_cli_path(value, info, path_type=path_type, param=param, ctx=ctx)
+                try:
+                    return coerce_cli_path(path_type(value), info, path_type=path_type, param=param, ctx=ctx)
+                except BadParameter:
+                    pass  # typer's own coercion words the error: it quotes the text as given
+            built = build_runtime_param(descriptor)
+            param._runtime_param = built
+            return built._coerce_value(value, param=param, ctx=ctx)
+
+    def get_runtime_param(self: Any) -> Any:
+        if self._runtime_param is None:
+            described = self.type_descriptor
+            self._runtime_param = OnFirstValue(
+                parameter_info=described.parameter_info, annotation=described.annotation
+            )
+        return self._runtime_param
+
+    typer.core._TyperParameter.get_runtime_param = get_runtime_param  # type: ignore[method-assign]
+
+
+_validators_when_needed()
 # Every line airgap prints goes through one of these two: neither lets a control character of a
 # name it quotes reach the terminal (``SafeConsole``).
 err_console: Console = SafeConsole(stderr=True, highlight=False)
@@ -159,10 +220,12 @@ def _root(
             "--quiet", "-q", help="No progress: neither live bars in a terminal nor phase lines in a log."
         ),
     ] = False,
+    # A plain flag (False, not None): typer coerces a bool flag's value without building a
+    # pydantic validator, so `airgap COMMAND --help` does not import pydantic for the root options.
     version: Annotated[
-        Optional[bool],
+        bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit."),
-    ] = None,
+    ] = False,
 ) -> None:
     STATE.json = json_out
     STATE.verbose = verbose

@@ -57,13 +57,14 @@ def far_side_evidence(state: "StateDir") -> "Evidence":
     """The attestation writer of a far-side command, with the site key ``AIRGAP_SITE_KEY`` names
     (a key URI, as ``--key`` takes). Loaded before the command does anything: a site key that
     cannot be used stops the command here, never halfway."""
-    from airgap.adapters.signers import signer_from_uri
     from airgap.errors import AirgapError
     from airgap.services.evidence.attestations import Evidence
 
     uri = os.environ.get(SITE_KEY_ENV)
     if not uri:
         return Evidence(state, None)
+    from airgap.adapters.signers import signer_from_uri  # only for a site key: its URI schemes
+
     try:
         signer = signer_from_uri(uri, _site_passphrase)
     except AirgapError as exc:

@@ -22,7 +22,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from airgap.core.bundle_format import canonical_json, strict_json
 from airgap.errors import InvalidInputError
 
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
@@ -67,6 +66,10 @@ def statement(subjects: Sequence[Subject], predicate_type: str, predicate: Mappi
     for s in subjects:
         if not _HEX64.fullmatch(s.sha256):
             raise ValueError(f"subject {s.name!r} has no SHA-256 digest")
+    # The manifest's JSON rules, loaded when an attestation is made or read: `verify` of a bundle
+    # that is not there makes none.
+    from airgap.core.bundle_format import canonical_json
+
     return canonical_json(
         {
             "_type": STATEMENT_TYPE,
@@ -105,6 +108,8 @@ class Envelope:
 
     def to_bytes(self) -> bytes:
         """The envelope file: canonical JSON, as the reader requires it."""
+        from airgap.core.bundle_format import canonical_json
+
         return canonical_json(self.to_json())
 
     def to_json(self) -> dict[str, Any]:
@@ -192,6 +197,8 @@ def envelope_from_json(data: object, origin: str, *, require_signature: bool = T
 
 
 def _json(raw: bytes, origin: str, what: str) -> Any:
+    from airgap.core.bundle_format import strict_json
+
     try:
         return strict_json(raw)
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from airgap.core import names, versions
+from airgap.core import checksums, names, versions
 from airgap.core.severity import SEVERITIES
 from airgap.core.signing import DEFAULT_ALGORITHM, allowed_algorithm
 from airgap.errors import IntegrityError, InvalidInputError
@@ -36,7 +36,8 @@ MAX_RATIO = 1000  # the most a compressed member may expand (decompression-bomb 
 # The largest zstd window a member may need (the packer's level 3 uses 2 MiB): a signed frame
 # cannot make the verifier allocate more than this to decompress it.
 MAX_ZSTD_WINDOW = 8 << 20
-PARTS_INDEX_SUFFIX = ".parts.sha256"
+# The name of a split bundle's signed parts index: the bundle's file name and this suffix.
+PARTS_INDEX_SUFFIX = checksums.PARTS_INDEX_SUFFIX
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
 

@@ -23,6 +23,10 @@ import re
 
 from airgap.errors import TamperError
 
+# A split bundle's parts index is such a file, named after the bundle with this suffix (defined
+# here, the lightest module that knows it, so a check of a name alone loads no bundle format).
+PARTS_INDEX_SUFFIX = ".parts.sha256"
+
 _ENTRY = re.compile(rb"([0-9a-f]{64})  ([^\n]+)")
 
 

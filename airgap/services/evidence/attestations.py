@@ -33,12 +33,12 @@ from airgap import __version__
 from airgap.adapters.fs import atomic_write_bytes, read_bytes
 from airgap.core import attestation as at
 from airgap.errors import AirgapError, EnvironmentFailure
-from airgap.ports import Signer
 from airgap.services.attest import sign_envelope
 from airgap.services.state import State
 
 if TYPE_CHECKING:  # types only: `verify` must not pay for numpy (core.smoke) to write its record
     from airgap.core.smoke import Mismatch
+    from airgap.ports import Signer
     from airgap.services.deploy.receipts import Receipt
     from airgap.services.media.opening import VerifiedBundle
 

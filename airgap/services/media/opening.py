@@ -49,31 +49,14 @@ from airgap.errors import (
 )
 from airgap.services.media.formats import SignedFront, next_named, reader_for
 from airgap.services.media.formats.v1 import canonical_signature
+from airgap.services.media.locating import missing_bundle, names_parts_index
+from airgap.services.media.options import UnsafeOptionWarning as UnsafeOptionWarning
+from airgap.services.media.options import VerifyOptions as VerifyOptions
 from airgap.services.media.parity import Repair, RepairSpace, repair
 from airgap.services.observer import BYTES, NullObserver, Observer
 
 MAX_INDEX = 1 << 20
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class VerifyOptions:
-    """What the far side trusts and has installed, and which loud overrides the user chose."""
-
-    trusted: tuple[keys.TrustedKey, ...]
-    allow_downgrade: bool = False
-    allow_expired: bool = False
-    installed_versions: dict[str, str] = field(default_factory=dict)
-    installed_manifests: dict[str, dict[str, str]] = field(default_factory=dict)  # name: {sha: version}
-    keep: Callable[[str, int], bool] = field(default=lambda path, size: False)  # members to hand back
-    keep_limit: int = 32 << 20
-    now: dt.datetime | None = None
-    read_timeout: float | None = 120.0  # seconds one read of the media may take before exit 5
-    blob_store: Path | None = None  # the far side's shared blob store, for blobs a bundle leaves out
-
-
-class UnsafeOptionWarning(UserWarning):
-    """Raised as a warning when a check is switched off (--allow-downgrade, --allow-expired)."""
 
 
 @dataclass(frozen=True)
@@ -275,9 +258,7 @@ def locate_bundle(path: Path) -> BundleHandle:
     """The files to read: one bundle file, or the parts named by a parts index. The name given
     decides: an index means parts; an existing file means that one file."""
     path = Path(path)
-    if path.name.endswith(PARTS_INDEX_SUFFIX) or (
-        not path.exists() and (path.parent / f"{path.name}{PARTS_INDEX_SUFFIX}").exists()
-    ):
+    if names_parts_index(path):
         index_path = (
             path
             if path.name.endswith(PARTS_INDEX_SUFFIX)
@@ -293,10 +274,9 @@ def locate_bundle(path: Path) -> BundleHandle:
                 raise TamperError(f"the parts index {index_path.name} is malformed: it names {name!r}")
         paths = tuple(index_path.parent / n for n, _ in expected)
         return BundleHandle(path, paths, tuple(expected), index, index_path, parity_raw)
-    if not path.exists():
-        raise InvalidInputError(
-            f"{path} does not exist", hint="name the .airgap.tar file or its .parts.sha256 index"
-        )
+    missing = missing_bundle(path)
+    if missing is not None:
+        raise missing
     return BundleHandle(path, (path,))
 
 

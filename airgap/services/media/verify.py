@@ -8,18 +8,30 @@ check port over a verified bundle that `airgap check` reads.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from airgap.core.signing import describe_scope
 from airgap.errors import AirgapError, InvalidInputError, UntrustedKeyError
-from airgap.services.media.opening import (
-    UnsafeOptionWarning,
-    VerifiedBundle,
-    VerifyOptions,
-    locate_bundle,
-    open_bundle,
-)
+from airgap.services.media.locating import missing_bundle
+from airgap.services.media.options import UnsafeOptionWarning, VerifyOptions
 from airgap.services.observer import Observer
-from airgap.services.state import State
+
+if TYPE_CHECKING:
+    from airgap.services.media.opening import VerifiedBundle, locate_bundle, open_bundle
+    from airgap.services.state import State
+
+# The verifier itself (``opening``, with its archive, format and parity readers) is loaded when a
+# bundle is there to read, not with this module: these names are handed out from it on first use.
+_FROM_OPENING = frozenset({"VerifiedBundle", "locate_bundle", "open_bundle"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FROM_OPENING:
+        from airgap.services.media import opening
+
+        return getattr(opening, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "UnsafeOptionWarning",
@@ -38,6 +50,8 @@ def verify_bundle(path: Path, options: VerifyOptions, observer: Observer | None 
     """Proves the bundle at ``path`` whole, unmodified, trusted for its name and fresh
     (``open_bundle``, ``check_trust_scope``); returns only on success, raises an IntegrityError
     subclass (exit 3) or InvalidInputError."""
+    from airgap.services.media.opening import open_bundle
+
     result = open_bundle(path, options, observer)
     check_trust_scope(result, options)
     return result
@@ -68,8 +82,11 @@ def verify_and_audit(
 ) -> VerifiedBundle:
     """Verifies, then appends the outcome — accepted or rejected, with the reason — to the audit log."""
     try:
-        result = open_bundle(path, options, observer)
-        check_trust_scope(result, options)
+        # A name that is not there is refused, and audited, before the verifier is loaded.
+        missing = missing_bundle(path)
+        if missing is not None:
+            raise missing
+        result = verify_bundle(path, options, observer)
     except AirgapError as exc:
         try:
             state.audit(

@@ -19,8 +19,6 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any, BinaryIO, cast
 
-import zstandard
-
 from airgap.adapters.archive import Member, TarReader
 from airgap.core.bundle_format import CONTROL, MAX_ZSTD_WINDOW, ROOT, FileEntry
 from airgap.errors import EnvironmentFailure, TamperError
@@ -280,6 +278,8 @@ def write_member(reader: TarReader, member: Any, entry: FileEntry, target: Path)
         fd, tmp = _temp_beside(target)
         with os.fdopen(fd, "wb") as out:
             if entry.compression:
+                import zstandard  # only compressed members need it: not imported at start-up
+
                 sink = _BoundedFile(out, entry)
                 # Output in bounded pieces: memory does not grow with what a frame expands to.
                 writer = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_writer(

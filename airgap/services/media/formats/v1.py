@@ -14,18 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
 import hashlib
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, cast
 
-import zstandard
-
 from airgap.adapters import hash_pool, keys
 from airgap.adapters.archive import Member, TarReader
-from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import (
     BUILD_RECORD,
     FORMAT,
@@ -41,7 +37,13 @@ from airgap.core.bundle_format import (
     Manifest,
     render_sums,
 )
-from airgap.core.tar_format import differing_fields, first_difference, member_header, mtime_of
+from airgap.core.tar_format import (
+    differing_fields,
+    first_difference,
+    member_header,
+    mtime_of,
+    padding_length,
+)
 from airgap.core.zstd_frame import FrameError, FrameWalker
 from airgap.errors import IntegrityError, InvalidInputError, SignatureError, TamperError
 from airgap.services.media.formats._extracting import members, private_dir, reusable, write_member
@@ -156,6 +158,8 @@ class V1Format(BundleFormat):
         kept = verify_members(reader, manifest.files, mtime, keep_as, observer)
         # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
         if BUILD_RECORD in kept:
+            from airgap.core.build_record import BuildRecord
+
             BuildRecord.from_json(kept[BUILD_RECORD])
         return FormatResult(manifest, kept)
 
@@ -224,24 +228,39 @@ def verify_members(
     stored members the manifest lists): a regular file with a safe path under bundle/, listed,
     seen once, with exactly the header the manifest determines, of the declared size and
     SHA-256; a compressed member's declared expansion is within the bound; and nothing listed is
-    missing. A member's content is handed back under each name ``keep_as`` gives for it."""
+    missing. A member's content is handed back under each name ``keep_as`` gives for it.
+
+    Every byte of the archive from here on is determined by the signed manifest, so where each
+    member's content lies is known before the walk reaches it: the content of every member that
+    nothing keeps (and that is not tiny) is handed to the pool of hashing threads at once, the
+    largest first, while the walk checks every header and padding in order and skips the
+    content. The walk proves each member is at the place the pool read it from."""
     entries = {f.path: f for f in listed}
     order = sorted(listed, key=lambda f: f.path)
     seen: set[str] = set()
     kept: dict[str, bytes] = {}
+    plan = _plan(order, reader.next_offset(), mtime, keep_as)
     sources = hash_pool.sources_of(reader.stream)
     pool = hash_pool.RangeHasher(sources, hash_pool.stall_timeout(reader.stream)) if sources else None
-    deferred: list[tuple[str, str, Future[str]]] = []  # (member, manifest sha256, its digest)
+    deferred: list[tuple[FileEntry, hash_pool.Job]] = []  # in archive order
     try:
-        _walk_members(reader, entries, order, seen, kept, mtime, keep_as, obs, pool, deferred)
         if pool is not None:
-            # 5b. The large members hashed on every core: each is the content the manifest lists.
-            digests = pool.results([f for _, _, f in deferred], lambda n: obs.advance("verify", n))
-            for (name, expected, _), digest in zip(deferred, digests):
-                if digest != expected:
-                    raise TamperError(
-                        f"{name} has been modified: sha256 {digest[:16]}…, manifest {expected[:16]}…"
-                    )
+            jobs: dict[str, hash_pool.Job] = {}
+            for step in plan:
+                if step.pooled:
+                    frame = _ZstdMember(step.entry, False) if step.entry.compression else None
+                    jobs[step.entry.path] = hash_pool.Job(step.data_offset, step.entry.size, frame)
+            pool.submit_all(sorted(jobs.values(), key=lambda j: j.size, reverse=True))
+            deferred = [(s.entry, jobs[s.entry.path]) for s in plan if s.pooled]
+        _walk_members(reader, entries, plan, seen, kept, obs, pool is not None)
+        if pool is not None:
+            # 5b. The members hashed on every core: each is the content the manifest lists (and a
+            #     compressed one inflates to exactly its signed content), checked in archive order.
+            digests = pool.results([j for _, j in deferred], lambda n: obs.advance("verify", n))
+            for (entry, job), digest in zip(deferred, digests):
+                _check_digest(entry, digest)
+                if isinstance(job.inflater, _ZstdMember):
+                    job.inflater.finish()
     finally:
         if pool is not None:
             pool.close()
@@ -254,20 +273,48 @@ def verify_members(
     return kept
 
 
+INLINE_MAX = 64 << 10  # a member this small is hashed by the walk, from bytes it has read anyway
+
+
+@dataclass(frozen=True)
+class _Step:
+    """One member as the signed manifest determines it: its header, where its content starts,
+    the names it is kept under, and whether the pool hashes it."""
+
+    entry: FileEntry
+    header: bytes
+    data_offset: int
+    names: tuple[str, ...]
+    pooled: bool
+
+
+def _plan(
+    order: list[FileEntry], offset: int, mtime: int, keep_as: Callable[[FileEntry, int], tuple[str, ...]]
+) -> list[_Step]:
+    """Each member in archive order, from ``offset`` (where the first one's header starts): its
+    exact header and the offset of its content, by the byte-exact rule (docs/bundle-format.md)."""
+    plan: list[_Step] = []
+    for entry in order:
+        header = member_header(f"{ROOT}/{entry.path}", entry.size, mtime)
+        size = entry.content_size if entry.content_size is not None else entry.size
+        names = keep_as(entry, size)
+        plan.append(_Step(entry, header, offset + len(header), names, not names and entry.size > INLINE_MAX))
+        offset += len(header) + entry.size + padding_length(entry.size)
+    return plan
+
+
 def _walk_members(
     reader: TarReader,
     entries: dict[str, FileEntry],
-    order: list[FileEntry],
+    plan: list[_Step],
     seen: set[str],
     kept: dict[str, bytes],
-    mtime: int,
-    keep_as: Callable[[FileEntry, int], tuple[str, ...]],
     obs: Observer,
-    pool: hash_pool.RangeHasher | None,
-    deferred: list[tuple[str, str, Future[str]]],
+    pooled: bool,
 ) -> None:
-    """Step 5 over the members in archive order; a large member that nobody keeps is hashed by
-    ``pool`` from its byte range while the walk reads on (its digest joins ``deferred``)."""
+    """Step 5 over the members in archive order: each is the one the plan (the signed manifest)
+    puts there, with exactly its header, at exactly its offset. With ``pooled``, a member the
+    plan gives to the hashing threads is skipped, not read; every other one is hashed here."""
     while True:
         member = reader.next()
         if member is None:
@@ -277,7 +324,8 @@ def _walk_members(
             raise TamperError(f"{member.name} is in the bundle but not in its signed manifest")
         if member.name in seen:
             raise TamperError(f"{member.name} appears twice in the bundle")
-        due = order[len(seen)]
+        step = plan[len(seen)]
+        due = step.entry
         if entry is not due:
             raise TamperError(
                 f"{due.path} is listed in the manifest but missing from the bundle "
@@ -286,43 +334,38 @@ def _walk_members(
         seen.add(member.name)
         if member.size != entry.size:
             raise TamperError(f"{member.name} is {member.size} bytes; the manifest says {entry.size}")
-        exact_header(member, entry.size, mtime)
-        size = entry.content_size if entry.content_size is not None else entry.size
-        names = keep_as(entry, size)
-        if pool is not None and not names and not entry.compression and entry.size >= hash_pool.PARALLEL_MIN:
-            future = pool.submit(member.offset + len(member.header), entry.size)
+        _exact(member, step.header)
+        if member.offset + len(member.header) != step.data_offset:  # implied by the above; proved here
+            raise TamperError(
+                f"{member.name} starts at byte {member.offset + len(member.header)}, "
+                f"not at byte {step.data_offset} where the signed manifest puts it"
+            )
+        if pooled and step.pooled:
             reader.skip(member)  # the pool reads and hashes these bytes; the walk goes on
-            deferred.append((member.name, entry.sha256, future))
             continue
+        names = step.names
         h = hashlib.sha256()
         buf = bytearray() if names and not entry.compression else None
         frame = _ZstdMember(entry, bool(names)) if entry.compression else None
         for chunk in reader.chunks(member):
+            h.update(chunk)
             if frame is not None:
-                # Both release the GIL: the stored bytes are hashed while the frame inflates.
-                hashed = _hasher().submit(h.update, chunk)
                 frame.update(chunk)
-                hashed.result()
-            else:
-                h.update(chunk)
             if buf is not None:
                 buf += chunk
             obs.advance("verify", len(chunk))
-        if h.hexdigest() != entry.sha256:
-            raise TamperError(
-                f"{member.name} has been modified: "
-                f"sha256 {h.hexdigest()[:16]}…, manifest {entry.sha256[:16]}…"
-            )
+        _check_digest(entry, h.hexdigest())
         content = frame.finish() if frame is not None else bytes(buf) if buf is not None else None
         if content is not None:
             for name in names:
                 kept[name] = content
 
 
-@functools.lru_cache(maxsize=1)
-def _hasher() -> ThreadPoolExecutor:
-    """One helper thread for the whole process, hashing a compressed member's stored bytes."""
-    return ThreadPoolExecutor(1, thread_name_prefix="airgap-hash")
+def _check_digest(entry: FileEntry, digest: str) -> None:
+    if digest != entry.sha256:
+        raise TamperError(
+            f"{entry.path} has been modified: sha256 {digest[:16]}…, manifest {entry.sha256[:16]}…"
+        )
 
 
 def _check_blob_names(manifest: Manifest) -> None:
@@ -355,13 +398,17 @@ def _check_blob_names(manifest: Manifest) -> None:
 
 def exact_header(member: Member, size: int, mtime: int) -> None:
     """The member's header bytes, as read, must be exactly those the packer writes for it."""
-    full = f"{ROOT}/{member.name}"
-    expected = member_header(full, size, mtime)
+    _exact(member, member_header(f"{ROOT}/{member.name}", size, mtime))
+
+
+def _exact(member: Member, expected: bytes) -> None:
+    if member.header == expected:
+        return
     at = first_difference(member.header, expected)
     if at is not None:
         raise TamperError(
-            f"{full}: byte {member.offset + at} of the archive differs from the header the signed "
-            f"manifest determines ({', '.join(differing_fields(member.header, expected)[:4])})"
+            f"{ROOT}/{member.name}: byte {member.offset + at} of the archive differs from the header "
+            f"the signed manifest determines ({', '.join(differing_fields(member.header, expected)[:4])})"
         )
 
 
@@ -405,9 +452,12 @@ class _ZstdMember:
     Output is produced in bounded pieces, so a frame that lies cannot grow memory."""
 
     def __init__(self, entry: FileEntry, keep: bool) -> None:
+        import zstandard  # only a bundle with compressed members needs it
+
         self.entry = entry
         self.walker = FrameWalker()
         self.sink = _Sink(entry, keep)
+        self.faults: tuple[type[Exception], ...] = (FrameError, zstandard.ZstdError)
         self.writer = zstandard.ZstdDecompressor(max_window_size=MAX_ZSTD_WINDOW).stream_writer(
             cast(IO[bytes], self.sink), write_size=CHUNK_OUT, write_return_read=True, closefd=False
         )
@@ -427,7 +477,7 @@ class _ZstdMember:
                     f"the manifest says {self.entry.content_size}"
                 )
             self.writer.write(chunk)
-        except (FrameError, zstandard.ZstdError) as exc:
+        except self.faults as exc:
             self.error = str(exc)
         except IntegrityError as exc:
             self.error = exc.message
@@ -437,7 +487,7 @@ class _ZstdMember:
             try:
                 self.walker.finish()
                 self.writer.flush()  # type: ignore[no-untyped-call]
-            except (FrameError, zstandard.ZstdError) as exc:
+            except self.faults as exc:
                 self.error = str(exc)
             except IntegrityError as exc:
                 self.error = exc.message

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from airgap.adapters.archive import TarReader
 from airgap.core import bundle_v2
-from airgap.core.build_record import BuildRecord
 from airgap.core.bundle_format import (
     BUILD_RECORD,
     FORMAT_V2,
@@ -184,6 +183,8 @@ class V2Format(BundleFormat):
         kept.update(check_external(manifest, front.blob_store, keep))
         # 6b. The build record the far side acts on is well typed (exit 4 naming the field).
         if BUILD_RECORD in kept:
+            from airgap.core.build_record import BuildRecord  # imported while the pool hashes
+
             BuildRecord.from_json(kept[BUILD_RECORD])
         return FormatResult(manifest, kept)
 
