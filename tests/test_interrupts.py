@@ -233,7 +233,8 @@ def test_a_second_bundle_of_the_same_project_leaves_the_running_ones_directory_a
 @pytest.mark.parametrize("sig_name", list(SIGNALS))
 def test_signal_during_pack_exits_128_plus_n_and_writes_no_bundle(sig_name: str, tmp_path: Path) -> None:
     staging = synthetic_staging(tmp_path / "staging")
-    (staging / "model" / "big.bin").write_bytes(os.urandom(300 * 1000 * 1000))  # a few seconds of work
+    # a few seconds of work: half-random text zstd makes smaller, so the hash phase compresses it
+    (staging / "model" / "big.txt").write_text(os.urandom(150 * 1000 * 1000).hex())
     (staging / "build.json").write_text(
         f'{{"name": "demo", "version": "1.0.0", "source_date_epoch": {EPOCH}}}'
     )
@@ -264,6 +265,15 @@ def plain_project(tmp_path: Path) -> Path:
 
 
 def _bundle_at(project: Path, cache: Path, epoch: int, *extra: str) -> subprocess.CompletedProcess[str]:
+    # The server image does not change with SOURCE_DATE_EPOCH (its runtime fixes it): the project's
+    # own Dockerfile template carries the epoch as a label, so each run builds another image.
+    template = (ROOT / "bundle_templates" / "Dockerfile.j2").read_text()
+    (project / "Dockerfile.j2").write_text(
+        template.replace("WORKDIR /tmp", f'LABEL test.run="{epoch}"\nWORKDIR /tmp')
+    )
+    yaml = project / "airgap.yaml"
+    if "dockerfile_template" not in yaml.read_text():
+        yaml.write_text(yaml.read_text() + "\nimage:\n  dockerfile_template: Dockerfile.j2\n")
     proc = run_airgap(
         "bundle",
         str(project),
@@ -280,8 +290,8 @@ def _bundle_at(project: Path, cache: Path, epoch: int, *extra: str) -> subproces
 def test_rebundling_removes_the_replaced_image_and_says_so_unless_told_to_keep_it(
     plain_project: Path, cache: Path, engine: Any
 ) -> None:
-    """Three bundles of one project, each at another SOURCE_DATE_EPOCH (another creation label, so
-    another image under the same tag): the second removes the first's image and says so; the third,
+    """Three bundles of one project, each with another label in its Dockerfile template (so another
+    server image under the same tag): the second removes the first's image and says so; the third,
     with --keep-images, keeps the second's."""
     _bundle_at(plain_project, cache, 1700000000)
     before = dangling(engine)
