@@ -55,9 +55,10 @@ def image_of(d: dict[str, Any]) -> str:
 
 
 def digest_of(bundle: Path) -> str:
-    """The image digest the bundle's signed build.json records (its staging, beside the bundle)."""
+    """The digest of the image the cluster runs, as the bundle's signed build.json records it (its
+    staging, beside the bundle): the model image — the server image's layers and the model layer."""
     [record] = [json.loads(p.read_text()) for p in bundle.parent.glob("*/build.json")]
-    return str(record["image"]["digest"])
+    return str(record["image"]["model_image"]["manifest_digest"])
 
 
 @contextlib.contextmanager
