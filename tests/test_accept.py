@@ -358,7 +358,7 @@ def test_a_wrong_acceptance_set_and_a_cpu_starved_server_each_miss_their_promise
     container = json.loads(run_airgap("--json", "status", "--state-dir", str(far_side)).stdout)[0][
         "container"
     ]
-    subprocess.run(["docker", "update", "--cpus", "0.02", container], check=True, capture_output=True)
+    subprocess.run(["docker", "update", "--cpus", "0.01", container], check=True, capture_output=True)
     starved = run_airgap(
         "--json", "accept", NAME, "--to", "docker", "--state-dir", str(far_side), timeout=300
     )
