@@ -445,6 +445,7 @@ def model_layer_image(
     config_digest: str,
     mtime: int,
     files: list[tuple[str, int]] | None = None,
+    on_bytes: Callable[[int], None] | None = None,
 ) -> OciImage:
     """The model image as a pushable OCI image: the server image's layers, then the model layer,
     streamed from ``model_dir`` when a registry asks for it. ``files``: the signed model files
@@ -454,7 +455,7 @@ def model_layer_image(
     files = model_files(model_dir) if files is None else files
 
     def body() -> LayerStream:
-        return LayerStream(layer_chunks(files, mtime, _opener(model_dir)), layer_size)
+        return LayerStream(layer_chunks(files, mtime, _opener(model_dir)), layer_size, on_bytes)
 
     return OciImage(
         runtime.layout,

@@ -80,12 +80,17 @@ def layer_chunks(
 
 class LayerStream:
     """The layer as a file-like body of known length, for an HTTP upload that streams it (the
-    registry hashes it and refuses other bytes), hashing what it hands out."""
+    registry hashes it and refuses other bytes), hashing what it hands out. A read returns at
+    most what is left of the current chunk: http.client reads 8 KiB at a time, and re-slicing a
+    1 MiB buffer on every read would copy each byte a hundred times."""
 
-    def __init__(self, chunks: Iterator[bytes], size: int) -> None:
+    def __init__(
+        self, chunks: Iterator[bytes], size: int, on_bytes: Callable[[int], None] | None = None
+    ) -> None:
         self._chunks = chunks
         self._size = size
-        self._buffer = b""
+        self._chunk = memoryview(b"")
+        self._on_bytes = on_bytes
         self.sha256 = hashlib.sha256()
         self.sent = 0
 
@@ -93,18 +98,20 @@ class LayerStream:
         return self._size
 
     def read(self, n: int = -1) -> bytes:
-        """Up to ``n`` bytes (all the rest when ``n`` < 0)."""
-        while n < 0 or len(self._buffer) < n:
+        """Up to ``n`` bytes (all the rest when ``n`` < 0); empty at the end."""
+        if n < 0:
+            return b"".join(iter(lambda: self.read(CHUNK), b""))
+        while not self._chunk:
             chunk = next(self._chunks, None)
             if chunk is None:
-                break
-            self._buffer += chunk
-        if n < 0:
-            out, self._buffer = self._buffer, b""
-        else:
-            out, self._buffer = self._buffer[:n], self._buffer[n:]
+                return b""
+            self._chunk = memoryview(chunk)
+        out = bytes(self._chunk[:n])
+        self._chunk = self._chunk[len(out) :]
         self.sha256.update(out)
         self.sent += len(out)
+        if self._on_bytes is not None:
+            self._on_bytes(len(out))
         return out
 
 

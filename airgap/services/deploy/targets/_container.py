@@ -19,6 +19,7 @@ from airgap.services.deploy.smoketest import (
     wait_ready,
 )
 from airgap.services.deploy.targets._base import BaseTarget, InstallContext, Site, quiet
+from airgap.services.observer import BYTES
 
 if TYPE_CHECKING:
     from airgap.core.build_record import BuildRecord
@@ -302,6 +303,7 @@ def served_image(ctx: InstallContext) -> OciImage:
         model_image.config_digest,
         ctx.record.source_date_epoch,
         signed,
+        lambda n: ctx.site.observer.advance("push model layer", n),
     )
 
 
@@ -312,7 +314,15 @@ def push(ctx: InstallContext) -> str:
     if not options.registry:
         raise UsageError(f"--to {options.target} needs --registry HOST:PORT")
     registry = ctx.site.adapters.registry(options.registry, options.insecure_registry, options.ca_bundle)
-    return registry.push_image(image, f"airgap/{receipt.name}", receipt.version)
+    model_image = ctx.record.image.model_image
+    if model_image is None:
+        return registry.push_image(image, f"airgap/{receipt.name}", receipt.version)
+    # the model layer is made from the installed files as it is sent: gigabytes, with progress
+    ctx.site.observer.begin("push model layer", model_image.layer_size, BYTES)
+    try:
+        return registry.push_image(image, f"airgap/{receipt.name}", receipt.version)
+    finally:
+        ctx.site.observer.end("push model layer")
 
 
 def rewritten_manifests(content: Path, record: BuildRecord, ref: str) -> str:
